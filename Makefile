@@ -1,0 +1,127 @@
+# imagegate. `make help` lists the targets.
+
+# Tools are built from the Go module proxy into bin/ at these pinned versions.
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+KUSTOMIZE_VERSION ?= v5.8.2
+GOLANGCI_LINT_VERSION ?= v2.15.0
+
+LOCALBIN ?= $(CURDIR)/bin
+CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
+KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
+GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+
+# Fuzz time per target: CI runs each for FUZZTIME; `make fuzz FUZZTIME=5m` for longer.
+FUZZTIME ?= 20s
+
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: controller-gen ## Generate the CRDs, RBAC and webhook configuration under config/.
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd webhook paths="./..." output:crd:artifacts:config=config/crd/bases
+
+.PHONY: generate
+generate: controller-gen ## Generate the DeepCopy methods of the API types.
+	$(CONTROLLER_GEN) object paths="./api/..."
+
+.PHONY: fmt
+fmt: ## Run gofmt; fails when a file was not formatted.
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './bin/*')); \
+	if [ -n "$$out" ]; then echo "gofmt would change: $$out"; gofmt -w $$out; exit 1; fi
+
+.PHONY: vet
+vet: ## Run go vet.
+	go vet ./...
+
+.PHONY: verify
+verify: manifests generate ## Regenerate, then fail when generated files differ from the committed ones.
+	@git diff --exit-code -- api config || { echo "generated files are stale: run 'make manifests generate' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- api config)" || { git status --porcelain -- api config; echo "generated files are not committed"; exit 1; }
+
+.PHONY: setup-envtest
+setup-envtest: ## Build or find kube-apiserver, etcd, kubectl and kube-controller-manager; print KUBEBUILDER_ASSETS.
+	@hack/setup-envtest.sh
+
+.PHONY: test
+test: fmt vet verify ## Unit tests, fuzz seeds and envtest suites with -race, and a coverage summary.
+	@assets=$$(hack/setup-envtest.sh | tail -n 1); \
+	echo "KUBEBUILDER_ASSETS=$$assets"; \
+	KUBEBUILDER_ASSETS=$$assets go test -race -count=1 -coverprofile=cover.out ./...
+	@go tool cover -func=cover.out | tail -n 1
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME each (default 20s).
+	@hack/fuzz.sh $(FUZZTIME)
+
+.PHONY: bench
+bench: ## Run the engine benchmarks and print ns/op and allocs/op.
+	go test -run '^$$' -bench . -benchmem ./internal/policy/ ./internal/image/
+
+.PHONY: lint
+lint: golangci-lint ## Run golangci-lint.
+	$(GOLANGCI_LINT) run ./...
+
+##@ Build
+
+.PHONY: build
+build: ## Build bin/manager.
+	go build -o bin/manager ./cmd
+
+.PHONY: run
+run: manifests generate ## Run the manager from your host against the cluster in KUBECONFIG.
+	go run ./cmd
+
+##@ Deployment
+
+.PHONY: build-installer
+build-installer: manifests generate kustomize ## Render the whole installation into dist/install.yaml.
+	mkdir -p dist
+	$(KUSTOMIZE) build config/default > dist/install.yaml
+
+.PHONY: deploy
+deploy: manifests kustomize ## Deploy to the cluster in KUBECONFIG (needs cert-manager).
+	$(KUSTOMIZE) build config/default | kubectl apply -f -
+
+.PHONY: undeploy
+undeploy: kustomize ## Remove the installation from the cluster in KUBECONFIG.
+	$(KUSTOMIZE) build config/default | kubectl delete --ignore-not-found -f -
+
+##@ Tools
+
+.PHONY: controller-gen
+controller-gen: $(CONTROLLER_GEN)
+$(CONTROLLER_GEN):
+	$(call go-install-tool,$(CONTROLLER_GEN),sigs.k8s.io/controller-tools/cmd/controller-gen,$(CONTROLLER_TOOLS_VERSION),controller-gen)
+
+.PHONY: kustomize
+kustomize: $(KUSTOMIZE)
+$(KUSTOMIZE):
+	$(call go-install-tool,$(KUSTOMIZE),sigs.k8s.io/kustomize/kustomize/v5,$(KUSTOMIZE_VERSION),kustomize)
+
+.PHONY: golangci-lint
+golangci-lint: $(GOLANGCI_LINT)
+$(GOLANGCI_LINT):
+	$(call go-install-tool,$(GOLANGCI_LINT),github.com/golangci/golangci-lint/v2/cmd/golangci-lint,$(GOLANGCI_LINT_VERSION),golangci-lint)
+
+# go-install-tool builds package $(2) at version $(3), whose binary is named $(4), into the
+# versioned path $(1).
+define go-install-tool
+@[ -f "$(1)" ] || { \
+set -e; \
+echo "Building $(2)@$(3)"; \
+mkdir -p $(LOCALBIN); \
+GOBIN=$(LOCALBIN) go install $(2)@$(3); \
+mv "$(LOCALBIN)/$(4)" "$(1)"; \
+}
+endef

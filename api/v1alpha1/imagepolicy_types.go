@@ -1,0 +1,208 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// PolicyMode says what a policy does with a Pod that breaks its rules.
+// +kubebuilder:validation:Enum=Enforce;Warn;Audit
+type PolicyMode string
+
+const (
+	// ModeEnforce denies the request.
+	ModeEnforce PolicyMode = "Enforce"
+	// ModeWarn admits the request and returns an admission warning, which kubectl prints.
+	ModeWarn PolicyMode = "Warn"
+	// ModeAudit admits the request silently and only records the violation.
+	ModeAudit PolicyMode = "Audit"
+)
+
+// ImagePattern is an image pattern: an image reference in which a path segment may
+// contain `*` (any characters within that one segment, never `/`) or be `**` (any number of
+// segments, including none). The registry host is literal and matched as a whole host with
+// its port; a pattern without a registry means Docker Hub, exactly as for images (`nginx`
+// is `docker.io/library/nginx`). A pattern without tag or digest matches every tag and
+// digest of the repositories it names; `:tag` matches only that tag; `@sha256:...` only
+// that digest.
+//
+// The grammar is that of github.com/distribution/reference with the globs added; the Go
+// side (internal/image) checks the same rules with the real parser, and a test ties the two.
+// +kubebuilder:validation:MinLength=1
+// +kubebuilder:validation:MaxLength=512
+// +kubebuilder:validation:XValidation:rule="self.matches('^(?:(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:[.](?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*|[[][a-fA-F0-9:]+[]])(?::[0-9]+)?/)?[a-z0-9*]+(?:(?:[._]|__|[-]+)[a-z0-9*]+)*(?:/[a-z0-9*]+(?:(?:[._]|__|[-]+)[a-z0-9*]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@(?:sha256:[a-f0-9]{64}|sha384:[a-f0-9]{96}|sha512:[a-f0-9]{128}))?$')",message="must be an image pattern such as ghcr.io/acme/*, docker.io/library/nginx:1.27 or registry.corp:5000/** (lowercase repository; globs * and ** only in the repository path; no spaces; a digest is sha256: and 64 lowercase hex digits)"
+// +kubebuilder:validation:XValidation:rule="!self.matches('^[^/]*[*][^/]*/') || !self.matches('^(?:[^/]*[.:][^/]*|localhost)/')",message="a registry host cannot contain * or **: name the registry exactly, for example ghcr.io/acme/*"
+// +kubebuilder:validation:XValidation:rule="!self.matches('[^/][*][*]|[*][*][^/:@]')",message="** must be a whole path segment, for example ghcr.io/acme/**"
+type ImagePattern string
+
+// ImageRules lists the image patterns that a policy allows and denies.
+// +kubebuilder:validation:XValidation:rule="has(self.allow) || has(self.deny)",message="images must set allow or deny"
+type ImageRules struct {
+	// allow lists the image patterns that may run. When set, every image that the policy
+	// checks must match at least one of them.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=256
+	Allow []ImagePattern `json:"allow,omitempty"`
+
+	// deny lists the image patterns that may not run. A match denies, even when an allow
+	// pattern also matches.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=256
+	Deny []ImagePattern `json:"deny,omitempty"`
+}
+
+// TagName is an image tag, such as `latest` or `1.27`.
+// +kubebuilder:validation:MinLength=1
+// +kubebuilder:validation:MaxLength=128
+// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`
+type TagName string
+
+// TagRules restricts image tags. Tag rules do not apply to an image pinned by digest: the
+// runtime pulls the digest and ignores the tag.
+// +kubebuilder:validation:XValidation:rule="has(self.deny) || (has(self.requireTag) && self.requireTag)",message="tags must set deny or requireTag: true"
+type TagRules struct {
+	// deny lists tags that are refused. An image with neither tag nor digest runs as
+	// `:latest`, so `deny: [latest]` refuses it too.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	Deny []TagName `json:"deny,omitempty"`
+
+	// requireTag refuses images that carry neither a tag nor a digest.
+	// +optional
+	RequireTag bool `json:"requireTag,omitempty"`
+}
+
+// ImagePolicySpec is the set of rules shared by ImagePolicy and ClusterImagePolicy.
+// +kubebuilder:validation:XValidation:rule="has(self.images) || has(self.tags) || (has(self.requireDigest) && self.requireDigest)",message="the policy restricts nothing: set at least one of images.allow, images.deny, tags.deny, tags.requireTag or requireDigest"
+type ImagePolicySpec struct {
+	// mode says what happens to a Pod that breaks this policy: `Enforce` (the default)
+	// denies it; `Warn` admits it and returns a warning that kubectl prints; `Audit` admits
+	// it silently and only records the violation (audit annotation and status).
+	// +optional
+	// +kubebuilder:default=Enforce
+	Mode PolicyMode `json:"mode,omitempty"`
+
+	// namespaceSelector picks the namespaces whose Pods this policy covers, by namespace
+	// labels (`kubernetes.io/metadata.name` holds the name). Empty or unset: every namespace
+	// that the webhook sees. Only for ClusterImagePolicy: an ImagePolicy covers its own
+	// namespace.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'] && ((e.operator in ['In', 'NotIn']) == (has(e.values) && size(e.values) > 0)))",message="each matchExpressions operator must be In, NotIn, Exists or DoesNotExist; In and NotIn need values, Exists and DoesNotExist take none"
+	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+
+	// podSelector picks the Pods this policy covers, by Pod labels. Empty or unset: every
+	// Pod in the namespaces the policy covers.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'] && ((e.operator in ['In', 'NotIn']) == (has(e.values) && size(e.values) > 0)))",message="each matchExpressions operator must be In, NotIn, Exists or DoesNotExist; In and NotIn need values, Exists and DoesNotExist take none"
+	PodSelector *metav1.LabelSelector `json:"podSelector,omitempty"`
+
+	// images allows and denies images by pattern.
+	// +optional
+	Images *ImageRules `json:"images,omitempty"`
+
+	// tags refuses tags by name, or images without a tag.
+	// +optional
+	Tags *TagRules `json:"tags,omitempty"`
+
+	// requireDigest refuses every image that is not pinned by digest (`@sha256:...`).
+	// +optional
+	RequireDigest bool `json:"requireDigest,omitempty"`
+
+	// exemptImages lists image patterns that this policy does not check at all (for example
+	// a vendor image that must stay on `:latest`). Other policies still check them.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=256
+	ExemptImages []ImagePattern `json:"exemptImages,omitempty"`
+}
+
+// Condition types and reasons of a policy's status.
+const (
+	// ConditionReady is True when the policy is compiled and in force.
+	ConditionReady = "Ready"
+	// ReasonCompiled says the policy is compiled and in force.
+	ReasonCompiled = "Compiled"
+	// ReasonInvalid says the policy could not be compiled; the message says why.
+	ReasonInvalid = "Invalid"
+)
+
+// ImagePolicyStatus is the observed state of a policy.
+type ImagePolicyStatus struct {
+	// conditions holds `Ready`: True when the policy is in force, False with reason
+	// `Invalid` and a message when it cannot be compiled.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=8
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// observedGeneration is the metadata.generation that the conditions describe.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+}
+
+// ImagePolicy restricts the images that Pods in its own namespace may run. It can only add
+// restrictions to the ClusterImagePolicies that cover the namespace, never loosen them.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Namespaced,shortName=imgpol
+// +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.namespaceSelector)",fieldPath=".spec.namespaceSelector",message="namespaceSelector is not allowed on ImagePolicy, which covers only its own namespace: use a ClusterImagePolicy"
+type ImagePolicy struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec holds the rules.
+	// +required
+	Spec ImagePolicySpec `json:"spec"`
+
+	// status is written by imagegate.
+	// +optional
+	Status ImagePolicyStatus `json:"status,omitempty"`
+}
+
+// ImagePolicyList is a list of ImagePolicy.
+// +kubebuilder:object:root=true
+type ImagePolicyList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ImagePolicy `json:"items"`
+}
+
+// ClusterImagePolicy restricts the images that Pods may run in the namespaces its
+// namespaceSelector picks (every namespace when it is empty).
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=cimgpol
+// +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type ClusterImagePolicy struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec holds the rules.
+	// +required
+	Spec ImagePolicySpec `json:"spec"`
+
+	// status is written by imagegate.
+	// +optional
+	Status ImagePolicyStatus `json:"status,omitempty"`
+}
+
+// ClusterImagePolicyList is a list of ClusterImagePolicy.
+// +kubebuilder:object:root=true
+type ClusterImagePolicyList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ClusterImagePolicy `json:"items"`
+}
+

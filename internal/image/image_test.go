@@ -1,0 +1,191 @@
+package image
+
+import (
+	"strings"
+	"testing"
+
+	. "github.com/onsi/gomega"
+)
+
+const digestA = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+
+func TestParse(t *testing.T) {
+	cases := []struct {
+		in                                       string
+		normalized, host, path, tag, digest, eff string
+	}{
+		{"nginx", "docker.io/library/nginx", "docker.io", "library/nginx", "", "", "latest"},
+		{"library/nginx:1.27", "docker.io/library/nginx:1.27", "docker.io", "library/nginx", "1.27", "", "1.27"},
+		{"index.docker.io/library/nginx", "docker.io/library/nginx", "docker.io", "library/nginx", "", "", "latest"},
+		{"docker.io/nginx", "docker.io/library/nginx", "docker.io", "library/nginx", "", "", "latest"},
+		{"DOCKER.IO/nginx", "DOCKER.IO/nginx", "docker.io", "library/nginx", "", "", "latest"},
+		{"Registry.Corp:5000/team/app:v1", "Registry.Corp:5000/team/app:v1", "registry.corp:5000", "team/app", "v1", "", "v1"},
+		{"localhost/app", "localhost/app", "localhost", "app", "", "", "latest"},
+		{"localhost:5000/app", "localhost:5000/app", "localhost:5000", "app", "", "", "latest"},
+		{"10.0.0.1:5000/app", "10.0.0.1:5000/app", "10.0.0.1:5000", "app", "", "", "latest"},
+		{"[::1]:5000/app", "[::1]:5000/app", "[::1]:5000", "app", "", "", "latest"},
+		{"alpine:3.19@" + digestA, "docker.io/library/alpine:3.19@" + digestA, "docker.io", "library/alpine", "3.19", digestA, ""},
+		{"acme/app", "docker.io/acme/app", "docker.io", "acme/app", "", "", "latest"},
+	}
+	for _, c := range cases {
+		t.Run(c.in, func(t *testing.T) {
+			g := NewWithT(t)
+			r, err := Parse(c.in)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(r).To(Equal(Reference{Normalized: c.normalized, Host: c.host, Path: c.path, Tag: c.tag, Digest: c.digest}))
+			g.Expect(r.EffectiveTag()).To(Equal(c.eff))
+		})
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	cases := map[string]string{
+		"":                 "invalid reference format",
+		"Nginx":            "invalid reference format: repository name (library/Nginx) must be lowercase",
+		"ghcr.io/Acme/app": "invalid reference format: repository name (Acme/app) must be lowercase",
+		"nginx ":           "invalid reference format",
+		" nginx":           "invalid reference format",
+		"nginx@sha256:abc": "invalid reference format", "nginx@sha256:" + strings.Repeat("a", 32): "invalid checksum digest length",
+		"nginx:" + strings.Repeat("a", 129): "invalid reference format",
+	}
+	for in, want := range cases {
+		t.Run(in, func(t *testing.T) {
+			g := NewWithT(t)
+			_, err := Parse(in)
+			g.Expect(err).To(MatchError(want))
+		})
+	}
+}
+
+func TestParsePattern(t *testing.T) {
+	cases := []struct {
+		in, normalized, host, path, tag, digest string
+	}{
+		{"nginx", "docker.io/library/nginx", "docker.io", "library/nginx", "", ""},
+		{"*", "docker.io/library/*", "docker.io", "library/*", "", ""},
+		{"**", "docker.io/**", "docker.io", "**", "", ""},
+		{"docker.io/**", "docker.io/**", "docker.io", "**", "", ""},
+		{"index.docker.io/**", "docker.io/**", "docker.io", "**", "", ""},
+		{"library/**", "docker.io/library/**", "docker.io", "library/**", "", ""},
+		{"docker.io/*", "docker.io/library/*", "docker.io", "library/*", "", ""},
+		{"ghcr.io/acme/*", "ghcr.io/acme/*", "ghcr.io", "acme/*", "", ""},
+		{"ghcr.io/acme/**", "ghcr.io/acme/**", "ghcr.io", "acme/**", "", ""},
+		{"ghcr.io/acme/app-*:v1", "ghcr.io/acme/app-*:v1", "ghcr.io", "acme/app-*", "v1", ""},
+		{"Registry.Corp:5000/**", "registry.corp:5000/**", "registry.corp:5000", "**", "", ""},
+		{"index.docker.io/acme/**", "docker.io/acme/**", "docker.io", "acme/**", "", ""},
+		{"DOCKER.IO/nginx", "docker.io/library/nginx", "docker.io", "library/nginx", "", ""},
+		{"*/app", "docker.io/*/app", "docker.io", "*/app", "", ""},
+		{"nginx@" + digestA, "docker.io/library/nginx@" + digestA, "docker.io", "library/nginx", "", digestA},
+		{"ghcr.io/**/base:1.0", "ghcr.io/**/base:1.0", "ghcr.io", "**/base", "1.0", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.in, func(t *testing.T) {
+			g := NewWithT(t)
+			p, err := ParsePattern(c.in)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(p.Normalized).To(Equal(c.normalized))
+			g.Expect(p.Host).To(Equal(c.host))
+			g.Expect(p.Path).To(Equal(c.path))
+			g.Expect(p.Tag).To(Equal(c.tag))
+			g.Expect(p.Digest).To(Equal(c.digest))
+			g.Expect(p.Raw).To(Equal(c.in))
+		})
+	}
+}
+
+func TestParsePatternRejects(t *testing.T) {
+	cases := map[string]string{
+		"":                   "pattern is empty",
+		"**.corp/app":        "a registry host cannot contain * or **: name the registry exactly, for example ghcr.io/acme/*",
+		"*.corp/app":         "a registry host cannot contain * or **: name the registry exactly, for example ghcr.io/acme/*",
+		"registry*:5000/app": "a registry host cannot contain * or **: name the registry exactly, for example ghcr.io/acme/*",
+		"ghcr.io/acme/app**": "** must be a whole path segment, for example ghcr.io/acme/**",
+		"ghcr.io/acme/***":   "** must be a whole path segment, for example ghcr.io/acme/**",
+		"nginx:1.*":          "globs are not allowed in a tag or digest: a pattern matches one tag or one digest, or all of them when it has neither",
+		"ghcr.io/Acme/*":     "invalid reference format: repository name (Acme/*) must be lowercase",
+		"ghcr.io/acme/ app":  "invalid reference format",
+		"nginx@sha256:abc":   "invalid reference format", "nginx@sha256:" + strings.Repeat("a", 32): "invalid checksum digest length",
+		"ghcr.io/acme/-*":   "invalid reference format",
+		"x/0imagegateglob0": `pattern contains the reserved text "imagegateglob"`,
+		"ghcr.io//app":      "invalid reference format",
+		"ghcr.io/acme/app/": "invalid reference format",
+	}
+	for in, want := range cases {
+		t.Run(in, func(t *testing.T) {
+			g := NewWithT(t)
+			_, err := ParsePattern(in)
+			g.Expect(err).To(MatchError(want))
+		})
+	}
+}
+
+func TestMatch(t *testing.T) {
+	cases := []struct {
+		pattern, image string
+		want           bool
+	}{
+		// Segment-aware globs.
+		{"ghcr.io/acme/*", "ghcr.io/acme/app", true},
+		{"ghcr.io/acme/*", "ghcr.io/acme/team/app", false},
+		{"ghcr.io/acme/*", "ghcr.io/acmeevil/app", false},
+		{"ghcr.io/acme/*", "ghcr.io/acme", false},
+		{"ghcr.io/acme/**", "ghcr.io/acme/app", true},
+		{"ghcr.io/acme/**", "ghcr.io/acme/team/app", true},
+		{"ghcr.io/acme/**", "ghcr.io/acme", true},
+		{"ghcr.io/acme/**", "ghcr.io/acmeevil/app", false},
+		{"ghcr.io/**/base", "ghcr.io/base", true},
+		{"ghcr.io/**/base", "ghcr.io/a/b/c/base", true},
+		{"ghcr.io/**/base", "ghcr.io/a/b/c/base2", false},
+		{"ghcr.io/**/x/**/y", "ghcr.io/x/x/x/z/y", true},
+		{"ghcr.io/**/x/**/y", "ghcr.io/x/x/x/z/y/q", false},
+		{"ghcr.io/acme/app-*", "ghcr.io/acme/app-web", true},
+		{"ghcr.io/acme/app-*", "ghcr.io/acme/app", false},
+		{"ghcr.io/acme/*-svc", "ghcr.io/acme/pay-svc", true},
+		{"ghcr.io/acme/*-svc", "ghcr.io/acme/pay-svc2", false},
+		{"ghcr.io/*/app", "ghcr.io/acme/app", true},
+		{"ghcr.io/*/app", "ghcr.io/a/b/app", false},
+		// Whole host, with port, case-insensitive.
+		{"registry.corp/**", "registry.corp.evil.io/app", false},
+		{"registry.corp/**", "registry.corp:5000/app", false},
+		{"registry.corp:5000/**", "registry.corp:5000/app", true},
+		{"registry.corp/**", "REGISTRY.CORP/app", true},
+		{"registry.corp/**", "evil.io/registry.corp/app", false},
+		// Docker Hub normalization on both sides.
+		{"nginx", "docker.io/library/nginx", true},
+		{"docker.io/library/nginx", "nginx", true},
+		{"index.docker.io/library/nginx", "library/nginx:1.27", true},
+		{"nginx", "acme/nginx", false},
+		{"*", "nginx", true},
+		{"*", "acme/app", false},
+		{"docker.io/**", "nginx", true},
+		// Tags and digests: the digest decides.
+		{"nginx:1.27", "nginx:1.27", true},
+		{"nginx:1.27", "nginx:1.28", false},
+		{"nginx:latest", "nginx", true},
+		{"nginx:1.27", "nginx:1.27@" + digestA, false},
+		{"nginx@" + digestA, "nginx:anything@" + digestA, true},
+		{"nginx@" + digestA, "nginx", false},
+		{"nginx", "nginx@" + digestA, true},
+	}
+	for _, c := range cases {
+		t.Run(c.pattern+" ~ "+c.image, func(t *testing.T) {
+			g := NewWithT(t)
+			p, err := ParsePattern(c.pattern)
+			g.Expect(err).NotTo(HaveOccurred())
+			r, err := Parse(c.image)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(p.Match(&r)).To(Equal(c.want))
+		})
+	}
+}
+
+func TestMatchSegmentsIsPolynomial(t *testing.T) {
+	// A pattern written to make a backtracking matcher explode must still be answered (the
+	// test would time out otherwise) and correctly.
+	g := NewWithT(t)
+	segs := strings.Split(strings.Repeat("**/a/", 40)+"b", "/")
+	path := strings.Repeat("a/", 120) + "c"
+	g.Expect(MatchSegments(segs, path)).To(BeFalse())
+	g.Expect(MatchSegments(segs, strings.Repeat("a/", 120)+"b")).To(BeTrue())
+	g.Expect(matchSegment(strings.Repeat("*a", 60)+"b", strings.Repeat("a", 200))).To(BeFalse())
+}

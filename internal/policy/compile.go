@@ -1,0 +1,244 @@
+// Package policy is imagegate's one engine. Compile turns ImagePolicies and
+// ClusterImagePolicies into an immutable Snapshot; Evaluate decides a Subject (a Pod's
+// namespace, labels and images) against it. The webhook, the CLI and every later adapter call
+// it; it does no I/O and knows nothing of HTTP, clients or contexts.
+package policy
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/internal/image"
+)
+
+// Kinds of policy, as users read them in messages.
+const (
+	KindClusterImagePolicy = "ClusterImagePolicy"
+	KindImagePolicy        = "ImagePolicy"
+)
+
+// PolicyRef names a policy.
+type PolicyRef struct {
+	Kind      string
+	Namespace string // empty for a ClusterImagePolicy
+	Name      string
+}
+
+// String is Kind/name or Kind/namespace/name.
+func (r PolicyRef) String() string {
+	if r.Namespace == "" {
+		return r.Kind + "/" + r.Name
+	}
+	return r.Kind + "/" + r.Namespace + "/" + r.Name
+}
+
+// list says which list of a policy a pattern comes from.
+type list uint8
+
+const (
+	listAllow list = iota
+	listDeny
+	listExempt
+)
+
+// compiledPolicy is one policy, ready to evaluate.
+type compiledPolicy struct {
+	ref           PolicyRef
+	mode          v1alpha1.PolicyMode
+	nsSelector    labels.Selector // nil: every namespace
+	podSelector   labels.Selector // nil: every Pod
+	hasAllow      bool
+	denyPatterns  []string // as written, for messages
+	tagDeny       []string
+	requireTag    bool
+	requireDigest bool
+	// invalid, when set, is why the policy could not be compiled. Such a policy refuses (in
+	// its mode) every Pod it may cover: a broken rule must not silently admit.
+	invalid string
+}
+
+// target is one use of a pattern: policy, list and position in that list.
+type target struct {
+	policy int32
+	list   list
+	index  int32
+}
+
+// matcher is one distinct pattern tail below a trie node, shared by every policy that
+// wrote the same pattern, so a pattern repeated across a thousand policies is matched once.
+type matcher struct {
+	rest    []string // segments left to match after the node; nil: the path ends at the node
+	pattern image.Pattern
+	targets []target
+}
+
+// node is a level of the pattern trie: one literal path segment. Patterns hang at the node of
+// their last leading literal segment, so an image is only matched against the patterns that
+// share its registry and leading path, however many policies there are.
+type node struct {
+	children map[string]*node
+	matchers []*matcher
+}
+
+// Snapshot is an immutable set of compiled policies. It is safe for concurrent use.
+type Snapshot struct {
+	policies    []compiledPolicy
+	cluster     []int32            // indices of ClusterImagePolicies
+	byNamespace map[string][]int32 // indices of ImagePolicies by namespace
+	hosts       map[string]*node
+	errors      map[PolicyRef]string
+	scratch     sync.Pool
+}
+
+// Len is the number of policies in the snapshot, valid or not.
+func (s *Snapshot) Len() int { return len(s.policies) }
+
+// PolicyError returns why the named policy could not be compiled, or "" when it compiled
+// (or is not in the snapshot).
+func (s *Snapshot) PolicyError(ref PolicyRef) string { return s.errors[ref] }
+
+// Compile builds a snapshot from every policy in force. Policies that do not compile are kept,
+// marked invalid (see PolicyError); they never stop the others from compiling.
+func Compile(cluster []v1alpha1.ClusterImagePolicy, namespaced []v1alpha1.ImagePolicy) *Snapshot {
+	s := &Snapshot{
+		byNamespace: map[string][]int32{},
+		hosts:       map[string]*node{},
+		errors:      map[PolicyRef]string{},
+	}
+	// A stable order makes messages and status deterministic, whatever order the cache lists.
+	cluster = append([]v1alpha1.ClusterImagePolicy(nil), cluster...)
+	sort.Slice(cluster, func(i, j int) bool { return cluster[i].Name < cluster[j].Name })
+	namespaced = append([]v1alpha1.ImagePolicy(nil), namespaced...)
+	sort.Slice(namespaced, func(i, j int) bool {
+		if namespaced[i].Namespace != namespaced[j].Namespace {
+			return namespaced[i].Namespace < namespaced[j].Namespace
+		}
+		return namespaced[i].Name < namespaced[j].Name
+	})
+
+	shared := map[string]*matcher{}
+	for i := range cluster {
+		idx := int32(len(s.policies))
+		s.add(PolicyRef{Kind: KindClusterImagePolicy, Name: cluster[i].Name}, &cluster[i].Spec, shared)
+		s.cluster = append(s.cluster, idx)
+	}
+	for i := range namespaced {
+		p := &namespaced[i]
+		idx := int32(len(s.policies))
+		s.add(PolicyRef{Kind: KindImagePolicy, Namespace: p.Namespace, Name: p.Name}, &p.Spec, shared)
+		s.byNamespace[p.Namespace] = append(s.byNamespace[p.Namespace], idx)
+	}
+	s.scratch.New = func() any { return &scratch{marks: make([]mark, len(s.policies))} }
+	return s
+}
+
+// add compiles one policy into the snapshot.
+func (s *Snapshot) add(ref PolicyRef, spec *v1alpha1.ImagePolicySpec, shared map[string]*matcher) {
+	idx := int32(len(s.policies))
+	cp := compiledPolicy{ref: ref, mode: spec.Mode}
+	if cp.mode == "" {
+		cp.mode = v1alpha1.ModeEnforce
+	}
+	type use struct {
+		p image.Pattern
+		t target
+	}
+	var uses []use
+	var problems []string
+	collect := func(field string, l list, patterns []v1alpha1.ImagePattern) {
+		for i, raw := range patterns {
+			p, err := image.ParsePattern(string(raw))
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("spec.%s[%d]: invalid pattern %q: %v", field, i, raw, err))
+				continue
+			}
+			uses = append(uses, use{p, target{policy: idx, list: l, index: int32(i)}})
+		}
+	}
+	if spec.Images != nil {
+		collect("images.allow", listAllow, spec.Images.Allow)
+		collect("images.deny", listDeny, spec.Images.Deny)
+		cp.hasAllow = len(spec.Images.Allow) > 0
+		for _, d := range spec.Images.Deny {
+			cp.denyPatterns = append(cp.denyPatterns, string(d))
+		}
+	}
+	collect("exemptImages", listExempt, spec.ExemptImages)
+	if spec.Tags != nil {
+		for _, t := range spec.Tags.Deny {
+			cp.tagDeny = append(cp.tagDeny, string(t))
+		}
+		cp.requireTag = spec.Tags.RequireTag
+	}
+	cp.requireDigest = spec.RequireDigest
+	var err error
+	if cp.nsSelector, err = selector(spec.NamespaceSelector); err != nil {
+		problems = append(problems, "spec.namespaceSelector: "+err.Error())
+	}
+	if ref.Kind == KindImagePolicy && spec.NamespaceSelector != nil {
+		problems = append(problems, "spec.namespaceSelector: not allowed on ImagePolicy, which covers only its own namespace")
+	}
+	if cp.podSelector, err = selector(spec.PodSelector); err != nil {
+		problems = append(problems, "spec.podSelector: "+err.Error())
+	}
+	if !cp.hasAllow && len(cp.denyPatterns) == 0 && len(cp.tagDeny) == 0 && !cp.requireTag && !cp.requireDigest {
+		problems = append(problems, "spec: the policy restricts nothing")
+	}
+	if len(problems) > 0 {
+		// A selector that does not parse cannot say which Pods it covers: cover them all.
+		cp.invalid = strings.Join(problems, "; ")
+		cp.nsSelector, cp.podSelector = nil, nil
+		s.errors[ref] = cp.invalid
+		s.policies = append(s.policies, cp)
+		return
+	}
+	s.policies = append(s.policies, cp)
+	for _, u := range uses {
+		s.insert(u.p, u.t, shared)
+	}
+}
+
+func selector(ls *metav1.LabelSelector) (labels.Selector, error) {
+	if ls == nil || (len(ls.MatchLabels) == 0 && len(ls.MatchExpressions) == 0) {
+		return nil, nil
+	}
+	return metav1.LabelSelectorAsSelector(ls)
+}
+
+// insert hangs a pattern in the trie below the node of its leading literal segments.
+func (s *Snapshot) insert(p image.Pattern, t target, shared map[string]*matcher) {
+	n := s.hosts[p.Host]
+	if n == nil {
+		n = &node{}
+		s.hosts[p.Host] = n
+	}
+	segs := p.Segments
+	for len(segs) > 0 && !image.HasGlob(segs[0]) {
+		child := n.children[segs[0]]
+		if child == nil {
+			child = &node{}
+			if n.children == nil {
+				n.children = map[string]*node{}
+			}
+			n.children[segs[0]] = child
+		}
+		n, segs = child, segs[1:]
+	}
+	// The normalized pattern fixes both the node and the tail, so it is the key.
+	m := shared[p.Normalized]
+	if m == nil {
+		m = &matcher{pattern: p}
+		if len(segs) > 0 {
+			m.rest = segs
+		}
+		shared[p.Normalized] = m
+		n.matchers = append(n.matchers, m)
+	}
+	m.targets = append(m.targets, t)
+}

@@ -1,0 +1,349 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/internal/image"
+)
+
+// Image is one image of a Pod, with the field path it was written at.
+type Image struct {
+	// Field is the field path, such as spec.containers[0].image.
+	Field string
+	// Ref is the image reference as written.
+	Ref string
+}
+
+// Subject is what a decision is about: a Pod (or pod template), its namespace and its images.
+type Subject struct {
+	// Namespace is the Pod's namespace.
+	Namespace string
+	// NamespaceLabels are the labels of that namespace.
+	NamespaceLabels map[string]string
+	// NamespaceUnknown says the namespace's labels could not be read (not in the cache yet).
+	// Policies that select namespaces by label then refuse rather than guess.
+	NamespaceUnknown bool
+	// PodLabels are the Pod's labels.
+	PodLabels map[string]string
+	// Images are the images to check: all of a new Pod's, only the new or changed ones of an
+	// updated Pod.
+	Images []Image
+}
+
+// Rule names the rule that a violation breaks, as the policy spells it.
+type Rule string
+
+// The rules.
+const (
+	RuleAllow         Rule = "images.allow"
+	RuleDeny          Rule = "images.deny"
+	RuleTagDeny       Rule = "tags.deny"
+	RuleRequireTag    Rule = "tags.requireTag"
+	RuleRequireDigest Rule = "requireDigest"
+	RuleReference     Rule = "reference"
+	RuleNamespace     Rule = "namespaceSelector"
+	RuleInvalidPolicy Rule = "policy"
+)
+
+// Violation is one broken rule: one image against one rule of one policy.
+type Violation struct {
+	// Field is the field path of the image (or of what the violation is about).
+	Field string
+	// Image is the image as written, "" for a violation that is not about one image.
+	Image string
+	// Normalized is the fully qualified image, "" when it does not parse.
+	Normalized string
+	// Policy is the policy that the image breaks.
+	Policy PolicyRef
+	// Mode is that policy's mode.
+	Mode v1alpha1.PolicyMode
+	// Rule is the broken rule.
+	Rule Rule
+	// Reason says how the rule is broken, in words.
+	Reason string
+}
+
+// Message is the line a user reads, for example:
+//
+//	spec.containers[0].image: image "nginx" (docker.io/library/nginx) is not allowed by ClusterImagePolicy "trusted": it matches no pattern in images.allow
+func (v *Violation) Message() string {
+	var b strings.Builder
+	b.WriteString(v.Field)
+	b.WriteString(": ")
+	switch {
+	case v.Image == "" && v.Rule != RuleReference:
+		b.WriteString("the Pod")
+	case v.Normalized == "":
+		fmt.Fprintf(&b, "image %q", v.Image)
+	default:
+		fmt.Fprintf(&b, "image %q (%s)", v.Image, v.Normalized)
+	}
+	fmt.Fprintf(&b, " is not allowed by %s %q: %s", v.Policy.Kind, v.Policy.Name, v.Reason)
+	return b.String()
+}
+
+// Decision is the outcome of Evaluate: every violation of every policy that covers the
+// subject. The subject is admitted when no Enforce violation is among them.
+type Decision struct {
+	Violations []Violation
+	// Covered is the number of policies that cover the subject.
+	Covered int
+}
+
+// Allowed reports whether the subject is admitted: no Enforce violation.
+func (d *Decision) Allowed() bool {
+	for i := range d.Violations {
+		if d.Violations[i].Mode == v1alpha1.ModeEnforce {
+			return false
+		}
+	}
+	return true
+}
+
+// Messages returns the messages of the violations in the given mode, in order.
+func (d *Decision) Messages(mode v1alpha1.PolicyMode) []string {
+	var out []string
+	for i := range d.Violations {
+		if d.Violations[i].Mode == mode {
+			out = append(out, d.Violations[i].Message())
+		}
+	}
+	return out
+}
+
+// Audit annotation keys. The apiserver prefixes them with the webhook's name.
+const (
+	AnnotationDecision = "decision"
+	AnnotationPolicies = "policies"
+)
+
+// Values of the decision annotation.
+const (
+	DecisionAllowed             = "allowed"
+	DecisionAllowedWithWarnings = "allowed-with-warnings"
+	DecisionAllowedWithAudit    = "allowed-with-audit-violations"
+	DecisionDenied              = "denied"
+)
+
+// Outcome is the decision annotation value.
+func (d *Decision) Outcome() string {
+	warn, audit := false, false
+	for i := range d.Violations {
+		switch d.Violations[i].Mode {
+		case v1alpha1.ModeEnforce:
+			return DecisionDenied
+		case v1alpha1.ModeWarn:
+			warn = true
+		case v1alpha1.ModeAudit:
+			audit = true
+		}
+	}
+	switch {
+	case warn:
+		return DecisionAllowedWithWarnings
+	case audit:
+		return DecisionAllowedWithAudit
+	default:
+		return DecisionAllowed
+	}
+}
+
+// AuditAnnotations are the annotations that record the decision in the apiserver's audit
+// log: the outcome always, and the policies that found violations (Mode:Kind/name, sorted).
+func (d *Decision) AuditAnnotations() map[string]string {
+	a := map[string]string{AnnotationDecision: d.Outcome()}
+	if len(d.Violations) > 0 {
+		var names []string
+		for i := range d.Violations {
+			v := &d.Violations[i]
+			n := string(v.Mode) + ":" + v.Policy.String()
+			if !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+		}
+		slices.Sort(names)
+		a[AnnotationPolicies] = strings.Join(names, ",")
+	}
+	return a
+}
+
+// mark records, for one image, which lists of a policy it matched.
+type mark struct {
+	gen    uint32
+	allow  bool
+	exempt bool
+	deny   int32 // 1 + position of the first images.deny pattern matched; 0: none
+}
+
+// scratch is per-evaluation working memory, pooled so that evaluation allocates the same
+// whatever the number of policies.
+type scratch struct {
+	gen     uint32
+	marks   []mark
+	covered []int32
+}
+
+// Evaluate decides the subject against the snapshot.
+func (s *Snapshot) Evaluate(sub *Subject) Decision {
+	sc := s.scratch.Get().(*scratch)
+	defer s.scratch.Put(sc)
+	d := Decision{}
+	sc.covered = s.covering(sub, sc.covered[:0], &d)
+	d.Covered = len(sc.covered)
+	if len(sc.covered) == 0 {
+		return d
+	}
+	for i := range sub.Images {
+		s.evaluateImage(&sub.Images[i], sc, &d)
+	}
+	return d
+}
+
+// covering lists the policies that cover the subject. Policies that cannot tell (an invalid
+// policy, a namespace whose labels are unknown) add their violation to d here.
+func (s *Snapshot) covering(sub *Subject, out []int32, d *Decision) []int32 {
+	nsLabels, podLabels := labels.Set(sub.NamespaceLabels), labels.Set(sub.PodLabels)
+	for _, idx := range s.cluster {
+		p := &s.policies[idx]
+		if p.nsSelector != nil {
+			if sub.NamespaceUnknown {
+				d.Violations = append(d.Violations, Violation{
+					Field: "metadata.namespace", Policy: p.ref, Mode: p.mode, Rule: RuleNamespace,
+					Reason: fmt.Sprintf("the labels of namespace %q are not known yet, so whether the policy applies cannot be told; retry", sub.Namespace),
+				})
+				continue
+			}
+			if !p.nsSelector.Matches(nsLabels) {
+				continue
+			}
+		}
+		out = s.coverPod(idx, podLabels, out, d)
+	}
+	for _, idx := range s.byNamespace[sub.Namespace] {
+		out = s.coverPod(idx, podLabels, out, d)
+	}
+	return out
+}
+
+func (s *Snapshot) coverPod(idx int32, podLabels labels.Set, out []int32, d *Decision) []int32 {
+	p := &s.policies[idx]
+	if p.podSelector != nil && !p.podSelector.Matches(podLabels) {
+		return out
+	}
+	if p.invalid != "" {
+		d.Violations = append(d.Violations, Violation{
+			Field: "spec", Policy: p.ref, Mode: p.mode, Rule: RuleInvalidPolicy,
+			Reason: "the policy is invalid, so it refuses every Pod it may cover until it is fixed: " + p.invalid,
+		})
+		return out
+	}
+	return append(out, idx)
+}
+
+func (s *Snapshot) evaluateImage(img *Image, sc *scratch, d *Decision) {
+	ref, err := image.Parse(img.Ref)
+	if err != nil {
+		for _, idx := range sc.covered {
+			p := &s.policies[idx]
+			d.Violations = append(d.Violations, Violation{
+				Field: img.Field, Image: img.Ref, Policy: p.ref, Mode: p.mode, Rule: RuleReference,
+				Reason: "it is not a valid image reference: " + err.Error(),
+			})
+		}
+		return
+	}
+	sc.gen++
+	if sc.gen == 0 { // wrapped: old marks could look current
+		clear(sc.marks)
+		sc.gen = 1
+	}
+	s.markMatches(&ref, sc)
+	for _, idx := range sc.covered {
+		p := &s.policies[idx]
+		m := sc.marks[idx]
+		if m.gen != sc.gen {
+			m = mark{}
+		}
+		if m.exempt {
+			continue
+		}
+		violate := func(rule Rule, reason string) {
+			d.Violations = append(d.Violations, Violation{
+				Field: img.Field, Image: img.Ref, Normalized: ref.Normalized,
+				Policy: p.ref, Mode: p.mode, Rule: rule, Reason: reason,
+			})
+		}
+		if m.deny > 0 {
+			i := m.deny - 1
+			violate(RuleDeny, fmt.Sprintf("it matches images.deny[%d] %q", i, p.denyPatterns[i]))
+		}
+		if p.hasAllow && !m.allow {
+			violate(RuleAllow, "it matches no pattern in images.allow")
+		}
+		if p.requireDigest && ref.Digest == "" {
+			violate(RuleRequireDigest, "it is not pinned by digest (@sha256:...) and requireDigest is set")
+		}
+		if ref.Digest != "" {
+			continue // the runtime pulls the digest; tag rules do not apply
+		}
+		if p.requireTag && ref.Tag == "" {
+			violate(RuleRequireTag, "it has neither tag nor digest and tags.requireTag is set")
+		}
+		if tag := ref.EffectiveTag(); slices.Contains(p.tagDeny, tag) {
+			if ref.Tag == "" {
+				violate(RuleTagDeny, fmt.Sprintf("it has neither tag nor digest, so it runs as %q, which is in tags.deny", tag))
+			} else {
+				violate(RuleTagDeny, fmt.Sprintf("its tag %q is in tags.deny", tag))
+			}
+		}
+	}
+}
+
+// markMatches walks the trie along the image's registry and path and marks, for every
+// pattern that matches, the policy and list it belongs to.
+func (s *Snapshot) markMatches(ref *image.Reference, sc *scratch) {
+	n := s.hosts[ref.Host]
+	rest := ref.Path
+	for n != nil {
+		for _, m := range n.matchers {
+			var ok bool
+			if m.rest == nil {
+				ok = rest == ""
+			} else {
+				ok = image.MatchSegments(m.rest, rest)
+			}
+			if ok && m.pattern.MatchVersion(ref) {
+				sc.mark(m.targets)
+			}
+		}
+		if rest == "" {
+			return
+		}
+		head, tail, _ := strings.Cut(rest, "/")
+		n, rest = n.children[head], tail
+	}
+}
+
+func (sc *scratch) mark(targets []target) {
+	for _, t := range targets {
+		m := &sc.marks[t.policy]
+		if m.gen != sc.gen {
+			*m = mark{gen: sc.gen}
+		}
+		switch t.list {
+		case listAllow:
+			m.allow = true
+		case listExempt:
+			m.exempt = true
+		case listDeny:
+			if m.deny == 0 || t.index+1 < m.deny {
+				m.deny = t.index + 1
+			}
+		}
+	}
+}
