@@ -25,6 +25,7 @@ func TestParse(t *testing.T) {
 		{"10.0.0.1:5000/app", "10.0.0.1:5000/app", "10.0.0.1:5000", "app", "", "", "latest"},
 		{"[::1]:5000/app", "[::1]:5000/app", "[::1]:5000", "app", "", "", "latest"},
 		{"alpine:3.19@" + digestA, "docker.io/library/alpine:3.19@" + digestA, "docker.io", "library/alpine", "3.19", digestA, ""},
+		{"Foo/bar", "Foo/bar", "foo", "bar", "", "", "latest"},
 		{"acme/app", "docker.io/acme/app", "docker.io", "acme/app", "", "", "latest"},
 	}
 	for _, c := range cases {
@@ -71,10 +72,12 @@ func TestParsePattern(t *testing.T) {
 		{"ghcr.io/acme/*", "ghcr.io/acme/*", "ghcr.io", "acme/*", "", ""},
 		{"ghcr.io/acme/**", "ghcr.io/acme/**", "ghcr.io", "acme/**", "", ""},
 		{"ghcr.io/acme/app-*:v1", "ghcr.io/acme/app-*:v1", "ghcr.io", "acme/app-*", "v1", ""},
-		{"Registry.Corp:5000/**", "registry.corp:5000/**", "registry.corp:5000", "**", "", ""},
+		{"Registry.Corp:5000/**", "Registry.Corp:5000/**", "registry.corp:5000", "**", "", ""},
 		{"index.docker.io/acme/**", "docker.io/acme/**", "docker.io", "acme/**", "", ""},
 		{"DOCKER.IO/nginx", "docker.io/library/nginx", "docker.io", "library/nginx", "", ""},
 		{"*/app", "docker.io/*/app", "docker.io", "*/app", "", ""},
+		{"Foo/bar", "Foo/bar", "foo", "bar", "", ""},
+		{"0_0.0/0", "0_0.0/0", "", "0_0.0/0", "", ""},
 		{"nginx@" + digestA, "docker.io/library/nginx@" + digestA, "docker.io", "library/nginx", "", digestA},
 		{"ghcr.io/**/base:1.0", "ghcr.io/**/base:1.0", "ghcr.io", "**/base", "1.0", ""},
 	}
@@ -150,6 +153,10 @@ func TestMatch(t *testing.T) {
 		{"registry.corp:5000/**", "registry.corp:5000/app", true},
 		{"registry.corp/**", "REGISTRY.CORP/app", true},
 		{"registry.corp/**", "evil.io/registry.corp/app", false},
+		{"docker.io/foo/*", "Foo/bar", false},
+		{"foo/*", "Foo/bar", false},
+		{"Foo/*", "foo.bar/x", false},
+		{"FOO/*", "Foo/bar", true},
 		// Docker Hub normalization on both sides.
 		{"nginx", "docker.io/library/nginx", true},
 		{"docker.io/library/nginx", "nginx", true},

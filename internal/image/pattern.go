@@ -25,7 +25,7 @@ type Pattern struct {
 	// Raw is the pattern as written in the policy.
 	Raw string
 	// Normalized is what the pattern means, fully qualified (ghcr.io/acme/*, or
-	// docker.io/library/nginx for nginx).
+	// docker.io/library/nginx for nginx), with the host as written.
 	Normalized string
 	// Host is the registry host with its port, lowercased; never a glob.
 	Host string
@@ -67,8 +67,7 @@ func ParsePattern(s string) (Pattern, error) {
 	}
 	p := Pattern{
 		Raw:  s,
-		Host: strings.ToLower(reference.Domain(named)),
-		Path: unmask(reference.Path(named)),
+		Path: reference.Path(named),
 	}
 	if t, ok := named.(reference.Tagged); ok {
 		p.Tag = t.Tag()
@@ -76,15 +75,14 @@ func ParsePattern(s string) (Pattern, error) {
 	if d, ok := named.(reference.Digested); ok {
 		p.Digest = d.Digest().String()
 	}
-	if hasUpper(reference.Domain(named)) {
-		// Same rule as for images: DOCKER.IO/x means docker.io/library/x.
-		lower, err := ParsePattern(strings.ToLower(name) + rest)
-		if err != nil {
-			return Pattern{}, err
-		}
-		lower.Raw = s
-		return lower, nil
+	domain := reference.Domain(named)
+	if p.Host, p.Path, err = lowerHost(domain, p.Path); err != nil {
+		return Pattern{}, errors.New(unmask(err.Error()))
 	}
+	if p.Host == dockerHub {
+		domain = dockerHub
+	}
+	p.Path = unmask(p.Path)
 	if p.Host == dockerHub && p.Path == "library/**" && remainder(name) == "**" {
 		// Docker Hub puts a one-segment name under library/, but ** spans segments: a user who
 		// writes docker.io/** (or **) means all of Docker Hub, and reading it as library/**
@@ -92,7 +90,12 @@ func ParsePattern(s string) (Pattern, error) {
 		p.Path = "**"
 	}
 	p.Segments = strings.Split(p.Path, "/")
-	p.Normalized = p.Host + "/" + p.Path
+	// As for images, the normalized form keeps the host as written (Foo/x is the host Foo,
+	// foo/x is Docker Hub); matching uses the lowercased Host.
+	p.Normalized = p.Path
+	if domain != "" {
+		p.Normalized = domain + "/" + p.Path
+	}
 	if p.Tag != "" {
 		p.Normalized += ":" + p.Tag
 	}
@@ -116,14 +119,15 @@ func splitName(s string) (name, rest string) {
 }
 
 // hostOf returns the first path component of name when it is a registry host, by the rule
-// every container runtime applies: it contains "." or ":", or it is "localhost".
+// every container runtime applies: it contains "." or ":", or it is "localhost", or it has
+// an uppercase letter (which a repository path cannot have).
 func hostOf(name string) (string, bool) {
 	slash := strings.IndexByte(name, '/')
 	if slash < 0 {
 		return "", false
 	}
 	first := name[:slash]
-	return first, strings.ContainsAny(first, ".:") || first == "localhost"
+	return first, strings.ContainsAny(first, ".:") || first == "localhost" || hasUpper(first)
 }
 
 // remainder is the name without its registry host.

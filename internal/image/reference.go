@@ -57,17 +57,30 @@ func Parse(s string) (Reference, error) {
 	if d, ok := named.(reference.Digested); ok {
 		r.Digest = d.Digest().String()
 	}
-	if hasUpper(r.Host) {
-		// An uppercase host reaches the same registry as its lowercase form, so it must meet
-		// the same rules; normalizing the lowercased name again also applies Docker Hub's
-		// rules (DOCKER.IO/nginx is docker.io/library/nginx).
-		lower, err := reference.ParseNormalizedNamed(strings.ToLower(r.Host) + "/" + r.Path)
-		if err != nil {
-			return Reference{}, err
-		}
-		r.Host, r.Path = reference.Domain(lower), reference.Path(lower)
+	r.Host, r.Path, err = lowerHost(r.Host, r.Path)
+	if err != nil {
+		return Reference{}, err
 	}
 	return r, nil
+}
+
+// lowerHost lowercases a registry host: DNS does not tell case apart, so neither may a rule on
+// hosts. A host stays a host (Foo/bar pulls from the host Foo, never from Docker Hub), but an
+// uppercase spelling of Docker Hub gets Docker Hub's normalization (DOCKER.IO/nginx is
+// docker.io/library/nginx).
+func lowerHost(host, path string) (string, string, error) {
+	if !hasUpper(host) {
+		return host, path, nil
+	}
+	host = strings.ToLower(host)
+	if host != "docker.io" && host != "index.docker.io" {
+		return host, path, nil
+	}
+	named, err := reference.ParseNormalizedNamed("docker.io/" + path)
+	if err != nil {
+		return "", "", err
+	}
+	return reference.Domain(named), reference.Path(named), nil
 }
 
 func hasUpper(s string) bool {

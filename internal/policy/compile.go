@@ -58,6 +58,8 @@ type compiledPolicy struct {
 	tagDeny       []string
 	requireTag    bool
 	requireDigest bool
+	// checksVersion says the policy has a tag or digest rule.
+	checksVersion bool
 	// invalid, when set, is why the policy could not be compiled. Such a policy refuses (in
 	// its mode) every Pod it may cover: a broken rule must not silently admit.
 	invalid string
@@ -65,9 +67,10 @@ type compiledPolicy struct {
 
 // target is one use of a pattern: policy, list and position in that list.
 type target struct {
-	policy int32
-	list   list
-	index  int32
+	policy   int32
+	list     list
+	hasAllow bool // the policy has images.allow: an allow or exempt match satisfies it
+	index    int32
 }
 
 // matcher is one distinct pattern tail below a trie node, shared by every policy that
@@ -93,8 +96,17 @@ type Snapshot struct {
 	byNamespace map[string][]int32 // indices of ImagePolicies by namespace
 	hosts       map[string]*node
 	errors      map[PolicyRef]string
-	scratch     sync.Pool
+	// Policies by tag and digest rule, so that an image that breaks none of them is cleared
+	// without looking at every policy.
+	requireDigest []int32
+	requireTag    []int32
+	tagDenied     map[string][]int32
+	refs          *image.Cache
+	scratch       sync.Pool
 }
+
+// refCacheSize bounds the parsed image references a snapshot keeps (about 200 bytes each).
+const refCacheSize = 8192
 
 // Len is the number of policies in the snapshot, valid or not.
 func (s *Snapshot) Len() int { return len(s.policies) }
@@ -110,6 +122,8 @@ func Compile(cluster []v1alpha1.ClusterImagePolicy, namespaced []v1alpha1.ImageP
 		byNamespace: map[string][]int32{},
 		hosts:       map[string]*node{},
 		errors:      map[PolicyRef]string{},
+		tagDenied:   map[string][]int32{},
+		refs:        image.NewCache(refCacheSize),
 	}
 	// A stable order makes messages and status deterministic, whatever order the cache lists.
 	cluster = append([]v1alpha1.ClusterImagePolicy(nil), cluster...)
@@ -134,7 +148,9 @@ func Compile(cluster []v1alpha1.ClusterImagePolicy, namespaced []v1alpha1.ImageP
 		s.add(PolicyRef{Kind: KindImagePolicy, Namespace: p.Namespace, Name: p.Name}, &p.Spec, shared)
 		s.byNamespace[p.Namespace] = append(s.byNamespace[p.Namespace], idx)
 	}
-	s.scratch.New = func() any { return &scratch{marks: make([]mark, len(s.policies))} }
+	s.scratch.New = func() any {
+		return &scratch{marks: make([]mark, len(s.policies)), coveredAt: make([]uint32, len(s.policies))}
+	}
 	return s
 }
 
@@ -158,7 +174,7 @@ func (s *Snapshot) add(ref PolicyRef, spec *v1alpha1.ImagePolicySpec, shared map
 				problems = append(problems, fmt.Sprintf("spec.%s[%d]: invalid pattern %q: %v", field, i, raw, err))
 				continue
 			}
-			uses = append(uses, use{p, target{policy: idx, list: l, index: int32(i)}})
+			uses = append(uses, use{p, target{policy: idx, list: l, index: int32(i), hasAllow: spec.Images != nil && len(spec.Images.Allow) > 0}})
 		}
 	}
 	if spec.Images != nil {
@@ -177,6 +193,7 @@ func (s *Snapshot) add(ref PolicyRef, spec *v1alpha1.ImagePolicySpec, shared map
 		cp.requireTag = spec.Tags.RequireTag
 	}
 	cp.requireDigest = spec.RequireDigest
+	cp.checksVersion = cp.requireDigest || cp.requireTag || len(cp.tagDeny) > 0
 	var err error
 	if cp.nsSelector, err = selector(spec.NamespaceSelector); err != nil {
 		problems = append(problems, "spec.namespaceSelector: "+err.Error())
@@ -199,6 +216,15 @@ func (s *Snapshot) add(ref PolicyRef, spec *v1alpha1.ImagePolicySpec, shared map
 		return
 	}
 	s.policies = append(s.policies, cp)
+	if cp.requireDigest {
+		s.requireDigest = append(s.requireDigest, idx)
+	}
+	if cp.requireTag {
+		s.requireTag = append(s.requireTag, idx)
+	}
+	for _, t := range cp.tagDeny {
+		s.tagDenied[t] = append(s.tagDenied[t], idx)
+	}
 	for _, u := range uses {
 		s.insert(u.p, u.t, shared)
 	}

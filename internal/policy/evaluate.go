@@ -183,17 +183,51 @@ type mark struct {
 // scratch is per-evaluation working memory, pooled so that evaluation allocates the same
 // whatever the number of policies.
 type scratch struct {
-	gen     uint32
-	marks   []mark
-	covered []int32
+	gen       uint32   // stamp of the current evaluation or image; bumped for each
+	evalGen   uint32   // stamp of the current evaluation
+	marks     []mark   // per policy, for the current image
+	coveredAt []uint32 // per policy: evalGen when it covers the current subject
+	covered   []int32
+	// Per image: covered policies with images.allow that an allow or exempt pattern
+	// satisfied, and covered policies that an images.deny pattern hit.
+	satisfied, denied int
+	coveredAllow      int // covered policies with images.allow
+}
+
+// next returns a fresh stamp, clearing the stamped arrays when the counter wraps so that a
+// stale stamp can never look current.
+func (sc *scratch) next() uint32 {
+	sc.gen++
+	if sc.gen == 0 {
+		clear(sc.marks)
+		clear(sc.coveredAt)
+		// Keep the current evaluation's coverage: the wrap may come between two images.
+		sc.evalGen, sc.gen = 1, 2
+		for _, idx := range sc.covered {
+			sc.coveredAt[idx] = sc.evalGen
+		}
+	}
+	return sc.gen
 }
 
 // Evaluate decides the subject against the snapshot.
 func (s *Snapshot) Evaluate(sub *Subject) Decision {
 	sc := s.scratch.Get().(*scratch)
 	defer s.scratch.Put(sc)
+	return s.evaluate(sub, sc)
+}
+
+func (s *Snapshot) evaluate(sub *Subject, sc *scratch) Decision {
 	d := Decision{}
+	sc.evalGen = sc.next()
+	sc.coveredAllow = 0
 	sc.covered = s.covering(sub, sc.covered[:0], &d)
+	for _, idx := range sc.covered {
+		sc.coveredAt[idx] = sc.evalGen
+		if s.policies[idx].hasAllow {
+			sc.coveredAllow++
+		}
+	}
 	d.Covered = len(sc.covered)
 	if len(sc.covered) == 0 {
 		return d
@@ -246,7 +280,7 @@ func (s *Snapshot) coverPod(idx int32, podLabels labels.Set, out []int32, d *Dec
 }
 
 func (s *Snapshot) evaluateImage(img *Image, sc *scratch, d *Decision) {
-	ref, err := image.Parse(img.Ref)
+	ref, err := s.refs.Parse(img.Ref)
 	if err != nil {
 		for _, idx := range sc.covered {
 			p := &s.policies[idx]
@@ -257,51 +291,76 @@ func (s *Snapshot) evaluateImage(img *Image, sc *scratch, d *Decision) {
 		}
 		return
 	}
-	sc.gen++
-	if sc.gen == 0 { // wrapped: old marks could look current
-		clear(sc.marks)
-		sc.gen = 1
-	}
+	sc.next()
+	sc.satisfied, sc.denied = 0, 0
 	s.markMatches(&ref, sc)
+	if sc.denied == 0 && sc.satisfied == sc.coveredAllow && !s.versionRuleHit(&ref, sc) {
+		return // the common case: nothing to report, found without visiting every policy
+	}
 	for _, idx := range sc.covered {
 		p := &s.policies[idx]
-		m := sc.marks[idx]
-		if m.gen != sc.gen {
-			m = mark{}
-		}
-		if m.exempt {
+		m := &sc.marks[idx]
+		matched := m.gen == sc.gen
+		if matched && m.exempt {
 			continue
 		}
-		violate := func(rule Rule, reason string) {
-			d.Violations = append(d.Violations, Violation{
-				Field: img.Field, Image: img.Ref, Normalized: ref.Normalized,
-				Policy: p.ref, Mode: p.mode, Rule: rule, Reason: reason,
-			})
-		}
-		if m.deny > 0 {
+		if matched && m.deny > 0 {
 			i := m.deny - 1
-			violate(RuleDeny, fmt.Sprintf("it matches images.deny[%d] %q", i, p.denyPatterns[i]))
+			d.add(img, &ref, p, RuleDeny, fmt.Sprintf("it matches images.deny[%d] %q", i, p.denyPatterns[i]))
 		}
-		if p.hasAllow && !m.allow {
-			violate(RuleAllow, "it matches no pattern in images.allow")
+		if p.hasAllow && !(matched && m.allow) {
+			d.add(img, &ref, p, RuleAllow, "it matches no pattern in images.allow")
 		}
-		if p.requireDigest && ref.Digest == "" {
-			violate(RuleRequireDigest, "it is not pinned by digest (@sha256:...) and requireDigest is set")
-		}
-		if ref.Digest != "" {
-			continue // the runtime pulls the digest; tag rules do not apply
-		}
-		if p.requireTag && ref.Tag == "" {
-			violate(RuleRequireTag, "it has neither tag nor digest and tags.requireTag is set")
-		}
-		if tag := ref.EffectiveTag(); slices.Contains(p.tagDeny, tag) {
-			if ref.Tag == "" {
-				violate(RuleTagDeny, fmt.Sprintf("it has neither tag nor digest, so it runs as %q, which is in tags.deny", tag))
-			} else {
-				violate(RuleTagDeny, fmt.Sprintf("its tag %q is in tags.deny", tag))
-			}
+		if p.checksVersion {
+			checkVersion(img, &ref, p, d)
 		}
 	}
+}
+
+// versionRuleHit reports whether a covered policy may have a tag or digest rule that the
+// image breaks. It may say yes for an exempt policy; the full check sorts that out.
+func (s *Snapshot) versionRuleHit(ref *image.Reference, sc *scratch) bool {
+	if ref.Digest != "" {
+		return false
+	}
+	anyCovered := func(idxs []int32) bool {
+		for _, idx := range idxs {
+			if sc.coveredAt[idx] == sc.evalGen {
+				return true
+			}
+		}
+		return false
+	}
+	return anyCovered(s.requireDigest) ||
+		(ref.Tag == "" && anyCovered(s.requireTag)) ||
+		anyCovered(s.tagDenied[ref.EffectiveTag()])
+}
+
+// checkVersion applies the tag and digest rules of a policy to one image.
+func checkVersion(img *Image, ref *image.Reference, p *compiledPolicy, d *Decision) {
+	if p.requireDigest && ref.Digest == "" {
+		d.add(img, ref, p, RuleRequireDigest, "it is not pinned by digest (@sha256:...) and requireDigest is set")
+	}
+	if ref.Digest != "" {
+		return // the runtime pulls the digest; tag rules do not apply
+	}
+	if p.requireTag && ref.Tag == "" {
+		d.add(img, ref, p, RuleRequireTag, "it has neither tag nor digest and tags.requireTag is set")
+	}
+	if tag := ref.EffectiveTag(); slices.Contains(p.tagDeny, tag) {
+		if ref.Tag == "" {
+			d.add(img, ref, p, RuleTagDeny, fmt.Sprintf("it has neither tag nor digest, so it runs as %q, which is in tags.deny", tag))
+		} else {
+			d.add(img, ref, p, RuleTagDeny, fmt.Sprintf("its tag %q is in tags.deny", tag))
+		}
+	}
+}
+
+func (d *Decision) add(img *Image, ref *image.Reference, p *compiledPolicy, rule Rule, reason string) {
+	d.Violations = append(d.Violations, Violation{
+		Field: img.Field, Image: img.Ref, Normalized: ref.Normalized,
+		Policy: p.ref, Mode: p.mode, Rule: rule, Reason: reason,
+	})
 }
 
 // markMatches walks the trie along the image's registry and path and marks, for every
@@ -331,16 +390,27 @@ func (s *Snapshot) markMatches(ref *image.Reference, sc *scratch) {
 
 func (sc *scratch) mark(targets []target) {
 	for _, t := range targets {
+		if sc.coveredAt[t.policy] != sc.evalGen {
+			continue
+		}
 		m := &sc.marks[t.policy]
 		if m.gen != sc.gen {
 			*m = mark{gen: sc.gen}
 		}
 		switch t.list {
-		case listAllow:
-			m.allow = true
-		case listExempt:
-			m.exempt = true
+		case listAllow, listExempt:
+			if t.hasAllow && !m.allow && !m.exempt {
+				sc.satisfied++
+			}
+			if t.list == listAllow {
+				m.allow = true
+			} else {
+				m.exempt = true
+			}
 		case listDeny:
+			if m.deny == 0 {
+				sc.denied++
+			}
 			if m.deny == 0 || t.index+1 < m.deny {
 				m.deny = t.index + 1
 			}

@@ -425,3 +425,19 @@ func TestCompileReportsInvalidPolicies(t *testing.T) {
 		"spec.namespaceSelector: not allowed on ImagePolicy, which covers only its own namespace"))
 	g.Expect(snap.PolicyError(PolicyRef{Kind: KindClusterImagePolicy, Name: "empty"})).To(Equal("spec: the policy restricts nothing"))
 }
+
+func TestStampWrapKeepsDecisions(t *testing.T) {
+	g := NewWithT(t)
+	cps, nps := policies(t, trusted, noLatest)
+	snap := Compile(cps, nps)
+	sub := &Subject{Namespace: "a", Images: containers("ghcr.io/acme/a:1", "quay.io/x:1", "nginx")}
+	want := snap.Evaluate(sub)
+	g.Expect(want.Violations).To(HaveLen(2))
+	// Every stamp position around the wrap, including between two images of one Pod.
+	for offset := uint32(0); offset < 6; offset++ {
+		sc := snap.scratch.New().(*scratch)
+		sc.gen = ^uint32(0) - offset
+		got := snap.evaluate(sub, sc)
+		g.Expect(got.Violations).To(Equal(want.Violations), "offset %d", offset)
+	}
+}
