@@ -1,0 +1,110 @@
+// Command manager runs imagegate: the Pod validating webhook and the reconciler that compiles
+// ImagePolicies and ClusterImagePolicies into the snapshot the webhook decides with.
+package main
+
+import (
+	"crypto/tls"
+	"flag"
+	"os"
+	"path/filepath"
+
+	"github.com/go-logr/logr"
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/internal/controller"
+	webhookv1alpha1 "github.com/imagegate/imagegate/internal/webhook/v1alpha1"
+)
+
+func main() {
+	var (
+		metricsAddr, probeAddr                     string
+		secureMetrics, enableHTTP2, leaderElection bool
+		certDir, certName, keyName                 string
+		webhookPort                                int
+	)
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint binds to (HTTPS unless --metrics-secure=false); 0 disables it.")
+	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, to callers that the apiserver authenticates and authorizes.")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
+	flag.BoolVar(&leaderElection, "leader-elect", false, "Elect a leader among replicas to write policy status; every replica serves the webhook.")
+	flag.StringVar(&certDir, "webhook-cert-path", "/tmp/k8s-webhook-server/serving-certs", "Directory holding the webhook serving certificate; reloaded when it changes.")
+	flag.StringVar(&certName, "webhook-cert-name", "tls.crt", "Certificate file name in --webhook-cert-path.")
+	flag.StringVar(&keyName, "webhook-cert-key", "tls.key", "Key file name in --webhook-cert-path.")
+	flag.IntVar(&webhookPort, "webhook-port", 9443, "Port the webhook server listens on.")
+	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Serve HTTP/2 on the webhook and metrics servers (off: HTTP/2 Rapid Reset, CVE-2023-44487).")
+	opts := zap.Options{Development: false, TimeEncoder: zapcore.ISO8601TimeEncoder}
+	opts.BindFlags(flag.CommandLine)
+	flag.Parse()
+
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	log := ctrl.Log.WithName("setup")
+
+	scheme := runtime.NewScheme()
+	must(log, clientgoscheme.AddToScheme(scheme), "registering the Kubernetes types")
+	must(log, v1alpha1.AddToScheme(scheme), "registering the imagegate types")
+
+	tlsOpts := []func(*tls.Config){func(c *tls.Config) { c.MinVersion = tls.VersionTLS12 }}
+	if !enableHTTP2 {
+		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
+	}
+
+	certWatcher, err := certwatcher.New(filepath.Join(certDir, certName), filepath.Join(certDir, keyName))
+	must(log, err, "loading the webhook certificate", "dir", certDir)
+	webhookTLS := append(tlsOpts, func(c *tls.Config) { c.GetCertificate = certWatcher.GetCertificate })
+
+	metricsOpts := metricsserver.Options{BindAddress: metricsAddr, SecureServing: secureMetrics, TLSOpts: tlsOpts}
+	if secureMetrics {
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsOpts,
+		WebhookServer:          webhook.NewServer(webhook.Options{Port: webhookPort, TLSOpts: webhookTLS}),
+		HealthProbeBindAddress: probeAddr,
+		LeaderElection:         leaderElection,
+		LeaderElectionID:       "imagegate.imagegate.io",
+	})
+	must(log, err, "creating the manager")
+	must(log, mgr.Add(certWatcher), "adding the certificate watcher")
+
+	reconciler := &controller.PolicyReconciler{Client: mgr.GetClient()}
+	must(log, reconciler.SetupWithManager(mgr), "setting up the policy reconciler")
+	webhookv1alpha1.SetupPodWebhookWithManager(mgr, reconciler)
+
+	// Start the Namespace informer (metadata only) with the manager, so the first Pod request
+	// does not wait for it.
+	ns := &metav1.PartialObjectMetadata{}
+	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	ctx := ctrl.SetupSignalHandler()
+	_, err = mgr.GetCache().GetInformer(ctx, ns)
+	must(log, err, "watching Namespaces")
+
+	must(log, mgr.AddHealthzCheck("healthz", healthz.Ping), "adding the health check")
+	must(log, mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()), "adding the webhook readiness check")
+	must(log, mgr.AddReadyzCheck("policies", reconciler.ReadyCheck), "adding the policy readiness check")
+
+	log.Info("Starting manager", "webhookPort", webhookPort, "certDir", certDir)
+	if err := mgr.Start(ctx); err != nil {
+		log.Error(err, "Manager stopped")
+		os.Exit(1)
+	}
+}
+
+func must(log logr.Logger, err error, what string, kv ...any) {
+	if err != nil {
+		log.Error(err, "Failed "+what, kv...)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,129 @@
+// Package controller holds imagegate's reconcilers: the one that compiles every policy into
+// the snapshot the webhook decides with, and writes each policy's status.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/internal/policy"
+)
+
+// snapshotKey is the one work item: every policy change rebuilds the whole snapshot, so
+// events collapse into a single queued rebuild however many arrive at once.
+var snapshotKey = reconcile.Request{NamespacedName: types.NamespacedName{Name: "snapshot"}}
+
+// PolicyReconciler compiles all ImagePolicies and ClusterImagePolicies from the manager's
+// cache into a policy.Snapshot whenever one of them changes, publishes it for the webhook,
+// and writes each policy's Ready condition.
+type PolicyReconciler struct {
+	client.Client
+	current atomic.Pointer[policy.Snapshot]
+}
+
+// +kubebuilder:rbac:groups=imagegate.io,resources=imagepolicies;clusterimagepolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=imagegate.io,resources=imagepolicies/status;clusterimagepolicies/status,verbs=get;update;patch
+
+// Snapshot returns the current snapshot, or nil before the first one is built.
+func (r *PolicyReconciler) Snapshot() *policy.Snapshot { return r.current.Load() }
+
+// ReadyCheck fails until the first snapshot is built, so that no traffic reaches a webhook
+// that does not know the policies yet.
+func (r *PolicyReconciler) ReadyCheck(_ *http.Request) error {
+	if r.current.Load() == nil {
+		return errors.New("policies not loaded yet")
+	}
+	return nil
+}
+
+// Reconcile rebuilds the snapshot and updates the status of every policy whose status is out
+// of date.
+func (r *PolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	log := logf.FromContext(ctx)
+	var cps v1alpha1.ClusterImagePolicyList
+	if err := r.List(ctx, &cps); err != nil {
+		return reconcile.Result{}, fmt.Errorf("listing ClusterImagePolicies: %w", err)
+	}
+	var nps v1alpha1.ImagePolicyList
+	if err := r.List(ctx, &nps); err != nil {
+		return reconcile.Result{}, fmt.Errorf("listing ImagePolicies: %w", err)
+	}
+	snap := policy.Compile(cps.Items, nps.Items)
+	r.current.Store(snap)
+	log.V(1).Info("Compiled policies", "clusterImagePolicies", len(cps.Items), "imagePolicies", len(nps.Items))
+
+	var errs []error
+	for i := range cps.Items {
+		p := &cps.Items[i]
+		ref := policy.PolicyRef{Kind: policy.KindClusterImagePolicy, Name: p.Name}
+		errs = append(errs, r.writeStatus(ctx, p, &p.Status, snap.PolicyError(ref)))
+	}
+	for i := range nps.Items {
+		p := &nps.Items[i]
+		ref := policy.PolicyRef{Kind: policy.KindImagePolicy, Namespace: p.Namespace, Name: p.Name}
+		errs = append(errs, r.writeStatus(ctx, p, &p.Status, snap.PolicyError(ref)))
+	}
+	return reconcile.Result{}, errors.Join(errs...)
+}
+
+// writeStatus sets the Ready condition of one policy, writing only when it changes.
+func (r *PolicyReconciler) writeStatus(ctx context.Context, obj client.Object, status *v1alpha1.ImagePolicyStatus, problem string) error {
+	want := status.DeepCopy()
+	cond := metav1.Condition{
+		Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonCompiled,
+		Message: "the policy is in force", ObservedGeneration: obj.GetGeneration(),
+	}
+	if problem != "" {
+		cond.Status, cond.Reason = metav1.ConditionFalse, v1alpha1.ReasonInvalid
+		cond.Message = "the policy is invalid and refuses every Pod it may cover: " + problem
+	}
+	meta.SetStatusCondition(&want.Conditions, cond)
+	want.ObservedGeneration = obj.GetGeneration()
+	if equality.Semantic.DeepEqual(want, status) {
+		return nil
+	}
+	*status = *want
+	if err := r.Status().Update(ctx, obj); err != nil {
+		if client.IgnoreNotFound(err) == nil {
+			return nil // deleted meanwhile; the delete event rebuilds the snapshot
+		}
+		return fmt.Errorf("updating the status of %s %s: %w", obj.GetObjectKind().GroupVersionKind().Kind, client.ObjectKeyFromObject(obj), err)
+	}
+	return nil
+}
+
+// SetupWithManager registers the reconciler. Status writes do not change the generation, so
+// they do not trigger a rebuild.
+func (r *PolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	toSnapshot := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{snapshotKey}
+	})
+	onSpec := builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))
+	// One event at start builds the first snapshot even when there is no policy at all.
+	start := make(chan event.GenericEvent, 1)
+	start <- event.GenericEvent{Object: &v1alpha1.ClusterImagePolicy{}}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("policy-snapshot").
+		WatchesRawSource(source.Channel(start, toSnapshot)).
+		Watches(&v1alpha1.ClusterImagePolicy{}, toSnapshot, onSpec).
+		Watches(&v1alpha1.ImagePolicy{}, toSnapshot, onSpec).
+		Complete(r)
+}
