@@ -47,7 +47,7 @@ vet: ## Run go vet.
 .PHONY: verify
 verify: manifests generate ## Regenerate, then fail when generated files differ from the committed ones.
 	@git diff --exit-code -- api config || { echo "generated files are stale: run 'make manifests generate' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- api config)" || { git status --porcelain -- api config; echo "generated files are not committed"; exit 1; }
+	@test -z "$$(git status --porcelain -- api config | grep '^??')" || { git status --porcelain -- api config; echo "generated files are not tracked by git"; exit 1; }
 
 .PHONY: setup-envtest
 setup-envtest: ## Build or find kube-apiserver, etcd, kubectl and kube-controller-manager; print KUBEBUILDER_ASSETS.
@@ -57,7 +57,7 @@ setup-envtest: ## Build or find kube-apiserver, etcd, kubectl and kube-controlle
 test: fmt vet verify ## Unit tests, fuzz seeds and envtest suites with -race, and a coverage summary.
 	@assets=$$(hack/setup-envtest.sh | tail -n 1); \
 	echo "KUBEBUILDER_ASSETS=$$assets"; \
-	KUBEBUILDER_ASSETS=$$assets go test -race -count=1 -coverprofile=cover.out ./...
+	KUBEBUILDER_ASSETS=$$assets go test -race -count=1 -coverpkg=./internal/... -coverprofile=cover.out ./...
 	@go tool cover -func=cover.out | tail -n 1
 
 .PHONY: fuzz

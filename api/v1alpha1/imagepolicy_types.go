@@ -205,4 +205,3 @@ type ClusterImagePolicyList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []ClusterImagePolicy `json:"items"`
 }
-

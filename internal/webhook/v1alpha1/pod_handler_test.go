@@ -1,0 +1,96 @@
+package v1alpha1
+
+import (
+	"context"
+	"testing"
+
+	. "github.com/onsi/gomega"
+	admissionv1 "k8s.io/api/admission/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/internal/policy"
+)
+
+type fixedSnapshot struct{ s *policy.Snapshot }
+
+func (f fixedSnapshot) Snapshot() *policy.Snapshot { return f.s }
+
+func newTestValidator(t *testing.T, snap *policy.Snapshot) *PodValidator {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	return NewPodValidator(scheme, fixedSnapshot{snap}, fake.NewClientBuilder().WithScheme(scheme).Build())
+}
+
+func request(op admissionv1.Operation, resource, sub string, object, old string) admission.Request {
+	return admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
+		UID: "1", Operation: op, Namespace: "team-a", SubResource: sub,
+		Resource:  metav1.GroupVersionResource{Version: "v1", Resource: resource},
+		Object:    runtime.RawExtension{Raw: []byte(object)},
+		OldObject: runtime.RawExtension{Raw: []byte(old)},
+		UserInfo:  authenticationv1.UserInfo{Username: "alice"},
+	}}
+}
+
+const nginxPod = `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"team-a"},"spec":{"containers":[{"name":"c","image":"nginx"}]}}`
+
+// TestHandleMalformed checks that bad requests get a 4xx with the reason, never a panic and
+// never an admission.
+func TestHandleMalformed(t *testing.T) {
+	snap := policy.Compile([]v1alpha1.ClusterImagePolicy{{
+		ObjectMeta: metav1.ObjectMeta{Name: "no-latest"},
+		Spec:       v1alpha1.ImagePolicySpec{Tags: &v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}}},
+	}}, nil)
+	v := newTestValidator(t, snap)
+	cases := map[string]struct {
+		req  admission.Request
+		code int32
+		msg  string
+	}{
+		"empty object":       {request(admissionv1.Create, "pods", "", "", ""), 400, "decoding the Pod: there is no content to decode"},
+		"not JSON":           {request(admissionv1.Create, "pods", "", "{nope", ""), 400, "decoding the Pod: "},
+		"wrong resource":     {request(admissionv1.Create, "deployments", "", nginxPod, ""), 400, "imagegate checks pods and pods/ephemeralcontainers, not deployments"},
+		"wrong subresource":  {request(admissionv1.Update, "pods", "status", nginxPod, nginxPod), 400, "imagegate checks pods and pods/ephemeralcontainers, not pods/status"},
+		"delete":             {request(admissionv1.Delete, "pods", "", nginxPod, ""), 400, "imagegate checks CREATE and UPDATE, not DELETE"},
+		"update without old": {request(admissionv1.Update, "pods", "", nginxPod, ""), 400, "decoding the old Pod: there is no content to decode"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			g := NewWithT(t)
+			resp := v.Handle(context.Background(), c.req)
+			g.Expect(resp.Allowed).To(BeFalse())
+			g.Expect(resp.Result.Code).To(Equal(c.code))
+			g.Expect(resp.Result.Message).To(HavePrefix(c.msg))
+		})
+	}
+}
+
+func TestHandleDecision(t *testing.T) {
+	g := NewWithT(t)
+	snap := policy.Compile([]v1alpha1.ClusterImagePolicy{{
+		ObjectMeta: metav1.ObjectMeta{Name: "no-latest"},
+		Spec:       v1alpha1.ImagePolicySpec{Tags: &v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}}},
+	}}, nil)
+
+	resp := newTestValidator(t, snap).Handle(context.Background(), request(admissionv1.Create, "pods", "", nginxPod, ""))
+	g.Expect(resp.Allowed).To(BeFalse())
+	g.Expect(resp.Result.Code).To(Equal(int32(403)))
+	g.Expect(resp.Result.Message).To(Equal(`spec.containers[0].image: image "nginx" (docker.io/library/nginx) is not allowed by ClusterImagePolicy "no-latest": it has neither tag nor digest, so it runs as "latest", which is in tags.deny`))
+	g.Expect(resp.AuditAnnotations).To(Equal(map[string]string{"decision": "denied", "policies": "Enforce:ClusterImagePolicy/no-latest"}))
+
+	resp = newTestValidator(t, snap).Handle(context.Background(), request(admissionv1.Update, "pods", "ephemeralcontainers", nginxPod, nginxPod))
+	g.Expect(resp.Allowed).To(BeTrue(), "an unchanged image is not checked again")
+	g.Expect(resp.AuditAnnotations).To(Equal(map[string]string{"decision": "allowed"}))
+
+	resp = newTestValidator(t, nil).Handle(context.Background(), request(admissionv1.Create, "pods", "", nginxPod, ""))
+	g.Expect(resp.Allowed).To(BeFalse(), "before the policies are loaded nothing is admitted")
+	g.Expect(resp.Result.Message).To(Equal("imagegate has not loaded its policies yet; retry in a few seconds"))
+}
