@@ -7,6 +7,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/go-logr/logr"
 	"go.uber.org/zap/zapcore"
@@ -61,7 +62,7 @@ func main() {
 
 	certWatcher, err := certwatcher.New(filepath.Join(certDir, certName), filepath.Join(certDir, keyName))
 	must(log, err, "loading the webhook certificate", "dir", certDir)
-	webhookTLS := append(tlsOpts, func(c *tls.Config) { c.GetCertificate = certWatcher.GetCertificate })
+	webhookTLS := slices.Concat(tlsOpts, []func(*tls.Config){func(c *tls.Config) { c.GetCertificate = certWatcher.GetCertificate }})
 
 	metricsOpts := metricsserver.Options{BindAddress: metricsAddr, SecureServing: secureMetrics, TLSOpts: tlsOpts}
 	if secureMetrics {

@@ -73,12 +73,12 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (
 	var errs []error
 	for i := range cps.Items {
 		p := &cps.Items[i]
-		ref := policy.PolicyRef{Kind: policy.KindClusterImagePolicy, Name: p.Name}
+		ref := policy.Ref{Kind: policy.KindClusterImagePolicy, Name: p.Name}
 		errs = append(errs, r.writeStatus(ctx, p, &p.Status, snap.PolicyError(ref)))
 	}
 	for i := range nps.Items {
 		p := &nps.Items[i]
-		ref := policy.PolicyRef{Kind: policy.KindImagePolicy, Namespace: p.Namespace, Name: p.Name}
+		ref := policy.Ref{Kind: policy.KindImagePolicy, Namespace: p.Namespace, Name: p.Name}
 		errs = append(errs, r.writeStatus(ctx, p, &p.Status, snap.PolicyError(ref)))
 	}
 	return reconcile.Result{}, errors.Join(errs...)

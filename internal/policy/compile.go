@@ -23,15 +23,15 @@ const (
 	KindImagePolicy        = "ImagePolicy"
 )
 
-// PolicyRef names a policy.
-type PolicyRef struct {
+// Ref names a policy.
+type Ref struct {
 	Kind      string
 	Namespace string // empty for a ClusterImagePolicy
 	Name      string
 }
 
 // String is Kind/name or Kind/namespace/name.
-func (r PolicyRef) String() string {
+func (r Ref) String() string {
 	if r.Namespace == "" {
 		return r.Kind + "/" + r.Name
 	}
@@ -49,7 +49,7 @@ const (
 
 // compiledPolicy is one policy, ready to evaluate.
 type compiledPolicy struct {
-	ref           PolicyRef
+	ref           Ref
 	mode          v1alpha1.PolicyMode
 	nsSelector    labels.Selector // nil: every namespace
 	podSelector   labels.Selector // nil: every Pod
@@ -95,7 +95,7 @@ type Snapshot struct {
 	cluster     []int32            // indices of ClusterImagePolicies
 	byNamespace map[string][]int32 // indices of ImagePolicies by namespace
 	hosts       map[string]*node
-	errors      map[PolicyRef]string
+	errors      map[Ref]string
 	// Policies by tag and digest rule, so that an image that breaks none of them is cleared
 	// without looking at every policy.
 	requireDigest []int32
@@ -113,7 +113,7 @@ func (s *Snapshot) Len() int { return len(s.policies) }
 
 // PolicyError returns why the named policy could not be compiled, or "" when it compiled
 // (or is not in the snapshot).
-func (s *Snapshot) PolicyError(ref PolicyRef) string { return s.errors[ref] }
+func (s *Snapshot) PolicyError(ref Ref) string { return s.errors[ref] }
 
 // Compile builds a snapshot from every policy in force. Policies that do not compile are kept,
 // marked invalid (see PolicyError); they never stop the others from compiling.
@@ -121,7 +121,7 @@ func Compile(cluster []v1alpha1.ClusterImagePolicy, namespaced []v1alpha1.ImageP
 	s := &Snapshot{
 		byNamespace: map[string][]int32{},
 		hosts:       map[string]*node{},
-		errors:      map[PolicyRef]string{},
+		errors:      map[Ref]string{},
 		tagDenied:   map[string][]int32{},
 		refs:        image.NewCache(refCacheSize),
 	}
@@ -138,14 +138,14 @@ func Compile(cluster []v1alpha1.ClusterImagePolicy, namespaced []v1alpha1.ImageP
 
 	shared := map[string]*matcher{}
 	for i := range cluster {
-		idx := int32(len(s.policies))
-		s.add(PolicyRef{Kind: KindClusterImagePolicy, Name: cluster[i].Name}, &cluster[i].Spec, shared)
+		idx := s.next()
+		s.add(Ref{Kind: KindClusterImagePolicy, Name: cluster[i].Name}, &cluster[i].Spec, shared)
 		s.cluster = append(s.cluster, idx)
 	}
 	for i := range namespaced {
 		p := &namespaced[i]
-		idx := int32(len(s.policies))
-		s.add(PolicyRef{Kind: KindImagePolicy, Namespace: p.Namespace, Name: p.Name}, &p.Spec, shared)
+		idx := s.next()
+		s.add(Ref{Kind: KindImagePolicy, Namespace: p.Namespace, Name: p.Name}, &p.Spec, shared)
 		s.byNamespace[p.Namespace] = append(s.byNamespace[p.Namespace], idx)
 	}
 	s.scratch.New = func() any {
@@ -154,9 +154,14 @@ func Compile(cluster []v1alpha1.ClusterImagePolicy, namespaced []v1alpha1.ImageP
 	return s
 }
 
+// next is the index the next policy added gets.
+func (s *Snapshot) next() int32 {
+	return int32(len(s.policies)) //nolint:gosec // bounded: policies are apiserver objects, far fewer than 2^31
+}
+
 // add compiles one policy into the snapshot.
-func (s *Snapshot) add(ref PolicyRef, spec *v1alpha1.ImagePolicySpec, shared map[string]*matcher) {
-	idx := int32(len(s.policies))
+func (s *Snapshot) add(ref Ref, spec *v1alpha1.ImagePolicySpec, shared map[string]*matcher) {
+	idx := s.next()
 	cp := compiledPolicy{ref: ref, mode: spec.Mode}
 	if cp.mode == "" {
 		cp.mode = v1alpha1.ModeEnforce

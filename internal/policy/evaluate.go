@@ -59,7 +59,7 @@ type Violation struct {
 	// Normalized is the fully qualified image, "" when it does not parse.
 	Normalized string
 	// Policy is the policy that the image breaks.
-	Policy PolicyRef
+	Policy Ref
 	// Mode is that policy's mode.
 	Mode v1alpha1.PolicyMode
 	// Rule is the broken rule.
@@ -308,7 +308,7 @@ func (s *Snapshot) evaluateImage(img *Image, sc *scratch, d *Decision) {
 			i := m.deny - 1
 			d.add(img, &ref, p, RuleDeny, fmt.Sprintf("it matches images.deny[%d] %q", i, p.denyPatterns[i]))
 		}
-		if p.hasAllow && !(matched && m.allow) {
+		if p.hasAllow && (!matched || !m.allow) {
 			d.add(img, &ref, p, RuleAllow, "it matches no pattern in images.allow")
 		}
 		if p.checksVersion {

@@ -407,7 +407,7 @@ func TestDecisionAnnotations(t *testing.T) {
 	g.Expect(d.Messages(v1alpha1.ModeWarn)).To(HaveLen(1))
 	d = snap.Evaluate(&Subject{Namespace: "a", Images: containers("ghcr.io/a/b:1")})
 	g.Expect(d.AuditAnnotations()).To(Equal(map[string]string{"decision": "allowed"}))
-	g.Expect(snap.PolicyError(PolicyRef{Kind: KindClusterImagePolicy, Name: "no-hub"})).To(BeEmpty())
+	g.Expect(snap.PolicyError(Ref{Kind: KindClusterImagePolicy, Name: "no-hub"})).To(BeEmpty())
 }
 
 func TestCompileReportsInvalidPolicies(t *testing.T) {
@@ -418,12 +418,12 @@ func TestCompileReportsInvalidPolicies(t *testing.T) {
 		cluster("empty", `{}`),
 	)
 	snap := Compile(cps, nps)
-	g.Expect(snap.PolicyError(PolicyRef{Kind: KindClusterImagePolicy, Name: "bad-pattern"})).To(Equal(
+	g.Expect(snap.PolicyError(Ref{Kind: KindClusterImagePolicy, Name: "bad-pattern"})).To(Equal(
 		`spec.images.allow[0]: invalid pattern "ghcr.io/Acme/*": invalid reference format: repository name (Acme/*) must be lowercase; ` +
 			`spec.images.allow[1]: invalid pattern "*.corp/x": a registry host cannot contain * or **: name the registry exactly, for example ghcr.io/acme/*`))
-	g.Expect(snap.PolicyError(PolicyRef{Kind: KindImagePolicy, Namespace: "a", Name: "selector"})).To(Equal(
+	g.Expect(snap.PolicyError(Ref{Kind: KindImagePolicy, Namespace: "a", Name: "selector"})).To(Equal(
 		"spec.namespaceSelector: not allowed on ImagePolicy, which covers only its own namespace"))
-	g.Expect(snap.PolicyError(PolicyRef{Kind: KindClusterImagePolicy, Name: "empty"})).To(Equal("spec: the policy restricts nothing"))
+	g.Expect(snap.PolicyError(Ref{Kind: KindClusterImagePolicy, Name: "empty"})).To(Equal("spec: the policy restricts nothing"))
 }
 
 func TestStampWrapKeepsDecisions(t *testing.T) {

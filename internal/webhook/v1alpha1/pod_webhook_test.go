@@ -270,12 +270,12 @@ var _ = Describe("Policy schema", func() {
 			}
 			Expect(k8sClient.Create(ctx, pf.obj, client.DryRunAll)).To(Succeed(), pf.path)
 			var snap *policy.Snapshot
-			var ref policy.PolicyRef
+			var ref policy.Ref
 			switch o := pf.obj.(type) {
 			case *v1alpha1.ClusterImagePolicy:
-				snap, ref = policy.Compile([]v1alpha1.ClusterImagePolicy{*o}, nil), policy.PolicyRef{Kind: policy.KindClusterImagePolicy, Name: o.Name}
+				snap, ref = policy.Compile([]v1alpha1.ClusterImagePolicy{*o}, nil), policy.Ref{Kind: policy.KindClusterImagePolicy, Name: o.Name}
 			case *v1alpha1.ImagePolicy:
-				snap, ref = policy.Compile(nil, []v1alpha1.ImagePolicy{*o}), policy.PolicyRef{Kind: policy.KindImagePolicy, Namespace: o.Namespace, Name: o.Name}
+				snap, ref = policy.Compile(nil, []v1alpha1.ImagePolicy{*o}), policy.Ref{Kind: policy.KindImagePolicy, Namespace: o.Namespace, Name: o.Name}
 			}
 			Expect(snap.PolicyError(ref)).To(BeEmpty(), pf.path)
 		}
