@@ -5,6 +5,9 @@ CONTROLLER_TOOLS_VERSION ?= v0.23.0
 KUSTOMIZE_VERSION ?= v5.8.2
 GOLANGCI_LINT_VERSION ?= v2.15.0
 
+# The manager's container image, for docker-build, deploy and build-installer.
+IMG ?= ghcr.io/imagegate/imagegate:v0.1.0
+
 LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
@@ -78,6 +81,10 @@ lint: golangci-lint ## Run golangci-lint.
 build: ## Build bin/manager.
 	go build -o bin/manager ./cmd
 
+.PHONY: docker-build
+docker-build: ## Build the manager's container image IMG (needs a Docker engine).
+	docker build -t $(IMG) .
+
 .PHONY: run
 run: manifests generate ## Run the manager from your host against the cluster in KUBECONFIG.
 	go run ./cmd
@@ -85,12 +92,14 @@ run: manifests generate ## Run the manager from your host against the cluster in
 ##@ Deployment
 
 .PHONY: build-installer
-build-installer: manifests generate kustomize ## Render the whole installation into dist/install.yaml.
+build-installer: manifests generate kustomize ## Render the whole installation, with image IMG, into dist/install.yaml.
 	mkdir -p dist
+	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
 	$(KUSTOMIZE) build config/default > dist/install.yaml
 
 .PHONY: deploy
-deploy: manifests kustomize ## Deploy to the cluster in KUBECONFIG (needs cert-manager).
+deploy: manifests kustomize ## Deploy with image IMG to the cluster in KUBECONFIG (needs cert-manager).
+	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
 	$(KUSTOMIZE) build config/default | kubectl apply -f -
 
 .PHONY: undeploy

@@ -9,26 +9,33 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-K8S_VERSION=${K8S_VERSION:-$(sed -n 's/^require k8s.io\/kubernetes v//p' "$ROOT/hack/envtest/kubernetes/go.mod")}
+# The versions are those the build modules pin; change them there (and run go mod tidy).
+K8S_VERSION=$(sed -n 's/^require k8s.io\/kubernetes v//p' "$ROOT/hack/envtest/kubernetes/go.mod")
 ETCD_VERSION=$(sed -n 's/^require go.etcd.io\/etcd\/server\/v3 v//p' "$ROOT/hack/envtest/etcd/go.mod")
 DEST="$ROOT/bin/k8s/$K8S_VERSION"
-BINARIES=(kube-apiserver etcd kubectl kube-controller-manager)
+# envtest needs the first three; the local control plane also runs the controller-manager.
+ENVTEST_BINARIES=(kube-apiserver etcd kubectl)
+BINARIES=("${ENVTEST_BINARIES[@]}" kube-controller-manager)
 
 log() { echo "setup-envtest: $*" >&2; }
 
 has_all() {
   local dir=$1 b
-  for b in "${BINARIES[@]}"; do
+  shift
+  for b in "$@"; do
     [ -x "$dir/$b" ] || return 1
   done
 }
 
-if [ -n "${KUBEBUILDER_ASSETS:-}" ] && has_all "$KUBEBUILDER_ASSETS"; then
+if [ -n "${KUBEBUILDER_ASSETS:-}" ] && has_all "$KUBEBUILDER_ASSETS" "${ENVTEST_BINARIES[@]}"; then
   log "using KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
   echo "$KUBEBUILDER_ASSETS"
   exit 0
 fi
-if has_all "$DEST"; then
+if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
+  log "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS lacks one of ${ENVTEST_BINARIES[*]}; using $DEST instead"
+fi
+if has_all "$DEST" "${BINARIES[@]}"; then
   echo "$DEST"
   exit 0
 fi

@@ -116,7 +116,7 @@ func (r *PolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	toSnapshot := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{snapshotKey}
 	})
-	onSpec := builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))
+	onSpec := builder.WithPredicates(predicate.GenerationChangedPredicate{})
 	// One event at start builds the first snapshot even when there is no policy at all.
 	start := make(chan event.GenericEvent, 1)
 	start <- event.GenericEvent{Object: &v1alpha1.ClusterImagePolicy{}}

@@ -42,6 +42,9 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
+// celMatches finds the regular expressions of CEL matches() calls.
+var celMatches = regexp.MustCompile(`matches\('([^']*)'\)`)
+
 // crdPatternRules reads the CEL rules of ImagePattern from the generated CRD, so that the
 // fuzzer holds the apiserver's validation and the Go parser to the same answers.
 func crdPatternRules(t testing.TB) (grammar, hostGlob1, hostGlob2, globStar *regexp.Regexp) {
@@ -58,7 +61,7 @@ func crdPatternRules(t testing.TB) (grammar, hostGlob1, hostGlob2, globStar *reg
 	var found []string
 	for _, rule := range rulesAt(crd, "spec", "versions", 0, "schema", "openAPIV3Schema", "properties", "spec",
 		"properties", "images", "properties", "allow", "items", "x-kubernetes-validations") {
-		for _, m := range regexp.MustCompile(`matches\('([^']*)'\)`).FindAllStringSubmatch(rule, -1) {
+		for _, m := range celMatches.FindAllStringSubmatch(rule, -1) {
 			found = append(found, m[1])
 		}
 	}
@@ -89,6 +92,9 @@ func celAccepts(s string, grammar, hostGlob1, hostGlob2, globStar *regexp.Regexp
 		(!hostGlob1.MatchString(s) || !hostGlob2.MatchString(s)) && !globStar.MatchString(s)
 }
 
+// imageID is a 64-hex-digit name, which the parser refuses as an image ID.
+var imageID = regexp.MustCompile(`^[a-f0-9]{64}`)
+
 // FuzzParsePattern checks that ParsePattern never panics, that what it accepts is stable
 // (its normalized form parses to itself), and that it accepts exactly what the CRD's CEL rules
 // accept, so that a policy the apiserver takes always compiles.
@@ -103,7 +109,7 @@ func FuzzParsePattern(f *testing.F) {
 		// policy then reports Ready=False and fails closed): names over 255 characters once
 		// normalized, 64-hex-digit names (image IDs), and bracketed IPv6-like hosts, which the
 		// parser takes as a host only when the first component has ":" or an uppercase letter.
-		if len(s) > 200 || regexp.MustCompile(`^[a-f0-9]{64}`).MatchString(s) || strings.Contains(s, reservedText) || strings.HasPrefix(s, "[") {
+		if len(s) > 200 || imageID.MatchString(s) || strings.Contains(s, reservedText) || strings.HasPrefix(s, "[") {
 			return
 		}
 		if cel := celAccepts(s, grammar, h1, h2, gs); cel != (err == nil) {

@@ -58,8 +58,6 @@ type compiledPolicy struct {
 	tagDeny       []string
 	requireTag    bool
 	requireDigest bool
-	// checksVersion says the policy has a tag or digest rule.
-	checksVersion bool
 	// invalid, when set, is why the policy could not be compiled. Such a policy refuses (in
 	// its mode) every Pod it may cover: a broken rule must not silently admit.
 	invalid string
@@ -103,13 +101,16 @@ type Snapshot struct {
 	tagDenied     map[string][]int32
 	refs          *image.Cache
 	scratch       sync.Pool
+	// selectsNamespaces: some ClusterImagePolicy has a namespaceSelector.
+	selectsNamespaces bool
 }
 
 // refCacheSize bounds the parsed image references a snapshot keeps (about 200 bytes each).
 const refCacheSize = 8192
 
-// Len is the number of policies in the snapshot, valid or not.
-func (s *Snapshot) Len() int { return len(s.policies) }
+// SelectsNamespaces reports whether any ClusterImagePolicy selects namespaces by label, that
+// is, whether a Subject needs its namespace's labels at all.
+func (s *Snapshot) SelectsNamespaces() bool { return s.selectsNamespaces }
 
 // PolicyError returns why the named policy could not be compiled, or "" when it compiled
 // (or is not in the snapshot).
@@ -141,6 +142,7 @@ func Compile(cluster []v1alpha1.ClusterImagePolicy, namespaced []v1alpha1.ImageP
 		idx := s.next()
 		s.add(Ref{Kind: KindClusterImagePolicy, Name: cluster[i].Name}, &cluster[i].Spec, shared)
 		s.cluster = append(s.cluster, idx)
+		s.selectsNamespaces = s.selectsNamespaces || s.policies[idx].nsSelector != nil
 	}
 	for i := range namespaced {
 		p := &namespaced[i]
@@ -162,8 +164,15 @@ func (s *Snapshot) next() int32 {
 // add compiles one policy into the snapshot.
 func (s *Snapshot) add(ref Ref, spec *v1alpha1.ImagePolicySpec, shared map[string]*matcher) {
 	idx := s.next()
-	cp := compiledPolicy{ref: ref, mode: spec.Mode}
-	if cp.mode == "" {
+	cp := compiledPolicy{ref: ref, mode: spec.Mode, hasAllow: spec.Images != nil && len(spec.Images.Allow) > 0}
+	var problems []string
+	switch cp.mode {
+	case v1alpha1.ModeEnforce, v1alpha1.ModeWarn, v1alpha1.ModeAudit:
+	case "":
+		cp.mode = v1alpha1.ModeEnforce
+	default:
+		// An unknown mode must not turn a rule into a silent one: refuse, as Enforce would.
+		problems = append(problems, fmt.Sprintf("spec.mode: %q is not Enforce, Warn or Audit", cp.mode))
 		cp.mode = v1alpha1.ModeEnforce
 	}
 	type use struct {
@@ -171,7 +180,6 @@ func (s *Snapshot) add(ref Ref, spec *v1alpha1.ImagePolicySpec, shared map[strin
 		t target
 	}
 	var uses []use
-	var problems []string
 	collect := func(field string, l list, patterns []v1alpha1.ImagePattern) {
 		for i, raw := range patterns {
 			p, err := image.ParsePattern(string(raw))
@@ -179,13 +187,12 @@ func (s *Snapshot) add(ref Ref, spec *v1alpha1.ImagePolicySpec, shared map[strin
 				problems = append(problems, fmt.Sprintf("spec.%s[%d]: invalid pattern %q: %v", field, i, raw, err))
 				continue
 			}
-			uses = append(uses, use{p, target{policy: idx, list: l, index: int32(i), hasAllow: spec.Images != nil && len(spec.Images.Allow) > 0}})
+			uses = append(uses, use{p, target{policy: idx, list: l, index: int32(i), hasAllow: cp.hasAllow}})
 		}
 	}
 	if spec.Images != nil {
 		collect("images.allow", listAllow, spec.Images.Allow)
 		collect("images.deny", listDeny, spec.Images.Deny)
-		cp.hasAllow = len(spec.Images.Allow) > 0
 		for _, d := range spec.Images.Deny {
 			cp.denyPatterns = append(cp.denyPatterns, string(d))
 		}
@@ -198,7 +205,6 @@ func (s *Snapshot) add(ref Ref, spec *v1alpha1.ImagePolicySpec, shared map[strin
 		cp.requireTag = spec.Tags.RequireTag
 	}
 	cp.requireDigest = spec.RequireDigest
-	cp.checksVersion = cp.requireDigest || cp.requireTag || len(cp.tagDeny) > 0
 	var err error
 	if cp.nsSelector, err = selector(spec.NamespaceSelector); err != nil {
 		problems = append(problems, "spec.namespaceSelector: "+err.Error())

@@ -219,6 +219,11 @@ func (s *Snapshot) Evaluate(sub *Subject) Decision {
 
 func (s *Snapshot) evaluate(sub *Subject, sc *scratch) Decision {
 	d := Decision{}
+	if len(sub.Images) == 0 {
+		// Nothing to check (an UPDATE that changes no image): not even an invalid policy or an
+		// unknown namespace may block it, or a later policy would break label edits.
+		return d
+	}
 	sc.evalGen = sc.next()
 	sc.coveredAllow = 0
 	sc.covered = s.covering(sub, sc.covered[:0], &d)
@@ -311,9 +316,7 @@ func (s *Snapshot) evaluateImage(img *Image, sc *scratch, d *Decision) {
 		if p.hasAllow && (!matched || !m.allow) {
 			d.add(img, &ref, p, RuleAllow, "it matches no pattern in images.allow")
 		}
-		if p.checksVersion {
-			checkVersion(img, &ref, p, d)
-		}
+		checkVersion(img, &ref, p, d)
 	}
 }
 

@@ -383,6 +383,36 @@ func TestBypasses(t *testing.T) {
 	run(t, cases)
 }
 
+func TestUnknownModeFailsClosed(t *testing.T) {
+	run(t, []evalCase{{
+		name:     "a mode the schema would refuse denies rather than passes",
+		policies: []string{cluster("typo", `{mode: Block, tags: {deny: [latest]}}`)},
+		images:   containers("nginx"),
+		want: []string{
+			`Enforce spec: the Pod is not allowed by ClusterImagePolicy "typo": the policy is invalid, so it refuses every Pod it may cover until it is fixed: spec.mode: "Block" is not Enforce, Warn or Audit`,
+		},
+	}})
+}
+
+func TestNothingToCheckIsNeverRefused(t *testing.T) {
+	// An UPDATE that changes no image has no images in its subject: neither an invalid policy
+	// nor an unknown namespace may block a label edit.
+	run(t, []evalCase{{
+		name:      "no images",
+		policies:  []string{digestsProd, cluster("broken", `{podSelector: {matchLabels: {"bad key!": x}}, tags: {deny: [latest]}}`)},
+		nsUnknown: true,
+		allowed:   true,
+	}})
+}
+
+func TestSelectsNamespaces(t *testing.T) {
+	g := NewWithT(t)
+	cps, nps := policies(t, trusted, namespaced("a", "p", `{requireDigest: true}`))
+	g.Expect(Compile(cps, nps).SelectsNamespaces()).To(BeFalse())
+	cps, nps = policies(t, trusted, digestsProd)
+	g.Expect(Compile(cps, nps).SelectsNamespaces()).To(BeTrue())
+}
+
 func TestChangedImages(t *testing.T) {
 	g := NewWithT(t)
 	old := containers("nginx:1", "redis:7")

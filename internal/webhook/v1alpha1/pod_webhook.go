@@ -66,17 +66,14 @@ func (v *PodValidator) Handle(ctx context.Context, req admission.Request) admiss
 	if req.Resource != podResource || (req.SubResource != "" && req.SubResource != "ephemeralcontainers") {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("imagegate checks pods and pods/ephemeralcontainers, not %s", resourceName(req)))
 	}
-	var images []policy.Image
-	switch req.Operation {
-	case admissionv1.Create, admissionv1.Update:
-	default:
+	if req.Operation != admissionv1.Create && req.Operation != admissionv1.Update {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("imagegate checks CREATE and UPDATE, not %s", req.Operation))
 	}
 	pod := &corev1.Pod{}
 	if err := v.decoder.DecodeRaw(req.Object, pod); err != nil {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding the Pod: %w", err))
 	}
-	images = policy.PodImages(&pod.Spec, "spec")
+	images := policy.PodImages(&pod.Spec, "spec")
 	if req.Operation == admissionv1.Update {
 		old := &corev1.Pod{}
 		if err := v.decoder.DecodeRaw(req.OldObject, old); err != nil {
@@ -95,7 +92,10 @@ func (v *PodValidator) Handle(ctx context.Context, req admission.Request) admiss
 		namespace = pod.Namespace
 	}
 	sub := policy.Subject{Namespace: namespace, PodLabels: pod.Labels, Images: images}
-	sub.NamespaceLabels, sub.NamespaceUnknown = v.namespaceLabels(ctx, namespace)
+	if len(images) > 0 && snap.SelectsNamespaces() {
+		// Only then: the lookup copies the object out of the cache.
+		sub.NamespaceLabels, sub.NamespaceUnknown = v.namespaceLabels(ctx, namespace)
+	}
 
 	d := snap.Evaluate(&sub)
 	resp := admission.Allowed("")
