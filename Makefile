@@ -63,6 +63,17 @@ test: fmt vet verify ## Unit tests, fuzz seeds and envtest suites with -race, an
 	KUBEBUILDER_ASSETS=$$assets go test -race -count=1 -coverpkg=./internal/... -coverprofile=cover.out ./...
 	@go tool cover -func=cover.out | tail -n 1
 
+.PHONY: demo
+demo: build ## Run imagegate on a local control plane and show it at work; KEEP=1 leaves it running.
+	@assets=$$(hack/setup-envtest.sh | tail -n 1); \
+	go build -o bin/demo ./hack/demo; \
+	bin/demo --bin-dir "$$assets" --manager bin/manager $(if $(KEEP),--keep)
+
+.PHONY: test-e2e
+test-e2e: build ## End-to-end suite: the real manager binary, control plane and kubectl (test/e2e).
+	@assets=$$(hack/setup-envtest.sh | tail -n 1); \
+	E2E_BIN_DIR=$$assets go test -tags e2e -count=1 -timeout 20m ./test/e2e/ -ginkgo.v
+
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 20s).
 	@hack/fuzz.sh $(FUZZTIME)

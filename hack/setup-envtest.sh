@@ -41,13 +41,19 @@ if has_all "$DEST" "${BINARIES[@]}"; then
 fi
 
 mkdir -p "$DEST"
+# A failed build exits through set -e: stop the progress ticker with it.
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 # Build into a temporary name and rename, so that an interrupted build never leaves a
 # truncated binary that the cache check above would take for a good one.
 build() {
   local module=$1 pkg=$2 out=$3 ldflags=$4 start=$SECONDS
   if [ -x "$DEST/$out" ]; then return 0; fi
   log "building $out from $pkg (first time only; kube-apiserver takes about 10 minutes)"
+  # A progress line every 30 seconds, so a first run does not look hung.
+  (while sleep 30; do log "still building $out: $((SECONDS - start))s"; done) &
+  local ticker=$!
   (cd "$ROOT/hack/envtest/$module" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$DEST/.$out.tmp" "$pkg")
+  kill "$ticker" 2>/dev/null || true
   mv "$DEST/.$out.tmp" "$DEST/$out"
   log "built $out in $((SECONDS - start))s"
 }

@@ -1,0 +1,210 @@
+// Command demo shows imagegate at work on this machine: it starts a local control plane
+// (etcd, kube-apiserver, kube-controller-manager) and the manager, registers the webhook from
+// config/local, applies the CRDs and config/samples, and runs kubectl as a user would.
+// `make demo` runs it; `make demo KEEP=1` leaves everything running until Ctrl-C.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/imagegate/imagegate/hack/localcluster"
+)
+
+func main() {
+	var root, binDir, manager string
+	var keep bool
+	flag.StringVar(&root, "root", ".", "The repository's root folder (config/ is read from there).")
+	flag.StringVar(&binDir, "bin-dir", "", "Folder with etcd, kube-apiserver, kube-controller-manager and kubectl (make setup-envtest prints it).")
+	flag.StringVar(&manager, "manager", "bin/manager", "The manager binary.")
+	flag.BoolVar(&keep, "keep", false, "Leave the cluster and the manager running until Ctrl-C.")
+	flag.Parse()
+	if binDir == "" {
+		fmt.Fprintln(os.Stderr, "demo: --bin-dir is required (make demo sets it)")
+		os.Exit(2)
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	if err := run(ctx, root, binDir, manager, keep); err != nil {
+		fmt.Fprintf(os.Stderr, "\ndemo failed: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, root, binDir, manager string, keep bool) (err error) {
+	step("Starting a local control plane (etcd, kube-apiserver, kube-controller-manager)")
+	cluster, err := localcluster.Start(ctx, localcluster.Options{
+		BinDir:   binDir,
+		Progress: func(f string, a ...any) { fmt.Printf("    "+f+"\n", a...) },
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		step("Stopping the manager and the control plane")
+		if stopErr := cluster.Stop(); stopErr != nil && err == nil {
+			err = stopErr
+		}
+	}()
+	d := &demo{cluster: cluster, ctx: ctx}
+
+	step("Installing the CRDs")
+	if err := d.kubectl("apply", "-f", filepath.Join(root, "config/crd/bases")); err != nil {
+		return err
+	}
+	if err := d.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"); err != nil {
+		return err
+	}
+
+	step("Starting the manager (bin/manager) with a serving certificate from the local CA")
+	mgr, err := cluster.StartManager(ctx, localcluster.ManagerOptions{Binary: filepath.Join(root, manager)})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("    webhook https://127.0.0.1:%d, probes http://127.0.0.1:%d, log %s\n",
+		mgr.WebhookPort, mgr.HealthPort, filepath.Join(cluster.Dir, "manager.log"))
+
+	step("Registering the webhook from config/local (config/webhook with a loopback URL)")
+	if err := mgr.RegisterWebhook(root); err != nil {
+		return err
+	}
+	if err := d.kubectl("get", "validatingwebhookconfigurations"); err != nil {
+		return err
+	}
+
+	step("Applying the sample policies (config/samples)")
+	if err := d.kubectl("apply", "-k", filepath.Join(root, "config/samples")); err != nil {
+		return err
+	}
+	if err := d.kubectl("wait", "--for=condition=Ready", "clusterimagepolicy", "--all", "--timeout=60s"); err != nil {
+		return err
+	}
+	if err := d.kubectl("get", "clusterimagepolicies"); err != nil {
+		return err
+	}
+
+	step("A Pod from the acme organization's registry is admitted")
+	if err := d.kubectl("run", "web", "--image=ghcr.io/acme/web:1.4.2"); err != nil {
+		return err
+	}
+
+	step("A Pod from an unknown Docker Hub user is denied, with the image, the policy and the rule")
+	if err := d.kubectlFails("run", "miner", "--image=docker.io/cryptominer/xmrig:6.21"); err != nil {
+		return err
+	}
+
+	step("An official image at :latest is admitted, and the Warn-mode policy no-latest prints a warning")
+	if err := d.kubectl("run", "cache", "--image=redis:latest"); err != nil {
+		return err
+	}
+
+	step("In a namespace labelled env=production, images must be pinned by digest")
+	if err := d.kubectl("create", "namespace", "shop"); err != nil {
+		return err
+	}
+	if err := d.kubectl("label", "namespace", "shop", "env=production"); err != nil {
+		return err
+	}
+	if err := d.waitQuiet("the default ServiceAccount in shop", "get", "serviceaccount", "default", "-n", "shop"); err != nil {
+		return err
+	}
+	if err := d.kubectlFails("run", "api", "-n", "shop", "--image=ghcr.io/acme/api:2.0"); err != nil {
+		return err
+	}
+	if err := d.kubectl("run", "api", "-n", "shop",
+		"--image=ghcr.io/acme/api@sha256:0b4f5d6c7a8e9f00112233445566778899aabbccddeeff00112233445566778f"); err != nil {
+		return err
+	}
+
+	step("A Deployment with a disallowed image: created, but the ReplicaSet cannot create its Pods")
+	if err := d.kubectl("create", "deployment", "shady", "--image=quay.io/shady/app:1.0"); err != nil {
+		return err
+	}
+	fmt.Println("    waiting for the ReplicaSet controller to try...")
+	if err := d.waitQuiet("a FailedCreate event", "get", "events", "--field-selector=reason=FailedCreate",
+		"-o=jsonpath={.items[0].message}"); err != nil {
+		return err
+	}
+	if err := d.kubectl("get", "events", "--field-selector=reason=FailedCreate",
+		"-o=custom-columns=OBJECT:.involvedObject.name,REASON:.reason,MESSAGE:.message"); err != nil {
+		return err
+	}
+
+	step("What was admitted")
+	if err := d.kubectl("get", "pods", "-A", "-o=custom-columns=NAMESPACE:.metadata.namespace,NAME:.metadata.name,IMAGE:.spec.containers[0].image"); err != nil {
+		return err
+	}
+
+	if !keep {
+		fmt.Println("\nRun `make demo KEEP=1` to keep the cluster and try your own policies with kubectl.")
+		return nil
+	}
+	step("The cluster stays up. In another terminal:")
+	fmt.Printf("\n    export KUBECONFIG=%s\n    kubectl get clusterimagepolicies\n    kubectl run test --image=docker.io/someone/else:1.0\n\n", cluster.Kubeconfig)
+	fmt.Printf("    Logs are in %s. Press Ctrl-C to stop everything.\n", cluster.Dir)
+	<-ctx.Done()
+	return nil
+}
+
+type demo struct {
+	cluster *localcluster.Cluster
+	ctx     context.Context
+}
+
+func step(s string) { fmt.Printf("\n==> %s\n", s) }
+
+// kubectl runs kubectl, showing the command and its output as a terminal would.
+func (d *demo) kubectl(args ...string) error {
+	out, err := d.show(args)
+	if err != nil {
+		return fmt.Errorf("kubectl %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// kubectlFails runs kubectl and expects it to be refused.
+func (d *demo) kubectlFails(args ...string) error {
+	if _, err := d.show(args); err == nil {
+		return fmt.Errorf("kubectl %s succeeded; the webhook should have refused it", strings.Join(args, " "))
+	}
+	return nil
+}
+
+func (d *demo) show(args []string) (string, error) {
+	fmt.Printf("$ kubectl %s\n", strings.Join(args, " "))
+	cmd := d.cluster.Kubectl(args...)
+	out, err := cmd.CombinedOutput()
+	if d.ctx.Err() != nil {
+		return string(out), d.ctx.Err()
+	}
+	for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+		fmt.Println("  " + line)
+	}
+	return string(out), err
+}
+
+// waitQuiet retries a kubectl command until it succeeds with output, for up to a minute.
+func (d *demo) waitQuiet(what string, args ...string) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		out, err := d.cluster.Kubectl(args...).Output()
+		if err == nil && len(strings.TrimSpace(string(out))) > 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out waiting for %s", what)
+		}
+		select {
+		case <-d.ctx.Done():
+			return d.ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
