@@ -46,6 +46,7 @@ fmt: ## Run gofmt; fails when a file was not formatted.
 .PHONY: vet
 vet: ## Run go vet.
 	go vet ./...
+	go vet -tags e2e ./test/e2e/
 
 .PHONY: verify
 verify: manifests generate ## Regenerate, then fail when generated files differ from the committed ones.
@@ -70,9 +71,12 @@ demo: build ## Run imagegate on a local control plane and show it at work; KEEP=
 	bin/demo --bin-dir "$$assets" --manager bin/manager $(if $(KEEP),--keep)
 
 .PHONY: test-e2e
-test-e2e: build ## End-to-end suite: the real manager binary, control plane and kubectl (test/e2e).
+test-e2e: build ## End-to-end suite: the real manager binary, control plane, kubectl and cert-manager's CA injector (test/e2e); V=1 for every kubectl line.
 	@assets=$$(hack/setup-envtest.sh | tail -n 1); \
-	E2E_BIN_DIR=$$assets go test -tags e2e -count=1 -timeout 20m ./test/e2e/ -ginkgo.v
+	(cd hack/cainjector && go build -o ../../bin/cainjector .); \
+	E2E_BIN_DIR=$$assets E2E_CAINJECTOR=$(CURDIR)/bin/cainjector \
+	E2E_CERT_MANAGER_DIR=$$(cd hack/cainjector && go list -m -f '{{.Dir}}' github.com/cert-manager/cert-manager) \
+	go test -tags e2e -count=1 -timeout 20m ./test/e2e/ $(if $(V),-v -ginkgo.v)
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 20s).

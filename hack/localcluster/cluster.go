@@ -322,3 +322,14 @@ current-context: imagegate-local
 `, server, b64(caPEM), b64(user.CertPEM), b64(user.KeyPEM))
 	return os.WriteFile(path, []byte(cfg), 0o600)
 }
+
+// Run starts another program against the cluster (KUBECONFIG is set), logging to
+// <Dir>/<name>.log; Stop stops it with the cluster.
+func (c *Cluster) Run(name, binary string, args ...string) error {
+	p, err := startProcess(c.Dir, name, binary, args, []string{"KUBECONFIG=" + c.Kubeconfig})
+	if err != nil {
+		return err
+	}
+	c.procs = append(c.procs, p)
+	return nil
+}

@@ -1,0 +1,190 @@
+//go:build e2e
+
+// Package e2e drives imagegate as a cluster would: the real manager binary (bin/manager), a
+// real kube-apiserver, etcd and kube-controller-manager (hack/localcluster), the webhook
+// registered from config/, and kubectl for every user action. `make test-e2e` runs it.
+package e2e
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/imagegate/imagegate/hack/localcluster"
+)
+
+var (
+	root    string
+	cluster *localcluster.Cluster
+	manager *localcluster.Manager
+	// rendered is config/default as kustomize renders it, split into documents.
+	rendered [][]byte
+	// hostIP is a non-loopback address of this machine: EndpointSlices may not list loopback.
+	hostIP net.IP
+)
+
+func TestE2E(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "imagegate end-to-end")
+}
+
+var _ = BeforeSuite(func(ctx SpecContext) {
+	binDir := os.Getenv("E2E_BIN_DIR")
+	Expect(binDir).NotTo(BeEmpty(), "E2E_BIN_DIR must name the folder of kube-apiserver, etcd, kube-controller-manager and kubectl: run `make test-e2e`")
+	var err error
+	root, err = filepath.Abs(filepath.Join("..", ".."))
+	Expect(err).NotTo(HaveOccurred())
+
+	out, err := exec.Command(filepath.Join(binDir, "kubectl"), "kustomize", filepath.Join(root, "config", "default")).Output()
+	Expect(err).NotTo(HaveOccurred(), "rendering config/default")
+	rendered, err = localcluster.SplitYAML(out)
+	Expect(err).NotTo(HaveOccurred())
+	hostIP = nonLoopbackIPv4()
+
+	cluster, err = localcluster.Start(ctx, localcluster.Options{
+		BinDir: binDir,
+		// The apiserver calls a webhook Service by its EndpointSlice, as a cluster without
+		// kube-proxy on the control plane does; the cert-manager spec relies on it.
+		ExtraAPIServerArgs: []string{"--enable-aggregator-routing=true"},
+		Progress:           func(f string, a ...any) { GinkgoWriter.Printf(f+"\n", a...) },
+	})
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(func() { Expect(cluster.Stop()).To(Succeed()) })
+
+	kubectl("apply", "-f", filepath.Join(root, "config", "crd", "bases"))
+	kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+
+	// The serving certificate also covers the DNS names of config/default's Certificate, so
+	// that the cert-manager spec can serve it as the Secret cert-manager would write.
+	var ips []net.IP
+	if hostIP != nil {
+		ips = append(ips, hostIP)
+	}
+	manager, err = cluster.StartManager(ctx, localcluster.ManagerOptions{
+		Binary:   filepath.Join(root, "bin", "manager"),
+		DNSNames: certificateDNSNames(),
+		IPs:      ips,
+	})
+	Expect(err).NotTo(HaveOccurred())
+	Expect(manager.RegisterWebhook(root)).To(Succeed())
+	DeferCleanup(func() {
+		if CurrentSpecReport().Failed() {
+			GinkgoWriter.Println("manager log:\n" + manager.Log())
+		}
+	})
+}, NodeTimeout(5*time.Minute))
+
+// result is what a kubectl run printed.
+type result struct {
+	stdout, stderr string
+	err            error
+}
+
+func run(args ...string) result {
+	return runIn(nil, args...)
+}
+
+func runIn(stdin []byte, args ...string) result {
+	cmd := cluster.Kubectl(args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	err := cmd.Run()
+	GinkgoWriter.Printf("$ kubectl %s\n%s%s", strings.Join(args, " "), stdout.String(), stderr.String())
+	return result{stdout.String(), stderr.String(), err}
+}
+
+// kubectl runs kubectl and fails the spec if it fails; it returns standard output.
+func kubectl(args ...string) string {
+	GinkgoHelper()
+	r := run(args...)
+	Expect(r.err).NotTo(HaveOccurred(), "kubectl %s: %s", strings.Join(args, " "), r.stderr)
+	return r.stdout
+}
+
+// kubectlRefused runs kubectl, expects it to fail, and returns its standard error.
+func kubectlRefused(args ...string) string {
+	GinkgoHelper()
+	r := run(args...)
+	Expect(r.err).To(HaveOccurred(), "kubectl %s should have been refused; it printed %s", strings.Join(args, " "), r.stdout)
+	return r.stderr
+}
+
+// apply pipes a manifest into kubectl apply.
+func apply(manifest string) result {
+	return runIn([]byte(manifest), "apply", "-f", "-")
+}
+
+// namespace creates a namespace with labels and waits for its default ServiceAccount, which
+// Pods need; it is deleted after the spec.
+func namespace(name string, labels ...string) {
+	GinkgoHelper()
+	kubectl("create", "namespace", name)
+	if len(labels) > 0 {
+		kubectl(append([]string{"label", "namespace", name}, labels...)...)
+	}
+	Eventually(func() error {
+		return cluster.KubectlQuiet("get", "serviceaccount", "default", "-n", name)
+	}).WithTimeout(time.Minute).Should(Succeed())
+	DeferCleanup(func() { run("delete", "namespace", name, "--wait=false") })
+}
+
+// certificateDNSNames reads spec.dnsNames of the Certificate in config/default.
+func certificateDNSNames() []string {
+	GinkgoHelper()
+	for _, doc := range rendered {
+		if !bytes.Contains(doc, []byte("kind: Certificate\n")) {
+			continue
+		}
+		var names []string
+		in := false
+		for _, line := range strings.Split(string(doc), "\n") {
+			switch {
+			case strings.HasPrefix(line, "  dnsNames:"):
+				in = true
+			case in && strings.HasPrefix(line, "  - "):
+				names = append(names, strings.TrimPrefix(line, "  - "))
+			default:
+				in = false
+			}
+		}
+		Expect(names).NotTo(BeEmpty(), "config/default's Certificate has no dnsNames")
+		return names
+	}
+	Fail("config/default renders no Certificate")
+	return nil
+}
+
+// renderedOf returns the documents of config/default of the given kind.
+func renderedOf(kind string) []string {
+	var docs []string
+	for _, doc := range rendered {
+		if bytes.Contains(doc, []byte("\nkind: "+kind+"\n")) || bytes.HasPrefix(doc, []byte("kind: "+kind+"\n")) {
+			docs = append(docs, string(doc))
+		}
+	}
+	return docs
+}
+
+func nonLoopbackIPv4() net.IP {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() && n.IP.To4() != nil {
+			return n.IP.To4()
+		}
+	}
+	return nil
+}
