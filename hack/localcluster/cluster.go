@@ -285,7 +285,11 @@ func (c *Cluster) waitFor(ctx context.Context, p *process, what string, cond fun
 			return nil
 		}
 		if ended, err := p.exited(); ended {
-			return fmt.Errorf("%s exited (%v) while waiting for %s; end of %s:\n%s", p.name, err, what, p.log, p.tail())
+			status := "exit status 0"
+			if err != nil {
+				status = err.Error()
+			}
+			return fmt.Errorf("%s exited (%s) while waiting for %s; end of %s:\n%s", p.name, status, what, p.log, p.tail())
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("timed out waiting for %s; end of %s:\n%s", what, p.log, p.tail())

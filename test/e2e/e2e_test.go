@@ -172,7 +172,7 @@ spec:
 			}
 			resp, err := client.Do(req)
 			Expect(err).NotTo(HaveOccurred())
-			defer resp.Body.Close()
+			defer func() { _ = resp.Body.Close() }()
 			var b strings.Builder
 			_, err = io.Copy(&b, resp.Body)
 			Expect(err).NotTo(HaveOccurred())
