@@ -8,6 +8,9 @@ GOLANGCI_LINT_VERSION ?= v2.15.0
 # The manager's container image, for docker-build, deploy and build-installer.
 IMG ?= ghcr.io/imagegate/imagegate:v0.1.0
 
+# The version imagegate version prints.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
 LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
@@ -93,8 +96,9 @@ lint: golangci-lint ## Run golangci-lint.
 ##@ Build
 
 .PHONY: build
-build: ## Build bin/manager.
+build: ## Build bin/manager and bin/imagegate (the CLI).
 	go build -o bin/manager ./cmd
+	go build -ldflags "-X main.version=$(VERSION)" -o bin/imagegate ./cmd/imagegate
 
 .PHONY: docker-build
 docker-build: ## Build the manager's container image IMG (needs a Docker engine).

@@ -1,0 +1,153 @@
+// Command imagegate is the offline CLI: `imagegate check` decides the Pods and pod templates
+// of manifests with the webhook's own engine, for CI pipelines.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+
+	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/imagegate/imagegate/internal/check"
+	"github.com/imagegate/imagegate/internal/manifest"
+)
+
+// version is set at build time (-ldflags "-X main.version=v0.1.0"); otherwise it comes from
+// the module or VCS information Go records.
+var version = ""
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// run executes the CLI and returns the exit code.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	code := check.ExitAdmitted
+	root := newRoot(stdin, &code)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	if err := root.Execute(); err != nil {
+		fmt.Fprintf(stderr, "error: %v\n", err)
+		return check.ExitBadInput
+	}
+	return code
+}
+
+func newRoot(stdin io.Reader, code *int) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "imagegate",
+		Short:         "Check Kubernetes manifests against imagegate image policies, offline",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newCheck(stdin, code), newVersion())
+	return root
+}
+
+func newCheck(stdin io.Reader, code *int) *cobra.Command {
+	var (
+		policies []string
+		output   string
+		maxSize  string
+	)
+	cmd := &cobra.Command{
+		Use:   "check --policy PATH [--policy PATH ...] [-o text|json] FILE_OR_DIR ...",
+		Short: "Decide the Pods and pod templates of manifests as the imagegate webhook would",
+		Long: `check reads ImagePolicies and ClusterImagePolicies from the --policy files and folders,
+validates them as the apiserver would, and decides every Pod and the pod template of every
+Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, CronJob and ReplicationController in the
+given files and folders ("-" is standard input) with the webhook's own engine and messages.
+
+Namespace objects among the manifests supply the labels that namespaceSelector matches;
+objects without a namespace are in "default". Other kinds are skipped and counted.
+
+Exit status: 0 when everything would be admitted, 1 when anything would be denied, 2 when an
+input could not be read or a policy is invalid.`,
+		Example: `  imagegate check --policy config/samples deploy/
+  kustomize build overlays/prod | imagegate check --policy policies/ -
+  imagegate check --policy policies/ -o json manifests/ > report.json`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if output != "text" && output != "json" {
+				return fmt.Errorf("--output must be text or json, not %q", output)
+			}
+			limit, err := resource.ParseQuantity(maxSize)
+			if err != nil || limit.Value() <= 0 {
+				return fmt.Errorf("--max-file-size must be a size such as 32Mi, not %q", maxSize)
+			}
+			report, err := check.Run(cmd.Context(), check.Options{
+				PolicyPaths: policies, Paths: args, Stdin: stdin, MaxFileSize: limit.Value(),
+			})
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				err = report.WriteJSON(cmd.OutOrStdout())
+			} else {
+				err = report.WriteText(cmd.OutOrStdout(), cmd.ErrOrStderr())
+			}
+			if err != nil {
+				return fmt.Errorf("writing the report: %w", err)
+			}
+			*code = report.ExitCode()
+			return nil
+		},
+	}
+	cmd.Flags().StringArrayVarP(&policies, "policy", "p", nil, "a file or folder of ImagePolicies and ClusterImagePolicies (repeatable; required)")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	cmd.Flags().StringVar(&maxSize, "max-file-size", resource.NewQuantity(manifest.DefaultMaxFileSize, resource.BinarySI).String(), "the largest input file read")
+	if err := cmd.MarkFlagRequired("policy"); err != nil {
+		panic(err)
+	}
+	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+func newVersion() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "imagegate %s\n", buildVersion())
+			return err
+		},
+	}
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "(unknown)"
+	}
+	if v := info.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	rev, dirty := "", false
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return "(devel)"
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if dirty {
+		rev += "-dirty"
+	}
+	return "(devel) " + rev
+}
+

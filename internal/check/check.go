@@ -1,0 +1,281 @@
+// Package check is the offline check behind `imagegate check`: it reads policies and
+// manifests (internal/manifest), validates the policies as the apiserver would
+// (internal/schema), and decides every Pod and pod template with the webhook's engine
+// (internal/policy), so that a CI pipeline and the cluster never disagree.
+package check
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+
+	"github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/internal/manifest"
+	"github.com/imagegate/imagegate/internal/policy"
+	policyschema "github.com/imagegate/imagegate/internal/schema"
+)
+
+// Options says what to check.
+type Options struct {
+	// PolicyPaths are files and folders holding ImagePolicies and ClusterImagePolicies.
+	PolicyPaths []string
+	// Paths are files and folders holding the manifests to check; "-" is standard input.
+	Paths []string
+	// Stdin is read for "-"; nil means os.Stdin.
+	Stdin io.Reader
+	// MaxFileSize bounds each input file; 0 means manifest.DefaultMaxFileSize.
+	MaxFileSize int64
+}
+
+// DefaultNamespace is where objects without a namespace go, as kubectl's default context.
+const DefaultNamespace = "default"
+
+// workloads are the kinds whose Pods imagegate decides, at the versions the apiserver serves.
+var workloads = map[schema.GroupVersionKind]bool{
+	{Version: "v1", Kind: "Pod"}:                            true,
+	{Version: "v1", Kind: "ReplicationController"}:          true,
+	{Group: "apps", Version: "v1", Kind: "Deployment"}:      true,
+	{Group: "apps", Version: "v1", Kind: "ReplicaSet"}:      true,
+	{Group: "apps", Version: "v1", Kind: "StatefulSet"}:     true,
+	{Group: "apps", Version: "v1", Kind: "DaemonSet"}:       true,
+	{Group: "batch", Version: "v1", Kind: "Job"}:            true,
+	{Group: "batch", Version: "v1", Kind: "CronJob"}:        true,
+}
+
+var namespaceGVK = schema.GroupVersionKind{Version: "v1", Kind: "Namespace"}
+
+// Run reads the inputs and decides every Pod and pod template in them.
+func Run(ctx context.Context, opts Options) (*Report, error) {
+	validator, err := policyschema.New()
+	if err != nil {
+		return nil, fmt.Errorf("loading the policy schema: %w", err)
+	}
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	reader := &manifest.Reader{MaxFileSize: opts.MaxFileSize, Stdin: opts.Stdin}
+	r := &Report{}
+
+	snap := r.loadPolicies(ctx, reader, validator, opts.PolicyPaths)
+
+	// One pass: Namespaces supply labels, workloads are reduced to what the engine needs, and
+	// decided once every Namespace is known (they may come after the workloads).
+	var pending []pendingObject
+	labels := map[string]map[string]string{}
+	documents := 0
+	errs := reader.Read(opts.Paths, func(d *manifest.Document) {
+		documents++
+		if ns, l, ok := namespaceLabels(d); ok {
+			labels[ns] = l
+			r.Summary.Skipped++
+			return
+		}
+		if p, ok := r.readWorkload(scheme, d); ok {
+			pending = append(pending, p)
+		}
+	})
+	r.addInputErrors(errs)
+	if documents == 0 && len(errs) == 0 {
+		// An empty render (a broken kustomize build piped in, say) must not pass as clean.
+		r.Errors = append(r.Errors, InputError{Message: fmt.Sprintf("no documents in %s: nothing to check", strings.Join(opts.Paths, ", "))})
+	}
+	if snap != nil {
+		for i := range pending {
+			r.decide(snap, labels, &pending[i])
+		}
+	}
+	r.Summary.Errors = len(r.Errors)
+	return r, nil
+}
+
+// loadPolicies reads, validates and compiles the policies; every problem becomes an input
+// error. A nil snapshot means none could be loaded.
+func (r *Report) loadPolicies(ctx context.Context, reader *manifest.Reader, v *policyschema.Validator, paths []string) *policy.Snapshot {
+	if len(paths) == 0 {
+		r.Errors = append(r.Errors, InputError{Message: "no --policy given: name the files or folders that hold the policies"})
+		return nil
+	}
+	var docs []manifest.Document
+	r.addInputErrors(reader.Read(paths, func(d *manifest.Document) { docs = append(docs, *d) }))
+	var cluster []v1alpha1.ClusterImagePolicy
+	var namespaced []v1alpha1.ImagePolicy
+	seen := map[policy.Ref]string{}
+	for i := range docs {
+		d := &docs[i]
+		if d.Object == nil || d.Object.GroupVersionKind().Group != v1alpha1.GroupVersion.Group {
+			// Kustomizations and other files next to the policies.
+			r.Summary.PolicyDocumentsSkipped++
+			continue
+		}
+		obj := d.Object
+		if obj.GetKind() == "ImagePolicy" && obj.GetNamespace() == "" {
+			obj.SetNamespace(DefaultNamespace)
+		}
+		if fieldErrs := v.Validate(ctx, obj); len(fieldErrs) > 0 {
+			for _, fe := range fieldErrs {
+				r.addError(d, fmt.Sprintf("%s %q is invalid: %s", obj.GetKind(), obj.GetName(), fe.Error()))
+			}
+			continue
+		}
+		ref := policy.Ref{Kind: obj.GetKind(), Namespace: obj.GetNamespace(), Name: obj.GetName()}
+		if ref.Kind == policy.KindClusterImagePolicy {
+			ref.Namespace = ""
+		}
+		if first, dup := seen[ref]; dup {
+			r.addError(d, fmt.Sprintf("%s is defined twice (first at %s): the one applied last would win in a cluster", ref, first))
+			continue
+		}
+		seen[ref] = d.Location()
+		var err error
+		switch ref.Kind {
+		case policy.KindClusterImagePolicy:
+			var p v1alpha1.ClusterImagePolicy
+			if err = runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, &p); err == nil {
+				cluster = append(cluster, p)
+			}
+		case policy.KindImagePolicy:
+			var p v1alpha1.ImagePolicy
+			if err = runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, &p); err == nil {
+				namespaced = append(namespaced, p)
+			}
+		}
+		if err != nil {
+			r.addError(d, fmt.Sprintf("%s: %v", ref, err))
+		}
+	}
+	r.Summary.Policies = len(cluster) + len(namespaced)
+	if r.Summary.Policies == 0 {
+		if len(r.Errors) == 0 {
+			r.Errors = append(r.Errors, InputError{Message: fmt.Sprintf("no ImagePolicy or ClusterImagePolicy in %s", strings.Join(paths, ", "))})
+		}
+		return nil
+	}
+	snap := policy.Compile(cluster, namespaced)
+	// The schema accepts a few patterns the engine's parser refuses; a cluster would mark such
+	// a policy Ready=False and refuse what it covers. Here it is bad input.
+	refs := make([]policy.Ref, 0, len(seen))
+	for ref := range seen {
+		refs = append(refs, ref)
+	}
+	sort.Slice(refs, func(i, j int) bool { return refs[i].String() < refs[j].String() })
+	for _, ref := range refs {
+		if msg := snap.PolicyError(ref); msg != "" {
+			r.Errors = append(r.Errors, InputError{Location: seen[ref], Message: fmt.Sprintf("%s cannot be compiled: %s", ref, msg)})
+		}
+	}
+	return snap
+}
+
+// namespaceLabels returns the labels of a Namespace document, with the
+// kubernetes.io/metadata.name label the apiserver sets on every Namespace.
+func namespaceLabels(d *manifest.Document) (string, map[string]string, bool) {
+	if d.Object == nil || d.Object.GroupVersionKind() != namespaceGVK {
+		return "", nil, false
+	}
+	l := map[string]string{}
+	for k, v := range d.Object.GetLabels() {
+		l[k] = v
+	}
+	l[corev1.LabelMetadataName] = d.Object.GetName()
+	return d.Object.GetName(), l, true
+}
+
+// pendingObject is a Pod or workload reduced to what a decision needs.
+type pendingObject struct {
+	result    ObjectResult
+	podLabels map[string]string
+	images    []policy.Image
+}
+
+// readWorkload reads a Pod or workload document; anything else is counted as skipped.
+func (r *Report) readWorkload(scheme *runtime.Scheme, d *manifest.Document) (pendingObject, bool) {
+	if d.Object == nil || !workloads[d.Object.GroupVersionKind()] {
+		r.Summary.Skipped++
+		return pendingObject{}, false
+	}
+	gvk := d.Object.GroupVersionKind()
+	typed, err := scheme.New(gvk)
+	if err != nil {
+		r.addError(d, err.Error())
+		return pendingObject{}, false
+	}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(d.Object.Object, typed); err != nil {
+		r.addError(d, fmt.Sprintf("%s %q cannot be read as %s: %v", gvk.Kind, d.Object.GetName(), gvk.GroupVersion(), err))
+		return pendingObject{}, false
+	}
+	tmpl, _ := policy.TemplateOf(typed)
+	ns := d.Object.GetNamespace()
+	if ns == "" {
+		ns = DefaultNamespace
+	}
+	p := pendingObject{
+		result: ObjectResult{
+			File: d.File, Document: d.Index, Kind: gvk.Kind, Namespace: ns, Name: d.Object.GetName(),
+			location: d.Location(),
+		},
+		podLabels: tmpl.Labels,
+		images:    tmpl.Images(),
+	}
+	if d.Item >= 0 {
+		item := d.Item
+		p.result.Item = &item
+	}
+	return p, true
+}
+
+// decide evaluates one object with the engine, exactly as the webhook builds its subject.
+func (r *Report) decide(snap *policy.Snapshot, labels map[string]map[string]string, p *pendingObject) {
+	res := p.result
+	nsLabels, ok := labels[res.Namespace]
+	if !ok {
+		nsLabels = map[string]string{corev1.LabelMetadataName: res.Namespace}
+	}
+	sub := policy.Subject{Namespace: res.Namespace, NamespaceLabels: nsLabels, PodLabels: p.podLabels, Images: p.images}
+	decision := snap.Evaluate(&sub)
+	res.Decision = decision.Outcome()
+	for i := range decision.Violations {
+		v := &decision.Violations[i]
+		res.Violations = append(res.Violations, Violation{
+			Mode:       string(v.Mode),
+			Policy:     PolicyRef{Kind: v.Policy.Kind, Namespace: v.Policy.Namespace, Name: v.Policy.Name},
+			Rule:       string(v.Rule),
+			Field:      v.Field,
+			Image:      v.Image,
+			Normalized: v.Normalized,
+			Message:    v.Message(),
+		})
+	}
+	r.Summary.Checked++
+	switch res.Decision {
+	case policy.DecisionDenied:
+		r.Summary.Denied++
+	case policy.DecisionAllowedWithWarnings:
+		r.Summary.Warned++
+		r.Summary.Admitted++
+	default:
+		r.Summary.Admitted++
+	}
+	r.Objects = append(r.Objects, res)
+}
+
+func (r *Report) addError(d *manifest.Document, msg string) {
+	r.Errors = append(r.Errors, InputError{File: d.File, Document: d.Index, Location: d.Location(), Message: msg})
+}
+
+func (r *Report) addInputErrors(errs []error) {
+	for _, err := range errs {
+		ie := InputError{Message: err.Error()}
+		if me, ok := err.(*manifest.Error); ok {
+			ie = InputError{File: me.File, Document: me.Index, Location: strings.TrimSuffix(me.Error(), ": "+me.Err.Error()), Message: me.Err.Error()}
+		}
+		r.Errors = append(r.Errors, ie)
+	}
+}

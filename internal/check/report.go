@@ -1,0 +1,166 @@
+package check
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/internal/policy"
+)
+
+// Exit codes of imagegate check.
+const (
+	ExitAdmitted = 0 // every object would be admitted
+	ExitDenied   = 1 // at least one object would be denied
+	ExitBadInput = 2 // an input could not be read, or a policy is invalid
+)
+
+// Report is the outcome of Run. Its JSON form is the stable output of `imagegate check -o
+// json` (schema version v1): fields are only ever added.
+type Report struct {
+	SchemaVersion string         `json:"schemaVersion"`
+	Objects       []ObjectResult `json:"objects"`
+	Errors        []InputError   `json:"errors"`
+	Summary       Summary        `json:"summary"`
+}
+
+// ObjectResult is the decision about one Pod or workload.
+type ObjectResult struct {
+	File string `json:"file"`
+	// Document is the document's number in the file, from 1.
+	Document int `json:"document"`
+	// Item is the index in a List document, when the object was in one.
+	Item      *int   `json:"item,omitempty"`
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	// Decision is allowed, allowed-with-warnings, allowed-with-audit-violations or denied:
+	// the values of the webhook's pods.imagegate.io/decision audit annotation.
+	Decision   string      `json:"decision"`
+	Violations []Violation `json:"violations,omitempty"`
+
+	location string
+}
+
+// Violation is one broken rule, with the message the webhook gives for it.
+type Violation struct {
+	// Mode is the policy's mode: Enforce (denies), Warn or Audit.
+	Mode   string    `json:"mode"`
+	Policy PolicyRef `json:"policy"`
+	// Rule is the broken rule as the policy spells it (images.allow, tags.deny, ...).
+	Rule       string `json:"rule"`
+	Field      string `json:"field"`
+	Image      string `json:"image,omitempty"`
+	Normalized string `json:"normalized,omitempty"`
+	Message    string `json:"message"`
+}
+
+// PolicyRef names a policy.
+type PolicyRef struct {
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name"`
+}
+
+// InputError is an input that could not be used: an unreadable file, a document that is not
+// valid YAML or JSON, an invalid policy.
+type InputError struct {
+	File     string `json:"file,omitempty"`
+	Document int    `json:"document,omitempty"`
+	// Location is file#document as the text output prints it.
+	Location string `json:"location,omitempty"`
+	Message  string `json:"message"`
+}
+
+// Summary counts what was read and decided.
+type Summary struct {
+	// Policies is the number of policies loaded.
+	Policies int `json:"policies"`
+	// PolicyDocumentsSkipped counts the documents of the policy paths that are not imagegate
+	// policies (kustomization.yaml, for example).
+	PolicyDocumentsSkipped int `json:"policyDocumentsSkipped"`
+	// Checked is the number of Pods and workloads decided; Admitted + Denied = Checked.
+	Checked  int `json:"checked"`
+	Admitted int `json:"admitted"`
+	Denied   int `json:"denied"`
+	// Warned counts the admitted objects with Warn-mode violations.
+	Warned int `json:"warned"`
+	// Skipped counts the documents that are neither Pods nor workloads.
+	Skipped int `json:"skipped"`
+	Errors  int `json:"errors"`
+}
+
+// ExitCode is 2 when an input was bad, else 1 when an object would be denied, else 0.
+func (r *Report) ExitCode() int {
+	switch {
+	case len(r.Errors) > 0:
+		return ExitBadInput
+	case r.Summary.Denied > 0:
+		return ExitDenied
+	default:
+		return ExitAdmitted
+	}
+}
+
+// WriteText writes one line per violation and the summary to out, and one line per input
+// error to errOut:
+//
+//	deploy.yaml#2: Deployment/shop/api: denied: spec.template.spec.containers[0].image: image "..." is not allowed by ...
+func (r *Report) WriteText(out, errOut io.Writer) error {
+	for _, e := range r.Errors {
+		loc := e.Location
+		if loc != "" {
+			loc += ": "
+		}
+		if _, err := fmt.Fprintf(errOut, "error: %s%s\n", loc, e.Message); err != nil {
+			return err
+		}
+	}
+	for i := range r.Objects {
+		o := &r.Objects[i]
+		for _, v := range o.Violations {
+			if _, err := fmt.Fprintf(out, "%s: %s/%s/%s: %s: %s\n", o.location, o.Kind, o.Namespace, o.Name, label(v.Mode), v.Message); err != nil {
+				return err
+			}
+		}
+	}
+	s := r.Summary
+	_, err := fmt.Fprintf(out, "%d %s checked against %d %s: %d denied, %d admitted (%d with warnings); %d %s skipped; %d input %s\n",
+		s.Checked, plural(s.Checked, "object", "objects"), s.Policies, plural(s.Policies, "policy", "policies"),
+		s.Denied, s.Admitted, s.Warned, s.Skipped, plural(s.Skipped, "document", "documents"),
+		s.Errors, plural(s.Errors, "error", "errors"))
+	return err
+}
+
+// WriteJSON writes the report as one indented JSON object.
+func (r *Report) WriteJSON(out io.Writer) error {
+	r.SchemaVersion = "v1"
+	if r.Objects == nil {
+		r.Objects = []ObjectResult{}
+	}
+	if r.Errors == nil {
+		r.Errors = []InputError{}
+	}
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+func label(mode string) string {
+	switch v1alpha1.PolicyMode(mode) {
+	case v1alpha1.ModeEnforce:
+		return policy.DecisionDenied
+	case v1alpha1.ModeWarn:
+		return "warning"
+	default:
+		return "audit"
+	}
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}

@@ -1,0 +1,270 @@
+// Package manifest reads Kubernetes objects from files, folders and standard input, as
+// kubectl apply -f does: multi-document YAML, JSON, and List objects, with folders walked
+// recursively for .yaml, .yml and .json files. Every object keeps where it came from (file,
+// document, List item), so that reports and errors can name it.
+package manifest
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+)
+
+// DefaultMaxFileSize bounds what one input file (or standard input) may hold.
+const DefaultMaxFileSize = 32 << 20
+
+// maxDocumentSize bounds one YAML document, as the apiserver bounds a request body.
+const maxDocumentSize = 8 << 20
+
+// Stdin is the path that means standard input.
+const Stdin = "-"
+
+// Document is one object read from an input.
+type Document struct {
+	// File is the path as given or found by walking a folder; "-" for standard input.
+	File string
+	// Index is the document's number in the file, from 1; documents that hold only comments
+	// or nothing are not counted.
+	Index int
+	// Item is the object's index in a List document, or -1.
+	Item int
+	// Object is the decoded object, or nil when the document is empty or not an object.
+	Object *unstructured.Unstructured
+}
+
+// Location names the document for a reader: file#index, with the List item if any.
+func (d *Document) Location() string {
+	loc := fmt.Sprintf("%s#%d", displayName(d.File), d.Index)
+	if d.Item >= 0 {
+		loc += fmt.Sprintf(" items[%d]", d.Item)
+	}
+	return loc
+}
+
+// Error is a problem with one input: a file that cannot be read, or a document that cannot be
+// decoded. Index is 0 when the problem concerns the whole file.
+type Error struct {
+	File  string
+	Index int
+	Err   error
+}
+
+func (e *Error) Error() string {
+	if e.Index == 0 {
+		return fmt.Sprintf("%s: %v", displayName(e.File), e.Err)
+	}
+	return fmt.Sprintf("%s#%d: %v", displayName(e.File), e.Index, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func displayName(file string) string {
+	if file == Stdin {
+		return "<stdin>"
+	}
+	return file
+}
+
+// Reader reads inputs.
+type Reader struct {
+	// MaxFileSize bounds each file; 0 means DefaultMaxFileSize.
+	MaxFileSize int64
+	// Stdin is read for the path "-"; nil means os.Stdin.
+	Stdin io.Reader
+}
+
+// Read reads every path in order (folders walked in lexical order), calls fn with each
+// document that decoded, in order, and returns an error for each input or document that did
+// not. A bad document does not stop the others from being read. Documents are handed over one
+// at a time so that a large input is never held decoded as a whole.
+func (r *Reader) Read(paths []string, fn func(*Document)) []error {
+	var errs []error
+	stdinRead := false
+	for _, p := range paths {
+		if p == Stdin {
+			if stdinRead {
+				errs = append(errs, &Error{File: p, Err: errors.New("standard input is named more than once")})
+				continue
+			}
+			stdinRead = true
+			in := r.Stdin
+			if in == nil {
+				in = os.Stdin
+			}
+			errs = append(errs, r.readStream(p, in, fn)...)
+			continue
+		}
+		info, err := os.Stat(p)
+		if err != nil {
+			errs = append(errs, &Error{File: p, Err: unwrapPathError(err)})
+			continue
+		}
+		if !info.IsDir() {
+			errs = append(errs, r.readFile(p, fn)...)
+			continue
+		}
+		found := false
+		walkErr := filepath.WalkDir(p, func(path string, entry fs.DirEntry, err error) error {
+			if err != nil {
+				errs = append(errs, &Error{File: path, Err: unwrapPathError(err)})
+				return nil
+			}
+			if entry.IsDir() || !IsManifestFile(path) {
+				return nil
+			}
+			found = true
+			errs = append(errs, r.readFile(path, fn)...)
+			return nil
+		})
+		if walkErr != nil {
+			errs = append(errs, &Error{File: p, Err: walkErr})
+		}
+		if !found {
+			errs = append(errs, &Error{File: p, Err: errors.New("the folder holds no .yaml, .yml or .json file")})
+		}
+	}
+	return errs
+}
+
+// IsManifestFile reports whether a file found in a folder is read: .yaml, .yml or .json.
+func IsManifestFile(path string) bool {
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".yaml", ".yml", ".json":
+		return true
+	}
+	return false
+}
+
+func (r *Reader) readFile(path string, fn func(*Document)) []error {
+	f, err := os.Open(path)
+	if err != nil {
+		return []error{&Error{File: path, Err: unwrapPathError(err)}}
+	}
+	defer func() { _ = f.Close() }()
+	return r.readStream(path, f, fn)
+}
+
+func (r *Reader) readStream(name string, in io.Reader, fn func(*Document)) []error {
+	limit := r.MaxFileSize
+	if limit <= 0 {
+		limit = DefaultMaxFileSize
+	}
+	data, err := io.ReadAll(io.LimitReader(in, limit+1))
+	if err != nil {
+		return []error{&Error{File: name, Err: err}}
+	}
+	if int64(len(data)) > limit {
+		return []error{&Error{File: name, Err: fmt.Errorf("larger than %d MiB: not read (raise --max-file-size if it really is a manifest)", limit>>20)}}
+	}
+	if isBinary(data) {
+		return []error{&Error{File: name, Err: errors.New("not a text file (it holds NUL bytes): not YAML or JSON")}}
+	}
+	return decodeAll(name, data, fn)
+}
+
+// isBinary looks for NUL bytes in the first 8 KiB, as git and grep do.
+func isBinary(data []byte) bool {
+	return bytes.IndexByte(data[:min(len(data), 8<<10)], 0) >= 0
+}
+
+func decodeAll(name string, data []byte, fn func(*Document)) []error {
+	var errs []error
+	yr := utilyaml.NewYAMLReader(bufio.NewReaderSize(bytes.NewReader(data), 64<<10))
+	index := 0
+	for {
+		raw, err := yr.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if isEmptyDocument(raw) && err == nil {
+			continue
+		}
+		index++
+		if err != nil {
+			// The reader cannot find the next document boundary: the rest is lost.
+			errs = append(errs, &Error{File: name, Index: index, Err: err})
+			break
+		}
+		if len(raw) > maxDocumentSize {
+			errs = append(errs, &Error{File: name, Index: index, Err: fmt.Errorf("document larger than %d MiB", maxDocumentSize>>20)})
+			continue
+		}
+		obj, err := decode(raw)
+		if err != nil {
+			errs = append(errs, &Error{File: name, Index: index, Err: err})
+			continue
+		}
+		if obj == nil {
+			fn(&Document{File: name, Index: index, Item: -1})
+			continue
+		}
+		errs = append(errs, expand(name, index, obj, fn)...)
+	}
+	return errs
+}
+
+func isEmptyDocument(raw []byte) bool {
+	for _, line := range strings.Split(string(raw), "\n") {
+		line = strings.TrimSpace(line)
+		if line != "" && line != "---" && !strings.HasPrefix(line, "#") {
+			return false
+		}
+	}
+	return true
+}
+
+// decode turns one document into an object. Duplicate keys are errors (as for kubectl); a
+// document that is not a mapping gives nil and no error (it is skipped and counted).
+func decode(raw []byte) (*unstructured.Unstructured, error) {
+	j, err := yaml.YAMLToJSONStrict(raw)
+	if err != nil {
+		return nil, err
+	}
+	trimmed := bytes.TrimSpace(j)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return nil, nil
+	}
+	m := map[string]any{}
+	if err := utiljson.Unmarshal(j, &m); err != nil {
+		return nil, err
+	}
+	return &unstructured.Unstructured{Object: m}, nil
+}
+
+// expand returns the items of a List (kind List, or any *List with items), else the object.
+func expand(name string, index int, obj *unstructured.Unstructured, fn func(*Document)) []error {
+	items, isList := obj.Object["items"].([]any)
+	if !isList || !strings.HasSuffix(obj.GetKind(), "List") {
+		fn(&Document{File: name, Index: index, Item: -1, Object: obj})
+		return nil
+	}
+	var errs []error
+	for i, item := range items {
+		m, ok := item.(map[string]any)
+		if !ok {
+			errs = append(errs, &Error{File: name, Index: index, Err: fmt.Errorf("items[%d] is not an object", i)})
+			continue
+		}
+		fn(&Document{File: name, Index: index, Item: i, Object: &unstructured.Unstructured{Object: m}})
+	}
+	return errs
+}
+
+func unwrapPathError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
