@@ -31,7 +31,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	if err := root.Execute(); err != nil {
-		fmt.Fprintf(stderr, "error: %v\n", err)
+		_, _ = fmt.Fprintf(stderr, "error: %v\n", err)
 		return check.ExitBadInput
 	}
 	return code
@@ -51,6 +51,7 @@ func newRoot(stdin io.Reader, code *int) *cobra.Command {
 func newCheck(stdin io.Reader, code *int) *cobra.Command {
 	var (
 		policies []string
+		excluded []string
 		output   string
 		maxSize  string
 	)
@@ -63,7 +64,8 @@ Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, CronJob and ReplicationCont
 given files and folders ("-" is standard input) with the webhook's own engine and messages.
 
 Namespace objects among the manifests supply the labels that namespaceSelector matches;
-objects without a namespace are in "default". Other kinds are skipped and counted.
+objects without a namespace are in "default". Other kinds, and objects in the namespaces the
+installed webhook does not cover (--exclude-namespace), are skipped and counted.
 
 Exit status: 0 when everything would be admitted, 1 when anything would be denied, 2 when an
 input could not be read or a policy is invalid.`,
@@ -81,6 +83,7 @@ input could not be read or a policy is invalid.`,
 			}
 			report, err := check.Run(cmd.Context(), check.Options{
 				PolicyPaths: policies, Paths: args, Stdin: stdin, MaxFileSize: limit.Value(),
+				ExcludedNamespaces: excluded,
 			})
 			if err != nil {
 				return err
@@ -98,6 +101,7 @@ input could not be read or a policy is invalid.`,
 		},
 	}
 	cmd.Flags().StringArrayVarP(&policies, "policy", "p", nil, "a file or folder of ImagePolicies and ClusterImagePolicies (repeatable; required)")
+	cmd.Flags().StringSliceVar(&excluded, "exclude-namespace", check.DefaultExcludedNamespaces, "namespaces whose objects are not checked, as the webhook's namespaceSelector does not cover them (repeatable; empty to check all)")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	cmd.Flags().StringVar(&maxSize, "max-file-size", resource.NewQuantity(manifest.DefaultMaxFileSize, resource.BinarySI).String(), "the largest input file read")
 	if err := cmd.MarkFlagRequired("policy"); err != nil {
@@ -150,4 +154,3 @@ func buildVersion() string {
 	}
 	return "(devel) " + rev
 }
-

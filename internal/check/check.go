@@ -6,8 +6,10 @@ package check
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 
@@ -15,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	kjson "sigs.k8s.io/json"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/manifest"
@@ -32,21 +35,28 @@ type Options struct {
 	Stdin io.Reader
 	// MaxFileSize bounds each input file; 0 means manifest.DefaultMaxFileSize.
 	MaxFileSize int64
+	// ExcludedNamespaces are not checked, as the webhook is never sent their Pods (see
+	// DefaultExcludedNamespaces). Their objects are counted as skipped.
+	ExcludedNamespaces []string
 }
+
+// DefaultExcludedNamespaces are the namespaces the shipped webhook configuration
+// (config/webhook/scope_patch.yaml) does not cover.
+var DefaultExcludedNamespaces = []string{"imagegate-system", "kube-system", "kube-node-lease"}
 
 // DefaultNamespace is where objects without a namespace go, as kubectl's default context.
 const DefaultNamespace = "default"
 
 // workloads are the kinds whose Pods imagegate decides, at the versions the apiserver serves.
 var workloads = map[schema.GroupVersionKind]bool{
-	{Version: "v1", Kind: "Pod"}:                            true,
-	{Version: "v1", Kind: "ReplicationController"}:          true,
-	{Group: "apps", Version: "v1", Kind: "Deployment"}:      true,
-	{Group: "apps", Version: "v1", Kind: "ReplicaSet"}:      true,
-	{Group: "apps", Version: "v1", Kind: "StatefulSet"}:     true,
-	{Group: "apps", Version: "v1", Kind: "DaemonSet"}:       true,
-	{Group: "batch", Version: "v1", Kind: "Job"}:            true,
-	{Group: "batch", Version: "v1", Kind: "CronJob"}:        true,
+	{Version: "v1", Kind: "Pod"}:                        true,
+	{Version: "v1", Kind: "ReplicationController"}:      true,
+	{Group: "apps", Version: "v1", Kind: "Deployment"}:  true,
+	{Group: "apps", Version: "v1", Kind: "ReplicaSet"}:  true,
+	{Group: "apps", Version: "v1", Kind: "StatefulSet"}: true,
+	{Group: "apps", Version: "v1", Kind: "DaemonSet"}:   true,
+	{Group: "batch", Version: "v1", Kind: "Job"}:        true,
+	{Group: "batch", Version: "v1", Kind: "CronJob"}:    true,
 }
 
 var namespaceGVK = schema.GroupVersionKind{Version: "v1", Kind: "Namespace"}
@@ -79,6 +89,10 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			return
 		}
 		if p, ok := r.readWorkload(scheme, d); ok {
+			if slices.Contains(opts.ExcludedNamespaces, p.result.Namespace) {
+				r.Summary.Skipped++
+				return
+			}
 			pending = append(pending, p)
 		}
 	})
@@ -207,7 +221,12 @@ func (r *Report) readWorkload(scheme *runtime.Scheme, d *manifest.Document) (pen
 		r.addError(d, err.Error())
 		return pendingObject{}, false
 	}
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(d.Object.Object, typed); err != nil {
+	// Through JSON, as the apiserver decodes a request, so that an error names the field.
+	data, err := d.Object.MarshalJSON()
+	if err == nil {
+		err = kjson.UnmarshalCaseSensitivePreserveInts(data, typed)
+	}
+	if err != nil {
 		r.addError(d, fmt.Sprintf("%s %q cannot be read as %s: %v", gvk.Kind, d.Object.GetName(), gvk.GroupVersion(), err))
 		return pendingObject{}, false
 	}
@@ -273,7 +292,8 @@ func (r *Report) addError(d *manifest.Document, msg string) {
 func (r *Report) addInputErrors(errs []error) {
 	for _, err := range errs {
 		ie := InputError{Message: err.Error()}
-		if me, ok := err.(*manifest.Error); ok {
+		var me *manifest.Error
+		if errors.As(err, &me) {
 			ie = InputError{File: me.File, Document: me.Index, Location: strings.TrimSuffix(me.Error(), ": "+me.Err.Error()), Message: me.Err.Error()}
 		}
 		r.Errors = append(r.Errors, ie)

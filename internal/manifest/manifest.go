@@ -147,7 +147,7 @@ func IsManifestFile(path string) bool {
 }
 
 func (r *Reader) readFile(path string, fn func(*Document)) []error {
-	f, err := os.Open(path)
+	f, err := os.Open(path) //nolint:gosec // reading the files the user names is the point
 	if err != nil {
 		return []error{&Error{File: path, Err: unwrapPathError(err)}}
 	}
@@ -165,12 +165,19 @@ func (r *Reader) readStream(name string, in io.Reader, fn func(*Document)) []err
 		return []error{&Error{File: name, Err: err}}
 	}
 	if int64(len(data)) > limit {
-		return []error{&Error{File: name, Err: fmt.Errorf("larger than %d MiB: not read (raise --max-file-size if it really is a manifest)", limit>>20)}}
+		return []error{&Error{File: name, Err: fmt.Errorf("larger than %s: not read (raise --max-file-size if it really is a manifest)", size(limit))}}
 	}
 	if isBinary(data) {
 		return []error{&Error{File: name, Err: errors.New("not a text file (it holds NUL bytes): not YAML or JSON")}}
 	}
 	return decodeAll(name, data, fn)
+}
+
+func size(n int64) string {
+	if n >= 1<<20 && n%(1<<20) == 0 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 // isBinary looks for NUL bytes in the first 8 KiB, as git and grep do.

@@ -4,9 +4,11 @@ package e2e
 
 import (
 	"crypto/tls"
+	"errors"
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -141,6 +143,39 @@ spec:
 			return run("run", "t", "-n", "e2e-team", "--image=ghcr.io/acme/web:1", "--dry-run=server").stderr
 		}).WithTimeout(30 * time.Second).Should(ContainSubstring(`is not allowed by ImagePolicy "pinned": it is not pinned by digest`))
 		kubectl("run", "t", "-n", "e2e", "--image=ghcr.io/acme/web:1", "--dry-run=server")
+	})
+
+	It("gives the same verdict and message in bin/imagegate check as kubectl apply gets", func() {
+		dir := GinkgoT().TempDir()
+		policyFile := filepath.Join(dir, "policy.yaml")
+		Expect(os.WriteFile(policyFile, []byte(kubectl("get", "clusterimagepolicy", "e2e-trusted", "-o=yaml")), 0o600)).To(Succeed())
+		manifest := filepath.Join(dir, "deploy.yaml")
+		Expect(os.WriteFile(manifest, []byte(`apiVersion: v1
+kind: Pod
+metadata:
+  name: cli
+  namespace: e2e
+spec:
+  containers:
+  - name: app
+    image: ghcr.io/acme/app:1
+  - name: sidecar
+    image: docker.io/partner/sidecar:2
+`), 0o600)).To(Succeed())
+
+		applyErr := kubectlRefused("apply", "-f", manifest)
+		cmd := exec.Command(filepath.Join(root, "bin", "imagegate"), "check", "--policy", policyFile, manifest)
+		out, err := cmd.Output()
+		var exitErr *exec.ExitError
+		Expect(errors.As(err, &exitErr)).To(BeTrue(), "imagegate check should exit 1: %v\n%s", err, out)
+		Expect(exitErr.ExitCode()).To(Equal(1))
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		Expect(lines).To(HaveLen(2))
+		prefix := manifest + "#1: Pod/e2e/cli: denied: "
+		Expect(lines[0]).To(HavePrefix(prefix))
+		// kubectl prints: Error from server (Forbidden): error when creating "...": admission
+		// webhook "pods.imagegate.io" denied the request: <the engine's message>
+		Expect(applyErr).To(ContainSubstring(denyMessage + ": " + strings.TrimPrefix(lines[0], prefix) + "\n"))
 	})
 
 	It("serves /healthz, /readyz and authenticated /metrics", func(ctx SpecContext) {

@@ -1,0 +1,310 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/imagegate/imagegate/internal/check"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
+
+// imagegate runs the CLI in-process, exactly as main does, and returns its output.
+func imagegate(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = run(args, strings.NewReader(stdin), &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", "golden", name)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./cmd/imagegate -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("output differs from %s (go test ./cmd/imagegate -update rewrites it):\n--- got\n%s\n--- want\n%s", path, got, want)
+	}
+}
+
+// A folder of realistic manifests: every workload kind, multi-document files, a List, JSON, a
+// kustomize render, Namespaces with labels, kinds that are skipped, an excluded namespace.
+func TestGoldenText(t *testing.T) {
+	code, stdout, stderr := imagegate(t, "", "check", "--policy", "testdata/policies", "testdata/manifests")
+	if code != check.ExitDenied {
+		t.Errorf("exit code %d, want %d; stderr: %s", code, check.ExitDenied, stderr)
+	}
+	if stderr != "" {
+		t.Errorf("unexpected stderr: %s", stderr)
+	}
+	golden(t, "check.txt", stdout)
+}
+
+func TestGoldenJSON(t *testing.T) {
+	code, stdout, stderr := imagegate(t, "", "check", "--policy", "testdata/policies", "-o", "json", "testdata/manifests")
+	if code != check.ExitDenied {
+		t.Errorf("exit code %d, want %d; stderr: %s", code, check.ExitDenied, stderr)
+	}
+	golden(t, "check.json", stdout)
+	var report check.Report
+	if err := yaml.UnmarshalStrict([]byte(stdout), &report); err != nil {
+		t.Fatalf("the JSON report does not decode into check.Report: %v", err)
+	}
+	if report.SchemaVersion != "v1" || report.Summary.Checked != len(report.Objects) {
+		t.Errorf("schemaVersion %q, %d objects for checked=%d", report.SchemaVersion, len(report.Objects), report.Summary.Checked)
+	}
+}
+
+func write(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+const admittedPod = `apiVersion: v1
+kind: Pod
+metadata: {name: ok}
+spec:
+  containers:
+  - {name: c, image: "ghcr.io/acme/app:1.0"}
+`
+
+func TestExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	ok := write(t, dir, "ok.yaml", admittedPod)
+	denied := write(t, dir, "denied.yaml", strings.ReplaceAll(admittedPod, "ghcr.io/acme/app:1.0", "quay.io/evil/app:1"))
+	warned := write(t, dir, "warned.yaml", strings.ReplaceAll(admittedPod, "ghcr.io/acme/app:1.0", "ghcr.io/acme/app:latest"))
+	for _, tc := range []struct {
+		name  string
+		stdin string
+		args  []string
+		code  int
+		out   string
+	}{
+		{"all admitted", "", []string{ok}, check.ExitAdmitted, "1 object checked against 4 policies: 0 denied, 1 admitted (0 with warnings)"},
+		{"a warning is not a denial", "", []string{warned}, check.ExitAdmitted, "warning: spec.containers[0].image"},
+		{"one denied among admitted", "", []string{ok, denied}, check.ExitDenied, `denied.yaml#1: Pod/default/ok: denied: spec.containers[0].image: image "quay.io/evil/app:1"`},
+		{"standard input", admittedPod, []string{"-"}, check.ExitAdmitted, "1 object checked"},
+		{"denied on standard input", strings.ReplaceAll(admittedPod, "ghcr.io/acme", "quay.io/evil"), []string{"-"}, check.ExitDenied, "<stdin>#1: Pod/default/ok: denied"},
+		{"bad input wins over a denial", "", []string{denied, filepath.Join(dir, "missing.yaml")}, check.ExitBadInput, "1 denied"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := imagegate(t, tc.stdin, append([]string{"check", "--policy", "testdata/policies"}, tc.args...)...)
+			if code != tc.code {
+				t.Errorf("exit code %d, want %d\nstdout: %s\nstderr: %s", code, tc.code, stdout, stderr)
+			}
+			if !strings.Contains(stdout, tc.out) {
+				t.Errorf("stdout lacks %q:\n%s", tc.out, stdout)
+			}
+		})
+	}
+}
+
+// Every bad input exits 2 with a message that names the file (and the document when there
+// is one), and never panics or hangs.
+func TestBadInputs(t *testing.T) {
+	dir := t.TempDir()
+	binary := write(t, dir, "binary.yaml", "apiVersion: v1\x00\x01\x02\xff")
+	deep := write(t, dir, "deep.yaml", "a: "+strings.Repeat("[", 100000)+strings.Repeat("]", 100000))
+	deepJSON := write(t, dir, "deep.json", `{"a":`+strings.Repeat("[", 100000)+strings.Repeat("]", 100000)+"}")
+	bomb := write(t, dir, "bomb.yaml", `a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+`)
+	big := filepath.Join(dir, "big.yaml")
+	{
+		f, err := os.Create(big)
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc := []byte(admittedPod + "---\n")
+		for written := 0; written < 50<<20; written += len(doc) {
+			if _, err := f.Write(doc); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	empty := write(t, dir, "empty.yaml", "")
+	comments := write(t, dir, "comments.yaml", "# nothing here\n---\n")
+	badYAML := write(t, dir, "bad.yaml", admittedPod+"---\nkind: Pod\n  metadata: [\n")
+	dupKeys := write(t, dir, "dup.yaml", "apiVersion: v1\nkind: Pod\nkind: Pod\nmetadata: {name: x}\n")
+	badType := write(t, dir, "badtype.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec:\n  containers: nope\n")
+	noYAMLDir := filepath.Join(dir, "nothing")
+	if err := os.Mkdir(noYAMLDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	write(t, noYAMLDir, "README.md", "# not a manifest")
+	ok := write(t, dir, "ok.yaml", admittedPod)
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"binary file", []string{binary}, "binary.yaml: not a text file"},
+		{"deeply nested YAML", []string{deep}, "deep.yaml#1: yaml: exceeded max depth"},
+		{"deeply nested JSON", []string{deepJSON}, "deep.json#1: yaml: exceeded max depth"},
+		{"YAML alias bomb", []string{bomb}, "bomb.yaml#1: yaml: document contains excessive aliasing"},
+		{"50 MB file", []string{big}, "big.yaml: larger than 32 MiB"},
+		{"file over --max-file-size", []string{"--max-file-size=100", ok}, "ok.yaml: larger than 100 bytes"},
+		{"missing file", []string{filepath.Join(dir, "missing.yaml")}, "missing.yaml: no such file or directory"},
+		{"empty file", []string{empty}, "no documents in " + empty},
+		{"only comments", []string{comments}, "no documents in " + comments},
+		{"invalid YAML in the second document", []string{badYAML}, "bad.yaml#2: "},
+		{"duplicate keys", []string{dupKeys}, `dup.yaml#1: yaml: unmarshal errors:`},
+		{"wrong field type", []string{badType}, `badtype.yaml#1: Pod "x" cannot be read as v1: json: cannot unmarshal string into Go struct field PodSpec.spec.containers`},
+		{"folder without manifests", []string{noYAMLDir}, "nothing: the folder holds no .yaml, .yml or .json file"},
+		{"bad output format", []string{"-o", "xml", ok}, `--output must be text or json, not "xml"`},
+		{"bad size", []string{"--max-file-size", "lots", ok}, `--max-file-size must be a size such as 32Mi, not "lots"`},
+		{"no manifest argument", nil, "requires at least 1 arg"},
+		{"standard input twice", []string{"-", "-"}, "standard input is named more than once"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := imagegate(t, admittedPod, append([]string{"check", "--policy", "testdata/policies"}, tc.args...)...)
+			if code != check.ExitBadInput {
+				t.Errorf("exit code %d, want %d\nstdout: %s\nstderr: %s", code, check.ExitBadInput, stdout, stderr)
+			}
+			if !strings.Contains(stderr, tc.want) {
+				t.Errorf("stderr lacks %q:\n%s", tc.want, stderr)
+			}
+		})
+	}
+}
+
+// Every policy the apiserver refuses (the corpus the envtest suite applies to a real
+// apiserver) is bad input for the CLI, with the apiserver's message.
+func TestInvalidPolicies(t *testing.T) {
+	files, err := filepath.Glob("../../test/policies/invalid/*.yaml")
+	if err != nil || len(files) < 10 {
+		t.Fatalf("corpus not found: %v %d", err, len(files))
+	}
+	dir := t.TempDir()
+	ok := write(t, dir, "ok.yaml", admittedPod)
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := strings.TrimPrefix(strings.SplitN(string(data), "\n", 2)[0], "# error: ")
+			code, _, stderr := imagegate(t, "", "check", "--policy", f, ok)
+			if code != check.ExitBadInput {
+				t.Errorf("exit code %d, want %d", code, check.ExitBadInput)
+			}
+			if !strings.Contains(stderr, filepath.Base(f)+"#1: ") || !strings.Contains(stderr, want) {
+				t.Errorf("stderr lacks %s#1 and %q:\n%s", filepath.Base(f), want, stderr)
+			}
+		})
+	}
+}
+
+func TestPolicyInputs(t *testing.T) {
+	dir := t.TempDir()
+	ok := write(t, dir, "ok.yaml", admittedPod)
+	trusted, err := os.ReadFile("testdata/policies/trusted.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	twice := write(t, dir, "twice.yaml", string(trusted)+"---\n"+string(trusted))
+	none := write(t, dir, "none.yaml", admittedPod)
+	unknownKind := write(t, dir, "unknown.yaml", "apiVersion: imagegate.io/v1alpha1\nkind: ImageRule\nmetadata: {name: x}\n")
+	unknownField := write(t, dir, "field.yaml", string(trusted)+"  mdoe: Warn\n")
+	for _, tc := range []struct {
+		name, policy, want string
+	}{
+		{"the same policy twice", twice, `twice.yaml#2: ClusterImagePolicy/trusted-registries is defined twice (first at ` + twice + `#1)`},
+		{"no policy at all", none, "no ImagePolicy or ClusterImagePolicy in " + none},
+		{"an unknown imagegate kind", unknownKind, `unknown.yaml#1: ImageRule "x" is invalid: kind: Unsupported value: "imagegate.io/v1alpha1, Kind=ImageRule"`},
+		{"an unknown field (kubectl's strict validation)", unknownField, `field.yaml#1: ClusterImagePolicy "trusted-registries" is invalid: spec.mdoe: Invalid value: null: unknown field "spec.mdoe"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, stderr := imagegate(t, "", "check", "--policy", tc.policy, ok)
+			if code != check.ExitBadInput || !strings.Contains(stderr, tc.want) {
+				t.Errorf("exit code %d (want 2), stderr lacks %q:\n%s", code, tc.want, stderr)
+			}
+		})
+	}
+	code, _, stderr := imagegate(t, "", "check", ok)
+	if code != check.ExitBadInput || !strings.Contains(stderr, `required flag(s) "policy" not set`) {
+		t.Errorf("without --policy: exit code %d, stderr %s", code, stderr)
+	}
+}
+
+// The CLI skips the namespaces the shipped webhook configuration does not cover: the list
+// must be the one in config/webhook/scope_patch.yaml, or CI and the cluster would disagree.
+func TestExcludedNamespacesMatchTheWebhookScope(t *testing.T) {
+	data, err := os.ReadFile("../../config/webhook/scope_patch.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var patch []struct {
+		Path  string          `json:"path"`
+		Value json.RawMessage `json:"value"`
+	}
+	if err := yaml.Unmarshal(data, &patch); err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range patch {
+		if op.Path != "/webhooks/0/namespaceSelector" {
+			continue
+		}
+		var selector struct {
+			MatchExpressions []struct {
+				Key      string   `json:"key"`
+				Operator string   `json:"operator"`
+				Values   []string `json:"values"`
+			} `json:"matchExpressions"`
+		}
+		if err := json.Unmarshal(op.Value, &selector); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range selector.MatchExpressions {
+			if e.Key == "kubernetes.io/metadata.name" && e.Operator == "NotIn" {
+				if strings.Join(e.Values, ",") != strings.Join(check.DefaultExcludedNamespaces, ",") {
+					t.Errorf("webhook excludes %v, the CLI %v", e.Values, check.DefaultExcludedNamespaces)
+				}
+				return
+			}
+		}
+	}
+	t.Fatal("scope_patch.yaml has no kubernetes.io/metadata.name NotIn namespaceSelector")
+}
+
+func TestVersionAndCompletion(t *testing.T) {
+	version = "v9.9.9-test"
+	defer func() { version = "" }()
+	code, stdout, _ := imagegate(t, "", "version")
+	if code != 0 || stdout != "imagegate v9.9.9-test\n" {
+		t.Errorf("version: code %d, %q", code, stdout)
+	}
+	code, stdout, _ = imagegate(t, "", "completion", "bash")
+	if code != 0 || !strings.Contains(stdout, "__start_imagegate") {
+		t.Errorf("completion bash: code %d, %d bytes", code, len(stdout))
+	}
+}
