@@ -34,6 +34,7 @@ func main() {
 		secureMetrics, enableHTTP2, leaderElection bool
 		certDir, certName, keyName                 string
 		webhookPort                                int
+		imageReview                                bool
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint binds to (HTTPS unless --metrics-secure=false); 0 disables it.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, to callers that the apiserver authenticates and authorizes.")
@@ -43,6 +44,7 @@ func main() {
 	flag.StringVar(&certName, "webhook-cert-name", "tls.crt", "Certificate file name in --webhook-cert-path.")
 	flag.StringVar(&keyName, "webhook-cert-key", "tls.key", "Key file name in --webhook-cert-path.")
 	flag.IntVar(&webhookPort, "webhook-port", 9443, "Port the webhook server listens on.")
+	flag.BoolVar(&imageReview, "imagereview", true, "Also answer the kube-apiserver's ImagePolicyWebhook plugin (imagepolicy.k8s.io/v1alpha1 ImageReview) at /imagereview on the webhook port.")
 	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Serve HTTP/2 on the webhook and metrics servers (off: HTTP/2 Rapid Reset, CVE-2023-44487).")
 	opts := zap.Options{Development: false, TimeEncoder: zapcore.ISO8601TimeEncoder}
 	opts.BindFlags(flag.CommandLine)
@@ -83,6 +85,9 @@ func main() {
 	reconciler := &controller.PolicyReconciler{Client: mgr.GetClient()}
 	must(log, reconciler.SetupWithManager(mgr), "setting up the policy reconciler")
 	webhookv1alpha1.SetupPodWebhookWithManager(mgr, reconciler)
+	if imageReview {
+		webhookv1alpha1.SetupImageReviewWithManager(mgr, reconciler)
+	}
 
 	// Start the Namespace informer (metadata only) with the manager, so the first Pod request
 	// does not wait for it.

@@ -120,6 +120,16 @@ type ImagePolicySpec struct {
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=256
 	ExemptImages []ImagePattern `json:"exemptImages,omitempty"`
+
+	// allowBreakGlass lets a Pod that breaks this Enforce policy be admitted in an emergency
+	// when it carries an annotation whose key ends in `.image-policy.k8s.io/break-glass` with
+	// the value "true" (the ImagePolicyWebhook convention, e.g.
+	// `alpha.image-policy.k8s.io/break-glass`). Anyone who can create the Pod can set the
+	// annotation, so leave this off unless every such user may override the policy. An
+	// admitted break-glass Pod gets a warning naming the policy and the audit annotation
+	// `break-glass`. Default: false.
+	// +optional
+	AllowBreakGlass bool `json:"allowBreakGlass,omitempty"`
 }
 
 // Condition types and reasons of a policy's status.

@@ -30,7 +30,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "demo: --bin-dir is required (make demo sets it)")
 		os.Exit(2)
 	}
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	err := run(ctx, root, binDir, manager, keep)
 	cancel()
 	if err != nil {

@@ -204,9 +204,10 @@ func namespaceLabels(d *manifest.Document) (string, map[string]string, bool) {
 
 // pendingObject is a Pod or workload reduced to what a decision needs.
 type pendingObject struct {
-	result    ObjectResult
-	podLabels map[string]string
-	images    []policy.Image
+	result     ObjectResult
+	podLabels  map[string]string
+	images     []policy.Image
+	breakGlass bool
 }
 
 // readWorkload reads a Pod or workload document; anything else is counted as skipped.
@@ -240,8 +241,9 @@ func (r *Report) readWorkload(scheme *runtime.Scheme, d *manifest.Document) (pen
 			File: d.File, Document: d.Index, Kind: gvk.Kind, Namespace: ns, Name: d.Object.GetName(),
 			location: d.Location(),
 		},
-		podLabels: tmpl.Labels,
-		images:    tmpl.Images(),
+		podLabels:  tmpl.Labels,
+		images:     tmpl.Images(),
+		breakGlass: policy.BreakGlassRequested(tmpl.Annotations),
 	}
 	if d.Item >= 0 {
 		item := d.Item
@@ -257,7 +259,7 @@ func (r *Report) decide(snap *policy.Snapshot, labels map[string]map[string]stri
 	if !ok {
 		nsLabels = map[string]string{corev1.LabelMetadataName: res.Namespace}
 	}
-	sub := policy.Subject{Namespace: res.Namespace, NamespaceLabels: nsLabels, PodLabels: p.podLabels, Images: p.images}
+	sub := policy.Subject{Namespace: res.Namespace, NamespaceLabels: nsLabels, PodLabels: p.podLabels, Images: p.images, BreakGlass: p.breakGlass}
 	decision := snap.Evaluate(&sub)
 	res.Decision = decision.Outcome()
 	for i := range decision.Violations {

@@ -103,6 +103,8 @@ type Snapshot struct {
 	scratch       sync.Pool
 	// selectsNamespaces: some ClusterImagePolicy has a namespaceSelector.
 	selectsNamespaces bool
+	// breakGlass holds the policies with allowBreakGlass.
+	breakGlass map[Ref]bool
 }
 
 // refCacheSize bounds the parsed image references a snapshot keeps (about 200 bytes each).
@@ -123,6 +125,7 @@ func Compile(cluster []v1alpha1.ClusterImagePolicy, namespaced []v1alpha1.ImageP
 		byNamespace: map[string][]int32{},
 		hosts:       map[string]*node{},
 		errors:      map[Ref]string{},
+		breakGlass:  map[Ref]bool{},
 		tagDenied:   map[string][]int32{},
 		refs:        image.NewCache(refCacheSize),
 	}
@@ -165,6 +168,9 @@ func (s *Snapshot) next() int32 {
 func (s *Snapshot) add(ref Ref, spec *v1alpha1.ImagePolicySpec, shared map[string]*matcher) {
 	idx := s.next()
 	cp := compiledPolicy{ref: ref, mode: spec.Mode, hasAllow: spec.Images != nil && len(spec.Images.Allow) > 0}
+	if spec.AllowBreakGlass {
+		s.breakGlass[ref] = true
+	}
 	var problems []string
 	switch cp.mode {
 	case v1alpha1.ModeEnforce, v1alpha1.ModeWarn, v1alpha1.ModeAudit:

@@ -30,6 +30,13 @@ type Subject struct {
 	NamespaceUnknown bool
 	// PodLabels are the Pod's labels.
 	PodLabels map[string]string
+	// PodLabelsUnknown says the Pod's labels are not known (ImagePolicyWebhook does not send
+	// them). A policy with a podSelector then covers the Pod: it is applied rather than
+	// skipped, so that missing information never admits what the policy would deny.
+	PodLabelsUnknown bool
+	// BreakGlass says the Pod asks for break-glass (see BreakGlassRequested). Violations of
+	// Enforce policies that allow break-glass then admit, as warnings.
+	BreakGlass bool
 	// Images are the images to check: all of a new Pod's, only the new or changed ones of an
 	// updated Pod.
 	Images []Image
@@ -66,6 +73,9 @@ type Violation struct {
 	Rule Rule
 	// Reason says how the rule is broken, in words.
 	Reason string
+	// BreakGlass says the violation would have denied, and was admitted by break-glass; its
+	// Mode is then Warn.
+	BreakGlass bool
 }
 
 // Message is the line a user reads, for example:
@@ -84,6 +94,9 @@ func (v *Violation) Message() string {
 		fmt.Fprintf(&b, "image %q (%s)", v.Image, v.Normalized)
 	}
 	fmt.Fprintf(&b, " is not allowed by %s %q: %s", v.Policy.Kind, v.Policy.Name, v.Reason)
+	if v.BreakGlass {
+		b.WriteString("; admitted by break-glass")
+	}
 	return b.String()
 }
 
@@ -120,20 +133,25 @@ func (d *Decision) Messages(mode v1alpha1.PolicyMode) []string {
 const (
 	AnnotationDecision = "decision"
 	AnnotationPolicies = "policies"
+	// AnnotationBreakGlass lists the policies (Kind/name, sorted) whose denial break-glass
+	// overrode.
+	AnnotationBreakGlass = "break-glass"
 )
 
 // Values of the decision annotation.
 const (
 	DecisionAllowed             = "allowed"
 	DecisionAllowedWithWarnings = "allowed-with-warnings"
+	DecisionAllowedByBreakGlass = "allowed-by-break-glass"
 	DecisionAllowedWithAudit    = "allowed-with-audit-violations"
 	DecisionDenied              = "denied"
 )
 
 // Outcome is the decision annotation value.
 func (d *Decision) Outcome() string {
-	warn, audit := false, false
+	warn, audit, glass := false, false, false
 	for i := range d.Violations {
+		glass = glass || d.Violations[i].BreakGlass
 		switch d.Violations[i].Mode {
 		case v1alpha1.ModeEnforce:
 			return DecisionDenied
@@ -144,6 +162,8 @@ func (d *Decision) Outcome() string {
 		}
 	}
 	switch {
+	case glass:
+		return DecisionAllowedByBreakGlass
 	case warn:
 		return DecisionAllowedWithWarnings
 	case audit:
@@ -169,8 +189,33 @@ func (d *Decision) AuditAnnotations() map[string]string {
 		slices.Sort(names)
 		a[AnnotationPolicies] = strings.Join(names, ",")
 	}
+	var glass []string
+	for i := range d.Violations {
+		if v := &d.Violations[i]; v.BreakGlass && !slices.Contains(glass, v.Policy.String()) {
+			glass = append(glass, v.Policy.String())
+		}
+	}
+	if len(glass) > 0 {
+		slices.Sort(glass)
+		a[AnnotationBreakGlass] = strings.Join(glass, ",")
+	}
 	return a
 }
+
+// BreakGlassRequested reports whether annotations ask for break-glass, as the
+// ImagePolicyWebhook convention spells it: a key ending in `.image-policy.k8s.io/break-glass`
+// (for example alpha.image-policy.k8s.io/break-glass) with the value "true".
+func BreakGlassRequested(annotations map[string]string) bool {
+	for k, v := range annotations {
+		if v == "true" && strings.HasSuffix(k, BreakGlassKeySuffix) && len(k) > len(BreakGlassKeySuffix) {
+			return true
+		}
+	}
+	return false
+}
+
+// BreakGlassKeySuffix ends the annotation key that asks for break-glass.
+const BreakGlassKeySuffix = ".image-policy.k8s.io/break-glass"
 
 // mark records, for one image, which lists of a policy it matched.
 type mark struct {
@@ -214,7 +259,11 @@ func (sc *scratch) next() uint32 {
 func (s *Snapshot) Evaluate(sub *Subject) Decision {
 	sc := s.scratch.Get().(*scratch)
 	defer s.scratch.Put(sc)
-	return s.evaluate(sub, sc)
+	d := s.evaluate(sub, sc)
+	if sub.BreakGlass && len(s.breakGlass) > 0 {
+		s.applyBreakGlass(&d)
+	}
+	return d
 }
 
 func (s *Snapshot) evaluate(sub *Subject, sc *scratch) Decision {
@@ -243,6 +292,16 @@ func (s *Snapshot) evaluate(sub *Subject, sc *scratch) Decision {
 	return d
 }
 
+// applyBreakGlass turns the denials of policies that allow break-glass into warnings.
+func (s *Snapshot) applyBreakGlass(d *Decision) {
+	for i := range d.Violations {
+		v := &d.Violations[i]
+		if v.Mode == v1alpha1.ModeEnforce && s.breakGlass[v.Policy] {
+			v.Mode, v.BreakGlass = v1alpha1.ModeWarn, true
+		}
+	}
+}
+
 // covering lists the policies that cover the subject. Policies that cannot tell (an invalid
 // policy, a namespace whose labels are unknown) add their violation to d here.
 func (s *Snapshot) covering(sub *Subject, out []int32, d *Decision) []int32 {
@@ -261,17 +320,17 @@ func (s *Snapshot) covering(sub *Subject, out []int32, d *Decision) []int32 {
 				continue
 			}
 		}
-		out = s.coverPod(idx, podLabels, out, d)
+		out = s.coverPod(idx, podLabels, sub.PodLabelsUnknown, out, d)
 	}
 	for _, idx := range s.byNamespace[sub.Namespace] {
-		out = s.coverPod(idx, podLabels, out, d)
+		out = s.coverPod(idx, podLabels, sub.PodLabelsUnknown, out, d)
 	}
 	return out
 }
 
-func (s *Snapshot) coverPod(idx int32, podLabels labels.Set, out []int32, d *Decision) []int32 {
+func (s *Snapshot) coverPod(idx int32, podLabels labels.Set, labelsUnknown bool, out []int32, d *Decision) []int32 {
 	p := &s.policies[idx]
-	if p.podSelector != nil && !p.podSelector.Matches(podLabels) {
+	if p.podSelector != nil && !labelsUnknown && !p.podSelector.Matches(podLabels) {
 		return out
 	}
 	if p.invalid != "" {

@@ -78,9 +78,12 @@ type evalCase struct {
 	nsLabels  map[string]string
 	nsUnknown bool
 	podLabels map[string]string
-	images    []Image
-	allowed   bool
-	want      []string // every violation's Mode and Message, in order
+	// podUnknown and breakGlass set the Subject fields of the same names.
+	podUnknown bool
+	breakGlass bool
+	images     []Image
+	allowed    bool
+	want       []string // every violation's Mode and Message, in order
 }
 
 func run(t *testing.T, cases []evalCase) {
@@ -101,6 +104,7 @@ func run(t *testing.T, cases []evalCase) {
 			d := snap.Evaluate(&Subject{
 				Namespace: ns, NamespaceLabels: nsLabels, NamespaceUnknown: c.nsUnknown,
 				PodLabels: c.podLabels, Images: c.images,
+				PodLabelsUnknown: c.podUnknown, BreakGlass: c.breakGlass,
 			})
 			got := []string{}
 			for i := range d.Violations {
@@ -470,4 +474,92 @@ func TestStampWrapKeepsDecisions(t *testing.T) {
 		got := snap.evaluate(sub, sc)
 		g.Expect(got.Violations).To(Equal(want.Violations), "offset %d", offset)
 	}
+}
+
+func TestBreakGlass(t *testing.T) {
+	glass := cluster("glass", `{allowBreakGlass: true, images: {allow: ["ghcr.io/acme/**"]}}`)
+	run(t, []evalCase{
+		{
+			name:       "a policy that allows break-glass admits a Pod that asks for it, with a warning",
+			policies:   []string{glass},
+			images:     containers("quay.io/x/y:1"),
+			breakGlass: true,
+			allowed:    true,
+			want:       []string{`Warn spec.containers[0].image: image "quay.io/x/y:1" (quay.io/x/y:1) is not allowed by ClusterImagePolicy "glass": it matches no pattern in images.allow; admitted by break-glass`},
+		},
+		{
+			name:     "without the request the policy denies",
+			policies: []string{glass},
+			images:   containers("quay.io/x/y:1"),
+			want:     []string{`Enforce spec.containers[0].image: image "quay.io/x/y:1" (quay.io/x/y:1) is not allowed by ClusterImagePolicy "glass": it matches no pattern in images.allow`},
+		},
+		{
+			name:       "a policy that does not allow break-glass still denies",
+			policies:   []string{glass, noLatest},
+			images:     containers("ghcr.io/acme/app:latest"),
+			breakGlass: true,
+			want:       []string{`Enforce spec.containers[0].image: image "ghcr.io/acme/app:latest" (ghcr.io/acme/app:latest) is not allowed by ClusterImagePolicy "no-latest": its tag "latest" is in tags.deny`},
+		},
+		{
+			name:       "an invalid policy that allows break-glass can be broken through",
+			policies:   []string{cluster("broken", `{allowBreakGlass: true, mode: Block, requireDigest: true}`)},
+			images:     containers("nginx"),
+			breakGlass: true,
+			allowed:    true,
+			want:       []string{`Warn spec: the Pod is not allowed by ClusterImagePolicy "broken": the policy is invalid, so it refuses every Pod it may cover until it is fixed: spec.mode: "Block" is not Enforce, Warn or Audit; admitted by break-glass`},
+		},
+	})
+}
+
+func TestBreakGlassAnnotations(t *testing.T) {
+	g := NewWithT(t)
+	for _, tc := range []struct {
+		annotations map[string]string
+		want        bool
+	}{
+		{map[string]string{"alpha.image-policy.k8s.io/break-glass": "true"}, true},
+		{map[string]string{"mycorp.image-policy.k8s.io/break-glass": "true"}, true},
+		{map[string]string{"alpha.image-policy.k8s.io/break-glass": "yes"}, false},
+		{map[string]string{".image-policy.k8s.io/break-glass": "true"}, false},
+		{map[string]string{"image-policy.k8s.io/break-glass": "true"}, false},
+		{map[string]string{"alpha.image-policy.k8s.io/failed-open": "true"}, false},
+		{map[string]string{"break-glass": "true"}, false},
+		{nil, false},
+	} {
+		g.Expect(BreakGlassRequested(tc.annotations)).To(Equal(tc.want), "%v", tc.annotations)
+	}
+
+	cps, nps := policies(t, cluster("glass", `{allowBreakGlass: true, images: {allow: ["ghcr.io/acme/**"]}}`))
+	d := Compile(cps, nps).Evaluate(&Subject{Namespace: "a", Images: containers("quay.io/x:1"), BreakGlass: true})
+	g.Expect(d.Outcome()).To(Equal(DecisionAllowedByBreakGlass))
+	g.Expect(d.AuditAnnotations()).To(Equal(map[string]string{
+		AnnotationDecision: DecisionAllowedByBreakGlass, AnnotationPolicies: "Warn:ClusterImagePolicy/glass", AnnotationBreakGlass: "ClusterImagePolicy/glass",
+	}))
+}
+
+func TestPodLabelsUnknown(t *testing.T) {
+	webOnly := cluster("web-only", `{podSelector: {matchLabels: {app: web}}, images: {allow: ["ghcr.io/acme/**"]}}`)
+	run(t, []evalCase{
+		{
+			name:      "with labels, a podSelector that does not match skips the policy",
+			policies:  []string{webOnly},
+			podLabels: map[string]string{"app": "db"},
+			images:    containers("quay.io/x:1"),
+			allowed:   true,
+		},
+		{
+			name:       "without labels (ImagePolicyWebhook), the policy applies rather than being skipped",
+			policies:   []string{webOnly},
+			podUnknown: true,
+			images:     containers("quay.io/x:1"),
+			want:       []string{`Enforce spec.containers[0].image: image "quay.io/x:1" (quay.io/x:1) is not allowed by ClusterImagePolicy "web-only": it matches no pattern in images.allow`},
+		},
+		{
+			name:       "and still admits what it allows",
+			policies:   []string{webOnly},
+			podUnknown: true,
+			images:     containers("ghcr.io/acme/x:1"),
+			allowed:    true,
+		},
+	})
 }

@@ -13,8 +13,8 @@ type Template struct {
 	// Spec is the pod spec; nil when the workload has no template (a ReplicationController
 	// may omit it).
 	Spec *corev1.PodSpec
-	// Labels are the labels the Pods get.
-	Labels map[string]string
+	// Labels and Annotations are those the Pods get.
+	Labels, Annotations map[string]string
 	// Prefix is the field path of Spec in the object, for messages.
 	Prefix string
 }
@@ -25,25 +25,25 @@ func TemplateOf(obj runtime.Object) (Template, bool) {
 	const tmpl = "spec.template.spec"
 	switch o := obj.(type) {
 	case *corev1.Pod:
-		return Template{Spec: &o.Spec, Labels: o.Labels, Prefix: "spec"}, true
+		return Template{Spec: &o.Spec, Labels: o.Labels, Annotations: o.Annotations, Prefix: "spec"}, true
 	case *appsv1.Deployment:
-		return Template{Spec: &o.Spec.Template.Spec, Labels: o.Spec.Template.Labels, Prefix: tmpl}, true
+		return Template{Spec: &o.Spec.Template.Spec, Labels: o.Spec.Template.Labels, Annotations: o.Spec.Template.Annotations, Prefix: tmpl}, true
 	case *appsv1.ReplicaSet:
-		return Template{Spec: &o.Spec.Template.Spec, Labels: o.Spec.Template.Labels, Prefix: tmpl}, true
+		return Template{Spec: &o.Spec.Template.Spec, Labels: o.Spec.Template.Labels, Annotations: o.Spec.Template.Annotations, Prefix: tmpl}, true
 	case *appsv1.StatefulSet:
-		return Template{Spec: &o.Spec.Template.Spec, Labels: o.Spec.Template.Labels, Prefix: tmpl}, true
+		return Template{Spec: &o.Spec.Template.Spec, Labels: o.Spec.Template.Labels, Annotations: o.Spec.Template.Annotations, Prefix: tmpl}, true
 	case *appsv1.DaemonSet:
-		return Template{Spec: &o.Spec.Template.Spec, Labels: o.Spec.Template.Labels, Prefix: tmpl}, true
+		return Template{Spec: &o.Spec.Template.Spec, Labels: o.Spec.Template.Labels, Annotations: o.Spec.Template.Annotations, Prefix: tmpl}, true
 	case *batchv1.Job:
-		return Template{Spec: &o.Spec.Template.Spec, Labels: o.Spec.Template.Labels, Prefix: tmpl}, true
+		return Template{Spec: &o.Spec.Template.Spec, Labels: o.Spec.Template.Labels, Annotations: o.Spec.Template.Annotations, Prefix: tmpl}, true
 	case *batchv1.CronJob:
 		t := &o.Spec.JobTemplate.Spec.Template
-		return Template{Spec: &t.Spec, Labels: t.Labels, Prefix: "spec.jobTemplate.spec.template.spec"}, true
+		return Template{Spec: &t.Spec, Labels: t.Labels, Annotations: t.Annotations, Prefix: "spec.jobTemplate.spec.template.spec"}, true
 	case *corev1.ReplicationController:
 		if o.Spec.Template == nil {
 			return Template{Prefix: tmpl}, true
 		}
-		return Template{Spec: &o.Spec.Template.Spec, Labels: o.Spec.Template.Labels, Prefix: tmpl}, true
+		return Template{Spec: &o.Spec.Template.Spec, Labels: o.Spec.Template.Labels, Annotations: o.Spec.Template.Annotations, Prefix: tmpl}, true
 	}
 	return Template{}, false
 }

@@ -91,10 +91,10 @@ func (v *PodValidator) Handle(ctx context.Context, req admission.Request) admiss
 	if namespace == "" {
 		namespace = pod.Namespace
 	}
-	sub := policy.Subject{Namespace: namespace, PodLabels: pod.Labels, Images: images}
+	sub := policy.Subject{Namespace: namespace, PodLabels: pod.Labels, Images: images, BreakGlass: policy.BreakGlassRequested(pod.Annotations)}
 	if len(images) > 0 && snap.SelectsNamespaces() {
 		// Only then: the lookup copies the object out of the cache.
-		sub.NamespaceLabels, sub.NamespaceUnknown = v.namespaceLabels(ctx, namespace)
+		sub.NamespaceLabels, sub.NamespaceUnknown = namespaceLabels(ctx, v.namespaces, namespace)
 	}
 
 	d := snap.Evaluate(&sub)
@@ -110,10 +110,10 @@ func (v *PodValidator) Handle(ctx context.Context, req admission.Request) admiss
 }
 
 // namespaceLabels reads a namespace's labels from the cache; unknown when it is not there.
-func (v *PodValidator) namespaceLabels(ctx context.Context, name string) (map[string]string, bool) {
+func namespaceLabels(ctx context.Context, namespaces client.Reader, name string) (map[string]string, bool) {
 	ns := &metav1.PartialObjectMetadata{}
 	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
-	if err := v.namespaces.Get(ctx, types.NamespacedName{Name: name}, ns); err != nil {
+	if err := namespaces.Get(ctx, types.NamespacedName{Name: name}, ns); err != nil {
 		logf.FromContext(ctx).V(1).Info("Namespace labels unknown", "namespace", name, "reason", err.Error())
 		return nil, true
 	}
