@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/go-logr/logr"
 	"go.uber.org/zap/zapcore"
@@ -35,6 +36,7 @@ func main() {
 		certDir, certName, keyName                 string
 		webhookPort                                int
 		imageReview                                bool
+		imageReviewExcluded                        string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint binds to (HTTPS unless --metrics-secure=false); 0 disables it.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, to callers that the apiserver authenticates and authorizes.")
@@ -45,6 +47,8 @@ func main() {
 	flag.StringVar(&keyName, "webhook-cert-key", "tls.key", "Key file name in --webhook-cert-path.")
 	flag.IntVar(&webhookPort, "webhook-port", 9443, "Port the webhook server listens on.")
 	flag.BoolVar(&imageReview, "imagereview", true, "Also answer the kube-apiserver's ImagePolicyWebhook plugin (imagepolicy.k8s.io/v1alpha1 ImageReview) at /imagereview on the webhook port.")
+	flag.StringVar(&imageReviewExcluded, "imagereview-exclude-namespaces", "imagegate-system,kube-system,kube-node-lease",
+		"Comma-separated namespaces whose ImageReviews are allowed without a decision, as config/webhook leaves them out of the Pod webhook.")
 	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Serve HTTP/2 on the webhook and metrics servers (off: HTTP/2 Rapid Reset, CVE-2023-44487).")
 	opts := zap.Options{Development: false, TimeEncoder: zapcore.ISO8601TimeEncoder}
 	opts.BindFlags(flag.CommandLine)
@@ -86,7 +90,7 @@ func main() {
 	must(log, reconciler.SetupWithManager(mgr), "setting up the policy reconciler")
 	webhookv1alpha1.SetupPodWebhookWithManager(mgr, reconciler)
 	if imageReview {
-		webhookv1alpha1.SetupImageReviewWithManager(mgr, reconciler)
+		webhookv1alpha1.SetupImageReviewWithManager(mgr, reconciler, splitList(imageReviewExcluded))
 	}
 
 	// Start the Namespace informer (metadata only) with the manager, so the first Pod request
@@ -106,6 +110,16 @@ func main() {
 		log.Error(err, "Manager stopped")
 		os.Exit(1)
 	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }
 
 func must(log logr.Logger, err error, what string, kv ...any) {

@@ -34,6 +34,9 @@ type Options struct {
 	Dir string
 	// ExtraAPIServerArgs are appended to the apiserver's flags.
 	ExtraAPIServerArgs []string
+	// CA signs the cluster's certificates; nil: a new one. Given, it lets files that the
+	// apiserver reads at start (an admission configuration) trust a manager not yet started.
+	CA *CA
 	// Progress, when set, is told what is happening.
 	Progress func(format string, args ...any)
 }
@@ -82,8 +85,10 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		}
 	}()
 
-	if c.CA, err = NewCA("imagegate-local-ca"); err != nil {
-		return nil, err
+	if c.CA = opts.CA; c.CA == nil {
+		if c.CA, err = NewCA("imagegate-local-ca"); err != nil {
+			return nil, err
+		}
 	}
 	caFile := filepath.Join(c.Dir, "ca.crt")
 	if err := os.WriteFile(caFile, c.CA.CertPEM, 0o600); err != nil {

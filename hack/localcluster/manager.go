@@ -31,6 +31,8 @@ type ManagerOptions struct {
 	IPs      []net.IP
 	// Args are appended to the manager's flags.
 	Args []string
+	// WebhookPort is the webhook server's port; 0: a free one.
+	WebhookPort int
 }
 
 // Manager is the imagegate manager running as its own process against the cluster, with a
@@ -51,9 +53,12 @@ func (c *Cluster) StartManager(ctx context.Context, opts ManagerOptions) (*Manag
 	if _, err := os.Stat(opts.Binary); err != nil {
 		return nil, fmt.Errorf("manager binary: %w (run `make build`)", err)
 	}
-	m := &Manager{cluster: c, binary: opts.Binary, CertDir: filepath.Join(c.Dir, "manager-certs")}
+	m := &Manager{cluster: c, binary: opts.Binary, CertDir: filepath.Join(c.Dir, "manager-certs"), WebhookPort: opts.WebhookPort}
 	var err error
 	for _, p := range []*int{&m.WebhookPort, &m.MetricsPort, &m.HealthPort} {
+		if *p != 0 {
+			continue
+		}
 		if *p, err = FreePort(); err != nil {
 			return nil, err
 		}

@@ -24,6 +24,9 @@ import (
 // admission plugin.
 const ImageReviewPath = "/imagereview"
 
+// DecisionNotCovered is the decision audit annotation of a review in an excluded namespace.
+const DecisionNotCovered = "not-covered"
+
 // maxImageReviewBytes bounds a request body, as the apiserver bounds its own requests.
 const maxImageReviewBytes = 3 << 20
 
@@ -41,12 +44,19 @@ var imageReviewGVK = imagepolicyv1alpha1.SchemeGroupVersion.WithKind("ImageRevie
 type ImageReviewHandler struct {
 	snapshots  SnapshotSource
 	namespaces client.Reader
+	excluded   map[string]bool
 }
 
 // NewImageReviewHandler returns the handler; namespaces reads Namespace metadata (the
-// manager's cache).
-func NewImageReviewHandler(snapshots SnapshotSource, namespaces client.Reader) *ImageReviewHandler {
-	return &ImageReviewHandler{snapshots: snapshots, namespaces: namespaces}
+// manager's cache). Reviews of Pods in the excluded namespaces are allowed without a
+// decision: the plugin, unlike a webhook configuration, cannot leave namespaces out, and a
+// cluster must be able to restart imagegate and its own system Pods.
+func NewImageReviewHandler(snapshots SnapshotSource, namespaces client.Reader, excluded []string) *ImageReviewHandler {
+	h := &ImageReviewHandler{snapshots: snapshots, namespaces: namespaces, excluded: map[string]bool{}}
+	for _, ns := range excluded {
+		h.excluded[ns] = true
+	}
+	return h
 }
 
 func (h *ImageReviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -90,6 +100,9 @@ func (h *ImageReviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // Review decides one ImageReview spec.
 func (h *ImageReviewHandler) Review(ctx context.Context, spec *imagepolicyv1alpha1.ImageReviewSpec) imagepolicyv1alpha1.ImageReviewStatus {
+	if h.excluded[spec.Namespace] {
+		return imagepolicyv1alpha1.ImageReviewStatus{Allowed: true, AuditAnnotations: map[string]string{policy.AnnotationDecision: DecisionNotCovered}}
+	}
 	snap := h.snapshots.Snapshot()
 	if snap == nil {
 		return imagepolicyv1alpha1.ImageReviewStatus{Reason: "imagegate has not loaded its policies yet; retry in a few seconds"}
@@ -130,6 +143,6 @@ func gvkString(gvk schema.GroupVersionKind) string {
 
 // SetupImageReviewWithManager serves ImageReviews at ImageReviewPath on the manager's
 // webhook server (same port, TLS and certificate as the Pod webhook).
-func SetupImageReviewWithManager(mgr ctrl.Manager, snapshots SnapshotSource) {
-	mgr.GetWebhookServer().Register(ImageReviewPath, NewImageReviewHandler(snapshots, mgr.GetCache()))
+func SetupImageReviewWithManager(mgr ctrl.Manager, snapshots SnapshotSource, excluded []string) {
+	mgr.GetWebhookServer().Register(ImageReviewPath, NewImageReviewHandler(snapshots, mgr.GetCache(), excluded))
 }

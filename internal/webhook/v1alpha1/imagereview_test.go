@@ -27,7 +27,7 @@ func reviewHandler(t *testing.T, snap *policy.Snapshot) *ImageReviewHandler {
 	}
 	prod := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "prod", Labels: map[string]string{"env": "production", "kubernetes.io/metadata.name": "prod"}}}
 	teamA := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a", Labels: map[string]string{"kubernetes.io/metadata.name": "team-a"}}}
-	return NewImageReviewHandler(fixedSnapshot{snap}, fake.NewClientBuilder().WithScheme(scheme).WithObjects(prod, teamA).Build())
+	return NewImageReviewHandler(fixedSnapshot{snap}, fake.NewClientBuilder().WithScheme(scheme).WithObjects(prod, teamA).Build(), []string{"kube-system"})
 }
 
 func reviewPolicies() *policy.Snapshot {
@@ -131,6 +131,11 @@ func TestImageReviewDecisions(t *testing.T) {
 			review:      reviewJSON("team-a", map[string]string{"alpha.image-policy.k8s.io/failed-open": "true"}, "quay.io/evil/x:1"),
 			reason:      `ImageReview spec.containers[0].image: image "quay.io/evil/x:1" (quay.io/evil/x:1) is not allowed by ClusterImagePolicy "trusted": it matches no pattern in images.allow`,
 			annotations: map[string]string{"decision": "denied", "policies": "Enforce:ClusterImagePolicy/trusted"},
+		},
+		{
+			name:    "an excluded namespace is not covered, as the webhook's namespaceSelector leaves it out",
+			review:  reviewJSON("kube-system", nil, "quay.io/evil/x:1"),
+			allowed: true, annotations: map[string]string{"decision": "not-covered"},
 		},
 		{
 			name:    "no containers: nothing to decide",
