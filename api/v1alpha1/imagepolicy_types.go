@@ -130,6 +130,14 @@ type ImagePolicySpec struct {
 	// `break-glass`. Default: false.
 	// +optional
 	AllowBreakGlass bool `json:"allowBreakGlass,omitempty"`
+
+	// checkWorkloads also checks the pod templates of Deployments, ReplicaSets, StatefulSets,
+	// DaemonSets, Jobs, CronJobs and ReplicationControllers when they are created or updated,
+	// so that `kubectl apply` reports a disallowed image at once rather than as a ReplicaSet
+	// event later. The Pods are checked either way. Default: true.
+	// +optional
+	// +kubebuilder:default=true
+	CheckWorkloads *bool `json:"checkWorkloads,omitempty"`
 }
 
 // Condition types and reasons of a policy's status.
@@ -155,6 +163,39 @@ type ImagePolicyStatus struct {
 	// observedGeneration is the metadata.generation that the conditions describe.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// audit is the result of the latest background audit: the Pods already running (or
+	// pending) that break this policy, whatever its mode. It shows what switching an `Audit`
+	// policy to `Enforce` would refuse.
+	// +optional
+	Audit *AuditStatus `json:"audit,omitempty"`
+}
+
+// AuditStatus is what one background audit found for one policy.
+type AuditStatus struct {
+	// violations is the number of Pods that break the policy.
+	Violations int32 `json:"violations"`
+
+	// lastScanTime is when the audit ran.
+	LastScanTime metav1.Time `json:"lastScanTime"`
+
+	// samples are some of the violations: the first ones by namespace, Pod and field, so
+	// that the same cluster always shows the same sample.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=100
+	Samples []AuditSample `json:"samples,omitempty"`
+}
+
+// AuditSample is one violation found by the audit.
+type AuditSample struct {
+	Namespace string `json:"namespace"`
+	Pod       string `json:"pod"`
+	// container is the name of the container (or of the image volume).
+	Container string `json:"container"`
+	Image     string `json:"image"`
+	// rule is the broken rule, as the policy spells it (images.allow, tags.deny, ...).
+	Rule string `json:"rule"`
 }
 
 // ImagePolicy restricts the images that Pods in its own namespace may run. It can only add
@@ -164,6 +205,7 @@ type ImagePolicyStatus struct {
 // +kubebuilder:resource:scope=Namespaced,shortName=imgpol
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Violations",type=integer,JSONPath=`.status.audit.violations`,description="Pods that break the policy, as of the latest audit"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.namespaceSelector)",fieldPath=".spec.namespaceSelector",message="namespaceSelector is not allowed on ImagePolicy, which covers only its own namespace: use a ClusterImagePolicy"
 type ImagePolicy struct {
@@ -194,6 +236,7 @@ type ImagePolicyList struct {
 // +kubebuilder:resource:scope=Cluster,shortName=cimgpol
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Violations",type=integer,JSONPath=`.status.audit.violations`,description="Pods that break the policy, as of the latest audit"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ClusterImagePolicy struct {
 	metav1.TypeMeta   `json:",inline"`

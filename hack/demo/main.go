@@ -80,6 +80,11 @@ func run(ctx context.Context, root, binDir, manager string, keep bool) (err erro
 		return err
 	}
 
+	step("A Deployment from before any policy, scaled to zero")
+	if err := d.kubectl("create", "deployment", "legacy", "--image=quay.io/legacy/app:1", "--replicas=0"); err != nil {
+		return err
+	}
+
 	step("Applying the sample policies (config/samples)")
 	if err := d.kubectl("apply", "-k", filepath.Join(root, "config/samples")); err != nil {
 		return err
@@ -124,8 +129,13 @@ func run(ctx context.Context, root, binDir, manager string, keep bool) (err erro
 		return err
 	}
 
-	step("A Deployment with a disallowed image: created, but the ReplicaSet cannot create its Pods")
-	if err := d.kubectl("create", "deployment", "shady", "--image=quay.io/shady/app:1.0"); err != nil {
+	step("A Deployment with a disallowed image is refused at kubectl apply, naming the template field")
+	if err := d.kubectlFails("create", "deployment", "shady", "--image=quay.io/shady/app:1"); err != nil {
+		return err
+	}
+
+	step("Scaling up the Deployment from before the policies: its ReplicaSet cannot create the Pods")
+	if err := d.kubectl("scale", "deployment", "legacy", "--replicas=2"); err != nil {
 		return err
 	}
 	fmt.Println("    waiting for the ReplicaSet controller to try...")

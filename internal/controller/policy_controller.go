@@ -13,9 +13,11 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -25,6 +27,7 @@ import (
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
+	"github.com/imagegate/imagegate/internal/telemetry"
 )
 
 // snapshotKey is the one work item: every policy change rebuilds the whole snapshot, so
@@ -34,10 +37,27 @@ var snapshotKey = reconcile.Request{NamespacedName: types.NamespacedName{Name: "
 // PolicyReconciler compiles all ImagePolicies and ClusterImagePolicies from the manager's
 // cache into a policy.Snapshot whenever one of them changes, publishes it for the webhook,
 // and writes each policy's Ready condition.
+//
+// Every replica compiles (each serves the webhook); only the elected leader writes status.
 type PolicyReconciler struct {
 	client.Client
-	current atomic.Pointer[policy.Snapshot]
+	metrics    *telemetry.Metrics
+	current    atomic.Pointer[policy.Snapshot]
+	generation atomic.Int64
+	leader     atomic.Bool
+	// trigger queues a rebuild: at start, and when this replica becomes the leader.
+	trigger chan event.GenericEvent
+	// changed is signalled after each new snapshot (see Changed).
+	changed chan struct{}
 }
+
+// NewPolicyReconciler returns a reconciler reading and writing through c; m may be nil.
+func NewPolicyReconciler(c client.Client, m *telemetry.Metrics) *PolicyReconciler {
+	return &PolicyReconciler{Client: c, metrics: m, trigger: make(chan event.GenericEvent, 2), changed: make(chan struct{}, 1)}
+}
+
+// Changed is signalled (at most one pending signal) each time a new snapshot is published.
+func (r *PolicyReconciler) Changed() <-chan struct{} { return r.changed }
 
 // +kubebuilder:rbac:groups=imagegate.io,resources=imagepolicies;clusterimagepolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=imagegate.io,resources=imagepolicies/status;clusterimagepolicies/status,verbs=get;update;patch
@@ -68,7 +88,16 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (
 	}
 	snap := policy.Compile(cps.Items, nps.Items)
 	r.current.Store(snap)
-	log.V(1).Info("Compiled policies", "clusterImagePolicies", len(cps.Items), "imagePolicies", len(nps.Items))
+	gen := r.generation.Add(1)
+	r.metrics.Snapshot(gen, snap)
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+	log.V(1).Info("Compiled policies", "generation", gen, "clusterImagePolicies", len(cps.Items), "imagePolicies", len(nps.Items), "invalid", snap.Invalid())
+	if !r.leader.Load() {
+		return reconcile.Result{}, nil
+	}
 
 	var errs []error
 	for i := range cps.Items {
@@ -118,12 +147,33 @@ func (r *PolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	})
 	onSpec := builder.WithPredicates(predicate.GenerationChangedPredicate{})
 	// One event at start builds the first snapshot even when there is no policy at all.
-	start := make(chan event.GenericEvent, 1)
-	start <- event.GenericEvent{Object: &v1alpha1.ClusterImagePolicy{}}
+	r.trigger <- event.GenericEvent{Object: &v1alpha1.ClusterImagePolicy{}}
+	if err := mgr.Add(leaderHook{r}); err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("policy-snapshot").
-		WatchesRawSource(source.Channel(start, toSnapshot)).
+		// Every replica needs the snapshot to serve the webhook, leader or not.
+		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false)}).
+		WatchesRawSource(source.Channel(r.trigger, toSnapshot)).
 		Watches(&v1alpha1.ClusterImagePolicy{}, toSnapshot, onSpec).
 		Watches(&v1alpha1.ImagePolicy{}, toSnapshot, onSpec).
 		Complete(r)
 }
+
+// leaderHook runs only on the elected leader (or at once without leader election): it lets
+// the reconciler write status from then on, and queues a rebuild that brings every status up
+// to date.
+type leaderHook struct{ r *PolicyReconciler }
+
+func (h leaderHook) Start(ctx context.Context) error {
+	h.r.leader.Store(true)
+	select {
+	case h.r.trigger <- event.GenericEvent{Object: &v1alpha1.ClusterImagePolicy{}}:
+	case <-ctx.Done():
+	}
+	<-ctx.Done()
+	return nil
+}
+
+func (leaderHook) NeedLeaderElection() bool { return true }

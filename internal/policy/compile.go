@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
@@ -58,6 +59,8 @@ type compiledPolicy struct {
 	tagDeny       []string
 	requireTag    bool
 	requireDigest bool
+	// skipWorkloads: checkWorkloads is false, so workload templates are not checked.
+	skipWorkloads bool
 	// invalid, when set, is why the policy could not be compiled. Such a policy refuses (in
 	// its mode) every Pod it may cover: a broken rule must not silently admit.
 	invalid string
@@ -105,10 +108,29 @@ type Snapshot struct {
 	selectsNamespaces bool
 	// breakGlass holds the policies with allowBreakGlass.
 	breakGlass map[Ref]bool
+	uids       map[Ref]types.UID
 }
 
 // refCacheSize bounds the parsed image references a snapshot keeps (about 200 bytes each).
 const refCacheSize = 8192
+
+// UID is the UID of a policy in the snapshot ("" if unknown).
+func (s *Snapshot) UID(ref Ref) types.UID { return s.uids[ref] }
+
+// Refs lists the policies in the snapshot, ClusterImagePolicies first, each sorted by name.
+func (s *Snapshot) Refs() []Ref {
+	out := make([]Ref, len(s.policies))
+	for i := range s.policies {
+		out[i] = s.policies[i].ref
+	}
+	return out
+}
+
+// Len is the number of policies in the snapshot.
+func (s *Snapshot) Len() int { return len(s.policies) }
+
+// Invalid is the number of policies that could not be compiled (see PolicyError).
+func (s *Snapshot) Invalid() int { return len(s.errors) }
 
 // SelectsNamespaces reports whether any ClusterImagePolicy selects namespaces by label, that
 // is, whether a Subject needs its namespace's labels at all.
@@ -126,6 +148,7 @@ func Compile(cluster []v1alpha1.ClusterImagePolicy, namespaced []v1alpha1.ImageP
 		hosts:       map[string]*node{},
 		errors:      map[Ref]string{},
 		breakGlass:  map[Ref]bool{},
+		uids:        map[Ref]types.UID{},
 		tagDenied:   map[string][]int32{},
 		refs:        image.NewCache(refCacheSize),
 	}
@@ -143,14 +166,18 @@ func Compile(cluster []v1alpha1.ClusterImagePolicy, namespaced []v1alpha1.ImageP
 	shared := map[string]*matcher{}
 	for i := range cluster {
 		idx := s.next()
-		s.add(Ref{Kind: KindClusterImagePolicy, Name: cluster[i].Name}, &cluster[i].Spec, shared)
+		ref := Ref{Kind: KindClusterImagePolicy, Name: cluster[i].Name}
+		s.uids[ref] = cluster[i].UID
+		s.add(ref, &cluster[i].Spec, shared)
 		s.cluster = append(s.cluster, idx)
 		s.selectsNamespaces = s.selectsNamespaces || s.policies[idx].nsSelector != nil
 	}
 	for i := range namespaced {
 		p := &namespaced[i]
 		idx := s.next()
-		s.add(Ref{Kind: KindImagePolicy, Namespace: p.Namespace, Name: p.Name}, &p.Spec, shared)
+		ref := Ref{Kind: KindImagePolicy, Namespace: p.Namespace, Name: p.Name}
+		s.uids[ref] = p.UID
+		s.add(ref, &p.Spec, shared)
 		s.byNamespace[p.Namespace] = append(s.byNamespace[p.Namespace], idx)
 	}
 	s.scratch.New = func() any {
@@ -171,6 +198,7 @@ func (s *Snapshot) add(ref Ref, spec *v1alpha1.ImagePolicySpec, shared map[strin
 	if spec.AllowBreakGlass {
 		s.breakGlass[ref] = true
 	}
+	cp.skipWorkloads = spec.CheckWorkloads != nil && !*spec.CheckWorkloads
 	var problems []string
 	switch cp.mode {
 	case v1alpha1.ModeEnforce, v1alpha1.ModeWarn, v1alpha1.ModeAudit:

@@ -17,6 +17,8 @@ type Image struct {
 	Field string
 	// Ref is the image reference as written.
 	Ref string
+	// Container is the container's name (or the image volume's).
+	Container string
 }
 
 // Subject is what a decision is about: a Pod (or pod template), its namespace and its images.
@@ -34,6 +36,9 @@ type Subject struct {
 	// them). A policy with a podSelector then covers the Pod: it is applied rather than
 	// skipped, so that missing information never admits what the policy would deny.
 	PodLabelsUnknown bool
+	// Workload says the subject is a workload's pod template rather than a Pod: policies with
+	// checkWorkloads: false do not cover it.
+	Workload bool
 	// BreakGlass says the Pod asks for break-glass (see BreakGlassRequested). Violations of
 	// Enforce policies that allow break-glass then admit, as warnings.
 	BreakGlass bool
@@ -63,6 +68,8 @@ type Violation struct {
 	Field string
 	// Image is the image as written, "" for a violation that is not about one image.
 	Image string
+	// Container is the name of the image's container (or image volume).
+	Container string
 	// Normalized is the fully qualified image, "" when it does not parse.
 	Normalized string
 	// Policy is the policy that the image breaks.
@@ -320,17 +327,20 @@ func (s *Snapshot) covering(sub *Subject, out []int32, d *Decision) []int32 {
 				continue
 			}
 		}
-		out = s.coverPod(idx, podLabels, sub.PodLabelsUnknown, out, d)
+		out = s.coverPod(idx, podLabels, sub, out, d)
 	}
 	for _, idx := range s.byNamespace[sub.Namespace] {
-		out = s.coverPod(idx, podLabels, sub.PodLabelsUnknown, out, d)
+		out = s.coverPod(idx, podLabels, sub, out, d)
 	}
 	return out
 }
 
-func (s *Snapshot) coverPod(idx int32, podLabels labels.Set, labelsUnknown bool, out []int32, d *Decision) []int32 {
+func (s *Snapshot) coverPod(idx int32, podLabels labels.Set, sub *Subject, out []int32, d *Decision) []int32 {
 	p := &s.policies[idx]
-	if p.podSelector != nil && !labelsUnknown && !p.podSelector.Matches(podLabels) {
+	if sub.Workload && p.skipWorkloads {
+		return out
+	}
+	if p.podSelector != nil && !sub.PodLabelsUnknown && !p.podSelector.Matches(podLabels) {
 		return out
 	}
 	if p.invalid != "" {
@@ -349,7 +359,7 @@ func (s *Snapshot) evaluateImage(img *Image, sc *scratch, d *Decision) {
 		for _, idx := range sc.covered {
 			p := &s.policies[idx]
 			d.Violations = append(d.Violations, Violation{
-				Field: img.Field, Image: img.Ref, Policy: p.ref, Mode: p.mode, Rule: RuleReference,
+				Field: img.Field, Image: img.Ref, Container: img.Container, Policy: p.ref, Mode: p.mode, Rule: RuleReference,
 				Reason: "it is not a valid image reference: " + err.Error(),
 			})
 		}
@@ -420,7 +430,7 @@ func checkVersion(img *Image, ref *image.Reference, p *compiledPolicy, d *Decisi
 
 func (d *Decision) add(img *Image, ref *image.Reference, p *compiledPolicy, rule Rule, reason string) {
 	d.Violations = append(d.Violations, Violation{
-		Field: img.Field, Image: img.Ref, Normalized: ref.Normalized,
+		Field: img.Field, Image: img.Ref, Container: img.Container, Normalized: ref.Normalized,
 		Policy: p.ref, Mode: p.mode, Rule: rule, Reason: reason,
 	})
 }

@@ -19,17 +19,17 @@ func PodImages(spec *corev1.PodSpec, prefix string) []Image {
 	}
 	out := make([]Image, 0, n)
 	for i := range spec.InitContainers {
-		out = append(out, Image{Field: indexed(prefix, ".initContainers[", i, "].image"), Ref: spec.InitContainers[i].Image})
+		out = append(out, Image{Field: indexed(prefix, ".initContainers[", i, "].image"), Ref: spec.InitContainers[i].Image, Container: spec.InitContainers[i].Name})
 	}
 	for i := range spec.Containers {
-		out = append(out, Image{Field: indexed(prefix, ".containers[", i, "].image"), Ref: spec.Containers[i].Image})
+		out = append(out, Image{Field: indexed(prefix, ".containers[", i, "].image"), Ref: spec.Containers[i].Image, Container: spec.Containers[i].Name})
 	}
 	for i := range spec.EphemeralContainers {
-		out = append(out, Image{Field: indexed(prefix, ".ephemeralContainers[", i, "].image"), Ref: spec.EphemeralContainers[i].Image})
+		out = append(out, Image{Field: indexed(prefix, ".ephemeralContainers[", i, "].image"), Ref: spec.EphemeralContainers[i].Image, Container: spec.EphemeralContainers[i].Name})
 	}
 	for i := range spec.Volumes {
 		if v := spec.Volumes[i].Image; v != nil {
-			out = append(out, Image{Field: indexed(prefix, ".volumes[", i, "].image.reference"), Ref: v.Reference})
+			out = append(out, Image{Field: indexed(prefix, ".volumes[", i, "].image.reference"), Ref: v.Reference, Container: spec.Volumes[i].Name})
 		}
 	}
 	return out

@@ -59,15 +59,40 @@ var _ = Describe("imagegate through kubectl", Ordered, func() {
 		Expect(run("get", "pod", "bad", "-n", "e2e").err).To(HaveOccurred(), "the refused Pod must not exist")
 	})
 
-	It("refuses the Pods of a Deployment: the ReplicaSet records FailedCreate with the message", func() {
-		kubectl("create", "deployment", "shady", "-n", "e2e", "--image=quay.io/shady/app:1")
+	It("refuses kubectl create deployment with a disallowed image at once, naming the template field", func() {
+		stderr := kubectlRefused("create", "deployment", "shady", "-n", "e2e", "--image=quay.io/shady/app:1")
+		Expect(stderr).To(ContainSubstring(`admission webhook "workloads.imagegate.io" denied the request: spec.template.spec.containers[0].image: image "quay.io/shady/app:1" (quay.io/shady/app:1) is not allowed by ClusterImagePolicy "e2e-trusted": it matches no pattern in images.allow`))
+		Expect(run("get", "deployment", "shady", "-n", "e2e").err).To(HaveOccurred())
+	})
+
+	It("still refuses the Pods the controller-manager creates for a Deployment admitted before a policy", func() {
+		kubectl("create", "deployment", "legacy", "-n", "e2e", "--image=ghcr.io/acme/legacy:1", "--replicas=0")
+		r := apply(`apiVersion: imagegate.io/v1alpha1
+kind: ImagePolicy
+metadata:
+  name: no-legacy
+  namespace: e2e
+spec:
+  images:
+    deny: ["ghcr.io/acme/legacy"]
+`)
+		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
+		DeferCleanup(func() { run("delete", "imagepolicy", "no-legacy", "-n", "e2e") })
+		kubectl("wait", "--for=condition=Ready", "imagepolicy/no-legacy", "-n", "e2e", "--timeout=60s")
+		Eventually(func() string {
+			return run("run", "probe-legacy", "-n", "e2e", "--image=ghcr.io/acme/legacy:1", "--dry-run=server").stderr
+		}).WithTimeout(30 * time.Second).Should(ContainSubstring(denyMessage))
+
+		// Scaling is not a template change: the Deployment and ReplicaSet updates go through,
+		// and the ReplicaSet's Pods are refused.
+		kubectl("scale", "deployment", "legacy", "-n", "e2e", "--replicas=2")
 		Eventually(func() string {
 			return kubectl("get", "events", "-n", "e2e", "--field-selector=reason=FailedCreate",
 				"-o=jsonpath={range .items[*]}{.involvedObject.kind} {.message}{\"\\n\"}{end}")
 		}).WithTimeout(time.Minute).Should(And(
 			ContainSubstring("ReplicaSet Error creating: "+denyMessage),
-			ContainSubstring(`image "quay.io/shady/app:1"`)))
-		Expect(kubectl("get", "pods", "-n", "e2e", "-l", "app=shady", "-o=name")).To(BeEmpty())
+			ContainSubstring(`image "ghcr.io/acme/legacy:1" (ghcr.io/acme/legacy:1) is not allowed by ImagePolicy "no-legacy"`)))
+		Expect(kubectl("get", "pods", "-n", "e2e", "-l", "app=legacy", "-o=name")).To(BeEmpty())
 	})
 
 	It("refuses kubectl set image on a bare Pod and keeps the old image", func() {

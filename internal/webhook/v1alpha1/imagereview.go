@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	imagepolicyv1alpha1 "k8s.io/api/imagepolicy/v1alpha1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
+	"github.com/imagegate/imagegate/internal/telemetry"
 )
 
 // ImageReviewPath is where the manager answers the kube-apiserver's ImagePolicyWebhook
@@ -45,14 +47,15 @@ type ImageReviewHandler struct {
 	snapshots  SnapshotSource
 	namespaces client.Reader
 	excluded   map[string]bool
+	recorder   *telemetry.Recorder
 }
 
 // NewImageReviewHandler returns the handler; namespaces reads Namespace metadata (the
 // manager's cache). Reviews of Pods in the excluded namespaces are allowed without a
 // decision: the plugin, unlike a webhook configuration, cannot leave namespaces out, and a
 // cluster must be able to restart imagegate and its own system Pods.
-func NewImageReviewHandler(snapshots SnapshotSource, namespaces client.Reader, excluded []string) *ImageReviewHandler {
-	h := &ImageReviewHandler{snapshots: snapshots, namespaces: namespaces, excluded: map[string]bool{}}
+func NewImageReviewHandler(snapshots SnapshotSource, namespaces client.Reader, excluded []string, recorder *telemetry.Recorder) *ImageReviewHandler {
+	h := &ImageReviewHandler{snapshots: snapshots, namespaces: namespaces, excluded: map[string]bool{}, recorder: recorder}
 	for _, ns := range excluded {
 		h.excluded[ns] = true
 	}
@@ -107,6 +110,7 @@ func (h *ImageReviewHandler) Review(ctx context.Context, spec *imagepolicyv1alph
 	if snap == nil {
 		return imagepolicyv1alpha1.ImageReviewStatus{Reason: "imagegate has not loaded its policies yet; retry in a few seconds"}
 	}
+	start := time.Now()
 	images := make([]policy.Image, len(spec.Containers))
 	for i := range spec.Containers {
 		images[i] = policy.Image{Field: "ImageReview spec.containers[" + strconv.Itoa(i) + "].image", Ref: spec.Containers[i].Image}
@@ -125,6 +129,7 @@ func (h *ImageReviewHandler) Review(ctx context.Context, spec *imagepolicyv1alph
 		}
 	}
 	d := snap.Evaluate(&sub)
+	h.recorder.Decided(telemetry.EndpointImageReview, "Pod in namespace "+spec.Namespace+" (ImageReview)", snap, &d, time.Since(start))
 	status := imagepolicyv1alpha1.ImageReviewStatus{Allowed: d.Allowed(), AuditAnnotations: d.AuditAnnotations()}
 	if !status.Allowed {
 		status.Reason = strings.Join(d.Messages(v1alpha1.ModeEnforce), "\n")
@@ -143,6 +148,6 @@ func gvkString(gvk schema.GroupVersionKind) string {
 
 // SetupImageReviewWithManager serves ImageReviews at ImageReviewPath on the manager's
 // webhook server (same port, TLS and certificate as the Pod webhook).
-func SetupImageReviewWithManager(mgr ctrl.Manager, snapshots SnapshotSource, excluded []string) {
-	mgr.GetWebhookServer().Register(ImageReviewPath, NewImageReviewHandler(snapshots, mgr.GetCache(), excluded))
+func SetupImageReviewWithManager(mgr ctrl.Manager, snapshots SnapshotSource, excluded []string, recorder *telemetry.Recorder) {
+	mgr.GetWebhookServer().Register(ImageReviewPath, NewImageReviewHandler(snapshots, mgr.GetCache(), excluded, recorder))
 }

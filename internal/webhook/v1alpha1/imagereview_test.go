@@ -27,7 +27,7 @@ func reviewHandler(t *testing.T, snap *policy.Snapshot) *ImageReviewHandler {
 	}
 	prod := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "prod", Labels: map[string]string{"env": "production", "kubernetes.io/metadata.name": "prod"}}}
 	teamA := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a", Labels: map[string]string{"kubernetes.io/metadata.name": "team-a"}}}
-	return NewImageReviewHandler(fixedSnapshot{snap}, fake.NewClientBuilder().WithScheme(scheme).WithObjects(prod, teamA).Build(), []string{"kube-system"})
+	return NewImageReviewHandler(fixedSnapshot{snap}, fake.NewClientBuilder().WithScheme(scheme).WithObjects(prod, teamA).Build(), []string{"kube-system"}, nil)
 }
 
 func reviewPolicies() *policy.Snapshot {

@@ -55,15 +55,18 @@ var _ = Describe("config/default", func() {
 
 		vwc := byKind["ValidatingWebhookConfiguration"][0]
 		Expect(vwc.Metadata.Annotations).To(HaveKeyWithValue("cert-manager.io/inject-ca-from", "imagegate-system/"+cert.Metadata.Name))
-		Expect(vwc.Webhooks).To(HaveLen(1))
-		wh := vwc.Webhooks[0]
-		Expect(wh.Name).To(Equal("pods.imagegate.io"))
-		Expect(wh.FailurePolicy).To(Equal("Fail"))
-		Expect(wh.TimeoutSeconds).To(Equal(5))
-		Expect(wh.ClientConfig.Service.Name).To(Equal(byKind["Service"][0].Metadata.Name))
-		Expect(wh.ClientConfig.Service.Namespace).To(Equal("imagegate-system"))
-		Expect(wh.NamespaceSelector).NotTo(BeNil())
-		Expect(wh.MatchConditions).To(HaveLen(1))
+		Expect(vwc.Webhooks).To(HaveLen(2))
+		// Pods fail closed; workloads fail open, since their Pods are checked anyway.
+		for i, want := range []struct{ name, failurePolicy string }{{"pods.imagegate.io", "Fail"}, {"workloads.imagegate.io", "Ignore"}} {
+			wh := vwc.Webhooks[i]
+			Expect(wh.Name).To(Equal(want.name))
+			Expect(wh.FailurePolicy).To(Equal(want.failurePolicy))
+			Expect(wh.TimeoutSeconds).To(Equal(5))
+			Expect(wh.ClientConfig.Service.Name).To(Equal(byKind["Service"][0].Metadata.Name))
+			Expect(wh.ClientConfig.Service.Namespace).To(Equal("imagegate-system"))
+			Expect(wh.NamespaceSelector).NotTo(BeNil(), want.name)
+			Expect(wh.MatchConditions).To(HaveLen(1), want.name)
+		}
 		Expect(string(out)).To(ContainSubstring("secretName: " + cert.Spec.SecretName))
 	})
 })

@@ -27,7 +27,7 @@ func newTestValidator(t *testing.T, snap *policy.Snapshot) *PodValidator {
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
-	return NewPodValidator(scheme, fixedSnapshot{snap}, fake.NewClientBuilder().WithScheme(scheme).Build())
+	return NewPodValidator(scheme, fixedSnapshot{snap}, fake.NewClientBuilder().WithScheme(scheme).Build(), nil)
 }
 
 func request(op admissionv1.Operation, resource, sub string, object, old string) admission.Request {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
+	"github.com/imagegate/imagegate/internal/telemetry"
 )
 
 // PodWebhookPath is where the Pod webhook is served.
@@ -40,21 +42,22 @@ type PodValidator struct {
 	snapshots  SnapshotSource
 	namespaces client.Reader
 	decoder    admission.Decoder
+	recorder   *telemetry.Recorder
 }
 
 // NewPodValidator returns a PodValidator that takes policies from snapshots and namespace
 // labels from namespaces (the manager's cache: no apiserver call per request).
-func NewPodValidator(scheme *runtime.Scheme, snapshots SnapshotSource, namespaces client.Reader) *PodValidator {
-	return &PodValidator{snapshots: snapshots, namespaces: namespaces, decoder: admission.NewDecoder(scheme)}
+func NewPodValidator(scheme *runtime.Scheme, snapshots SnapshotSource, namespaces client.Reader, recorder *telemetry.Recorder) *PodValidator {
+	return &PodValidator{snapshots: snapshots, namespaces: namespaces, decoder: admission.NewDecoder(scheme), recorder: recorder}
 }
 
 // +kubebuilder:webhook:path=/validate-v1-pod,mutating=false,failurePolicy=fail,sideEffects=None,groups="",resources=pods;pods/ephemeralcontainers,verbs=create;update,versions=v1,name=pods.imagegate.io,admissionReviewVersions=v1,matchPolicy=Equivalent,timeoutSeconds=5
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 
 // SetupPodWebhookWithManager registers the Pod webhook on the manager's webhook server.
-func SetupPodWebhookWithManager(mgr ctrl.Manager, snapshots SnapshotSource) {
+func SetupPodWebhookWithManager(mgr ctrl.Manager, snapshots SnapshotSource, recorder *telemetry.Recorder) {
 	mgr.GetWebhookServer().Register(PodWebhookPath, &webhook.Admission{
-		Handler: NewPodValidator(mgr.GetScheme(), snapshots, mgr.GetCache()),
+		Handler: NewPodValidator(mgr.GetScheme(), snapshots, mgr.GetCache(), recorder),
 	})
 }
 
@@ -87,6 +90,7 @@ func (v *PodValidator) Handle(ctx context.Context, req admission.Request) admiss
 		// Fail closed: before the policies are loaded nothing is known to be allowed.
 		return admission.Denied("imagegate has not loaded its policies yet; retry in a few seconds")
 	}
+	start := time.Now()
 	namespace := req.Namespace
 	if namespace == "" {
 		namespace = pod.Namespace
@@ -98,6 +102,7 @@ func (v *PodValidator) Handle(ctx context.Context, req admission.Request) admiss
 	}
 
 	d := snap.Evaluate(&sub)
+	v.recorder.Decided(telemetry.EndpointPod, objectName("Pod", namespace, pod.Name, pod.GenerateName), snap, &d, time.Since(start))
 	resp := admission.Allowed("")
 	if !d.Allowed() {
 		resp = admission.Denied(strings.Join(d.Messages(v1alpha1.ModeEnforce), "\n"))
@@ -118,6 +123,15 @@ func namespaceLabels(ctx context.Context, namespaces client.Reader, name string)
 		return nil, true
 	}
 	return ns.Labels, false
+}
+
+// objectName names an object in Events: Kind namespace/name, or namespace/generateName* for
+// an object whose name the apiserver has yet to generate.
+func objectName(kind, namespace, name, generateName string) string {
+	if name == "" {
+		name = generateName + "*"
+	}
+	return kind + " " + namespace + "/" + name
 }
 
 func resourceName(req admission.Request) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"net"
 	"os"
 	"os/exec"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/controller"
+	"github.com/imagegate/imagegate/internal/telemetry"
 )
 
 // The suite runs the real manager (reconciler and webhook server) against a real
@@ -39,6 +41,12 @@ var (
 	testEnv   *envtest.Environment
 	k8sClient client.Client
 	warnings  *warningRecorder
+	// metricsRegistry holds the metrics of this suite's manager (metrics).
+	metricsRegistry = prometheus.NewRegistry()
+	metrics         *telemetry.Metrics
+	// auditor is not started: specs run it and read what it wrote.
+	auditor   *controller.Auditor
+	snapshots *controller.PolicyReconciler
 	root      = filepath.Join("..", "..", "..")
 )
 
@@ -106,9 +114,15 @@ var _ = BeforeSuite(func() {
 		HealthProbeBindAddress: "0",
 	})
 	Expect(err).NotTo(HaveOccurred())
-	reconciler := &controller.PolicyReconciler{Client: mgr.GetClient()}
+	metrics, err = telemetry.NewMetrics(metricsRegistry)
+	Expect(err).NotTo(HaveOccurred())
+	recorder := &telemetry.Recorder{Metrics: metrics, Events: telemetry.NewEvents(mgr.GetEventRecorder("imagegate"), time.Minute)}
+	reconciler := controller.NewPolicyReconciler(mgr.GetClient(), metrics)
 	Expect(reconciler.SetupWithManager(mgr)).To(Succeed())
-	SetupPodWebhookWithManager(mgr, reconciler)
+	SetupPodWebhookWithManager(mgr, reconciler, recorder)
+	SetupWorkloadWebhookWithManager(mgr, reconciler, true, recorder)
+	auditor = &controller.Auditor{Client: mgr.GetClient(), Cache: mgr.GetCache(), Snapshots: reconciler, Interval: time.Hour, Excluded: []string{"kube-system"}, Metrics: metrics}
+	snapshots = reconciler
 
 	go func() {
 		defer GinkgoRecover()

@@ -1,0 +1,242 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/internal/policy"
+	"github.com/imagegate/imagegate/internal/telemetry"
+)
+
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+
+// AuditSamples is how many violations status.audit.samples keeps per policy.
+const AuditSamples = 20
+
+// Auditor evaluates every Pod in the cluster against the current policies, periodically and
+// soon after each policy change, and writes each policy's status.audit. It runs on the leader
+// only. Pods come from the manager's cache, one namespace at a time and without copies, so a
+// run costs no apiserver request but the status patches, and memory for one namespace's
+// references plus a bounded sample per policy.
+type Auditor struct {
+	// Client writes the status.
+	Client client.Client
+	// Cache lists Pods and reads Namespace labels (the manager's cache).
+	Cache client.Reader
+	// Snapshots gives the current policies and signals changes (the PolicyReconciler).
+	Snapshots interface {
+		Snapshot() *policy.Snapshot
+		Changed() <-chan struct{}
+	}
+	// Interval is the time between two runs without policy change.
+	Interval time.Duration
+	// Excluded namespaces are not audited, as the webhook does not cover them.
+	Excluded []string
+	// Metrics may be nil.
+	Metrics *telemetry.Metrics
+}
+
+// NeedLeaderElection: one replica audits.
+func (a *Auditor) NeedLeaderElection() bool { return true }
+
+// Start runs audits until ctx ends.
+func (a *Auditor) Start(ctx context.Context) error {
+	log := logf.FromContext(ctx).WithName("audit")
+	ticker := time.NewTicker(a.Interval)
+	defer ticker.Stop()
+	for {
+		if snap := a.Snapshots.Snapshot(); snap != nil {
+			if err := a.Run(ctx, snap); err != nil && ctx.Err() == nil {
+				log.Error(err, "Audit failed; retrying at the next interval")
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+		case <-a.Snapshots.Changed():
+			// Let a burst of policy edits settle into one run.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(2 * time.Second):
+			}
+		}
+	}
+}
+
+// policyAudit collects one policy's result.
+type policyAudit struct {
+	violations int32
+	samples    []v1alpha1.AuditSample
+}
+
+// Run audits once with snap and writes the result.
+func (a *Auditor) Run(ctx context.Context, snap *policy.Snapshot) error {
+	started := time.Now()
+	results := map[policy.Ref]*policyAudit{}
+	for _, ref := range snap.Refs() {
+		results[ref] = &policyAudit{}
+	}
+	var namespaces metav1.PartialObjectMetadataList
+	namespaces.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NamespaceList"))
+	if err := a.Cache.List(ctx, &namespaces); err != nil {
+		return fmt.Errorf("listing namespaces: %w", err)
+	}
+	pods := 0
+	for i := range namespaces.Items {
+		ns := &namespaces.Items[i]
+		if slices.Contains(a.Excluded, ns.Name) {
+			continue
+		}
+		var list corev1.PodList
+		if err := a.Cache.List(ctx, &list, client.InNamespace(ns.Name), client.UnsafeDisableDeepCopy); err != nil {
+			return fmt.Errorf("listing the Pods of %s: %w", ns.Name, err)
+		}
+		for j := range list.Items {
+			pod := &list.Items[j]
+			if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+				continue
+			}
+			pods++
+			sub := policy.Subject{
+				Namespace: ns.Name, NamespaceLabels: ns.Labels, PodLabels: pod.Labels,
+				Images: policy.PodImages(&pod.Spec, "spec"), BreakGlass: policy.BreakGlassRequested(pod.Annotations),
+			}
+			d := snap.Evaluate(&sub)
+			for k := range d.Violations {
+				v := &d.Violations[k]
+				r := results[v.Policy]
+				if r == nil {
+					continue
+				}
+				if firstOfPolicy(&d, k) {
+					r.violations++
+				}
+				r.samples = append(r.samples, v1alpha1.AuditSample{Namespace: ns.Name, Pod: pod.Name, Container: v.Container, Image: v.Image, Rule: string(v.Rule)})
+				if len(r.samples) > 4*AuditSamples {
+					r.samples = keepFirst(r.samples)
+				}
+			}
+		}
+	}
+	finished := time.Now()
+	counts := map[string]int{}
+	var errs []string
+	for ref, r := range results {
+		r.samples = keepFirst(r.samples)
+		counts[ref.String()] = int(r.violations)
+		if err := a.write(ctx, ref, r, finished); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	a.Metrics.Audit(counts, pods, finished, finished.Sub(started))
+	logf.FromContext(ctx).V(1).Info("Audited", "pods", pods, "policies", len(results), "took", finished.Sub(started))
+	if len(errs) > 0 {
+		return fmt.Errorf("writing audit status: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// keepFirst sorts samples by namespace, Pod, container and rule and keeps the first
+// AuditSamples, so that a cluster always shows the same sample.
+func keepFirst(s []v1alpha1.AuditSample) []v1alpha1.AuditSample {
+	slices.SortFunc(s, func(x, y v1alpha1.AuditSample) int {
+		for _, c := range [][2]string{{x.Namespace, y.Namespace}, {x.Pod, y.Pod}, {x.Container, y.Container}, {x.Rule, y.Rule}, {x.Image, y.Image}} {
+			if n := strings.Compare(c[0], c[1]); n != 0 {
+				return n
+			}
+		}
+		return 0
+	})
+	s = slices.Compact(s)
+	if len(s) > AuditSamples {
+		s = s[:AuditSamples]
+	}
+	return s
+}
+
+// write merge-patches status.audit alone, leaving the conditions to the PolicyReconciler.
+func (a *Auditor) write(ctx context.Context, ref policy.Ref, r *policyAudit, at time.Time) error {
+	status := v1alpha1.AuditStatus{Violations: r.violations, LastScanTime: metav1.NewTime(at), Samples: r.samples}
+	patch, err := json.Marshal(map[string]any{"status": map[string]any{"audit": status}})
+	if err != nil {
+		return err
+	}
+	var obj client.Object = &v1alpha1.ClusterImagePolicy{ObjectMeta: metav1.ObjectMeta{Name: ref.Name}}
+	if ref.Kind == policy.KindImagePolicy {
+		obj = &v1alpha1.ImagePolicy{ObjectMeta: metav1.ObjectMeta{Name: ref.Name, Namespace: ref.Namespace}}
+	}
+	if err := a.Client.Status().Patch(ctx, obj, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		if client.IgnoreNotFound(err) == nil {
+			return nil
+		}
+		return fmt.Errorf("%s: %w", ref, err)
+	}
+	return nil
+}
+
+// firstOfPolicy reports whether violation i is the first of its policy in d, so that a Pod
+// counts once per policy however many of its images break it.
+func firstOfPolicy(d *policy.Decision, i int) bool {
+	for j := 0; j < i; j++ {
+		if d.Violations[j].Policy == d.Violations[i].Policy {
+			return false
+		}
+	}
+	return true
+}
+
+// AuditPodTransform trims Pods before they enter the manager's cache to what the audit reads:
+// name, namespace, labels, the break-glass annotations, the names and images of containers
+// and image volumes, and the phase. A large cluster's Pods then cost a few hundred bytes each.
+func AuditPodTransform(obj any) (any, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	slim := &corev1.Pod{
+		TypeMeta: pod.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID, ResourceVersion: pod.ResourceVersion, Labels: pod.Labels,
+		},
+		Status: corev1.PodStatus{Phase: pod.Status.Phase},
+	}
+	for k, v := range pod.Annotations {
+		if strings.Contains(k, ".image-policy.k8s.io/") {
+			if slim.Annotations == nil {
+				slim.Annotations = map[string]string{}
+			}
+			slim.Annotations[k] = v
+		}
+	}
+	for _, c := range pod.Spec.InitContainers {
+		slim.Spec.InitContainers = append(slim.Spec.InitContainers, corev1.Container{Name: c.Name, Image: c.Image})
+	}
+	for _, c := range pod.Spec.Containers {
+		slim.Spec.Containers = append(slim.Spec.Containers, corev1.Container{Name: c.Name, Image: c.Image})
+	}
+	for _, c := range pod.Spec.EphemeralContainers {
+		slim.Spec.EphemeralContainers = append(slim.Spec.EphemeralContainers, corev1.EphemeralContainer{
+			EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: c.Name, Image: c.Image},
+		})
+	}
+	for _, v := range pod.Spec.Volumes {
+		if v.Image != nil {
+			slim.Spec.Volumes = append(slim.Spec.Volumes, corev1.Volume{Name: v.Name, VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: v.Image.Reference}}})
+		}
+	}
+	return slim, nil
+}
+

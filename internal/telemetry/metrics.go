@@ -1,0 +1,137 @@
+// Package telemetry records what the admission endpoints and the audit decide: Prometheus
+// metrics on the manager's metrics endpoint, and rate-limited Kubernetes Events on the
+// policies that deny or warn. Every method is safe on a nil receiver, which records nothing.
+package telemetry
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/imagegate/imagegate/internal/policy"
+)
+
+// Endpoint names what decided: the Pod webhook, the workload webhook or the ImageReview
+// endpoint.
+type Endpoint string
+
+// The endpoints.
+const (
+	EndpointPod         Endpoint = "pod"
+	EndpointWorkload    Endpoint = "workload"
+	EndpointImageReview Endpoint = "imagereview"
+)
+
+// Metrics are imagegate's Prometheus collectors.
+type Metrics struct {
+	decisions       *prometheus.CounterVec
+	violations      *prometheus.CounterVec
+	latency         *prometheus.HistogramVec
+	generation      prometheus.Gauge
+	policies        *prometheus.GaugeVec
+	auditViolations *prometheus.GaugeVec
+	auditLastRun    prometheus.Gauge
+	auditDuration   prometheus.Gauge
+	auditPods       prometheus.Gauge
+}
+
+// NewMetrics creates the collectors and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imagegate_admission_decisions_total",
+			Help: "Admission decisions, by endpoint (pod, workload, imagereview) and decision (allowed, allowed-with-warnings, allowed-with-audit-violations, allowed-by-break-glass, denied).",
+		}, []string{"endpoint", "decision"}),
+		violations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imagegate_policy_violations_total",
+			Help: "Admission requests in which a policy found violations, by endpoint, policy (Kind/[namespace/]name) and mode (Enforce denied, Warn warned, Audit recorded).",
+		}, []string{"endpoint", "policy", "mode"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "imagegate_evaluation_duration_seconds",
+			Help:    "Time to decide one admission request with the policy snapshot, by endpoint (decoding excluded).",
+			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 10),
+		}, []string{"endpoint"}),
+		generation: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "imagegate_policy_snapshot_generation",
+			Help: "How many policy snapshots this replica has compiled; it grows by one per policy change.",
+		}),
+		policies: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "imagegate_policies",
+			Help: "Policies in the current snapshot, by state: ready, or invalid (compile errors: the policy refuses every Pod it may cover).",
+		}, []string{"state"}),
+		auditViolations: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "imagegate_audit_violating_pods",
+			Help: "Pods that break a policy, by policy, as of the latest background audit.",
+		}, []string{"policy"}),
+		auditLastRun: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "imagegate_audit_last_run_timestamp_seconds",
+			Help: "When the latest background audit finished (Unix time).",
+		}),
+		auditDuration: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "imagegate_audit_duration_seconds",
+			Help: "How long the latest background audit took.",
+		}),
+		auditPods: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "imagegate_audit_pods",
+			Help: "Pods the latest background audit evaluated.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.decisions, m.violations, m.latency, m.generation, m.policies, m.auditViolations, m.auditLastRun, m.auditDuration, m.auditPods} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// Decision records one admission decision and how long it took.
+func (m *Metrics) Decision(endpoint Endpoint, d *policy.Decision, elapsed time.Duration) {
+	if m == nil {
+		return
+	}
+	m.decisions.WithLabelValues(string(endpoint), d.Outcome()).Inc()
+	m.latency.WithLabelValues(string(endpoint)).Observe(elapsed.Seconds())
+	for i := range d.Violations {
+		v := &d.Violations[i]
+		if firstOfPolicy(d, i) {
+			m.violations.WithLabelValues(string(endpoint), v.Policy.String(), string(v.Mode)).Inc()
+		}
+	}
+}
+
+// firstOfPolicy reports whether violation i is the first of its policy and mode in d, so that
+// a request counts once per policy however many images break it.
+func firstOfPolicy(d *policy.Decision, i int) bool {
+	v := &d.Violations[i]
+	for j := 0; j < i; j++ {
+		if d.Violations[j].Policy == v.Policy && d.Violations[j].Mode == v.Mode {
+			return false
+		}
+	}
+	return true
+}
+
+// Snapshot records a newly compiled snapshot.
+func (m *Metrics) Snapshot(generation int64, s *policy.Snapshot) {
+	if m == nil {
+		return
+	}
+	m.generation.Set(float64(generation))
+	m.policies.WithLabelValues("ready").Set(float64(s.Len() - s.Invalid()))
+	m.policies.WithLabelValues("invalid").Set(float64(s.Invalid()))
+}
+
+// Audit records the result of one background audit: the violating Pods per policy (policies
+// absent from counts have none), the Pods evaluated and the time it took.
+func (m *Metrics) Audit(counts map[string]int, pods int, finished time.Time, took time.Duration) {
+	if m == nil {
+		return
+	}
+	m.auditViolations.Reset()
+	for p, n := range counts {
+		m.auditViolations.WithLabelValues(p).Set(float64(n))
+	}
+	m.auditPods.Set(float64(pods))
+	m.auditLastRun.Set(float64(finished.Unix()))
+	m.auditDuration.Set(took.Seconds())
+}

@@ -1,0 +1,127 @@
+package v1alpha1
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/internal/policy"
+	"github.com/imagegate/imagegate/internal/telemetry"
+)
+
+// WorkloadWebhookPath is where the workload webhook is served.
+const WorkloadWebhookPath = "/validate-workloads"
+
+// The workload webhook fails open (failurePolicy=ignore): it only tells users early, at
+// kubectl apply; the Pod webhook, which fails closed, stays the last line of defence.
+// +kubebuilder:webhook:path=/validate-workloads,mutating=false,failurePolicy=ignore,sideEffects=None,groups=apps;batch;"",resources=deployments;replicasets;statefulsets;daemonsets;jobs;cronjobs;replicationcontrollers,verbs=create;update,versions=v1,name=workloads.imagegate.io,admissionReviewVersions=v1,matchPolicy=Equivalent,timeoutSeconds=5
+
+// workloadKinds are the kinds whose pod templates are checked, at the versions the webhook is
+// registered for (matchPolicy=Equivalent converts other served versions to these).
+var workloadKinds = map[schema.GroupVersionKind]bool{
+	{Group: "apps", Version: "v1", Kind: "Deployment"}:  true,
+	{Group: "apps", Version: "v1", Kind: "ReplicaSet"}:  true,
+	{Group: "apps", Version: "v1", Kind: "StatefulSet"}: true,
+	{Group: "apps", Version: "v1", Kind: "DaemonSet"}:   true,
+	{Group: "batch", Version: "v1", Kind: "Job"}:        true,
+	{Group: "batch", Version: "v1", Kind: "CronJob"}:    true,
+	{Version: "v1", Kind: "ReplicationController"}:      true,
+}
+
+// WorkloadValidator checks the pod templates of workloads with the Pod webhook's engine and
+// messages (field paths into the template).
+type WorkloadValidator struct {
+	scheme     *runtime.Scheme
+	snapshots  SnapshotSource
+	namespaces client.Reader
+	decoder    admission.Decoder
+	enabled    bool
+	recorder   *telemetry.Recorder
+}
+
+// NewWorkloadValidator returns the validator; with enabled false it admits everything (the
+// --check-workloads=false flag).
+func NewWorkloadValidator(scheme *runtime.Scheme, snapshots SnapshotSource, namespaces client.Reader, enabled bool, recorder *telemetry.Recorder) *WorkloadValidator {
+	return &WorkloadValidator{scheme: scheme, snapshots: snapshots, namespaces: namespaces, decoder: admission.NewDecoder(scheme), enabled: enabled, recorder: recorder}
+}
+
+// SetupWorkloadWebhookWithManager registers the workload webhook on the manager's server.
+func SetupWorkloadWebhookWithManager(mgr ctrl.Manager, snapshots SnapshotSource, enabled bool, recorder *telemetry.Recorder) {
+	mgr.GetWebhookServer().Register(WorkloadWebhookPath, &webhook.Admission{
+		Handler: NewWorkloadValidator(mgr.GetScheme(), snapshots, mgr.GetCache(), enabled, recorder),
+	})
+}
+
+// Handle decides one workload CREATE or UPDATE.
+func (v *WorkloadValidator) Handle(ctx context.Context, req admission.Request) admission.Response {
+	if !v.enabled {
+		return admission.Allowed("")
+	}
+	gvk := schema.GroupVersionKind{Group: req.Kind.Group, Version: req.Kind.Version, Kind: req.Kind.Kind}
+	if !workloadKinds[gvk] || req.SubResource != "" {
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("imagegate checks the pod templates of apps/v1 and batch/v1 workloads and v1 ReplicationControllers, not %s", resourceName(req)))
+	}
+	if req.Operation != admissionv1.Create && req.Operation != admissionv1.Update {
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("imagegate checks CREATE and UPDATE, not %s", req.Operation))
+	}
+	obj, err := v.decode(gvk, req.Object)
+	if err != nil {
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding the %s: %w", gvk.Kind, err))
+	}
+	tmpl, _ := policy.TemplateOf(obj)
+	images := tmpl.Images()
+	if req.Operation == admissionv1.Update {
+		old, err := v.decode(gvk, req.OldObject)
+		if err != nil {
+			return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding the old %s: %w", gvk.Kind, err))
+		}
+		oldTmpl, _ := policy.TemplateOf(old)
+		images = policy.ChangedImages(oldTmpl.Images(), images)
+	}
+	snap := v.snapshots.Snapshot()
+	if snap == nil {
+		return admission.Denied("imagegate has not loaded its policies yet; retry in a few seconds")
+	}
+	start := time.Now()
+	sub := policy.Subject{
+		Namespace: req.Namespace, PodLabels: tmpl.Labels, Images: images, Workload: true,
+		BreakGlass: policy.BreakGlassRequested(tmpl.Annotations),
+	}
+	if len(images) > 0 && snap.SelectsNamespaces() {
+		sub.NamespaceLabels, sub.NamespaceUnknown = namespaceLabels(ctx, v.namespaces, req.Namespace)
+	}
+	d := snap.Evaluate(&sub)
+	v.recorder.Decided(telemetry.EndpointWorkload, objectName(gvk.Kind, req.Namespace, req.Name, ""), snap, &d, time.Since(start))
+	resp := admission.Allowed("")
+	if !d.Allowed() {
+		resp = admission.Denied(strings.Join(d.Messages(v1alpha1.ModeEnforce), "\n"))
+	}
+	resp.Warnings = d.Messages(v1alpha1.ModeWarn)
+	resp.AuditAnnotations = d.AuditAnnotations()
+	logf.FromContext(ctx).V(1).Info("Decided", "kind", gvk.Kind, "decision", resp.AuditAnnotations[policy.AnnotationDecision],
+		"policies", d.Covered, "images", len(images), "violations", len(d.Violations))
+	return resp
+}
+
+func (v *WorkloadValidator) decode(gvk schema.GroupVersionKind, raw runtime.RawExtension) (runtime.Object, error) {
+	obj, err := v.scheme.New(gvk)
+	if err != nil {
+		return nil, err
+	}
+	if err := v.decoder.DecodeRaw(raw, obj); err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
