@@ -81,7 +81,7 @@ func (e *Events) Decision(object string, snap *policy.Snapshot, d *policy.Decisi
 		if !ok {
 			continue
 		}
-		note := fmt.Sprintf("%s %s: %s", reason, object, v.Message())
+		note := object + ": " + v.Message()
 		if suppressed > 0 {
 			note = fmt.Sprintf("%s (and %d more since the last event)", note, suppressed)
 		}

@@ -1,0 +1,197 @@
+package v1alpha1
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	dto "github.com/prometheus/client_model/go"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/internal/controller"
+)
+
+// metricValue reads one series of the suite's registry: a counter's or gauge's value, or a
+// histogram's sample count; 0 when the series does not exist yet.
+func metricValue(name string, labels map[string]string) float64 {
+	families, err := metricsRegistry.Gather()
+	Expect(err).NotTo(HaveOccurred())
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range f.GetMetric() {
+			got := map[string]string{}
+			for _, l := range m.GetLabel() {
+				got[l.GetName()] = l.GetValue()
+			}
+			for k, v := range labels {
+				if got[k] != v {
+					continue series
+				}
+			}
+			switch f.GetType() {
+			case dto.MetricType_COUNTER:
+				return m.GetCounter().GetValue()
+			case dto.MetricType_GAUGE:
+				return m.GetGauge().GetValue()
+			case dto.MetricType_HISTOGRAM:
+				return float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return 0
+}
+
+var _ = Describe("Metrics", func() {
+	It("count decisions by endpoint and result, violations by policy and mode, and time each decision", func() {
+		ns := newNamespace(nil)
+		trusted := clusterPolicy(ns, "trusted", allowAcme)
+		warn := clusterPolicy(ns, "warn", v1alpha1.ImagePolicySpec{Mode: v1alpha1.ModeWarn, Tags: &v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}}})
+		dec := func(d string) map[string]string { return map[string]string{"endpoint": "pod", "decision": d} }
+		viol := func(p *v1alpha1.ClusterImagePolicy, mode string) map[string]string {
+			return map[string]string{"endpoint": "pod", "policy": "ClusterImagePolicy/" + p.Name, "mode": mode}
+		}
+		before := map[string]float64{
+			"allowed": metricValue("imagegate_admission_decisions_total", dec("allowed")),
+			"warned":  metricValue("imagegate_admission_decisions_total", dec("allowed-with-warnings")),
+			"denied":  metricValue("imagegate_admission_decisions_total", dec("denied")),
+			"timed":   metricValue("imagegate_evaluation_duration_seconds", map[string]string{"endpoint": "pod"}),
+		}
+
+		Expect(createErr(pod(ns, "ok", "ghcr.io/acme/app:1"))).To(BeEmpty())
+		Expect(createErr(pod(ns, "warned", "ghcr.io/acme/app:latest"))).To(BeEmpty())
+		Expect(createErr(pod(ns, "denied1", "quay.io/x/a:1", "quay.io/x/b:1"))).NotTo(BeEmpty())
+		Expect(createErr(pod(ns, "denied2", "quay.io/x/c:1"))).NotTo(BeEmpty())
+
+		Expect(metricValue("imagegate_admission_decisions_total", dec("allowed")) - before["allowed"]).To(Equal(1.0))
+		Expect(metricValue("imagegate_admission_decisions_total", dec("allowed-with-warnings")) - before["warned"]).To(Equal(1.0))
+		Expect(metricValue("imagegate_admission_decisions_total", dec("denied")) - before["denied"]).To(Equal(2.0))
+		Expect(metricValue("imagegate_evaluation_duration_seconds", map[string]string{"endpoint": "pod"}) - before["timed"]).To(Equal(4.0))
+		// Two requests broke trusted (one with two images: counted once per request).
+		Expect(metricValue("imagegate_policy_violations_total", viol(trusted, "Enforce"))).To(Equal(2.0))
+		Expect(metricValue("imagegate_policy_violations_total", viol(warn, "Warn"))).To(Equal(1.0))
+		Expect(metricValue("imagegate_policy_snapshot_generation", nil)).To(BeNumerically(">=", 2))
+		Expect(metricValue("imagegate_policies", map[string]string{"state": "ready"})).To(BeNumerically(">=", 2))
+	})
+})
+
+var _ = Describe("Events", func() {
+	It("records one Denied Event on the policy, not one per refused Pod", func() {
+		ns := newNamespace(nil)
+		p := clusterPolicy(ns, "trusted", allowAcme)
+		for i := range 5 {
+			Expect(createErr(pod(ns, fmt.Sprintf("bad%d", i), "quay.io/x/y:1"))).NotTo(BeEmpty())
+		}
+		list := func() []eventsv1.Event {
+			var l eventsv1.EventList
+			Expect(k8sClient.List(ctx, &l, client.InNamespace("default"))).To(Succeed())
+			var out []eventsv1.Event
+			for _, e := range l.Items {
+				if e.Regarding.Name == p.Name && e.Regarding.Kind == "ClusterImagePolicy" {
+					out = append(out, e)
+				}
+			}
+			return out
+		}
+		Eventually(list).WithTimeout(10 * time.Second).Should(HaveLen(1))
+		Consistently(list).WithTimeout(2 * time.Second).Should(HaveLen(1))
+		e := list()[0]
+		Expect(e.Reason).To(Equal("Denied"))
+		Expect(e.Type).To(Equal(corev1.EventTypeWarning))
+		Expect(e.Regarding.UID).To(Equal(p.UID))
+		Expect(e.Note).To(HavePrefix("Pod " + ns + "/bad0: spec.containers[0].image: image \"quay.io/x/y:1\""))
+	})
+})
+
+var _ = Describe("Background audit", func() {
+	It("counts the running Pods that break each policy, with a deterministic sample", func() {
+		ns := newNamespace(nil)
+		// Pods admitted before the policy exists.
+		for _, name := range []string{"c", "a", "b"} {
+			Expect(createErr(pod(ns, name, "quay.io/legacy/"+name+":1", "ghcr.io/acme/ok:1"))).To(BeEmpty())
+		}
+		Expect(createErr(pod(ns, "fine", "ghcr.io/acme/app:1"))).To(BeEmpty())
+		done := &corev1.Pod{}
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "c"}, done)).To(Succeed())
+		done.Status.Phase = corev1.PodSucceeded
+		Expect(k8sClient.Status().Update(ctx, done)).To(Succeed())
+
+		spec := allowAcme
+		spec.Mode = v1alpha1.ModeAudit
+		p := clusterPolicy(ns, "audit", spec)
+		// The cache must have seen the Pods and the status change before the run.
+		Eventually(func() corev1.PodPhase {
+			var cached corev1.Pod
+			_ = auditor.Cache.Get(ctx, client.ObjectKey{Namespace: ns, Name: "c"}, &cached)
+			return cached.Status.Phase
+		}).WithTimeout(10 * time.Second).Should(Equal(corev1.PodSucceeded))
+		Expect(auditor.Run(ctx, snapshots.Snapshot())).To(Succeed())
+
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
+		Expect(p.Status.Audit).NotTo(BeNil())
+		Expect(p.Status.Audit.Violations).To(Equal(int32(2)), "a and b; c has completed")
+		Expect(p.Status.Audit.Samples).To(Equal([]v1alpha1.AuditSample{
+			{Namespace: ns, Pod: "a", Container: "c0", Image: "quay.io/legacy/a:1", Rule: "images.allow"},
+			{Namespace: ns, Pod: "b", Container: "c0", Image: "quay.io/legacy/b:1", Rule: "images.allow"},
+		}))
+		Expect(p.Status.Audit.LastScanTime.Time).To(BeTemporally("~", time.Now(), time.Minute))
+		// The audit leaves the Ready condition alone.
+		Expect(p.Status.Conditions).NotTo(BeEmpty())
+		Expect(metricValue("imagegate_audit_violating_pods", map[string]string{"policy": "ClusterImagePolicy/" + p.Name})).To(Equal(2.0))
+	})
+})
+
+var _ = Describe("A replica that is not the leader", func() {
+	It("compiles the snapshot too, so it can serve the webhook", func() {
+		// Someone else holds the lease for the next hour.
+		lease := &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Name: "imagegate-follower-test", Namespace: "default"},
+			Spec: coordinationv1.LeaseSpec{
+				HolderIdentity: ptr.To("another-replica"), LeaseDurationSeconds: ptr.To[int32](3600),
+				AcquireTime: &metav1.MicroTime{Time: time.Now()}, RenewTime: &metav1.MicroTime{Time: time.Now()},
+			},
+		}
+		Expect(k8sClient.Create(ctx, lease)).To(Succeed())
+		follower, err := ctrl.NewManager(testEnv.Config, ctrl.Options{
+			Scheme: k8sClient.Scheme(), LeaderElection: true, LeaderElectionID: lease.Name, LeaderElectionNamespace: "default",
+			Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+			// A second manager in this process: its controller's name is taken.
+			Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		})
+		Expect(err).NotTo(HaveOccurred())
+		r := controller.NewPolicyReconciler(follower.GetClient(), nil)
+		Expect(r.SetupWithManager(follower)).To(Succeed())
+		fctx, stop := context.WithCancel(ctx)
+		DeferCleanup(stop)
+		go func() {
+			defer GinkgoRecover()
+			Expect(follower.Start(fctx)).To(Succeed())
+		}()
+		Eventually(r.Snapshot).WithTimeout(20 * time.Second).ShouldNot(BeNil())
+		Consistently(follower.Elected()).WithTimeout(time.Second).ShouldNot(BeClosed())
+
+		ns := newNamespace(nil)
+		clusterPolicy(ns, "follower", allowAcme)
+		Eventually(func() bool {
+			for _, ref := range r.Snapshot().Refs() {
+				if ref.Name == ns+"-follower" {
+					return true
+				}
+			}
+			return false
+		}).WithTimeout(10 * time.Second).Should(BeTrue())
+	})
+})
