@@ -203,6 +203,33 @@ spec:
 		Expect(applyErr).To(ContainSubstring(denyMessage + ": " + strings.TrimPrefix(lines[0], prefix) + "\n"))
 	})
 
+	It("shows in kubectl get how many running Pods an Audit policy would refuse", func() {
+		namespace("e2e-audit")
+		for _, name := range []string{"one", "two", "three"} {
+			kubectl("run", name, "-n", "e2e-audit", "--image=ghcr.io/acme/"+name+":latest")
+		}
+		kubectl("run", "pinned", "-n", "e2e-audit", "--image=ghcr.io/acme/pinned:1.0")
+		r := apply(`apiVersion: imagegate.io/v1alpha1
+kind: ImagePolicy
+metadata:
+  name: no-latest
+  namespace: e2e-audit
+spec:
+  mode: Audit
+  tags:
+    deny: [latest]
+`)
+		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
+		// The audit runs shortly after a policy change, and every --audit-interval.
+		Eventually(func() string {
+			return kubectl("get", "imagepolicy", "no-latest", "-n", "e2e-audit", "-o=custom-columns=NAME:.metadata.name,VIOLATIONS:.status.audit.violations", "--no-headers")
+		}).WithTimeout(30 * time.Second).Should(MatchRegexp(`no-latest\s+3`))
+		out := kubectl("get", "imagepolicy", "no-latest", "-n", "e2e-audit")
+		Expect(out).To(MatchRegexp(`NAME\s+MODE\s+READY\s+VIOLATIONS\s+AGE`))
+		Expect(out).To(MatchRegexp(`no-latest\s+Audit\s+True\s+3\s+`))
+		Expect(kubectl("get", "imagepolicy", "no-latest", "-n", "e2e-audit", "-o=jsonpath={.status.audit.samples[*].pod}")).To(Equal("one three two"))
+	})
+
 	It("serves /healthz, /readyz and authenticated /metrics", func(ctx SpecContext) {
 		for _, path := range []string{"/healthz", "/readyz"} {
 			resp, err := http.Get(manager.HealthURL(path))
@@ -243,6 +270,10 @@ spec:
 		Eventually(func() int { c, _ := get(token); return c }).WithTimeout(30 * time.Second).Should(Equal(http.StatusOK))
 		_, body := get(token)
 		Expect(body).To(MatchRegexp(`controller_runtime_webhook_requests_total\{code="200",webhook="/validate-v1-pod"\} [1-9]`))
+		Expect(body).To(MatchRegexp(`imagegate_admission_decisions_total\{decision="denied",endpoint="pod"\} [1-9]`))
+		Expect(body).To(MatchRegexp(`imagegate_admission_decisions_total\{decision="denied",endpoint="workload"\} [1-9]`))
+		Expect(body).To(MatchRegexp(`imagegate_policy_violations_total\{endpoint="pod",mode="Enforce",policy="ClusterImagePolicy/e2e-trusted"\} [1-9]`))
+		Expect(body).To(MatchRegexp(`imagegate_evaluation_duration_seconds_count\{endpoint="pod"\} [1-9]`))
 	})
 })
 
