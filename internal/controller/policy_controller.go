@@ -129,12 +129,15 @@ func (r *PolicyReconciler) writeStatus(ctx context.Context, obj client.Object, s
 	if equality.Semantic.DeepEqual(want, status) {
 		return nil
 	}
+	// A merge patch of what changed (the conditions and observedGeneration), so that the
+	// audit's status.audit, written by another writer, is never overwritten with a cached copy.
+	base := client.MergeFrom(obj.DeepCopyObject().(client.Object))
 	*status = *want
-	if err := r.Status().Update(ctx, obj); err != nil {
+	if err := r.Status().Patch(ctx, obj, base); err != nil {
 		if client.IgnoreNotFound(err) == nil {
 			return nil // deleted meanwhile; the delete event rebuilds the snapshot
 		}
-		return fmt.Errorf("updating the status of %s %s: %w", obj.GetObjectKind().GroupVersionKind().Kind, client.ObjectKeyFromObject(obj), err)
+		return fmt.Errorf("patching the status of %s %s: %w", obj.GetObjectKind().GroupVersionKind().Kind, client.ObjectKeyFromObject(obj), err)
 	}
 	return nil
 }

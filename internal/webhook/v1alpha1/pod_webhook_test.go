@@ -297,3 +297,24 @@ var _ = Describe("Policy schema", func() {
 		Expect(mismatches).To(BeEmpty())
 	})
 })
+
+var _ = Describe("Break-glass through the Pod webhook", func() {
+	It("admits with a warning through a policy that allows it, and only that one", func() {
+		ns := newNamespace(nil)
+		spec := allowAcme
+		spec.AllowBreakGlass = true
+		clusterPolicy(ns, "glass", spec)
+		warnings.take()
+		p := pod(ns, "hotfix", "quay.io/vendor/hotfix:1")
+		p.Annotations = map[string]string{"alpha.image-policy.k8s.io/break-glass": "true"}
+		Expect(createErr(p)).To(BeEmpty())
+		Expect(warnings.take()).To(ContainElement(
+			`spec.containers[0].image: image "quay.io/vendor/hotfix:1" (quay.io/vendor/hotfix:1) is not allowed by ClusterImagePolicy "` + ns + `-glass": it matches no pattern in images.allow; admitted by break-glass`))
+
+		clusterPolicy(ns, "strict", v1alpha1.ImagePolicySpec{Tags: &v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}}})
+		q := pod(ns, "hotfix2", "quay.io/vendor/hotfix:latest")
+		q.Annotations = p.Annotations
+		Expect(createErr(q)).To(Equal(denied +
+			`spec.containers[0].image: image "quay.io/vendor/hotfix:latest" (quay.io/vendor/hotfix:latest) is not allowed by ClusterImagePolicy "` + ns + `-strict": its tag "latest" is in tags.deny`))
+	})
+})
