@@ -3,12 +3,19 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
 	"flag"
+	"fmt"
+	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -42,7 +49,7 @@ func main() {
 		webhookPort                                int
 		imageReview, checkWorkloads                bool
 		excludedNamespaces                         string
-		auditInterval, eventInterval               time.Duration
+		auditInterval, eventInterval, drain        time.Duration
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint binds to (HTTPS unless --metrics-secure=false); 0 disables it.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, to callers that the apiserver authenticates and authorizes.")
@@ -56,6 +63,7 @@ func main() {
 	flag.BoolVar(&imageReview, "imagereview", true, "Also answer the kube-apiserver's ImagePolicyWebhook plugin (imagepolicy.k8s.io/v1alpha1 ImageReview) at /imagereview on the webhook port.")
 	flag.StringVar(&excludedNamespaces, "excluded-namespaces", "imagegate-system,kube-system,kube-node-lease",
 		"Comma-separated namespaces imagegate never decides: their ImageReviews are allowed and the audit skips them. Keep it equal to the namespaceSelector in config/webhook.")
+	flag.DurationVar(&drain, "shutdown-drain", 10*time.Second, "On SIGTERM, keep serving this long with readiness failing, so that the Pod leaves the webhook Service's endpoints before the server closes; a second signal exits at once.")
 	flag.DurationVar(&auditInterval, "audit-interval", 5*time.Minute, "Time between two background audits of the running Pods (one also runs shortly after each policy change); 0 disables the audit.")
 	flag.DurationVar(&eventInterval, "event-interval", time.Minute, "At most one Event per policy and reason (Denied, Warned, BreakGlass) in this time; the next one counts the others.")
 	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Serve HTTP/2 on the webhook and metrics servers (off: HTTP/2 Rapid Reset, CVE-2023-44487).")
@@ -122,18 +130,80 @@ func main() {
 	// does not wait for it.
 	ns := &metav1.PartialObjectMetadata{}
 	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
-	ctx := ctrl.SetupSignalHandler()
+	ctx, draining := drainOnSignal(log, drain)
 	_, err = mgr.GetCache().GetInformer(ctx, ns)
 	must(log, err, "watching Namespaces")
 
 	must(log, mgr.AddHealthzCheck("healthz", healthz.Ping), "adding the health check")
 	must(log, mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()), "adding the webhook readiness check")
 	must(log, mgr.AddReadyzCheck("policies", reconciler.ReadyCheck), "adding the policy readiness check")
+	must(log, mgr.AddReadyzCheck("certificate", certificateCheck(log, certWatcher)), "adding the certificate readiness check")
+	must(log, mgr.AddReadyzCheck("shutdown", func(*http.Request) error {
+		if draining.Load() {
+			return errors.New("shutting down")
+		}
+		return nil
+	}), "adding the shutdown readiness check")
 
 	log.Info("Starting manager", "webhookPort", webhookPort, "certDir", certDir)
 	if err := mgr.Start(ctx); err != nil {
 		log.Error(err, "Manager stopped")
 		os.Exit(1)
+	}
+}
+
+// drainOnSignal returns the manager's context. On SIGTERM or SIGINT it sets draining (the
+// readiness probe then fails, and the Pod leaves the Service's endpoints) and cancels the
+// context only after drain, so that requests already routed here are still answered; the
+// webhook server then finishes in-flight requests and closes keep-alive connections. A second
+// signal exits at once.
+func drainOnSignal(log logr.Logger, drain time.Duration) (context.Context, *atomic.Bool) {
+	ctx, cancel := context.WithCancel(context.Background())
+	draining := &atomic.Bool{}
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		sig := <-signals
+		draining.Store(true)
+		log.Info("Shutting down: readiness fails now, serving until the drain period ends", "signal", sig.String(), "drain", drain.String())
+		select {
+		case <-time.After(drain):
+		case <-signals:
+			log.Info("Second signal: exiting now")
+			os.Exit(1)
+		}
+		cancel()
+		<-signals
+		os.Exit(1)
+	}()
+	return ctx, draining
+}
+
+// certificateCheck fails readiness while the serving certificate is expired or not yet
+// valid, with a log line when that starts; certwatcher keeps serving the last good pair when
+// the files hold a broken one, and logs it.
+func certificateCheck(log logr.Logger, w *certwatcher.CertWatcher) healthz.Checker {
+	var failing atomic.Bool
+	return func(*http.Request) error {
+		cert, err := w.GetCertificate(nil)
+		if err == nil && (cert == nil || cert.Leaf == nil) {
+			err = errors.New("no serving certificate loaded")
+		}
+		if err == nil {
+			now := time.Now()
+			switch {
+			case now.After(cert.Leaf.NotAfter):
+				err = fmt.Errorf("the serving certificate expired at %s", cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
+			case now.Before(cert.Leaf.NotBefore):
+				err = fmt.Errorf("the serving certificate is not valid before %s", cert.Leaf.NotBefore.UTC().Format(time.RFC3339))
+			}
+		}
+		if err != nil && !failing.Swap(true) {
+			log.Error(err, "Serving certificate unusable: readiness fails until it is replaced")
+		} else if err == nil && failing.Swap(false) {
+			log.Info("Serving certificate usable again")
+		}
+		return err
 	}
 }
 

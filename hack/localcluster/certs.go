@@ -55,13 +55,22 @@ func NewCA(name string) (*CA, error) {
 	return &CA{Cert: cert, CertPEM: pemBlock("CERTIFICATE", der), key: key}, nil
 }
 
-// Serving issues a server certificate for the given DNS names and IP addresses.
+// Serving issues a server certificate for the given DNS names and IP addresses, valid from an
+// hour ago for a day.
 func (ca *CA) Serving(cn string, dnsNames []string, ips []net.IP) (KeyPair, error) {
+	return ca.ServingValid(cn, dnsNames, ips, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
+}
+
+// ServingValid issues a server certificate valid from notBefore to notAfter (an expired one,
+// for tests).
+func (ca *CA) ServingValid(cn string, dnsNames []string, ips []net.IP, notBefore, notAfter time.Time) (KeyPair, error) {
 	return ca.issue(&x509.Certificate{
 		Subject:     pkix.Name{CommonName: cn},
 		DNSNames:    dnsNames,
 		IPAddresses: ips,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		NotBefore:   notBefore,
+		NotAfter:    notAfter,
 	})
 }
 
@@ -80,8 +89,12 @@ func (ca *CA) issue(tmpl *x509.Certificate) (KeyPair, error) {
 		return KeyPair{}, err
 	}
 	tmpl.SerialNumber = serial()
-	tmpl.NotBefore = time.Now().Add(-time.Hour)
-	tmpl.NotAfter = time.Now().Add(24 * time.Hour)
+	if tmpl.NotBefore.IsZero() {
+		tmpl.NotBefore = time.Now().Add(-time.Hour)
+	}
+	if tmpl.NotAfter.IsZero() {
+		tmpl.NotAfter = time.Now().Add(24 * time.Hour)
+	}
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
 	if err != nil {
@@ -92,6 +105,19 @@ func (ca *CA) issue(tmpl *x509.Certificate) (KeyPair, error) {
 		return KeyPair{}, err
 	}
 	return KeyPair{CertPEM: pemBlock("CERTIFICATE", der), KeyPEM: pemBlock("EC PRIVATE KEY", keyDER)}, nil
+}
+
+// Serial is the certificate's serial number, in decimal.
+func (kp KeyPair) Serial() string {
+	block, _ := pem.Decode(kp.CertPEM)
+	if block == nil {
+		return ""
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return ""
+	}
+	return cert.SerialNumber.String()
 }
 
 // Write writes the pair as dir/<name>.crt and dir/<name>.key.

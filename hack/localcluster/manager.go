@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -76,6 +77,8 @@ func (c *Cluster) StartManager(ctx context.Context, opts ManagerOptions) (*Manag
 		return nil, err
 	}
 	m.args = append([]string{
+		// Stopping should be quick here; the drain itself is tested with a longer one.
+		"--shutdown-drain=500ms",
 		"--webhook-cert-path=" + m.CertDir,
 		"--webhook-port=" + strconv.Itoa(m.WebhookPort),
 		"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(m.MetricsPort),
@@ -121,6 +124,12 @@ func (m *Manager) Start(ctx context.Context) error {
 
 // Stop stops the manager with SIGTERM, as a rolling update would.
 func (m *Manager) Stop() error { return m.proc.stop(15 * time.Second) }
+
+// Terminate sends SIGTERM and returns at once; Done is closed when the process has exited.
+func (m *Manager) Terminate() error { return m.proc.cmd.Process.Signal(syscall.SIGTERM) }
+
+// Done is closed when the manager process has exited.
+func (m *Manager) Done() <-chan struct{} { return m.proc.done }
 
 // Kill ends the manager with SIGKILL, as a crash would.
 func (m *Manager) Kill() { m.proc.kill() }

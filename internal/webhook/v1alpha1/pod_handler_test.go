@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -93,4 +94,34 @@ func TestHandleDecision(t *testing.T) {
 	resp = newTestValidator(t, nil).Handle(context.Background(), request(admissionv1.Create, "pods", "", nginxPod, ""))
 	g.Expect(resp.Allowed).To(BeFalse(), "before the policies are loaded nothing is admitted")
 	g.Expect(resp.Result.Message).To(Equal("imagegate has not loaded its policies yet; retry in a few seconds"))
+}
+
+// blockingReader stands for a cache whose informer has not synced: Get waits until the
+// context ends.
+type blockingReader struct{ client.Reader }
+
+func (blockingReader) Get(ctx context.Context, _ client.ObjectKey, _ client.Object, _ ...client.GetOption) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// A slow dependency cannot hold a request past the webhook's deadline: the namespace lookup
+// has its own bound (the test has none, so without it this test would hang), and past it only
+// the policies that select namespaces refuse, asking to retry.
+func TestSlowNamespaceLookupIsBounded(t *testing.T) {
+	g := NewWithT(t)
+	snap := policy.Compile([]v1alpha1.ClusterImagePolicy{
+		{ObjectMeta: metav1.ObjectMeta{Name: "prod"}, Spec: v1alpha1.ImagePolicySpec{
+			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"env": "prod"}}, RequireDigest: true,
+		}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "everywhere"}, Spec: v1alpha1.ImagePolicySpec{Tags: &v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}}}},
+	}, nil)
+	scheme := runtime.NewScheme()
+	g.Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
+	v := NewPodValidator(scheme, fixedSnapshot{snap}, blockingReader{}, nil)
+	resp := v.Handle(context.Background(), request(admissionv1.Create, "pods", "", nginxPod, ""))
+	g.Expect(resp.Allowed).To(BeFalse())
+	g.Expect(resp.Result.Message).To(Equal(
+		`metadata.namespace: the Pod is not allowed by ClusterImagePolicy "prod": the labels of namespace "team-a" are not known yet, so whether the policy applies cannot be told; retry` + "\n" +
+			`spec.containers[0].image: image "nginx" (docker.io/library/nginx) is not allowed by ClusterImagePolicy "everywhere": it has neither tag nor digest, so it runs as "latest", which is in tags.deny`))
 }

@@ -115,9 +115,17 @@ func (v *PodValidator) Handle(ctx context.Context, req admission.Request) admiss
 }
 
 // namespaceLabels reads a namespace's labels from the cache; unknown when it is not there.
+// namespaceLookupTimeout bounds the wait for a Namespace from the cache: the cache blocks
+// until its informer has synced, and an apiserver that is slow to answer the watch must not
+// make the webhook miss its own deadline (5 s). Past it, policies that select namespaces
+// refuse with "retry", others decide normally.
+const namespaceLookupTimeout = time.Second
+
 func namespaceLabels(ctx context.Context, namespaces client.Reader, name string) (map[string]string, bool) {
 	ns := &metav1.PartialObjectMetadata{}
 	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	ctx, cancel := context.WithTimeout(ctx, namespaceLookupTimeout)
+	defer cancel()
 	if err := namespaces.Get(ctx, types.NamespacedName{Name: name}, ns); err != nil {
 		logf.FromContext(ctx).V(1).Info("Namespace labels unknown", "namespace", name, "reason", err.Error())
 		return nil, true
