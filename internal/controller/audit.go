@@ -47,7 +47,7 @@ type Auditor struct {
 	Metrics *telemetry.Metrics
 }
 
-// NeedLeaderElection: one replica audits.
+// NeedLeaderElection is true: one replica audits.
 func (a *Auditor) NeedLeaderElection() bool { return true }
 
 // Start runs audits until ctx ends.
@@ -239,4 +239,3 @@ func AuditPodTransform(obj any) (any, error) {
 	}
 	return slim, nil
 }
-

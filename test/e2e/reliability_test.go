@@ -102,7 +102,7 @@ func review(client *http.Client, m *localcluster.Manager, uid, image string) (bo
 	}
 	var out admissionv1.AdmissionReview
 	if err := json.Unmarshal(body, &out); err != nil || out.Response == nil {
-		return false, fmt.Errorf("bad response %q: %v", body, err)
+		return false, fmt.Errorf("bad response %q: %w", body, err)
 	}
 	if string(out.Response.UID) != uid {
 		return false, fmt.Errorf("response for uid %q, sent %q", out.Response.UID, uid)
@@ -278,7 +278,9 @@ var _ = Describe("Admission through the apiserver under faults", Ordered, func()
 		Expect(err).NotTo(HaveOccurred())
 		applyRelPolicy()
 		namespace("e2e-fault")
-		Eventually(func() string { return run("run", "probe", "-n", "e2e-fault", "--image=quay.io/x/y:1", "--dry-run=server").stderr }).
+		Eventually(func() string {
+			return run("run", "probe", "-n", "e2e-fault", "--image=quay.io/x/y:1", "--dry-run=server").stderr
+		}).
 			WithTimeout(30 * time.Second).Should(ContainSubstring(denyMessage))
 	})
 
