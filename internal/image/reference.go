@@ -4,6 +4,7 @@
 package image
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/distribution/reference"
@@ -38,10 +39,19 @@ func (r *Reference) EffectiveTag() string {
 	}
 }
 
+// MaxReferenceLength bounds what Parse reads. A valid reference is far shorter: a name of at
+// most 255 characters, a tag of 128, a sha512 digest of 135.
+const MaxReferenceLength = 1024
+
 // Parse parses and normalizes an image reference as a container runtime would. It never
 // repairs its input (no lowercasing of the repository, no trimming): an image that does not
 // parse is an error carrying the parser's reason.
 func Parse(s string) (Reference, error) {
+	if len(s) > MaxReferenceLength {
+		// The reference grammar's regular expressions are linear, but on a megabyte string
+		// (which Pod validation allows) that is most of a second per image.
+		return Reference{}, fmt.Errorf("longer than %d characters (%d): no valid image reference is", MaxReferenceLength, len(s))
+	}
 	named, err := reference.ParseNormalizedNamed(s)
 	if err != nil {
 		return Reference{}, err

@@ -149,5 +149,5 @@ func gvkString(gvk schema.GroupVersionKind) string {
 // SetupImageReviewWithManager serves ImageReviews at ImageReviewPath on the manager's
 // webhook server (same port, TLS and certificate as the Pod webhook).
 func SetupImageReviewWithManager(mgr ctrl.Manager, snapshots SnapshotSource, excluded []string, recorder *telemetry.Recorder) {
-	mgr.GetWebhookServer().Register(ImageReviewPath, NewImageReviewHandler(snapshots, mgr.GetCache(), excluded, recorder))
+	mgr.GetWebhookServer().Register(ImageReviewPath, BoundRequest(NewImageReviewHandler(snapshots, mgr.GetCache(), excluded, recorder), RequestDeadline))
 }

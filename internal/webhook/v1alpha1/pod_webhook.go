@@ -5,6 +5,7 @@ package v1alpha1
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -28,6 +29,10 @@ import (
 
 // PodWebhookPath is where the Pod webhook is served.
 const PodWebhookPath = "/validate-v1-pod"
+
+// errNoUID answers an AdmissionReview without request.uid, which the apiserver always sets
+// and checks in the response.
+var errNoUID = errors.New("the AdmissionReview has no request.uid")
 
 // SnapshotSource gives the current compiled policies; nil until they are first loaded.
 type SnapshotSource interface {
@@ -56,8 +61,26 @@ func NewPodValidator(scheme *runtime.Scheme, snapshots SnapshotSource, namespace
 
 // SetupPodWebhookWithManager registers the Pod webhook on the manager's webhook server.
 func SetupPodWebhookWithManager(mgr ctrl.Manager, snapshots SnapshotSource, recorder *telemetry.Recorder) {
-	mgr.GetWebhookServer().Register(PodWebhookPath, &webhook.Admission{
+	mgr.GetWebhookServer().Register(PodWebhookPath, BoundRequest(&webhook.Admission{
 		Handler: NewPodValidator(mgr.GetScheme(), snapshots, mgr.GetCache(), recorder),
+	}, RequestDeadline))
+}
+
+// RequestDeadline bounds how long a client may take to send a request body and read the
+// answer: the server's own settings bound only the headers (32 s), so a client trickling its
+// body (slowloris) could otherwise hold a connection forever. The apiserver sends a whole
+// AdmissionReview at once and gives up after the webhook's timeout (5 s).
+const RequestDeadline = 10 * time.Second
+
+// BoundRequest sets read and write deadlines on the connection of each request to h.
+func BoundRequest(h http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		deadline := time.Now().Add(d)
+		// Not every ResponseWriter supports deadlines (a test recorder does not): no bound then.
+		_ = rc.SetReadDeadline(deadline)
+		_ = rc.SetWriteDeadline(deadline)
+		h.ServeHTTP(w, r)
 	})
 }
 
@@ -71,6 +94,9 @@ func (v *PodValidator) Handle(ctx context.Context, req admission.Request) admiss
 	}
 	if req.Operation != admissionv1.Create && req.Operation != admissionv1.Update {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("imagegate checks CREATE and UPDATE, not %s", req.Operation))
+	}
+	if req.UID == "" {
+		return admission.Errored(http.StatusBadRequest, errNoUID)
 	}
 	pod := &corev1.Pod{}
 	if err := v.decoder.DecodeRaw(req.Object, pod); err != nil {

@@ -59,9 +59,9 @@ func NewWorkloadValidator(scheme *runtime.Scheme, snapshots SnapshotSource, name
 
 // SetupWorkloadWebhookWithManager registers the workload webhook on the manager's server.
 func SetupWorkloadWebhookWithManager(mgr ctrl.Manager, snapshots SnapshotSource, enabled bool, recorder *telemetry.Recorder) {
-	mgr.GetWebhookServer().Register(WorkloadWebhookPath, &webhook.Admission{
+	mgr.GetWebhookServer().Register(WorkloadWebhookPath, BoundRequest(&webhook.Admission{
 		Handler: NewWorkloadValidator(mgr.GetScheme(), snapshots, mgr.GetCache(), enabled, recorder),
-	})
+	}, RequestDeadline))
 }
 
 // Handle decides one workload CREATE or UPDATE.
@@ -75,6 +75,9 @@ func (v *WorkloadValidator) Handle(ctx context.Context, req admission.Request) a
 	}
 	if req.Operation != admissionv1.Create && req.Operation != admissionv1.Update {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("imagegate checks CREATE and UPDATE, not %s", req.Operation))
+	}
+	if req.UID == "" {
+		return admission.Errored(http.StatusBadRequest, errNoUID)
 	}
 	obj, err := v.decode(gvk, req.Object)
 	if err != nil {
