@@ -80,7 +80,9 @@ func startHostileServer(t *testing.T, deadline time.Duration) *hostileServer {
 	go func() { done <- srv.Start(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			t.Errorf("webhook server: %v", err)
+		}
 	})
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.Cert)
@@ -292,7 +294,9 @@ func TestSlowClientIsCutOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = conn.Close() }()
-	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{", PodWebhookPath)
+	if _, err := fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{", PodWebhookPath); err != nil {
+		t.Fatal(err)
+	}
 	closed := make(chan error, 1)
 	go func() {
 		// Keep sending a byte a second; the server must stop reading and answer or close.
