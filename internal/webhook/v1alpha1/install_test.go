@@ -70,3 +70,88 @@ var _ = Describe("config/default", func() {
 		Expect(string(out)).To(ContainSubstring("secretName: " + cert.Spec.SecretName))
 	})
 })
+
+// renderDefault renders config/default and returns its documents.
+func renderDefault() [][]byte {
+	GinkgoHelper()
+	out, err := exec.Command(filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl"), "kustomize", filepath.Join(root, "config", "default")).Output()
+	Expect(err).NotTo(HaveOccurred())
+	return bytes.Split(out, []byte("\n---\n"))
+}
+
+var _ = Describe("config/default hardening", func() {
+	It("grants exactly the RBAC in the golden file: privilege creep fails here", func() {
+		var rbac [][]byte
+		for _, doc := range renderDefault() {
+			for _, kind := range []string{"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"} {
+				if bytes.Contains(doc, []byte("\nkind: "+kind+"\n")) || bytes.HasPrefix(doc, []byte("kind: "+kind+"\n")) {
+					rbac = append(rbac, bytes.TrimSpace(doc))
+				}
+			}
+		}
+		got := string(bytes.Join(rbac, []byte("\n---\n"))) + "\n"
+		golden := filepath.Join(root, "internal", "webhook", "v1alpha1", "testdata", "rbac.golden.yaml")
+		if os.Getenv("UPDATE_GOLDEN") == "1" {
+			Expect(os.WriteFile(golden, []byte(got), 0o600)).To(Succeed())
+		}
+		want, err := os.ReadFile(golden)
+		Expect(err).NotTo(HaveOccurred(), "run UPDATE_GOLDEN=1 make test to create it, and review the diff")
+		Expect(got).To(Equal(string(want)), "the rendered RBAC changed: review it, then UPDATE_GOLDEN=1 make test")
+	})
+
+	It("runs the manager hardened: replicas, disruption budget, spread, priority, security context, limits, network policy", func() {
+		var deploy struct {
+			Spec struct {
+				Replicas int
+				Template struct {
+					Spec struct {
+						PriorityClassName         string `json:"priorityClassName"`
+						Affinity                  map[string]any
+						TopologySpreadConstraints []any `json:"topologySpreadConstraints"`
+						SecurityContext           struct {
+							RunAsNonRoot   bool `json:"runAsNonRoot"`
+							SeccompProfile struct{ Type string }
+						} `json:"securityContext"`
+						Containers []struct {
+							SecurityContext struct {
+								AllowPrivilegeEscalation *bool `json:"allowPrivilegeEscalation"`
+								ReadOnlyRootFilesystem   bool  `json:"readOnlyRootFilesystem"`
+								Capabilities             struct{ Drop []string }
+							} `json:"securityContext"`
+							Resources struct {
+								Requests map[string]string
+								Limits   map[string]string
+							}
+						}
+					}
+				}
+			}
+		}
+		kinds := map[string]int{}
+		for _, doc := range renderDefault() {
+			var meta struct{ Kind string }
+			Expect(yaml.Unmarshal(doc, &meta)).To(Succeed())
+			kinds[meta.Kind]++
+			if meta.Kind == "Deployment" {
+				Expect(yaml.Unmarshal(doc, &deploy)).To(Succeed())
+			}
+		}
+		Expect(kinds).To(HaveKeyWithValue("PodDisruptionBudget", 1))
+		Expect(kinds).To(HaveKeyWithValue("NetworkPolicy", 2))
+		s := deploy.Spec.Template.Spec
+		Expect(deploy.Spec.Replicas).To(BeNumerically(">=", 2))
+		Expect(s.PriorityClassName).To(Equal("system-cluster-critical"))
+		Expect(s.Affinity).To(HaveKey("podAntiAffinity"))
+		Expect(s.TopologySpreadConstraints).NotTo(BeEmpty())
+		Expect(s.SecurityContext.RunAsNonRoot).To(BeTrue())
+		Expect(s.SecurityContext.SeccompProfile.Type).To(Equal("RuntimeDefault"))
+		Expect(s.Containers).To(HaveLen(1))
+		c := s.Containers[0]
+		Expect(c.SecurityContext.AllowPrivilegeEscalation).To(HaveValue(BeFalse()))
+		Expect(c.SecurityContext.ReadOnlyRootFilesystem).To(BeTrue())
+		Expect(c.SecurityContext.Capabilities.Drop).To(Equal([]string{"ALL"}))
+		Expect(c.Resources.Requests).To(HaveKey("cpu"))
+		Expect(c.Resources.Requests).To(HaveKey("memory"))
+		Expect(c.Resources.Limits).To(HaveKey("memory"))
+	})
+})
