@@ -48,13 +48,14 @@ func main() {
 		certDir, certName, keyName                 string
 		webhookPort                                int
 		imageReview, checkWorkloads                bool
-		excludedNamespaces                         string
+		excludedNamespaces, leaderElectionNS       string
 		auditInterval, eventInterval, drain        time.Duration
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint binds to (HTTPS unless --metrics-secure=false); 0 disables it.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, to callers that the apiserver authenticates and authorizes.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
-	flag.BoolVar(&leaderElection, "leader-elect", false, "Elect a leader among replicas to write policy status; every replica serves the webhook.")
+	flag.BoolVar(&leaderElection, "leader-elect", false, "Elect a leader among replicas to write policy status and run the audit; every replica serves the webhook.")
+	flag.StringVar(&leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease; empty: the manager's own namespace (in a cluster).")
 	flag.StringVar(&certDir, "webhook-cert-path", "/tmp/k8s-webhook-server/serving-certs", "Directory holding the webhook serving certificate; reloaded when it changes.")
 	flag.StringVar(&certName, "webhook-cert-name", "tls.crt", "Certificate file name in --webhook-cert-path.")
 	flag.StringVar(&keyName, "webhook-cert-key", "tls.key", "Key file name in --webhook-cert-path.")
@@ -93,12 +94,13 @@ func main() {
 	}
 
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                metricsOpts,
-		WebhookServer:          webhook.NewServer(webhook.Options{Port: webhookPort, TLSOpts: webhookTLS}),
-		HealthProbeBindAddress: probeAddr,
-		LeaderElection:         leaderElection,
-		LeaderElectionID:       "imagegate.imagegate.io",
+		Scheme:                  scheme,
+		Metrics:                 metricsOpts,
+		WebhookServer:           webhook.NewServer(webhook.Options{Port: webhookPort, TLSOpts: webhookTLS}),
+		HealthProbeBindAddress:  probeAddr,
+		LeaderElection:          leaderElection,
+		LeaderElectionID:        "imagegate.imagegate.io",
+		LeaderElectionNamespace: leaderElectionNS,
 		// The audit reads Pods from the cache: keep only what it needs of each.
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.Pod{}: {Transform: controller.AuditPodTransform},

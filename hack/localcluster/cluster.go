@@ -54,6 +54,7 @@ type Cluster struct {
 	removeDir  bool
 	progress   func(string, ...any)
 	procs      []*process // in start order
+	managers   int        // started by StartManager, for their log names
 	adminCert  tls.Certificate
 	httpClient *http.Client
 }

@@ -43,6 +43,7 @@ type Manager struct {
 	CertDir                              string
 
 	cluster *Cluster
+	name    string // of the log file
 	binary  string
 	args    []string
 	proc    *process
@@ -54,7 +55,12 @@ func (c *Cluster) StartManager(ctx context.Context, opts ManagerOptions) (*Manag
 	if _, err := os.Stat(opts.Binary); err != nil {
 		return nil, fmt.Errorf("manager binary: %w (run `make build`)", err)
 	}
-	m := &Manager{cluster: c, binary: opts.Binary, CertDir: filepath.Join(c.Dir, "manager-certs"), WebhookPort: opts.WebhookPort}
+	c.managers++
+	name := "manager"
+	if c.managers > 1 {
+		name = fmt.Sprintf("manager-%d", c.managers)
+	}
+	m := &Manager{cluster: c, name: name, binary: opts.Binary, CertDir: filepath.Join(c.Dir, name+"-certs"), WebhookPort: opts.WebhookPort}
 	var err error
 	for _, p := range []*int{&m.WebhookPort, &m.MetricsPort, &m.HealthPort} {
 		if *p != 0 {
@@ -113,7 +119,7 @@ func (m *Manager) Start(ctx context.Context) error {
 			return errors.New("the manager is already running")
 		}
 	}
-	p, err := startProcess(m.cluster.Dir, "manager", m.binary, m.args, []string{"KUBECONFIG=" + m.cluster.Kubeconfig})
+	p, err := startProcess(m.cluster.Dir, m.name, m.binary, m.args, []string{"KUBECONFIG=" + m.cluster.Kubeconfig})
 	if err != nil {
 		return err
 	}
