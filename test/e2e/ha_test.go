@@ -208,7 +208,7 @@ spec:
 				}
 			}
 			return n
-		}).WithTimeout(10 * time.Second).Should(Equal(1), "exactly one replica leads")
+		}).WithTimeout(10*time.Second).Should(Equal(1), "exactly one replica leads")
 		for i, m := range replicas {
 			if leads(m) {
 				setEndpoint(ctx, i, false)
