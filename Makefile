@@ -81,6 +81,13 @@ test-e2e: build ## End-to-end suite: the real manager binary, control plane, kub
 	E2E_CERT_MANAGER_DIR=$$(cd hack/cainjector && go list -m -f '{{.Dir}}' github.com/cert-manager/cert-manager) \
 	go test -tags e2e -count=1 -timeout 20m ./test/e2e/ $(if $(V),-v -ginkgo.v)
 
+.PHONY: test-reliability
+test-reliability: build ## Hostile input, faults, certificate rotation, drain and HA, printing what each measured.
+	go test -count=1 -v -run 'TestHostileInput|TestSlowClientIsCutOff|TestBadRequestsDoNotGrowMemory' ./internal/webhook/v1alpha1/ | grep -E '^(---|ok|FAIL)|RSS'
+	@assets=$$(hack/setup-envtest.sh | tail -n 1); \
+	E2E_BIN_DIR=$$assets go test -tags e2e -count=1 -timeout 20m -v ./test/e2e/ -ginkgo.focus 'Reliability|faults|High availability' | \
+	grep -E -A2 'Report Entries|Ran |^(ok|FAIL|PASS)'
+
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 20s).
 	@hack/fuzz.sh $(FUZZTIME)
