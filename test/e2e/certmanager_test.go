@@ -64,6 +64,7 @@ spec:
 `)
 		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
 		DeferCleanup(func() { run("delete", "clusterimagepolicy", "e2e-cm") })
+		DeferCleanup(func() { run("delete", "endpointslice", service+"-e2e", "-n", ns, "--ignore-not-found") })
 		namespace("e2e-cm")
 	})
 
@@ -89,7 +90,6 @@ endpoints:
   conditions: {ready: true}
 `, service, ns, manager.WebhookPort, hostIP))
 		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
-		DeferCleanup(func() { run("delete", "endpointslice", service+"-e2e", "-n", ns, "--ignore-not-found") })
 
 		Expect(kubectl("get", "validatingwebhookconfiguration", vwcName, "-o=jsonpath={.webhooks[0].clientConfig.caBundle}")).To(BeEmpty())
 		stderr := kubectlRefused("run", "early", "-n", "e2e-cm", "--image=ghcr.io/acme/web:1")

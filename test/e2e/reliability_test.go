@@ -46,11 +46,13 @@ spec:
     allow: ["ghcr.io/acme/**"]
 `
 
-// applyRelPolicy applies relPolicy and waits until it is in force.
+// applyRelPolicy applies relPolicy and waits until it is in force; it is deleted when the
+// calling container ends.
 func applyRelPolicy() {
 	GinkgoHelper()
 	r := apply(relPolicy)
 	Expect(r.err).NotTo(HaveOccurred(), r.stderr)
+	DeferCleanup(func() { run("delete", "clusterimagepolicy", "e2e-reliability", "--ignore-not-found") })
 	kubectl("wait", "--for=condition=Ready", "clusterimagepolicy/e2e-reliability", "--timeout=60s")
 }
 
