@@ -47,17 +47,8 @@ var DefaultExcludedNamespaces = []string{"imagegate-system", "kube-system", "kub
 // DefaultNamespace is where objects without a namespace go, as kubectl's default context.
 const DefaultNamespace = "default"
 
-// workloads are the kinds whose Pods imagegate decides, at the versions the apiserver serves.
-var workloads = map[schema.GroupVersionKind]bool{
-	{Version: "v1", Kind: "Pod"}:                        true,
-	{Version: "v1", Kind: "ReplicationController"}:      true,
-	{Group: "apps", Version: "v1", Kind: "Deployment"}:  true,
-	{Group: "apps", Version: "v1", Kind: "ReplicaSet"}:  true,
-	{Group: "apps", Version: "v1", Kind: "StatefulSet"}: true,
-	{Group: "apps", Version: "v1", Kind: "DaemonSet"}:   true,
-	{Group: "batch", Version: "v1", Kind: "Job"}:        true,
-	{Group: "batch", Version: "v1", Kind: "CronJob"}:    true,
-}
+// podGVK: Pods are checked as themselves, workloads by their pod templates.
+var podGVK = schema.GroupVersionKind{Version: "v1", Kind: "Pod"}
 
 var namespaceGVK = schema.GroupVersionKind{Version: "v1", Kind: "Namespace"}
 
@@ -212,7 +203,7 @@ type pendingObject struct {
 
 // readWorkload reads a Pod or workload document; anything else is counted as skipped.
 func (r *Report) readWorkload(scheme *runtime.Scheme, d *manifest.Document) (pendingObject, bool) {
-	if d.Object == nil || !workloads[d.Object.GroupVersionKind()] {
+	if d.Object == nil || (d.Object.GroupVersionKind() != podGVK && !policy.WorkloadKind(d.Object.GroupVersionKind())) {
 		r.Summary.Skipped++
 		return pendingObject{}, false
 	}

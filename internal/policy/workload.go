@@ -5,7 +5,23 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 )
+
+// WorkloadKind reports whether gvk is a workload whose pod template TemplateOf reads:
+// apps/v1 Deployment, ReplicaSet, StatefulSet and DaemonSet, batch/v1 Job and CronJob, and
+// v1 ReplicationController (the versions the apiserver serves).
+func WorkloadKind(gvk schema.GroupVersionKind) bool {
+	switch gvk.GroupVersion() {
+	case appsv1.SchemeGroupVersion:
+		return gvk.Kind == "Deployment" || gvk.Kind == "ReplicaSet" || gvk.Kind == "StatefulSet" || gvk.Kind == "DaemonSet"
+	case batchv1.SchemeGroupVersion:
+		return gvk.Kind == "Job" || gvk.Kind == "CronJob"
+	case corev1.SchemeGroupVersion:
+		return gvk.Kind == "ReplicationController"
+	}
+	return false
+}
 
 // Template is where an object keeps the pod spec it runs: a Pod's own spec, or a workload's
 // pod template.

@@ -166,7 +166,8 @@ func podJSON(images ...string) string {
 // well-formed error (an AdmissionReview with a 4xx result, or an HTTP 4xx), never a panic,
 // never an admission of a Pod with a disallowed or unreadable image.
 func TestHostileInput(t *testing.T) {
-	hs := startHostileServer(t, 2*time.Second)
+	// The production deadline: a 5 MiB review takes a few seconds to decode under -race.
+	hs := startHostileServer(t, RequestDeadline)
 	many := make([]string, 5000)
 	for i := range many {
 		many[i] = "ghcr.io/acme/app:1"

@@ -28,18 +28,6 @@ const WorkloadWebhookPath = "/validate-workloads"
 // kubectl apply; the Pod webhook, which fails closed, stays the last line of defence.
 // +kubebuilder:webhook:path=/validate-workloads,mutating=false,failurePolicy=ignore,sideEffects=None,groups=apps;batch;"",resources=deployments;replicasets;statefulsets;daemonsets;jobs;cronjobs;replicationcontrollers,verbs=create;update,versions=v1,name=workloads.imagegate.io,admissionReviewVersions=v1,matchPolicy=Equivalent,timeoutSeconds=5
 
-// workloadKinds are the kinds whose pod templates are checked, at the versions the webhook is
-// registered for (matchPolicy=Equivalent converts other served versions to these).
-var workloadKinds = map[schema.GroupVersionKind]bool{
-	{Group: "apps", Version: "v1", Kind: "Deployment"}:  true,
-	{Group: "apps", Version: "v1", Kind: "ReplicaSet"}:  true,
-	{Group: "apps", Version: "v1", Kind: "StatefulSet"}: true,
-	{Group: "apps", Version: "v1", Kind: "DaemonSet"}:   true,
-	{Group: "batch", Version: "v1", Kind: "Job"}:        true,
-	{Group: "batch", Version: "v1", Kind: "CronJob"}:    true,
-	{Version: "v1", Kind: "ReplicationController"}:      true,
-}
-
 // WorkloadValidator checks the pod templates of workloads with the Pod webhook's engine and
 // messages (field paths into the template).
 type WorkloadValidator struct {
@@ -70,7 +58,7 @@ func (v *WorkloadValidator) Handle(ctx context.Context, req admission.Request) a
 		return admission.Allowed("")
 	}
 	gvk := schema.GroupVersionKind{Group: req.Kind.Group, Version: req.Kind.Version, Kind: req.Kind.Kind}
-	if !workloadKinds[gvk] || req.SubResource != "" {
+	if !policy.WorkloadKind(gvk) || req.SubResource != "" {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("imagegate checks the pod templates of apps/v1 and batch/v1 workloads and v1 ReplicationControllers, not %s", resourceName(req)))
 	}
 	if req.Operation != admissionv1.Create && req.Operation != admissionv1.Update {
