@@ -161,6 +161,7 @@ i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
 	}
 	write(t, noYAMLDir, "README.md", "# not a manifest")
 	ok := write(t, dir, "ok.yaml", admittedPod)
+	oldAPI := write(t, dir, "old.yaml", "apiVersion: extensions/v1beta1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  template:\n    spec:\n      containers: [{name: c, image: quay.io/x/y:1}]\n")
 
 	for _, tc := range []struct {
 		name string
@@ -180,6 +181,7 @@ i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
 		{"duplicate keys", []string{dupKeys}, `dup.yaml#1: yaml: unmarshal errors:`},
 		{"wrong field type", []string{badType}, `badtype.yaml#1: Pod "x" cannot be read as v1: json: cannot unmarshal string into Go struct field PodSpec.spec.containers`},
 		{"folder without manifests", []string{noYAMLDir}, "nothing: the folder holds no .yaml, .yml or .json file"},
+		{"a Deployment at an API version no longer served", []string{oldAPI}, `old.yaml#1: Deployment "web" has apiVersion "extensions/v1beta1", which Kubernetes does not serve: use apps/v1`},
 		{"bad output format", []string{"-o", "xml", ok}, `--output must be text or json, not "xml"`},
 		{"bad size", []string{"--max-file-size", "lots", ok}, `--max-file-size must be a size such as 32Mi, not "lots"`},
 		{"no manifest argument", nil, "requires at least 1 arg"},
@@ -235,12 +237,14 @@ func TestPolicyInputs(t *testing.T) {
 	none := write(t, dir, "none.yaml", admittedPod)
 	unknownKind := write(t, dir, "unknown.yaml", "apiVersion: imagegate.io/v1alpha1\nkind: ImageRule\nmetadata: {name: x}\n")
 	unknownField := write(t, dir, "field.yaml", string(trusted)+"  mdoe: Warn\n")
+	noAPIVersion := write(t, dir, "noapi.yaml", string(trusted)+"---\n"+strings.Replace(strings.Replace(string(trusted), "apiVersion: imagegate.io/v1alpha1\n", "", 1), "trusted-registries", "typo", 1))
 	for _, tc := range []struct {
 		name, policy, want string
 	}{
 		{"the same policy twice", twice, `twice.yaml#2: ClusterImagePolicy/trusted-registries is defined twice (first at ` + twice + `#1)`},
 		{"no policy at all", none, "no ImagePolicy or ClusterImagePolicy in " + none},
 		{"an unknown imagegate kind", unknownKind, `unknown.yaml#1: ImageRule "x" is invalid: kind: Unsupported value: "imagegate.io/v1alpha1, Kind=ImageRule"`},
+		{"a policy without apiVersion is not silently skipped", noAPIVersion, `noapi.yaml#2: ClusterImagePolicy "typo" has apiVersion ""; imagegate policies are imagegate.io/v1alpha1`},
 		{"an unknown field (kubectl's strict validation)", unknownField, `field.yaml#1: ClusterImagePolicy "trusted-registries" is invalid: spec.mdoe: Invalid value: null: unknown field "spec.mdoe"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

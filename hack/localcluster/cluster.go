@@ -246,22 +246,6 @@ func (c *Cluster) KubectlQuiet(args ...string) error {
 	return nil
 }
 
-// Get fetches a path of the apiserver (or of a server the cluster CA signed) as the admin.
-func (c *Cluster) Get(ctx context.Context, url string) (int, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return 0, nil, err
-	}
-	resp, err := c.httpClient.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	var buf bytes.Buffer
-	_, err = buf.ReadFrom(resp.Body)
-	return resp.StatusCode, buf.Bytes(), err
-}
-
 // waitHTTP polls url until it answers 200, the process exits, or a minute passes.
 func (c *Cluster) waitHTTP(ctx context.Context, p *process, url string, useTLS bool) error {
 	client := http.DefaultClient

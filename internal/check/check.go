@@ -50,6 +50,16 @@ const DefaultNamespace = "default"
 // podGVK: Pods are checked as themselves, workloads by their pod templates.
 var podGVK = schema.GroupVersionKind{Version: "v1", Kind: "Pod"}
 
+// servedWorkloadVersion is the API version a Pod or workload kind is served at.
+func servedWorkloadVersion(kind string) (schema.GroupVersion, bool) {
+	for _, gv := range []schema.GroupVersion{{Version: "v1"}, {Group: "apps", Version: "v1"}, {Group: "batch", Version: "v1"}} {
+		if gvk := gv.WithKind(kind); gvk == podGVK || policy.WorkloadKind(gvk) {
+			return gv, true
+		}
+	}
+	return schema.GroupVersion{}, false
+}
+
 var namespaceGVK = schema.GroupVersionKind{Version: "v1", Kind: "Namespace"}
 
 // Run reads the inputs and decides every Pod and pod template in them.
@@ -115,6 +125,13 @@ func (r *Report) loadPolicies(ctx context.Context, reader *manifest.Reader, v *p
 	seen := map[policy.Ref]string{}
 	for i := range docs {
 		d := &docs[i]
+		if d.Object != nil && d.Object.GroupVersionKind().Group != v1alpha1.GroupVersion.Group &&
+			(d.Object.GetKind() == policy.KindClusterImagePolicy || d.Object.GetKind() == policy.KindImagePolicy) {
+			// A policy with a wrong or missing apiVersion: the apiserver would not take it,
+			// and skipping it would check without it.
+			r.addError(d, fmt.Sprintf("%s %q has apiVersion %q; imagegate policies are %s", d.Object.GetKind(), d.Object.GetName(), d.Object.GetAPIVersion(), v1alpha1.GroupVersion))
+			continue
+		}
 		if d.Object == nil || d.Object.GroupVersionKind().Group != v1alpha1.GroupVersion.Group {
 			// Kustomizations and other files next to the policies.
 			r.Summary.PolicyDocumentsSkipped++
@@ -203,11 +220,21 @@ type pendingObject struct {
 
 // readWorkload reads a Pod or workload document; anything else is counted as skipped.
 func (r *Report) readWorkload(scheme *runtime.Scheme, d *manifest.Document) (pendingObject, bool) {
-	if d.Object == nil || (d.Object.GroupVersionKind() != podGVK && !policy.WorkloadKind(d.Object.GroupVersionKind())) {
+	if d.Object == nil {
 		r.Summary.Skipped++
 		return pendingObject{}, false
 	}
 	gvk := d.Object.GroupVersionKind()
+	if gvk != podGVK && !policy.WorkloadKind(gvk) {
+		if served, ok := servedWorkloadVersion(gvk.Kind); ok && gvk.GroupVersion() != served {
+			// An old API version (extensions/v1beta1 Deployment, batch/v1beta1 CronJob): the
+			// apiserver refuses it, so it must not pass here as "skipped".
+			r.addError(d, fmt.Sprintf("%s %q has apiVersion %q, which Kubernetes does not serve: use %s", gvk.Kind, d.Object.GetName(), d.Object.GetAPIVersion(), served))
+			return pendingObject{}, false
+		}
+		r.Summary.Skipped++
+		return pendingObject{}, false
+	}
 	typed, err := scheme.New(gvk)
 	if err != nil {
 		r.addError(d, err.Error())

@@ -121,7 +121,7 @@ func (a *Auditor) Run(ctx context.Context, snap *policy.Snapshot) error {
 				if r == nil {
 					continue
 				}
-				if firstOfPolicy(&d, k) {
+				if d.FirstOfPolicy(k) {
 					r.violations++
 				}
 				r.samples = append(r.samples, v1alpha1.AuditSample{Namespace: ns.Name, Pod: pod.Name, Container: v.Container, Image: v.Image, Rule: string(v.Rule)})
@@ -185,17 +185,6 @@ func (a *Auditor) write(ctx context.Context, ref policy.Ref, r *policyAudit, at 
 		return fmt.Errorf("%s: %w", ref, err)
 	}
 	return nil
-}
-
-// firstOfPolicy reports whether violation i is the first of its policy in d, so that a Pod
-// counts once per policy however many of its images break it.
-func firstOfPolicy(d *policy.Decision, i int) bool {
-	for j := 0; j < i; j++ {
-		if d.Violations[j].Policy == d.Violations[i].Policy {
-			return false
-		}
-	}
-	return true
 }
 
 // AuditPodTransform trims Pods before they enter the manager's cache to what the audit reads:

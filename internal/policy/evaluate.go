@@ -115,6 +115,18 @@ type Decision struct {
 	Covered int
 }
 
+// FirstOfPolicy reports whether violation i is the first of its policy in d, so that a
+// request or a Pod counts once per policy however many of its images break it. (A policy's
+// violations in one decision share its mode.)
+func (d *Decision) FirstOfPolicy(i int) bool {
+	for j := 0; j < i; j++ {
+		if d.Violations[j].Policy == d.Violations[i].Policy {
+			return false
+		}
+	}
+	return true
+}
+
 // Allowed reports whether the subject is admitted: no Enforce violation.
 func (d *Decision) Allowed() bool {
 	for i := range d.Violations {

@@ -46,11 +46,11 @@ type kind struct {
 
 // New builds a Validator from the embedded CRDs of config/crd/bases.
 func New() (*Validator, error) {
-	return FromFS(crd.Bases, "bases")
+	return fromFS(crd.Bases, "bases")
 }
 
-// FromFS builds a Validator from the CRD files (*.yaml) in dir of fsys.
-func FromFS(fsys fs.FS, dir string) (*Validator, error) {
+// fromFS builds a Validator from the CRD files (*.yaml) in dir of fsys.
+func fromFS(fsys fs.FS, dir string) (*Validator, error) {
 	files, err := fs.Glob(fsys, dir+"/*.yaml")
 	if err != nil {
 		return nil, err
@@ -101,12 +101,6 @@ func newKind(v1Schema *apiextensionsv1.JSONSchemaProps, namespaced bool) (*kind,
 		schema:     sv,
 		cel:        cel.NewValidator(structural, true, celconfig.PerCallLimit),
 	}, nil
-}
-
-// Knows reports whether the Validator has a schema for gvk.
-func (v *Validator) Knows(gvk schema.GroupVersionKind) bool {
-	_, ok := v.kinds[gvk]
-	return ok
 }
 
 // Validate checks obj as the apiserver checks a create with kubectl's default strict field

@@ -56,8 +56,29 @@ func NewEvents(recorder events.EventRecorder, interval time.Duration) *Events {
 	return &Events{recorder: recorder, interval: interval, now: time.Now, last: map[eventKey]*window{}}
 }
 
-// Decision emits the Events of one decision about object (for example "Pod team-a/web").
-func (e *Events) Decision(object string, snap *policy.Snapshot, d *policy.Decision) {
+// Object names what a decision was about, for Event notes. The name is only put together when
+// an Event goes out, so an admission that makes none spends nothing on it.
+type Object struct {
+	Kind, Namespace, Name string
+	// GenerateName stands in for Name when the apiserver has yet to generate it.
+	GenerateName string
+}
+
+// String is "Kind namespace/name", "Kind namespace/generateName*", or, when neither name is
+// known (an ImageReview), "Kind in namespace namespace".
+func (o Object) String() string {
+	switch {
+	case o.Name != "":
+		return o.Kind + " " + o.Namespace + "/" + o.Name
+	case o.GenerateName != "":
+		return o.Kind + " " + o.Namespace + "/" + o.GenerateName + "*"
+	default:
+		return o.Kind + " in namespace " + o.Namespace
+	}
+}
+
+// Decision emits the Events of one decision about object.
+func (e *Events) Decision(object Object, snap *policy.Snapshot, d *policy.Decision) {
 	if e == nil || len(d.Violations) == 0 {
 		return
 	}
@@ -74,14 +95,14 @@ func (e *Events) Decision(object string, snap *policy.Snapshot, d *policy.Decisi
 		default:
 			continue // Audit mode records silently: annotations, metrics and status only.
 		}
-		if !firstOfPolicy(d, i) {
+		if !d.FirstOfPolicy(i) {
 			continue
 		}
 		suppressed, ok := e.allow(eventKey{v.Policy, reason})
 		if !ok {
 			continue
 		}
-		note := object + ": " + v.Message()
+		note := object.String() + ": " + v.Message()
 		if suppressed > 0 {
 			note = fmt.Sprintf("%s (and %d more since the last event)", note, suppressed)
 		}
@@ -139,7 +160,7 @@ type Recorder struct {
 }
 
 // Decided records one decision about object, taken with snap in elapsed.
-func (r *Recorder) Decided(endpoint Endpoint, object string, snap *policy.Snapshot, d *policy.Decision, elapsed time.Duration) {
+func (r *Recorder) Decided(endpoint Endpoint, object Object, snap *policy.Snapshot, d *policy.Decision, elapsed time.Duration) {
 	if r == nil {
 		return
 	}

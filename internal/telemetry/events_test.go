@@ -47,7 +47,7 @@ func TestEventsAreRateLimitedPerPolicyAndReason(t *testing.T) {
 	e.now = func() time.Time { return now }
 
 	d := decision(t, snap, "quay.io/x/y:latest", "quay.io/x/z:1")
-	e.Decision("Pod a/p1", snap, &d)
+	e.Decision(Object{Kind: "Pod", Namespace: "a", Name: "p1"}, snap, &d)
 	got := drain(rec)
 	if len(got) != 2 {
 		t.Fatalf("first decision: %d events, want one Denied (two images, one policy) and one Warned, none for Audit: %q", len(got), got)
@@ -64,13 +64,13 @@ func TestEventsAreRateLimitedPerPolicyAndReason(t *testing.T) {
 
 	for i := 0; i < 30; i++ {
 		now = now.Add(time.Second)
-		e.Decision("Pod a/p2", snap, &d)
+		e.Decision(Object{Kind: "Pod", Namespace: "a", Name: "p2"}, snap, &d)
 	}
 	if got := drain(rec); len(got) != 0 {
 		t.Errorf("within the interval: %d events, want 0: %q", len(got), got)
 	}
 	now = now.Add(time.Minute)
-	e.Decision("Pod a/p3", snap, &d)
+	e.Decision(Object{Kind: "Pod", Namespace: "a", Name: "p3"}, snap, &d)
 	got = drain(rec)
 	if len(got) != 2 || !strings.HasSuffix(got[0], "(and 30 more since the last event)") || !strings.HasSuffix(got[1], "(and 30 more since the last event)") {
 		t.Errorf("after the interval: %q", got)
@@ -83,7 +83,7 @@ func TestEventNotesStayUnderTheAPILimit(t *testing.T) {
 	}, nil)
 	rec := events.NewFakeRecorder(10)
 	d := decision(t, snap, "quay.io/x/"+strings.Repeat("a", 2000)+":1")
-	NewEvents(rec, time.Minute).Decision("Pod a/p", snap, &d)
+	NewEvents(rec, time.Minute).Decision(Object{Kind: "Pod", Namespace: "a", Name: "p"}, snap, &d)
 	got := drain(rec)
 	if len(got) != 1 || len(got[0]) > maxNote+len("Warning Denied ") || !strings.HasSuffix(got[0], "...") {
 		t.Errorf("%d events, first %d bytes", len(got), len(got[0]))
@@ -93,10 +93,25 @@ func TestEventNotesStayUnderTheAPILimit(t *testing.T) {
 func TestNilRecorderRecordsNothing(t *testing.T) {
 	var r *Recorder
 	d := policy.Decision{}
-	r.Decided(EndpointPod, "Pod a/p", nil, &d, time.Millisecond)
+	r.Decided(EndpointPod, Object{Kind: "Pod", Namespace: "a", Name: "p"}, nil, &d, time.Millisecond)
 	var m *Metrics
 	m.Decision(EndpointPod, &d, time.Millisecond)
 	m.Audit(nil, 0, time.Now(), 0)
 	var e *Events
-	e.Decision("x", nil, &d)
+	e.Decision(Object{}, nil, &d)
+}
+
+func TestObjectNames(t *testing.T) {
+	for _, tc := range []struct {
+		o    Object
+		want string
+	}{
+		{Object{Kind: "Pod", Namespace: "a", Name: "web"}, "Pod a/web"},
+		{Object{Kind: "Pod", Namespace: "a", GenerateName: "web-7d9f-"}, "Pod a/web-7d9f-*"},
+		{Object{Kind: "Pod", Namespace: "a"}, "Pod in namespace a"},
+	} {
+		if got := tc.o.String(); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.o, got, tc.want)
+		}
+	}
 }

@@ -93,22 +93,10 @@ func (m *Metrics) Decision(endpoint Endpoint, d *policy.Decision, elapsed time.D
 	m.latency.WithLabelValues(string(endpoint)).Observe(elapsed.Seconds())
 	for i := range d.Violations {
 		v := &d.Violations[i]
-		if firstOfPolicy(d, i) {
+		if d.FirstOfPolicy(i) {
 			m.violations.WithLabelValues(string(endpoint), v.Policy.String(), string(v.Mode)).Inc()
 		}
 	}
-}
-
-// firstOfPolicy reports whether violation i is the first of its policy and mode in d, so that
-// a request counts once per policy however many images break it.
-func firstOfPolicy(d *policy.Decision, i int) bool {
-	v := &d.Violations[i]
-	for j := 0; j < i; j++ {
-		if d.Violations[j].Policy == v.Policy && d.Violations[j].Mode == v.Mode {
-			return false
-		}
-	}
-	return true
 }
 
 // Snapshot records a newly compiled snapshot.

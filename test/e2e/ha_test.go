@@ -135,18 +135,7 @@ var _ = Describe("High availability", Ordered, func() {
 					if i%2 == 1 {
 						image, want = "quay.io/evil/app:1", "denied"
 					}
-					p := &corev1.Pod{
-						ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("ha-%d-%d", w, i)},
-						Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: image}}},
-					}
-					_, err := cs.CoreV1().Pods("e2e-ha").Create(ctx, p, metav1.CreateOptions{})
-					got := "admitted"
-					if err != nil {
-						got = "error: " + err.Error()
-						if strings.Contains(err.Error(), `admission webhook "pods.imagegate.io" denied the request`) {
-							got = "denied"
-						}
-					}
+					got := createPod(ctx, cs, "e2e-ha", fmt.Sprintf("ha-%d-%d", w, i), image)
 					mu.Lock()
 					if got == want {
 						counts[want]++

@@ -112,6 +112,29 @@ func review(client *http.Client, m *localcluster.Manager, uid, image string) (bo
 	return out.Response.Allowed, nil
 }
 
+// createPod creates a one-container Pod through the apiserver and classifies the outcome:
+// admitted, denied (by imagegate), webhook-error (the apiserver could not call imagegate),
+// exists, or other with the error.
+func createPod(ctx context.Context, cs kubernetes.Interface, namespace, name, image string) string {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: image}}},
+	}
+	_, err := cs.CoreV1().Pods(namespace).Create(ctx, p, metav1.CreateOptions{})
+	switch {
+	case err == nil:
+		return "admitted"
+	case strings.Contains(err.Error(), `admission webhook "pods.imagegate.io" denied the request`):
+		return "denied"
+	case strings.Contains(err.Error(), `failed calling webhook "pods.imagegate.io"`):
+		return "webhook-error"
+	case apierrors.IsAlreadyExists(err):
+		return "exists"
+	default:
+		return "other: " + err.Error()
+	}
+}
+
 // restConfig is the admin's client configuration for the suite's cluster.
 func restConfig() *rest.Config {
 	cfg, err := clientcmd.BuildConfigFromFlags("", cluster.Kubeconfig)
@@ -281,25 +304,8 @@ var _ = Describe("Admission through the apiserver under faults", Ordered, func()
 			WithTimeout(30 * time.Second).Should(ContainSubstring(denyMessage))
 	})
 
-	// create makes one Pod and classifies the outcome.
-	create := func(ctx context.Context, name, image string) (outcome string) {
-		p := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: name},
-			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: image}}},
-		}
-		_, err := cs.CoreV1().Pods("e2e-fault").Create(ctx, p, metav1.CreateOptions{})
-		switch {
-		case err == nil:
-			return "admitted"
-		case strings.Contains(err.Error(), `admission webhook "pods.imagegate.io" denied the request`):
-			return "denied"
-		case strings.Contains(err.Error(), `failed calling webhook "pods.imagegate.io"`):
-			return "webhook-error"
-		case apierrors.IsAlreadyExists(err):
-			return "exists"
-		default:
-			return "other: " + err.Error()
-		}
+	create := func(ctx context.Context, name, image string) string {
+		return createPod(ctx, cs, "e2e-fault", name, image)
 	}
 
 	It("never admits a disallowed image while the manager is killed and restarted", func(ctx SpecContext) {

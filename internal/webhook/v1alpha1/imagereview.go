@@ -9,13 +9,11 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	imagepolicyv1alpha1 "k8s.io/api/imagepolicy/v1alpha1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
@@ -44,10 +42,8 @@ var imageReviewGVK = imagepolicyv1alpha1.SchemeGroupVersion.WithKind("ImageRevie
 // podSelector cannot be evaluated and the policy is applied to every Pod it may cover, image
 // volumes are not checked, and an UPDATE is judged on all its images.
 type ImageReviewHandler struct {
-	snapshots  SnapshotSource
-	namespaces client.Reader
-	excluded   map[string]bool
-	recorder   *telemetry.Recorder
+	decider
+	excluded map[string]bool
 }
 
 // NewImageReviewHandler returns the handler; namespaces reads Namespace metadata (the
@@ -55,7 +51,10 @@ type ImageReviewHandler struct {
 // decision: the plugin, unlike a webhook configuration, cannot leave namespaces out, and a
 // cluster must be able to restart imagegate and its own system Pods.
 func NewImageReviewHandler(snapshots SnapshotSource, namespaces client.Reader, excluded []string, recorder *telemetry.Recorder) *ImageReviewHandler {
-	h := &ImageReviewHandler{snapshots: snapshots, namespaces: namespaces, excluded: map[string]bool{}, recorder: recorder}
+	h := &ImageReviewHandler{
+		decider:  decider{snapshots: snapshots, namespaces: namespaces, recorder: recorder, endpoint: telemetry.EndpointImageReview},
+		excluded: map[string]bool{},
+	}
 	for _, ns := range excluded {
 		h.excluded[ns] = true
 	}
@@ -106,36 +105,23 @@ func (h *ImageReviewHandler) Review(ctx context.Context, spec *imagepolicyv1alph
 	if h.excluded[spec.Namespace] {
 		return imagepolicyv1alpha1.ImageReviewStatus{Allowed: true, AuditAnnotations: map[string]string{policy.AnnotationDecision: DecisionNotCovered}}
 	}
-	snap := h.snapshots.Snapshot()
-	if snap == nil {
-		return imagepolicyv1alpha1.ImageReviewStatus{Reason: "imagegate has not loaded its policies yet; retry in a few seconds"}
-	}
-	start := time.Now()
 	images := make([]policy.Image, len(spec.Containers))
 	for i := range spec.Containers {
 		images[i] = policy.Image{Field: "ImageReview spec.containers[" + strconv.Itoa(i) + "].image", Ref: spec.Containers[i].Image}
 	}
+	// The plugin sends no Pod labels: a policy with a podSelector applies (see Subject).
 	sub := policy.Subject{
-		Namespace:        spec.Namespace,
-		PodLabelsUnknown: true,
-		Images:           images,
-		BreakGlass:       policy.BreakGlassRequested(spec.Annotations),
+		Namespace: spec.Namespace, PodLabelsUnknown: true, Images: images,
+		BreakGlass: policy.BreakGlassRequested(spec.Annotations),
 	}
-	if len(images) > 0 && snap.SelectsNamespaces() {
-		if spec.Namespace == "" {
-			sub.NamespaceUnknown = true
-		} else {
-			sub.NamespaceLabels, sub.NamespaceUnknown = namespaceLabels(ctx, h.namespaces, spec.Namespace)
-		}
+	d, ok := h.decide(ctx, &sub, telemetry.Object{Kind: "Pod", Namespace: spec.Namespace})
+	if !ok {
+		return imagepolicyv1alpha1.ImageReviewStatus{Reason: notLoaded}
 	}
-	d := snap.Evaluate(&sub)
-	h.recorder.Decided(telemetry.EndpointImageReview, "Pod in namespace "+spec.Namespace+" (ImageReview)", snap, &d, time.Since(start))
 	status := imagepolicyv1alpha1.ImageReviewStatus{Allowed: d.Allowed(), AuditAnnotations: d.AuditAnnotations()}
 	if !status.Allowed {
 		status.Reason = strings.Join(d.Messages(v1alpha1.ModeEnforce), "\n")
 	}
-	logf.FromContext(ctx).V(1).Info("Reviewed", "namespace", spec.Namespace, "decision", status.AuditAnnotations[policy.AnnotationDecision],
-		"policies", d.Covered, "images", len(images), "violations", len(d.Violations))
 	return status
 }
 
@@ -149,5 +135,5 @@ func gvkString(gvk schema.GroupVersionKind) string {
 // SetupImageReviewWithManager serves ImageReviews at ImageReviewPath on the manager's
 // webhook server (same port, TLS and certificate as the Pod webhook).
 func SetupImageReviewWithManager(mgr ctrl.Manager, snapshots SnapshotSource, excluded []string, recorder *telemetry.Recorder) {
-	mgr.GetWebhookServer().Register(ImageReviewPath, BoundRequest(NewImageReviewHandler(snapshots, mgr.GetCache(), excluded, recorder), RequestDeadline))
+	register(mgr.GetWebhookServer(), ImageReviewPath, NewImageReviewHandler(snapshots, mgr.GetCache(), excluded, recorder))
 }

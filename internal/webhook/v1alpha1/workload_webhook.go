@@ -4,19 +4,15 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"strings"
-	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
 )
@@ -31,25 +27,26 @@ const WorkloadWebhookPath = "/validate-workloads"
 // WorkloadValidator checks the pod templates of workloads with the Pod webhook's engine and
 // messages (field paths into the template).
 type WorkloadValidator struct {
-	scheme     *runtime.Scheme
-	snapshots  SnapshotSource
-	namespaces client.Reader
-	decoder    admission.Decoder
-	enabled    bool
-	recorder   *telemetry.Recorder
+	decider
+	scheme  *runtime.Scheme
+	decoder admission.Decoder
+	enabled bool
 }
 
 // NewWorkloadValidator returns the validator; with enabled false it admits everything (the
 // --check-workloads=false flag).
 func NewWorkloadValidator(scheme *runtime.Scheme, snapshots SnapshotSource, namespaces client.Reader, enabled bool, recorder *telemetry.Recorder) *WorkloadValidator {
-	return &WorkloadValidator{scheme: scheme, snapshots: snapshots, namespaces: namespaces, decoder: admission.NewDecoder(scheme), enabled: enabled, recorder: recorder}
+	return &WorkloadValidator{
+		decider: decider{snapshots: snapshots, namespaces: namespaces, recorder: recorder, endpoint: telemetry.EndpointWorkload},
+		scheme:  scheme, decoder: admission.NewDecoder(scheme), enabled: enabled,
+	}
 }
 
 // SetupWorkloadWebhookWithManager registers the workload webhook on the manager's server.
 func SetupWorkloadWebhookWithManager(mgr ctrl.Manager, snapshots SnapshotSource, enabled bool, recorder *telemetry.Recorder) {
-	mgr.GetWebhookServer().Register(WorkloadWebhookPath, BoundRequest(&webhook.Admission{
+	register(mgr.GetWebhookServer(), WorkloadWebhookPath, &webhook.Admission{
 		Handler: NewWorkloadValidator(mgr.GetScheme(), snapshots, mgr.GetCache(), enabled, recorder),
-	}, RequestDeadline))
+	})
 }
 
 // Handle decides one workload CREATE or UPDATE.
@@ -81,29 +78,15 @@ func (v *WorkloadValidator) Handle(ctx context.Context, req admission.Request) a
 		oldTmpl, _ := policy.TemplateOf(old)
 		images = policy.ChangedImages(oldTmpl.Images(), images)
 	}
-	snap := v.snapshots.Snapshot()
-	if snap == nil {
-		return admission.Denied("imagegate has not loaded its policies yet; retry in a few seconds")
-	}
-	start := time.Now()
 	sub := policy.Subject{
 		Namespace: req.Namespace, PodLabels: tmpl.Labels, Images: images, Workload: true,
 		BreakGlass: policy.BreakGlassRequested(tmpl.Annotations),
 	}
-	if len(images) > 0 && snap.SelectsNamespaces() {
-		sub.NamespaceLabels, sub.NamespaceUnknown = namespaceLabels(ctx, v.namespaces, req.Namespace)
+	d, ok := v.decide(ctx, &sub, telemetry.Object{Kind: gvk.Kind, Namespace: req.Namespace, Name: req.Name})
+	if !ok {
+		return admission.Denied(notLoaded)
 	}
-	d := snap.Evaluate(&sub)
-	v.recorder.Decided(telemetry.EndpointWorkload, objectName(gvk.Kind, req.Namespace, req.Name, ""), snap, &d, time.Since(start))
-	resp := admission.Allowed("")
-	if !d.Allowed() {
-		resp = admission.Denied(strings.Join(d.Messages(v1alpha1.ModeEnforce), "\n"))
-	}
-	resp.Warnings = d.Messages(v1alpha1.ModeWarn)
-	resp.AuditAnnotations = d.AuditAnnotations()
-	logf.FromContext(ctx).V(1).Info("Decided", "kind", gvk.Kind, "decision", resp.AuditAnnotations[policy.AnnotationDecision],
-		"policies", d.Covered, "images", len(images), "violations", len(d.Violations))
-	return resp
+	return admissionResponse(&d)
 }
 
 func (v *WorkloadValidator) decode(gvk schema.GroupVersionKind, raw runtime.RawExtension) (runtime.Object, error) {
