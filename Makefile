@@ -47,9 +47,10 @@ fmt: ## Run gofmt; fails when a file was not formatted.
 	if [ -n "$$out" ]; then echo "gofmt would change: $$out"; gofmt -w $$out; exit 1; fi
 
 .PHONY: vet
-vet: ## Run go vet.
+vet: ## Run go vet (the product, the e2e suite and the make bench harness).
 	go vet ./...
 	go vet -tags e2e ./test/e2e/
+	cd test/bench && go vet ./...
 
 .PHONY: verify
 verify: manifests generate ## Regenerate, then fail when generated files differ from the committed ones.
@@ -92,9 +93,18 @@ test-reliability: build ## Hostile input, faults, certificate rotation, drain an
 fuzz: ## Run every fuzz target for FUZZTIME each (default 20s).
 	@hack/fuzz.sh $(FUZZTIME)
 
+LAYERS ?= engine,server,apiserver
 .PHONY: bench
-bench: ## Run the engine benchmarks and print ns/op and allocs/op.
-	go test -run '^$$' -bench . -benchmem ./internal/policy/ ./internal/image/
+bench: build ## Measure imagegate against OPA (Gatekeeper Rego), cel-go (VAP), a no-op webhook, Gatekeeper and Kyverno; write docs/benchmarks.md and .png (LAYERS=engine,server,apiserver).
+	@assets=$$(hack/setup-envtest.sh | tail -n 1) && hack/bench/setup-peers.sh && \
+	gk=$$(cd hack/bench/gatekeeper && go list -m -f '{{.Dir}}' github.com/open-policy-agent/gatekeeper/v3) && \
+	ky=$$(cd hack/bench/kyverno && go list -m -f '{{.Dir}}' github.com/kyverno/kyverno) && \
+	cd test/bench && go build -o ../../bin/bench . && \
+	../../bin/bench -root ../.. -layers '$(LAYERS)' -k8s-bin "$$assets" -gatekeeper-module "$$gk" -kyverno-module "$$ky"
+
+.PHONY: bench-engine
+bench-engine: ## Run imagegate's own Go benchmarks (engine, parser, handler) and print ns/op and allocs/op.
+	go test -run '^$$' -bench . -benchmem ./internal/policy/ ./internal/image/ ./internal/webhook/v1alpha1/
 
 .PHONY: lint
 lint: golangci-lint ## Run golangci-lint.

@@ -317,13 +317,34 @@ current-context: imagegate-local
 	return os.WriteFile(path, []byte(cfg), 0o600)
 }
 
-// Run starts another program against the cluster (KUBECONFIG is set), logging to
-// <Dir>/<name>.log; Stop stops it with the cluster.
-func (c *Cluster) Run(name, binary string, args ...string) error {
-	p, err := startProcess(c.Dir, name, binary, args, []string{"KUBECONFIG=" + c.Kubeconfig})
+// Run starts another program against the cluster (KUBECONFIG is set, and env added),
+// logging to <Dir>/<name>.log; Stop stops it with the cluster, or its own Stop before.
+func (c *Cluster) Run(name, binary string, env []string, args ...string) (*Process, error) {
+	p, err := startProcess(c.Dir, name, binary, args, append([]string{"KUBECONFIG=" + c.Kubeconfig}, env...))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	c.procs = append(c.procs, p)
-	return nil
+	return &Process{cluster: c, p: p}, nil
+}
+
+// Process is a program started by Run.
+type Process struct {
+	cluster *Cluster
+	p       *process
+}
+
+// Pid is the process id.
+func (p *Process) Pid() int { return p.p.cmd.Process.Pid }
+
+// Stop sends SIGTERM and, after 15 seconds, SIGKILL.
+func (p *Process) Stop() error { return p.p.stop(15 * time.Second) }
+
+// Log returns the end of the process's log.
+func (p *Process) Log() string { return p.p.tail() }
+
+// WaitHTTP waits until url answers 200 (over TLS trusting only the cluster's CA when
+// useTLS), failing early with the end of the log if the process exits.
+func (p *Process) WaitHTTP(ctx context.Context, url string, useTLS bool) error {
+	return p.cluster.waitHTTP(ctx, p.p, url, useTLS)
 }

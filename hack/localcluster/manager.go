@@ -128,6 +128,9 @@ func (m *Manager) Start(ctx context.Context) error {
 	return m.cluster.waitHTTP(ctx, p, m.HealthURL("/readyz"), false)
 }
 
+// Pid is the process id of the running manager.
+func (m *Manager) Pid() int { return m.proc.cmd.Process.Pid }
+
 // Stop stops the manager with SIGTERM, as a rolling update would.
 func (m *Manager) Stop() error { return m.proc.stop(15 * time.Second) }
 

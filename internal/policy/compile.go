@@ -51,6 +51,7 @@ const (
 // compiledPolicy is one policy, ready to evaluate.
 type compiledPolicy struct {
 	ref           Ref
+	idx           int32 // position in Snapshot.policies
 	mode          v1alpha1.PolicyMode
 	nsSelector    labels.Selector // nil: every namespace
 	podSelector   labels.Selector // nil: every Pod
@@ -194,7 +195,7 @@ func (s *Snapshot) next() int32 {
 // add compiles one policy into the snapshot.
 func (s *Snapshot) add(ref Ref, spec *v1alpha1.ImagePolicySpec, shared map[string]*matcher) {
 	idx := s.next()
-	cp := compiledPolicy{ref: ref, mode: spec.Mode, hasAllow: spec.Images != nil && len(spec.Images.Allow) > 0}
+	cp := compiledPolicy{ref: ref, idx: idx, mode: spec.Mode, hasAllow: spec.Images != nil && len(spec.Images.Allow) > 0}
 	if spec.AllowBreakGlass {
 		s.breakGlass[ref] = true
 	}

@@ -83,6 +83,9 @@ type Violation struct {
 	// BreakGlass says the violation would have denied, and was admitted by break-glass; its
 	// Mode is then Warn.
 	BreakGlass bool
+
+	policyIdx int32 // the policy's position in the snapshot
+	first     bool  // the first violation of its policy in the decision
 }
 
 // Message is the line a user reads, for example:
@@ -118,14 +121,7 @@ type Decision struct {
 // FirstOfPolicy reports whether violation i is the first of its policy in d, so that a
 // request or a Pod counts once per policy however many of its images break it. (A policy's
 // violations in one decision share its mode.)
-func (d *Decision) FirstOfPolicy(i int) bool {
-	for j := 0; j < i; j++ {
-		if d.Violations[j].Policy == d.Violations[i].Policy {
-			return false
-		}
-	}
-	return true
-}
+func (d *Decision) FirstOfPolicy(i int) bool { return d.Violations[i].first }
 
 // Allowed reports whether the subject is admitted: no Enforce violation.
 func (d *Decision) Allowed() bool {
@@ -200,9 +196,8 @@ func (d *Decision) AuditAnnotations() map[string]string {
 		var names []string
 		for i := range d.Violations {
 			v := &d.Violations[i]
-			n := string(v.Mode) + ":" + v.Policy.String()
-			if !slices.Contains(names, n) {
-				names = append(names, n)
+			if v.first {
+				names = append(names, string(v.Mode)+":"+v.Policy.String())
 			}
 		}
 		slices.Sort(names)
@@ -210,7 +205,7 @@ func (d *Decision) AuditAnnotations() map[string]string {
 	}
 	var glass []string
 	for i := range d.Violations {
-		if v := &d.Violations[i]; v.BreakGlass && !slices.Contains(glass, v.Policy.String()) {
+		if v := &d.Violations[i]; v.BreakGlass && v.first {
 			glass = append(glass, v.Policy.String())
 		}
 	}
@@ -285,7 +280,28 @@ func (s *Snapshot) Evaluate(sub *Subject) Decision {
 	return d
 }
 
+// markFirsts flags the first violation of each policy in one pass, so that counting per
+// policy stays linear when a thousand policies refuse the same Pod.
+func markFirsts(d *Decision, sc *scratch) {
+	if len(d.Violations) == 0 {
+		return
+	}
+	g := sc.next()
+	for i := range d.Violations {
+		v := &d.Violations[i]
+		if m := &sc.marks[v.policyIdx]; m.gen != g {
+			m.gen, v.first = g, true
+		}
+	}
+}
+
 func (s *Snapshot) evaluate(sub *Subject, sc *scratch) Decision {
+	d := s.violations(sub, sc)
+	markFirsts(&d, sc)
+	return d
+}
+
+func (s *Snapshot) violations(sub *Subject, sc *scratch) Decision {
 	d := Decision{}
 	if len(sub.Images) == 0 {
 		// Nothing to check (an UPDATE that changes no image): not even an invalid policy or an
@@ -330,7 +346,7 @@ func (s *Snapshot) covering(sub *Subject, out []int32, d *Decision) []int32 {
 		if p.nsSelector != nil {
 			if sub.NamespaceUnknown {
 				d.Violations = append(d.Violations, Violation{
-					Field: "metadata.namespace", Policy: p.ref, Mode: p.mode, Rule: RuleNamespace,
+					Field: "metadata.namespace", Policy: p.ref, policyIdx: p.idx, Mode: p.mode, Rule: RuleNamespace,
 					Reason: fmt.Sprintf("the labels of namespace %q are not known yet, so whether the policy applies cannot be told; retry", sub.Namespace),
 				})
 				continue
@@ -357,7 +373,7 @@ func (s *Snapshot) coverPod(idx int32, podLabels labels.Set, sub *Subject, out [
 	}
 	if p.invalid != "" {
 		d.Violations = append(d.Violations, Violation{
-			Field: "spec", Policy: p.ref, Mode: p.mode, Rule: RuleInvalidPolicy,
+			Field: "spec", Policy: p.ref, policyIdx: p.idx, Mode: p.mode, Rule: RuleInvalidPolicy,
 			Reason: "the policy is invalid, so it refuses every Pod it may cover until it is fixed: " + p.invalid,
 		})
 		return out
@@ -371,7 +387,7 @@ func (s *Snapshot) evaluateImage(img *Image, sc *scratch, d *Decision) {
 		for _, idx := range sc.covered {
 			p := &s.policies[idx]
 			d.Violations = append(d.Violations, Violation{
-				Field: img.Field, Image: img.Ref, Container: img.Container, Policy: p.ref, Mode: p.mode, Rule: RuleReference,
+				Field: img.Field, Image: img.Ref, Container: img.Container, Policy: p.ref, policyIdx: p.idx, Mode: p.mode, Rule: RuleReference,
 				Reason: "it is not a valid image reference: " + err.Error(),
 			})
 		}
@@ -443,7 +459,7 @@ func checkVersion(img *Image, ref *image.Reference, p *compiledPolicy, d *Decisi
 func (d *Decision) add(img *Image, ref *image.Reference, p *compiledPolicy, rule Rule, reason string) {
 	d.Violations = append(d.Violations, Violation{
 		Field: img.Field, Image: img.Ref, Container: img.Container, Normalized: ref.Normalized,
-		Policy: p.ref, Mode: p.mode, Rule: rule, Reason: reason,
+		Policy: p.ref, policyIdx: p.idx, Mode: p.mode, Rule: rule, Reason: reason,
 	})
 }
 

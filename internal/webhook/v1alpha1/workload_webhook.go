@@ -45,7 +45,8 @@ func NewWorkloadValidator(scheme *runtime.Scheme, snapshots SnapshotSource, name
 // SetupWorkloadWebhookWithManager registers the workload webhook on the manager's server.
 func SetupWorkloadWebhookWithManager(mgr ctrl.Manager, snapshots SnapshotSource, enabled bool, recorder *telemetry.Recorder) {
 	register(mgr.GetWebhookServer(), WorkloadWebhookPath, &webhook.Admission{
-		Handler: NewWorkloadValidator(mgr.GetScheme(), snapshots, mgr.GetCache(), enabled, recorder),
+		LogConstructor: requestLogger,
+		Handler:        NewWorkloadValidator(mgr.GetScheme(), snapshots, mgr.GetCache(), enabled, recorder),
 	})
 }
 
