@@ -67,6 +67,7 @@ test: fmt vet verify ## Unit tests, fuzz seeds and envtest suites with -race, an
 	echo "KUBEBUILDER_ASSETS=$$assets"; \
 	KUBEBUILDER_ASSETS=$$assets go test -race -count=1 -coverpkg=./internal/... -coverprofile=cover.out ./...
 	@go tool cover -func=cover.out | tail -n 1
+	cd test/bench && go test -count=1 ./...
 
 .PHONY: demo
 demo: build ## Run imagegate on a local control plane and show it at work; KEEP=1 leaves it running.

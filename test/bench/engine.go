@@ -280,18 +280,16 @@ type engineResult struct {
 
 var policyCounts = []int{1, 10, 100, 1000}
 
-// runEngines checks that the three engines agree on every Pod, then measures each.
-func runEngines(gatekeeperDir string, progress func(string, ...any)) ([]engineResult, string, error) {
-	tplPath, _, allowedRepos, err := allowedReposTemplate(gatekeeperDir)
-	if err != nil {
-		return nil, "", err
-	}
-	type podCase struct {
-		name string
-		pod  *corev1.Pod
-		obj  map[string]any
-		bad  bool
-	}
+type podCase struct {
+	name string
+	pod  *corev1.Pod
+	obj  map[string]any
+	bad  bool
+}
+
+// podCases are the Pods every engine decides: admitted, refused for its tag, refused for a
+// registry.
+func podCases() ([]podCase, error) {
 	var cases []podCase
 	for _, c := range []struct {
 		name   string
@@ -301,39 +299,63 @@ func runEngines(gatekeeperDir string, progress func(string, ...any)) ([]engineRe
 		pod := benchPod("bench", c.images...)
 		obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(pod)
 		if err != nil {
-			return nil, "", err
+			return nil, err
 		}
 		cases = append(cases, podCase{c.name, pod, obj, c.bad})
 	}
+	return cases, nil
+}
+
+type namedEngine struct {
+	name string
+	e    evaluator
+}
+
+// enginesAgreeing loads n policies into the three engines and checks that they decide every
+// case alike: the comparison means something only then.
+func enginesAgreeing(n int, allowedRepos string, cases []podCase) ([]namedEngine, error) {
+	ig, err := newImagegate(n)
+	if err != nil {
+		return nil, err
+	}
+	opa, err := newOPA(n, allowedRepos)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := newCEL(n)
+	if err != nil {
+		return nil, err
+	}
+	engines := []namedEngine{{"imagegate", ig}, {"OPA (Gatekeeper Rego)", opa}, {"cel-go (VAP CEL)", cl}}
+	for _, c := range cases {
+		want := 0
+		if c.bad {
+			want = n
+		}
+		for _, en := range engines {
+			if got := en.e.violations(c.pod, c.obj); got != want {
+				return nil, fmt.Errorf("%s with %d policies: %d policies refuse the %s Pod, want %d", en.name, n, got, c.name, want)
+			}
+		}
+	}
+	return engines, nil
+}
+
+// runEngines checks that the three engines agree on every Pod, then measures each.
+func runEngines(gatekeeperDir string, progress func(string, ...any)) ([]engineResult, string, error) {
+	tplPath, _, allowedRepos, err := allowedReposTemplate(gatekeeperDir)
+	if err != nil {
+		return nil, "", err
+	}
+	cases, err := podCases()
+	if err != nil {
+		return nil, "", err
+	}
 	var out []engineResult
 	for _, n := range policyCounts {
-		ig, err := newImagegate(n)
+		engines, err := enginesAgreeing(n, allowedRepos, cases)
 		if err != nil {
 			return nil, "", err
-		}
-		opa, err := newOPA(n, allowedRepos)
-		if err != nil {
-			return nil, "", err
-		}
-		cl, err := newCEL(n)
-		if err != nil {
-			return nil, "", err
-		}
-		engines := []struct {
-			name string
-			e    evaluator
-		}{{"imagegate", ig}, {"OPA (Gatekeeper Rego)", opa}, {"cel-go (VAP CEL)", cl}}
-		// The comparison means something only if all three decide alike.
-		for _, c := range cases {
-			want := 0
-			if c.bad {
-				want = n
-			}
-			for _, en := range engines {
-				if got := en.e.violations(c.pod, c.obj); got != want {
-					return nil, "", fmt.Errorf("%s with %d policies: %d policies refuse the %s Pod, want %d", en.name, n, got, c.name, want)
-				}
-			}
 		}
 		for _, c := range cases[:2] {
 			for _, en := range engines {

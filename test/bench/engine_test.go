@@ -1,0 +1,36 @@
+package main
+
+import (
+	"encoding/json"
+	"os/exec"
+	"testing"
+)
+
+// The three engines must decide every bench Pod alike, with Gatekeeper's own template, or
+// the figures compare different work.
+func TestEnginesAgree(t *testing.T) {
+	// The gatekeeper module, as pinned by hack/bench/gatekeeper (downloaded if needed).
+	cmd := exec.Command("go", "mod", "download", "-json", "github.com/open-policy-agent/gatekeeper/v3")
+	cmd.Dir = "../../hack/bench/gatekeeper"
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go mod download in hack/bench/gatekeeper: %v", err)
+	}
+	var mod struct{ Dir string }
+	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
+		t.Fatalf("go mod download said %s (%v)", out, err)
+	}
+	_, _, allowedRepos, err := allowedReposTemplate(mod.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases, err := podCases()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{1, 10} {
+		if _, err := enginesAgreeing(n, allowedRepos, cases); err != nil {
+			t.Error(err)
+		}
+	}
+}
