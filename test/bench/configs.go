@@ -185,7 +185,7 @@ func setupGatekeeper(ctx context.Context, e *benchEnv) (func() error, error) {
 	if err := p.WaitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/readyz", health), false); err != nil {
 		return teardown, err
 	}
-	tplPath, _, _, err := allowedReposTemplate(e.o.gatekeeperDir)
+	tplPath, _, err := allowedReposTemplate(e.o.gatekeeperDir)
 	if err != nil {
 		return teardown, err
 	}

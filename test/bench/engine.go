@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -118,14 +119,14 @@ input_containers[c] {
 
 // allowedReposTemplate reads Gatekeeper's K8sAllowedRepos ConstraintTemplate from the
 // gatekeeper module (demo/agilebank), as the issue asks: the Rego Gatekeeper users run.
-func allowedReposTemplate(gatekeeperDir string) (path string, template map[string]any, rego string, err error) {
+func allowedReposTemplate(gatekeeperDir string) (path, rego string, err error) {
+	if gatekeeperDir == "" {
+		return "", "", errors.New("the gatekeeper module's folder is not set (-gatekeeper-module; make bench sets it)")
+	}
 	path = filepath.Join(gatekeeperDir, "demo", "agilebank", "templates", "k8sallowedrepos_template.yaml")
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", nil, "", err
-	}
-	if err := yaml.Unmarshal(b, &template); err != nil {
-		return "", nil, "", fmt.Errorf("%s: %w", path, err)
+		return "", "", err
 	}
 	var tpl struct {
 		Spec struct {
@@ -135,9 +136,9 @@ func allowedReposTemplate(gatekeeperDir string) (path string, template map[strin
 		} `json:"spec"`
 	}
 	if err := yaml.Unmarshal(b, &tpl); err != nil || len(tpl.Spec.Targets) == 0 || tpl.Spec.Targets[0].Rego == "" {
-		return "", nil, "", fmt.Errorf("%s: no spec.targets[0].rego (%v)", path, err)
+		return "", "", fmt.Errorf("%s: no spec.targets[0].rego (%v)", path, err)
 	}
-	return path, template, tpl.Spec.Targets[0].Rego, nil
+	return path, tpl.Spec.Targets[0].Rego, nil
 }
 
 type opaEngine struct {
@@ -275,7 +276,6 @@ type engineResult struct {
 	Case     string // admitted or denied
 	NsPerOp  float64
 	Allocs   int64
-	Bytes    int64
 }
 
 var policyCounts = []int{1, 10, 100, 1000}
@@ -343,7 +343,7 @@ func enginesAgreeing(n int, allowedRepos string, cases []podCase) ([]namedEngine
 
 // runEngines checks that the three engines agree on every Pod, then measures each.
 func runEngines(gatekeeperDir string, progress func(string, ...any)) ([]engineResult, string, error) {
-	tplPath, _, allowedRepos, err := allowedReposTemplate(gatekeeperDir)
+	tplPath, allowedRepos, err := allowedReposTemplate(gatekeeperDir)
 	if err != nil {
 		return nil, "", err
 	}
@@ -370,7 +370,7 @@ func runEngines(gatekeeperDir string, progress func(string, ...any)) ([]engineRe
 					caseName = "denied"
 				}
 				res := engineResult{Engine: en.name, Policies: n, Case: caseName,
-					NsPerOp: float64(r.T.Nanoseconds()) / float64(r.N), Allocs: r.AllocsPerOp(), Bytes: r.AllocedBytesPerOp()}
+					NsPerOp: float64(r.T.Nanoseconds()) / float64(r.N), Allocs: r.AllocsPerOp()}
 				progress("engine: %-22s %5d policies %-8s %12.0f ns/op %8d allocs/op", res.Engine, n, caseName, res.NsPerOp, res.Allocs)
 				out = append(out, res)
 			}

@@ -20,7 +20,7 @@ func TestEnginesAgree(t *testing.T) {
 	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
 		t.Fatalf("go mod download said %s (%v)", out, err)
 	}
-	_, _, allowedRepos, err := allowedReposTemplate(mod.Dir)
+	_, allowedRepos, err := allowedReposTemplate(mod.Dir)
 	if err != nil {
 		t.Fatal(err)
 	}

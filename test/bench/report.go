@@ -29,13 +29,12 @@ type report struct {
 	Server         []serverResult
 	RSS1000        procUsage
 	API            []apiResult
-	root           string
 	pods           int
 	podConcurrency int
 }
 
-func (r *report) describeMachine(o *options) error {
-	r.root, r.pods, r.podConcurrency = o.root, o.pods, o.podConcurrency
+func (r *report) describeMachine(o *options) {
+	r.pods, r.podConcurrency = o.pods, o.podConcurrency
 	cpu := "unknown CPU"
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
@@ -72,7 +71,6 @@ func (r *report) describeMachine(o *options) error {
 	}
 	r.Machine = append(r.Machine, "Peers built from the Go module proxy: Gatekeeper "+peerVersion(o.root, "gatekeeper")+
 		" (hack/bench/gatekeeper), Kyverno "+peerVersion(o.root, "kyverno")+" (hack/bench/kyverno)")
-	return nil
 }
 
 func (r *report) engine(name string, n int, c string) (engineResult, bool) {

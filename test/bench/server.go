@@ -140,7 +140,6 @@ type serverResult struct {
 	Concurrency int
 	Stats       stats
 	CPUPerReq   time.Duration // server CPU time per review
-	Cores       float64       // server CPU time / wall time
 	RSS         int64
 }
 
@@ -200,7 +199,6 @@ func loadServers(ctx context.Context, targets []target, caPEM, body []byte, conc
 		if s.Requests > 0 {
 			r.CPUPerReq = cpu[i] / time.Duration(s.Requests)
 		}
-		r.Cores = cpu[i].Seconds() / s.Elapsed.Seconds()
 		progress("server: %-10s %4d policies c=%-3d %8.0f reviews/s p50 %.2f ms p99 %.2f ms errors %d", t.name, t.policies, concurrency, s.PerSecond(), ms(s.P50), ms(s.P99), s.Errors)
 		out = append(out, r)
 	}

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -187,4 +188,27 @@ func nonLoopbackIPv4() net.IP {
 		}
 	}
 	return nil
+}
+
+// stream calls body(w, i) for i = 0, 1, 2, ... on each of workers goroutines (w is the
+// worker) until the returned stop is called; stop waits for them.
+func stream(workers int, body func(w, i int)) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer GinkgoRecover()
+			for i := 0; ; i++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				body(w, i)
+			}
+		}()
+	}
+	return func() { close(done); wg.Wait() }
 }

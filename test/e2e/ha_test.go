@@ -118,34 +118,20 @@ var _ = Describe("High availability", Ordered, func() {
 	It("restarts the replicas one by one during a stream of Pod creates without a failed create", func(ctx SpecContext) {
 		counts := map[string]int{}
 		var mu sync.Mutex
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		for w := range 2 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer GinkgoRecover()
-				for i := 0; ; i++ {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					image, want := "ghcr.io/acme/app:1", "admitted"
-					if i%2 == 1 {
-						image, want = "quay.io/evil/app:1", "denied"
-					}
-					got := createPod(ctx, cs, "e2e-ha", fmt.Sprintf("ha-%d-%d", w, i), image)
-					mu.Lock()
-					if got == want {
-						counts[want]++
-					} else {
-						counts[image+" -> "+got]++
-					}
-					mu.Unlock()
-				}
-			}()
-		}
+		stop := stream(2, func(w, i int) {
+			image, want := "ghcr.io/acme/app:1", "admitted"
+			if i%2 == 1 {
+				image, want = "quay.io/evil/app:1", "denied"
+			}
+			got := createPod(ctx, cs, "e2e-ha", fmt.Sprintf("ha-%d-%d", w, i), image)
+			mu.Lock()
+			if got == want {
+				counts[want]++
+			} else {
+				counts[image+" -> "+got]++
+			}
+			mu.Unlock()
+		})
 		for i, m := range replicas {
 			time.Sleep(time.Second)
 			setEndpoint(ctx, i, false)
@@ -155,8 +141,7 @@ var _ = Describe("High availability", Ordered, func() {
 			setEndpoint(ctx, i, true)
 		}
 		time.Sleep(time.Second)
-		close(stop)
-		wg.Wait()
+		stop()
 		AddReportEntry("creates during a rolling restart of 3 replicas", fmt.Sprint(counts))
 		Expect(counts).To(HaveLen(2), "every create got the right decision and none failed: %v", counts)
 		Expect(counts["admitted"]).To(BeNumerically(">", 10))

@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -185,36 +184,22 @@ var _ = Describe("Reliability of a manager", Ordered, func() {
 	It("rotates its serving certificate under load without failing a request", func() {
 		var sent, failed, wrong atomic.Int64
 		var firstErr atomic.Value
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		for w := range 4 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer GinkgoRecover()
-				for i := 0; ; i++ {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					uid := fmt.Sprintf("rot-%d-%d", w, i)
-					image, want := "ghcr.io/acme/app:1", true
-					if i%2 == 1 {
-						image, want = "quay.io/evil/app:1", false
-					}
-					allowed, err := review(client, m, uid, image)
-					sent.Add(1)
-					switch {
-					case err != nil:
-						failed.Add(1)
-						firstErr.CompareAndSwap(nil, err.Error())
-					case allowed != want:
-						wrong.Add(1)
-					}
-				}
-			}()
-		}
+		stop := stream(4, func(w, i int) {
+			uid := fmt.Sprintf("rot-%d-%d", w, i)
+			image, want := "ghcr.io/acme/app:1", true
+			if i%2 == 1 {
+				image, want = "quay.io/evil/app:1", false
+			}
+			allowed, err := review(client, m, uid, image)
+			sent.Add(1)
+			switch {
+			case err != nil:
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err.Error())
+			case allowed != want:
+				wrong.Add(1)
+			}
+		})
 		var serials []string
 		for range 3 {
 			time.Sleep(700 * time.Millisecond)
@@ -226,8 +211,7 @@ var _ = Describe("Reliability of a manager", Ordered, func() {
 			Eventually(func() string { return servedSerial(m) }).WithTimeout(10 * time.Second).Should(Equal(kp.Serial()))
 		}
 		time.Sleep(500 * time.Millisecond)
-		close(stop)
-		wg.Wait()
+		stop()
 		AddReportEntry("certificate rotation under load", fmt.Sprintf("%d reviews, %d failed, %d wrong decisions, 3 rotations", sent.Load(), failed.Load(), wrong.Load()))
 		Expect(failed.Load()).To(BeZero(), "first error: %v", firstErr.Load())
 		Expect(wrong.Load()).To(BeZero())
