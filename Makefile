@@ -85,7 +85,7 @@ test-e2e: build ## End-to-end suite: the real manager binary, control plane, kub
 
 .PHONY: test-reliability
 test-reliability: build ## Hostile input, faults, certificate rotation, drain and HA, printing what each measured.
-	go test -count=1 -v -run 'TestHostileInput|TestSlowClientIsCutOff|TestBadRequestsDoNotGrowMemory' ./internal/webhook/v1alpha1/ | grep -E '^(---|ok|FAIL)|RSS'
+	go test -count=1 -v -run 'TestHostileInput|TestSlowClientIsCutOff|TestBadRequestsDoNotGrowMemory' ./internal/webhook/ | grep -E '^(---|ok|FAIL)|RSS'
 	@assets=$$(hack/setup-envtest.sh | tail -n 1); \
 	E2E_BIN_DIR=$$assets go test -tags e2e -count=1 -timeout 20m -v ./test/e2e/ -ginkgo.focus 'Reliability|faults|High availability' | \
 	grep -E -A2 'Report Entries|Ran |^(ok|FAIL|PASS)'
@@ -105,7 +105,7 @@ bench: build ## Measure imagegate against OPA (Gatekeeper Rego), cel-go (VAP), a
 
 .PHONY: bench-engine
 bench-engine: ## Run imagegate's own Go benchmarks (engine, parser, handler) and print ns/op and allocs/op.
-	go test -run '^$$' -bench . -benchmem ./internal/policy/ ./internal/image/ ./internal/webhook/v1alpha1/
+	go test -run '^$$' -bench . -benchmem ./internal/policy/ ./internal/imageref/ ./internal/webhook/
 
 .PHONY: lint
 lint: golangci-lint ## Run golangci-lint.

@@ -38,7 +38,7 @@ import (
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/controller"
 	"github.com/imagegate/imagegate/internal/telemetry"
-	webhookv1alpha1 "github.com/imagegate/imagegate/internal/webhook/v1alpha1"
+	imagegatewebhook "github.com/imagegate/imagegate/internal/webhook"
 )
 
 func main() {
@@ -116,10 +116,10 @@ func main() {
 
 	reconciler := controller.NewPolicyReconciler(mgr.GetClient(), metrics)
 	must(log, reconciler.SetupWithManager(mgr), "setting up the policy reconciler")
-	webhookv1alpha1.SetupPodWebhookWithManager(mgr, reconciler, recorder)
-	webhookv1alpha1.SetupWorkloadWebhookWithManager(mgr, reconciler, checkWorkloads, recorder)
+	imagegatewebhook.SetupPodWebhookWithManager(mgr, reconciler, recorder)
+	imagegatewebhook.SetupWorkloadWebhookWithManager(mgr, reconciler, checkWorkloads, recorder)
 	if imageReview {
-		webhookv1alpha1.SetupImageReviewWithManager(mgr, reconciler, excluded, recorder)
+		imagegatewebhook.SetupImageReviewWithManager(mgr, reconciler, excluded, recorder)
 	}
 	if auditInterval > 0 {
 		must(log, mgr.Add(&controller.Auditor{

@@ -26,7 +26,7 @@ const (
 // that digest.
 //
 // The grammar is that of github.com/distribution/reference with the globs added; the Go
-// side (internal/image) checks the same rules with the real parser, and a test ties the two.
+// side (internal/imageref) checks the same rules with the real parser, and a test ties the two.
 // +kubebuilder:validation:MinLength=1
 // +kubebuilder:validation:MaxLength=512
 // +kubebuilder:validation:XValidation:rule="self.matches('^(?:(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:[.](?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*|[[][a-fA-F0-9:]+[]])(?::[0-9]+)?/)?[a-z0-9*]+(?:(?:[._]|__|[-]+)[a-z0-9*]+)*(?:/[a-z0-9*]+(?:(?:[._]|__|[-]+)[a-z0-9*]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@(?:sha256:[a-f0-9]{64}|sha384:[a-f0-9]{96}|sha512:[a-f0-9]{128}))?$')",message="must be an image pattern such as ghcr.io/acme/*, docker.io/library/nginx:1.27 or registry.corp:5000/** (lowercase repository; globs * and ** only in the repository path; no spaces; a digest is sha256: and 64 lowercase hex digits)"

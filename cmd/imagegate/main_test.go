@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,8 +12,6 @@ import (
 
 	"github.com/imagegate/imagegate/internal/check"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
 
 // imagegate runs the CLI in-process, exactly as main does, and returns its output.
 func imagegate(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
@@ -27,17 +24,18 @@ func imagegate(t *testing.T, stdin string, args ...string) (code int, stdout, st
 func golden(t *testing.T, name, got string) {
 	t.Helper()
 	path := filepath.Join("testdata", "golden", name)
-	if *update {
+	// One convention for every golden file in the project: UPDATE_GOLDEN=1 rewrites it.
+	if os.Getenv("UPDATE_GOLDEN") == "1" {
 		if err := os.WriteFile(path, []byte(got), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 	want, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatalf("%v (run go test ./cmd/imagegate -update to create it)", err)
+		t.Fatalf("%v (run UPDATE_GOLDEN=1 make test to create it, and review the diff)", err)
 	}
 	if got != string(want) {
-		t.Errorf("output differs from %s (go test ./cmd/imagegate -update rewrites it):\n--- got\n%s\n--- want\n%s", path, got, want)
+		t.Errorf("output differs from %s (UPDATE_GOLDEN=1 make test rewrites it: review the diff):\n--- got\n%s\n--- want\n%s", path, got, want)
 	}
 }
 

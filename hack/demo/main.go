@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/imagegate/imagegate/hack/localcluster"
+	"github.com/imagegate/imagegate/test/utils/localcluster"
 )
 
 func main() {

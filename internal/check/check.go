@@ -1,6 +1,6 @@
 // Package check is the offline check behind `imagegate check`: it reads policies and
 // manifests (internal/manifest), validates the policies as the apiserver would
-// (internal/schema), and decides every Pod and pod template with the webhook's engine
+// (internal/crdschema), and decides every Pod and pod template with the webhook's engine
 // (internal/policy), so that a CI pipeline and the cluster never disagree.
 package check
 
@@ -22,7 +22,7 @@ import (
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/manifest"
 	"github.com/imagegate/imagegate/internal/policy"
-	policyschema "github.com/imagegate/imagegate/internal/schema"
+	"github.com/imagegate/imagegate/internal/crdschema"
 )
 
 // Options says what to check.
@@ -64,7 +64,7 @@ var namespaceGVK = schema.GroupVersionKind{Version: "v1", Kind: "Namespace"}
 
 // Run reads the inputs and decides every Pod and pod template in them.
 func Run(ctx context.Context, opts Options) (*Report, error) {
-	validator, err := policyschema.New()
+	validator, err := crdschema.New()
 	if err != nil {
 		return nil, fmt.Errorf("loading the policy schema: %w", err)
 	}
@@ -113,7 +113,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 
 // loadPolicies reads, validates and compiles the policies; every problem becomes an input
 // error. A nil snapshot means none could be loaded.
-func (r *Report) loadPolicies(ctx context.Context, reader *manifest.Reader, v *policyschema.Validator, paths []string) *policy.Snapshot {
+func (r *Report) loadPolicies(ctx context.Context, reader *manifest.Reader, v *crdschema.Validator, paths []string) *policy.Snapshot {
 	if len(paths) == 0 {
 		r.Errors = append(r.Errors, InputError{Message: "no --policy given: name the files or folders that hold the policies"})
 		return nil

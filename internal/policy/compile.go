@@ -15,7 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
-	"github.com/imagegate/imagegate/internal/image"
+	"github.com/imagegate/imagegate/internal/imageref"
 )
 
 // Kinds of policy, as users read them in messages.
@@ -79,7 +79,7 @@ type target struct {
 // wrote the same pattern, so a pattern repeated across a thousand policies is matched once.
 type matcher struct {
 	rest    []string // segments left to match after the node; nil: the path ends at the node
-	pattern image.Pattern
+	pattern imageref.Pattern
 	targets []target
 }
 
@@ -103,7 +103,7 @@ type Snapshot struct {
 	requireDigest []int32
 	requireTag    []int32
 	tagDenied     map[string][]int32
-	refs          *image.Cache
+	refs          *imageref.Cache
 	scratch       sync.Pool
 	// selectsNamespaces: some ClusterImagePolicy has a namespaceSelector.
 	selectsNamespaces bool
@@ -151,7 +151,7 @@ func Compile(cluster []v1alpha1.ClusterImagePolicy, namespaced []v1alpha1.ImageP
 		breakGlass:  map[Ref]bool{},
 		uids:        map[Ref]types.UID{},
 		tagDenied:   map[string][]int32{},
-		refs:        image.NewCache(refCacheSize),
+		refs:        imageref.NewCache(refCacheSize),
 	}
 	// A stable order makes messages and status deterministic, whatever order the cache lists.
 	cluster = append([]v1alpha1.ClusterImagePolicy(nil), cluster...)
@@ -211,13 +211,13 @@ func (s *Snapshot) add(ref Ref, spec *v1alpha1.ImagePolicySpec, shared map[strin
 		cp.mode = v1alpha1.ModeEnforce
 	}
 	type use struct {
-		p image.Pattern
+		p imageref.Pattern
 		t target
 	}
 	var uses []use
 	collect := func(field string, l list, patterns []v1alpha1.ImagePattern) {
 		for i, raw := range patterns {
-			p, err := image.ParsePattern(string(raw))
+			p, err := imageref.ParsePattern(string(raw))
 			if err != nil {
 				problems = append(problems, fmt.Sprintf("spec.%s[%d]: invalid pattern %q: %v", field, i, raw, err))
 				continue
@@ -284,14 +284,14 @@ func selector(ls *metav1.LabelSelector) (labels.Selector, error) {
 }
 
 // insert hangs a pattern in the trie below the node of its leading literal segments.
-func (s *Snapshot) insert(p image.Pattern, t target, shared map[string]*matcher) {
+func (s *Snapshot) insert(p imageref.Pattern, t target, shared map[string]*matcher) {
 	n := s.hosts[p.Host]
 	if n == nil {
 		n = &node{}
 		s.hosts[p.Host] = n
 	}
 	segs := p.Segments
-	for len(segs) > 0 && !image.HasGlob(segs[0]) {
+	for len(segs) > 0 && !imageref.HasGlob(segs[0]) {
 		child := n.children[segs[0]]
 		if child == nil {
 			child = &node{}

@@ -8,7 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
-	"github.com/imagegate/imagegate/internal/image"
+	"github.com/imagegate/imagegate/internal/imageref"
 )
 
 // Image is one image of a Pod, with the field path it was written at.
@@ -419,7 +419,7 @@ func (s *Snapshot) evaluateImage(img *Image, sc *scratch, d *Decision) {
 
 // versionRuleHit reports whether a covered policy may have a tag or digest rule that the
 // image breaks. It may say yes for an exempt policy; the full check sorts that out.
-func (s *Snapshot) versionRuleHit(ref *image.Reference, sc *scratch) bool {
+func (s *Snapshot) versionRuleHit(ref *imageref.Reference, sc *scratch) bool {
 	if ref.Digest != "" {
 		return false
 	}
@@ -437,7 +437,7 @@ func (s *Snapshot) versionRuleHit(ref *image.Reference, sc *scratch) bool {
 }
 
 // checkVersion applies the tag and digest rules of a policy to one image.
-func checkVersion(img *Image, ref *image.Reference, p *compiledPolicy, d *Decision) {
+func checkVersion(img *Image, ref *imageref.Reference, p *compiledPolicy, d *Decision) {
 	if p.requireDigest && ref.Digest == "" {
 		d.add(img, ref, p, RuleRequireDigest, "it is not pinned by digest (@sha256:...) and requireDigest is set")
 	}
@@ -456,7 +456,7 @@ func checkVersion(img *Image, ref *image.Reference, p *compiledPolicy, d *Decisi
 	}
 }
 
-func (d *Decision) add(img *Image, ref *image.Reference, p *compiledPolicy, rule Rule, reason string) {
+func (d *Decision) add(img *Image, ref *imageref.Reference, p *compiledPolicy, rule Rule, reason string) {
 	d.Violations = append(d.Violations, Violation{
 		Field: img.Field, Image: img.Ref, Container: img.Container, Normalized: ref.Normalized,
 		Policy: p.ref, policyIdx: p.idx, Mode: p.mode, Rule: rule, Reason: reason,
@@ -465,7 +465,7 @@ func (d *Decision) add(img *Image, ref *image.Reference, p *compiledPolicy, rule
 
 // markMatches walks the trie along the image's registry and path and marks, for every
 // pattern that matches, the policy and list it belongs to.
-func (s *Snapshot) markMatches(ref *image.Reference, sc *scratch) {
+func (s *Snapshot) markMatches(ref *imageref.Reference, sc *scratch) {
 	n := s.hosts[ref.Host]
 	rest := ref.Path
 	for n != nil {
@@ -474,7 +474,7 @@ func (s *Snapshot) markMatches(ref *image.Reference, sc *scratch) {
 			if m.rest == nil {
 				ok = rest == ""
 			} else {
-				ok = image.MatchSegments(m.rest, rest)
+				ok = imageref.MatchSegments(m.rest, rest)
 			}
 			if ok && m.pattern.MatchVersion(ref) {
 				sc.mark(m.targets)

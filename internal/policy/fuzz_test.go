@@ -6,11 +6,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
-	"github.com/imagegate/imagegate/internal/image"
+	"github.com/imagegate/imagegate/internal/imageref"
 )
 
 // FuzzEvaluate is differential: a policy that allows one pattern and denies another must
-// decide every image exactly as the plain matcher (image.Pattern.Match) does, so the indexed
+// decide every image exactly as the plain matcher (imageref.Pattern.Match) does, so the indexed
 // trie can never admit what the patterns do not allow. It also must never panic.
 func FuzzEvaluate(f *testing.F) {
 	f.Add("ghcr.io/acme/**", "ghcr.io/acme/legacy/*", "ghcr.io/acme/legacy/app:1")
@@ -18,8 +18,8 @@ func FuzzEvaluate(f *testing.F) {
 	f.Add("registry.corp:5000/*/app", "x", "registry.corp:5000/team/app@"+digestA)
 	f.Add("**", "*", "acme/app")
 	f.Fuzz(func(t *testing.T, allow, deny, img string) {
-		ap, aerr := image.ParsePattern(allow)
-		dp, derr := image.ParsePattern(deny)
+		ap, aerr := imageref.ParsePattern(allow)
+		dp, derr := imageref.ParsePattern(deny)
 		if aerr != nil || derr != nil {
 			return
 		}
@@ -31,7 +31,7 @@ func FuzzEvaluate(f *testing.F) {
 			}},
 		}}, nil)
 		d := snap.Evaluate(&Subject{Namespace: "a", Images: []Image{{Field: "spec.containers[0].image", Ref: img}}})
-		ref, err := image.Parse(img)
+		ref, err := imageref.Parse(img)
 		want := err == nil && ap.Match(&ref) && !dp.Match(&ref)
 		if d.Allowed() != want {
 			t.Fatalf("allow %q deny %q image %q: admitted=%v, patterns say %v (%v)", allow, deny, img, d.Allowed(), want, d.Violations)

@@ -17,7 +17,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
 
-	"github.com/imagegate/imagegate/hack/localcluster"
+	"github.com/imagegate/imagegate/test/utils/localcluster"
 )
 
 // runCluster starts the local control plane and runs the server and apiserver layers.

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/imagegate/imagegate/hack/localcluster"
+	"github.com/imagegate/imagegate/test/utils/localcluster"
 )
 
 func (e *benchEnv) configs() []admissionConfig {

@@ -25,7 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	webhookv1alpha1 "github.com/imagegate/imagegate/internal/webhook/v1alpha1"
+	imagegatewebhook "github.com/imagegate/imagegate/internal/webhook"
 )
 
 const noopCommand = "noop-webhook"
@@ -51,7 +51,7 @@ func serveNoop(args []string) error {
 		func(c *tls.Config) { c.GetCertificate = watcher.GetCertificate },
 	}})
 	allow := admission.HandlerFunc(func(context.Context, admission.Request) admission.Response { return admission.Allowed("") })
-	srv.Register(webhookv1alpha1.PodWebhookPath, webhookv1alpha1.BoundRequest(&webhook.Admission{Handler: allow}, webhookv1alpha1.RequestDeadline))
+	srv.Register(imagegatewebhook.PodWebhookPath, imagegatewebhook.BoundRequest(&webhook.Admission{Handler: allow}, imagegatewebhook.RequestDeadline))
 	srv.Register("/healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

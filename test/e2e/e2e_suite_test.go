@@ -1,7 +1,7 @@
 //go:build e2e
 
 // Package e2e drives imagegate as a cluster would: the real manager binary (bin/manager), a
-// real kube-apiserver, etcd and kube-controller-manager (hack/localcluster), the webhook
+// real kube-apiserver, etcd and kube-controller-manager (test/utils/localcluster), the webhook
 // registered from config/, and kubectl for every user action. `make test-e2e` runs it.
 package e2e
 
@@ -19,7 +19,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
-	"github.com/imagegate/imagegate/hack/localcluster"
+	"github.com/imagegate/imagegate/test/utils/localcluster"
 )
 
 var (

@@ -21,7 +21,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
-	"github.com/imagegate/imagegate/hack/localcluster"
+	"github.com/imagegate/imagegate/test/utils/localcluster"
 )
 
 // Three replicas behind config/default's webhook Service, as in a cluster: the apiserver calls

@@ -32,7 +32,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/imagegate/imagegate/hack/localcluster"
+	"github.com/imagegate/imagegate/test/utils/localcluster"
 )
 
 // relPolicy is what the reliability specs decide with: the acme organization's registry only.

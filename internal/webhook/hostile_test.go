@@ -1,4 +1,4 @@
-package v1alpha1
+package webhook
 
 import (
 	"bufio"
@@ -24,10 +24,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
-	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
-	"github.com/imagegate/imagegate/api/v1alpha1"
-	"github.com/imagegate/imagegate/hack/localcluster"
+	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/test/utils/localcluster"
 	"github.com/imagegate/imagegate/internal/policy"
 )
 
@@ -65,15 +65,15 @@ func startHostileServer(t *testing.T, deadline time.Duration) *hostileServer {
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
-	snap := policy.Compile([]v1alpha1.ClusterImagePolicy{{
+	snap := policy.Compile([]imagegatev1alpha1.ClusterImagePolicy{{
 		ObjectMeta: metav1.ObjectMeta{Name: "trusted"},
-		Spec:       v1alpha1.ImagePolicySpec{Images: &v1alpha1.ImageRules{Allow: []v1alpha1.ImagePattern{"ghcr.io/acme/**"}}},
+		Spec:       imagegatev1alpha1.ImagePolicySpec{Images: &imagegatev1alpha1.ImageRules{Allow: []imagegatev1alpha1.ImagePattern{"ghcr.io/acme/**"}}},
 	}}, nil)
 	reader := fake.NewClientBuilder().WithScheme(scheme).Build()
-	srv := webhook.NewServer(webhook.Options{Host: "127.0.0.1", Port: port, CertDir: dir,
+	srv := ctrlwebhook.NewServer(ctrlwebhook.Options{Host: "127.0.0.1", Port: port, CertDir: dir,
 		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }}})
-	srv.Register(PodWebhookPath, BoundRequest(&webhook.Admission{Handler: NewPodValidator(fixedSnapshot{snap}, reader, nil)}, deadline))
-	srv.Register(WorkloadWebhookPath, BoundRequest(&webhook.Admission{Handler: NewWorkloadValidator(scheme, fixedSnapshot{snap}, reader, true, nil)}, deadline))
+	srv.Register(PodWebhookPath, BoundRequest(&ctrlwebhook.Admission{Handler: NewPodValidator(fixedSnapshot{snap}, reader, nil)}, deadline))
+	srv.Register(WorkloadWebhookPath, BoundRequest(&ctrlwebhook.Admission{Handler: NewWorkloadValidator(scheme, fixedSnapshot{snap}, reader, true, nil)}, deadline))
 	srv.Register(ImageReviewPath, BoundRequest(NewImageReviewHandler(fixedSnapshot{snap}, reader, nil, nil), deadline))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

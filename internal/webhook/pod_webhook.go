@@ -1,7 +1,7 @@
 // Package v1alpha1 adapts the policy engine to Kubernetes admission: it turns a Pod
 // AdmissionReview into a policy.Subject, asks the engine, and turns the Decision into the
 // response. It holds no rules of its own.
-package v1alpha1
+package webhook
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	kjson "sigs.k8s.io/json"
 
@@ -55,7 +55,7 @@ func NewPodValidator(snapshots SnapshotSource, namespaces client.Reader, recorde
 
 // SetupPodWebhookWithManager registers the Pod webhook on the manager's webhook server.
 func SetupPodWebhookWithManager(mgr ctrl.Manager, snapshots SnapshotSource, recorder *telemetry.Recorder) {
-	register(mgr.GetWebhookServer(), PodWebhookPath, &webhook.Admission{
+	register(mgr.GetWebhookServer(), PodWebhookPath, &ctrlwebhook.Admission{
 		LogConstructor: requestLogger,
 		Handler:        NewPodValidator(snapshots, mgr.GetCache(), recorder),
 	})

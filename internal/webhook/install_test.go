@@ -1,4 +1,4 @@
-package v1alpha1
+package webhook
 
 import (
 	"bytes"
@@ -90,7 +90,7 @@ var _ = Describe("config/default hardening", func() {
 			}
 		}
 		got := string(bytes.Join(rbac, []byte("\n---\n"))) + "\n"
-		golden := filepath.Join(root, "internal", "webhook", "v1alpha1", "testdata", "rbac.golden.yaml")
+		golden := filepath.Join(root, "internal", "webhook", "testdata", "rbac.golden.yaml")
 		if os.Getenv("UPDATE_GOLDEN") == "1" {
 			Expect(os.WriteFile(golden, []byte(got), 0o600)).To(Succeed())
 		}

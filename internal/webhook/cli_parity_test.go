@@ -1,4 +1,4 @@
-package v1alpha1
+package webhook
 
 import (
 	"os"
@@ -11,7 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/imagegate/imagegate/api/v1alpha1"
+	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/check"
 )
 
@@ -21,19 +21,19 @@ var _ = Describe("imagegate check and the webhook", func() {
 	It("give identical denials and warnings for the same policies and Pod", func() {
 		ns := newNamespace(map[string]string{"parity": "yes"})
 		nsSel := &metav1.LabelSelector{MatchLabels: map[string]string{"parity": "yes", "kubernetes.io/metadata.name": ns}}
-		specs := map[string]v1alpha1.ImagePolicySpec{
-			"trusted": {NamespaceSelector: nsSel, Images: &v1alpha1.ImageRules{
-				Allow: []v1alpha1.ImagePattern{"ghcr.io/acme/**", "docker.io/library/*"},
-				Deny:  []v1alpha1.ImagePattern{"docker.io/library/ubuntu"},
+		specs := map[string]imagegatev1alpha1.ImagePolicySpec{
+			"trusted": {NamespaceSelector: nsSel, Images: &imagegatev1alpha1.ImageRules{
+				Allow: []imagegatev1alpha1.ImagePattern{"ghcr.io/acme/**", "docker.io/library/*"},
+				Deny:  []imagegatev1alpha1.ImagePattern{"docker.io/library/ubuntu"},
 			}},
-			"no-latest": {NamespaceSelector: nsSel, Mode: v1alpha1.ModeWarn, Tags: &v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}}},
+			"no-latest": {NamespaceSelector: nsSel, Mode: imagegatev1alpha1.ModeWarn, Tags: &imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}},
 			"digests":   {NamespaceSelector: nsSel, RequireDigest: true},
 		}
 		var policyYAML []string
 		for name, spec := range specs {
 			p := clusterPolicy(ns, name, spec)
-			clean := v1alpha1.ClusterImagePolicy{
-				TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: "ClusterImagePolicy"},
+			clean := imagegatev1alpha1.ClusterImagePolicy{
+				TypeMeta:   metav1.TypeMeta{APIVersion: imagegatev1alpha1.GroupVersion.String(), Kind: "ClusterImagePolicy"},
 				ObjectMeta: metav1.ObjectMeta{Name: p.Name},
 				Spec:       p.Spec,
 			}
@@ -73,10 +73,10 @@ var _ = Describe("imagegate check and the webhook", func() {
 		Expect(report.ExitCode()).To(Equal(check.ExitDenied))
 		var cliDenials, cliWarnings []string
 		for _, v := range report.Objects[0].Violations {
-			switch v1alpha1.PolicyMode(v.Mode) {
-			case v1alpha1.ModeEnforce:
+			switch imagegatev1alpha1.PolicyMode(v.Mode) {
+			case imagegatev1alpha1.ModeEnforce:
 				cliDenials = append(cliDenials, v.Message)
-			case v1alpha1.ModeWarn:
+			case imagegatev1alpha1.ModeWarn:
 				cliWarnings = append(cliWarnings, v.Message)
 			}
 		}

@@ -1,4 +1,4 @@
-package v1alpha1
+package webhook
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/imagegate/imagegate/api/v1alpha1"
+	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
 )
@@ -120,7 +120,7 @@ func (h *ImageReviewHandler) Review(ctx context.Context, spec *imagepolicyv1alph
 	}
 	status := imagepolicyv1alpha1.ImageReviewStatus{Allowed: d.Allowed(), AuditAnnotations: d.AuditAnnotations()}
 	if !status.Allowed {
-		status.Reason = strings.Join(d.Messages(v1alpha1.ModeEnforce), "\n")
+		status.Reason = strings.Join(d.Messages(imagegatev1alpha1.ModeEnforce), "\n")
 	}
 	return status
 }

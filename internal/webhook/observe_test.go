@@ -1,4 +1,4 @@
-package v1alpha1
+package webhook
 
 import (
 	"context"
@@ -18,7 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"github.com/imagegate/imagegate/api/v1alpha1"
+	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/controller"
 )
 
@@ -59,9 +59,9 @@ var _ = Describe("Metrics", func() {
 	It("count decisions by endpoint and result, violations by policy and mode, and time each decision", func() {
 		ns := newNamespace(nil)
 		trusted := clusterPolicy(ns, "trusted", allowAcme)
-		warn := clusterPolicy(ns, "warn", v1alpha1.ImagePolicySpec{Mode: v1alpha1.ModeWarn, Tags: &v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}}})
+		warn := clusterPolicy(ns, "warn", imagegatev1alpha1.ImagePolicySpec{Mode: imagegatev1alpha1.ModeWarn, Tags: &imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}})
 		dec := func(d string) map[string]string { return map[string]string{"endpoint": "pod", "decision": d} }
-		viol := func(p *v1alpha1.ClusterImagePolicy, mode string) map[string]string {
+		viol := func(p *imagegatev1alpha1.ClusterImagePolicy, mode string) map[string]string {
 			return map[string]string{"endpoint": "pod", "policy": "ClusterImagePolicy/" + p.Name, "mode": mode}
 		}
 		before := map[string]float64{
@@ -130,7 +130,7 @@ var _ = Describe("Background audit", func() {
 		Expect(k8sClient.Status().Update(ctx, done)).To(Succeed())
 
 		spec := allowAcme
-		spec.Mode = v1alpha1.ModeAudit
+		spec.Mode = imagegatev1alpha1.ModeAudit
 		p := clusterPolicy(ns, "audit", spec)
 		// The cache must have seen the Pods and the status change before the run.
 		Eventually(func() corev1.PodPhase {
@@ -143,7 +143,7 @@ var _ = Describe("Background audit", func() {
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
 		Expect(p.Status.Audit).NotTo(BeNil())
 		Expect(p.Status.Audit.Violations).To(Equal(int32(2)), "a and b; c has completed")
-		Expect(p.Status.Audit.Samples).To(Equal([]v1alpha1.AuditSample{
+		Expect(p.Status.Audit.Samples).To(Equal([]imagegatev1alpha1.AuditSample{
 			{Namespace: ns, Pod: "a", Container: "c0", Image: "quay.io/legacy/a:1", Rule: "images.allow"},
 			{Namespace: ns, Pod: "b", Container: "c0", Image: "quay.io/legacy/b:1", Rule: "images.allow"},
 		}))

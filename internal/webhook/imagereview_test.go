@@ -1,4 +1,4 @@
-package v1alpha1
+package webhook
 
 import (
 	"encoding/json"
@@ -15,7 +15,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
-	"github.com/imagegate/imagegate/api/v1alpha1"
+	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
 )
 
@@ -31,19 +31,19 @@ func reviewHandler(t *testing.T, snap *policy.Snapshot) *ImageReviewHandler {
 }
 
 func reviewPolicies() *policy.Snapshot {
-	cp := func(name string, spec v1alpha1.ImagePolicySpec) v1alpha1.ClusterImagePolicy {
-		return v1alpha1.ClusterImagePolicy{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: spec}
+	cp := func(name string, spec imagegatev1alpha1.ImagePolicySpec) imagegatev1alpha1.ClusterImagePolicy {
+		return imagegatev1alpha1.ClusterImagePolicy{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: spec}
 	}
-	return policy.Compile([]v1alpha1.ClusterImagePolicy{
-		cp("trusted", v1alpha1.ImagePolicySpec{AllowBreakGlass: true, Images: &v1alpha1.ImageRules{Allow: []v1alpha1.ImagePattern{"ghcr.io/acme/**"}}}),
-		cp("no-latest", v1alpha1.ImagePolicySpec{Mode: v1alpha1.ModeWarn, Tags: &v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}}}),
-		cp("prod-digests", v1alpha1.ImagePolicySpec{
+	return policy.Compile([]imagegatev1alpha1.ClusterImagePolicy{
+		cp("trusted", imagegatev1alpha1.ImagePolicySpec{AllowBreakGlass: true, Images: &imagegatev1alpha1.ImageRules{Allow: []imagegatev1alpha1.ImagePattern{"ghcr.io/acme/**"}}}),
+		cp("no-latest", imagegatev1alpha1.ImagePolicySpec{Mode: imagegatev1alpha1.ModeWarn, Tags: &imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}}),
+		cp("prod-digests", imagegatev1alpha1.ImagePolicySpec{
 			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"env": "production"}},
 			RequireDigest:     true,
 		}),
-		cp("web-pinned", v1alpha1.ImagePolicySpec{
+		cp("web-pinned", imagegatev1alpha1.ImagePolicySpec{
 			PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
-			Images:      &v1alpha1.ImageRules{Deny: []v1alpha1.ImagePattern{"ghcr.io/acme/legacy/**"}},
+			Images:      &imagegatev1alpha1.ImageRules{Deny: []imagegatev1alpha1.ImagePattern{"ghcr.io/acme/legacy/**"}},
 		}),
 	}, nil)
 }

@@ -3,7 +3,7 @@
 // generated files in config/crd/bases, embedded), through the apiextensions-apiserver code
 // that the apiserver runs. A policy the CLI accepts is one `kubectl apply` accepts, with the
 // same field messages.
-package schema
+package crdschema
 
 import (
 	"context"

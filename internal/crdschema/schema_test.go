@@ -1,4 +1,4 @@
-package schema_test
+package crdschema_test
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
-	"github.com/imagegate/imagegate/internal/schema"
+	"github.com/imagegate/imagegate/internal/crdschema"
 )
 
 func load(t *testing.T, path string) (*unstructured.Unstructured, string) {
@@ -39,7 +39,7 @@ func load(t *testing.T, path string) (*unstructured.Unstructured, string) {
 // The corpus the envtest suite checks against the real apiserver: the offline validator
 // must give the apiserver's message for each invalid policy and accept each valid one.
 func TestPolicyCorpusAsTheAPIServer(t *testing.T) {
-	v, err := schema.New()
+	v, err := crdschema.New()
 	if err != nil {
 		t.Fatal(err)
 	}

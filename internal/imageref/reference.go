@@ -1,7 +1,7 @@
 // Package image normalizes container image references and compiles the image patterns of
 // policies, with one normalizer for both so that `nginx`, `library/nginx` and
 // `docker.io/library/nginx` are the same image everywhere. It is pure: no I/O.
-package image
+package imageref
 
 import (
 	"fmt"

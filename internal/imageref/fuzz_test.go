@@ -1,4 +1,4 @@
-package image
+package imageref
 
 import (
 	"os"

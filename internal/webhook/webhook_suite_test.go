@@ -1,4 +1,4 @@
-package v1alpha1
+package webhook
 
 import (
 	"context"
@@ -24,9 +24,9 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
-	"github.com/imagegate/imagegate/api/v1alpha1"
+	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/controller"
 	"github.com/imagegate/imagegate/internal/telemetry"
 )
@@ -47,7 +47,7 @@ var (
 	// auditor is not started: specs run it and read what it wrote.
 	auditor   *controller.Auditor
 	snapshots *controller.PolicyReconciler
-	root      = filepath.Join("..", "..", "..")
+	root      = filepath.Join("..", "..")
 )
 
 func TestWebhook(t *testing.T) {
@@ -96,7 +96,7 @@ var _ = BeforeSuite(func() {
 
 	scheme := runtime.NewScheme()
 	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
-	Expect(v1alpha1.AddToScheme(scheme)).To(Succeed())
+	Expect(imagegatev1alpha1.AddToScheme(scheme)).To(Succeed())
 
 	warnings = &warningRecorder{}
 	userCfg := rest.CopyConfig(cfg)
@@ -107,7 +107,7 @@ var _ = BeforeSuite(func() {
 	wio := &testEnv.WebhookInstallOptions
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme: scheme,
-		WebhookServer: webhook.NewServer(webhook.Options{
+		WebhookServer: ctrlwebhook.NewServer(ctrlwebhook.Options{
 			Host: wio.LocalServingHost, Port: wio.LocalServingPort, CertDir: wio.LocalServingCertDir,
 		}),
 		Metrics:                metricsserver.Options{BindAddress: "0"},

@@ -1,4 +1,4 @@
-package v1alpha1
+package webhook
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/imagegate/imagegate/internal/policy"
@@ -44,7 +44,7 @@ func NewWorkloadValidator(scheme *runtime.Scheme, snapshots SnapshotSource, name
 
 // SetupWorkloadWebhookWithManager registers the workload webhook on the manager's server.
 func SetupWorkloadWebhookWithManager(mgr ctrl.Manager, snapshots SnapshotSource, enabled bool, recorder *telemetry.Recorder) {
-	register(mgr.GetWebhookServer(), WorkloadWebhookPath, &webhook.Admission{
+	register(mgr.GetWebhookServer(), WorkloadWebhookPath, &ctrlwebhook.Admission{
 		LogConstructor: requestLogger,
 		Handler:        NewWorkloadValidator(mgr.GetScheme(), snapshots, mgr.GetCache(), enabled, recorder),
 	})

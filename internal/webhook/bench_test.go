@@ -1,4 +1,4 @@
-package v1alpha1
+package webhook
 
 import (
 	"bytes"
@@ -11,12 +11,12 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
-	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/imagegate/imagegate/api/v1alpha1"
+	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
 )
@@ -29,11 +29,11 @@ func BenchmarkPodHandler(b *testing.B) {
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		b.Fatal(err)
 	}
-	snap := policy.Compile([]v1alpha1.ClusterImagePolicy{{
+	snap := policy.Compile([]imagegatev1alpha1.ClusterImagePolicy{{
 		ObjectMeta: metav1.ObjectMeta{Name: "trusted"},
-		Spec: v1alpha1.ImagePolicySpec{
-			Images: &v1alpha1.ImageRules{Allow: []v1alpha1.ImagePattern{"ghcr.io/acme/**"}},
-			Tags:   &v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}},
+		Spec: imagegatev1alpha1.ImagePolicySpec{
+			Images: &imagegatev1alpha1.ImageRules{Allow: []imagegatev1alpha1.ImagePattern{"ghcr.io/acme/**"}},
+			Tags:   &imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}},
 		},
 	}}, nil)
 	metrics, err := telemetry.NewMetrics(prometheus.NewRegistry())
@@ -49,7 +49,7 @@ func BenchmarkPodHandler(b *testing.B) {
 		{"imagegate", NewPodValidator(fixedSnapshot{snap}, fake.NewClientBuilder().WithScheme(scheme).Build(), &telemetry.Recorder{Metrics: metrics})},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			h := &webhook.Admission{Handler: tc.handler}
+			h := &ctrlwebhook.Admission{Handler: tc.handler}
 			b.ReportAllocs()
 			for b.Loop() {
 				req := httptest.NewRequest(http.MethodPost, PodWebhookPath, bytes.NewReader(body))

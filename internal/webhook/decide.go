@@ -1,4 +1,4 @@
-package v1alpha1
+package webhook
 
 import (
 	"context"
@@ -12,10 +12,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	"github.com/imagegate/imagegate/api/v1alpha1"
+	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
 )
@@ -63,15 +63,15 @@ func (x *decider) decide(ctx context.Context, sub *policy.Subject, object teleme
 func admissionResponse(d *policy.Decision) admission.Response {
 	resp := admission.Allowed("")
 	if !d.Allowed() {
-		resp = admission.Denied(strings.Join(d.Messages(v1alpha1.ModeEnforce), "\n"))
+		resp = admission.Denied(strings.Join(d.Messages(imagegatev1alpha1.ModeEnforce), "\n"))
 	}
-	resp.Warnings = d.Messages(v1alpha1.ModeWarn)
+	resp.Warnings = d.Messages(imagegatev1alpha1.ModeWarn)
 	resp.AuditAnnotations = d.AuditAnnotations()
 	return resp
 }
 
 // register serves h at path on the manager's webhook server, bounded by RequestDeadline.
-func register(server webhook.Server, path string, h http.Handler) {
+func register(server ctrlwebhook.Server, path string, h http.Handler) {
 	server.Register(path, BoundRequest(h, RequestDeadline))
 }
 

@@ -1,4 +1,4 @@
-package v1alpha1
+package webhook
 
 import (
 	"fmt"
@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
-	"github.com/imagegate/imagegate/api/v1alpha1"
+	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
 )
 
@@ -42,11 +42,11 @@ func pod(ns, name string, images ...string) *corev1.Pod {
 
 // clusterPolicy creates a ClusterImagePolicy scoped to one namespace, so that specs never see
 // each other's cluster policies, and waits until it is in force.
-func clusterPolicy(ns, name string, spec v1alpha1.ImagePolicySpec) *v1alpha1.ClusterImagePolicy {
+func clusterPolicy(ns, name string, spec imagegatev1alpha1.ImagePolicySpec) *imagegatev1alpha1.ClusterImagePolicy {
 	if spec.NamespaceSelector == nil {
 		spec.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}
 	}
-	p := &v1alpha1.ClusterImagePolicy{ObjectMeta: metav1.ObjectMeta{Name: ns + "-" + name}, Spec: spec}
+	p := &imagegatev1alpha1.ClusterImagePolicy{ObjectMeta: metav1.ObjectMeta{Name: ns + "-" + name}, Spec: spec}
 	Expect(k8sClient.Create(ctx, p)).To(Succeed())
 	DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, p))).To(Succeed()) })
 	waitReady(p, metav1.ConditionTrue)
@@ -59,15 +59,15 @@ func waitReady(p client.Object, want metav1.ConditionStatus) *metav1.Condition {
 	var cond *metav1.Condition
 	Eventually(func(g Gomega) {
 		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
-		var status v1alpha1.ImagePolicyStatus
+		var status imagegatev1alpha1.ImagePolicyStatus
 		switch o := p.(type) {
-		case *v1alpha1.ClusterImagePolicy:
+		case *imagegatev1alpha1.ClusterImagePolicy:
 			status = o.Status
-		case *v1alpha1.ImagePolicy:
+		case *imagegatev1alpha1.ImagePolicy:
 			status = o.Status
 		}
 		g.Expect(status.ObservedGeneration).To(Equal(p.GetGeneration()))
-		cond = meta.FindStatusCondition(status.Conditions, v1alpha1.ConditionReady)
+		cond = meta.FindStatusCondition(status.Conditions, imagegatev1alpha1.ConditionReady)
 		g.Expect(cond).NotTo(BeNil())
 		g.Expect(cond.Status).To(Equal(want))
 	}).WithTimeout(10 * time.Second).Should(Succeed())
@@ -81,7 +81,7 @@ func createErr(obj client.Object) string {
 	return ""
 }
 
-var allowAcme = v1alpha1.ImagePolicySpec{Images: &v1alpha1.ImageRules{Allow: []v1alpha1.ImagePattern{"ghcr.io/acme/**"}}}
+var allowAcme = imagegatev1alpha1.ImagePolicySpec{Images: &imagegatev1alpha1.ImageRules{Allow: []imagegatev1alpha1.ImagePattern{"ghcr.io/acme/**"}}}
 
 var _ = Describe("Pod webhook", func() {
 	It("admits every Pod when no policy covers it", func() {
@@ -143,7 +143,7 @@ var _ = Describe("Pod webhook", func() {
 
 	It("returns Warn-mode violations as warnings and admits", func() {
 		ns := newNamespace(nil)
-		clusterPolicy(ns, "warn-latest", v1alpha1.ImagePolicySpec{Mode: v1alpha1.ModeWarn, Tags: &v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}}})
+		clusterPolicy(ns, "warn-latest", imagegatev1alpha1.ImagePolicySpec{Mode: imagegatev1alpha1.ModeWarn, Tags: &imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}})
 		warnings.take()
 		Expect(createErr(pod(ns, "w", "nginx"))).To(BeEmpty())
 		Expect(warnings.take()).To(ContainElement(
@@ -152,7 +152,7 @@ var _ = Describe("Pod webhook", func() {
 
 	It("admits silently in Audit mode", func() {
 		ns := newNamespace(nil)
-		clusterPolicy(ns, "audit", v1alpha1.ImagePolicySpec{Mode: v1alpha1.ModeAudit, Images: &v1alpha1.ImageRules{Deny: []v1alpha1.ImagePattern{"docker.io/**"}}})
+		clusterPolicy(ns, "audit", imagegatev1alpha1.ImagePolicySpec{Mode: imagegatev1alpha1.ModeAudit, Images: &imagegatev1alpha1.ImageRules{Deny: []imagegatev1alpha1.ImagePattern{"docker.io/**"}}})
 		warnings.take()
 		Expect(createErr(pod(ns, "a", "nginx:1.27"))).To(BeEmpty())
 		Expect(warnings.take()).To(BeEmpty())
@@ -160,7 +160,7 @@ var _ = Describe("Pod webhook", func() {
 
 	It("applies a ClusterImagePolicy only to the namespaces its namespaceSelector picks", func() {
 		ns := newNamespace(map[string]string{"env": "dev"})
-		clusterPolicy(ns, "prod-digests", v1alpha1.ImagePolicySpec{
+		clusterPolicy(ns, "prod-digests", imagegatev1alpha1.ImagePolicySpec{
 			RequireDigest:     true,
 			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"env": "prod", "kubernetes.io/metadata.name": ns}},
 		})
@@ -177,7 +177,7 @@ var _ = Describe("Pod webhook", func() {
 	It("lets a namespaced ImagePolicy add a restriction", func() {
 		ns := newNamespace(nil)
 		clusterPolicy(ns, "trusted", allowAcme)
-		ip := &v1alpha1.ImagePolicy{ObjectMeta: metav1.ObjectMeta{Name: "pinned", Namespace: ns}, Spec: v1alpha1.ImagePolicySpec{RequireDigest: true}}
+		ip := &imagegatev1alpha1.ImagePolicy{ObjectMeta: metav1.ObjectMeta{Name: "pinned", Namespace: ns}, Spec: imagegatev1alpha1.ImagePolicySpec{RequireDigest: true}}
 		Expect(k8sClient.Create(ctx, ip)).To(Succeed())
 		waitReady(ip, metav1.ConditionTrue)
 		Expect(createErr(pod(ns, "p", "ghcr.io/acme/app:1"))).To(Equal(denied +
@@ -186,9 +186,9 @@ var _ = Describe("Pod webhook", func() {
 
 	It("puts a policy update in force within a second", func() {
 		ns := newNamespace(nil)
-		p := clusterPolicy(ns, "moving", v1alpha1.ImagePolicySpec{Images: &v1alpha1.ImageRules{Deny: []v1alpha1.ImagePattern{"quay.io/**"}}})
+		p := clusterPolicy(ns, "moving", imagegatev1alpha1.ImagePolicySpec{Images: &imagegatev1alpha1.ImageRules{Deny: []imagegatev1alpha1.ImagePattern{"quay.io/**"}}})
 		Expect(createErr(pod(ns, "before", "ghcr.io/acme/app:1"))).To(BeEmpty())
-		p.Spec.Images.Deny = []v1alpha1.ImagePattern{"ghcr.io/**"}
+		p.Spec.Images.Deny = []imagegatev1alpha1.ImagePattern{"ghcr.io/**"}
 		Expect(k8sClient.Update(ctx, p)).To(Succeed())
 		start := time.Now()
 		Eventually(func() string { return createErr(pod(ns, "after-"+rand.String(4), "ghcr.io/acme/app:1")) }).
@@ -200,17 +200,17 @@ var _ = Describe("Pod webhook", func() {
 		ns := newNamespace(nil)
 		good := clusterPolicy(ns, "good", allowAcme)
 		cond := waitReady(good, metav1.ConditionTrue)
-		Expect(cond.Reason).To(Equal(v1alpha1.ReasonCompiled))
+		Expect(cond.Reason).To(Equal(imagegatev1alpha1.ReasonCompiled))
 		Expect(cond.ObservedGeneration).To(Equal(good.Generation))
 
 		// The schema cannot check label keys, so this one reaches the engine.
-		bad := &v1alpha1.ImagePolicy{ObjectMeta: metav1.ObjectMeta{Name: "bad", Namespace: ns}, Spec: v1alpha1.ImagePolicySpec{
+		bad := &imagegatev1alpha1.ImagePolicy{ObjectMeta: metav1.ObjectMeta{Name: "bad", Namespace: ns}, Spec: imagegatev1alpha1.ImagePolicySpec{
 			PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"bad key!": "x"}},
-			Tags:        &v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}},
+			Tags:        &imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}},
 		}}
 		Expect(k8sClient.Create(ctx, bad)).To(Succeed())
 		cond = waitReady(bad, metav1.ConditionFalse)
-		Expect(cond.Reason).To(Equal(v1alpha1.ReasonInvalid))
+		Expect(cond.Reason).To(Equal(imagegatev1alpha1.ReasonInvalid))
 		Expect(cond.Message).To(HavePrefix(`the policy is invalid and refuses every Pod it may cover: spec.podSelector: key: Invalid value: "bad key!"`))
 		Expect(createErr(pod(ns, "p", "ghcr.io/acme/app:1"))).To(HavePrefix(denied +
 			`spec: the Pod is not allowed by ImagePolicy "bad": the policy is invalid, so it refuses every Pod it may cover until it is fixed: spec.podSelector`))
@@ -219,7 +219,7 @@ var _ = Describe("Pod webhook", func() {
 	It("is never sent Pods of the excluded namespaces", func() {
 		Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "imagegate-system"}})).To(Succeed())
 		Expect(k8sClient.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: "imagegate-system"}})).To(Succeed())
-		clusterPolicy("imagegate-system", "everything", v1alpha1.ImagePolicySpec{Images: &v1alpha1.ImageRules{Deny: []v1alpha1.ImagePattern{"docker.io/**"}}})
+		clusterPolicy("imagegate-system", "everything", imagegatev1alpha1.ImagePolicySpec{Images: &imagegatev1alpha1.ImageRules{Deny: []imagegatev1alpha1.ImagePattern{"docker.io/**"}}})
 		Expect(createErr(pod("imagegate-system", "manager", "nginx:1.27"))).To(BeEmpty())
 	})
 })
@@ -249,9 +249,9 @@ func readPolicies(dir string) []policyFile {
 		Expect(yaml.Unmarshal(b, &meta)).To(Succeed())
 		switch meta.Kind {
 		case "ClusterImagePolicy":
-			pf.obj = &v1alpha1.ClusterImagePolicy{}
+			pf.obj = &imagegatev1alpha1.ClusterImagePolicy{}
 		case "ImagePolicy":
-			pf.obj = &v1alpha1.ImagePolicy{}
+			pf.obj = &imagegatev1alpha1.ImagePolicy{}
 		default:
 			Fail(f + ": unknown kind " + meta.Kind)
 		}
@@ -265,17 +265,17 @@ var _ = Describe("Policy schema", func() {
 	It("accepts every valid policy, and the engine compiles it", func() {
 		ns := newNamespace(nil)
 		for _, pf := range readPolicies("valid") {
-			if _, ok := pf.obj.(*v1alpha1.ImagePolicy); ok {
+			if _, ok := pf.obj.(*imagegatev1alpha1.ImagePolicy); ok {
 				pf.obj.SetNamespace(ns)
 			}
 			Expect(k8sClient.Create(ctx, pf.obj, client.DryRunAll)).To(Succeed(), pf.path)
 			var snap *policy.Snapshot
 			var ref policy.Ref
 			switch o := pf.obj.(type) {
-			case *v1alpha1.ClusterImagePolicy:
-				snap, ref = policy.Compile([]v1alpha1.ClusterImagePolicy{*o}, nil), policy.Ref{Kind: policy.KindClusterImagePolicy, Name: o.Name}
-			case *v1alpha1.ImagePolicy:
-				snap, ref = policy.Compile(nil, []v1alpha1.ImagePolicy{*o}), policy.Ref{Kind: policy.KindImagePolicy, Namespace: o.Namespace, Name: o.Name}
+			case *imagegatev1alpha1.ClusterImagePolicy:
+				snap, ref = policy.Compile([]imagegatev1alpha1.ClusterImagePolicy{*o}, nil), policy.Ref{Kind: policy.KindClusterImagePolicy, Name: o.Name}
+			case *imagegatev1alpha1.ImagePolicy:
+				snap, ref = policy.Compile(nil, []imagegatev1alpha1.ImagePolicy{*o}), policy.Ref{Kind: policy.KindImagePolicy, Namespace: o.Namespace, Name: o.Name}
 			}
 			Expect(snap.PolicyError(ref)).To(BeEmpty(), pf.path)
 		}
@@ -286,7 +286,7 @@ var _ = Describe("Policy schema", func() {
 		var mismatches []string
 		for _, pf := range readPolicies("invalid") {
 			Expect(pf.wantErr).NotTo(BeEmpty(), pf.path+" needs an '# error: ' line")
-			if _, ok := pf.obj.(*v1alpha1.ImagePolicy); ok {
+			if _, ok := pf.obj.(*imagegatev1alpha1.ImagePolicy); ok {
 				pf.obj.SetNamespace(ns)
 			}
 			err := k8sClient.Create(ctx, pf.obj, client.DryRunAll)
@@ -311,7 +311,7 @@ var _ = Describe("Break-glass through the Pod webhook", func() {
 		Expect(warnings.take()).To(ContainElement(
 			`spec.containers[0].image: image "quay.io/vendor/hotfix:1" (quay.io/vendor/hotfix:1) is not allowed by ClusterImagePolicy "` + ns + `-glass": it matches no pattern in images.allow; admitted by break-glass`))
 
-		clusterPolicy(ns, "strict", v1alpha1.ImagePolicySpec{Tags: &v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}}})
+		clusterPolicy(ns, "strict", imagegatev1alpha1.ImagePolicySpec{Tags: &imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}})
 		q := pod(ns, "hotfix2", "quay.io/vendor/hotfix:latest")
 		q.Annotations = p.Annotations
 		Expect(createErr(q)).To(Equal(denied +

@@ -1,4 +1,4 @@
-package v1alpha1
+package webhook
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	kjson "sigs.k8s.io/json"
 
-	"github.com/imagegate/imagegate/api/v1alpha1"
+	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
 )
 
@@ -48,9 +48,9 @@ const nginxPod = `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namesp
 // TestHandleMalformed checks that bad requests get a 4xx with the reason, never a panic and
 // never an admission.
 func TestHandleMalformed(t *testing.T) {
-	snap := policy.Compile([]v1alpha1.ClusterImagePolicy{{
+	snap := policy.Compile([]imagegatev1alpha1.ClusterImagePolicy{{
 		ObjectMeta: metav1.ObjectMeta{Name: "no-latest"},
-		Spec:       v1alpha1.ImagePolicySpec{Tags: &v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}}},
+		Spec:       imagegatev1alpha1.ImagePolicySpec{Tags: &imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}},
 	}}, nil)
 	v := newTestValidator(t, snap)
 	cases := map[string]struct {
@@ -78,9 +78,9 @@ func TestHandleMalformed(t *testing.T) {
 
 func TestHandleDecision(t *testing.T) {
 	g := NewWithT(t)
-	snap := policy.Compile([]v1alpha1.ClusterImagePolicy{{
+	snap := policy.Compile([]imagegatev1alpha1.ClusterImagePolicy{{
 		ObjectMeta: metav1.ObjectMeta{Name: "no-latest"},
-		Spec:       v1alpha1.ImagePolicySpec{Tags: &v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}}},
+		Spec:       imagegatev1alpha1.ImagePolicySpec{Tags: &imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}},
 	}}, nil)
 
 	resp := newTestValidator(t, snap).Handle(context.Background(), request(admissionv1.Create, "pods", "", nginxPod, ""))
@@ -112,11 +112,11 @@ func (blockingReader) Get(ctx context.Context, _ client.ObjectKey, _ client.Obje
 // the policies that select namespaces refuse, asking to retry.
 func TestSlowNamespaceLookupIsBounded(t *testing.T) {
 	g := NewWithT(t)
-	snap := policy.Compile([]v1alpha1.ClusterImagePolicy{
-		{ObjectMeta: metav1.ObjectMeta{Name: "prod"}, Spec: v1alpha1.ImagePolicySpec{
+	snap := policy.Compile([]imagegatev1alpha1.ClusterImagePolicy{
+		{ObjectMeta: metav1.ObjectMeta{Name: "prod"}, Spec: imagegatev1alpha1.ImagePolicySpec{
 			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"env": "prod"}}, RequireDigest: true,
 		}},
-		{ObjectMeta: metav1.ObjectMeta{Name: "everywhere"}, Spec: v1alpha1.ImagePolicySpec{Tags: &v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "everywhere"}, Spec: imagegatev1alpha1.ImagePolicySpec{Tags: &imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}}},
 	}, nil)
 	scheme := runtime.NewScheme()
 	g.Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
