@@ -37,42 +37,51 @@ import (
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/controller"
+	"github.com/imagegate/imagegate/internal/podspec"
 	"github.com/imagegate/imagegate/internal/telemetry"
 	imagegatewebhook "github.com/imagegate/imagegate/internal/webhook"
 )
 
-func main() {
-	var (
-		metricsAddr, probeAddr                     string
-		secureMetrics, enableHTTP2, leaderElection bool
-		certDir, certName, keyName                 string
-		webhookPort                                int
-		imageReview, checkWorkloads                bool
-		excludedNamespaces, leaderElectionNS       string
-		auditInterval, eventInterval, drain        time.Duration
-	)
-	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint binds to (HTTPS unless --metrics-secure=false); 0 disables it.")
-	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, to callers that the apiserver authenticates and authorizes.")
-	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
-	flag.BoolVar(&leaderElection, "leader-elect", false, "Elect a leader among replicas to write policy status and run the audit; every replica serves the webhook.")
-	flag.StringVar(&leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease; empty: the manager's own namespace (in a cluster).")
-	flag.StringVar(&certDir, "webhook-cert-path", "/tmp/k8s-webhook-server/serving-certs", "Directory holding the webhook serving certificate; reloaded when it changes.")
-	flag.StringVar(&certName, "webhook-cert-name", "tls.crt", "Certificate file name in --webhook-cert-path.")
-	flag.StringVar(&keyName, "webhook-cert-key", "tls.key", "Key file name in --webhook-cert-path.")
-	flag.IntVar(&webhookPort, "webhook-port", 9443, "Port the webhook server listens on.")
-	flag.BoolVar(&checkWorkloads, "check-workloads", true, "Check the pod templates of Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs, CronJobs and ReplicationControllers at create and update (the webhook workloads.imagegate.io); false admits them all, and the Pods are still checked.")
-	flag.BoolVar(&imageReview, "imagereview", true, "Also answer the kube-apiserver's ImagePolicyWebhook plugin (imagepolicy.k8s.io/v1alpha1 ImageReview) at /imagereview on the webhook port.")
-	flag.StringVar(&excludedNamespaces, "excluded-namespaces", "imagegate-system,kube-system,kube-node-lease",
-		"Comma-separated namespaces imagegate never decides: their ImageReviews are allowed and the audit skips them. Keep it equal to the namespaceSelector in config/webhook.")
-	flag.DurationVar(&drain, "shutdown-drain", 10*time.Second, "On SIGTERM, keep serving this long with readiness failing, so that the Pod leaves the webhook Service's endpoints before the server closes; a second signal exits at once.")
-	flag.DurationVar(&auditInterval, "audit-interval", 5*time.Minute, "Time between two background audits of the running Pods (one also runs shortly after each policy change); 0 disables the audit.")
-	flag.DurationVar(&eventInterval, "event-interval", time.Minute, "At most one Event per policy and reason (Denied, Warned, BreakGlass) in this time; the next one counts the others.")
-	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Serve HTTP/2 on the webhook and metrics servers (off: HTTP/2 Rapid Reset, CVE-2023-44487).")
-	opts := zap.Options{Development: false, TimeEncoder: zapcore.ISO8601TimeEncoder}
-	opts.BindFlags(flag.CommandLine)
-	flag.Parse()
+// options are the manager's flags.
+type options struct {
+	metricsAddr, probeAddr                     string
+	secureMetrics, enableHTTP2, leaderElection bool
+	certDir, certName, keyName                 string
+	webhookPort                                int
+	imageReview, checkWorkloads                bool
+	excludedNamespaces, leaderElectionNS       string
+	auditInterval, eventInterval, drain        time.Duration
+	zap                                        zap.Options
+}
 
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+// bindFlags defines the manager's flags on fs.
+func bindFlags(fs *flag.FlagSet) *options {
+	o := &options{zap: zap.Options{Development: false, TimeEncoder: zapcore.ISO8601TimeEncoder}}
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint binds to (HTTPS unless --metrics-secure=false); 0 disables it.")
+	fs.BoolVar(&o.secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, to callers that the apiserver authenticates and authorizes.")
+	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
+	fs.BoolVar(&o.leaderElection, "leader-elect", false, "Elect a leader among replicas to write policy status and run the audit; every replica serves the webhook.")
+	fs.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease; empty: the manager's own namespace (in a cluster).")
+	fs.StringVar(&o.certDir, "webhook-cert-path", "", "Directory holding the webhook serving certificate, reloaded when it changes (the installation sets it). Empty: a self-signed certificate made at start, which no apiserver trusts unless told to; for `make run` and local development only.")
+	fs.StringVar(&o.certName, "webhook-cert-name", "tls.crt", "Certificate file name in --webhook-cert-path.")
+	fs.StringVar(&o.keyName, "webhook-cert-key", "tls.key", "Key file name in --webhook-cert-path.")
+	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "Port the webhook server listens on.")
+	fs.BoolVar(&o.checkWorkloads, "check-workloads", true, "Check the pod templates of Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs, CronJobs and ReplicationControllers at create and update (the webhook workloads.imagegate.io); false admits them all, and the Pods are still checked.")
+	fs.BoolVar(&o.imageReview, "imagereview", true, "Also answer the kube-apiserver's ImagePolicyWebhook plugin (imagepolicy.k8s.io/v1alpha1 ImageReview) at /imagereview on the webhook port.")
+	fs.StringVar(&o.excludedNamespaces, podspec.ExcludedNamespacesFlag, podspec.DefaultExcludedNamespacesValue(),
+		"Comma-separated namespaces imagegate never decides: their ImageReviews are allowed and the audit skips them. Keep it equal to the namespaceSelector in config/webhook.")
+	fs.DurationVar(&o.drain, "shutdown-drain", 10*time.Second, "On SIGTERM, keep serving this long with readiness failing, so that the Pod leaves the webhook Service's endpoints before the server closes; a second signal exits at once.")
+	fs.DurationVar(&o.auditInterval, "audit-interval", 5*time.Minute, "Time between two background audits of the running Pods (one also runs shortly after each policy change); 0 disables the audit.")
+	fs.DurationVar(&o.eventInterval, "event-interval", time.Minute, "At most one Event per policy and reason (Denied, Warned, BreakGlass) in this time; the next one counts the others.")
+	fs.BoolVar(&o.enableHTTP2, "enable-http2", false, "Serve HTTP/2 on the webhook and metrics servers (off: HTTP/2 Rapid Reset, CVE-2023-44487).")
+	o.zap.BindFlags(fs)
+	return o
+}
+
+func main() {
+	o := bindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap)))
 	log := ctrl.Log.WithName("setup")
 
 	scheme := runtime.NewScheme()
@@ -80,30 +89,36 @@ func main() {
 	must(log, v1alpha1.AddToScheme(scheme), "registering the imagegate types")
 
 	tlsOpts := []func(*tls.Config){func(c *tls.Config) { c.MinVersion = tls.VersionTLS12 }}
-	if !enableHTTP2 {
+	if !o.enableHTTP2 {
 		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
 	}
 
-	certWatcher, err := certwatcher.New(filepath.Join(certDir, certName), filepath.Join(certDir, keyName))
-	must(log, err, "loading the webhook certificate", "dir", certDir)
+	if o.certDir == "" {
+		var err error
+		o.certDir, err = selfSignedCertificate(o.certName, o.keyName)
+		must(log, err, "making a self-signed webhook certificate")
+		log.Info("No --webhook-cert-path: serving a self-signed certificate that no apiserver trusts unless told to; for local development only", "dir", o.certDir)
+	}
+	certWatcher, err := certwatcher.New(filepath.Join(o.certDir, o.certName), filepath.Join(o.certDir, o.keyName))
+	must(log, err, "loading the webhook certificate", "dir", o.certDir)
 	webhookTLS := slices.Concat(tlsOpts, []func(*tls.Config){func(c *tls.Config) { c.GetCertificate = certWatcher.GetCertificate }})
 
-	metricsOpts := metricsserver.Options{BindAddress: metricsAddr, SecureServing: secureMetrics, TLSOpts: tlsOpts}
-	if secureMetrics {
+	metricsOpts := metricsserver.Options{BindAddress: o.metricsAddr, SecureServing: o.secureMetrics, TLSOpts: tlsOpts}
+	if o.secureMetrics {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                  scheme,
 		Metrics:                 metricsOpts,
-		WebhookServer:           webhook.NewServer(webhook.Options{Port: webhookPort, TLSOpts: webhookTLS}),
-		HealthProbeBindAddress:  probeAddr,
-		LeaderElection:          leaderElection,
+		WebhookServer:           webhook.NewServer(webhook.Options{Port: o.webhookPort, TLSOpts: webhookTLS}),
+		HealthProbeBindAddress:  o.probeAddr,
+		LeaderElection:          o.leaderElection,
 		LeaderElectionID:        "imagegate.imagegate.io",
-		LeaderElectionNamespace: leaderElectionNS,
+		LeaderElectionNamespace: o.leaderElectionNS,
 		// The audit reads Pods from the cache: keep only what it needs of each.
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Pod{}: {Transform: controller.AuditPodTransform},
+			&corev1.Pod{}: {Transform: podspec.SlimPod},
 		}},
 	})
 	must(log, err, "creating the manager")
@@ -111,20 +126,20 @@ func main() {
 
 	metrics, err := telemetry.NewMetrics(ctrlmetrics.Registry)
 	must(log, err, "registering the metrics")
-	recorder := &telemetry.Recorder{Metrics: metrics, Events: telemetry.NewEvents(mgr.GetEventRecorder("imagegate"), eventInterval)}
-	excluded := splitList(excludedNamespaces)
+	recorder := &telemetry.Recorder{Metrics: metrics, Events: telemetry.NewEvents(mgr.GetEventRecorder("imagegate"), o.eventInterval)}
+	excluded := splitList(o.excludedNamespaces)
 
 	reconciler := controller.NewPolicyReconciler(mgr.GetClient(), metrics)
 	must(log, reconciler.SetupWithManager(mgr), "setting up the policy reconciler")
 	imagegatewebhook.SetupPodWebhookWithManager(mgr, reconciler, recorder)
-	imagegatewebhook.SetupWorkloadWebhookWithManager(mgr, reconciler, checkWorkloads, recorder)
-	if imageReview {
+	imagegatewebhook.SetupWorkloadWebhookWithManager(mgr, reconciler, o.checkWorkloads, recorder)
+	if o.imageReview {
 		imagegatewebhook.SetupImageReviewWithManager(mgr, reconciler, excluded, recorder)
 	}
-	if auditInterval > 0 {
+	if o.auditInterval > 0 {
 		must(log, mgr.Add(&controller.Auditor{
 			Client: mgr.GetClient(), Cache: mgr.GetCache(), Snapshots: reconciler,
-			Interval: auditInterval, Excluded: excluded, Metrics: metrics,
+			Interval: o.auditInterval, Excluded: excluded, Metrics: metrics,
 		}), "adding the audit")
 	}
 
@@ -132,7 +147,7 @@ func main() {
 	// does not wait for it.
 	ns := &metav1.PartialObjectMetadata{}
 	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
-	ctx, draining := drainOnSignal(log, drain)
+	ctx, draining := drainOnSignal(log, o.drain)
 	_, err = mgr.GetCache().GetInformer(ctx, ns)
 	must(log, err, "watching Namespaces")
 
@@ -147,7 +162,7 @@ func main() {
 		return nil
 	}), "adding the shutdown readiness check")
 
-	log.Info("Starting manager", "webhookPort", webhookPort, "certDir", certDir)
+	log.Info("Starting manager", "webhookPort", o.webhookPort, "certDir", o.certDir)
 	if err := mgr.Start(ctx); err != nil {
 		log.Error(err, "Manager stopped")
 		os.Exit(1)

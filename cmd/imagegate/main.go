@@ -13,6 +13,7 @@ import (
 
 	"github.com/imagegate/imagegate/internal/check"
 	"github.com/imagegate/imagegate/internal/manifest"
+	"github.com/imagegate/imagegate/internal/podspec"
 )
 
 // version is set at build time (-ldflags "-X main.version=v0.1.0"); otherwise it comes from
@@ -65,7 +66,7 @@ given files and folders ("-" is standard input) with the webhook's own engine an
 
 Namespace objects among the manifests supply the labels that namespaceSelector matches;
 objects without a namespace are in "default". Other kinds, and objects in the namespaces the
-installed webhook does not cover (--exclude-namespace), are skipped and counted.
+installed webhook does not cover (--excluded-namespaces), are skipped and counted.
 
 Exit status: 0 when everything would be admitted, 1 when anything would be denied, 2 when an
 input could not be read or a policy is invalid.`,
@@ -101,7 +102,12 @@ input could not be read or a policy is invalid.`,
 		},
 	}
 	cmd.Flags().StringArrayVarP(&policies, "policy", "p", nil, "a file or folder of ImagePolicies and ClusterImagePolicies (repeatable; required)")
-	cmd.Flags().StringSliceVar(&excluded, "exclude-namespace", check.DefaultExcludedNamespaces, "namespaces whose objects are not checked, as the webhook's namespaceSelector does not cover them (repeatable; empty to check all)")
+	cmd.Flags().StringSliceVar(&excluded, podspec.ExcludedNamespacesFlag, podspec.DefaultExcludedNamespaces, "comma-separated namespaces whose objects are not checked, as the installed webhook does not cover them (repeatable; empty to check all); the manager's flag of the same name")
+	// The name of earlier releases, kept so that existing pipelines keep working.
+	cmd.Flags().StringSliceVar(&excluded, "exclude-namespace", podspec.DefaultExcludedNamespaces, "")
+	if err := cmd.Flags().MarkDeprecated("exclude-namespace", "use --"+podspec.ExcludedNamespacesFlag); err != nil {
+		panic(err)
+	}
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	cmd.Flags().StringVar(&maxSize, "max-file-size", resource.NewQuantity(manifest.DefaultMaxFileSize, resource.BinarySI).String(), "the largest input file read")
 	if err := cmd.MarkFlagRequired("policy"); err != nil {

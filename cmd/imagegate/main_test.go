@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +10,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/imagegate/imagegate/internal/check"
+	"github.com/imagegate/imagegate/internal/podspec"
 )
 
 // imagegate runs the CLI in-process, exactly as main does, and returns its output.
@@ -258,44 +258,21 @@ func TestPolicyInputs(t *testing.T) {
 	}
 }
 
-// The CLI skips the namespaces the shipped webhook configuration does not cover: the list
-// must be the one in config/webhook/scope_patch.yaml, or CI and the cluster would disagree.
-func TestExcludedNamespacesMatchTheWebhookScope(t *testing.T) {
-	data, err := os.ReadFile("../../config/webhook/scope_patch.yaml")
+// The CLI skips the namespaces the shipped webhook configuration does not cover, under the
+// manager's flag name and default (podspec ties those to config/webhook).
+func TestExcludedNamespacesFlag(t *testing.T) {
+	var code int
+	cmd, _, err := newRoot(strings.NewReader(""), &code).Find([]string{"check"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var patch []struct {
-		Path  string          `json:"path"`
-		Value json.RawMessage `json:"value"`
+	f := cmd.Flags().Lookup(podspec.ExcludedNamespacesFlag)
+	if f == nil {
+		t.Fatalf("imagegate check has no --%s", podspec.ExcludedNamespacesFlag)
 	}
-	if err := yaml.Unmarshal(data, &patch); err != nil {
-		t.Fatal(err)
+	if want := "[" + podspec.DefaultExcludedNamespacesValue() + "]"; f.DefValue != want {
+		t.Errorf("--%s defaults to %s, want %s", f.Name, f.DefValue, want)
 	}
-	for _, op := range patch {
-		if op.Path != "/webhooks/0/namespaceSelector" {
-			continue
-		}
-		var selector struct {
-			MatchExpressions []struct {
-				Key      string   `json:"key"`
-				Operator string   `json:"operator"`
-				Values   []string `json:"values"`
-			} `json:"matchExpressions"`
-		}
-		if err := json.Unmarshal(op.Value, &selector); err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range selector.MatchExpressions {
-			if e.Key == "kubernetes.io/metadata.name" && e.Operator == "NotIn" {
-				if strings.Join(e.Values, ",") != strings.Join(check.DefaultExcludedNamespaces, ",") {
-					t.Errorf("webhook excludes %v, the CLI %v", e.Values, check.DefaultExcludedNamespaces)
-				}
-				return
-			}
-		}
-	}
-	t.Fatal("scope_patch.yaml has no kubernetes.io/metadata.name NotIn namespaceSelector")
 }
 
 func TestVersionAndCompletion(t *testing.T) {

@@ -20,7 +20,8 @@ import (
 	kjson "sigs.k8s.io/json"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
-	"github.com/imagegate/imagegate/internal/manifest"
+	"github.com/imagegate/imagegate/internal/podspec"
+"github.com/imagegate/imagegate/internal/manifest"
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/crdschema"
 )
@@ -36,29 +37,15 @@ type Options struct {
 	// MaxFileSize bounds each input file; 0 means manifest.DefaultMaxFileSize.
 	MaxFileSize int64
 	// ExcludedNamespaces are not checked, as the webhook is never sent their Pods (see
-	// DefaultExcludedNamespaces). Their objects are counted as skipped.
+	// podspec.DefaultExcludedNamespaces). Their objects are counted as skipped.
 	ExcludedNamespaces []string
 }
-
-// DefaultExcludedNamespaces are the namespaces the shipped webhook configuration
-// (config/webhook/scope_patch.yaml) does not cover.
-var DefaultExcludedNamespaces = []string{"imagegate-system", "kube-system", "kube-node-lease"}
 
 // DefaultNamespace is where objects without a namespace go, as kubectl's default context.
 const DefaultNamespace = "default"
 
 // podGVK: Pods are checked as themselves, workloads by their pod templates.
 var podGVK = schema.GroupVersionKind{Version: "v1", Kind: "Pod"}
-
-// servedWorkloadVersion is the API version a Pod or workload kind is served at.
-func servedWorkloadVersion(kind string) (schema.GroupVersion, bool) {
-	for _, gv := range []schema.GroupVersion{{Version: "v1"}, {Group: "apps", Version: "v1"}, {Group: "batch", Version: "v1"}} {
-		if gvk := gv.WithKind(kind); gvk == podGVK || policy.WorkloadKind(gvk) {
-			return gv, true
-		}
-	}
-	return schema.GroupVersion{}, false
-}
 
 var namespaceGVK = schema.GroupVersionKind{Version: "v1", Kind: "Namespace"}
 
@@ -225,8 +212,8 @@ func (r *Report) readWorkload(scheme *runtime.Scheme, d *manifest.Document) (pen
 		return pendingObject{}, false
 	}
 	gvk := d.Object.GroupVersionKind()
-	if gvk != podGVK && !policy.WorkloadKind(gvk) {
-		if served, ok := servedWorkloadVersion(gvk.Kind); ok && gvk.GroupVersion() != served {
+	if gvk != podGVK && !podspec.WorkloadKind(gvk) {
+		if served, ok := podspec.ServedVersion(gvk.Kind); ok && gvk.GroupVersion() != served {
 			// An old API version (extensions/v1beta1 Deployment, batch/v1beta1 CronJob): the
 			// apiserver refuses it, so it must not pass here as "skipped".
 			r.addError(d, fmt.Sprintf("%s %q has apiVersion %q, which Kubernetes does not serve: use %s", gvk.Kind, d.Object.GetName(), d.Object.GetAPIVersion(), served))
@@ -249,7 +236,7 @@ func (r *Report) readWorkload(scheme *runtime.Scheme, d *manifest.Document) (pen
 		r.addError(d, fmt.Sprintf("%s %q cannot be read as %s: %v", gvk.Kind, d.Object.GetName(), gvk.GroupVersion(), err))
 		return pendingObject{}, false
 	}
-	tmpl, _ := policy.TemplateOf(typed)
+	tmpl, _ := podspec.TemplateOf(typed)
 	ns := d.Object.GetNamespace()
 	if ns == "" {
 		ns = DefaultNamespace

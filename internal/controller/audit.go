@@ -15,7 +15,8 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
-	"github.com/imagegate/imagegate/internal/policy"
+	"github.com/imagegate/imagegate/internal/podspec"
+"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
 )
 
@@ -112,7 +113,7 @@ func (a *Auditor) Run(ctx context.Context, snap *policy.Snapshot) error {
 			pods++
 			sub := policy.Subject{
 				Namespace: ns.Name, NamespaceLabels: ns.Labels, PodLabels: pod.Labels,
-				Images: policy.PodImages(&pod.Spec, "spec"), BreakGlass: policy.BreakGlassRequested(pod.Annotations),
+				Images: podspec.PodImages(&pod.Spec, "spec"), BreakGlass: policy.BreakGlassRequested(pod.Annotations),
 			}
 			d := snap.Evaluate(&sub)
 			for k := range d.Violations {
@@ -185,46 +186,4 @@ func (a *Auditor) write(ctx context.Context, ref policy.Ref, r *policyAudit, at 
 		return fmt.Errorf("%s: %w", ref, err)
 	}
 	return nil
-}
-
-// AuditPodTransform trims Pods before they enter the manager's cache to what the audit reads:
-// name, namespace, labels, the break-glass annotations, the names and images of containers
-// and image volumes, and the phase. A large cluster's Pods then cost a few hundred bytes each.
-func AuditPodTransform(obj any) (any, error) {
-	pod, ok := obj.(*corev1.Pod)
-	if !ok {
-		return obj, nil
-	}
-	slim := &corev1.Pod{
-		TypeMeta: pod.TypeMeta,
-		ObjectMeta: metav1.ObjectMeta{
-			Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID, ResourceVersion: pod.ResourceVersion, Labels: pod.Labels,
-		},
-		Status: corev1.PodStatus{Phase: pod.Status.Phase},
-	}
-	for k, v := range pod.Annotations {
-		if strings.Contains(k, ".image-policy.k8s.io/") {
-			if slim.Annotations == nil {
-				slim.Annotations = map[string]string{}
-			}
-			slim.Annotations[k] = v
-		}
-	}
-	for _, c := range pod.Spec.InitContainers {
-		slim.Spec.InitContainers = append(slim.Spec.InitContainers, corev1.Container{Name: c.Name, Image: c.Image})
-	}
-	for _, c := range pod.Spec.Containers {
-		slim.Spec.Containers = append(slim.Spec.Containers, corev1.Container{Name: c.Name, Image: c.Image})
-	}
-	for _, c := range pod.Spec.EphemeralContainers {
-		slim.Spec.EphemeralContainers = append(slim.Spec.EphemeralContainers, corev1.EphemeralContainer{
-			EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: c.Name, Image: c.Image},
-		})
-	}
-	for _, v := range pod.Spec.Volumes {
-		if v.Image != nil {
-			slim.Spec.Volumes = append(slim.Spec.Volumes, corev1.Volume{Name: v.Name, VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: v.Image.Reference}}})
-		}
-	}
-	return slim, nil
 }

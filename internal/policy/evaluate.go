@@ -7,229 +7,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/labels"
 
-	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/imageref"
 )
-
-// Image is one image of a Pod, with the field path it was written at.
-type Image struct {
-	// Field is the field path, such as spec.containers[0].image.
-	Field string
-	// Ref is the image reference as written.
-	Ref string
-	// Container is the container's name (or the image volume's).
-	Container string
-}
-
-// Subject is what a decision is about: a Pod (or pod template), its namespace and its images.
-type Subject struct {
-	// Namespace is the Pod's namespace.
-	Namespace string
-	// NamespaceLabels are the labels of that namespace.
-	NamespaceLabels map[string]string
-	// NamespaceUnknown says the namespace's labels could not be read (not in the cache yet).
-	// Policies that select namespaces by label then refuse rather than guess.
-	NamespaceUnknown bool
-	// PodLabels are the Pod's labels.
-	PodLabels map[string]string
-	// PodLabelsUnknown says the Pod's labels are not known (ImagePolicyWebhook does not send
-	// them). A policy with a podSelector then covers the Pod: it is applied rather than
-	// skipped, so that missing information never admits what the policy would deny.
-	PodLabelsUnknown bool
-	// Workload says the subject is a workload's pod template rather than a Pod: policies with
-	// checkWorkloads: false do not cover it.
-	Workload bool
-	// BreakGlass says the Pod asks for break-glass (see BreakGlassRequested). Violations of
-	// Enforce policies that allow break-glass then admit, as warnings.
-	BreakGlass bool
-	// Images are the images to check: all of a new Pod's, only the new or changed ones of an
-	// updated Pod.
-	Images []Image
-}
-
-// Rule names the rule that a violation breaks, as the policy spells it.
-type Rule string
-
-// The rules.
-const (
-	RuleAllow         Rule = "images.allow"
-	RuleDeny          Rule = "images.deny"
-	RuleTagDeny       Rule = "tags.deny"
-	RuleRequireTag    Rule = "tags.requireTag"
-	RuleRequireDigest Rule = "requireDigest"
-	RuleReference     Rule = "reference"
-	RuleNamespace     Rule = "namespaceSelector"
-	RuleInvalidPolicy Rule = "policy"
-)
-
-// Violation is one broken rule: one image against one rule of one policy.
-type Violation struct {
-	// Field is the field path of the image (or of what the violation is about).
-	Field string
-	// Image is the image as written, "" for a violation that is not about one image.
-	Image string
-	// Container is the name of the image's container (or image volume).
-	Container string
-	// Normalized is the fully qualified image, "" when it does not parse.
-	Normalized string
-	// Policy is the policy that the image breaks.
-	Policy Ref
-	// Mode is that policy's mode.
-	Mode v1alpha1.PolicyMode
-	// Rule is the broken rule.
-	Rule Rule
-	// Reason says how the rule is broken, in words.
-	Reason string
-	// BreakGlass says the violation would have denied, and was admitted by break-glass; its
-	// Mode is then Warn.
-	BreakGlass bool
-
-	policyIdx int32 // the policy's position in the snapshot
-	first     bool  // the first violation of its policy in the decision
-}
-
-// Message is the line a user reads, for example:
-//
-//	spec.containers[0].image: image "nginx" (docker.io/library/nginx) is not allowed by ClusterImagePolicy "trusted": it matches no pattern in images.allow
-func (v *Violation) Message() string {
-	var b strings.Builder
-	b.WriteString(v.Field)
-	b.WriteString(": ")
-	switch {
-	case v.Image == "" && v.Rule != RuleReference:
-		b.WriteString("the Pod")
-	case v.Normalized == "":
-		fmt.Fprintf(&b, "image %q", v.Image)
-	default:
-		fmt.Fprintf(&b, "image %q (%s)", v.Image, v.Normalized)
-	}
-	fmt.Fprintf(&b, " is not allowed by %s %q: %s", v.Policy.Kind, v.Policy.Name, v.Reason)
-	if v.BreakGlass {
-		b.WriteString("; admitted by break-glass")
-	}
-	return b.String()
-}
-
-// Decision is the outcome of Evaluate: every violation of every policy that covers the
-// subject. The subject is admitted when no Enforce violation is among them.
-type Decision struct {
-	Violations []Violation
-	// Covered is the number of policies that cover the subject.
-	Covered int
-}
-
-// FirstOfPolicy reports whether violation i is the first of its policy in d, so that a
-// request or a Pod counts once per policy however many of its images break it. (A policy's
-// violations in one decision share its mode.)
-func (d *Decision) FirstOfPolicy(i int) bool { return d.Violations[i].first }
-
-// Allowed reports whether the subject is admitted: no Enforce violation.
-func (d *Decision) Allowed() bool {
-	for i := range d.Violations {
-		if d.Violations[i].Mode == v1alpha1.ModeEnforce {
-			return false
-		}
-	}
-	return true
-}
-
-// Messages returns the messages of the violations in the given mode, in order.
-func (d *Decision) Messages(mode v1alpha1.PolicyMode) []string {
-	var out []string
-	for i := range d.Violations {
-		if d.Violations[i].Mode == mode {
-			out = append(out, d.Violations[i].Message())
-		}
-	}
-	return out
-}
-
-// Audit annotation keys. The apiserver prefixes them with the webhook's name.
-const (
-	AnnotationDecision = "decision"
-	AnnotationPolicies = "policies"
-	// AnnotationBreakGlass lists the policies (Kind/name, sorted) whose denial break-glass
-	// overrode.
-	AnnotationBreakGlass = "break-glass"
-)
-
-// Values of the decision annotation.
-const (
-	DecisionAllowed             = "allowed"
-	DecisionAllowedWithWarnings = "allowed-with-warnings"
-	DecisionAllowedByBreakGlass = "allowed-by-break-glass"
-	DecisionAllowedWithAudit    = "allowed-with-audit-violations"
-	DecisionDenied              = "denied"
-)
-
-// Outcome is the decision annotation value.
-func (d *Decision) Outcome() string {
-	warn, audit, glass := false, false, false
-	for i := range d.Violations {
-		glass = glass || d.Violations[i].BreakGlass
-		switch d.Violations[i].Mode {
-		case v1alpha1.ModeEnforce:
-			return DecisionDenied
-		case v1alpha1.ModeWarn:
-			warn = true
-		case v1alpha1.ModeAudit:
-			audit = true
-		}
-	}
-	switch {
-	case glass:
-		return DecisionAllowedByBreakGlass
-	case warn:
-		return DecisionAllowedWithWarnings
-	case audit:
-		return DecisionAllowedWithAudit
-	default:
-		return DecisionAllowed
-	}
-}
-
-// AuditAnnotations are the annotations that record the decision in the apiserver's audit
-// log: the outcome always, and the policies that found violations (Mode:Kind/name, sorted).
-func (d *Decision) AuditAnnotations() map[string]string {
-	a := map[string]string{AnnotationDecision: d.Outcome()}
-	if len(d.Violations) > 0 {
-		var names []string
-		for i := range d.Violations {
-			v := &d.Violations[i]
-			if v.first {
-				names = append(names, string(v.Mode)+":"+v.Policy.String())
-			}
-		}
-		slices.Sort(names)
-		a[AnnotationPolicies] = strings.Join(names, ",")
-	}
-	var glass []string
-	for i := range d.Violations {
-		if v := &d.Violations[i]; v.BreakGlass && v.first {
-			glass = append(glass, v.Policy.String())
-		}
-	}
-	if len(glass) > 0 {
-		slices.Sort(glass)
-		a[AnnotationBreakGlass] = strings.Join(glass, ",")
-	}
-	return a
-}
-
-// BreakGlassRequested reports whether annotations ask for break-glass, as the
-// ImagePolicyWebhook convention spells it: a key ending in `.image-policy.k8s.io/break-glass`
-// (for example alpha.image-policy.k8s.io/break-glass) with the value "true".
-func BreakGlassRequested(annotations map[string]string) bool {
-	for k, v := range annotations {
-		if v == "true" && strings.HasSuffix(k, BreakGlassKeySuffix) && len(k) > len(BreakGlassKeySuffix) {
-			return true
-		}
-	}
-	return false
-}
-
-// BreakGlassKeySuffix ends the annotation key that asks for break-glass.
-const BreakGlassKeySuffix = ".image-policy.k8s.io/break-glass"
 
 // mark records, for one image, which lists of a policy it matched.
 type mark struct {
@@ -280,21 +59,6 @@ func (s *Snapshot) Evaluate(sub *Subject) Decision {
 	return d
 }
 
-// markFirsts flags the first violation of each policy in one pass, so that counting per
-// policy stays linear when a thousand policies refuse the same Pod.
-func markFirsts(d *Decision, sc *scratch) {
-	if len(d.Violations) == 0 {
-		return
-	}
-	g := sc.next()
-	for i := range d.Violations {
-		v := &d.Violations[i]
-		if m := &sc.marks[v.policyIdx]; m.gen != g {
-			m.gen, v.first = g, true
-		}
-	}
-}
-
 func (s *Snapshot) evaluate(sub *Subject, sc *scratch) Decision {
 	d := s.violations(sub, sc)
 	markFirsts(&d, sc)
@@ -325,16 +89,6 @@ func (s *Snapshot) violations(sub *Subject, sc *scratch) Decision {
 		s.evaluateImage(&sub.Images[i], sc, &d)
 	}
 	return d
-}
-
-// applyBreakGlass turns the denials of policies that allow break-glass into warnings.
-func (s *Snapshot) applyBreakGlass(d *Decision) {
-	for i := range d.Violations {
-		v := &d.Violations[i]
-		if v.Mode == v1alpha1.ModeEnforce && s.breakGlass[v.Policy] {
-			v.Mode, v.BreakGlass = v1alpha1.ModeWarn, true
-		}
-	}
 }
 
 // covering lists the policies that cover the subject. Policies that cannot tell (an invalid
@@ -454,13 +208,6 @@ func checkVersion(img *Image, ref *imageref.Reference, p *compiledPolicy, d *Dec
 			d.add(img, ref, p, RuleTagDeny, fmt.Sprintf("its tag %q is in tags.deny", tag))
 		}
 	}
-}
-
-func (d *Decision) add(img *Image, ref *imageref.Reference, p *compiledPolicy, rule Rule, reason string) {
-	d.Violations = append(d.Violations, Violation{
-		Field: img.Field, Image: img.Ref, Container: img.Container, Normalized: ref.Normalized,
-		Policy: p.ref, policyIdx: p.idx, Mode: p.mode, Rule: rule, Reason: reason,
-	})
 }
 
 // markMatches walks the trie along the image's registry and path and marks, for every

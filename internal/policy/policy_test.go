@@ -1,11 +1,11 @@
 package policy
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
 	. "github.com/onsi/gomega"
-	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
@@ -55,11 +55,11 @@ func namespaced(ns, name, spec string) string {
 }
 
 func containers(images ...string) []Image {
-	spec := corev1.PodSpec{}
-	for _, img := range images {
-		spec.Containers = append(spec.Containers, corev1.Container{Image: img})
+	out := make([]Image, len(images))
+	for i, img := range images {
+		out[i] = Image{Field: fmt.Sprintf("spec.containers[%d].image", i), Ref: img}
 	}
-	return PodImages(&spec, "spec")
+	return out
 }
 
 var (
@@ -144,12 +144,12 @@ func TestEvaluate(t *testing.T) {
 		{
 			name:     "init, ephemeral and image volume images are all checked",
 			policies: []string{trusted},
-			images: PodImages(&corev1.PodSpec{
-				InitContainers:      []corev1.Container{{Image: "busybox:1.36"}},
-				Containers:          []corev1.Container{{Image: "nginx:1.27"}},
-				EphemeralContainers: []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Image: "alpine"}}},
-				Volumes:             []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: "quay.io/data:1"}}}},
-			}, "spec"),
+			images: []Image{
+				{Field: "spec.initContainers[0].image", Ref: "busybox:1.36"},
+				{Field: "spec.containers[0].image", Ref: "nginx:1.27"},
+				{Field: "spec.ephemeralContainers[0].image", Ref: "alpine"},
+				{Field: "spec.volumes[0].image.reference", Ref: "quay.io/data:1", Container: "data"},
+			},
 			want: []string{
 				`Enforce spec.initContainers[0].image: image "busybox:1.36" (docker.io/library/busybox:1.36) is not allowed by ClusterImagePolicy "trusted": it matches no pattern in images.allow`,
 				`Enforce spec.ephemeralContainers[0].image: image "alpine" (docker.io/library/alpine) is not allowed by ClusterImagePolicy "trusted": it matches no pattern in images.allow`,

@@ -1,47 +1,39 @@
 package policy
 
-import (
-	"strconv"
-
-	corev1 "k8s.io/api/core/v1"
-)
-
-// PodImages lists every image of a pod spec with its field path below prefix ("spec" for a
-// Pod, "spec.template.spec" for a Deployment): init containers, containers, ephemeral
-// containers and image volumes. Empty image strings are listed too, so that they are judged
-// (as unparsable) rather than skipped.
-func PodImages(spec *corev1.PodSpec, prefix string) []Image {
-	n := len(spec.InitContainers) + len(spec.Containers) + len(spec.EphemeralContainers)
-	for i := range spec.Volumes {
-		if spec.Volumes[i].Image != nil {
-			n++
-		}
-	}
-	out := make([]Image, 0, n)
-	for i := range spec.InitContainers {
-		out = append(out, Image{Field: indexed(prefix, ".initContainers[", i, "].image"), Ref: spec.InitContainers[i].Image, Container: spec.InitContainers[i].Name})
-	}
-	for i := range spec.Containers {
-		out = append(out, Image{Field: indexed(prefix, ".containers[", i, "].image"), Ref: spec.Containers[i].Image, Container: spec.Containers[i].Name})
-	}
-	for i := range spec.EphemeralContainers {
-		out = append(out, Image{Field: indexed(prefix, ".ephemeralContainers[", i, "].image"), Ref: spec.EphemeralContainers[i].Image, Container: spec.EphemeralContainers[i].Name})
-	}
-	for i := range spec.Volumes {
-		if v := spec.Volumes[i].Image; v != nil {
-			out = append(out, Image{Field: indexed(prefix, ".volumes[", i, "].image.reference"), Ref: v.Reference, Container: spec.Volumes[i].Name})
-		}
-	}
-	return out
+// Image is one image of a Pod, with the field path it was written at.
+type Image struct {
+	// Field is the field path, such as spec.containers[0].image.
+	Field string
+	// Ref is the image reference as written.
+	Ref string
+	// Container is the container's name (or the image volume's).
+	Container string
 }
 
-func indexed(prefix, list string, i int, suffix string) string {
-	b := make([]byte, 0, len(prefix)+len(list)+len(suffix)+4)
-	b = append(b, prefix...)
-	b = append(b, list...)
-	b = strconv.AppendInt(b, int64(i), 10)
-	b = append(b, suffix...)
-	return string(b)
+// Subject is what a decision is about: a Pod (or pod template), its namespace and its images.
+type Subject struct {
+	// Namespace is the Pod's namespace.
+	Namespace string
+	// NamespaceLabels are the labels of that namespace.
+	NamespaceLabels map[string]string
+	// NamespaceUnknown says the namespace's labels could not be read (not in the cache yet).
+	// Policies that select namespaces by label then refuse rather than guess.
+	NamespaceUnknown bool
+	// PodLabels are the Pod's labels.
+	PodLabels map[string]string
+	// PodLabelsUnknown says the Pod's labels are not known (ImagePolicyWebhook does not send
+	// them). A policy with a podSelector then covers the Pod: it is applied rather than
+	// skipped, so that missing information never admits what the policy would deny.
+	PodLabelsUnknown bool
+	// Workload says the subject is a workload's pod template rather than a Pod: policies with
+	// checkWorkloads: false do not cover it.
+	Workload bool
+	// BreakGlass says the Pod asks for break-glass (see BreakGlassRequested). Violations of
+	// Enforce policies that allow break-glass then admit, as warnings.
+	BreakGlass bool
+	// Images are the images to check: all of a new Pod's, only the new or changed ones of an
+	// updated Pod.
+	Images []Image
 }
 
 // ChangedImages keeps the images of an updated object that are new or changed: those whose

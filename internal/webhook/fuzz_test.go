@@ -19,7 +19,8 @@ import (
 	kjson "sigs.k8s.io/json"
 
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
-	"github.com/imagegate/imagegate/internal/policy"
+	"github.com/imagegate/imagegate/internal/podspec"
+"github.com/imagegate/imagegate/internal/policy"
 )
 
 // FuzzPodHandler feeds arbitrary bytes to the whole Pod webhook handler (decoding included)
@@ -71,7 +72,7 @@ func FuzzPodHandler(f *testing.F) {
 		if kjson.UnmarshalCaseSensitivePreserveInts(in.Request.Object.Raw, &pod) != nil {
 			return
 		}
-		for _, img := range policy.PodImages(&pod.Spec, "spec") {
+		for _, img := range podspec.PodImages(&pod.Spec, "spec") {
 			// The oracle parses on its own: the repository must be ghcr.io/acme or under
 			// it (`**` matches zero or more segments; registry hosts are case-insensitive).
 			named, err := reference.ParseNormalizedNamed(img.Ref)

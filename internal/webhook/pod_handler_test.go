@@ -7,17 +7,15 @@ import (
 	. "github.com/onsi/gomega"
 	admissionv1 "k8s.io/api/admission/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
-	kjson "sigs.k8s.io/json"
 
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
-	"github.com/imagegate/imagegate/internal/policy"
+"github.com/imagegate/imagegate/internal/policy"
 )
 
 type fixedSnapshot struct{ s *policy.Snapshot }
@@ -126,33 +124,4 @@ func TestSlowNamespaceLookupIsBounded(t *testing.T) {
 	g.Expect(resp.Result.Message).To(Equal(
 		`metadata.namespace: the Pod is not allowed by ClusterImagePolicy "prod": the labels of namespace "team-a" are not known yet, so whether the policy applies cannot be told; retry` + "\n" +
 			`spec.containers[0].image: image "nginx" (docker.io/library/nginx) is not allowed by ClusterImagePolicy "everywhere": it has neither tag nor digest, so it runs as "latest", which is in tags.deny`))
-}
-
-// decodePod reads only part of a Pod: it must read that part exactly as a full decode does,
-// for a Pod with everything that carries an image, and the rest of a real Pod around it.
-func TestDecodePodReadsWhatAFullDecodeReads(t *testing.T) {
-	raw := []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","generateName":"web-","namespace":"team-a",
-"labels":{"app":"web"},"annotations":{"alpha.image-policy.k8s.io/break-glass":"true"},
-"managedFields":[{"manager":"kubectl","operation":"Apply","apiVersion":"v1","fieldsType":"FieldsV1","fieldsV1":{"f:spec":{}}}]},
-"spec":{"initContainers":[{"name":"init","image":"ghcr.io/acme/init:1","env":[{"name":"A","value":"b"}]}],
-"containers":[{"name":"app","image":"ghcr.io/acme/app:1","resources":{"limits":{"cpu":"1"}},"ports":[{"containerPort":80}]},{"name":"side","image":"quay.io/x/y@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}],
-"ephemeralContainers":[{"name":"debug","image":"busybox","targetContainerName":"app"}],
-"volumes":[{"name":"data","emptyDir":{}},{"name":"model","image":{"reference":"ghcr.io/acme/model:2","pullPolicy":"IfNotPresent"}}],
-"nodeSelector":{"a":"b"}}}`)
-	var full corev1.Pod
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, &full); err != nil {
-		t.Fatal(err)
-	}
-	var part corev1.Pod
-	if err := decodePod(raw, &part); err != nil {
-		t.Fatal(err)
-	}
-	g := NewWithT(t)
-	g.Expect(policy.PodImages(&part.Spec, "spec")).To(Equal(policy.PodImages(&full.Spec, "spec")))
-	g.Expect(policy.PodImages(&part.Spec, "spec")).To(HaveLen(5))
-	g.Expect([]any{part.Name, part.GenerateName, part.Namespace, part.Labels, part.Annotations}).To(
-		Equal([]any{full.Name, full.GenerateName, full.Namespace, full.Labels, full.Annotations}))
-	for _, bad := range []string{``, `null`, `{"apiVersion":"apps/v1","kind":"Deployment"}`, `{"kind":"Pod"}`, `{"apiVersion":"v1","kind":"Pod","spec":{"containers":[{"image":7}]}}`} {
-		g.Expect(decodePod([]byte(bad), &corev1.Pod{})).NotTo(Succeed(), bad)
-	}
 }

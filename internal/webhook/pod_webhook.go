@@ -16,9 +16,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
-	kjson "sigs.k8s.io/json"
 
-	"github.com/imagegate/imagegate/internal/policy"
+	"github.com/imagegate/imagegate/internal/podspec"
+"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
 )
 
@@ -75,16 +75,16 @@ func (v *PodValidator) Handle(ctx context.Context, req admission.Request) admiss
 		return admission.Errored(http.StatusBadRequest, errNoUID)
 	}
 	pod := &corev1.Pod{}
-	if err := decodePod(req.Object.Raw, pod); err != nil {
+	if err := podspec.DecodePod(req.Object.Raw, pod); err != nil {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding the Pod: %w", err))
 	}
-	images := policy.PodImages(&pod.Spec, "spec")
+	images := podspec.PodImages(&pod.Spec, "spec")
 	if req.Operation == admissionv1.Update {
 		old := &corev1.Pod{}
-		if err := decodePod(req.OldObject.Raw, old); err != nil {
+		if err := podspec.DecodePod(req.OldObject.Raw, old); err != nil {
 			return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding the old Pod: %w", err))
 		}
-		images = policy.ChangedImages(policy.PodImages(&old.Spec, "spec"), images)
+		images = policy.ChangedImages(podspec.PodImages(&old.Spec, "spec"), images)
 	}
 
 	namespace := req.Namespace
@@ -97,83 +97,6 @@ func (v *PodValidator) Handle(ctx context.Context, req admission.Request) admiss
 		return admission.Denied(notLoaded)
 	}
 	return admissionResponse(&d)
-}
-
-// decodePod decodes, from a review, the part of a Pod that imagegate reads, in one pass
-// with the JSON decoding the apiserver itself uses (keys match case-sensitively, the last of
-// duplicate keys wins), so that the webhook reads the very images the apiserver stores.
-// Skipping the rest of the Pod (resources, env, probes...) instead of building it, and
-// controller-runtime's first pass that only looks for apiVersion and kind, is most of the
-// handler's own time: the apiserver has decoded and validated the whole object already.
-func decodePod(raw []byte, pod *corev1.Pod) error {
-	if len(raw) == 0 {
-		return errors.New("there is no content to decode")
-	}
-	var v podView
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, &v); err != nil {
-		return err
-	}
-	if v.APIVersion != "v1" || v.Kind != "Pod" {
-		return fmt.Errorf("the object is apiVersion %q kind %q, not a v1 Pod", v.APIVersion, v.Kind)
-	}
-	pod.APIVersion, pod.Kind = v.APIVersion, v.Kind
-	m := &v.Metadata
-	pod.Name, pod.GenerateName, pod.Namespace, pod.Labels, pod.Annotations = m.Name, m.GenerateName, m.Namespace, m.Labels, m.Annotations
-	spec := &pod.Spec
-	spec.InitContainers = containers(v.Spec.InitContainers)
-	spec.Containers = containers(v.Spec.Containers)
-	if n := len(v.Spec.EphemeralContainers); n > 0 {
-		spec.EphemeralContainers = make([]corev1.EphemeralContainer, n)
-		for i, c := range v.Spec.EphemeralContainers {
-			spec.EphemeralContainers[i].Name, spec.EphemeralContainers[i].Image = c.Name, c.Image
-		}
-	}
-	if n := len(v.Spec.Volumes); n > 0 {
-		spec.Volumes = make([]corev1.Volume, n)
-		for i, vol := range v.Spec.Volumes {
-			spec.Volumes[i].Name, spec.Volumes[i].Image = vol.Name, vol.Image
-		}
-	}
-	return nil
-}
-
-// podView is what decodePod reads of a Pod: the metadata the policies and messages use (not
-// managedFields, often the largest part of a request), and every field that holds an image.
-type podView struct {
-	APIVersion string `json:"apiVersion"`
-	Kind       string `json:"kind"`
-	Metadata   struct {
-		Name         string            `json:"name"`
-		GenerateName string            `json:"generateName"`
-		Namespace    string            `json:"namespace"`
-		Labels       map[string]string `json:"labels"`
-		Annotations  map[string]string `json:"annotations"`
-	} `json:"metadata"`
-	Spec struct {
-		InitContainers      []containerView `json:"initContainers"`
-		Containers          []containerView `json:"containers"`
-		EphemeralContainers []containerView `json:"ephemeralContainers"`
-		Volumes             []struct {
-			Name  string                    `json:"name"`
-			Image *corev1.ImageVolumeSource `json:"image"`
-		} `json:"volumes"`
-	} `json:"spec"`
-}
-
-type containerView struct {
-	Name  string `json:"name"`
-	Image string `json:"image"`
-}
-
-func containers(in []containerView) []corev1.Container {
-	if len(in) == 0 {
-		return nil
-	}
-	out := make([]corev1.Container, len(in))
-	for i, c := range in {
-		out[i].Name, out[i].Image = c.Name, c.Image
-	}
-	return out
 }
 
 func resourceName(req admission.Request) string {

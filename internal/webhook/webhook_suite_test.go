@@ -44,10 +44,7 @@ var (
 	// metricsRegistry holds the metrics of this suite's manager (metrics).
 	metricsRegistry = prometheus.NewRegistry()
 	metrics         *telemetry.Metrics
-	// auditor is not started: specs run it and read what it wrote.
-	auditor   *controller.Auditor
-	snapshots *controller.PolicyReconciler
-	root      = filepath.Join("..", "..")
+	root            = filepath.Join("..", "..")
 )
 
 func TestWebhook(t *testing.T) {
@@ -121,8 +118,6 @@ var _ = BeforeSuite(func() {
 	Expect(reconciler.SetupWithManager(mgr)).To(Succeed())
 	SetupPodWebhookWithManager(mgr, reconciler, recorder)
 	SetupWorkloadWebhookWithManager(mgr, reconciler, true, recorder)
-	auditor = &controller.Auditor{Client: mgr.GetClient(), Cache: mgr.GetCache(), Snapshots: reconciler, Interval: time.Hour, Excluded: []string{"kube-system"}, Metrics: metrics}
-	snapshots = reconciler
 
 	go func() {
 		defer GinkgoRecover()

@@ -13,7 +13,8 @@ import (
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	"github.com/imagegate/imagegate/internal/policy"
+	"github.com/imagegate/imagegate/internal/podspec"
+"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
 )
 
@@ -56,7 +57,7 @@ func (v *WorkloadValidator) Handle(ctx context.Context, req admission.Request) a
 		return admission.Allowed("")
 	}
 	gvk := schema.GroupVersionKind{Group: req.Kind.Group, Version: req.Kind.Version, Kind: req.Kind.Kind}
-	if !policy.WorkloadKind(gvk) || req.SubResource != "" {
+	if !podspec.WorkloadKind(gvk) || req.SubResource != "" {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("imagegate checks the pod templates of apps/v1 and batch/v1 workloads and v1 ReplicationControllers, not %s", resourceName(req)))
 	}
 	if req.Operation != admissionv1.Create && req.Operation != admissionv1.Update {
@@ -69,14 +70,14 @@ func (v *WorkloadValidator) Handle(ctx context.Context, req admission.Request) a
 	if err != nil {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding the %s: %w", gvk.Kind, err))
 	}
-	tmpl, _ := policy.TemplateOf(obj)
+	tmpl, _ := podspec.TemplateOf(obj)
 	images := tmpl.Images()
 	if req.Operation == admissionv1.Update {
 		old, err := v.decode(gvk, req.OldObject)
 		if err != nil {
 			return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding the old %s: %w", gvk.Kind, err))
 		}
-		oldTmpl, _ := policy.TemplateOf(old)
+		oldTmpl, _ := podspec.TemplateOf(old)
 		images = policy.ChangedImages(oldTmpl.Images(), images)
 	}
 	sub := policy.Subject{

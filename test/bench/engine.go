@@ -20,7 +20,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
-	"github.com/imagegate/imagegate/internal/policy"
+	"github.com/imagegate/imagegate/internal/podspec"
+"github.com/imagegate/imagegate/internal/policy"
 )
 
 // The policy every engine evaluates, n times over (policy i): allow the shared registry
@@ -83,7 +84,7 @@ func newImagegate(n int) (*imagegateEngine, error) {
 }
 
 func (e *imagegateEngine) violations(pod *corev1.Pod, _ map[string]any) int {
-	sub := policy.Subject{Namespace: "bench", Images: policy.PodImages(&pod.Spec, "spec")}
+	sub := policy.Subject{Namespace: "bench", Images: podspec.PodImages(&pod.Spec, "spec")}
 	d := e.snap.Evaluate(&sub)
 	refusing := 0
 	for i := range d.Violations {

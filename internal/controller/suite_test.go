@@ -1,0 +1,166 @@
+package controller_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/rand"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/internal/controller"
+	"github.com/imagegate/imagegate/internal/podspec"
+	"github.com/imagegate/imagegate/internal/telemetry"
+)
+
+// The suite runs the reconciler and the audit in a real manager against a real kube-apiserver
+// and etcd, with the Pod cache trimmed as the manager's is (podspec.SlimPod). No webhook: Pods
+// are created directly, as if admitted before any policy existed.
+
+var (
+	ctx             context.Context
+	cancel          context.CancelFunc
+	testEnv         *envtest.Environment
+	k8sClient       client.Client
+	metricsRegistry = prometheus.NewRegistry()
+	// auditor is not started: specs run it and read what it wrote.
+	auditor   *controller.Auditor
+	snapshots *controller.PolicyReconciler
+)
+
+func TestController(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "Controller suite")
+}
+
+var _ = BeforeSuite(func() {
+	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	ctx, cancel = context.WithCancel(context.TODO())
+	Expect(os.Getenv("KUBEBUILDER_ASSETS")).NotTo(BeEmpty(), "KUBEBUILDER_ASSETS must name the envtest binaries: run 'make test'")
+	testEnv = &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}
+	cfg, err := testEnv.Start()
+	Expect(err).NotTo(HaveOccurred())
+
+	scheme := runtime.NewScheme()
+	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
+	Expect(imagegatev1alpha1.AddToScheme(scheme)).To(Succeed())
+	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.Pod{}: {Transform: podspec.SlimPod},
+		}},
+	})
+	Expect(err).NotTo(HaveOccurred())
+	metrics, err := telemetry.NewMetrics(metricsRegistry)
+	Expect(err).NotTo(HaveOccurred())
+	snapshots = controller.NewPolicyReconciler(mgr.GetClient(), metrics)
+	Expect(snapshots.SetupWithManager(mgr)).To(Succeed())
+	auditor = &controller.Auditor{Client: mgr.GetClient(), Cache: mgr.GetCache(), Snapshots: snapshots, Interval: time.Hour, Excluded: []string{"kube-system"}, Metrics: metrics}
+
+	go func() {
+		defer GinkgoRecover()
+		Expect(mgr.Start(ctx)).To(Succeed())
+	}()
+	Eventually(snapshots.Snapshot).WithTimeout(20 * time.Second).ShouldNot(BeNil())
+})
+
+var _ = AfterSuite(func() {
+	cancel()
+	Expect(testEnv.Stop()).To(Succeed())
+})
+
+func newNamespace(labels map[string]string) string {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "t-" + rand.String(6), Labels: labels}}
+	Expect(k8sClient.Create(ctx, ns)).To(Succeed())
+	return ns.Name
+}
+
+func pod(ns, name string, images ...string) *corev1.Pod {
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
+	for i, img := range images {
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: fmt.Sprintf("c%d", i), Image: img})
+	}
+	return p
+}
+
+func createErr(obj client.Object) string {
+	if err := k8sClient.Create(ctx, obj); err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
+var allowAcme = imagegatev1alpha1.ImagePolicySpec{Images: &imagegatev1alpha1.ImageRules{Allow: []imagegatev1alpha1.ImagePattern{"ghcr.io/acme/**"}}}
+
+// clusterPolicy creates a ClusterImagePolicy scoped to one namespace and waits until the
+// leader has written it Ready.
+func clusterPolicy(ns, name string, spec imagegatev1alpha1.ImagePolicySpec) *imagegatev1alpha1.ClusterImagePolicy {
+	if spec.NamespaceSelector == nil {
+		spec.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: ns}}
+	}
+	p := &imagegatev1alpha1.ClusterImagePolicy{ObjectMeta: metav1.ObjectMeta{Name: ns + "-" + name}, Spec: spec}
+	Expect(k8sClient.Create(ctx, p)).To(Succeed())
+	DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, p))).To(Succeed()) })
+	Eventually(func(g Gomega) {
+		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
+		cond := meta.FindStatusCondition(p.Status.Conditions, imagegatev1alpha1.ConditionReady)
+		g.Expect(cond).NotTo(BeNil())
+		g.Expect(cond.Status).To(Equal(metav1.ConditionTrue))
+		g.Expect(p.Status.ObservedGeneration).To(Equal(p.Generation))
+	}).WithTimeout(10 * time.Second).Should(Succeed())
+	return p
+}
+
+// metricValue reads one gauge of the suite's registry; 0 when the series does not exist.
+func metricValue(name string, labels map[string]string) float64 {
+	families, err := metricsRegistry.Gather()
+	Expect(err).NotTo(HaveOccurred())
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range f.GetMetric() {
+			got := map[string]string{}
+			for _, l := range m.GetLabel() {
+				got[l.GetName()] = l.GetValue()
+			}
+			for k, v := range labels {
+				if got[k] != v {
+					continue series
+				}
+			}
+			if f.GetType() == dto.MetricType_GAUGE {
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	return 0
+}

@@ -1,0 +1,334 @@
+package podspec
+
+import (
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	. "github.com/onsi/gomega"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	kjson "sigs.k8s.io/json"
+	"sigs.k8s.io/yaml"
+
+	"github.com/imagegate/imagegate/internal/policy"
+)
+
+// fullPod has everything that carries an image, and the rest of a real Pod around it.
+const fullPod = `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","generateName":"web-","namespace":"team-a",
+"labels":{"app":"web"},"annotations":{"alpha.image-policy.k8s.io/break-glass":"true","other":"x"},
+"managedFields":[{"manager":"kubectl","operation":"Apply","apiVersion":"v1","fieldsType":"FieldsV1","fieldsV1":{"f:spec":{}}}]},
+"spec":{"initContainers":[{"name":"init","image":"ghcr.io/acme/init:1","env":[{"name":"A","value":"b"}]}],
+"containers":[{"name":"app","image":"ghcr.io/acme/app:1","resources":{"limits":{"cpu":"1"}},"ports":[{"containerPort":80}]},{"name":"side","image":"quay.io/x/y@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}],
+"ephemeralContainers":[{"name":"debug","image":"busybox","targetContainerName":"app"}],
+"volumes":[{"name":"data","emptyDir":{}},{"name":"model","image":{"reference":"ghcr.io/acme/model:2","pullPolicy":"IfNotPresent"}}],
+"nodeSelector":{"a":"b"}},"status":{"phase":"Running"}}`
+
+func decodeFull(t *testing.T) *corev1.Pod {
+	t.Helper()
+	var full corev1.Pod
+	if err := kjson.UnmarshalCaseSensitivePreserveInts([]byte(fullPod), &full); err != nil {
+		t.Fatal(err)
+	}
+	return &full
+}
+
+func TestPodImages(t *testing.T) {
+	g := NewWithT(t)
+	g.Expect(PodImages(&decodeFull(t).Spec, "spec")).To(Equal([]policy.Image{
+		{Field: "spec.initContainers[0].image", Ref: "ghcr.io/acme/init:1", Container: "init"},
+		{Field: "spec.containers[0].image", Ref: "ghcr.io/acme/app:1", Container: "app"},
+		{Field: "spec.containers[1].image", Ref: "quay.io/x/y@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", Container: "side"},
+		{Field: "spec.ephemeralContainers[0].image", Ref: "busybox", Container: "debug"},
+		{Field: "spec.volumes[1].image.reference", Ref: "ghcr.io/acme/model:2", Container: "model"},
+	}))
+	// An empty image is listed, to be judged as unparsable rather than skipped.
+	g.Expect(PodImages(&corev1.PodSpec{Containers: []corev1.Container{{Name: "c"}}}, "spec.template.spec")).To(Equal(
+		[]policy.Image{{Field: "spec.template.spec.containers[0].image", Container: "c"}}))
+}
+
+// DecodePod reads only part of a Pod: it must read that part exactly as a full decode does.
+func TestDecodePodReadsWhatAFullDecodeReads(t *testing.T) {
+	g := NewWithT(t)
+	full := decodeFull(t)
+	var part corev1.Pod
+	g.Expect(DecodePod([]byte(fullPod), &part)).To(Succeed())
+	g.Expect(PodImages(&part.Spec, "spec")).To(Equal(PodImages(&full.Spec, "spec")))
+	g.Expect(PodImages(&part.Spec, "spec")).To(HaveLen(5))
+	g.Expect([]any{part.Name, part.GenerateName, part.Namespace, part.Labels, part.Annotations}).To(
+		Equal([]any{full.Name, full.GenerateName, full.Namespace, full.Labels, full.Annotations}))
+	for _, bad := range []string{``, `null`, `{"apiVersion":"apps/v1","kind":"Deployment"}`, `{"kind":"Pod"}`, `{"apiVersion":"v1","kind":"Pod","spec":{"containers":[{"image":7}]}}`} {
+		g.Expect(DecodePod([]byte(bad), &corev1.Pod{})).NotTo(Succeed(), bad)
+	}
+}
+
+// The audit reads Pods through SlimPod: what it reads must be what the full Pod says.
+func TestSlimPodKeepsWhatTheAuditReads(t *testing.T) {
+	g := NewWithT(t)
+	full := decodeFull(t)
+	out, err := SlimPod(full.DeepCopy())
+	g.Expect(err).NotTo(HaveOccurred())
+	slim := out.(*corev1.Pod)
+	g.Expect(PodImages(&slim.Spec, "spec")).To(Equal(PodImages(&full.Spec, "spec")))
+	g.Expect(slim.Labels).To(Equal(full.Labels))
+	g.Expect(policy.BreakGlassRequested(slim.Annotations)).To(Equal(policy.BreakGlassRequested(full.Annotations)))
+	g.Expect(slim.Status.Phase).To(Equal(full.Status.Phase))
+	g.Expect([]string{slim.Name, slim.Namespace}).To(Equal([]string{full.Name, full.Namespace}))
+	g.Expect(slim.Annotations).NotTo(HaveKey("other"), "only break-glass annotations are kept")
+	other := &corev1.Namespace{}
+	g.Expect(SlimPod(other)).To(BeIdenticalTo(other))
+}
+
+// imageFields walks a type and returns the paths of every field that names an image: a string
+// field called Image, or an ImageVolumeSource.
+func imageFields(t reflect.Type, path string, seen map[reflect.Type]bool, out *[]string) {
+	switch t.Kind() {
+	case reflect.Pointer, reflect.Slice:
+		imageFields(t.Elem(), path, seen, out)
+		return
+	case reflect.Struct:
+	default:
+		return
+	}
+	if t == reflect.TypeOf(corev1.ImageVolumeSource{}) {
+		*out = append(*out, path)
+		return
+	}
+	if seen[t] {
+		return
+	}
+	seen[t] = true
+	defer delete(seen, t)
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name := strings.Split(f.Tag.Get("json"), ",")[0]
+		p := path
+		if !f.Anonymous || name != "" {
+			p = path + "." + name
+		}
+		if f.Name == "Image" && f.Type.Kind() == reflect.String {
+			*out = append(*out, p)
+			continue
+		}
+		imageFields(f.Type, p, seen, out)
+	}
+}
+
+// Kubernetes may add a field that holds an image: this fails then, and says where to add it.
+func TestEveryImageFieldOfAPodSpecIsKnown(t *testing.T) {
+	var found []string
+	imageFields(reflect.TypeOf(corev1.PodSpec{}), "spec", map[reflect.Type]bool{}, &found)
+	want := []string{
+		"spec.volumes.image",
+		"spec.initContainers.image",
+		"spec.containers.image",
+		"spec.ephemeralContainers.image",
+	}
+	slices.Sort(found)
+	slices.Sort(want)
+	if !slices.Equal(found, want) {
+		t.Fatalf("corev1.PodSpec holds images at %v; imagegate reads %v. A new image field must be added to "+
+			"ImageLists, PodImages, DecodePod's view and SlimPod (this package), and to the Pod webhook's "+
+			"matchConditions in config/webhook/scope_patch.yaml", found, want)
+	}
+	for _, l := range ImageLists {
+		if !slices.ContainsFunc(found, func(f string) bool { return strings.HasPrefix(f, "spec."+l+".") }) {
+			t.Errorf("ImageLists names %q, which holds no image", l)
+		}
+	}
+}
+
+// TemplateOf reads every kind Workloads lists, at its field path; and nothing else.
+func TestTemplateOfEveryWorkload(t *testing.T) {
+	g := NewWithT(t)
+	scheme := runtime.NewScheme()
+	g.Expect(corev1.AddToScheme(scheme)).To(Succeed())
+	g.Expect(appsv1.AddToScheme(scheme)).To(Succeed())
+	g.Expect(batchv1.AddToScheme(scheme)).To(Succeed())
+	spec := `{"containers":[{"name":"app","image":"ghcr.io/acme/app:1"}]}`
+	tmpl := `{"metadata":{"labels":{"app":"x"}},"spec":` + spec + `}`
+	for _, w := range Workloads() {
+		obj, err := scheme.New(w.GroupVersionKind)
+		g.Expect(err).NotTo(HaveOccurred(), w.Kind)
+		raw := `{"spec":{"template":` + tmpl + `}}`
+		if w.Kind == "CronJob" {
+			raw = `{"spec":{"jobTemplate":{"spec":{"template":` + tmpl + `}}}}`
+		}
+		g.Expect(kjson.UnmarshalCaseSensitivePreserveInts([]byte(raw), obj)).To(Succeed())
+		got, ok := TemplateOf(obj)
+		g.Expect(ok).To(BeTrue(), w.Kind)
+		g.Expect(got.Prefix).To(Equal(w.TemplateSpec), w.Kind)
+		g.Expect(got.Labels).To(Equal(map[string]string{"app": "x"}), w.Kind)
+		g.Expect(got.Images()).To(Equal([]policy.Image{{Field: w.TemplateSpec + ".containers[0].image", Ref: "ghcr.io/acme/app:1", Container: "app"}}), w.Kind)
+		g.Expect(WorkloadKind(w.GroupVersionKind)).To(BeTrue(), w.Kind)
+		gv, ok := ServedVersion(w.Kind)
+		g.Expect(ok).To(BeTrue())
+		g.Expect(gv).To(Equal(w.GroupVersion()))
+	}
+	_, ok := TemplateOf(&corev1.ConfigMap{})
+	g.Expect(ok).To(BeFalse())
+	g.Expect(WorkloadKind(appsv1.SchemeGroupVersion.WithKind("Pod"))).To(BeFalse())
+	rc, ok := TemplateOf(&corev1.ReplicationController{})
+	g.Expect(ok).To(BeTrue())
+	g.Expect(rc.Images()).To(BeEmpty(), "a ReplicationController may omit its template")
+}
+
+func readYAML(t *testing.T, path string, into any) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(data, into); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+// The workload webhook's rules are generated from a marker in internal/webhook: they must name
+// exactly the kinds this package reads.
+func TestWorkloadWebhookRulesNameEveryWorkload(t *testing.T) {
+	var cfg admissionregistrationv1.ValidatingWebhookConfiguration
+	readYAML(t, "../../config/webhook/manifests.yaml", &cfg)
+	var rules []admissionregistrationv1.RuleWithOperations
+	for _, w := range cfg.Webhooks {
+		if w.Name == "workloads.imagegate.io" {
+			rules = w.Rules
+		}
+	}
+	if len(rules) == 0 {
+		t.Fatal("config/webhook/manifests.yaml has no workloads.imagegate.io webhook")
+	}
+	var got, want []string
+	for _, r := range rules {
+		for _, g := range r.APIGroups {
+			for _, v := range r.APIVersions {
+				for _, res := range r.Resources {
+					got = append(got, g+"/"+v+"/"+res)
+				}
+			}
+		}
+	}
+	// The marker's rules are a cross product of groups, versions and resources (apps/v1/jobs is
+	// listed and does not exist): what matters is that every workload is covered and that no
+	// resource other than a workload's is named.
+	var resources []string
+	for _, w := range workloads {
+		want = append(want, w.Group+"/"+w.Version+"/"+w.Resource)
+		resources = append(resources, w.Resource)
+	}
+	missing := diff(want, got)
+	var extra []string
+	for _, r := range rules {
+		extra = append(extra, diff(r.Resources, resources)...)
+	}
+	if len(missing) > 0 || len(extra) > 0 {
+		t.Errorf("the +kubebuilder:webhook marker of workloads.imagegate.io (internal/webhook/workload_webhook.go) and "+
+			"podspec.Workloads disagree: missing %v, not a workload %v (edit the marker, then make manifests)", missing, extra)
+	}
+}
+
+func diff(a, b []string) []string {
+	var out []string
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// scopePatch is config/webhook/scope_patch.yaml: JSON patches on the webhook configuration.
+type scopePatch []struct {
+	Path  string         `json:"path"`
+	Value map[string]any `json:"value"`
+	List  []struct {
+		Name       string `json:"name"`
+		Expression string `json:"expression"`
+	} `json:"-"`
+}
+
+func readScopePatch(t *testing.T) []map[string]any {
+	t.Helper()
+	var ops []map[string]any
+	readYAML(t, "../../config/webhook/scope_patch.yaml", &ops)
+	return ops
+}
+
+func patchValue(t *testing.T, path string) any {
+	t.Helper()
+	for _, op := range readScopePatch(t) {
+		if op["path"] == path {
+			return op["value"]
+		}
+	}
+	t.Fatalf("config/webhook/scope_patch.yaml does not set %s", path)
+	return nil
+}
+
+// Both webhooks leave out exactly DefaultExcludedNamespaces, the default of the manager's and
+// the CLI's --excluded-namespaces (their tests check those defaults).
+func TestExcludedNamespacesAreTheWebhookScope(t *testing.T) {
+	for _, path := range []string{"/webhooks/0/namespaceSelector", "/webhooks/1/namespaceSelector"} {
+		sel, _ := patchValue(t, path).(map[string]any)
+		exprs, _ := sel["matchExpressions"].([]any)
+		found := false
+		for _, e := range exprs {
+			m, _ := e.(map[string]any)
+			if m["key"] != corev1.LabelMetadataName || m["operator"] != "NotIn" {
+				continue
+			}
+			found = true
+			var values []string
+			for _, v := range m["values"].([]any) {
+				values = append(values, v.(string))
+			}
+			if !slices.Equal(values, DefaultExcludedNamespaces) {
+				t.Errorf("%s excludes %v; podspec.DefaultExcludedNamespaces is %v", path, values, DefaultExcludedNamespaces)
+			}
+		}
+		if !found {
+			t.Errorf("%s has no %s NotIn expression", path, corev1.LabelMetadataName)
+		}
+	}
+}
+
+func matchCondition(t *testing.T, path, name string) string {
+	t.Helper()
+	conds, _ := patchValue(t, path).([]any)
+	for _, c := range conds {
+		m, _ := c.(map[string]any)
+		if m["name"] == name {
+			return m["expression"].(string)
+		}
+	}
+	t.Fatalf("%s has no matchCondition %q", path, name)
+	return ""
+}
+
+// The Pod webhook's matchConditions let an UPDATE through only when something imagegate reads
+// changed: every image list must be compared.
+func TestPodMatchConditionComparesEveryImageList(t *testing.T) {
+	expr := matchCondition(t, "/webhooks/0/matchConditions", "image-changed")
+	for _, l := range ImageLists {
+		if !strings.Contains(expr, "object.spec."+l+" != oldObject.spec."+l) {
+			t.Errorf("the image-changed matchCondition does not compare spec.%s: an UPDATE of it would not be checked", l)
+		}
+	}
+}
+
+// The workload webhook's matchConditions compare the whole pod template spec of every kind.
+func TestWorkloadMatchConditionComparesEveryTemplate(t *testing.T) {
+	expr := matchCondition(t, "/webhooks/1/matchConditions", "template-changed")
+	for _, w := range workloads {
+		path := strings.TrimPrefix(w.TemplateSpec, "spec.")
+		path = strings.TrimSuffix(path, ".spec")
+		if !strings.Contains(expr, "object.spec."+path+".spec != oldObject.spec."+path+".spec") {
+			t.Errorf("the template-changed matchCondition does not compare %s of %s", w.TemplateSpec, w.Kind)
+		}
+	}
+}
