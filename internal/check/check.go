@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"sort"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -20,10 +19,10 @@ import (
 	kjson "sigs.k8s.io/json"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
-	"github.com/imagegate/imagegate/internal/podspec"
-"github.com/imagegate/imagegate/internal/manifest"
-	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/crdschema"
+	"github.com/imagegate/imagegate/internal/manifest"
+	"github.com/imagegate/imagegate/internal/podspec"
+	"github.com/imagegate/imagegate/internal/policy"
 )
 
 // Options says what to check.
@@ -174,7 +173,7 @@ func (r *Report) loadPolicies(ctx context.Context, reader *manifest.Reader, v *c
 	for ref := range seen {
 		refs = append(refs, ref)
 	}
-	sort.Slice(refs, func(i, j int) bool { return refs[i].String() < refs[j].String() })
+	slices.SortFunc(refs, func(a, b policy.Ref) int { return strings.Compare(a.String(), b.String()) })
 	for _, ref := range refs {
 		if msg := snap.PolicyError(ref); msg != "" {
 			r.Errors = append(r.Errors, InputError{Location: seen[ref], Message: fmt.Sprintf("%s cannot be compiled: %s", ref, msg)})

@@ -16,7 +16,7 @@ import (
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/podspec"
-"github.com/imagegate/imagegate/internal/policy"
+	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
 )
 

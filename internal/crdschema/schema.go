@@ -9,7 +9,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
-	"sort"
+	"slices"
 
 	"k8s.io/apiextensions-apiserver/pkg/apis/apiextensions"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -164,6 +164,6 @@ func (v *Validator) supported() []string {
 	for gvk := range v.kinds {
 		out = append(out, gvk.GroupVersion().String()+", Kind="+gvk.Kind)
 	}
-	sort.Strings(out)
+	slices.Sort(out)
 	return out
 }

@@ -5,8 +5,9 @@
 package policy
 
 import (
+	"cmp"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 
@@ -110,6 +111,9 @@ type Snapshot struct {
 	// breakGlass holds the policies with allowBreakGlass.
 	breakGlass map[Ref]bool
 	uids       map[Ref]types.UID
+	// fullEvaluation turns the fast path off, so that tests can compare it with a full
+	// evaluation of every covered policy.
+	fullEvaluation bool
 }
 
 // refCacheSize bounds the parsed image references a snapshot keeps (about 200 bytes each).
@@ -155,13 +159,10 @@ func Compile(cluster []v1alpha1.ClusterImagePolicy, namespaced []v1alpha1.ImageP
 	}
 	// A stable order makes messages and status deterministic, whatever order the cache lists.
 	cluster = append([]v1alpha1.ClusterImagePolicy(nil), cluster...)
-	sort.Slice(cluster, func(i, j int) bool { return cluster[i].Name < cluster[j].Name })
+	slices.SortFunc(cluster, func(a, b v1alpha1.ClusterImagePolicy) int { return strings.Compare(a.Name, b.Name) })
 	namespaced = append([]v1alpha1.ImagePolicy(nil), namespaced...)
-	sort.Slice(namespaced, func(i, j int) bool {
-		if namespaced[i].Namespace != namespaced[j].Namespace {
-			return namespaced[i].Namespace < namespaced[j].Namespace
-		}
-		return namespaced[i].Name < namespaced[j].Name
+	slices.SortFunc(namespaced, func(a, b v1alpha1.ImagePolicy) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 	})
 
 	shared := map[string]*matcher{}

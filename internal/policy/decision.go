@@ -60,7 +60,8 @@ func (v *Violation) Message() string {
 	switch {
 	case v.Image == "" && v.Rule != RuleReference:
 		b.WriteString("the Pod")
-	case v.Normalized == "":
+	case v.Normalized == "" || v.Normalized == v.Image:
+		// Unparsable, or written in full: the normalized form would say it twice.
 		fmt.Fprintf(&b, "image %q", v.Image)
 	default:
 		fmt.Fprintf(&b, "image %q (%s)", v.Image, v.Normalized)

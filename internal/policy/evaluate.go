@@ -150,7 +150,7 @@ func (s *Snapshot) evaluateImage(img *Image, sc *scratch, d *Decision) {
 	sc.next()
 	sc.satisfied, sc.denied = 0, 0
 	s.markMatches(&ref, sc)
-	if sc.denied == 0 && sc.satisfied == sc.coveredAllow && !s.versionRuleHit(&ref, sc) {
+	if !s.fullEvaluation && sc.denied == 0 && sc.satisfied == sc.coveredAllow && !s.versionRuleHit(&ref, sc) {
 		return // the common case: nothing to report, found without visiting every policy
 	}
 	for _, idx := range sc.covered {
@@ -173,6 +173,11 @@ func (s *Snapshot) evaluateImage(img *Image, sc *scratch, d *Decision) {
 
 // versionRuleHit reports whether a covered policy may have a tag or digest rule that the
 // image breaks. It may say yes for an exempt policy; the full check sorts that out.
+//
+// It is the fast path's view of every per-image rule that is not a pattern list: a rule added
+// to checkVersion (or next to it) must be added here too, or the fast path skips it silently
+// for every image that its pattern lists admit. FuzzFastPath compares the fast path with a
+// full evaluation (Snapshot.fullEvaluation) and fails when this is forgotten.
 func (s *Snapshot) versionRuleHit(ref *imageref.Reference, sc *scratch) bool {
 	if ref.Digest != "" {
 		return false
@@ -190,7 +195,8 @@ func (s *Snapshot) versionRuleHit(ref *imageref.Reference, sc *scratch) bool {
 		anyCovered(s.tagDenied[ref.EffectiveTag()])
 }
 
-// checkVersion applies the tag and digest rules of a policy to one image.
+// checkVersion applies the tag and digest rules of a policy to one image. A rule added here
+// must also be known to versionRuleHit.
 func checkVersion(img *Image, ref *imageref.Reference, p *compiledPolicy, d *Decision) {
 	if p.requireDigest && ref.Digest == "" {
 		d.add(img, ref, p, RuleRequireDigest, "it is not pinned by digest (@sha256:...) and requireDigest is set")

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"slices"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -35,6 +36,58 @@ func FuzzEvaluate(f *testing.F) {
 		want := err == nil && ap.Match(&ref) && !dp.Match(&ref)
 		if d.Allowed() != want {
 			t.Fatalf("allow %q deny %q image %q: admitted=%v, patterns say %v (%v)", allow, deny, img, d.Allowed(), want, d.Violations)
+		}
+	})
+}
+
+// FuzzFastPath checks the fast path of evaluateImage against a full evaluation of every
+// covered policy, with every kind of per-image rule in play: they must find the same
+// violations. A rule the fast path does not know (versionRuleHit) fails here.
+func FuzzFastPath(f *testing.F) {
+	f.Add("ghcr.io/acme/**", "docker.io/**", "ghcr.io/acme/legacy/*", "latest", uint8(0xff), "ghcr.io/acme/app")
+	f.Add("nginx", "x", "y", "1.0", uint8(0x05), "nginx:1.0")
+	f.Add("**", "quay.io/*", "ghcr.io/**", "v1", uint8(0x02), "ghcr.io/a/b@"+digestA)
+	f.Fuzz(func(t *testing.T, allow, deny, exempt, tag string, rules uint8, img string) {
+		spec := v1alpha1.ImagePolicySpec{Images: &v1alpha1.ImageRules{}}
+		if rules&1 != 0 {
+			spec.Images.Allow = []v1alpha1.ImagePattern{v1alpha1.ImagePattern(allow)}
+		}
+		if rules&2 != 0 {
+			spec.Images.Deny = []v1alpha1.ImagePattern{v1alpha1.ImagePattern(deny)}
+		}
+		if rules&4 != 0 {
+			spec.ExemptImages = []v1alpha1.ImagePattern{v1alpha1.ImagePattern(exempt)}
+		}
+		if rules&8 != 0 {
+			spec.Tags = &v1alpha1.TagRules{Deny: []v1alpha1.TagName{v1alpha1.TagName(tag)}}
+		}
+		if rules&16 != 0 {
+			if spec.Tags == nil {
+				spec.Tags = &v1alpha1.TagRules{}
+			}
+			spec.Tags.RequireTag = true
+		}
+		spec.RequireDigest = rules&32 != 0
+		if rules&64 != 0 {
+			spec.Mode = v1alpha1.ModeWarn
+		}
+		// Two policies, so that one can be satisfied while the other is not.
+		other := v1alpha1.ImagePolicySpec{Images: &v1alpha1.ImageRules{Allow: []v1alpha1.ImagePattern{"ghcr.io/**"}}}
+		if rules&128 != 0 {
+			other = v1alpha1.ImagePolicySpec{Tags: &v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}}}
+		}
+		policies := []v1alpha1.ClusterImagePolicy{
+			{ObjectMeta: metav1.ObjectMeta{Name: "fuzzed"}, Spec: spec},
+			{ObjectMeta: metav1.ObjectMeta{Name: "other"}, Spec: other},
+		}
+		sub := &Subject{Namespace: "a", Images: []Image{{Field: "spec.containers[0].image", Ref: img}, {Field: "spec.containers[1].image", Ref: "ghcr.io/acme/app:latest"}}}
+		fast := Compile(policies, nil)
+		full := Compile(policies, nil)
+		full.fullEvaluation = true
+		got, want := fast.Evaluate(sub), full.Evaluate(sub)
+		if !slices.Equal(got.Messages(v1alpha1.ModeEnforce), want.Messages(v1alpha1.ModeEnforce)) ||
+			!slices.Equal(got.Messages(v1alpha1.ModeWarn), want.Messages(v1alpha1.ModeWarn)) {
+			t.Fatalf("the fast path decides otherwise than a full evaluation:\nfast: %v\nfull: %v", got.Violations, want.Violations)
 		}
 	})
 }

@@ -54,8 +54,8 @@ func TestEventsAreRateLimitedPerPolicyAndReason(t *testing.T) {
 	}
 	joined := strings.Join(got, "\n")
 	for _, want := range []string{
-		`Warning Denied Pod a/p1: spec.containers[0].image: image "quay.io/x/y:latest" (quay.io/x/y:latest) is not allowed by ClusterImagePolicy "trusted"`,
-		`Warning Warned Pod a/p1: spec.containers[0].image: image "quay.io/x/y:latest" (quay.io/x/y:latest) is not allowed by ClusterImagePolicy "no-latest"`,
+		`Warning Denied Pod a/p1: spec.containers[0].image: image "quay.io/x/y:latest" is not allowed by ClusterImagePolicy "trusted"`,
+		`Warning Warned Pod a/p1: spec.containers[0].image: image "quay.io/x/y:latest" is not allowed by ClusterImagePolicy "no-latest"`,
 	} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("events %q lack %q", got, want)

@@ -20,7 +20,7 @@ import (
 
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/podspec"
-"github.com/imagegate/imagegate/internal/policy"
+	"github.com/imagegate/imagegate/internal/policy"
 )
 
 // FuzzPodHandler feeds arbitrary bytes to the whole Pod webhook handler (decoding included)

@@ -27,8 +27,8 @@ import (
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
-	"github.com/imagegate/imagegate/test/utils/localcluster"
 	"github.com/imagegate/imagegate/internal/policy"
+	"github.com/imagegate/imagegate/test/utils/localcluster"
 )
 
 // hostileServer is the manager's real webhook server (controller-runtime's, with its TLS and

@@ -15,7 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
-"github.com/imagegate/imagegate/internal/policy"
+	"github.com/imagegate/imagegate/internal/policy"
 )
 
 type fixedSnapshot struct{ s *policy.Snapshot }

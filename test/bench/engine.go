@@ -21,7 +21,7 @@ import (
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/podspec"
-"github.com/imagegate/imagegate/internal/policy"
+	"github.com/imagegate/imagegate/internal/policy"
 )
 
 // The policy every engine evaluates, n times over (policy i): allow the shared registry
