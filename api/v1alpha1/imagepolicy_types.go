@@ -35,6 +35,7 @@ const (
 type ImagePattern string
 
 // ImageRules lists the image patterns that a policy allows and denies.
+// +kubebuilder:validation:MinProperties=1
 // +kubebuilder:validation:XValidation:rule="has(self.allow) || has(self.deny)",message="images must set allow or deny"
 type ImageRules struct {
 	// allow lists the image patterns that may run. When set, every image that the policy
@@ -62,6 +63,7 @@ type TagName string
 
 // TagRules restricts image tags. Tag rules do not apply to an image pinned by digest: the
 // runtime pulls the digest and ignores the tag.
+// +kubebuilder:validation:MinProperties=1
 // +kubebuilder:validation:XValidation:rule="has(self.deny) || (has(self.requireTag) && self.requireTag)",message="tags must set deny or requireTag: true"
 type TagRules struct {
 	// deny lists tags that are refused. An image with neither tag nor digest runs as
@@ -74,10 +76,11 @@ type TagRules struct {
 
 	// requireTag refuses images that carry neither a tag nor a digest.
 	// +optional
-	RequireTag bool `json:"requireTag,omitempty"`
+	RequireTag *bool `json:"requireTag,omitempty"`
 }
 
 // ImagePolicySpec is the set of rules shared by ImagePolicy and ClusterImagePolicy.
+// +kubebuilder:validation:MinProperties=1
 // +kubebuilder:validation:XValidation:rule="has(self.images) || has(self.tags) || (has(self.requireDigest) && self.requireDigest)",message="the policy restricts nothing: set at least one of images.allow, images.deny, tags.deny, tags.requireTag or requireDigest"
 type ImagePolicySpec struct {
 	// mode says what happens to a Pod that breaks this policy: `Enforce` (the default)
@@ -103,15 +106,15 @@ type ImagePolicySpec struct {
 
 	// images allows and denies images by pattern.
 	// +optional
-	Images *ImageRules `json:"images,omitempty"`
+	Images ImageRules `json:"images,omitzero"`
 
 	// tags refuses tags by name, or images without a tag.
 	// +optional
-	Tags *TagRules `json:"tags,omitempty"`
+	Tags TagRules `json:"tags,omitzero"`
 
 	// requireDigest refuses every image that is not pinned by digest (`@sha256:...`).
 	// +optional
-	RequireDigest bool `json:"requireDigest,omitempty"`
+	RequireDigest *bool `json:"requireDigest,omitempty"`
 
 	// exemptImages lists image patterns that this policy does not check at all (for example
 	// a vendor image that must stay on `:latest`). Other policies still check them.
@@ -129,7 +132,7 @@ type ImagePolicySpec struct {
 	// admitted break-glass Pod gets a warning naming the policy and the audit annotation
 	// `break-glass`. Default: false.
 	// +optional
-	AllowBreakGlass bool `json:"allowBreakGlass,omitempty"`
+	AllowBreakGlass *bool `json:"allowBreakGlass,omitempty"`
 
 	// checkWorkloads also checks the pod templates of Deployments, ReplicaSets, StatefulSets,
 	// DaemonSets, Jobs, CronJobs and ReplicationControllers when they are created or updated,
@@ -151,17 +154,20 @@ const (
 )
 
 // ImagePolicyStatus is the observed state of a policy.
+// +kubebuilder:validation:MinProperties=1
 type ImagePolicyStatus struct {
 	// conditions holds `Ready`: True when the policy is in force, False with reason
 	// `Invalid` and a message when it cannot be compiled.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
+	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=8
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
 	// observedGeneration is the metadata.generation that the conditions describe.
 	// +optional
+	// +kubebuilder:validation:Minimum=1
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
 	// audit is the result of the latest background audit: the Pods already running (or
@@ -174,29 +180,63 @@ type ImagePolicyStatus struct {
 // AuditStatus is what one background audit found for one policy.
 type AuditStatus struct {
 	// violations is the number of Pods that break the policy.
+	// +required
+	// +kubebuilder:validation:Minimum=0
 	Violations int32 `json:"violations"`
 
 	// lastScanTime is when the audit ran.
+	// +required
 	LastScanTime metav1.Time `json:"lastScanTime"`
 
 	// samples are some of the violations: the first ones by namespace, Pod and field, so
 	// that the same cluster always shows the same sample.
 	// +optional
 	// +listType=atomic
+	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=100
 	Samples []AuditSample `json:"samples,omitempty"`
 }
 
 // AuditSample is one violation found by the audit.
 type AuditSample struct {
-	Namespace string `json:"namespace"`
-	Pod       string `json:"pod"`
-	// container is the name of the container (or of the image volume).
-	Container string `json:"container"`
-	Image     string `json:"image"`
+	// namespace is the namespace of the Pod.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	Namespace string `json:"namespace,omitempty"`
+
+	// pod is the name of the Pod.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Pod string `json:"pod,omitempty"`
+
+	// container is the name of the container (or of the image volume) whose image breaks the
+	// rule; empty for a violation about the whole Pod (an invalid policy).
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Container string `json:"container,omitempty"`
+
+	// image is the image as the Pod spec writes it, cut to 1,024 characters; empty for a
+	// violation about the whole Pod.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	Image string `json:"image,omitempty"`
+
 	// rule is the broken rule, as the policy spells it (images.allow, tags.deny, ...).
-	Rule string `json:"rule"`
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	Rule string `json:"rule,omitempty"`
 }
+
+// Bounds of AuditSample's strings, which the audit cuts values to.
+const (
+	AuditSampleMaxContainer = 253
+	AuditSampleMaxImage     = 1024
+)
 
 // ImagePolicy restricts the images that Pods in its own namespace may run. It can only add
 // restrictions to the ClusterImagePolicies that cover the namespace, never loosen them.
@@ -209,16 +249,19 @@ type AuditSample struct {
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.namespaceSelector)",fieldPath=".spec.namespaceSelector",message="namespaceSelector is not allowed on ImagePolicy, which covers only its own namespace: use a ClusterImagePolicy"
 type ImagePolicy struct {
-	metav1.TypeMeta   `json:",inline"`
-	metav1.ObjectMeta `json:"metadata,omitempty"`
+	metav1.TypeMeta `json:",inline"`
+
+	// metadata is the standard object metadata.
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitzero"`
 
 	// spec holds the rules.
 	// +required
-	Spec ImagePolicySpec `json:"spec"`
+	Spec ImagePolicySpec `json:"spec,omitzero"`
 
 	// status is written by imagegate.
 	// +optional
-	Status ImagePolicyStatus `json:"status,omitempty"`
+	Status ImagePolicyStatus `json:"status,omitzero"`
 }
 
 // ImagePolicyList is a list of ImagePolicy.
@@ -239,16 +282,19 @@ type ImagePolicyList struct {
 // +kubebuilder:printcolumn:name="Violations",type=integer,JSONPath=`.status.audit.violations`,description="Pods that break the policy, as of the latest audit"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ClusterImagePolicy struct {
-	metav1.TypeMeta   `json:",inline"`
-	metav1.ObjectMeta `json:"metadata,omitempty"`
+	metav1.TypeMeta `json:",inline"`
+
+	// metadata is the standard object metadata.
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitzero"`
 
 	// spec holds the rules.
 	// +required
-	Spec ImagePolicySpec `json:"spec"`
+	Spec ImagePolicySpec `json:"spec,omitzero"`
 
 	// status is written by imagegate.
 	// +optional
-	Status ImagePolicyStatus `json:"status,omitempty"`
+	Status ImagePolicyStatus `json:"status,omitzero"`
 }
 
 // ClusterImagePolicyList is a list of ClusterImagePolicy.

@@ -176,20 +176,22 @@ func (in *ImagePolicySpec) DeepCopyInto(out *ImagePolicySpec) {
 		*out = new(v1.LabelSelector)
 		(*in).DeepCopyInto(*out)
 	}
-	if in.Images != nil {
-		in, out := &in.Images, &out.Images
-		*out = new(ImageRules)
-		(*in).DeepCopyInto(*out)
-	}
-	if in.Tags != nil {
-		in, out := &in.Tags, &out.Tags
-		*out = new(TagRules)
-		(*in).DeepCopyInto(*out)
+	in.Images.DeepCopyInto(&out.Images)
+	in.Tags.DeepCopyInto(&out.Tags)
+	if in.RequireDigest != nil {
+		in, out := &in.RequireDigest, &out.RequireDigest
+		*out = new(bool)
+		**out = **in
 	}
 	if in.ExemptImages != nil {
 		in, out := &in.ExemptImages, &out.ExemptImages
 		*out = make([]ImagePattern, len(*in))
 		copy(*out, *in)
+	}
+	if in.AllowBreakGlass != nil {
+		in, out := &in.AllowBreakGlass, &out.AllowBreakGlass
+		*out = new(bool)
+		**out = **in
 	}
 	if in.CheckWorkloads != nil {
 		in, out := &in.CheckWorkloads, &out.CheckWorkloads
@@ -267,6 +269,11 @@ func (in *TagRules) DeepCopyInto(out *TagRules) {
 		in, out := &in.Deny, &out.Deny
 		*out = make([]TagName, len(*in))
 		copy(*out, *in)
+	}
+	if in.RequireTag != nil {
+		in, out := &in.RequireTag, &out.RequireTag
+		*out = new(bool)
+		**out = **in
 	}
 }
 

@@ -125,7 +125,10 @@ func (a *Auditor) Run(ctx context.Context, snap *policy.Snapshot) error {
 				if d.FirstOfPolicy(k) {
 					r.violations++
 				}
-				r.samples = append(r.samples, v1alpha1.AuditSample{Namespace: ns.Name, Pod: pod.Name, Container: v.Container, Image: v.Image, Rule: string(v.Rule)})
+				r.samples = append(r.samples, v1alpha1.AuditSample{
+					Namespace: ns.Name, Pod: pod.Name, Rule: string(v.Rule),
+					Container: cut(v.Container, v1alpha1.AuditSampleMaxContainer), Image: cut(v.Image, v1alpha1.AuditSampleMaxImage),
+				})
 				if len(r.samples) > 4*AuditSamples {
 					r.samples = keepFirst(r.samples)
 				}
@@ -186,4 +189,19 @@ func (a *Auditor) write(ctx context.Context, ref policy.Ref, r *policyAudit, at 
 		return fmt.Errorf("%s: %w", ref, err)
 	}
 	return nil
+}
+
+// cut shortens s to at most n characters, as the status schema's maxLength counts them, so
+// that a hostile image string cannot make the status write fail.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for i := range s {
+		if n == 0 {
+			return s[:i]
+		}
+		n--
+	}
+	return s
 }

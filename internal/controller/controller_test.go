@@ -2,6 +2,7 @@ package controller_test
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -96,5 +97,22 @@ var _ = Describe("A replica that is not the leader", func() {
 			}
 			return false
 		}).WithTimeout(10 * time.Second).Should(BeTrue())
+	})
+})
+
+var _ = Describe("Background audit of hostile images", func() {
+	It("writes a sample that fits the status schema however long the image", func() {
+		ns := newNamespace(nil)
+		long := "ghcr.io/evil/" + strings.Repeat("a", 2000) + ":1"
+		Expect(createErr(pod(ns, "long", long))).To(BeEmpty())
+		p := clusterPolicy(ns, "audit-long", imagegatev1alpha1.ImagePolicySpec{Mode: imagegatev1alpha1.ModeAudit, Images: allowAcme.Images})
+		Eventually(func() error {
+			return auditor.Cache.Get(ctx, client.ObjectKey{Namespace: ns, Name: "long"}, &corev1.Pod{})
+		}).WithTimeout(10 * time.Second).Should(Succeed())
+		Expect(auditor.Run(ctx, snapshots.Snapshot())).To(Succeed())
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
+		Expect(p.Status.Audit).NotTo(BeNil())
+		Expect(p.Status.Audit.Samples).To(HaveLen(1))
+		Expect(p.Status.Audit.Samples[0].Image).To(Equal(long[:imagegatev1alpha1.AuditSampleMaxImage]))
 	})
 })

@@ -117,7 +117,7 @@ func createErr(obj client.Object) string {
 	return ""
 }
 
-var allowAcme = imagegatev1alpha1.ImagePolicySpec{Images: &imagegatev1alpha1.ImageRules{Allow: []imagegatev1alpha1.ImagePattern{"ghcr.io/acme/**"}}}
+var allowAcme = imagegatev1alpha1.ImagePolicySpec{Images: imagegatev1alpha1.ImageRules{Allow: []imagegatev1alpha1.ImagePattern{"ghcr.io/acme/**"}}}
 
 // clusterPolicy creates a ClusterImagePolicy scoped to one namespace and waits until the
 // leader has written it Ready.

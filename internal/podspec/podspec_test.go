@@ -242,16 +242,6 @@ func diff(a, b []string) []string {
 	return out
 }
 
-// scopePatch is config/webhook/scope_patch.yaml: JSON patches on the webhook configuration.
-type scopePatch []struct {
-	Path  string         `json:"path"`
-	Value map[string]any `json:"value"`
-	List  []struct {
-		Name       string `json:"name"`
-		Expression string `json:"expression"`
-	} `json:"-"`
-}
-
 func readScopePatch(t *testing.T) []map[string]any {
 	t.Helper()
 	var ops []map[string]any

@@ -17,12 +17,12 @@ func benchPolicies(n int) []v1alpha1.ClusterImagePolicy {
 		out[i] = v1alpha1.ClusterImagePolicy{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("team-%04d", i)},
 			Spec: v1alpha1.ImagePolicySpec{
-				Images: &v1alpha1.ImageRules{Allow: []v1alpha1.ImagePattern{
+				Images: v1alpha1.ImageRules{Allow: []v1alpha1.ImagePattern{
 					v1alpha1.ImagePattern(fmt.Sprintf("ghcr.io/team-%d/*", i)),
 					v1alpha1.ImagePattern(fmt.Sprintf("registry-%d.corp:5000/**", i)),
 					"ghcr.io/acme/**",
 				}},
-				Tags: &v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}},
+				Tags: v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}},
 			},
 		}
 	}

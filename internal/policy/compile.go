@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/imageref"
@@ -196,8 +197,8 @@ func (s *Snapshot) next() int32 {
 // add compiles one policy into the snapshot.
 func (s *Snapshot) add(ref Ref, spec *v1alpha1.ImagePolicySpec, shared map[string]*matcher) {
 	idx := s.next()
-	cp := compiledPolicy{ref: ref, idx: idx, mode: spec.Mode, hasAllow: spec.Images != nil && len(spec.Images.Allow) > 0}
-	if spec.AllowBreakGlass {
+	cp := compiledPolicy{ref: ref, idx: idx, mode: spec.Mode, hasAllow: len(spec.Images.Allow) > 0}
+	if ptr.Deref(spec.AllowBreakGlass, false) {
 		s.breakGlass[ref] = true
 	}
 	cp.skipWorkloads = spec.CheckWorkloads != nil && !*spec.CheckWorkloads
@@ -226,21 +227,17 @@ func (s *Snapshot) add(ref Ref, spec *v1alpha1.ImagePolicySpec, shared map[strin
 			uses = append(uses, use{p, target{policy: idx, list: l, index: int32(i), hasAllow: cp.hasAllow}})
 		}
 	}
-	if spec.Images != nil {
-		collect("images.allow", listAllow, spec.Images.Allow)
-		collect("images.deny", listDeny, spec.Images.Deny)
-		for _, d := range spec.Images.Deny {
-			cp.denyPatterns = append(cp.denyPatterns, string(d))
-		}
+	collect("images.allow", listAllow, spec.Images.Allow)
+	collect("images.deny", listDeny, spec.Images.Deny)
+	for _, d := range spec.Images.Deny {
+		cp.denyPatterns = append(cp.denyPatterns, string(d))
 	}
 	collect("exemptImages", listExempt, spec.ExemptImages)
-	if spec.Tags != nil {
-		for _, t := range spec.Tags.Deny {
-			cp.tagDeny = append(cp.tagDeny, string(t))
-		}
-		cp.requireTag = spec.Tags.RequireTag
+	for _, t := range spec.Tags.Deny {
+		cp.tagDeny = append(cp.tagDeny, string(t))
 	}
-	cp.requireDigest = spec.RequireDigest
+	cp.requireTag = ptr.Deref(spec.Tags.RequireTag, false)
+	cp.requireDigest = ptr.Deref(spec.RequireDigest, false)
 	var err error
 	if cp.nsSelector, err = selector(spec.NamespaceSelector); err != nil {
 		problems = append(problems, "spec.namespaceSelector: "+err.Error())

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/imageref"
@@ -26,7 +27,7 @@ func FuzzEvaluate(f *testing.F) {
 		}
 		snap := Compile([]v1alpha1.ClusterImagePolicy{{
 			ObjectMeta: metav1.ObjectMeta{Name: "p"},
-			Spec: v1alpha1.ImagePolicySpec{Images: &v1alpha1.ImageRules{
+			Spec: v1alpha1.ImagePolicySpec{Images: v1alpha1.ImageRules{
 				Allow: []v1alpha1.ImagePattern{v1alpha1.ImagePattern(allow)},
 				Deny:  []v1alpha1.ImagePattern{v1alpha1.ImagePattern(deny)},
 			}},
@@ -48,7 +49,7 @@ func FuzzFastPath(f *testing.F) {
 	f.Add("nginx", "x", "y", "1.0", uint8(0x05), "nginx:1.0")
 	f.Add("**", "quay.io/*", "ghcr.io/**", "v1", uint8(0x02), "ghcr.io/a/b@"+digestA)
 	f.Fuzz(func(t *testing.T, allow, deny, exempt, tag string, rules uint8, img string) {
-		spec := v1alpha1.ImagePolicySpec{Images: &v1alpha1.ImageRules{}}
+		spec := v1alpha1.ImagePolicySpec{}
 		if rules&1 != 0 {
 			spec.Images.Allow = []v1alpha1.ImagePattern{v1alpha1.ImagePattern(allow)}
 		}
@@ -59,22 +60,19 @@ func FuzzFastPath(f *testing.F) {
 			spec.ExemptImages = []v1alpha1.ImagePattern{v1alpha1.ImagePattern(exempt)}
 		}
 		if rules&8 != 0 {
-			spec.Tags = &v1alpha1.TagRules{Deny: []v1alpha1.TagName{v1alpha1.TagName(tag)}}
+			spec.Tags.Deny = []v1alpha1.TagName{v1alpha1.TagName(tag)}
 		}
 		if rules&16 != 0 {
-			if spec.Tags == nil {
-				spec.Tags = &v1alpha1.TagRules{}
-			}
-			spec.Tags.RequireTag = true
+			spec.Tags.RequireTag = ptr.To(true)
 		}
-		spec.RequireDigest = rules&32 != 0
+		spec.RequireDigest = ptr.To(rules&32 != 0)
 		if rules&64 != 0 {
 			spec.Mode = v1alpha1.ModeWarn
 		}
 		// Two policies, so that one can be satisfied while the other is not.
-		other := v1alpha1.ImagePolicySpec{Images: &v1alpha1.ImageRules{Allow: []v1alpha1.ImagePattern{"ghcr.io/**"}}}
+		other := v1alpha1.ImagePolicySpec{Images: v1alpha1.ImageRules{Allow: []v1alpha1.ImagePattern{"ghcr.io/**"}}}
 		if rules&128 != 0 {
-			other = v1alpha1.ImagePolicySpec{Tags: &v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}}}
+			other = v1alpha1.ImagePolicySpec{Tags: v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}}}
 		}
 		policies := []v1alpha1.ClusterImagePolicy{
 			{ObjectMeta: metav1.ObjectMeta{Name: "fuzzed"}, Spec: spec},

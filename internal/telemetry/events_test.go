@@ -7,6 +7,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/ptr"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
@@ -37,9 +38,9 @@ func drain(rec *events.FakeRecorder) []string {
 // and reason per interval, the next one counting those held back.
 func TestEventsAreRateLimitedPerPolicyAndReason(t *testing.T) {
 	snap := policy.Compile([]v1alpha1.ClusterImagePolicy{
-		{ObjectMeta: metav1.ObjectMeta{Name: "trusted", UID: "u1"}, Spec: v1alpha1.ImagePolicySpec{Images: &v1alpha1.ImageRules{Allow: []v1alpha1.ImagePattern{"ghcr.io/acme/**"}}}},
-		{ObjectMeta: metav1.ObjectMeta{Name: "no-latest", UID: "u2"}, Spec: v1alpha1.ImagePolicySpec{Mode: v1alpha1.ModeWarn, Tags: &v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}}}},
-		{ObjectMeta: metav1.ObjectMeta{Name: "quiet", UID: "u3"}, Spec: v1alpha1.ImagePolicySpec{Mode: v1alpha1.ModeAudit, RequireDigest: true}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "trusted", UID: "u1"}, Spec: v1alpha1.ImagePolicySpec{Images: v1alpha1.ImageRules{Allow: []v1alpha1.ImagePattern{"ghcr.io/acme/**"}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "no-latest", UID: "u2"}, Spec: v1alpha1.ImagePolicySpec{Mode: v1alpha1.ModeWarn, Tags: v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "quiet", UID: "u3"}, Spec: v1alpha1.ImagePolicySpec{Mode: v1alpha1.ModeAudit, RequireDigest: ptr.To(true)}},
 	}, nil)
 	rec := events.NewFakeRecorder(100)
 	now := time.Unix(1000, 0)
@@ -79,7 +80,7 @@ func TestEventsAreRateLimitedPerPolicyAndReason(t *testing.T) {
 
 func TestEventNotesStayUnderTheAPILimit(t *testing.T) {
 	snap := policy.Compile([]v1alpha1.ClusterImagePolicy{
-		{ObjectMeta: metav1.ObjectMeta{Name: "trusted"}, Spec: v1alpha1.ImagePolicySpec{Images: &v1alpha1.ImageRules{Allow: []v1alpha1.ImagePattern{"ghcr.io/acme/**"}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "trusted"}, Spec: v1alpha1.ImagePolicySpec{Images: v1alpha1.ImageRules{Allow: []v1alpha1.ImagePattern{"ghcr.io/acme/**"}}}},
 	}, nil)
 	rec := events.NewFakeRecorder(10)
 	d := decision(t, snap, "quay.io/x/"+strings.Repeat("a", 2000)+":1")

@@ -32,8 +32,8 @@ func BenchmarkPodHandler(b *testing.B) {
 	snap := policy.Compile([]imagegatev1alpha1.ClusterImagePolicy{{
 		ObjectMeta: metav1.ObjectMeta{Name: "trusted"},
 		Spec: imagegatev1alpha1.ImagePolicySpec{
-			Images: &imagegatev1alpha1.ImageRules{Allow: []imagegatev1alpha1.ImagePattern{"ghcr.io/acme/**"}},
-			Tags:   &imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}},
+			Images: imagegatev1alpha1.ImageRules{Allow: []imagegatev1alpha1.ImagePattern{"ghcr.io/acme/**"}},
+			Tags:   imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}},
 		},
 	}}, nil)
 	metrics, err := telemetry.NewMetrics(prometheus.NewRegistry())

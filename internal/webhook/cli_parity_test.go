@@ -9,6 +9,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
@@ -22,12 +23,12 @@ var _ = Describe("imagegate check and the webhook", func() {
 		ns := newNamespace(map[string]string{"parity": "yes"})
 		nsSel := &metav1.LabelSelector{MatchLabels: map[string]string{"parity": "yes", "kubernetes.io/metadata.name": ns}}
 		specs := map[string]imagegatev1alpha1.ImagePolicySpec{
-			"trusted": {NamespaceSelector: nsSel, Images: &imagegatev1alpha1.ImageRules{
+			"trusted": {NamespaceSelector: nsSel, Images: imagegatev1alpha1.ImageRules{
 				Allow: []imagegatev1alpha1.ImagePattern{"ghcr.io/acme/**", "docker.io/library/*"},
 				Deny:  []imagegatev1alpha1.ImagePattern{"docker.io/library/ubuntu"},
 			}},
-			"no-latest": {NamespaceSelector: nsSel, Mode: imagegatev1alpha1.ModeWarn, Tags: &imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}},
-			"digests":   {NamespaceSelector: nsSel, RequireDigest: true},
+			"no-latest": {NamespaceSelector: nsSel, Mode: imagegatev1alpha1.ModeWarn, Tags: imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}},
+			"digests":   {NamespaceSelector: nsSel, RequireDigest: ptr.To(true)},
 		}
 		var policyYAML []string
 		for name, spec := range specs {

@@ -46,7 +46,7 @@ func FuzzPodHandler(f *testing.F) {
 	}
 	snap := policy.Compile([]imagegatev1alpha1.ClusterImagePolicy{{
 		ObjectMeta: metav1.ObjectMeta{Name: "trusted"},
-		Spec:       imagegatev1alpha1.ImagePolicySpec{Images: &imagegatev1alpha1.ImageRules{Allow: []imagegatev1alpha1.ImagePattern{"ghcr.io/acme/**"}}},
+		Spec:       imagegatev1alpha1.ImagePolicySpec{Images: imagegatev1alpha1.ImageRules{Allow: []imagegatev1alpha1.ImagePattern{"ghcr.io/acme/**"}}},
 	}}, nil)
 	handler := &ctrlwebhook.Admission{Handler: NewPodValidator(fixedSnapshot{snap}, fake.NewClientBuilder().WithScheme(scheme).Build(), nil)}
 

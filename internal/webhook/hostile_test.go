@@ -67,7 +67,7 @@ func startHostileServer(t *testing.T, deadline time.Duration) *hostileServer {
 	}
 	snap := policy.Compile([]imagegatev1alpha1.ClusterImagePolicy{{
 		ObjectMeta: metav1.ObjectMeta{Name: "trusted"},
-		Spec:       imagegatev1alpha1.ImagePolicySpec{Images: &imagegatev1alpha1.ImageRules{Allow: []imagegatev1alpha1.ImagePattern{"ghcr.io/acme/**"}}},
+		Spec:       imagegatev1alpha1.ImagePolicySpec{Images: imagegatev1alpha1.ImageRules{Allow: []imagegatev1alpha1.ImagePattern{"ghcr.io/acme/**"}}},
 	}}, nil)
 	reader := fake.NewClientBuilder().WithScheme(scheme).Build()
 	srv := ctrlwebhook.NewServer(ctrlwebhook.Options{Host: "127.0.0.1", Port: port, CertDir: dir,

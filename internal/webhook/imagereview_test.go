@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
@@ -35,15 +36,15 @@ func reviewPolicies() *policy.Snapshot {
 		return imagegatev1alpha1.ClusterImagePolicy{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: spec}
 	}
 	return policy.Compile([]imagegatev1alpha1.ClusterImagePolicy{
-		cp("trusted", imagegatev1alpha1.ImagePolicySpec{AllowBreakGlass: true, Images: &imagegatev1alpha1.ImageRules{Allow: []imagegatev1alpha1.ImagePattern{"ghcr.io/acme/**"}}}),
-		cp("no-latest", imagegatev1alpha1.ImagePolicySpec{Mode: imagegatev1alpha1.ModeWarn, Tags: &imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}}),
+		cp("trusted", imagegatev1alpha1.ImagePolicySpec{AllowBreakGlass: ptr.To(true), Images: imagegatev1alpha1.ImageRules{Allow: []imagegatev1alpha1.ImagePattern{"ghcr.io/acme/**"}}}),
+		cp("no-latest", imagegatev1alpha1.ImagePolicySpec{Mode: imagegatev1alpha1.ModeWarn, Tags: imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}}),
 		cp("prod-digests", imagegatev1alpha1.ImagePolicySpec{
 			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"env": "production"}},
-			RequireDigest:     true,
+			RequireDigest:     ptr.To(true),
 		}),
 		cp("web-pinned", imagegatev1alpha1.ImagePolicySpec{
 			PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
-			Images:      &imagegatev1alpha1.ImageRules{Deny: []imagegatev1alpha1.ImagePattern{"ghcr.io/acme/legacy/**"}},
+			Images:      imagegatev1alpha1.ImageRules{Deny: []imagegatev1alpha1.ImagePattern{"ghcr.io/acme/legacy/**"}},
 		}),
 	}, nil)
 }

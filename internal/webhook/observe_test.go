@@ -51,7 +51,7 @@ var _ = Describe("Metrics", func() {
 	It("count decisions by endpoint and result, violations by policy and mode, and time each decision", func() {
 		ns := newNamespace(nil)
 		trusted := clusterPolicy(ns, "trusted", allowAcme)
-		warn := clusterPolicy(ns, "warn", imagegatev1alpha1.ImagePolicySpec{Mode: imagegatev1alpha1.ModeWarn, Tags: &imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}})
+		warn := clusterPolicy(ns, "warn", imagegatev1alpha1.ImagePolicySpec{Mode: imagegatev1alpha1.ModeWarn, Tags: imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}})
 		dec := func(d string) map[string]string { return map[string]string{"endpoint": "pod", "decision": d} }
 		viol := func(p *imagegatev1alpha1.ClusterImagePolicy, mode string) map[string]string {
 			return map[string]string{"endpoint": "pod", "policy": "ClusterImagePolicy/" + p.Name, "mode": mode}

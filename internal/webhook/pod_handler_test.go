@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -48,7 +49,7 @@ const nginxPod = `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namesp
 func TestHandleMalformed(t *testing.T) {
 	snap := policy.Compile([]imagegatev1alpha1.ClusterImagePolicy{{
 		ObjectMeta: metav1.ObjectMeta{Name: "no-latest"},
-		Spec:       imagegatev1alpha1.ImagePolicySpec{Tags: &imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}},
+		Spec:       imagegatev1alpha1.ImagePolicySpec{Tags: imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}},
 	}}, nil)
 	v := newTestValidator(t, snap)
 	cases := map[string]struct {
@@ -78,7 +79,7 @@ func TestHandleDecision(t *testing.T) {
 	g := NewWithT(t)
 	snap := policy.Compile([]imagegatev1alpha1.ClusterImagePolicy{{
 		ObjectMeta: metav1.ObjectMeta{Name: "no-latest"},
-		Spec:       imagegatev1alpha1.ImagePolicySpec{Tags: &imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}},
+		Spec:       imagegatev1alpha1.ImagePolicySpec{Tags: imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}},
 	}}, nil)
 
 	resp := newTestValidator(t, snap).Handle(context.Background(), request(admissionv1.Create, "pods", "", nginxPod, ""))
@@ -112,9 +113,9 @@ func TestSlowNamespaceLookupIsBounded(t *testing.T) {
 	g := NewWithT(t)
 	snap := policy.Compile([]imagegatev1alpha1.ClusterImagePolicy{
 		{ObjectMeta: metav1.ObjectMeta{Name: "prod"}, Spec: imagegatev1alpha1.ImagePolicySpec{
-			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"env": "prod"}}, RequireDigest: true,
+			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"env": "prod"}}, RequireDigest: ptr.To(true),
 		}},
-		{ObjectMeta: metav1.ObjectMeta{Name: "everywhere"}, Spec: imagegatev1alpha1.ImagePolicySpec{Tags: &imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "everywhere"}, Spec: imagegatev1alpha1.ImagePolicySpec{Tags: imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}}},
 	}, nil)
 	scheme := runtime.NewScheme()
 	g.Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())

@@ -12,7 +12,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -81,7 +83,7 @@ func createErr(obj client.Object) string {
 	return ""
 }
 
-var allowAcme = imagegatev1alpha1.ImagePolicySpec{Images: &imagegatev1alpha1.ImageRules{Allow: []imagegatev1alpha1.ImagePattern{"ghcr.io/acme/**"}}}
+var allowAcme = imagegatev1alpha1.ImagePolicySpec{Images: imagegatev1alpha1.ImageRules{Allow: []imagegatev1alpha1.ImagePattern{"ghcr.io/acme/**"}}}
 
 var _ = Describe("Pod webhook", func() {
 	It("admits every Pod when no policy covers it", func() {
@@ -143,7 +145,7 @@ var _ = Describe("Pod webhook", func() {
 
 	It("returns Warn-mode violations as warnings and admits", func() {
 		ns := newNamespace(nil)
-		clusterPolicy(ns, "warn-latest", imagegatev1alpha1.ImagePolicySpec{Mode: imagegatev1alpha1.ModeWarn, Tags: &imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}})
+		clusterPolicy(ns, "warn-latest", imagegatev1alpha1.ImagePolicySpec{Mode: imagegatev1alpha1.ModeWarn, Tags: imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}})
 		warnings.take()
 		Expect(createErr(pod(ns, "w", "nginx"))).To(BeEmpty())
 		Expect(warnings.take()).To(ContainElement(
@@ -152,7 +154,7 @@ var _ = Describe("Pod webhook", func() {
 
 	It("admits silently in Audit mode", func() {
 		ns := newNamespace(nil)
-		clusterPolicy(ns, "audit", imagegatev1alpha1.ImagePolicySpec{Mode: imagegatev1alpha1.ModeAudit, Images: &imagegatev1alpha1.ImageRules{Deny: []imagegatev1alpha1.ImagePattern{"docker.io/**"}}})
+		clusterPolicy(ns, "audit", imagegatev1alpha1.ImagePolicySpec{Mode: imagegatev1alpha1.ModeAudit, Images: imagegatev1alpha1.ImageRules{Deny: []imagegatev1alpha1.ImagePattern{"docker.io/**"}}})
 		warnings.take()
 		Expect(createErr(pod(ns, "a", "nginx:1.27"))).To(BeEmpty())
 		Expect(warnings.take()).To(BeEmpty())
@@ -161,7 +163,7 @@ var _ = Describe("Pod webhook", func() {
 	It("applies a ClusterImagePolicy only to the namespaces its namespaceSelector picks", func() {
 		ns := newNamespace(map[string]string{"env": "dev"})
 		clusterPolicy(ns, "prod-digests", imagegatev1alpha1.ImagePolicySpec{
-			RequireDigest:     true,
+			RequireDigest:     ptr.To(true),
 			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"env": "prod", "kubernetes.io/metadata.name": ns}},
 		})
 		Expect(createErr(pod(ns, "dev", "nginx:1.27"))).To(BeEmpty())
@@ -177,7 +179,7 @@ var _ = Describe("Pod webhook", func() {
 	It("lets a namespaced ImagePolicy add a restriction", func() {
 		ns := newNamespace(nil)
 		clusterPolicy(ns, "trusted", allowAcme)
-		ip := &imagegatev1alpha1.ImagePolicy{ObjectMeta: metav1.ObjectMeta{Name: "pinned", Namespace: ns}, Spec: imagegatev1alpha1.ImagePolicySpec{RequireDigest: true}}
+		ip := &imagegatev1alpha1.ImagePolicy{ObjectMeta: metav1.ObjectMeta{Name: "pinned", Namespace: ns}, Spec: imagegatev1alpha1.ImagePolicySpec{RequireDigest: ptr.To(true)}}
 		Expect(k8sClient.Create(ctx, ip)).To(Succeed())
 		waitReady(ip, metav1.ConditionTrue)
 		Expect(createErr(pod(ns, "p", "ghcr.io/acme/app:1"))).To(Equal(denied +
@@ -186,7 +188,7 @@ var _ = Describe("Pod webhook", func() {
 
 	It("puts a policy update in force within a second", func() {
 		ns := newNamespace(nil)
-		p := clusterPolicy(ns, "moving", imagegatev1alpha1.ImagePolicySpec{Images: &imagegatev1alpha1.ImageRules{Deny: []imagegatev1alpha1.ImagePattern{"quay.io/**"}}})
+		p := clusterPolicy(ns, "moving", imagegatev1alpha1.ImagePolicySpec{Images: imagegatev1alpha1.ImageRules{Deny: []imagegatev1alpha1.ImagePattern{"quay.io/**"}}})
 		Expect(createErr(pod(ns, "before", "ghcr.io/acme/app:1"))).To(BeEmpty())
 		p.Spec.Images.Deny = []imagegatev1alpha1.ImagePattern{"ghcr.io/**"}
 		Expect(k8sClient.Update(ctx, p)).To(Succeed())
@@ -206,7 +208,7 @@ var _ = Describe("Pod webhook", func() {
 		// The schema cannot check label keys, so this one reaches the engine.
 		bad := &imagegatev1alpha1.ImagePolicy{ObjectMeta: metav1.ObjectMeta{Name: "bad", Namespace: ns}, Spec: imagegatev1alpha1.ImagePolicySpec{
 			PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"bad key!": "x"}},
-			Tags:        &imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}},
+			Tags:        imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}},
 		}}
 		Expect(k8sClient.Create(ctx, bad)).To(Succeed())
 		cond = waitReady(bad, metav1.ConditionFalse)
@@ -219,7 +221,7 @@ var _ = Describe("Pod webhook", func() {
 	It("is never sent Pods of the excluded namespaces", func() {
 		Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "imagegate-system"}})).To(Succeed())
 		Expect(k8sClient.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: "imagegate-system"}})).To(Succeed())
-		clusterPolicy("imagegate-system", "everything", imagegatev1alpha1.ImagePolicySpec{Images: &imagegatev1alpha1.ImageRules{Deny: []imagegatev1alpha1.ImagePattern{"docker.io/**"}}})
+		clusterPolicy("imagegate-system", "everything", imagegatev1alpha1.ImagePolicySpec{Images: imagegatev1alpha1.ImageRules{Deny: []imagegatev1alpha1.ImagePattern{"docker.io/**"}}})
 		Expect(createErr(pod("imagegate-system", "manager", "nginx:1.27"))).To(BeEmpty())
 	})
 })
@@ -229,6 +231,8 @@ var _ = Describe("Pod webhook", func() {
 type policyFile struct {
 	path, wantErr string
 	obj           client.Object
+	// raw is the file as kubectl sends it (a typed object drops empty structs such as images: {}).
+	raw *unstructured.Unstructured
 }
 
 func readPolicies(dir string) []policyFile {
@@ -256,6 +260,8 @@ func readPolicies(dir string) []policyFile {
 			Fail(f + ": unknown kind " + meta.Kind)
 		}
 		Expect(yaml.UnmarshalStrict(b, pf.obj)).To(Succeed(), f)
+		pf.raw = &unstructured.Unstructured{}
+		Expect(yaml.Unmarshal(b, &pf.raw.Object)).To(Succeed(), f)
 		out = append(out, pf)
 	}
 	return out
@@ -287,9 +293,9 @@ var _ = Describe("Policy schema", func() {
 		for _, pf := range readPolicies("invalid") {
 			Expect(pf.wantErr).NotTo(BeEmpty(), pf.path+" needs an '# error: ' line")
 			if _, ok := pf.obj.(*imagegatev1alpha1.ImagePolicy); ok {
-				pf.obj.SetNamespace(ns)
+				pf.raw.SetNamespace(ns)
 			}
-			err := k8sClient.Create(ctx, pf.obj, client.DryRunAll)
+			err := k8sClient.Create(ctx, pf.raw, client.DryRunAll)
 			if err == nil || !strings.Contains(err.Error(), pf.wantErr) {
 				mismatches = append(mismatches, fmt.Sprintf("%s: want %q, got %v", pf.path, pf.wantErr, err))
 			}
@@ -302,7 +308,7 @@ var _ = Describe("Break-glass through the Pod webhook", func() {
 	It("admits with a warning through a policy that allows it, and only that one", func() {
 		ns := newNamespace(nil)
 		spec := allowAcme
-		spec.AllowBreakGlass = true
+		spec.AllowBreakGlass = ptr.To(true)
 		clusterPolicy(ns, "glass", spec)
 		warnings.take()
 		p := pod(ns, "hotfix", "quay.io/vendor/hotfix:1")
@@ -311,7 +317,7 @@ var _ = Describe("Break-glass through the Pod webhook", func() {
 		Expect(warnings.take()).To(ContainElement(
 			`spec.containers[0].image: image "quay.io/vendor/hotfix:1" is not allowed by ClusterImagePolicy "` + ns + `-glass": it matches no pattern in images.allow; admitted by break-glass`))
 
-		clusterPolicy(ns, "strict", imagegatev1alpha1.ImagePolicySpec{Tags: &imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}})
+		clusterPolicy(ns, "strict", imagegatev1alpha1.ImagePolicySpec{Tags: imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}})
 		q := pod(ns, "hotfix2", "quay.io/vendor/hotfix:latest")
 		q.Annotations = p.Annotations
 		Expect(createErr(q)).To(Equal(denied +

@@ -37,10 +37,10 @@ func imagegatePolicies(n int) []v1alpha1.ClusterImagePolicy {
 			TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: "ClusterImagePolicy"},
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("bench-%04d", i)},
 			Spec: v1alpha1.ImagePolicySpec{
-				Images: &v1alpha1.ImageRules{Allow: []v1alpha1.ImagePattern{
+				Images: v1alpha1.ImageRules{Allow: []v1alpha1.ImagePattern{
 					sharedRepo + "**", v1alpha1.ImagePattern(teamRepo(i) + "**"),
 				}},
-				Tags: &v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}},
+				Tags: v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}},
 			},
 		}
 	}
