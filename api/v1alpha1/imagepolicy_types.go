@@ -25,6 +25,10 @@ const (
 // digest of the repositories it names; `:tag` matches only that tag; `@sha256:...` only
 // that digest.
 //
+// The registry is compared in its canonical spelling: `ghcr.io:443` is `ghcr.io`,
+// `registry-1.docker.io` and `index.docker.io` are `docker.io`, an IPv6 address is written in
+// its shortest form; a pattern written in another spelling means the canonical one.
+//
 // The grammar is that of github.com/distribution/reference with the globs added; the Go
 // side (internal/imageref) checks the same rules with the real parser, and a test ties the two.
 // +kubebuilder:validation:MinLength=1
@@ -32,6 +36,7 @@ const (
 // +kubebuilder:validation:XValidation:rule="self.matches('^(?:(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:[.](?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*|[[][a-fA-F0-9:]+[]])(?::[0-9]+)?/)?[a-z0-9*]+(?:(?:[._]|__|[-]+)[a-z0-9*]+)*(?:/[a-z0-9*]+(?:(?:[._]|__|[-]+)[a-z0-9*]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@(?:sha256:[a-f0-9]{64}|sha384:[a-f0-9]{96}|sha512:[a-f0-9]{128}))?$')",message="must be an image pattern such as ghcr.io/acme/*, docker.io/library/nginx:1.27 or registry.corp:5000/** (lowercase repository; globs * and ** only in the repository path; no spaces; a digest is sha256: and 64 lowercase hex digits)"
 // +kubebuilder:validation:XValidation:rule="!self.matches('^[^/]*[*][^/]*/') || !self.matches('^(?:[^/]*[.:][^/]*|localhost)/')",message="a registry host cannot contain * or **: name the registry exactly, for example ghcr.io/acme/*"
 // +kubebuilder:validation:XValidation:rule="!self.matches('[^/][*][*]|[*][*][^/:@]')",message="** must be a whole path segment, for example ghcr.io/acme/**"
+// +kubebuilder:validation:XValidation:rule="!self.matches('^(sha256|sha384|sha512|blake3):')",message="a pattern names repositories, not image IDs (an algorithm, a colon and hex digits): for example docker.io/library/nginx@sha256:..."
 type ImagePattern string
 
 // ImageRules lists the image patterns that a policy allows and denies.

@@ -1,12 +1,18 @@
 package imageref
 
 import (
+	"errors"
+	"net"
+	"net/netip"
+	"net/url"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
 	"sigs.k8s.io/yaml"
 )
 
@@ -18,26 +24,193 @@ var fuzzSeeds = []string{
 	"ghcr.io/acme/app-*", "x:y:z", "@", ":", "/", "a//b", "a/./b", "a__b", "a---b", "UPPER",
 }
 
-// FuzzParse is differential: Parse must agree with reference.ParseNormalizedNamed on every
-// input, accepting and refusing the same strings and printing the same normalized form.
+// runtimeView is how containerd's CRI plugin reads an image string, modelled apart from Parse
+// with other code (go-digest, net/url, net): whether it may take the string as an image ID,
+// and otherwise the endpoint it pulls from (HTTPS host and port, with Docker Hub's names as
+// one) and the repository it asks that endpoint for.
+func runtimeView(s string) (id bool, ep, repo string, err error) {
+	if _, derr := digest.Parse(s); derr == nil {
+		return true, "", "", nil
+	}
+	// Not a full digest: containerd then looks the string up as an ID prefix in its digest
+	// set, which splits at the first colon into an algorithm it knows and hex digits.
+	if alg, rest, ok := strings.Cut(s, ":"); ok && rest != "" && (digest.Algorithm(alg).Available() || alg == "blake3") {
+		return true, "", "", nil
+	}
+	named, err := reference.ParseNormalizedNamed(s)
+	if err != nil {
+		return false, "", "", err
+	}
+	host, port, err := dialled(reference.Domain(named))
+	if err != nil {
+		// The grammar takes it ([0]:0/x) but no pull can reach it.
+		return false, "", "", errUnreachable
+	}
+	repo = reference.Path(named)
+	switch host {
+	case "docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com":
+		if port == "443" {
+			host = "docker.io"
+			if !strings.Contains(repo, "/") {
+				repo = "library/" + repo
+			}
+		}
+	}
+	return false, net.JoinHostPort(host, port), repo, nil
+}
+
+// errUnreachable: the reference parses, but names no host a runtime can dial.
+var errUnreachable = errors.New("no endpoint")
+
+// dialled is the HTTPS host and port a registry host is dialled at.
+func dialled(domain string) (host, port string, err error) {
+	u, err := url.Parse("https://" + domain + "/")
+	if err != nil {
+		return "", "", err
+	}
+	host = strings.ToLower(u.Hostname())
+	if ip := net.ParseIP(host); ip != nil {
+		host = ip.String()
+	}
+	port = u.Port()
+	if port == "" {
+		port = "443"
+	} else if n, perr := strconv.Atoi(port); perr == nil {
+		port = strconv.Itoa(n)
+	}
+	return host, port, nil
+}
+
+// endpointOf is the endpoint a canonical host names, by the same model.
+func endpointOf(host string) string {
+	h, port, err := dialled(host)
+	if err != nil {
+		return "unparsable host " + host
+	}
+	switch h {
+	case "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com":
+		if port == "443" {
+			h = "docker.io"
+		}
+	}
+	return net.JoinHostPort(h, port)
+}
+
+// FuzzParse holds Parse to the runtime's rules: it refuses exactly the strings the runtime may
+// take as an image ID, accepts and refuses what the runtime's parser does otherwise, names the
+// endpoint and repository the runtime pulls, and spells each endpoint one way only (the
+// canonical host is a fixed point, and the normalized form reparses to itself).
 func FuzzParse(f *testing.F) {
 	for _, s := range fuzzSeeds {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
+		if len(s) > MaxReferenceLength {
+			return
+		}
 		r, err := Parse(s)
-		named, rerr := reference.ParseNormalizedNamed(s)
+		id, endpoint, repo, rerr := runtimeView(s)
+		if id {
+			if !errors.Is(err, ErrImageID) {
+				t.Fatalf("Parse(%q) = %+v, %v: the runtime may take it as an image ID", s, r, err)
+			}
+			return
+		}
+		if errors.Is(rerr, errUnreachable) {
+			return // nothing is pulled, so nothing can get past a rule
+		}
 		if (err == nil) != (rerr == nil) {
-			t.Fatalf("Parse(%q) error %v, reference says %v", s, err, rerr)
+			t.Fatalf("Parse(%q) error %v, the runtime's parser says %v", s, err, rerr)
 		}
 		if err != nil {
 			return
 		}
-		if r.Normalized != named.String() {
-			t.Fatalf("Parse(%q) = %q, reference says %q", s, r.Normalized, named.String())
+		if got := endpointOf(r.Host); got != endpoint || r.Path != repo {
+			t.Fatalf("Parse(%q) = host %q (endpoint %s) path %q; the runtime pulls %s/%s", s, r.Host, got, r.Path, endpoint, repo)
 		}
-		if r.Host != strings.ToLower(r.Host) {
-			t.Fatalf("Parse(%q): host %q is not lowercase", s, r.Host)
+		if h, p, _ := CanonicalHost(r.Host, r.Path); h != r.Host || p != r.Path {
+			t.Fatalf("Parse(%q): host %q is not canonical (%q)", s, r.Host, h)
+		}
+		again, err := Parse(r.Normalized)
+		if err != nil || again != r {
+			t.Fatalf("Parse(%q) normalizes to %q, which parses to %+v (%v)", s, r.Normalized, again, err)
+		}
+	})
+}
+
+// respell writes the registry host of s another way that reaches the same endpoint, by
+// variant: case, an explicit :443, leading zeros in the port, another of Docker Hub's names,
+// an IPv6 address written out in full.
+func respell(host string, variant uint8) string {
+	name, port := host, ""
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.HasSuffix(host, "]") {
+		name, port = host[:i], host[i+1:]
+	}
+	switch variant % 5 {
+	case 0:
+		name = strings.ToUpper(name)
+	case 1:
+		if port == "" {
+			port = "443"
+		}
+	case 2:
+		if port != "" {
+			port = "00" + port
+		}
+	case 3:
+		if name == "docker.io" && port == "" {
+			name = []string{"index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}[variant/5%3]
+		}
+	case 4:
+		if strings.HasPrefix(name, "[") {
+			if a, err := netip.ParseAddr(strings.Trim(name, "[]")); err == nil && a.Is6() {
+				name = "[" + a.StringExpanded() + "]"
+			}
+		}
+	}
+	if port != "" {
+		return name + ":" + port
+	}
+	return name
+}
+
+// FuzzSameEndpoint writes the host of an image another way that reaches the same endpoint:
+// the image and the pattern made from it must parse to the same host and path, so that a
+// deny-list or an exemption cannot be dodged (or missed) by spelling.
+func FuzzSameEndpoint(f *testing.F) {
+	for _, s := range fuzzSeeds {
+		f.Add(s, uint8(0))
+	}
+	f.Add("registry-1.docker.io/cryptominer/xmrig:6.21", uint8(3))
+	f.Add("ghcr.io:443/evil/x:1", uint8(1))
+	f.Add("[0:0:0:0:0:0:0:1]:5000/app", uint8(4))
+	f.Fuzz(func(t *testing.T, s string, variant uint8) {
+		r, err := Parse(s)
+		if err != nil || r.Host == "" {
+			return
+		}
+		host := r.Host
+		if !strings.ContainsAny(host, ".:[") && host != "localhost" {
+			// A host only by its uppercase letters: its lowercase spelling is Docker Hub's.
+			host = strings.ToUpper(host)
+		}
+		other := respell(host, variant) + "/" + r.Path
+		if r.Tag != "" {
+			other += ":" + r.Tag
+		}
+		if r.Digest != "" {
+			other += "@" + r.Digest
+		}
+		r2, err := Parse(other)
+		if err != nil {
+			return // a respelling the grammar refuses (an uppercase IPv6 bracket) is no bypass
+		}
+		if r2.Host != r.Host || r2.Path != r.Path {
+			t.Fatalf("%q and %q reach the same endpoint, but parse to %s/%s and %s/%s", s, other, r.Host, r.Path, r2.Host, r2.Path)
+		}
+		p, perr := ParsePattern(other)
+		if perr == nil && !p.Match(&r) {
+			t.Fatalf("pattern %q does not match %q, the same image", other, s)
 		}
 	})
 }
@@ -47,7 +220,7 @@ var celMatches = regexp.MustCompile(`matches\('([^']*)'\)`)
 
 // crdPatternRules reads the CEL rules of ImagePattern from the generated CRD, so that the
 // fuzzer holds the apiserver's validation and the Go parser to the same answers.
-func crdPatternRules(t testing.TB) (grammar, hostGlob1, hostGlob2, globStar *regexp.Regexp) {
+func crdPatternRules(t testing.TB) (grammar, hostGlob1, hostGlob2, globStar, imageIDRule *regexp.Regexp) {
 	t.Helper()
 	b, err := os.ReadFile("../../config/crd/bases/imagegate.io_clusterimagepolicies.yaml")
 	if err != nil {
@@ -65,10 +238,10 @@ func crdPatternRules(t testing.TB) (grammar, hostGlob1, hostGlob2, globStar *reg
 			found = append(found, m[1])
 		}
 	}
-	if len(found) != 4 {
-		t.Fatalf("want the 4 regular expressions of ImagePattern in the CRD, found %d", len(found))
+	if len(found) != 5 {
+		t.Fatalf("want the 5 regular expressions of ImagePattern in the CRD, found %d", len(found))
 	}
-	return regexp.MustCompile(found[0]), regexp.MustCompile(found[1]), regexp.MustCompile(found[2]), regexp.MustCompile(found[3])
+	return regexp.MustCompile(found[0]), regexp.MustCompile(found[1]), regexp.MustCompile(found[2]), regexp.MustCompile(found[3]), regexp.MustCompile(found[4])
 }
 
 func rulesAt(v any, path ...any) []string {
@@ -87,9 +260,9 @@ func rulesAt(v any, path ...any) []string {
 	return rules
 }
 
-func celAccepts(s string, grammar, hostGlob1, hostGlob2, globStar *regexp.Regexp) bool {
+func celAccepts(s string, grammar, hostGlob1, hostGlob2, globStar, imageIDRule *regexp.Regexp) bool {
 	return len(s) >= 1 && len(s) <= 512 && grammar.MatchString(s) &&
-		(!hostGlob1.MatchString(s) || !hostGlob2.MatchString(s)) && !globStar.MatchString(s)
+		(!hostGlob1.MatchString(s) || !hostGlob2.MatchString(s)) && !globStar.MatchString(s) && !imageIDRule.MatchString(s)
 }
 
 // imageID is a 64-hex-digit name, which the parser refuses as an image ID.
@@ -102,7 +275,7 @@ func FuzzParsePattern(f *testing.F) {
 	for _, s := range fuzzSeeds {
 		f.Add(s)
 	}
-	grammar, h1, h2, gs := crdPatternRules(f)
+	grammar, h1, h2, gs, id := crdPatternRules(f)
 	f.Fuzz(func(t *testing.T, s string) {
 		p, err := ParsePattern(s)
 		// Known, documented differences, where the schema accepts what the parser refuses (the
@@ -112,7 +285,7 @@ func FuzzParsePattern(f *testing.F) {
 		if len(s) > 200 || imageID.MatchString(s) || strings.Contains(s, reservedText) || strings.HasPrefix(s, "[") {
 			return
 		}
-		if cel := celAccepts(s, grammar, h1, h2, gs); cel != (err == nil) {
+		if cel := celAccepts(s, grammar, h1, h2, gs, id); cel != (err == nil) {
 			t.Fatalf("pattern %q: CEL accepts=%v, ParsePattern error=%v", s, cel, err)
 		}
 		if err != nil {

@@ -1,6 +1,7 @@
 package imageref
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -18,8 +19,8 @@ func TestParse(t *testing.T) {
 		{"library/nginx:1.27", "docker.io/library/nginx:1.27", "docker.io", "library/nginx", "1.27", "", "1.27"},
 		{"index.docker.io/library/nginx", "docker.io/library/nginx", "docker.io", "library/nginx", "", "", "latest"},
 		{"docker.io/nginx", "docker.io/library/nginx", "docker.io", "library/nginx", "", "", "latest"},
-		{"DOCKER.IO/nginx", "DOCKER.IO/nginx", "docker.io", "library/nginx", "", "", "latest"},
-		{"Registry.Corp:5000/team/app:v1", "Registry.Corp:5000/team/app:v1", "registry.corp:5000", "team/app", "v1", "", "v1"},
+		{"DOCKER.IO/nginx", "docker.io/library/nginx", "docker.io", "library/nginx", "", "", "latest"},
+		{"Registry.Corp:5000/team/app:v1", "registry.corp:5000/team/app:v1", "registry.corp:5000", "team/app", "v1", "", "v1"},
 		{"localhost/app", "localhost/app", "localhost", "app", "", "", "latest"},
 		{"localhost:5000/app", "localhost:5000/app", "localhost:5000", "app", "", "", "latest"},
 		{"10.0.0.1:5000/app", "10.0.0.1:5000/app", "10.0.0.1:5000", "app", "", "", "latest"},
@@ -72,7 +73,7 @@ func TestParsePattern(t *testing.T) {
 		{"ghcr.io/acme/*", "ghcr.io/acme/*", "ghcr.io", "acme/*", "", ""},
 		{"ghcr.io/acme/**", "ghcr.io/acme/**", "ghcr.io", "acme/**", "", ""},
 		{"ghcr.io/acme/app-*:v1", "ghcr.io/acme/app-*:v1", "ghcr.io", "acme/app-*", "v1", ""},
-		{"Registry.Corp:5000/**", "Registry.Corp:5000/**", "registry.corp:5000", "**", "", ""},
+		{"Registry.Corp:5000/**", "registry.corp:5000/**", "registry.corp:5000", "**", "", ""},
 		{"index.docker.io/acme/**", "docker.io/acme/**", "docker.io", "acme/**", "", ""},
 		{"DOCKER.IO/nginx", "docker.io/library/nginx", "docker.io", "library/nginx", "", ""},
 		{"*/app", "docker.io/*/app", "docker.io", "*/app", "", ""},
@@ -195,4 +196,75 @@ func TestMatchSegmentsIsPolynomial(t *testing.T) {
 	g.Expect(MatchSegments(segs, path)).To(BeFalse())
 	g.Expect(MatchSegments(segs, strings.Repeat("a/", 120)+"b")).To(BeTrue())
 	g.Expect(matchSegment(strings.Repeat("*a", 60)+"b", strings.Repeat("a", 200))).To(BeFalse())
+}
+
+// Strings the container runtime may take as the ID of an image already on the node: refused,
+// whatever patterns a policy has. Written from containerd's CRI image service (a digest, or an
+// algorithm and a hex prefix looked up in its digest set).
+func TestParseRefusesImageIDs(t *testing.T) {
+	full := strings.Repeat("a", 64)
+	for _, s := range []string{
+		"sha256:" + full, "sha256:abc", "sha256:a", "sha384:" + strings.Repeat("b", 96), "sha512:cafe", "blake3:00",
+		"sha256:abc@" + digestA, "sha256:latest",
+	} {
+		t.Run(s, func(t *testing.T) {
+			_, err := Parse(s)
+			if !errors.Is(err, ErrImageID) {
+				t.Fatalf("Parse(%q) error %v, want ErrImageID", s, err)
+			}
+			if _, err := ParsePattern(s); err == nil {
+				t.Fatalf("ParsePattern(%q) accepted an image ID", s)
+			}
+		})
+	}
+	// Named by repository: the same words are fine with a path or a registry.
+	for _, s := range []string{"library/sha256:abc", "docker.io/library/sha256:abc", "ghcr.io/sha256:abc", "sha256", "sha256x:abc", "nginx@" + digestA} {
+		if _, err := Parse(s); err != nil {
+			t.Errorf("Parse(%q): %v", s, err)
+		}
+	}
+	// A bare hex name never reaches the runtime as an ID: the kubelet adds :latest, and 64
+	// digits do not parse.
+	if _, err := Parse(full); err == nil {
+		t.Errorf("Parse(%q) accepted a 64-digit name", full)
+	}
+}
+
+// Spellings of one registry endpoint are one host, for images and patterns alike.
+func TestCanonicalHost(t *testing.T) {
+	for _, c := range []struct{ in, host, path string }{
+		{"registry-1.docker.io/cryptominer/xmrig:6.21", "docker.io", "cryptominer/xmrig"},
+		{"registry-1.docker.io/nginx", "docker.io", "library/nginx"},
+		{"registry.hub.docker.com/acme/app", "docker.io", "acme/app"},
+		{"index.docker.io:443/nginx", "docker.io", "library/nginx"},
+		{"docker.io:443/acme/app", "docker.io", "acme/app"},
+		{"REGISTRY-1.DOCKER.IO/acme/app", "docker.io", "acme/app"},
+		{"docker.io:5000/acme/app", "docker.io:5000", "acme/app"},
+		{"ghcr.io:443/evil/x:1", "ghcr.io", "evil/x"},
+		{"ghcr.io:0443/evil/x", "ghcr.io", "evil/x"},
+		{"registry.corp:05000/app", "registry.corp:5000", "app"},
+		{"registry.corp:80/app", "registry.corp:80", "app"},
+		{"[0:0:0:0:0:0:0:1]:5000/app", "[::1]:5000", "app"},
+		{"[::0001]/app", "[::1]", "app"},
+		{"[FE80::1]:443/app", "[fe80::1]", "app"},
+		{"[::ffff:7f00:1]:5000/app", "127.0.0.1:5000", "app"},
+		{"localhost:5000/app", "localhost:5000", "app"},
+		{"Foo/bar", "foo", "bar"},
+	} {
+		t.Run(c.in, func(t *testing.T) {
+			g := NewWithT(t)
+			r, err := Parse(c.in)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect([]string{r.Host, r.Path}).To(Equal([]string{c.host, c.path}))
+			p, err := ParsePattern(c.in)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect([]string{p.Host, p.Path}).To(Equal([]string{c.host, c.path}))
+		})
+	}
+	g := NewWithT(t)
+	deny, err := ParsePattern("ghcr.io:443/evil/**")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(deny.Normalized).To(Equal("ghcr.io/evil/**"), "a pattern means the canonical spelling")
+	img, _ := Parse("ghcr.io/evil/x:1")
+	g.Expect(deny.Match(&img)).To(BeTrue())
 }

@@ -24,10 +24,11 @@ const (
 type Pattern struct {
 	// Raw is the pattern as written in the policy.
 	Raw string
-	// Normalized is what the pattern means, fully qualified (ghcr.io/acme/*, or
-	// docker.io/library/nginx for nginx), with the host as written.
+	// Normalized is what the pattern means, fully qualified, with the canonical host
+	// (ghcr.io/acme/*, or docker.io/library/nginx for nginx or registry-1.docker.io/nginx).
 	Normalized string
-	// Host is the registry host with its port, lowercased; never a glob.
+	// Host is the registry host with its port, in canonical spelling (CanonicalHost); never a
+	// glob.
 	Host string
 	// Path is the repository path, with its globs.
 	Path string
@@ -43,6 +44,9 @@ type Pattern struct {
 func ParsePattern(s string) (Pattern, error) {
 	if s == "" {
 		return Pattern{}, errors.New("pattern is empty")
+	}
+	if ImageIDLike(s) {
+		return Pattern{}, errors.New("it could be read as an image ID (an algorithm, a colon and hex digits): a pattern names repositories, for example docker.io/library/nginx@sha256:...")
 	}
 	if strings.Contains(s, reservedText) {
 		return Pattern{}, fmt.Errorf("pattern contains the reserved text %q", reservedText)
@@ -76,11 +80,8 @@ func ParsePattern(s string) (Pattern, error) {
 		p.Digest = d.Digest().String()
 	}
 	domain := reference.Domain(named)
-	if p.Host, p.Path, err = lowerHost(domain, p.Path); err != nil {
+	if p.Host, p.Path, err = CanonicalHost(domain, p.Path); err != nil {
 		return Pattern{}, errors.New(unmask(err.Error()))
-	}
-	if p.Host == dockerHub {
-		domain = dockerHub
 	}
 	p.Path = unmask(p.Path)
 	if p.Host == dockerHub && p.Path == "library/**" && remainder(name) == "**" {
@@ -90,18 +91,9 @@ func ParsePattern(s string) (Pattern, error) {
 		p.Path = "**"
 	}
 	p.Segments = strings.Split(p.Path, "/")
-	// As for images, the normalized form keeps the host as written (Foo/x is the host Foo,
-	// foo/x is Docker Hub); matching uses the lowercased Host.
-	p.Normalized = p.Path
-	if domain != "" {
-		p.Normalized = domain + "/" + p.Path
-	}
-	if p.Tag != "" {
-		p.Normalized += ":" + p.Tag
-	}
-	if p.Digest != "" {
-		p.Normalized += "@" + p.Digest
-	}
+	// Patterns are written in the same canonical form as images, so ghcr.io:443/evil/** and
+	// registry-1.docker.io/** mean what a pull from those hosts reaches.
+	p.Normalized = join(displayHost(p.Host, domain), p.Path, p.Tag, p.Digest)
 	return p, nil
 }
 
@@ -127,7 +119,7 @@ func hostOf(name string) (string, bool) {
 		return "", false
 	}
 	first := name[:slash]
-	return first, strings.ContainsAny(first, ".:") || first == "localhost" || hasUpper(first)
+	return first, strings.ContainsAny(first, ".:") || first == "localhost" || strings.ToLower(first) != first
 }
 
 // remainder is the name without its registry host.

@@ -66,7 +66,7 @@ func (v *Violation) Message() string {
 	default:
 		fmt.Fprintf(&b, "image %q (%s)", v.Image, v.Normalized)
 	}
-	fmt.Fprintf(&b, " is not allowed by %s %q: %s", v.Policy.Kind, v.Policy.Name, v.Reason)
+	fmt.Fprintf(&b, " is not allowed by %s %q: %s", v.Policy.Kind, v.Policy.Name, Printable(v.Reason))
 	if v.BreakGlass {
 		b.WriteString("; admitted by break-glass")
 	}

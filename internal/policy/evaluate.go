@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -138,11 +139,17 @@ func (s *Snapshot) coverPod(idx int32, podLabels labels.Set, sub *Subject, out [
 func (s *Snapshot) evaluateImage(img *Image, sc *scratch, d *Decision) {
 	ref, err := s.refs.Parse(img.Ref)
 	if err != nil {
+		// The parser's reason may quote the image: it is made printable with the rest of the
+		// message (Violation.Message), never written raw.
+		reason := "it is not a valid image reference: " + err.Error()
+		if errors.Is(err, imageref.ErrImageID) {
+			reason = "it " + err.Error()
+		}
 		for _, idx := range sc.covered {
 			p := &s.policies[idx]
 			d.Violations = append(d.Violations, Violation{
 				Field: img.Field, Image: img.Ref, Container: img.Container, Policy: p.ref, policyIdx: p.idx, Mode: p.mode, Rule: RuleReference,
-				Reason: "it is not a valid image reference: " + err.Error(),
+				Reason: reason,
 			})
 		}
 		return

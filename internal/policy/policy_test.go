@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	. "github.com/onsi/gomega"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
@@ -291,7 +292,7 @@ func TestBypasses(t *testing.T) {
 		{name: "host without dot is a Docker Hub path", policies: []string{cluster("corp", `{images: {allow: ["registry.corp/**"]}}`)}, images: containers("registry/app:1"),
 			want: []string{deny("registry/app:1", "corp", "(docker.io/registry/app:1)") + noAllow}},
 		{name: "uppercase host still meets deny", policies: []string{cluster("no-corp", `{images: {deny: ["registry.corp/**"]}}`)}, images: containers("REGISTRY.Corp/app:1"),
-			want: []string{`Enforce spec.containers[0].image: image "REGISTRY.Corp/app:1" is not allowed by ClusterImagePolicy "no-corp": it matches images.deny[0] "registry.corp/**"`}},
+			want: []string{`Enforce spec.containers[0].image: image "REGISTRY.Corp/app:1" (registry.corp/app:1) is not allowed by ClusterImagePolicy "no-corp": it matches images.deny[0] "registry.corp/**"`}},
 		{name: "allowed host exact", policies: []string{corpOnly}, images: containers("registry.corp/a/b/c:1"), allowed: true},
 		// Path-prefix tricks.
 		{name: "organization prefix", policies: []string{acmeOneSeg}, images: containers("ghcr.io/acmeevil/app:1"),
@@ -587,4 +588,82 @@ func TestFirstOfPolicy(t *testing.T) {
 	g.Expect(len(d.Violations)).To(BeNumerically(">", 3))
 	g.Expect(firsts).To(ConsistOf("ClusterImagePolicy/trusted", "ClusterImagePolicy/no-latest"))
 	g.Expect(d.AuditAnnotations()).To(HaveKeyWithValue(AnnotationPolicies, "Enforce:ClusterImagePolicy/no-latest,Enforce:ClusterImagePolicy/trusted"))
+}
+
+// Class 1 of issue 15: a string the runtime may take as an image ID is refused by every
+// covering policy, whatever its patterns: an allow-list of all of Docker Hub's official images
+// included, which reads sha256:... as the repository library/sha256.
+func TestImageIDsAreRefused(t *testing.T) {
+	const reason = `it could be taken by the container runtime as the ID of an image already on the node, whatever repository that image came from: name images by repository (for example ghcr.io/acme/app@sha256:...)`
+	hub := cluster("hub", `{images: {allow: ["docker.io/library/*"]}}`)
+	anything := cluster("anything", `{images: {allow: ["**", "*/**", "docker.io/**"]}}`)
+	onlyTags := cluster("no-latest", `{tags: {deny: [latest]}}`)
+	var cases []evalCase
+	for _, id := range []string{
+		"sha256:" + strings.Repeat("0", 64), "sha256:4f1d", "sha256:a", "sha384:" + strings.Repeat("1", 96), "sha512:cafe", "blake3:00",
+		"sha256:4f1d@" + digestA,
+	} {
+		cases = append(cases, evalCase{
+			name: id, policies: []string{anything, hub, onlyTags}, images: containers(id),
+			want: []string{
+				`Enforce spec.containers[0].image: image "` + id + `" is not allowed by ClusterImagePolicy "anything": ` + reason,
+				`Enforce spec.containers[0].image: image "` + id + `" is not allowed by ClusterImagePolicy "hub": ` + reason,
+				`Enforce spec.containers[0].image: image "` + id + `" is not allowed by ClusterImagePolicy "no-latest": ` + reason,
+			},
+		})
+	}
+	cases = append(cases,
+		evalCase{name: "a repository called sha256 is named as one", policies: []string{hub}, images: containers("library/sha256:4f1d"), allowed: true},
+		evalCase{name: "no covering policy, no decision", policies: []string{namespaced("other", "x", `{tags: {deny: [latest]}}`)}, images: containers("sha256:4f1d"), allowed: true},
+	)
+	run(t, cases)
+}
+
+// Class 3 of issue 15: another spelling of the same registry endpoint meets the same deny-list
+// and exemption; the message quotes the image as written and names the canonical form.
+func TestRegistrySpellingsMeetTheSameRules(t *testing.T) {
+	noHub := cluster("no-hub", `{images: {deny: ["docker.io/**"]}}`)
+	noEvil := cluster("no-evil", `{images: {deny: ["ghcr.io/evil/**"]}}`)
+	noLocal := cluster("no-local", `{images: {deny: ["[::1]:5000/**"]}}`)
+	denied := func(img, normalized, policy, pattern string) string {
+		return `Enforce spec.containers[0].image: image "` + img + `" (` + normalized + `) is not allowed by ClusterImagePolicy "` + policy + `": it matches images.deny[0] "` + pattern + `"`
+	}
+	run(t, []evalCase{
+		{name: "registry-1.docker.io", policies: []string{noHub}, images: containers("registry-1.docker.io/cryptominer/xmrig:6.21"),
+			want: []string{denied("registry-1.docker.io/cryptominer/xmrig:6.21", "docker.io/cryptominer/xmrig:6.21", "no-hub", "docker.io/**")}},
+		{name: "registry.hub.docker.com", policies: []string{noHub}, images: containers("registry.hub.docker.com/library/nginx:1"),
+			want: []string{denied("registry.hub.docker.com/library/nginx:1", "docker.io/library/nginx:1", "no-hub", "docker.io/**")}},
+		{name: "index.docker.io with its port", policies: []string{noHub}, images: containers("index.docker.io:443/nginx:1"),
+			want: []string{denied("index.docker.io:443/nginx:1", "docker.io/library/nginx:1", "no-hub", "docker.io/**")}},
+		{name: "explicit default port", policies: []string{noEvil}, images: containers("ghcr.io:443/evil/x:1"),
+			want: []string{denied("ghcr.io:443/evil/x:1", "ghcr.io/evil/x:1", "no-evil", "ghcr.io/evil/**")}},
+		{name: "port with leading zeros", policies: []string{noEvil}, images: containers("ghcr.io:00443/evil/x:1"),
+			want: []string{denied("ghcr.io:00443/evil/x:1", "ghcr.io/evil/x:1", "no-evil", "ghcr.io/evil/**")}},
+		{name: "IPv6 written out", policies: []string{noLocal}, images: containers("[0:0:0:0:0:0:0:1]:5000/app:1"),
+			want: []string{denied("[0:0:0:0:0:0:0:1]:5000/app:1", "[::1]:5000/app:1", "no-local", "[::1]:5000/**")}},
+		{name: "a deny pattern in another spelling means the same endpoint", policies: []string{cluster("no-evil-443", `{images: {deny: ["ghcr.io:443/evil/**"]}}`)}, images: containers("ghcr.io/evil/x:1"),
+			want: []string{`Enforce spec.containers[0].image: image "ghcr.io/evil/x:1" is not allowed by ClusterImagePolicy "no-evil-443": it matches images.deny[0] "ghcr.io:443/evil/**"`}},
+		{name: "an exemption in another spelling exempts the same images", policies: []string{cluster("pinned", `{requireDigest: true, exemptImages: ["registry-1.docker.io/library/nginx"]}`)}, images: containers("nginx:1"), allowed: true},
+		{name: "another port is another registry", policies: []string{noEvil}, images: containers("ghcr.io:444/evil/x:1"), allowed: true},
+		{name: "Docker Hub on another port is not Docker Hub", policies: []string{noHub}, images: containers("docker.io:5000/acme/app:1"), allowed: true},
+	})
+}
+
+// Class 4 of issue 15: nothing a requester writes reaches a message unescaped.
+func TestMessagesHaveNoControlCharacters(t *testing.T) {
+	snap := Compile([]v1alpha1.ClusterImagePolicy{{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: v1alpha1.ImagePolicySpec{Tags: v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}}}}}, nil)
+	for _, img := range []string{"evil.io/X\n\nNOTE all images verified", "evil.io/x\u202e:1", "a\r\nb", "\x1b[31mred", "bad\xffutf8/x"} {
+		d := snap.Evaluate(&Subject{Namespace: "a", Images: containers(img)})
+		if len(d.Violations) == 0 {
+			t.Fatalf("%q was admitted", img)
+		}
+		for _, m := range d.Messages(v1alpha1.ModeEnforce) {
+			if Printable(m) != m {
+				t.Errorf("the message for %q has characters that are not printable: %q", img, m)
+			}
+			if !strings.HasPrefix(m, "spec.containers[0].image: image ") {
+				t.Errorf("message %q", m)
+			}
+		}
+	}
 }
