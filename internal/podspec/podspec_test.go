@@ -301,24 +301,27 @@ func matchCondition(t *testing.T, path, name string) string {
 }
 
 // The Pod webhook's matchConditions let an UPDATE through only when something imagegate reads
-// changed: every image list must be compared.
-func TestPodMatchConditionComparesEveryImageList(t *testing.T) {
-	expr := matchCondition(t, "/webhooks/0/matchConditions", "image-changed")
+// changed: every image list, and the labels (a podSelector reads them).
+func TestPodMatchConditionComparesEveryImageListAndTheLabels(t *testing.T) {
+	expr := matchCondition(t, "/webhooks/0/matchConditions", "image-or-label-changed")
 	for _, l := range ImageLists {
 		if !strings.Contains(expr, "object.spec."+l+" != oldObject.spec."+l) {
-			t.Errorf("the image-changed matchCondition does not compare spec.%s: an UPDATE of it would not be checked", l)
+			t.Errorf("the image-or-label-changed matchCondition does not compare spec.%s: an UPDATE of it would not be checked", l)
 		}
+	}
+	if !strings.Contains(expr, "object.metadata.labels != oldObject.metadata.labels") {
+		t.Error("the image-or-label-changed matchCondition does not compare the labels: a Pod relabelled into a podSelector would not be checked")
 	}
 }
 
-// The workload webhook's matchConditions compare the whole pod template spec of every kind.
+// The workload webhook's matchConditions compare the whole pod template (spec and labels) of
+// every kind.
 func TestWorkloadMatchConditionComparesEveryTemplate(t *testing.T) {
 	expr := matchCondition(t, "/webhooks/1/matchConditions", "template-changed")
 	for _, w := range workloads {
-		path := strings.TrimPrefix(w.TemplateSpec, "spec.")
-		path = strings.TrimSuffix(path, ".spec")
-		if !strings.Contains(expr, "object.spec."+path+".spec != oldObject.spec."+path+".spec") {
-			t.Errorf("the template-changed matchCondition does not compare %s of %s", w.TemplateSpec, w.Kind)
+		path := strings.TrimSuffix(w.TemplateSpec, ".spec")
+		if !strings.Contains(expr, "object."+path+" != oldObject."+path) {
+			t.Errorf("the template-changed matchCondition does not compare %s of %s", path, w.Kind)
 		}
 	}
 }

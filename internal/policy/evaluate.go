@@ -68,28 +68,86 @@ func (s *Snapshot) evaluate(sub *Subject, sc *scratch) Decision {
 
 func (s *Snapshot) violations(sub *Subject, sc *scratch) Decision {
 	d := Decision{}
-	if len(sub.Images) == 0 {
-		// Nothing to check (an UPDATE that changes no image): not even an invalid policy or an
-		// unknown namespace may block it, or a later policy would break label edits.
-		return d
+	// Nothing to check (an UPDATE that changes no image and no label): not even an invalid
+	// policy or an unknown namespace may block it, or a later policy would break edits.
+	if len(sub.Images) > 0 {
+		sc.covered = s.covering(sub, sc.covered[:0], &d)
+		d.Covered = len(sc.covered)
+		s.evaluateImages(sub.Images, sc, &d)
+	}
+	if sub.relabelled() {
+		// Policies that cover the Pod only since its labels changed have never judged its
+		// other images: a Pod must not be relabelled into a podSelector with an image the
+		// policy refuses.
+		sc.covered = s.newlyCovering(sub, sc.covered[:0], len(sub.Images) == 0, &d)
+		if d.Covered == 0 {
+			d.Covered = len(sc.covered)
+		}
+		s.evaluateImages(sub.Unchanged, sc, &d)
+	}
+	return d
+}
+
+// evaluateImages checks images against the policies in sc.covered.
+func (s *Snapshot) evaluateImages(images []Image, sc *scratch, d *Decision) {
+	if len(sc.covered) == 0 {
+		return
 	}
 	sc.evalGen = sc.next()
 	sc.coveredAllow = 0
-	sc.covered = s.covering(sub, sc.covered[:0], &d)
 	for _, idx := range sc.covered {
 		sc.coveredAt[idx] = sc.evalGen
 		if s.policies[idx].hasAllow {
 			sc.coveredAllow++
 		}
 	}
-	d.Covered = len(sc.covered)
-	if len(sc.covered) == 0 {
-		return d
+	for i := range images {
+		s.evaluateImage(&images[i], sc, d)
 	}
-	for i := range sub.Images {
-		s.evaluateImage(&sub.Images[i], sc, &d)
+}
+
+// newlyCovering lists the policies that cover an updated Pod but did not cover it before its
+// labels changed. Only a podSelector can tell the two apart: the namespace, whether the
+// subject is a workload and whether a policy is valid are the same before and after. A policy
+// whose namespaceSelector cannot be told (labels not known) refuses, as in covering, when
+// reportUnknown (covering has not said so already).
+func (s *Snapshot) newlyCovering(sub *Subject, out []int32, reportUnknown bool, d *Decision) []int32 {
+	now, before, nsLabels := labels.Set(sub.PodLabels), labels.Set(sub.OldPodLabels), labels.Set(sub.NamespaceLabels)
+	newly := func(p *compiledPolicy) bool {
+		return p.podSelector != nil && p.invalid == "" && !(sub.Workload && p.skipWorkloads) &&
+			p.podSelector.Matches(now) && !p.podSelector.Matches(before)
 	}
-	return d
+	for _, idx := range s.cluster {
+		p := &s.policies[idx]
+		if !newly(p) {
+			continue
+		}
+		if p.nsSelector != nil {
+			if sub.NamespaceUnknown {
+				if reportUnknown {
+					d.Violations = append(d.Violations, namespaceUnknown(p, sub.Namespace))
+				}
+				continue
+			}
+			if !p.nsSelector.Matches(nsLabels) {
+				continue
+			}
+		}
+		out = append(out, idx)
+	}
+	for _, idx := range s.byNamespace[sub.Namespace] {
+		if newly(&s.policies[idx]) {
+			out = append(out, idx)
+		}
+	}
+	return out
+}
+
+func namespaceUnknown(p *compiledPolicy, namespace string) Violation {
+	return Violation{
+		Field: "metadata.namespace", Policy: p.ref, policyIdx: p.idx, Mode: p.mode, Rule: RuleNamespace,
+		Reason: fmt.Sprintf("the labels of namespace %q are not known yet, so whether the policy applies cannot be told; retry", namespace),
+	}
 }
 
 // covering lists the policies that cover the subject. Policies that cannot tell (an invalid
@@ -100,10 +158,7 @@ func (s *Snapshot) covering(sub *Subject, out []int32, d *Decision) []int32 {
 		p := &s.policies[idx]
 		if p.nsSelector != nil {
 			if sub.NamespaceUnknown {
-				d.Violations = append(d.Violations, Violation{
-					Field: "metadata.namespace", Policy: p.ref, policyIdx: p.idx, Mode: p.mode, Rule: RuleNamespace,
-					Reason: fmt.Sprintf("the labels of namespace %q are not known yet, so whether the policy applies cannot be told; retry", sub.Namespace),
-				})
+				d.Violations = append(d.Violations, namespaceUnknown(p, sub.Namespace))
 				continue
 			}
 			if !p.nsSelector.Matches(nsLabels) {

@@ -425,16 +425,22 @@ func TestSelectsNamespaces(t *testing.T) {
 	g.Expect(Compile(cps, nps).SelectsNamespaces()).To(BeTrue())
 }
 
-func TestChangedImages(t *testing.T) {
+func TestUpdated(t *testing.T) {
 	g := NewWithT(t)
 	old := containers("nginx:1", "redis:7")
-	updated := containers("nginx:1", "redis:8")
-	updated = append(updated, Image{Field: "spec.ephemeralContainers[0].image", Ref: "busybox"})
-	g.Expect(ChangedImages(old, updated)).To(Equal([]Image{
+	sub := Subject{Images: append(containers("nginx:1", "redis:8"), Image{Field: "spec.ephemeralContainers[0].image", Ref: "busybox"})}
+	sub.Updated(old, map[string]string{"app": "x"})
+	g.Expect(sub.Images).To(Equal([]Image{
 		{Field: "spec.containers[1].image", Ref: "redis:8"},
 		{Field: "spec.ephemeralContainers[0].image", Ref: "busybox"},
 	}))
-	g.Expect(ChangedImages(old, old)).To(BeEmpty())
+	g.Expect(sub.Unchanged).To(Equal([]Image{{Field: "spec.containers[0].image", Ref: "nginx:1"}}))
+	g.Expect(sub.Update).To(BeTrue())
+	g.Expect(sub.OldPodLabels).To(Equal(map[string]string{"app": "x"}))
+	same := Subject{Images: old}
+	same.Updated(old, nil)
+	g.Expect(same.Images).To(BeEmpty())
+	g.Expect(same.NothingToCheck()).To(BeTrue())
 }
 
 func TestDecisionAnnotations(t *testing.T) {
@@ -665,5 +671,86 @@ func TestMessagesHaveNoControlCharacters(t *testing.T) {
 				t.Errorf("message %q", m)
 			}
 		}
+	}
+}
+
+// Class 2 of issue 15: a Pod created outside a podSelector and then relabelled into it meets
+// the policy with every image it has, not only the changed ones.
+func TestRelabelIntoPodSelector(t *testing.T) {
+	payments := cluster("payments", `{podSelector: {matchLabels: {app: payments}}, images: {allow: ["ghcr.io/acme/**"]}}`)
+	paymentsNS := cluster("payments-prod", `{namespaceSelector: {matchLabels: {env: prod}}, podSelector: {matchLabels: {app: payments}}, images: {allow: ["ghcr.io/acme/**"]}}`)
+	local := namespaced("team-a", "local", `{podSelector: {matchExpressions: [{key: tier, operator: In, values: [pci]}]}, tags: {deny: [latest]}}`)
+	everyone := cluster("everyone", `{images: {deny: ["quay.io/**"]}}`)
+	backdoor := `image "docker.io/attacker/backdoor:1" is not allowed by ClusterImagePolicy "payments": it matches no pattern in images.allow`
+	cases := []struct {
+		name               string
+		policies           []string
+		oldLabels, labels  map[string]string
+		old, now           []string
+		workload, nsUnknow bool
+		nsLabels           map[string]string
+		want               []string
+	}{
+		{name: "relabelled into the selector: the unchanged image is checked", policies: []string{payments},
+			oldLabels: map[string]string{"app": "tmp"}, labels: map[string]string{"app": "payments"},
+			old: []string{"docker.io/attacker/backdoor:1"}, now: []string{"docker.io/attacker/backdoor:1"},
+			want: []string{"Enforce spec.containers[0].image: " + backdoor}},
+		{name: "labels added where there were none", policies: []string{payments},
+			labels: map[string]string{"app": "payments"},
+			old:    []string{"docker.io/attacker/backdoor:1"}, now: []string{"docker.io/attacker/backdoor:1"},
+			want: []string{"Enforce spec.containers[0].image: " + backdoor}},
+		{name: "relabelled and an image changed: each image once", policies: []string{payments},
+			oldLabels: map[string]string{"app": "tmp"}, labels: map[string]string{"app": "payments"},
+			old: []string{"docker.io/attacker/backdoor:1", "ghcr.io/acme/a:1"}, now: []string{"docker.io/attacker/backdoor:1", "quay.io/x/y:2"},
+			want: []string{
+				`Enforce spec.containers[1].image: image "quay.io/x/y:2" is not allowed by ClusterImagePolicy "payments": it matches no pattern in images.allow`,
+				"Enforce spec.containers[0].image: " + backdoor,
+			}},
+		{name: "already covered before: a label edit is not a new check", policies: []string{payments},
+			oldLabels: map[string]string{"app": "payments"}, labels: map[string]string{"app": "payments", "v": "2"},
+			old: []string{"docker.io/attacker/backdoor:1"}, now: []string{"docker.io/attacker/backdoor:1"}},
+		{name: "relabelled out of the selector", policies: []string{payments},
+			oldLabels: map[string]string{"app": "payments"}, labels: map[string]string{"app": "tmp"},
+			old: []string{"docker.io/attacker/backdoor:1"}, now: []string{"docker.io/attacker/backdoor:1"}},
+		{name: "a policy without podSelector covered it all along", policies: []string{everyone},
+			oldLabels: map[string]string{"app": "tmp"}, labels: map[string]string{"app": "payments"},
+			old: []string{"quay.io/legacy/x:1"}, now: []string{"quay.io/legacy/x:1"}},
+		{name: "an ImagePolicy with a set-based selector", policies: []string{local},
+			oldLabels: map[string]string{"tier": "web"}, labels: map[string]string{"tier": "pci"},
+			old: []string{"nginx"}, now: []string{"nginx"},
+			want: []string{`Enforce spec.containers[0].image: image "nginx" (docker.io/library/nginx) is not allowed by ImagePolicy "local": it has neither tag nor digest, so it runs as "latest", which is in tags.deny`}},
+		{name: "namespaceSelector still decides", policies: []string{paymentsNS}, nsLabels: map[string]string{"env": "dev"},
+			oldLabels: map[string]string{"app": "tmp"}, labels: map[string]string{"app": "payments"},
+			old: []string{"docker.io/attacker/backdoor:1"}, now: []string{"docker.io/attacker/backdoor:1"}},
+		{name: "namespace labels unknown: refused, retry", policies: []string{paymentsNS}, nsUnknow: true,
+			oldLabels: map[string]string{"app": "tmp"}, labels: map[string]string{"app": "payments"},
+			old: []string{"docker.io/attacker/backdoor:1"}, now: []string{"docker.io/attacker/backdoor:1"},
+			want: []string{`Enforce metadata.namespace: the Pod is not allowed by ClusterImagePolicy "payments-prod": the labels of namespace "team-a" are not known yet, so whether the policy applies cannot be told; retry`}},
+		{name: "a workload template relabelled", policies: []string{payments}, workload: true,
+			oldLabels: map[string]string{"app": "tmp"}, labels: map[string]string{"app": "payments"},
+			old: []string{"docker.io/attacker/backdoor:1"}, now: []string{"docker.io/attacker/backdoor:1"},
+			want: []string{"Enforce spec.containers[0].image: " + backdoor}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			g := NewWithT(t)
+			cps, nps := policies(t, c.policies...)
+			nsLabels := map[string]string{"kubernetes.io/metadata.name": "team-a"}
+			for k, v := range c.nsLabels {
+				nsLabels[k] = v
+			}
+			sub := Subject{Namespace: "team-a", NamespaceLabels: nsLabels, NamespaceUnknown: c.nsUnknow, PodLabels: c.labels, Workload: c.workload, Images: containers(c.now...)}
+			sub.Updated(containers(c.old...), c.oldLabels)
+			d := Compile(cps, nps).Evaluate(&sub)
+			got := []string{}
+			for i := range d.Violations {
+				got = append(got, string(d.Violations[i].Mode)+" "+d.Violations[i].Message())
+			}
+			want := c.want
+			if want == nil {
+				want = []string{}
+			}
+			g.Expect(got).To(Equal(want))
+		})
 	}
 }

@@ -1,5 +1,7 @@
 package policy
 
+import "maps"
+
 // Image is one image of a Pod, with the field path it was written at.
 type Image struct {
 	// Field is the field path, such as spec.containers[0].image.
@@ -32,24 +34,45 @@ type Subject struct {
 	// Enforce policies that allow break-glass then admit, as warnings.
 	BreakGlass bool
 	// Images are the images to check: all of a new Pod's, only the new or changed ones of an
-	// updated Pod.
+	// updated Pod (see Updated).
 	Images []Image
+	// Update says the subject is an UPDATE (see Updated); OldPodLabels are the Pod labels
+	// before it, and Unchanged the images it did not change.
+	Update       bool
+	OldPodLabels map[string]string
+	Unchanged    []Image
 }
 
-// ChangedImages keeps the images of an updated object that are new or changed: those whose
-// field did not exist before or held another image. Images that were already there are not
+// Updated makes the subject an UPDATE of an object whose images and Pod labels were oldImages
+// and oldLabels, and whose images now are sub.Images. Images keeps the new or changed ones
+// (whose field did not exist before or held another image): images already there are not
 // checked again, so a policy made later never blocks unrelated edits of a running Pod, while
-// `kubectl set image` and a new ephemeral container are checked.
-func ChangedImages(old, updated []Image) []Image {
-	before := make(map[string]string, len(old))
-	for _, img := range old {
+// `kubectl set image` and a new ephemeral container are checked. Unchanged keeps the others:
+// a policy that covers the object only since its labels changed checks them too.
+func (sub *Subject) Updated(oldImages []Image, oldLabels map[string]string) {
+	before := make(map[string]string, len(oldImages))
+	for _, img := range oldImages {
 		before[img.Field] = img.Ref
 	}
-	var out []Image
-	for _, img := range updated {
+	var changed, unchanged []Image
+	for _, img := range sub.Images {
 		if prev, ok := before[img.Field]; !ok || prev != img.Ref {
-			out = append(out, img)
+			changed = append(changed, img)
+		} else {
+			unchanged = append(unchanged, img)
 		}
 	}
-	return out
+	sub.Update, sub.OldPodLabels, sub.Images, sub.Unchanged = true, oldLabels, changed, unchanged
+}
+
+// relabelled reports whether an UPDATE changed the Pod labels of an object with images that
+// did not change: a policy may then cover it that did not before.
+func (sub *Subject) relabelled() bool {
+	return sub.Update && len(sub.Unchanged) > 0 && !sub.PodLabelsUnknown && !maps.Equal(sub.PodLabels, sub.OldPodLabels)
+}
+
+// NothingToCheck reports whether no policy can refuse the subject: an UPDATE that changes
+// neither an image nor the Pod labels.
+func (sub *Subject) NothingToCheck() bool {
+	return len(sub.Images) == 0 && !sub.relabelled()
 }

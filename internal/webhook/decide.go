@@ -41,7 +41,7 @@ func (x *decider) decide(ctx context.Context, sub *policy.Subject, object teleme
 		return d, false
 	}
 	start := time.Now()
-	if len(sub.Images) > 0 && snap.SelectsNamespaces() {
+	if !sub.NothingToCheck() && snap.SelectsNamespaces() {
 		// Only then: the lookup copies the object out of the cache.
 		if sub.Namespace == "" {
 			sub.NamespaceUnknown = true

@@ -78,20 +78,21 @@ func (v *PodValidator) Handle(ctx context.Context, req admission.Request) admiss
 	if err := podspec.DecodePod(req.Object.Raw, pod); err != nil {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding the Pod: %w", err))
 	}
-	images := podspec.PodImages(&pod.Spec, "spec")
+	namespace := req.Namespace
+	if namespace == "" {
+		namespace = pod.Namespace
+	}
+	sub := policy.Subject{
+		Namespace: namespace, PodLabels: pod.Labels, Images: podspec.PodImages(&pod.Spec, "spec"),
+		BreakGlass: policy.BreakGlassRequested(pod.Annotations),
+	}
 	if req.Operation == admissionv1.Update {
 		old := &corev1.Pod{}
 		if err := podspec.DecodePod(req.OldObject.Raw, old); err != nil {
 			return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding the old Pod: %w", err))
 		}
-		images = policy.ChangedImages(podspec.PodImages(&old.Spec, "spec"), images)
+		sub.Updated(podspec.PodImages(&old.Spec, "spec"), old.Labels)
 	}
-
-	namespace := req.Namespace
-	if namespace == "" {
-		namespace = pod.Namespace
-	}
-	sub := policy.Subject{Namespace: namespace, PodLabels: pod.Labels, Images: images, BreakGlass: policy.BreakGlassRequested(pod.Annotations)}
 	d, ok := v.decide(ctx, &sub, telemetry.Object{Kind: "Pod", Namespace: namespace, Name: pod.Name, GenerateName: pod.GenerateName})
 	if !ok {
 		return admission.Denied(notLoaded)

@@ -71,18 +71,17 @@ func (v *WorkloadValidator) Handle(ctx context.Context, req admission.Request) a
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding the %s: %w", gvk.Kind, err))
 	}
 	tmpl, _ := podspec.TemplateOf(obj)
-	images := tmpl.Images()
+	sub := policy.Subject{
+		Namespace: req.Namespace, PodLabels: tmpl.Labels, Images: tmpl.Images(), Workload: true,
+		BreakGlass: policy.BreakGlassRequested(tmpl.Annotations),
+	}
 	if req.Operation == admissionv1.Update {
 		old, err := v.decode(gvk, req.OldObject)
 		if err != nil {
 			return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding the old %s: %w", gvk.Kind, err))
 		}
 		oldTmpl, _ := podspec.TemplateOf(old)
-		images = policy.ChangedImages(oldTmpl.Images(), images)
-	}
-	sub := policy.Subject{
-		Namespace: req.Namespace, PodLabels: tmpl.Labels, Images: images, Workload: true,
-		BreakGlass: policy.BreakGlassRequested(tmpl.Annotations),
+		sub.Updated(oldTmpl.Images(), oldTmpl.Labels)
 	}
 	d, ok := v.decide(ctx, &sub, telemetry.Object{Kind: gvk.Kind, Namespace: req.Namespace, Name: req.Name})
 	if !ok {
