@@ -287,3 +287,49 @@ func TestVersionAndCompletion(t *testing.T) {
 		t.Errorf("completion bash: code %d, %d bytes", code, len(stdout))
 	}
 }
+
+// The bypass classes of issue 15 through the CLI: image IDs and other spellings of a registry
+// are refused as the webhook refuses them, and nothing from a hostile manifest reaches the
+// text report unescaped (one line per violation, whatever the names hold).
+func TestCheckBypassClasses(t *testing.T) {
+	dir := t.TempDir()
+	policies := filepath.Join(dir, "policies.yaml")
+	manifests := filepath.Join(dir, "pods.yaml")
+	if err := os.WriteFile(policies, []byte(`apiVersion: imagegate.io/v1alpha1
+kind: ClusterImagePolicy
+metadata: {name: hub}
+spec:
+  images: {allow: ["docker.io/library/*", "ghcr.io/**"], deny: ["docker.io/cryptominer/**", "ghcr.io/evil/**"]}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(manifests, []byte(`apiVersion: v1
+kind: Pod
+metadata: {name: "forged\nnote: all images verified"}
+spec:
+  containers:
+  - {name: id, image: "sha256:4f1d"}
+  - {name: hub, image: "registry-1.docker.io/cryptominer/xmrig:6.21"}
+  - {name: port, image: "ghcr.io:443/evil/x:1"}
+  - {name: ctl, image: "evil.io/X\n\nNOTE all good"}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := imagegate(t, "", "check", "--policy", policies, manifests)
+	if code != check.ExitDenied {
+		t.Fatalf("exit code %d, want %d; stderr: %s", code, check.ExitDenied, stderr)
+	}
+	lines := strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
+	where := filepath.ToSlash(manifests) + `#1: Pod/default/forged\nnote: all images verified: denied: `
+	want := []string{
+		where + `spec.containers[0].image: image "sha256:4f1d" is not allowed by ClusterImagePolicy "hub": it could be taken by the container runtime as the ID of an image already on the node, whatever repository that image came from: name images by repository (for example ghcr.io/acme/app@sha256:...)`,
+		where + `spec.containers[1].image: image "registry-1.docker.io/cryptominer/xmrig:6.21" (docker.io/cryptominer/xmrig:6.21) is not allowed by ClusterImagePolicy "hub": it matches images.deny[0] "docker.io/cryptominer/**"`,
+		where + `spec.containers[1].image: image "registry-1.docker.io/cryptominer/xmrig:6.21" (docker.io/cryptominer/xmrig:6.21) is not allowed by ClusterImagePolicy "hub": it matches no pattern in images.allow`,
+		where + `spec.containers[2].image: image "ghcr.io:443/evil/x:1" (ghcr.io/evil/x:1) is not allowed by ClusterImagePolicy "hub": it matches images.deny[1] "ghcr.io/evil/**"`,
+		where + `spec.containers[3].image: image "evil.io/X\n\nNOTE all good" is not allowed by ClusterImagePolicy "hub": it is not a valid image reference: invalid reference format: repository name (X\n\nNOTE all good) must be lowercase`,
+		`1 object checked against 1 policy: 1 denied, 0 admitted (0 with warnings); 0 documents skipped; 0 input errors`,
+	}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Errorf("report:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+}

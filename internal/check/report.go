@@ -113,14 +113,17 @@ func (r *Report) WriteText(out, errOut io.Writer) error {
 		if loc != "" {
 			loc += ": "
 		}
-		if _, err := fmt.Fprintf(errOut, "error: %s%s\n", loc, e.Message); err != nil {
+		// File names, object names and parser errors come from the inputs: one line each,
+		// printable, so that a hostile manifest cannot forge report lines.
+		if _, err := fmt.Fprintf(errOut, "error: %s%s\n", policy.Printable(loc), policy.Printable(e.Message)); err != nil {
 			return err
 		}
 	}
 	for i := range r.Objects {
 		o := &r.Objects[i]
 		for _, v := range o.Violations {
-			if _, err := fmt.Fprintf(out, "%s: %s/%s/%s: %s: %s\n", o.location, o.Kind, o.Namespace, o.Name, label(v.Mode), v.Message); err != nil {
+			where := policy.Printable(o.location + ": " + o.Kind + "/" + o.Namespace + "/" + o.Name)
+			if _, err := fmt.Fprintf(out, "%s: %s: %s\n", where, label(v.Mode), policy.Printable(v.Message)); err != nil {
 				return err
 			}
 		}

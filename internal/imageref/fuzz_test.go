@@ -2,18 +2,15 @@ package imageref
 
 import (
 	"errors"
-	"net"
 	"net/netip"
-	"net/url"
 	"os"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 
-	"github.com/distribution/reference"
-	"github.com/opencontainers/go-digest"
 	"sigs.k8s.io/yaml"
+
+	"github.com/imagegate/imagegate/test/utils/runtimeref"
 )
 
 var fuzzSeeds = []string{
@@ -22,78 +19,6 @@ var fuzzSeeds = []string{
 	"localhost/app", "[::1]:5000/app", "10.0.0.1/app", "DOCKER.IO/nginx", "Registry.Corp/App", "*.corp/x",
 	"**", "*", "a**b", "nginx ", "", "nginx@sha256:abc", "alpine:3.19@" + digestA, "a/b/c/d/e/f:tag",
 	"ghcr.io/acme/app-*", "x:y:z", "@", ":", "/", "a//b", "a/./b", "a__b", "a---b", "UPPER",
-}
-
-// runtimeView is how containerd's CRI plugin reads an image string, modelled apart from Parse
-// with other code (go-digest, net/url, net): whether it may take the string as an image ID,
-// and otherwise the endpoint it pulls from (HTTPS host and port, with Docker Hub's names as
-// one) and the repository it asks that endpoint for.
-func runtimeView(s string) (id bool, ep, repo string, err error) {
-	if _, derr := digest.Parse(s); derr == nil {
-		return true, "", "", nil
-	}
-	// Not a full digest: containerd then looks the string up as an ID prefix in its digest
-	// set, which splits at the first colon into an algorithm it knows and hex digits.
-	if alg, rest, ok := strings.Cut(s, ":"); ok && rest != "" && (digest.Algorithm(alg).Available() || alg == "blake3") {
-		return true, "", "", nil
-	}
-	named, err := reference.ParseNormalizedNamed(s)
-	if err != nil {
-		return false, "", "", err
-	}
-	host, port, err := dialled(reference.Domain(named))
-	if err != nil {
-		// The grammar takes it ([0]:0/x) but no pull can reach it.
-		return false, "", "", errUnreachable
-	}
-	repo = reference.Path(named)
-	switch host {
-	case "docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com":
-		if port == "443" {
-			host = "docker.io"
-			if !strings.Contains(repo, "/") {
-				repo = "library/" + repo
-			}
-		}
-	}
-	return false, net.JoinHostPort(host, port), repo, nil
-}
-
-// errUnreachable: the reference parses, but names no host a runtime can dial.
-var errUnreachable = errors.New("no endpoint")
-
-// dialled is the HTTPS host and port a registry host is dialled at.
-func dialled(domain string) (host, port string, err error) {
-	u, err := url.Parse("https://" + domain + "/")
-	if err != nil {
-		return "", "", err
-	}
-	host = strings.ToLower(u.Hostname())
-	if ip := net.ParseIP(host); ip != nil {
-		host = ip.String()
-	}
-	port = u.Port()
-	if port == "" {
-		port = "443"
-	} else if n, perr := strconv.Atoi(port); perr == nil {
-		port = strconv.Itoa(n)
-	}
-	return host, port, nil
-}
-
-// endpointOf is the endpoint a canonical host names, by the same model.
-func endpointOf(host string) string {
-	h, port, err := dialled(host)
-	if err != nil {
-		return "unparsable host " + host
-	}
-	switch h {
-	case "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com":
-		if port == "443" {
-			h = "docker.io"
-		}
-	}
-	return net.JoinHostPort(h, port)
 }
 
 // FuzzParse holds Parse to the runtime's rules: it refuses exactly the strings the runtime may
@@ -109,14 +34,14 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		r, err := Parse(s)
-		id, endpoint, repo, rerr := runtimeView(s)
-		if id {
+		v, rerr := runtimeref.View(s)
+		if v.ImageID {
 			if !errors.Is(err, ErrImageID) {
 				t.Fatalf("Parse(%q) = %+v, %v: the runtime may take it as an image ID", s, r, err)
 			}
 			return
 		}
-		if errors.Is(rerr, errUnreachable) {
+		if errors.Is(rerr, runtimeref.ErrUnreachable) {
 			return // nothing is pulled, so nothing can get past a rule
 		}
 		if (err == nil) != (rerr == nil) {
@@ -125,8 +50,8 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if got := endpointOf(r.Host); got != endpoint || r.Path != repo {
-			t.Fatalf("Parse(%q) = host %q (endpoint %s) path %q; the runtime pulls %s/%s", s, r.Host, got, r.Path, endpoint, repo)
+		if got := runtimeref.EndpointOf(r.Host); got != v.Endpoint || r.Path != v.Repository {
+			t.Fatalf("Parse(%q) = host %q (endpoint %s) path %q; the runtime pulls %s/%s", s, r.Host, got, r.Path, v.Endpoint, v.Repository)
 		}
 		if h, p, _ := CanonicalHost(r.Host, r.Path); h != r.Host || p != r.Path {
 			t.Fatalf("Parse(%q): host %q is not canonical (%q)", s, r.Host, h)

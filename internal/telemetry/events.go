@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"strings"
 	"fmt"
 	"sync"
 	"time"
@@ -102,12 +103,14 @@ func (e *Events) Decision(object Object, snap *policy.Snapshot, d *policy.Decisi
 		if !ok {
 			continue
 		}
-		note := object.String() + ": " + v.Message()
+		// The object's names come from the request (an ImageReview's namespace is whatever the
+		// caller sent): printable, as the message is.
+		note := policy.Printable(object.String()) + ": " + v.Message()
 		if suppressed > 0 {
 			note = fmt.Sprintf("%s (and %d more since the last event)", note, suppressed)
 		}
 		if len(note) > maxNote {
-			note = note[:maxNote-3] + "..."
+			note = strings.ToValidUTF8(note[:maxNote-3], "") + "..."
 		}
 		e.recorder.Eventf(policyObject(v.Policy, snap), nil, corev1.EventTypeWarning, reason, "Admission", "%s", note)
 	}

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	. "github.com/onsi/gomega"
@@ -125,4 +126,60 @@ func TestSlowNamespaceLookupIsBounded(t *testing.T) {
 	g.Expect(resp.Result.Message).To(Equal(
 		`metadata.namespace: the Pod is not allowed by ClusterImagePolicy "prod": the labels of namespace "team-a" are not known yet, so whether the policy applies cannot be told; retry` + "\n" +
 			`spec.containers[0].image: image "nginx" (docker.io/library/nginx) is not allowed by ClusterImagePolicy "everywhere": it has neither tag nor digest, so it runs as "latest", which is in tags.deny`))
+}
+
+// The four bypass classes of issue 15 at the handler: the request as the apiserver sends it,
+// the whole answer as it returns it.
+func TestHandleBypassClasses(t *testing.T) {
+	payments := imagegatev1alpha1.ImagePolicySpec{
+		PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "payments"}},
+		Images:      imagegatev1alpha1.ImageRules{Allow: []imagegatev1alpha1.ImagePattern{"ghcr.io/acme/**"}},
+	}
+	snap := policy.Compile([]imagegatev1alpha1.ClusterImagePolicy{
+		{ObjectMeta: metav1.ObjectMeta{Name: "hub"}, Spec: imagegatev1alpha1.ImagePolicySpec{Images: imagegatev1alpha1.ImageRules{Allow: []imagegatev1alpha1.ImagePattern{"docker.io/library/*", "docker.io/attacker/*", "ghcr.io/**", "registry.corp/**"}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "no-miners"}, Spec: imagegatev1alpha1.ImagePolicySpec{Images: imagegatev1alpha1.ImageRules{Deny: []imagegatev1alpha1.ImagePattern{"docker.io/cryptominer/**", "ghcr.io/evil/**"}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "payments"}, Spec: payments},
+	}, nil)
+	v := newTestValidator(t, snap)
+	withLabel := func(pod, app string) string { return labelled(pod, app) }
+	cases := []struct {
+		name     string
+		req      admission.Request
+		messages []string // empty: admitted
+	}{
+		{"image ID", request(admissionv1.Create, "pods", "", podJSON("sha256:4f1d"), ""), []string{
+			`spec.containers[0].image: image "sha256:4f1d" is not allowed by ClusterImagePolicy "hub": it could be taken by the container runtime as the ID of an image already on the node, whatever repository that image came from: name images by repository (for example ghcr.io/acme/app@sha256:...)`,
+			`spec.containers[0].image: image "sha256:4f1d" is not allowed by ClusterImagePolicy "no-miners": it could be taken by the container runtime as the ID of an image already on the node, whatever repository that image came from: name images by repository (for example ghcr.io/acme/app@sha256:...)`,
+		}},
+		{"Docker Hub by another name", request(admissionv1.Create, "pods", "", podJSON("registry-1.docker.io/cryptominer/xmrig:6.21"), ""), []string{
+			`spec.containers[0].image: image "registry-1.docker.io/cryptominer/xmrig:6.21" (docker.io/cryptominer/xmrig:6.21) is not allowed by ClusterImagePolicy "hub": it matches no pattern in images.allow`,
+			`spec.containers[0].image: image "registry-1.docker.io/cryptominer/xmrig:6.21" (docker.io/cryptominer/xmrig:6.21) is not allowed by ClusterImagePolicy "no-miners": it matches images.deny[0] "docker.io/cryptominer/**"`,
+		}},
+		{"explicit default port", request(admissionv1.Create, "pods", "", podJSON("ghcr.io:443/evil/x:1"), ""), []string{
+			`spec.containers[0].image: image "ghcr.io:443/evil/x:1" (ghcr.io/evil/x:1) is not allowed by ClusterImagePolicy "no-miners": it matches images.deny[1] "ghcr.io/evil/**"`,
+		}},
+		{"relabelled into a podSelector", request(admissionv1.Update, "pods", "",
+			withLabel(podJSON("docker.io/attacker/backdoor:1"), "payments"), withLabel(podJSON("docker.io/attacker/backdoor:1"), "tmp")), []string{
+			`spec.containers[0].image: image "docker.io/attacker/backdoor:1" is not allowed by ClusterImagePolicy "payments": it matches no pattern in images.allow`,
+		}},
+		{"a label edit inside the selector", request(admissionv1.Update, "pods", "",
+			withLabel(podJSON("ghcr.io/acme/pay:1"), "payments"), withLabel(podJSON("ghcr.io/acme/pay:1"), "payments")), nil},
+		{"control characters", request(admissionv1.Create, "pods", "", podJSON("evil.io/X\n\nNOTE all images verified"), ""), []string{
+			`spec.containers[0].image: image "evil.io/X\n\nNOTE all images verified" is not allowed by ClusterImagePolicy "hub": it is not a valid image reference: invalid reference format: repository name (X\n\nNOTE all images verified) must be lowercase`,
+			`spec.containers[0].image: image "evil.io/X\n\nNOTE all images verified" is not allowed by ClusterImagePolicy "no-miners": it is not a valid image reference: invalid reference format: repository name (X\n\nNOTE all images verified) must be lowercase`,
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			g := NewWithT(t)
+			resp := v.Handle(context.Background(), c.req)
+			if len(c.messages) == 0 {
+				g.Expect(resp.Allowed).To(BeTrue(), resp.Result)
+				return
+			}
+			g.Expect(resp.Allowed).To(BeFalse())
+			g.Expect(resp.Result.Code).To(Equal(int32(403)))
+			g.Expect(strings.Split(resp.Result.Message, "\n")).To(Equal(c.messages))
+		})
+	}
 }
