@@ -1,8 +1,8 @@
 package telemetry
 
 import (
-	"strings"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
