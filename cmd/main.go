@@ -136,11 +136,13 @@ func main() {
 	if o.imageReview {
 		imagegatewebhook.SetupImageReviewWithManager(mgr, reconciler, excluded, recorder)
 	}
+	var auditor *controller.Auditor
 	if o.auditInterval > 0 {
-		must(log, mgr.Add(&controller.Auditor{
+		auditor = &controller.Auditor{
 			Client: mgr.GetClient(), Cache: mgr.GetCache(), Snapshots: reconciler,
 			Interval: o.auditInterval, Excluded: excluded, Metrics: metrics,
-		}), "adding the audit")
+		}
+		must(log, mgr.Add(auditor), "adding the audit")
 	}
 
 	// Start the Namespace informer (metadata only) with the manager, so the first Pod request
@@ -148,8 +150,11 @@ func main() {
 	ns := &metav1.PartialObjectMetadata{}
 	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
 	ctx, draining := drainOnSignal(log, o.drain)
-	_, err = mgr.GetCache().GetInformer(ctx, ns)
+	namespaces, err := mgr.GetCache().GetInformer(ctx, ns)
 	must(log, err, "watching Namespaces")
+	if auditor != nil {
+		must(log, auditor.WatchNamespaces(namespaces), "auditing after Namespace label changes")
+	}
 
 	must(log, mgr.AddHealthzCheck("healthz", healthz.Ping), "adding the health check")
 	must(log, mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()), "adding the webhook readiness check")

@@ -4,13 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -46,6 +50,33 @@ type Auditor struct {
 	Excluded []string
 	// Metrics may be nil.
 	Metrics *telemetry.Metrics
+
+	wakeOnce sync.Once
+	wake     chan struct{}
+}
+
+func (a *Auditor) woken() chan struct{} {
+	a.wakeOnce.Do(func() { a.wake = make(chan struct{}, 1) })
+	return a.wake
+}
+
+// WatchNamespaces runs an audit soon after a Namespace's labels change: a namespace relabelled
+// into (or out of) a policy's namespaceSelector changes which running Pods break it, and the
+// webhook only sees Pods when they are created or updated.
+func (a *Auditor) WatchNamespaces(namespaces cache.Informer) error {
+	_, err := namespaces.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(before, after any) {
+			b, okb := before.(client.Object)
+			n, okn := after.(client.Object)
+			if okb && okn && !maps.Equal(b.GetLabels(), n.GetLabels()) {
+				select {
+				case a.woken() <- struct{}{}:
+				default:
+				}
+			}
+		},
+	})
+	return err
 }
 
 // NeedLeaderElection is true: one replica audits.
@@ -66,13 +97,15 @@ func (a *Auditor) Start(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-ticker.C:
+			continue
 		case <-a.Snapshots.Changed():
-			// Let a burst of policy edits settle into one run.
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(2 * time.Second):
-			}
+		case <-a.woken():
+		}
+		// Let a burst of policy or namespace edits settle into one run.
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(2 * time.Second):
 		}
 	}
 }

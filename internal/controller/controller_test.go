@@ -116,3 +116,45 @@ var _ = Describe("Background audit of hostile images", func() {
 		Expect(p.Status.Audit.Samples[0].Image).To(Equal(long[:imagegatev1alpha1.AuditSampleMaxImage]))
 	})
 })
+
+var _ = Describe("Background audit after a Namespace is relabelled", func() {
+	It("reports the Pods already running in a namespace relabelled into a namespaceSelector, without a policy change", func() {
+		ns := newNamespace(nil)
+		Expect(createErr(pod(ns, "legacy", "quay.io/legacy/app:1"))).To(BeEmpty())
+		p := clusterPolicy(ns, "prod-only", imagegatev1alpha1.ImagePolicySpec{
+			Mode:              imagegatev1alpha1.ModeAudit,
+			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"env-" + ns: "prod"}},
+			Images:            allowAcme.Images,
+		})
+		running := &controller.Auditor{Client: k8sClient, Cache: auditor.Cache, Snapshots: snapshots, Interval: time.Hour, Metrics: auditor.Metrics}
+		ns0 := &metav1.PartialObjectMetadata{}
+		ns0.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+		informer, err := auditorCache.GetInformer(ctx, ns0)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(running.WatchNamespaces(informer)).To(Succeed())
+		actx, stop := context.WithCancel(ctx)
+		DeferCleanup(stop)
+		go func() {
+			defer GinkgoRecover()
+			Expect(running.Start(actx)).To(Succeed())
+		}()
+		// The first run finds nothing: the namespace is not prod.
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
+			g.Expect(p.Status.Audit).NotTo(BeNil())
+			g.Expect(p.Status.Audit.Violations).To(BeZero())
+		}).WithTimeout(20 * time.Second).Should(Succeed())
+
+		// Let the run that the policy's creation queued pass, so that only the relabelling can
+		// cause the next one.
+		time.Sleep(3 * time.Second)
+		namespace := &corev1.Namespace{}
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Name: ns}, namespace)).To(Succeed())
+		namespace.Labels["env-"+ns] = "prod"
+		Expect(k8sClient.Update(ctx, namespace)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
+			g.Expect(p.Status.Audit.Violations).To(Equal(int32(1)))
+		}).WithTimeout(20*time.Second).Should(Succeed(), "the audit ran after the relabelling, an hour before its interval")
+	})
+})

@@ -45,6 +45,8 @@ var (
 	// auditor is not started: specs run it and read what it wrote.
 	auditor   *controller.Auditor
 	snapshots *controller.PolicyReconciler
+	// auditorCache is the manager's cache, for specs that start an audit of their own.
+	auditorCache cache.Cache
 )
 
 func TestController(t *testing.T) {
@@ -82,6 +84,7 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	snapshots = controller.NewPolicyReconciler(mgr.GetClient(), metrics)
 	Expect(snapshots.SetupWithManager(mgr)).To(Succeed())
+	auditorCache = mgr.GetCache()
 	auditor = &controller.Auditor{Client: mgr.GetClient(), Cache: mgr.GetCache(), Snapshots: snapshots, Interval: time.Hour, Excluded: []string{"kube-system"}, Metrics: metrics}
 
 	go func() {
