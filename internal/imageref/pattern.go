@@ -46,7 +46,7 @@ func ParsePattern(s string) (Pattern, error) {
 		return Pattern{}, errors.New("pattern is empty")
 	}
 	if ImageIDLike(s) {
-		return Pattern{}, errors.New("it could be read as an image ID (an algorithm, a colon and hex digits): a pattern names repositories, for example docker.io/library/nginx@sha256:...")
+		return Pattern{}, errors.New("it could be read as an image ID (an algorithm, a colon and hex digits): a pattern names repositories, for example docker.io/library/nginx@sha256:<digest>")
 	}
 	if strings.Contains(s, reservedText) {
 		return Pattern{}, fmt.Errorf("pattern contains the reserved text %q", reservedText)

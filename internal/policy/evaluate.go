@@ -114,7 +114,7 @@ func (s *Snapshot) evaluateImages(images []Image, sc *scratch, d *Decision) {
 func (s *Snapshot) newlyCovering(sub *Subject, out []int32, reportUnknown bool, d *Decision) []int32 {
 	now, before, nsLabels := labels.Set(sub.PodLabels), labels.Set(sub.OldPodLabels), labels.Set(sub.NamespaceLabels)
 	newly := func(p *compiledPolicy) bool {
-		return p.podSelector != nil && p.invalid == "" && !(sub.Workload && p.skipWorkloads) &&
+		return p.podSelector != nil && p.invalid == "" && (!sub.Workload || !p.skipWorkloads) &&
 			p.podSelector.Matches(now) && !p.podSelector.Matches(before)
 	}
 	for _, idx := range s.cluster {

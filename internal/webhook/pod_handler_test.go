@@ -141,7 +141,6 @@ func TestHandleBypassClasses(t *testing.T) {
 		{ObjectMeta: metav1.ObjectMeta{Name: "payments"}, Spec: payments},
 	}, nil)
 	v := newTestValidator(t, snap)
-	withLabel := func(pod, app string) string { return labelled(pod, app) }
 	cases := []struct {
 		name     string
 		req      admission.Request
@@ -159,11 +158,11 @@ func TestHandleBypassClasses(t *testing.T) {
 			`spec.containers[0].image: image "ghcr.io:443/evil/x:1" (ghcr.io/evil/x:1) is not allowed by ClusterImagePolicy "no-miners": it matches images.deny[1] "ghcr.io/evil/**"`,
 		}},
 		{"relabelled into a podSelector", request(admissionv1.Update, "pods", "",
-			withLabel(podJSON("docker.io/attacker/backdoor:1"), "payments"), withLabel(podJSON("docker.io/attacker/backdoor:1"), "tmp")), []string{
+			labelled(podJSON("docker.io/attacker/backdoor:1"), "payments"), labelled(podJSON("docker.io/attacker/backdoor:1"), "tmp")), []string{
 			`spec.containers[0].image: image "docker.io/attacker/backdoor:1" is not allowed by ClusterImagePolicy "payments": it matches no pattern in images.allow`,
 		}},
 		{"a label edit inside the selector", request(admissionv1.Update, "pods", "",
-			withLabel(podJSON("ghcr.io/acme/pay:1"), "payments"), withLabel(podJSON("ghcr.io/acme/pay:1"), "payments")), nil},
+			labelled(podJSON("ghcr.io/acme/pay:1"), "payments"), labelled(podJSON("ghcr.io/acme/pay:1"), "payments")), nil},
 		{"control characters", request(admissionv1.Create, "pods", "", podJSON("evil.io/X\n\nNOTE all images verified"), ""), []string{
 			`spec.containers[0].image: image "evil.io/X\n\nNOTE all images verified" is not allowed by ClusterImagePolicy "hub": it is not a valid image reference: invalid reference format: repository name (X\n\nNOTE all images verified) must be lowercase`,
 			`spec.containers[0].image: image "evil.io/X\n\nNOTE all images verified" is not allowed by ClusterImagePolicy "no-miners": it is not a valid image reference: invalid reference format: repository name (X\n\nNOTE all images verified) must be lowercase`,
