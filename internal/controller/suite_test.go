@@ -11,9 +11,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/rand"
@@ -30,6 +28,7 @@ import (
 	"github.com/imagegate/imagegate/internal/controller"
 	"github.com/imagegate/imagegate/internal/podspec"
 	"github.com/imagegate/imagegate/internal/telemetry"
+	"github.com/imagegate/imagegate/test/utils/envtestutil"
 )
 
 // The suite runs the reconciler and the audit in a real manager against a real kube-apiserver
@@ -122,48 +121,14 @@ func createErr(obj client.Object) string {
 
 var allowAcme = imagegatev1alpha1.ImagePolicySpec{Images: imagegatev1alpha1.ImageRules{Allow: []imagegatev1alpha1.ImagePattern{"ghcr.io/acme/**"}}}
 
-// clusterPolicy creates a ClusterImagePolicy scoped to one namespace and waits until the
-// leader has written it Ready.
+// clusterPolicy creates a ClusterImagePolicy that covers only ns and waits until it is in force.
 func clusterPolicy(ns, name string, spec imagegatev1alpha1.ImagePolicySpec) *imagegatev1alpha1.ClusterImagePolicy {
-	if spec.NamespaceSelector == nil {
-		spec.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: ns}}
-	}
-	p := &imagegatev1alpha1.ClusterImagePolicy{ObjectMeta: metav1.ObjectMeta{Name: ns + "-" + name}, Spec: spec}
-	Expect(k8sClient.Create(ctx, p)).To(Succeed())
-	DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, p))).To(Succeed()) })
-	Eventually(func(g Gomega) {
-		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
-		cond := meta.FindStatusCondition(p.Status.Conditions, imagegatev1alpha1.ConditionReady)
-		g.Expect(cond).NotTo(BeNil())
-		g.Expect(cond.Status).To(Equal(metav1.ConditionTrue))
-		g.Expect(p.Status.ObservedGeneration).To(Equal(p.Generation))
-	}).WithTimeout(10 * time.Second).Should(Succeed())
-	return p
+	GinkgoHelper()
+	return envtestutil.ClusterPolicy(ctx, k8sClient, ns, name, spec)
 }
 
-// metricValue reads one gauge of the suite's registry; 0 when the series does not exist.
+// metricValue reads one series of the suite's registry.
 func metricValue(name string, labels map[string]string) float64 {
-	families, err := metricsRegistry.Gather()
-	Expect(err).NotTo(HaveOccurred())
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range f.GetMetric() {
-			got := map[string]string{}
-			for _, l := range m.GetLabel() {
-				got[l.GetName()] = l.GetValue()
-			}
-			for k, v := range labels {
-				if got[k] != v {
-					continue series
-				}
-			}
-			if f.GetType() == dto.MetricType_GAUGE {
-				return m.GetGauge().GetValue()
-			}
-		}
-	}
-	return 0
+	GinkgoHelper()
+	return envtestutil.MetricValue(metricsRegistry, name, labels)
 }

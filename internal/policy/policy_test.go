@@ -87,6 +87,22 @@ type evalCase struct {
 	want       []string // every violation's Mode and Message, in order
 }
 
+// lines is every violation of d as "Mode message", in order.
+func lines(d *Decision) []string {
+	out := []string{}
+	for i := range d.Violations {
+		out = append(out, string(d.Violations[i].Mode)+" "+d.Violations[i].Message())
+	}
+	return out
+}
+
+func orEmpty(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
 func run(t *testing.T, cases []evalCase) {
 	t.Helper()
 	for _, c := range cases {
@@ -107,15 +123,7 @@ func run(t *testing.T, cases []evalCase) {
 				PodLabels: c.podLabels, Images: c.images,
 				PodLabelsUnknown: c.podUnknown, BreakGlass: c.breakGlass,
 			})
-			got := []string{}
-			for i := range d.Violations {
-				got = append(got, string(d.Violations[i].Mode)+" "+d.Violations[i].Message())
-			}
-			want := c.want
-			if want == nil {
-				want = []string{}
-			}
-			g.Expect(got).To(Equal(want))
+			g.Expect(lines(&d)).To(Equal(orEmpty(c.want)))
 			g.Expect(d.Allowed()).To(Equal(c.allowed))
 		})
 	}
@@ -742,15 +750,7 @@ func TestRelabelIntoPodSelector(t *testing.T) {
 			sub := Subject{Namespace: "team-a", NamespaceLabels: nsLabels, NamespaceUnknown: c.nsUnknow, PodLabels: c.labels, Workload: c.workload, Images: containers(c.now...)}
 			sub.Updated(containers(c.old...), c.oldLabels)
 			d := Compile(cps, nps).Evaluate(&sub)
-			got := []string{}
-			for i := range d.Violations {
-				got = append(got, string(d.Violations[i].Mode)+" "+d.Violations[i].Message())
-			}
-			want := c.want
-			if want == nil {
-				want = []string{}
-			}
-			g.Expect(got).To(Equal(want))
+			g.Expect(lines(&d)).To(Equal(orEmpty(c.want)))
 		})
 	}
 }

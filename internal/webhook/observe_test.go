@@ -6,45 +6,18 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/test/utils/envtestutil"
 )
 
-// metricValue reads one series of the suite's registry: a counter's or gauge's value, or a
-// histogram's sample count; 0 when the series does not exist yet.
+// metricValue reads one series of the suite's registry.
 func metricValue(name string, labels map[string]string) float64 {
-	families, err := metricsRegistry.Gather()
-	Expect(err).NotTo(HaveOccurred())
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range f.GetMetric() {
-			got := map[string]string{}
-			for _, l := range m.GetLabel() {
-				got[l.GetName()] = l.GetValue()
-			}
-			for k, v := range labels {
-				if got[k] != v {
-					continue series
-				}
-			}
-			switch f.GetType() {
-			case dto.MetricType_COUNTER:
-				return m.GetCounter().GetValue()
-			case dto.MetricType_GAUGE:
-				return m.GetGauge().GetValue()
-			case dto.MetricType_HISTOGRAM:
-				return float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	return 0
+	GinkgoHelper()
+	return envtestutil.MetricValue(metricsRegistry, name, labels)
 }
 
 var _ = Describe("Metrics", func() {

@@ -10,7 +10,6 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/rand"
@@ -20,6 +19,7 @@ import (
 
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
+	"github.com/imagegate/imagegate/test/utils/envtestutil"
 )
 
 const denied = `admission webhook "pods.imagegate.io" denied the request: `
@@ -42,38 +42,16 @@ func pod(ns, name string, images ...string) *corev1.Pod {
 	return p
 }
 
-// clusterPolicy creates a ClusterImagePolicy scoped to one namespace, so that specs never see
-// each other's cluster policies, and waits until it is in force.
+// clusterPolicy creates a ClusterImagePolicy that covers only ns and waits until it is in force.
 func clusterPolicy(ns, name string, spec imagegatev1alpha1.ImagePolicySpec) *imagegatev1alpha1.ClusterImagePolicy {
-	if spec.NamespaceSelector == nil {
-		spec.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}
-	}
-	p := &imagegatev1alpha1.ClusterImagePolicy{ObjectMeta: metav1.ObjectMeta{Name: ns + "-" + name}, Spec: spec}
-	Expect(k8sClient.Create(ctx, p)).To(Succeed())
-	DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, p))).To(Succeed()) })
-	waitReady(p, metav1.ConditionTrue)
-	return p
+	GinkgoHelper()
+	return envtestutil.ClusterPolicy(ctx, k8sClient, ns, name, spec)
 }
 
-// waitReady waits for the policy's Ready condition: the reconciler writes it after the
-// snapshot that holds the policy is in use.
+// waitReady waits for the policy's Ready condition.
 func waitReady(p client.Object, want metav1.ConditionStatus) *metav1.Condition {
-	var cond *metav1.Condition
-	Eventually(func(g Gomega) {
-		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
-		var status imagegatev1alpha1.ImagePolicyStatus
-		switch o := p.(type) {
-		case *imagegatev1alpha1.ClusterImagePolicy:
-			status = o.Status
-		case *imagegatev1alpha1.ImagePolicy:
-			status = o.Status
-		}
-		g.Expect(status.ObservedGeneration).To(Equal(p.GetGeneration()))
-		cond = meta.FindStatusCondition(status.Conditions, imagegatev1alpha1.ConditionReady)
-		g.Expect(cond).NotTo(BeNil())
-		g.Expect(cond.Status).To(Equal(want))
-	}).WithTimeout(10 * time.Second).Should(Succeed())
-	return cond
+	GinkgoHelper()
+	return envtestutil.WaitReady(ctx, k8sClient, p, want)
 }
 
 func createErr(obj client.Object) string {
