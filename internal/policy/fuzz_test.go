@@ -9,6 +9,7 @@ import (
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/imageref"
+	"github.com/imagegate/imagegate/test/utils/runtimeref"
 )
 
 // FuzzEvaluate is differential: a policy that allows one pattern and denies another must
@@ -37,6 +38,14 @@ func FuzzEvaluate(f *testing.F) {
 		want := err == nil && ap.Match(&ref) && !dp.Match(&ref)
 		if d.Allowed() != want {
 			t.Fatalf("allow %q deny %q image %q: admitted=%v, patterns say %v (%v)", allow, deny, img, d.Allowed(), want, d.Violations)
+		}
+		// And by the runtime's reading: nothing admitted may be an image ID, and the pattern
+		// matched the endpoint the runtime dials.
+		if d.Allowed() {
+			view, err := runtimeref.View(img)
+			if err == nil && (view.ImageID || runtimeref.EndpointOf(ap.Host) != view.Endpoint) {
+				t.Fatalf("allow %q admitted %q, which the runtime reads as %+v", allow, img, view)
+			}
 		}
 	})
 }
