@@ -74,6 +74,7 @@ func reviewJSON(namespace string, annotations map[string]string, images ...strin
 
 func TestImageReviewDecisions(t *testing.T) {
 	h := reviewHandler(t, reviewPolicies())
+	const idReason = "it could be taken by the container runtime as the ID of an image already on the node, whatever repository that image came from: name images by repository (for example ghcr.io/acme/app@sha256:...)"
 	for _, tc := range []struct {
 		name        string
 		review      string
@@ -137,6 +138,26 @@ func TestImageReviewDecisions(t *testing.T) {
 			name:    "an excluded namespace is not covered, as the webhook's namespaceSelector leaves it out",
 			review:  reviewJSON("kube-system", nil, "quay.io/evil/x:1"),
 			allowed: true, annotations: map[string]string{"decision": "not-covered"},
+		},
+		{
+			name:   "an image ID is refused through the plugin too",
+			review: reviewJSON("team-a", nil, "sha256:4f1d"),
+			reason: `ImageReview spec.containers[0].image: image "sha256:4f1d" is not allowed by ClusterImagePolicy "trusted": ` + idReason + "\n" +
+				`ImageReview spec.containers[0].image: image "sha256:4f1d" is not allowed by ClusterImagePolicy "web-pinned": ` + idReason,
+			annotations: map[string]string{"decision": "denied", "policies": "Enforce:ClusterImagePolicy/trusted,Enforce:ClusterImagePolicy/web-pinned,Warn:ClusterImagePolicy/no-latest"},
+		},
+		{
+			name:        "another spelling of the registry meets the same deny-list",
+			review:      reviewJSON("team-a", nil, "ghcr.io:443/acme/legacy/db:9"),
+			reason:      `ImageReview spec.containers[0].image: image "ghcr.io:443/acme/legacy/db:9" (ghcr.io/acme/legacy/db:9) is not allowed by ClusterImagePolicy "web-pinned": it matches images.deny[0] "ghcr.io/acme/legacy/**"`,
+			annotations: map[string]string{"decision": "denied", "policies": "Enforce:ClusterImagePolicy/web-pinned"},
+		},
+		{
+			name:   "a reason never carries a raw control character",
+			review: reviewJSON("team-a", nil, "ghcr.io/acme/X\nNOTE: verified"),
+			reason: `ImageReview spec.containers[0].image: image "ghcr.io/acme/X\nNOTE: verified" is not allowed by ClusterImagePolicy "trusted": it is not a valid image reference: invalid reference format: repository name (acme/X\nNOTE) must be lowercase` + "\n" +
+				`ImageReview spec.containers[0].image: image "ghcr.io/acme/X\nNOTE: verified" is not allowed by ClusterImagePolicy "web-pinned": it is not a valid image reference: invalid reference format: repository name (acme/X\nNOTE) must be lowercase`,
+			annotations: map[string]string{"decision": "denied", "policies": "Enforce:ClusterImagePolicy/trusted,Enforce:ClusterImagePolicy/web-pinned,Warn:ClusterImagePolicy/no-latest"},
 		},
 		{
 			name:    "no containers: nothing to decide",
