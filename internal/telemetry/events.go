@@ -63,6 +63,10 @@ type Object struct {
 	Kind, Namespace, Name string
 	// GenerateName stands in for Name when the apiserver has yet to generate it.
 	GenerateName string
+	// DryRun says the request persists nothing (kubectl --dry-run=server). The webhooks
+	// declare sideEffects: None, so a dry run leaves no Event and is counted apart from the
+	// decisions about real objects.
+	DryRun bool
 }
 
 // String is "Kind namespace/name", "Kind namespace/generateName*", or, when neither name is
@@ -165,6 +169,10 @@ type Recorder struct {
 // Decided records one decision about object, taken with snap in elapsed.
 func (r *Recorder) Decided(endpoint Endpoint, object Object, snap *policy.Snapshot, d *policy.Decision, elapsed time.Duration) {
 	if r == nil {
+		return
+	}
+	if object.DryRun {
+		r.Metrics.DryRun(endpoint, d, elapsed)
 		return
 	}
 	r.Metrics.Decision(endpoint, d, elapsed)

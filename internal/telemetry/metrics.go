@@ -25,6 +25,7 @@ const (
 // Metrics are imagegate's Prometheus collectors.
 type Metrics struct {
 	decisions       *prometheus.CounterVec
+	dryRuns         *prometheus.CounterVec
 	violations      *prometheus.CounterVec
 	latency         *prometheus.HistogramVec
 	generation      prometheus.Gauge
@@ -41,6 +42,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imagegate_admission_decisions_total",
 			Help: "Admission decisions, by endpoint (pod, workload, imagereview) and decision (allowed, allowed-with-warnings, allowed-with-audit-violations, allowed-by-break-glass, denied).",
+		}, []string{"endpoint", "decision"}),
+		dryRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imagegate_admission_dry_run_decisions_total",
+			Help: "Decisions about dry-run requests (kubectl --dry-run=server), which persist nothing, by endpoint and decision; not in imagegate_admission_decisions_total.",
 		}, []string{"endpoint", "decision"}),
 		violations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imagegate_policy_violations_total",
@@ -76,7 +81,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Pods the latest background audit evaluated.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.decisions, m.violations, m.latency, m.generation, m.policies, m.auditViolations, m.auditLastRun, m.auditDuration, m.auditPods} {
+	for _, c := range []prometheus.Collector{m.decisions, m.dryRuns, m.violations, m.latency, m.generation, m.policies, m.auditViolations, m.auditLastRun, m.auditDuration, m.auditPods} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -97,6 +102,15 @@ func (m *Metrics) Decision(endpoint Endpoint, d *policy.Decision, elapsed time.D
 			m.violations.WithLabelValues(string(endpoint), v.Policy.String(), string(v.Mode)).Inc()
 		}
 	}
+}
+
+// DryRun records one decision about a dry-run request and how long it took.
+func (m *Metrics) DryRun(endpoint Endpoint, d *policy.Decision, elapsed time.Duration) {
+	if m == nil {
+		return
+	}
+	m.dryRuns.WithLabelValues(string(endpoint), d.Outcome()).Inc()
+	m.latency.WithLabelValues(string(endpoint)).Observe(elapsed.Seconds())
 }
 
 // Snapshot records a newly compiled snapshot.

@@ -80,3 +80,32 @@ var _ = Describe("Events", func() {
 		Expect(e.Note).To(HavePrefix("Pod " + ns + "/bad0: spec.containers[0].image: image \"quay.io/x/y:1\""))
 	})
 })
+
+var _ = Describe("Dry runs", func() {
+	It("leave no Event and are counted apart, as sideEffects: None declares", func() {
+		ns := newNamespace(nil)
+		p := clusterPolicy(ns, "trusted", allowAcme)
+		dec := map[string]string{"endpoint": "pod", "decision": "denied"}
+		deniedBefore := metricValue("imagegate_admission_decisions_total", dec)
+		dryRuns := metricValue("imagegate_admission_dry_run_decisions_total", dec)
+		violations := metricValue("imagegate_policy_violations_total", map[string]string{"endpoint": "pod", "policy": "ClusterImagePolicy/" + p.Name, "mode": "Enforce"})
+
+		err := k8sClient.Create(ctx, pod(ns, "dry", "quay.io/x/y:1"), client.DryRunAll)
+		Expect(err).To(MatchError(HavePrefix(denied)))
+
+		Expect(metricValue("imagegate_admission_dry_run_decisions_total", dec) - dryRuns).To(Equal(1.0))
+		Expect(metricValue("imagegate_admission_decisions_total", dec)).To(Equal(deniedBefore))
+		Expect(metricValue("imagegate_policy_violations_total", map[string]string{"endpoint": "pod", "policy": "ClusterImagePolicy/" + p.Name, "mode": "Enforce"})).To(Equal(violations))
+		Consistently(func() int {
+			var l eventsv1.EventList
+			Expect(k8sClient.List(ctx, &l, client.InNamespace("default"))).To(Succeed())
+			n := 0
+			for _, e := range l.Items {
+				if e.Regarding.Name == p.Name {
+					n++
+				}
+			}
+			return n
+		}).WithTimeout(2 * time.Second).Should(BeZero())
+	})
+})

@@ -12,6 +12,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -93,7 +94,7 @@ func (v *PodValidator) Handle(ctx context.Context, req admission.Request) admiss
 		}
 		sub.Updated(podspec.PodImages(&old.Spec, "spec"), old.Labels)
 	}
-	d, ok := v.decide(ctx, &sub, telemetry.Object{Kind: "Pod", Namespace: namespace, Name: pod.Name, GenerateName: pod.GenerateName})
+	d, ok := v.decide(ctx, &sub, telemetry.Object{Kind: "Pod", Namespace: namespace, Name: pod.Name, GenerateName: pod.GenerateName, DryRun: ptr.Deref(req.DryRun, false)})
 	if !ok {
 		return admission.Denied(notLoaded)
 	}

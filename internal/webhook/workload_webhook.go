@@ -8,6 +8,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -83,7 +84,7 @@ func (v *WorkloadValidator) Handle(ctx context.Context, req admission.Request) a
 		oldTmpl, _ := podspec.TemplateOf(old)
 		sub.Updated(oldTmpl.Images(), oldTmpl.Labels)
 	}
-	d, ok := v.decide(ctx, &sub, telemetry.Object{Kind: gvk.Kind, Namespace: req.Namespace, Name: req.Name})
+	d, ok := v.decide(ctx, &sub, telemetry.Object{Kind: gvk.Kind, Namespace: req.Namespace, Name: req.Name, DryRun: ptr.Deref(req.DryRun, false)})
 	if !ok {
 		return admission.Denied(notLoaded)
 	}
