@@ -5,10 +5,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
+
+	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
 )
 
 // The installation that `make deploy` applies, rendered by the kustomize in kubectl.
@@ -97,6 +101,30 @@ var _ = Describe("config/default hardening", func() {
 		want, err := os.ReadFile(golden)
 		Expect(err).NotTo(HaveOccurred(), "run UPDATE_GOLDEN=1 make test to create it, and review the diff")
 		Expect(got).To(Equal(string(want)), "the rendered RBAC changed: review it, then UPDATE_GOLDEN=1 make test")
+	})
+
+	It("lets the built-in edit and view roles read imagegate's policies and only admin write ImagePolicies", func() {
+		readOnly := []string{"get", "list", "watch"}
+		for _, doc := range renderDefault() {
+			var role rbacv1.ClusterRole
+			Expect(yaml.Unmarshal(doc, &role)).To(Succeed())
+			if role.Kind != "ClusterRole" {
+				continue
+			}
+			labels := role.Labels
+			for _, rule := range role.Rules {
+				if !slices.Contains(rule.APIGroups, imagegatev1alpha1.GroupVersion.Group) {
+					continue
+				}
+				writes := slices.ContainsFunc(rule.Verbs, func(v string) bool { return !slices.Contains(readOnly, v) })
+				if labels["rbac.authorization.k8s.io/aggregate-to-edit"] == "true" || labels["rbac.authorization.k8s.io/aggregate-to-view"] == "true" {
+					Expect(writes).To(BeFalse(), "ClusterRole %s aggregates into edit or view and may %v %v", role.Name, rule.Verbs, rule.Resources)
+				}
+				if writes && labels["rbac.authorization.k8s.io/aggregate-to-admin"] == "true" {
+					Expect(rule.Resources).To(ConsistOf("imagepolicies"), "admin of a namespace writes its ImagePolicies, nothing cluster-wide")
+				}
+			}
+		}
 	})
 
 	It("runs the manager hardened: replicas, disruption budget, spread, priority, security context, limits, network policy", func() {
