@@ -7,8 +7,10 @@ GOLANGCI_LINT_VERSION ?= v2.15.0
 # kube-api-linter has no releases: a pinned pseudo-version of sigs.k8s.io/kube-api-linter.
 KUBE_API_LINTER_VERSION ?= v0.0.0-20260716143926-092fe0c72997
 
-# The manager's container image, for docker-build, deploy and build-installer.
-IMG ?= ghcr.io/imagegate/imagegate:v0.1.0
+# The manager's container image, for docker-build, deploy and build-installer. No default:
+# imagegate publishes no image yet, and a Deployment whose image cannot be pulled leaves a
+# failurePolicy: Fail webhook with no replica, refusing every Pod in covered namespaces.
+IMG ?=
 
 # The version imagegate version prints.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -123,7 +125,7 @@ build: ## Build bin/manager and bin/imagegate (the CLI).
 	go build -ldflags "-X main.version=$(VERSION)" -o bin/imagegate ./cmd/imagegate
 
 .PHONY: docker-build
-docker-build: ## Build the manager's container image IMG (needs a Docker engine).
+docker-build: require-img ## Build the manager's container image IMG (needs a Docker engine).
 	docker build -t $(IMG) .
 
 .PHONY: run
@@ -132,14 +134,18 @@ run: manifests generate ## Run the manager from your host against the cluster in
 
 ##@ Deployment
 
+.PHONY: require-img
+require-img:
+	$(if $(IMG),,$(error IMG is not set: build and push the manager's image to a registry your cluster pulls from (make docker-build IMG=registry.example.com/imagegate:v0.1.0), then pass the same IMG. An image the cluster cannot pull leaves the fail-closed webhook without a replica, refusing every Pod in covered namespaces))
+
 .PHONY: build-installer
-build-installer: manifests generate kustomize ## Render the whole installation, with image IMG, into dist/install.yaml.
+build-installer: require-img manifests generate kustomize ## Render the whole installation, with image IMG, into dist/install.yaml.
 	mkdir -p dist
 	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
 	$(KUSTOMIZE) build config/default > dist/install.yaml
 
 .PHONY: deploy
-deploy: manifests kustomize ## Deploy with image IMG to the cluster in KUBECONFIG (needs cert-manager).
+deploy: require-img manifests kustomize ## Deploy with image IMG to the cluster in KUBECONFIG (needs cert-manager).
 	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
 	$(KUSTOMIZE) build config/default | kubectl apply -f -
 
