@@ -6,7 +6,8 @@ RUN go mod download
 COPY api/ api/
 COPY cmd/ cmd/
 COPY internal/ internal/
-RUN CGO_ENABLED=0 go build -trimpath -o manager ./cmd
+ARG VERSION=dev
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-X main.version=${VERSION}" -o manager ./cmd
 
 FROM gcr.io/distroless/static:nonroot
 COPY --from=builder /workspace/manager /manager

@@ -120,13 +120,13 @@ lint: golangci-lint kube-api-linter ## Run golangci-lint, and kube-api-linter on
 ##@ Build
 
 .PHONY: build
-build: ## Build bin/manager and bin/imagegate (the CLI).
-	go build -o bin/manager ./cmd
+build: ## Build bin/manager and bin/imagegate (the CLI), both stamped with VERSION (git describe).
+	go build -ldflags "-X main.version=$(VERSION)" -o bin/manager ./cmd
 	go build -ldflags "-X main.version=$(VERSION)" -o bin/imagegate ./cmd/imagegate
 
 .PHONY: docker-build
 docker-build: require-img ## Build the manager's container image IMG (needs a Docker engine).
-	docker build -t $(IMG) .
+	docker build --build-arg VERSION=$(VERSION) -t $(IMG) .
 
 .PHONY: run
 run: manifests generate ## Run the manager from your host against the cluster in KUBECONFIG (self-signed serving certificate).

@@ -39,11 +39,16 @@ import (
 	"github.com/imagegate/imagegate/internal/controller"
 	"github.com/imagegate/imagegate/internal/podspec"
 	"github.com/imagegate/imagegate/internal/telemetry"
+	imagegateversion "github.com/imagegate/imagegate/internal/version"
 	imagegatewebhook "github.com/imagegate/imagegate/internal/webhook"
 )
 
+// version is set at build time (make build: -ldflags "-X main.version=...").
+var version = ""
+
 // options are the manager's flags.
 type options struct {
+	showVersion                                bool
 	metricsAddr, probeAddr                     string
 	secureMetrics, enableHTTP2, leaderElection bool
 	certDir, certName, keyName                 string
@@ -74,6 +79,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.DurationVar(&o.auditInterval, "audit-interval", 5*time.Minute, "Time between two background audits of the running Pods (one also runs shortly after each policy change); 0 disables the audit.")
 	fs.DurationVar(&o.eventInterval, "event-interval", time.Minute, "At most one Event per policy and reason (Denied, Warned, BreakGlass) in this time; the next one counts the others.")
 	fs.BoolVar(&o.enableHTTP2, "enable-http2", false, "Serve HTTP/2 on the webhook and metrics servers (off: HTTP/2 Rapid Reset, CVE-2023-44487).")
+	fs.BoolVar(&o.showVersion, "version", false, "Print the version and exit.")
 	o.zap.BindFlags(fs)
 	return o
 }
@@ -81,6 +87,10 @@ func bindFlags(fs *flag.FlagSet) *options {
 func main() {
 	o := bindFlags(flag.CommandLine)
 	flag.Parse()
+	if o.showVersion {
+		fmt.Println("imagegate manager", imagegateversion.Of(version))
+		return
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap)))
 	log := ctrl.Log.WithName("setup")
 
@@ -167,7 +177,7 @@ func main() {
 		return nil
 	}), "adding the shutdown readiness check")
 
-	log.Info("Starting manager", "webhookPort", o.webhookPort, "certDir", o.certDir)
+	log.Info("Starting manager", "version", imagegateversion.Of(version), "webhookPort", o.webhookPort, "certDir", o.certDir)
 	if err := mgr.Start(ctx); err != nil {
 		log.Error(err, "Manager stopped")
 		os.Exit(1)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -14,6 +13,7 @@ import (
 	"github.com/imagegate/imagegate/internal/check"
 	"github.com/imagegate/imagegate/internal/manifest"
 	"github.com/imagegate/imagegate/internal/podspec"
+	imagegateversion "github.com/imagegate/imagegate/internal/version"
 )
 
 // version is set at build time (-ldflags "-X main.version=v0.1.0"); otherwise it comes from
@@ -123,40 +123,8 @@ func newVersion() *cobra.Command {
 		Short: "Print the version",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, err := fmt.Fprintf(cmd.OutOrStdout(), "imagegate %s\n", buildVersion())
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "imagegate %s\n", imagegateversion.Of(version))
 			return err
 		},
 	}
-}
-
-func buildVersion() string {
-	if version != "" {
-		return version
-	}
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "(unknown)"
-	}
-	if v := info.Main.Version; v != "" && v != "(devel)" {
-		return v
-	}
-	rev, dirty := "", false
-	for _, s := range info.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			dirty = s.Value == "true"
-		}
-	}
-	if rev == "" {
-		return "(devel)"
-	}
-	if len(rev) > 12 {
-		rev = rev[:12]
-	}
-	if dirty {
-		rev += "-dirty"
-	}
-	return "(devel) " + rev
 }
