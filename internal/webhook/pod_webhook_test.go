@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/internal/podspec"
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/test/utils/envtestutil"
 )
@@ -197,10 +198,14 @@ var _ = Describe("Pod webhook", func() {
 	})
 
 	It("is never sent Pods of the excluded namespaces", func() {
-		Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "imagegate-system"}})).To(Succeed())
-		Expect(k8sClient.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: "imagegate-system"}})).To(Succeed())
-		clusterPolicy("imagegate-system", "everything", imagegatev1alpha1.ImagePolicySpec{Images: imagegatev1alpha1.ImageRules{Deny: []imagegatev1alpha1.ImagePattern{"docker.io/**"}}})
-		Expect(createErr(pod("imagegate-system", "manager", "nginx:1.27"))).To(BeEmpty())
+		for _, ns := range podspec.DefaultExcludedNamespaces {
+			if ns != "kube-system" { // the apiserver makes kube-system itself
+				Expect(client.IgnoreAlreadyExists(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))).To(Succeed())
+			}
+			Expect(client.IgnoreAlreadyExists(k8sClient.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: ns}}))).To(Succeed())
+			clusterPolicy(ns, "everything", imagegatev1alpha1.ImagePolicySpec{Images: imagegatev1alpha1.ImageRules{Deny: []imagegatev1alpha1.ImagePattern{"docker.io/**"}}})
+			Expect(createErr(pod(ns, "dependency", "nginx:1.27"))).To(BeEmpty(), ns)
+		}
 	})
 })
 
