@@ -57,6 +57,12 @@ var _ = Describe("config/default", func() {
 		Expect(cert.Metadata.Namespace).To(Equal("imagegate-system"))
 		Expect(cert.Spec.DNSNames).To(Equal([]string{"imagegate-webhook-service.imagegate-system.svc", "imagegate-webhook-service.imagegate-system.svc.cluster.local"}))
 
+		services := map[string]object{}
+		for _, svc := range byKind["Service"] {
+			services[svc.Metadata.Name] = svc
+		}
+		Expect(services).To(HaveKey("imagegate-webhook-service"))
+		Expect(services).To(HaveKey("imagegate-controller-manager-metrics-service"), "Prometheus scrapes the metrics through a Service")
 		vwc := byKind["ValidatingWebhookConfiguration"][0]
 		Expect(vwc.Metadata.Annotations).To(HaveKeyWithValue("cert-manager.io/inject-ca-from", "imagegate-system/"+cert.Metadata.Name))
 		Expect(vwc.Webhooks).To(HaveLen(2))
@@ -66,7 +72,7 @@ var _ = Describe("config/default", func() {
 			Expect(wh.Name).To(Equal(want.name))
 			Expect(wh.FailurePolicy).To(Equal(want.failurePolicy))
 			Expect(wh.TimeoutSeconds).To(Equal(5))
-			Expect(wh.ClientConfig.Service.Name).To(Equal(byKind["Service"][0].Metadata.Name))
+			Expect(wh.ClientConfig.Service.Name).To(Equal("imagegate-webhook-service"))
 			Expect(wh.ClientConfig.Service.Namespace).To(Equal("imagegate-system"))
 			Expect(wh.NamespaceSelector).NotTo(BeNil(), want.name)
 			Expect(wh.MatchConditions).To(HaveLen(1), want.name)
