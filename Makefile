@@ -76,13 +76,13 @@ test: fmt vet verify ## Unit tests, fuzz seeds and envtest suites with -race, an
 
 .PHONY: demo
 demo: build ## Run imagegate on a local control plane and show it at work; KEEP=1 leaves it running.
-	@assets=$$(hack/setup-envtest.sh | tail -n 1); \
+	@assets=$$(hack/setup-envtest.sh --with-controller-manager | tail -n 1); \
 	go build -o bin/demo ./hack/demo; \
 	bin/demo --bin-dir "$$assets" --manager bin/manager $(if $(KEEP),--keep)
 
 .PHONY: test-e2e
 test-e2e: build ## End-to-end suite: the real manager binary, control plane, kubectl and cert-manager's CA injector (test/e2e); V=1 for every kubectl line.
-	@assets=$$(hack/setup-envtest.sh | tail -n 1); \
+	@assets=$$(hack/setup-envtest.sh --with-controller-manager | tail -n 1); \
 	(cd hack/cainjector && go build -o ../../bin/cainjector .); \
 	E2E_BIN_DIR=$$assets E2E_CAINJECTOR=$(CURDIR)/bin/cainjector \
 	E2E_CERT_MANAGER_DIR=$$(cd hack/cainjector && go list -m -f '{{.Dir}}' github.com/cert-manager/cert-manager) \
@@ -91,7 +91,7 @@ test-e2e: build ## End-to-end suite: the real manager binary, control plane, kub
 .PHONY: test-reliability
 test-reliability: build ## Hostile input, faults, certificate rotation, drain and HA, printing what each measured.
 	go test -count=1 -v -run 'TestHostileInput|TestSlowClientIsCutOff|TestBadRequestsDoNotGrowMemory' ./internal/webhook/ | grep -E '^(---|ok|FAIL)|RSS'
-	@assets=$$(hack/setup-envtest.sh | tail -n 1); \
+	@assets=$$(hack/setup-envtest.sh --with-controller-manager | tail -n 1); \
 	E2E_BIN_DIR=$$assets go test -tags e2e -count=1 -timeout 20m -v ./test/e2e/ -ginkgo.focus 'Reliability|faults|High availability' | \
 	grep -E -A2 'Report Entries|Ran |^(ok|FAIL|PASS)'
 
@@ -102,7 +102,7 @@ fuzz: ## Run every fuzz target for FUZZTIME each (default 20s).
 LAYERS ?= engine,server,apiserver
 .PHONY: bench
 bench: build ## Measure imagegate against OPA (Gatekeeper Rego), cel-go (VAP), a no-op webhook, Gatekeeper and Kyverno; write docs/benchmarks.md and .png (LAYERS=engine,server,apiserver).
-	@assets=$$(hack/setup-envtest.sh | tail -n 1) && hack/bench/setup-peers.sh && \
+	@assets=$$(hack/setup-envtest.sh --with-controller-manager | tail -n 1) && hack/bench/setup-peers.sh && \
 	gk=$$(cd hack/bench/gatekeeper && go list -m -f '{{.Dir}}' github.com/open-policy-agent/gatekeeper/v3) && \
 	ky=$$(cd hack/bench/kyverno && go list -m -f '{{.Dir}}' github.com/kyverno/kyverno) && \
 	cd test/bench && go build -o ../../bin/bench . && \

@@ -27,13 +27,19 @@ has_all() {
   done
 }
 
-if [ -n "${KUBEBUILDER_ASSETS:-}" ] && has_all "$KUBEBUILDER_ASSETS" "${ENVTEST_BINARIES[@]}"; then
+# The demo, the e2e suite and the bench also run kube-controller-manager (--with-controller-manager),
+# which envtest's own release does not ship.
+REQUIRED=("${ENVTEST_BINARIES[@]}")
+if [ "${1:-}" = "--with-controller-manager" ]; then
+  REQUIRED+=(kube-controller-manager)
+fi
+if [ -n "${KUBEBUILDER_ASSETS:-}" ] && has_all "$KUBEBUILDER_ASSETS" "${REQUIRED[@]}"; then
   log "using KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
   echo "$KUBEBUILDER_ASSETS"
   exit 0
 fi
 if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
-  log "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS lacks one of ${ENVTEST_BINARIES[*]}; using $DEST instead"
+  log "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS lacks one of ${REQUIRED[*]}; using $DEST instead"
 fi
 if has_all "$DEST" "${BINARIES[@]}"; then
   echo "$DEST"
