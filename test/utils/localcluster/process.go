@@ -30,9 +30,7 @@ func startProcess(dir, name, binary string, args, env []string) (*process, error
 	cmd := exec.Command(binary, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.Env = append(os.Environ(), env...)
-	// Its own process group, so a Ctrl-C in the terminal reaches only this program, which
-	// then stops the children in order; and killed with us if we die without cleaning up.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = childAttributes()
 	if err := cmd.Start(); err != nil {
 		_ = logFile.Close()
 		return nil, fmt.Errorf("starting %s (%s): %w", name, binary, err)
