@@ -150,8 +150,13 @@ deploy: require-img manifests kustomize ## Deploy with image IMG to the cluster 
 	$(KUSTOMIZE) build config/default | kubectl apply -f -
 
 .PHONY: undeploy
-undeploy: kustomize ## Remove the installation from the cluster in KUBECONFIG.
-	$(KUSTOMIZE) build config/default | kubectl delete --ignore-not-found -f -
+undeploy: kustomize ## Remove the installation from the cluster in KUBECONFIG, webhook configuration first; the policies stay (undeploy-crds removes them).
+	kubectl delete --ignore-not-found validatingwebhookconfiguration imagegate-validating-webhook-configuration
+	$(KUSTOMIZE) build config/uninstall | kubectl delete --ignore-not-found -f -
+
+.PHONY: undeploy-crds
+undeploy-crds: undeploy ## Also remove the CRDs, and with them every ImagePolicy and ClusterImagePolicy.
+	$(KUSTOMIZE) build config/crd | kubectl delete --ignore-not-found -f -
 
 ##@ Tools
 

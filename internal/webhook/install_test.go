@@ -81,6 +81,34 @@ var _ = Describe("config/default", func() {
 	})
 })
 
+var _ = Describe("config/uninstall", func() {
+	It("removes everything but the CRDs, so that the policies survive an uninstall", func() {
+		out, err := exec.Command(filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl"), "kustomize", filepath.Join(root, "config", "uninstall")).Output()
+		Expect(err).NotTo(HaveOccurred())
+		kinds := map[string]int{}
+		for _, doc := range bytes.Split(out, []byte("\n---\n")) {
+			var o struct{ Kind string }
+			Expect(yaml.Unmarshal(doc, &o)).To(Succeed())
+			kinds[o.Kind]++
+		}
+		Expect(kinds).NotTo(HaveKey("CustomResourceDefinition"))
+		for _, kind := range []string{"ValidatingWebhookConfiguration", "Deployment", "Namespace", "ClusterRole", "Certificate"} {
+			Expect(kinds).To(HaveKey(kind))
+		}
+		total := 0
+		for _, doc := range renderDefault() {
+			if !bytes.Contains(doc, []byte("kind: CustomResourceDefinition")) {
+				total++
+			}
+		}
+		n := 0
+		for _, c := range kinds {
+			n += c
+		}
+		Expect(n).To(Equal(total), "everything config/default installs but the CRDs")
+	})
+})
+
 // renderDefault renders config/default and returns its documents.
 func renderDefault() [][]byte {
 	GinkgoHelper()
