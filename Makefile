@@ -108,6 +108,11 @@ bench: build ## Measure imagegate against OPA (Gatekeeper Rego), cel-go (VAP), a
 	cd test/bench && go build -o ../../bin/bench . && \
 	../../bin/bench -root ../.. -layers '$(LAYERS)' -k8s-bin "$$assets" -gatekeeper-module "$$gk" -kyverno-module "$$ky"
 
+.PHONY: sizing
+sizing: build ## Measure the manager's memory with PODS Pods (default 10000) cached for the audit.
+	@assets=$$(hack/setup-envtest.sh --with-controller-manager | tail -n 1); \
+	go run ./hack/sizing --bin-dir "$$assets" --manager bin/manager $(if $(PODS),--pods $(PODS))
+
 .PHONY: bench-engine
 bench-engine: ## Run imagegate's own Go benchmarks (engine, parser, handler) and print ns/op and allocs/op.
 	go test -run '^$$' -bench . -benchmem ./internal/policy/ ./internal/imageref/ ./internal/webhook/

@@ -90,8 +90,8 @@ func containers(in []containerView) []corev1.Container {
 // SlimPod is a cache transform (controller-runtime's cache.ByObject Transform) that trims Pods
 // to what the audit reads: name, namespace, labels, the break-glass annotations, the names
 // and images of containers, the names of volumes and the references of image volumes, and the
-// phase. A large cluster's Pods then
-// cost a few hundred bytes each. Objects that are not Pods pass unchanged.
+// phase: a cached Pod holds only those (make sizing measures about 7.6 KiB of resident memory
+// per cached Pod, Go's structs and GC headroom included). Objects that are not Pods pass unchanged.
 func SlimPod(obj any) (any, error) {
 	pod, ok := obj.(*corev1.Pod)
 	if !ok {
