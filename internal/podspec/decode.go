@@ -49,7 +49,7 @@ func DecodePod(raw []byte, pod *corev1.Pod) error {
 }
 
 // podView is what DecodePod reads of a Pod: the metadata the policies and messages use, and
-// every field that holds an image (ImageLists).
+// every field that holds an image (imageLists).
 type podView struct {
 	APIVersion string `json:"apiVersion"`
 	Kind       string `json:"kind"`

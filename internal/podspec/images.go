@@ -8,10 +8,10 @@ import (
 	"github.com/imagegate/imagegate/internal/policy"
 )
 
-// ImageLists are the lists of a pod spec (by JSON name) that hold images: containers of three
+// imageLists are the lists of a pod spec (by JSON name) that hold images: containers of three
 // kinds and image volumes. PodImages reads every one; the webhook configuration's
 // matchConditions must compare every one on UPDATE (a test checks both).
-var ImageLists = []string{"initContainers", "containers", "ephemeralContainers", "volumes"}
+var imageLists = []string{"initContainers", "containers", "ephemeralContainers", "volumes"}
 
 // PodImages lists every image of a pod spec with its field path below prefix ("spec" for a
 // Pod, "spec.template.spec" for a Deployment): init containers, containers, ephemeral

@@ -133,12 +133,12 @@ func TestEveryImageFieldOfAPodSpecIsKnown(t *testing.T) {
 	slices.Sort(want)
 	if !slices.Equal(found, want) {
 		t.Fatalf("corev1.PodSpec holds images at %v; imagegate reads %v. A new image field must be added to "+
-			"ImageLists, PodImages, DecodePod's view and SlimPod (this package), and to the Pod webhook's "+
+			"imageLists, PodImages, DecodePod's view and SlimPod (this package), and to the Pod webhook's "+
 			"matchConditions in config/webhook/scope_patch.yaml", found, want)
 	}
-	for _, l := range ImageLists {
+	for _, l := range imageLists {
 		if !slices.ContainsFunc(found, func(f string) bool { return strings.HasPrefix(f, "spec."+l+".") }) {
-			t.Errorf("ImageLists names %q, which holds no image", l)
+			t.Errorf("imageLists names %q, which holds no image", l)
 		}
 	}
 }
@@ -152,7 +152,7 @@ func TestTemplateOfEveryWorkload(t *testing.T) {
 	g.Expect(batchv1.AddToScheme(scheme)).To(Succeed())
 	spec := `{"containers":[{"name":"app","image":"ghcr.io/acme/app:1"}]}`
 	tmpl := `{"metadata":{"labels":{"app":"x"}},"spec":` + spec + `}`
-	for _, w := range Workloads() {
+	for _, w := range workloads {
 		obj, err := scheme.New(w.GroupVersionKind)
 		g.Expect(err).NotTo(HaveOccurred(), w.Kind)
 		raw := `{"spec":{"template":` + tmpl + `}}`
@@ -304,7 +304,7 @@ func matchCondition(t *testing.T, path, name string) string {
 // changed: every image list, and the labels (a podSelector reads them).
 func TestPodMatchConditionComparesEveryImageListAndTheLabels(t *testing.T) {
 	expr := matchCondition(t, "/webhooks/0/matchConditions", "image-or-label-changed")
-	for _, l := range ImageLists {
+	for _, l := range imageLists {
 		if !strings.Contains(expr, "object.spec."+l+" != oldObject.spec."+l) {
 			t.Errorf("the image-or-label-changed matchCondition does not compare spec.%s: an UPDATE of it would not be checked", l)
 		}

@@ -35,8 +35,6 @@ var workloads = []Workload{
 	{corev1.SchemeGroupVersion.WithKind("ReplicationController"), "replicationcontrollers", templateSpec},
 }
 
-// Workloads lists the workload kinds imagegate checks by their pod templates.
-func Workloads() []Workload { return append([]Workload(nil), workloads...) }
 
 // WorkloadKind reports whether gvk is a workload whose pod template TemplateOf reads, at the
 // version the apiserver serves.
