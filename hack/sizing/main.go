@@ -43,8 +43,9 @@ func main() {
 		os.Exit(2)
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer cancel()
-	if err := run(ctx, binDir, manager, pods, namespaces); err != nil {
+	err := run(ctx, binDir, manager, pods, namespaces)
+	cancel()
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "sizing: %v\n", err)
 		os.Exit(1)
 	}
@@ -61,10 +62,10 @@ func run(ctx context.Context, binDir, manager string, pods, namespaces int) erro
 		return err
 	}
 	if out, err := cluster.Kubectl("apply", "-f", filepath.Join(root, "config/crd/bases")).CombinedOutput(); err != nil {
-		return fmt.Errorf("installing the CRDs: %v: %s", err, out)
+		return fmt.Errorf("installing the CRDs: %w: %s", err, out)
 	}
 	if out, err := cluster.Kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s").CombinedOutput(); err != nil {
-		return fmt.Errorf("waiting for the CRDs: %v: %s", err, out)
+		return fmt.Errorf("waiting for the CRDs: %w: %s", err, out)
 	}
 	// A short audit interval, so that the audit lists the Pods (and its informer caches them)
 	// soon after they exist.
@@ -73,7 +74,7 @@ func run(ctx context.Context, binDir, manager string, pods, namespaces int) erro
 		return err
 	}
 	if out, err := cluster.Kubectl("apply", "-k", filepath.Join(root, "config/samples")).CombinedOutput(); err != nil {
-		return fmt.Errorf("applying the samples: %v: %s", err, out)
+		return fmt.Errorf("applying the samples: %w: %s", err, out)
 	}
 	settle := func() { time.Sleep(20 * time.Second) }
 	settle()

@@ -35,7 +35,6 @@ var workloads = []Workload{
 	{corev1.SchemeGroupVersion.WithKind("ReplicationController"), "replicationcontrollers", templateSpec},
 }
 
-
 // WorkloadKind reports whether gvk is a workload whose pod template TemplateOf reads, at the
 // version the apiserver serves.
 func WorkloadKind(gvk schema.GroupVersionKind) bool {
