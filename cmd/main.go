@@ -52,6 +52,7 @@ type options struct {
 	metricsAddr, probeAddr                     string
 	secureMetrics, enableHTTP2, leaderElection bool
 	certDir, certName, keyName                 string
+	clientCA                                   string
 	webhookPort                                int
 	imageReview, checkWorkloads                bool
 	excludedNamespaces, leaderElectionNS       string
@@ -71,6 +72,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.StringVar(&o.certName, "webhook-cert-name", "tls.crt", "Certificate file name in --webhook-cert-path.")
 	fs.StringVar(&o.keyName, "webhook-cert-key", "tls.key", "Key file name in --webhook-cert-path.")
 	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "Port the webhook server listens on.")
+	fs.StringVar(&o.clientCA, "webhook-client-ca", "", "PEM file of the CAs whose client certificates may call the webhook port (the apiserver's, given to it in its AdmissionConfiguration); every other caller is refused at the TLS handshake. Empty: any caller. Read at start: restart the manager after changing it.")
 	fs.BoolVar(&o.checkWorkloads, "check-workloads", true, "Check the pod templates of Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs, CronJobs and ReplicationControllers at create and update (the webhook workloads.imagegate.io); false admits them all, and the Pods are still checked.")
 	fs.BoolVar(&o.imageReview, "imagereview", true, "Also answer the kube-apiserver's ImagePolicyWebhook plugin (imagepolicy.k8s.io/v1alpha1 ImageReview) at /imagereview on the webhook port.")
 	fs.StringVar(&o.excludedNamespaces, podspec.ExcludedNamespacesFlag, podspec.DefaultExcludedNamespacesValue(),
@@ -112,6 +114,12 @@ func main() {
 	certWatcher, err := certwatcher.New(filepath.Join(o.certDir, o.certName), filepath.Join(o.certDir, o.keyName))
 	must(log, err, "loading the webhook certificate", "dir", o.certDir)
 	webhookTLS := slices.Concat(tlsOpts, []func(*tls.Config){func(c *tls.Config) { c.GetCertificate = certWatcher.GetCertificate }})
+	if o.clientCA != "" {
+		requireClientCert, err := clientCertificates(o.clientCA)
+		must(log, err, "loading the webhook's client CA", "file", o.clientCA)
+		webhookTLS = append(webhookTLS, requireClientCert)
+		log.Info("The webhook port admits only callers with a client certificate from the client CA", "file", o.clientCA)
+	}
 
 	metricsOpts := metricsserver.Options{BindAddress: o.metricsAddr, SecureServing: o.secureMetrics, TLSOpts: tlsOpts}
 	if o.secureMetrics {

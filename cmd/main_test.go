@@ -3,7 +3,9 @@ package main
 import (
 	"crypto/tls"
 	"flag"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/imagegate/imagegate/internal/podspec"
@@ -31,5 +33,34 @@ func TestSelfSignedCertificate(t *testing.T) {
 	}
 	if _, err := tls.LoadX509KeyPair(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")); err != nil {
 		t.Fatalf("the generated pair does not load: %v", err)
+	}
+}
+
+// --webhook-client-ca: a file without a certificate is refused with its name; a CA file gives
+// the option that requires client certificates.
+func TestClientCertificates(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty.pem")
+	if err := os.WriteFile(empty, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := clientCertificates(empty); err == nil || !strings.Contains(err.Error(), empty) {
+		t.Fatalf("a file without a certificate: %v", err)
+	}
+	if _, err := clientCertificates(filepath.Join(dir, "missing.pem")); err == nil {
+		t.Fatal("a missing file was accepted")
+	}
+	certDir, err := selfSignedCertificate("tls.crt", "tls.key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt, err := clientCertificates(filepath.Join(certDir, "tls.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c tls.Config
+	opt(&c)
+	if c.ClientAuth != tls.RequireAndVerifyClientCert || c.ClientCAs == nil {
+		t.Fatalf("client certificates are not required: %v", c.ClientAuth)
 	}
 }

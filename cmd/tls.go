@@ -2,11 +2,13 @@ package main
 
 import (
 	"crypto/ecdsa"
+	"crypto/tls"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -60,4 +62,22 @@ func selfSignedCertificate(certName, keyName string) (string, error) {
 		return "", err
 	}
 	return dir, nil
+}
+
+// clientCertificates returns the TLS option that makes the webhook server require a client
+// certificate signed by a CA in the PEM file caFile (authenticated callers: only the apiserver
+// holds such a certificate), or an error naming what is wrong with the file.
+func clientCertificates(caFile string) (func(*tls.Config), error) {
+	data, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
+	}
+	return func(c *tls.Config) {
+		c.ClientCAs = pool
+		c.ClientAuth = tls.RequireAndVerifyClientCert
+	}, nil
 }
