@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -78,6 +79,87 @@ var _ = Describe("config/default", func() {
 			Expect(wh.MatchConditions).To(HaveLen(1), want.name)
 		}
 		Expect(string(out)).To(ContainSubstring("secretName: " + cert.Spec.SecretName))
+	})
+})
+
+var _ = Describe("config/default certificates", func() {
+	It("issue the serving certificate from a CA of imagegate's own that outlives it, so what trusts the CA survives renewals", func() {
+		type cert struct {
+			Kind     string
+			Metadata struct{ Name string }
+			Spec     struct {
+				IsCA       bool                  `json:"isCA"`
+				SecretName string                `json:"secretName"`
+				Duration   string                `json:"duration"`
+				IssuerRef  struct{ Name string } `json:"issuerRef"`
+				PrivateKey struct {
+					RotationPolicy string `json:"rotationPolicy"`
+				} `json:"privateKey"`
+				CA *struct {
+					SecretName string `json:"secretName"`
+				} `json:"ca"`
+				SelfSigned *struct{} `json:"selfSigned"`
+			}
+		}
+		objs := map[string]cert{}
+		for _, doc := range renderDefault() {
+			var c cert
+			Expect(yaml.Unmarshal(doc, &c)).To(Succeed())
+			if c.Kind == "Certificate" || c.Kind == "Issuer" {
+				objs[c.Kind+"/"+c.Metadata.Name] = c
+			}
+		}
+		serving := objs["Certificate/imagegate-serving-cert"]
+		issuer, ok := objs["Issuer/"+serving.Spec.IssuerRef.Name]
+		Expect(ok).To(BeTrue(), "the serving certificate's issuer is in the installation")
+		Expect(issuer.Spec.CA).NotTo(BeNil(), "the serving certificate comes from a CA issuer, not a self-signed one")
+		var ca cert
+		for _, c := range objs {
+			if c.Kind == "Certificate" && c.Spec.SecretName == issuer.Spec.CA.SecretName {
+				ca = c
+			}
+		}
+		Expect(ca.Spec.IsCA).To(BeTrue())
+		Expect(ca.Spec.PrivateKey.RotationPolicy).To(Equal("Never"), "renewing the CA keeps its key")
+		Expect(objs["Issuer/"+ca.Spec.IssuerRef.Name].Spec.SelfSigned).NotTo(BeNil())
+		caLife, err := time.ParseDuration(ca.Spec.Duration)
+		Expect(err).NotTo(HaveOccurred())
+		servingLife, err := time.ParseDuration(serving.Spec.Duration)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(caLife).To(BeNumerically(">=", 10*servingLife))
+	})
+})
+
+var _ = Describe("config/imagepolicywebhook/certificate_patch.yaml", func() {
+	It("adds the apiserver's address to the serving certificate when added to config/default as its comment says", func() {
+		dir := GinkgoT().TempDir()
+		Expect(os.CopyFS(dir, os.DirFS(filepath.Join(root, "config")))).To(Succeed())
+		patch, err := os.ReadFile(filepath.Join(dir, "imagepolicywebhook", "certificate_patch.yaml"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(os.WriteFile(filepath.Join(dir, "default", "certificate_patch.yaml"), patch, 0o600)).To(Succeed())
+		k, err := os.ReadFile(filepath.Join(dir, "default", "kustomization.yaml"))
+		Expect(err).NotTo(HaveOccurred())
+		k = bytes.Replace(k, []byte("\npatches:\n"), []byte("\npatches:\n- path: certificate_patch.yaml\n  target:\n    kind: Certificate\n    name: serving-cert\n"), 1)
+		Expect(os.WriteFile(filepath.Join(dir, "default", "kustomization.yaml"), k, 0o600)).To(Succeed())
+		out, err := exec.Command(filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl"), "kustomize", filepath.Join(dir, "default")).CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), string(out))
+		for _, doc := range bytes.Split(out, []byte("\n---\n")) {
+			var cert struct {
+				Kind     string
+				Metadata struct{ Name string }
+				Spec     struct {
+					DNSNames    []string `json:"dnsNames"`
+					IPAddresses []string `json:"ipAddresses"`
+				}
+			}
+			Expect(yaml.Unmarshal(doc, &cert)).To(Succeed())
+			if cert.Kind == "Certificate" && cert.Metadata.Name == "imagegate-serving-cert" {
+				Expect(cert.Spec.DNSNames).To(ContainElements("imagegate-webhook-service.imagegate-system.svc", "imagegate.example.com"))
+				Expect(cert.Spec.IPAddresses).To(Equal([]string{"192.0.2.10"}))
+				return
+			}
+		}
+		Fail("no serving Certificate rendered")
 	})
 })
 

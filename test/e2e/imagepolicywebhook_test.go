@@ -5,6 +5,7 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -179,6 +180,19 @@ spec:
 				Eventually(func() error { return c.KubectlQuiet("get", "serviceaccount", "default", "-n", "kube-system") }).
 					WithTimeout(time.Minute).Should(Succeed())
 				ok("run", "system", "-n", "kube-system", "--image=registry.k8s.io/pause:3.10")
+			})
+
+			It("keeps deciding after its serving certificate is renewed, as the plugin trusts the CA", func() {
+				before := servedSerial(c.CA, mgr)
+				kp, err := c.CA.Serving("imagegate-webhook", []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)})
+				Expect(err).NotTo(HaveOccurred())
+				Expect(mgr.WriteServingCert(kp)).To(Succeed())
+				Eventually(func() string { return servedSerial(c.CA, mgr) }).WithTimeout(10 * time.Second).Should(Equal(kp.Serial()))
+				Expect(kp.Serial()).NotTo(Equal(before))
+				// Images the plugin has not cached: both answers come from imagegate over the
+				// renewed certificate (a TLS failure would refuse both, or admit both).
+				Expect(refused("run", "renewed-bad", "-n", "ipw", "--image=quay.io/evil/renewed:1")).To(ContainSubstring(denied))
+				ok("run", "renewed-good", "-n", "ipw", "--image=ghcr.io/acme/renewed:1")
 			})
 
 			It("follows defaultAllow when imagegate is down", func(ctx SpecContext) {

@@ -142,10 +142,11 @@ func restConfig() *rest.Config {
 	return cfg
 }
 
-// servedSerial is the serial number of the certificate a new connection to the manager gets.
-func servedSerial(m *localcluster.Manager) string {
+// servedSerial is the serial number of the certificate a new connection to the manager gets,
+// verified against ca ("" when the handshake fails).
+func servedSerial(ca *localcluster.CA, m *localcluster.Manager) string {
 	pool := x509.NewCertPool()
-	pool.AddCert(cluster.CA.Cert)
+	pool.AddCert(ca.Cert)
 	conn, err := tls.Dial("tcp", "127.0.0.1:"+strconv.Itoa(m.WebhookPort), &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
 	if err != nil {
 		return ""
@@ -208,7 +209,7 @@ var _ = Describe("Reliability of a manager", Ordered, func() {
 			Expect(m.WriteServingCert(kp)).To(Succeed())
 			serials = append(serials, kp.Serial())
 			// New connections get the new certificate.
-			Eventually(func() string { return servedSerial(m) }).WithTimeout(10 * time.Second).Should(Equal(kp.Serial()))
+			Eventually(func() string { return servedSerial(cluster.CA, m) }).WithTimeout(10 * time.Second).Should(Equal(kp.Serial()))
 		}
 		time.Sleep(500 * time.Millisecond)
 		stop()
@@ -239,7 +240,7 @@ var _ = Describe("Reliability of a manager", Ordered, func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(m.WriteServingCert(localcluster.KeyPair{CertPEM: other.CertPEM, KeyPEM: good.KeyPEM})).To(Succeed())
 		Consistently(func() int { return readyz(m) }).WithTimeout(2 * time.Second).Should(Equal(http.StatusOK))
-		Expect(servedSerial(m)).To(Equal(good.Serial()))
+		Expect(servedSerial(cluster.CA, m)).To(Equal(good.Serial()))
 		Expect(m.WriteServingCert(good)).To(Succeed())
 	})
 
