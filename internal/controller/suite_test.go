@@ -2,7 +2,6 @@ package controller_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -104,13 +103,7 @@ func newNamespace(labels map[string]string) string {
 	return ns.Name
 }
 
-func pod(ns, name string, images ...string) *corev1.Pod {
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
-	for i, img := range images {
-		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: fmt.Sprintf("c%d", i), Image: img})
-	}
-	return p
-}
+func pod(ns, name string, images ...string) *corev1.Pod { return envtestutil.Pod(ns, name, images...) }
 
 func createErr(obj client.Object) string {
 	if err := k8sClient.Create(ctx, obj); err != nil {

@@ -54,7 +54,12 @@ var _ = Describe("config/default", func() {
 		}
 		Expect(byKind["CustomResourceDefinition"]).To(HaveLen(2))
 
-		cert := byKind["Certificate"][0]
+		var cert object
+		for _, c := range byKind["Certificate"] {
+			if c.Metadata.Name == "imagegate-serving-cert" {
+				cert = c
+			}
+		}
 		Expect(cert.Metadata.Namespace).To(Equal("imagegate-system"))
 		Expect(cert.Spec.DNSNames).To(Equal([]string{"imagegate-webhook-service.imagegate-system.svc", "imagegate-webhook-service.imagegate-system.svc.cluster.local"}))
 

@@ -35,13 +35,7 @@ func newNamespace(labels map[string]string) string {
 	return ns.Name
 }
 
-func pod(ns, name string, images ...string) *corev1.Pod {
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
-	for i, img := range images {
-		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: fmt.Sprintf("c%d", i), Image: img})
-	}
-	return p
-}
+func pod(ns, name string, images ...string) *corev1.Pod { return envtestutil.Pod(ns, name, images...) }
 
 // clusterPolicy creates a ClusterImagePolicy that covers only ns and waits until it is in force.
 func clusterPolicy(ns, name string, spec imagegatev1alpha1.ImagePolicySpec) *imagegatev1alpha1.ClusterImagePolicy {

@@ -5,6 +5,7 @@ package envtestutil
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/onsi/ginkgo/v2"
@@ -18,6 +19,15 @@ import (
 
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
 )
+
+// Pod is a Pod named name in ns with one container per image (c0, c1, ...).
+func Pod(ns, name string, images ...string) *corev1.Pod {
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
+	for i, img := range images {
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "c" + strconv.Itoa(i), Image: img})
+	}
+	return p
+}
 
 // ClusterPolicy creates a ClusterImagePolicy named ns-name that covers only namespace ns
 // (unless spec selects namespaces itself), so that specs never see each other's cluster
