@@ -244,6 +244,8 @@ func TestCanonicalHost(t *testing.T) {
 		{"ghcr.io:0443/evil/x", "ghcr.io", "evil/x"},
 		{"registry.corp:05000/app", "registry.corp:5000", "app"},
 		{"registry.corp:80/app", "registry.corp:80", "app"},
+		{"registry.corp:000443/app", "registry.corp", "app"},
+		{"registry.corp:00100000/app", "registry.corp:100000", "app"},
 		{"[0:0:0:0:0:0:0:1]:5000/app", "[::1]:5000", "app"},
 		{"[::0001]/app", "[::1]", "app"},
 		{"[FE80::1]:443/app", "[fe80::1]", "app"},

@@ -173,11 +173,14 @@ func CanonicalHost(host, path string) (string, string, error) {
 		}
 	}
 	if port != "" {
-		if n, err := strconv.ParseUint(port, 10, 16); err == nil {
-			port = strconv.FormatUint(n, 10)
-			if n == defaultPort {
-				port = ""
-			}
+		// The grammar allows only digits here. Leading zeros never change the number, even
+		// past 65535 (such a port cannot be dialled, but must not be two spellings either).
+		port = strings.TrimLeft(port, "0")
+		if port == "" {
+			port = "0"
+		}
+		if n, err := strconv.ParseUint(port, 10, 16); err == nil && n == defaultPort {
+			port = ""
 		}
 	}
 	if port == "" && dockerHubHosts[name] {
