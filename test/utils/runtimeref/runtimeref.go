@@ -72,11 +72,14 @@ func dialled(domain string) (host, port string, err error) {
 	}
 	port = u.Port()
 	if port == "" {
-		port = "443"
-	} else if n, perr := strconv.Atoi(port); perr == nil {
-		port = strconv.Itoa(n)
+		return host, "443", nil
 	}
-	return host, port, nil
+	// A port the dialer cannot use (past 65535) reaches nothing.
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return "", "", err
+	}
+	return host, strconv.FormatUint(n, 10), nil
 }
 
 // EndpointOf is the endpoint a registry host names.
