@@ -53,7 +53,7 @@ func FuzzParse(f *testing.F) {
 		if got := runtimeref.EndpointOf(r.Host); got != v.Endpoint || r.Path != v.Repository {
 			t.Fatalf("Parse(%q) = host %q (endpoint %s) path %q; the runtime pulls %s/%s", s, r.Host, got, r.Path, v.Endpoint, v.Repository)
 		}
-		if h, p, _ := CanonicalHost(r.Host, r.Path); h != r.Host || p != r.Path {
+		if h, p := CanonicalHost(r.Host, r.Path); h != r.Host || p != r.Path {
 			t.Fatalf("Parse(%q): host %q is not canonical (%q)", s, r.Host, h)
 		}
 		again, err := Parse(r.Normalized)

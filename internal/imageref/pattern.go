@@ -80,9 +80,7 @@ func ParsePattern(s string) (Pattern, error) {
 		p.Digest = d.Digest().String()
 	}
 	domain := reference.Domain(named)
-	if p.Host, p.Path, err = CanonicalHost(domain, p.Path); err != nil {
-		return Pattern{}, errors.New(unmask(err.Error()))
-	}
+	p.Host, p.Path = CanonicalHost(domain, p.Path)
 	p.Path = unmask(p.Path)
 	if p.Host == dockerHub && p.Path == "library/**" && remainder(name) == "**" {
 		// Docker Hub puts a one-segment name under library/, but ** spans segments: a user who

@@ -1,4 +1,4 @@
-// Package image normalizes container image references and compiles the image patterns of
+// Package imageref normalizes container image references and compiles the image patterns of
 // policies, with one normalizer for both so that `nginx`, `library/nginx` and
 // `docker.io/library/nginx` are the same image everywhere. It is pure: no I/O.
 package imageref
@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -64,15 +65,7 @@ var digestAlgorithms = []string{"sha256", "sha384", "sha512", "blake3"}
 // 64-digit hex string does not parse.
 func ImageIDLike(s string) bool {
 	name, rest, ok := strings.Cut(s, ":")
-	if !ok || rest == "" || strings.ContainsAny(name, "/@") {
-		return false
-	}
-	for _, alg := range digestAlgorithms {
-		if name == alg {
-			return true
-		}
-	}
-	return false
+	return ok && rest != "" && slices.Contains(digestAlgorithms, name)
 }
 
 // Parse parses and normalizes an image reference as a container runtime would. It never
@@ -101,10 +94,7 @@ func Parse(s string) (Reference, error) {
 		r.Digest = d.Digest().String()
 	}
 	domain := reference.Domain(named)
-	r.Host, r.Path, err = CanonicalHost(domain, reference.Path(named))
-	if err != nil {
-		return Reference{}, err
-	}
+	r.Host, r.Path = CanonicalHost(domain, reference.Path(named))
 	r.Normalized = join(displayHost(r.Host, domain), r.Path, r.Tag, r.Digest)
 	return r, nil
 }
@@ -157,7 +147,7 @@ const defaultPort = 443
 // A host stays a host: Foo/bar pulls from the host foo, never from Docker Hub. Names that only
 // DNS or node configuration make equal (localhost and 127.0.0.1, a mirror) are not the same
 // host here: imagegate cannot see them.
-func CanonicalHost(host, path string) (string, string, error) {
+func CanonicalHost(host, path string) (canonicalHost, canonicalPath string) {
 	host = strings.ToLower(host)
 	name, port := host, ""
 	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.HasSuffix(host, "]") {
@@ -184,15 +174,15 @@ func CanonicalHost(host, path string) (string, string, error) {
 		}
 	}
 	if port == "" && dockerHubHosts[name] {
-		// Docker Hub puts a one-segment name under library/, whichever of its names is written.
-		named, err := reference.ParseNormalizedNamed("docker.io/" + path)
-		if err != nil {
-			return "", "", err
+		// Docker Hub puts a one-segment name under library/, whichever of its names is written
+		// (the reference grammar's own rule, which it applies to docker.io alone).
+		if !strings.Contains(path, "/") {
+			path = "library/" + path
 		}
-		return reference.Domain(named), reference.Path(named), nil
+		return dockerHub, path
 	}
 	if port != "" {
-		return name + ":" + port, path, nil
+		return name + ":" + port, path
 	}
-	return name, path, nil
+	return name, path
 }

@@ -10,8 +10,8 @@ import (
 	"github.com/imagegate/imagegate/internal/policy"
 )
 
-// Workload is a kind that runs Pods from a pod template.
-type Workload struct {
+// workload is a kind that runs Pods from a pod template.
+type workload struct {
 	// GroupVersionKind is the kind at the version the apiserver serves.
 	schema.GroupVersionKind
 	// Resource is the kind's REST resource, as webhook rules name it.
@@ -25,7 +25,7 @@ const templateSpec = "spec.template.spec"
 // workloads lists every kind TemplateOf reads. The workload webhook's rules (the
 // +kubebuilder:webhook marker in internal/webhook) must name the same resources: a test
 // compares them with the generated config/webhook/manifests.yaml.
-var workloads = []Workload{
+var workloads = []workload{
 	{appsv1.SchemeGroupVersion.WithKind("Deployment"), "deployments", templateSpec},
 	{appsv1.SchemeGroupVersion.WithKind("ReplicaSet"), "replicasets", templateSpec},
 	{appsv1.SchemeGroupVersion.WithKind("StatefulSet"), "statefulsets", templateSpec},
