@@ -86,7 +86,7 @@ type TagRules struct {
 
 // ImagePolicySpec is the set of rules shared by ImagePolicy and ClusterImagePolicy.
 // +kubebuilder:validation:MinProperties=1
-// +kubebuilder:validation:XValidation:rule="has(self.images) || has(self.tags) || (has(self.requireDigest) && self.requireDigest)",message="the policy restricts nothing: set at least one of images.allow, images.deny, tags.deny, tags.requireTag or requireDigest"
+// +kubebuilder:validation:XValidation:rule="has(self.images) || has(self.tags) || (has(self.requireDigest) && self.requireDigest) || has(self.verify)",message="the policy restricts nothing: set at least one of images.allow, images.deny, tags.deny, tags.requireTag, requireDigest or verify"
 type ImagePolicySpec struct {
 	// mode says what happens to a Pod that breaks this policy: `Enforce` (the default)
 	// denies it; `Warn` admits it and returns a warning that kubectl prints; `Audit` admits
@@ -139,6 +139,13 @@ type ImagePolicySpec struct {
 	// +optional
 	AllowBreakGlass *bool `json:"allowBreakGlass,omitempty"`
 
+	// verify makes imagegate look at the image itself in its registry: each image it covers
+	// must carry a signature by one of the trusted signers, checked at the digest the Pod
+	// runs. A tag is resolved to its digest and the Pod is pinned to it (`tag@digest`) by
+	// imagegate's mutating webhook, so an admitted Pod runs exactly the verified bytes.
+	// +optional
+	Verify *VerifyRules `json:"verify,omitempty"`
+
 	// checkWorkloads also checks the pod templates of Deployments, ReplicaSets, StatefulSets,
 	// DaemonSets, Jobs, CronJobs and ReplicationControllers when they are created or updated,
 	// so that `kubectl apply` reports a disallowed image at once rather than as a ReplicaSet
@@ -146,6 +153,177 @@ type ImagePolicySpec struct {
 	// +optional
 	// +kubebuilder:default=true
 	CheckWorkloads *bool `json:"checkWorkloads,omitempty"`
+}
+
+// TransparencyLogPolicy says whether a signature must be recorded in a transparency log.
+// +kubebuilder:validation:Enum=Required;Skip
+type TransparencyLogPolicy string
+
+const (
+	// TransparencyLogRequired accepts only signatures with a transparency log entry (Rekor)
+	// that the trusted root vouches for, verified offline from the entry's signed timestamp.
+	TransparencyLogRequired TransparencyLogPolicy = "Required"
+	// TransparencyLogSkip accepts signatures without a transparency log entry. Only for
+	// private deployments that sign with keys and run no log: a stolen key then signs
+	// without a public trace.
+	TransparencyLogSkip TransparencyLogPolicy = "Skip"
+)
+
+// VerifyRules says which images must be signed, and by whom.
+// +kubebuilder:validation:XValidation:rule="self.transparencyLog == 'Skip' || has(self.trustedRoot)",message="a transparency log is required (the default), so trustedRoot must name the ConfigMap holding trusted_root.json; or set transparencyLog: Skip for keys without a log"
+// +kubebuilder:validation:XValidation:rule="!self.signers.exists(s, has(s.keyless)) || has(self.trustedRoot)",message="keyless signers need trustedRoot: the ConfigMap holding trusted_root.json (cosign trusted-root create writes it)"
+type VerifyRules struct {
+	// images lists the image patterns that must be signed. Unset: every image the policy
+	// checks (exemptImages are not checked).
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=256
+	Images []ImagePattern `json:"images,omitempty"`
+
+	// signers are the trusted signers: a signature by any one of them suffices.
+	// +required
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	Signers []Signer `json:"signers,omitempty"`
+
+	// transparencyLog is `Required` (the default): a signature counts only with a
+	// transparency log entry that the trusted root vouches for. `Skip` accepts signatures
+	// without one, for private deployments that sign with keys and run no log.
+	// +optional
+	// +kubebuilder:default=Required
+	TransparencyLog TransparencyLogPolicy `json:"transparencyLog,omitempty"`
+
+	// trustedRoot names the ConfigMap, in imagegate's namespace, whose key holds a
+	// `trusted_root.json` (the file `cosign trusted-root create` writes): the Fulcio, Rekor
+	// and timestamp authority keys that keyless signatures and transparency log entries are
+	// checked against. Nothing contacts a TUF service at admission.
+	// +optional
+	TrustedRoot *ConfigMapKeyReference `json:"trustedRoot,omitempty"`
+
+	// pullSecrets names Secrets of type kubernetes.io/dockerconfigjson in imagegate's
+	// namespace whose credentials imagegate uses to read the images and their signatures.
+	// Unset: anonymous access (public images), or the manager's --registry-secret. Only on
+	// ClusterImagePolicy.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=8
+	PullSecrets []ObjectName `json:"pullSecrets,omitempty"`
+}
+
+// ObjectName is the name of an object in imagegate's namespace.
+// +kubebuilder:validation:MinLength=1
+// +kubebuilder:validation:MaxLength=253
+// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
+type ObjectName string
+
+// ConfigMapKeyReference names one key of a ConfigMap in imagegate's namespace.
+type ConfigMapKeyReference struct {
+	// name is the ConfigMap's name.
+	// +required
+	Name ObjectName `json:"name,omitempty"`
+
+	// key is the key that holds the file. Default: trusted_root.json.
+	// +optional
+	// +kubebuilder:default=trusted_root.json
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key,omitempty"`
+}
+
+// SecretKeyReference names one key of a Secret in imagegate's namespace.
+type SecretKeyReference struct {
+	// name is the Secret's name.
+	// +required
+	Name ObjectName `json:"name,omitempty"`
+
+	// key is the key that holds the PEM public key. Default: cosign.pub.
+	// +optional
+	// +kubebuilder:default=cosign.pub
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key,omitempty"`
+}
+
+// Signer is one trusted signer: a public key, or keyless identities.
+// +kubebuilder:validation:XValidation:rule="has(self.key) != has(self.keyless)",message="a signer sets exactly one of key and keyless"
+type Signer struct {
+	// name names the signer in messages ("tried: key \"release\"").
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name,omitempty"`
+
+	// key trusts signatures made with one key pair (`cosign sign --key`).
+	// +optional
+	Key *KeySigner `json:"key,omitempty"`
+
+	// keyless trusts signatures made with short-lived Fulcio certificates
+	// (`cosign sign` with an OIDC identity) whose identity matches one of these.
+	// +optional
+	Keyless *KeylessSigner `json:"keyless,omitempty"`
+}
+
+// KeySigner is a public key, inline or from a Secret.
+// +kubebuilder:validation:XValidation:rule="has(self.publicKey) != has(self.secretRef)",message="a key sets exactly one of publicKey and secretRef"
+type KeySigner struct {
+	// publicKey is the PEM-encoded public key (cosign.pub).
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=8192
+	PublicKey string `json:"publicKey,omitempty"`
+
+	// secretRef names the Secret, in imagegate's namespace, that holds the PEM public key.
+	// Only on ClusterImagePolicy.
+	// +optional
+	SecretRef *SecretKeyReference `json:"secretRef,omitempty"`
+}
+
+// KeylessSigner lists the certificate identities trusted for keyless signatures.
+type KeylessSigner struct {
+	// identities are the trusted identities: a certificate matching any one suffices.
+	// +required
+	// +listType=atomic
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	Identities []Identity `json:"identities,omitempty"`
+}
+
+// Identity is an OIDC issuer and a subject (the certificate's SAN: an email, a URI such as
+// a GitHub workflow), each exact or a regular expression (RE2, matched in full).
+// +kubebuilder:validation:XValidation:rule="has(self.issuer) != has(self.issuerRegExp)",message="an identity sets exactly one of issuer and issuerRegExp"
+// +kubebuilder:validation:XValidation:rule="has(self.subject) != has(self.subjectRegExp)",message="an identity sets exactly one of subject and subjectRegExp"
+type Identity struct {
+	// issuer is the exact OIDC issuer, for example https://token.actions.githubusercontent.com.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	Issuer string `json:"issuer,omitempty"`
+
+	// issuerRegExp is a regular expression the issuer must match in full.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	IssuerRegExp string `json:"issuerRegExp,omitempty"`
+
+	// subject is the exact subject, for example
+	// https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	Subject string `json:"subject,omitempty"`
+
+	// subjectRegExp is a regular expression the subject must match in full.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	SubjectRegExp string `json:"subjectRegExp,omitempty"`
 }
 
 // Condition types and reasons of a policy's status.
@@ -253,6 +431,7 @@ const (
 // +kubebuilder:printcolumn:name="Violations",type=integer,JSONPath=`.status.audit.violations`,description="Pods that break the policy, as of the latest audit"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.namespaceSelector)",fieldPath=".spec.namespaceSelector",message="namespaceSelector is not allowed on ImagePolicy, which covers only its own namespace: use a ClusterImagePolicy"
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.verify) || (!has(self.spec.verify.pullSecrets) && self.spec.verify.signers.all(s, !has(s.key) || !has(s.key.secretRef)))",fieldPath=".spec.verify",message="an ImagePolicy cannot use Secrets of imagegate's namespace (verify.pullSecrets, key.secretRef): write the public key inline, or ask for a ClusterImagePolicy"
 type ImagePolicy struct {
 	metav1.TypeMeta `json:",inline"`
 

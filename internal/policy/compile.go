@@ -64,6 +64,8 @@ type compiledPolicy struct {
 	requireDigest bool
 	// skipWorkloads: checkWorkloads is false, so workload templates are not checked.
 	skipWorkloads bool
+	// verify is the policy's verify section, nil without one.
+	verify *VerifyRule
 	// invalid, when set, is why the policy could not be compiled. Such a policy refuses (in
 	// its mode) every Pod it may cover: a broken rule must not silently admit.
 	invalid string
@@ -105,6 +107,8 @@ type Snapshot struct {
 	requireDigest []int32
 	requireTag    []int32
 	tagDenied     map[string][]int32
+	// verifying holds the valid policies with a verify section.
+	verifying []int32
 	refs          *imageref.Cache
 	scratch       sync.Pool
 	// selectsNamespaces: some ClusterImagePolicy has a namespaceSelector.
@@ -149,6 +153,11 @@ func (s *Snapshot) PolicyError(ref Ref) string { return s.errors[ref] }
 // Compile builds a snapshot from every policy in force. Policies that do not compile are kept,
 // marked invalid (see PolicyError); they never stop the others from compiling.
 func Compile(cluster []v1alpha1.ClusterImagePolicy, namespaced []v1alpha1.ImagePolicy) *Snapshot {
+	return CompileWith(cluster, namespaced, Options{})
+}
+
+// CompileWith is Compile with options.
+func CompileWith(cluster []v1alpha1.ClusterImagePolicy, namespaced []v1alpha1.ImagePolicy, opts Options) *Snapshot {
 	s := &Snapshot{
 		byNamespace: map[string][]int32{},
 		hosts:       map[string]*node{},
@@ -171,7 +180,7 @@ func Compile(cluster []v1alpha1.ClusterImagePolicy, namespaced []v1alpha1.ImageP
 		idx := s.next()
 		ref := Ref{Kind: KindClusterImagePolicy, Name: cluster[i].Name}
 		s.uids[ref] = cluster[i].UID
-		s.add(ref, &cluster[i].Spec, shared)
+		s.add(ref, &cluster[i].ObjectMeta, &cluster[i].Spec, shared, &opts)
 		s.cluster = append(s.cluster, idx)
 		s.selectsNamespaces = s.selectsNamespaces || s.policies[idx].nsSelector != nil
 	}
@@ -180,7 +189,7 @@ func Compile(cluster []v1alpha1.ClusterImagePolicy, namespaced []v1alpha1.ImageP
 		idx := s.next()
 		ref := Ref{Kind: KindImagePolicy, Namespace: p.Namespace, Name: p.Name}
 		s.uids[ref] = p.UID
-		s.add(ref, &p.Spec, shared)
+		s.add(ref, &p.ObjectMeta, &p.Spec, shared, &opts)
 		s.byNamespace[p.Namespace] = append(s.byNamespace[p.Namespace], idx)
 	}
 	s.scratch.New = func() any {
@@ -195,7 +204,7 @@ func (s *Snapshot) next() int32 {
 }
 
 // add compiles one policy into the snapshot.
-func (s *Snapshot) add(ref Ref, spec *v1alpha1.ImagePolicySpec, shared map[string]*matcher) {
+func (s *Snapshot) add(ref Ref, meta *metav1.ObjectMeta, spec *v1alpha1.ImagePolicySpec, shared map[string]*matcher, opts *Options) {
 	idx := s.next()
 	cp := compiledPolicy{ref: ref, idx: idx, mode: spec.Mode, hasAllow: len(spec.Images.Allow) > 0}
 	if ptr.Deref(spec.AllowBreakGlass, false) {
@@ -248,7 +257,12 @@ func (s *Snapshot) add(ref Ref, spec *v1alpha1.ImagePolicySpec, shared map[strin
 	if cp.podSelector, err = selector(spec.PodSelector); err != nil {
 		problems = append(problems, "spec.podSelector: "+err.Error())
 	}
-	if !cp.hasAllow && len(cp.denyPatterns) == 0 && len(cp.tagDeny) == 0 && !cp.requireTag && !cp.requireDigest {
+	if spec.Verify != nil {
+		var vp []string
+		cp.verify, vp = compileVerify(ref, meta.UID, meta.Generation, spec.Verify, opts)
+		problems = append(problems, vp...)
+	}
+	if !cp.hasAllow && len(cp.denyPatterns) == 0 && len(cp.tagDeny) == 0 && !cp.requireTag && !cp.requireDigest && cp.verify == nil {
 		problems = append(problems, "spec: the policy restricts nothing")
 	}
 	if len(problems) > 0 {
@@ -265,6 +279,9 @@ func (s *Snapshot) add(ref Ref, spec *v1alpha1.ImagePolicySpec, shared map[strin
 	}
 	if cp.requireTag {
 		s.requireTag = append(s.requireTag, idx)
+	}
+	if cp.verify != nil {
+		s.verifying = append(s.verifying, idx)
 	}
 	for _, t := range cp.tagDeny {
 		s.tagDenied[t] = append(s.tagDenied[t], idx)

@@ -79,6 +79,15 @@ type Decision struct {
 	Violations []Violation
 	// Covered is the number of policies that cover the subject.
 	Covered int
+	// Pending are the images that verify rules must check in their registries before the
+	// decision is final: the caller verifies them and calls Snapshot.Settle.
+	Pending []Verification
+	// Unpinned are the images named by tag that verify rules cover (each also has a
+	// RuleVerify violation): the mutating webhook pins them to their digests.
+	Unpinned []Unpinned
+	// VerifyDeferred says verify rules cover images of a pod template, which are verified
+	// when its Pods are created, not now.
+	VerifyDeferred bool
 }
 
 // FirstOfPolicy reports whether violation i is the first of its policy in d, so that a

@@ -31,6 +31,7 @@ type scratch struct {
 	// satisfied, and covered policies that an images.deny pattern hit.
 	satisfied, denied int
 	coveredAllow      int // covered policies with images.allow
+	workload          bool // the subject is a pod template
 }
 
 // next returns a fresh stamp, clearing the stamped arrays when the counter wraps so that a
@@ -68,6 +69,7 @@ func (s *Snapshot) evaluate(sub *Subject, sc *scratch) Decision {
 
 func (s *Snapshot) violations(sub *Subject, sc *scratch) Decision {
 	d := Decision{}
+	sc.workload = sub.Workload
 	// Nothing to check (an UPDATE that changes no image and no label): not even an invalid
 	// policy or an unknown namespace may block it, or a later policy would break edits.
 	if len(sub.Images) > 0 {
@@ -212,6 +214,9 @@ func (s *Snapshot) evaluateImage(img *Image, sc *scratch, d *Decision) {
 	sc.next()
 	sc.satisfied, sc.denied = 0, 0
 	s.markMatches(&ref, sc)
+	if len(s.verifying) > 0 {
+		s.collectVerify(img, &ref, sc, d)
+	}
 	if !s.fullEvaluation && sc.denied == 0 && sc.satisfied == sc.coveredAllow && !s.versionRuleHit(&ref, sc) {
 		return // the common case: nothing to report, found without visiting every policy
 	}

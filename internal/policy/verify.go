@@ -1,0 +1,216 @@
+package policy
+
+import (
+	"fmt"
+	"strconv"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/internal/imageref"
+)
+
+// RuleVerify is the rule broken by an image that its verify section could not verify.
+const RuleVerify Rule = "verify"
+
+// ReasonUnpinned is why an image covered by a verify rule is refused when it is named by tag:
+// what is verified is a digest, and only a pinned reference runs the verified bytes.
+const ReasonUnpinned = "it is not pinned by digest, and verify rules check digests: imagegate's mutating webhook pins the tags of the Pods it verifies (it did not run for this request); name the image by digest (@sha256:...)"
+
+// TrustCompiler turns a verify section into what the verifier checks signatures with (keys
+// parsed, the trusted root read from its ConfigMap), and a version that changes whenever that
+// material changes. An error makes the policy invalid: it refuses every Pod it covers, with
+// the error as the reason, until fixed.
+type TrustCompiler func(ref Ref, rules *v1alpha1.VerifyRules) (trust any, version string, err error)
+
+// Options tune Compile.
+type Options struct {
+	// Trust compiles verify sections. Nil: verify sections compile without trust material
+	// (Trust is nil), for callers that never verify (the CLI's --offline).
+	Trust TrustCompiler
+}
+
+// VerifyRule is a policy's verify section, compiled. It is shared, read-only.
+type VerifyRule struct {
+	// Policy is the policy the rule belongs to.
+	Policy Ref
+	// Key changes whenever the policy's spec or its trust material changes: a result cached
+	// under it stays true until then.
+	Key string
+	// Spec is the verify section as written.
+	Spec *v1alpha1.VerifyRules
+	// Trust is what Options.Trust compiled; nil without one.
+	Trust any
+
+	images []imageref.Pattern // nil: every image the policy checks
+}
+
+// Verification is one image that a verify rule covers and that must be checked in its
+// registry, at its digest, before the decision is final (see Snapshot.Settle).
+type Verification struct {
+	// Image is the image as the Pod writes it.
+	Image Image
+	// Repository is the image's repository (canonical host and path).
+	Repository string
+	// Digest is the digest the Pod runs.
+	Digest string
+	// Rule is the verify rule to check it against.
+	Rule *VerifyRule
+
+	normalized string
+	mode       v1alpha1.PolicyMode
+	policyIdx  int32
+}
+
+// Unpinned is an image named by tag that a verify rule covers: the mutating webhook pins it.
+type Unpinned struct {
+	// Image is the image as the Pod writes it.
+	Image Image
+	// Repository is its repository (canonical host and path), Tag the tag it runs (latest
+	// when none is written).
+	Repository, Tag string
+	// Rule is a verify rule that covers it (its pull secrets reach the registry).
+	Rule *VerifyRule
+	// Enforce says an Enforce policy covers it, so an image that cannot be resolved must be
+	// refused.
+	Enforce bool
+	// RequireDigest says a covering policy requires digests: such an image must be pinned by
+	// whoever writes the Pod, never by imagegate.
+	RequireDigest bool
+}
+
+func compileVerify(ref Ref, uid types.UID, generation int64, spec *v1alpha1.VerifyRules, opts *Options) (*VerifyRule, []string) {
+	r := &VerifyRule{Policy: ref, Spec: spec}
+	var problems []string
+	for i, raw := range spec.Images {
+		p, err := imageref.ParsePattern(string(raw))
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("spec.verify.images[%d]: invalid pattern %q: %v", i, raw, err))
+			continue
+		}
+		if p.Tag != "" || p.Digest != "" {
+			problems = append(problems, fmt.Sprintf("spec.verify.images[%d]: %q names a tag or digest; verify.images names repositories (a tag pattern would stop matching once the image is pinned to its digest)", i, raw))
+			continue
+		}
+		r.images = append(r.images, p)
+	}
+	if len(spec.Signers) == 0 {
+		problems = append(problems, "spec.verify.signers: at least one signer is required")
+	}
+	if ref.Kind == KindImagePolicy {
+		if len(spec.PullSecrets) > 0 {
+			problems = append(problems, "spec.verify.pullSecrets: an ImagePolicy cannot use Secrets of imagegate's namespace")
+		}
+		for i := range spec.Signers {
+			if k := spec.Signers[i].Key; k != nil && k.SecretRef != nil {
+				problems = append(problems, fmt.Sprintf("spec.verify.signers[%d].key.secretRef: an ImagePolicy cannot use Secrets of imagegate's namespace; write publicKey inline", i))
+			}
+		}
+	}
+	version := ""
+	if len(problems) == 0 && opts.Trust != nil {
+		trust, v, err := opts.Trust(ref, spec)
+		if err != nil {
+			problems = append(problems, "spec.verify: "+err.Error())
+		}
+		r.Trust, version = trust, v
+	}
+	r.Key = string(uid) + "/" + strconv.FormatInt(generation, 10) + "/" + version
+	return r, problems
+}
+
+// covers reports whether the rule applies to the image (its repository: a pinned image must
+// stay covered).
+func (r *VerifyRule) covers(ref *imageref.Reference) bool {
+	if r.images == nil {
+		return true
+	}
+	for i := range r.images {
+		p := &r.images[i]
+		if p.Host == ref.Host && imageref.MatchSegments(p.Segments, ref.Path) {
+			return true
+		}
+	}
+	return false
+}
+
+// collectVerify adds, for each covered policy with a verify rule that applies to the image
+// (and does not exempt it), a pending Verification when the image is pinned by digest, and a
+// violation (with an Unpinned entry for the mutating webhook) when it is not. A workload's
+// pod template is not verified: its Pods are, when they are created.
+func (s *Snapshot) collectVerify(img *Image, ref *imageref.Reference, sc *scratch, d *Decision) {
+	first := len(d.Unpinned)
+	for _, idx := range s.verifying {
+		if sc.coveredAt[idx] != sc.evalGen {
+			continue
+		}
+		p := &s.policies[idx]
+		if m := &sc.marks[idx]; m.gen == sc.gen && m.exempt {
+			continue
+		}
+		if !p.verify.covers(ref) {
+			continue
+		}
+		if sc.workload {
+			d.VerifyDeferred = true
+			continue
+		}
+		repo := ref.Host + "/" + ref.Path
+		if ref.Digest == "" {
+			d.add(img, ref, p, RuleVerify, ReasonUnpinned)
+			if len(d.Unpinned) == first {
+				d.Unpinned = append(d.Unpinned, Unpinned{Image: *img, Repository: repo, Tag: ref.EffectiveTag(), Rule: p.verify})
+			}
+			u := &d.Unpinned[len(d.Unpinned)-1]
+			u.Enforce = u.Enforce || p.mode == v1alpha1.ModeEnforce
+			continue
+		}
+		d.Pending = append(d.Pending, Verification{
+			Image: *img, Repository: repo, Digest: ref.Digest, Rule: p.verify,
+			normalized: ref.Normalized, mode: p.mode, policyIdx: p.idx,
+		})
+	}
+	if len(d.Unpinned) > first {
+		// A policy that requires digests wants them written: pinning would satisfy it for
+		// the writer.
+		u := &d.Unpinned[first]
+		for _, idx := range s.requireDigest {
+			if sc.coveredAt[idx] == sc.evalGen {
+				if m := &sc.marks[idx]; m.gen != sc.gen || !m.exempt {
+					u.RequireDigest = true
+					break
+				}
+			}
+		}
+	}
+}
+
+// Settle completes a decision once its pending verifications are done: failures[i] is why
+// d.Pending[i] failed ("" when it was verified). Each failure becomes a violation of its
+// policy, in that policy's mode, and break-glass applies to it as to any other.
+func (s *Snapshot) Settle(sub *Subject, d *Decision, failures []string) {
+	added := false
+	for i := range d.Pending {
+		if i >= len(failures) || failures[i] == "" {
+			continue
+		}
+		v := &d.Pending[i]
+		d.Violations = append(d.Violations, Violation{
+			Field: v.Image.Field, Image: v.Image.Ref, Container: v.Image.Container, Normalized: v.normalized,
+			Policy: v.Rule.Policy, policyIdx: v.policyIdx, Mode: v.mode, Rule: RuleVerify, Reason: failures[i],
+		})
+		added = true
+	}
+	if !added {
+		return
+	}
+	sc := s.scratch.Get().(*scratch)
+	defer s.scratch.Put(sc)
+	for i := range d.Violations {
+		d.Violations[i].first = false
+	}
+	markFirsts(d, sc)
+	if sub.BreakGlass && len(s.breakGlass) > 0 {
+		s.applyBreakGlass(d)
+	}
+}

@@ -1,0 +1,151 @@
+package verify
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// maxResponseBody bounds every registry response imagegate reads: manifests, referrer lists
+// and signature layers are kilobytes; a hostile registry must not make it read gigabytes.
+const maxResponseBody = 4 << 20
+
+// NewTransport is the one transport every registry request of a Verifier goes through: pooled
+// connections per registry host, timeouts on dialing and TLS, and response bodies bounded by
+// maxResponseBody.
+func NewTransport() http.RoundTripper {
+	return &limitedTransport{base: &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          100,
+		MaxIdleConnsPerHost:   16,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ResponseHeaderTimeout: 10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}}
+}
+
+type limitedTransport struct{ base http.RoundTripper }
+
+func (t *limitedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	if resp.ContentLength > maxResponseBody {
+		_ = resp.Body.Close()
+		return nil, fmt.Errorf("%s %s: the response is %d bytes, more than the %d imagegate reads", r.Method, r.URL.Host, resp.ContentLength, maxResponseBody)
+	}
+	resp.Body = &limitedBody{ReadCloser: resp.Body, left: maxResponseBody}
+	return resp, nil
+}
+
+// errTooLarge ends a response body longer than maxResponseBody.
+var errTooLarge = fmt.Errorf("the response is longer than the %d bytes imagegate reads", maxResponseBody)
+
+type limitedBody struct {
+	io.ReadCloser
+	left int64
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		// One byte more tells a body of exactly the limit from a longer one.
+		var one [1]byte
+		if n, _ := b.ReadCloser.Read(one[:]); n > 0 {
+			return 0, errTooLarge
+		}
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+// dockerConfig is the part of a kubernetes.io/dockerconfigjson Secret that holds credentials.
+type dockerConfig struct {
+	Auths map[string]struct {
+		Username string `json:"username"`
+		Password string `json:"password"`
+		Auth     string `json:"auth"`
+	} `json:"auths"`
+}
+
+// secretKeychain gives the credentials of pull secrets, by registry host.
+type secretKeychain map[string]authn.AuthConfig
+
+// keychainFrom reads the credentials of kubernetes.io/dockerconfigjson Secrets; the first
+// Secret that names a registry wins, as the kubelet does.
+func keychainFrom(secrets []*corev1.Secret) (authn.Keychain, error) {
+	kc := secretKeychain{}
+	for _, s := range secrets {
+		var cfg dockerConfig
+		if err := json.Unmarshal(s.Data[corev1.DockerConfigJsonKey], &cfg); err != nil {
+			return nil, fmt.Errorf("Secret %q: %s does not parse: %w", s.Name, corev1.DockerConfigJsonKey, err)
+		}
+		for server, a := range cfg.Auths {
+			host := registryHost(server)
+			if _, seen := kc[host]; seen || host == "" {
+				continue
+			}
+			ac := authn.AuthConfig{Username: a.Username, Password: a.Password}
+			if a.Auth != "" && ac.Username == "" {
+				raw, err := base64.StdEncoding.DecodeString(a.Auth)
+				if err != nil {
+					return nil, fmt.Errorf("Secret %q: the auth of %q is not base64", s.Name, server)
+				}
+				user, pass, ok := strings.Cut(string(raw), ":")
+				if !ok {
+					return nil, fmt.Errorf("Secret %q: the auth of %q is not user:password", s.Name, server)
+				}
+				ac.Username, ac.Password = user, pass
+			}
+			kc[host] = ac
+		}
+	}
+	if len(kc) == 0 {
+		return nil, errors.New("the Secrets hold no registry credentials")
+	}
+	return kc, nil
+}
+
+// registryHost is the host of a docker config key, which may be a URL
+// (https://index.docker.io/v1/) or a host with a path.
+func registryHost(server string) string {
+	s := strings.TrimPrefix(strings.TrimPrefix(server, "https://"), "http://")
+	s, _, _ = strings.Cut(s, "/")
+	if s == "docker.io" || s == "registry-1.docker.io" {
+		s = name.DefaultRegistry
+	}
+	return s
+}
+
+// Resolve implements authn.Keychain.
+func (kc secretKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
+	if ac, ok := kc[r.RegistryStr()]; ok {
+		return authn.FromConfig(ac), nil
+	}
+	return authn.Anonymous, nil
+}
+
+// CloseIdleConnections closes the pooled connections that are idle.
+func (t *limitedTransport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}

@@ -1,0 +1,186 @@
+package verify
+
+import (
+	"crypto"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/sigstore/cosign/v3/pkg/cosign"
+	"github.com/sigstore/sigstore-go/pkg/root"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
+	"github.com/sigstore/sigstore/pkg/signature"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/internal/policy"
+)
+
+// Sources reads the Secrets and ConfigMaps of imagegate's own namespace that verify sections
+// name (the manager's cache of that one namespace; the policy files for the CLI).
+type Sources interface {
+	Secret(name string) (*corev1.Secret, error)
+	ConfigMap(name string) (*corev1.ConfigMap, error)
+}
+
+// ErrNotFound is what a Sources returns for an object that does not exist.
+var ErrNotFound = errors.New("not found")
+
+// Trust is a verify section's trust material, ready to check signatures with.
+type Trust struct {
+	signers []signer
+	// root holds the trusted root (Fulcio CAs, Rekor and CT log keys, TSAs); an empty
+	// collection without one.
+	root root.TrustedMaterial
+	// tlog says a transparency log entry is required.
+	tlog bool
+	// keychain holds the credentials of the pull secrets; nil: the Verifier's default.
+	keychain authn.Keychain
+	// credentials identifies keychain (a digest of the secrets), so that registry clients
+	// are shared only between rules with the same credentials.
+	credentials string
+}
+
+type signer struct {
+	name       string
+	key        signature.Verifier // key signers
+	identities []cosign.Identity  // keyless signers
+}
+
+// describe is how messages name the signer: key "release", keyless "github-actions".
+func (s *signer) describe() string {
+	if s.key != nil {
+		return fmt.Sprintf("key %q", s.name)
+	}
+	return fmt.Sprintf("keyless %q", s.name)
+}
+
+// Compiler returns the policy.TrustCompiler that reads trust material from src.
+func Compiler(src Sources) policy.TrustCompiler {
+	return func(_ policy.Ref, rules *v1alpha1.VerifyRules) (any, string, error) {
+		t, version, err := compileTrust(src, rules)
+		if err != nil {
+			return nil, "", err
+		}
+		return t, version, nil
+	}
+}
+
+func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, string, error) {
+	h := sha256.New()
+	t := &Trust{tlog: rules.TransparencyLog != v1alpha1.TransparencyLogSkip, root: root.TrustedMaterialCollection{}}
+	var keyless bool
+	for i := range rules.Signers {
+		sp := &rules.Signers[i]
+		s := signer{name: sp.Name}
+		switch {
+		case sp.Key != nil:
+			pem := []byte(sp.Key.PublicKey)
+			if ref := sp.Key.SecretRef; ref != nil {
+				key := ref.Key
+				if key == "" {
+					key = "cosign.pub"
+				}
+				sec, err := src.Secret(string(ref.Name))
+				if err != nil {
+					return nil, "", fmt.Errorf("signers[%d] %q: Secret %q: %w", i, sp.Name, ref.Name, err)
+				}
+				var ok bool
+				if pem, ok = sec.Data[key]; !ok {
+					return nil, "", fmt.Errorf("signers[%d] %q: Secret %q has no key %q", i, sp.Name, ref.Name, key)
+				}
+			}
+			v, err := loadKey(pem)
+			if err != nil {
+				return nil, "", fmt.Errorf("signers[%d] %q: the public key does not parse: %w", i, sp.Name, err)
+			}
+			s.key = v
+			h.Write(pem)
+		case sp.Keyless != nil:
+			keyless = true
+			for j, id := range sp.Keyless.Identities {
+				for _, re := range []string{id.IssuerRegExp, id.SubjectRegExp} {
+					if re == "" {
+						continue
+					}
+					if _, err := regexp.Compile(re); err != nil {
+						return nil, "", fmt.Errorf("signers[%d] %q: identities[%d]: invalid regular expression %q: %w", i, sp.Name, j, re, err)
+					}
+				}
+				s.identities = append(s.identities, cosign.Identity{
+					Issuer: id.Issuer, IssuerRegExp: anchored(id.IssuerRegExp),
+					Subject: id.Subject, SubjectRegExp: anchored(id.SubjectRegExp),
+				})
+			}
+			if len(s.identities) == 0 {
+				return nil, "", fmt.Errorf("signers[%d] %q: keyless needs at least one identity", i, sp.Name)
+			}
+		default:
+			return nil, "", fmt.Errorf("signers[%d] %q: set key or keyless", i, sp.Name)
+		}
+		t.signers = append(t.signers, s)
+	}
+	if ref := rules.TrustedRoot; ref != nil {
+		key := ref.Key
+		if key == "" {
+			key = "trusted_root.json"
+		}
+		cm, err := src.ConfigMap(string(ref.Name))
+		if err != nil {
+			return nil, "", fmt.Errorf("trustedRoot: ConfigMap %q: %w", ref.Name, err)
+		}
+		data, ok := cm.Data[key]
+		if !ok {
+			return nil, "", fmt.Errorf("trustedRoot: ConfigMap %q has no key %q", ref.Name, key)
+		}
+		tr, err := root.NewTrustedRootFromJSON([]byte(data))
+		if err != nil {
+			return nil, "", fmt.Errorf("trustedRoot: ConfigMap %q key %q is not a valid trusted_root.json: %w", ref.Name, key, err)
+		}
+		t.root = tr
+		h.Write([]byte(data))
+	} else if keyless || t.tlog {
+		return nil, "", errors.New("trustedRoot is required for keyless signers and for transparencyLog: Required")
+	}
+	if len(rules.PullSecrets) > 0 {
+		ch := sha256.New()
+		var secrets []*corev1.Secret
+		for _, name := range rules.PullSecrets {
+			sec, err := src.Secret(string(name))
+			if err != nil {
+				return nil, "", fmt.Errorf("pullSecrets: Secret %q: %w", name, err)
+			}
+			if sec.Type != corev1.SecretTypeDockerConfigJson {
+				return nil, "", fmt.Errorf("pullSecrets: Secret %q is of type %q, not %s", name, sec.Type, corev1.SecretTypeDockerConfigJson)
+			}
+			ch.Write(sec.Data[corev1.DockerConfigJsonKey])
+			secrets = append(secrets, sec)
+		}
+		kc, err := keychainFrom(secrets)
+		if err != nil {
+			return nil, "", fmt.Errorf("pullSecrets: %w", err)
+		}
+		t.keychain, t.credentials = kc, hex.EncodeToString(ch.Sum(nil))[:16]
+	}
+	return t, hex.EncodeToString(h.Sum(nil))[:16], nil
+}
+
+// anchored makes a regular expression match in full, as the API documents (cosign's
+// matchers search; an unanchored "acme" would match "evil-acme-fork").
+func anchored(re string) string {
+	if re == "" {
+		return ""
+	}
+	return "^(?:" + re + ")$"
+}
+
+func loadKey(pem []byte) (signature.Verifier, error) {
+	pub, err := cryptoutils.UnmarshalPEMToPublicKey(pem)
+	if err != nil {
+		return nil, err
+	}
+	return signature.LoadVerifier(pub, crypto.SHA256)
+}

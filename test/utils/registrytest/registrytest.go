@@ -1,0 +1,364 @@
+// Package registrytest runs a real OCI registry in process (go-containerregistry's
+// pkg/registry) and signs images in it the way cosign does, with cosign's and sigstore-go's
+// own libraries: legacy `.sig` signatures, sigstore bundles as OCI referrers, key-signed or
+// keyless through sigstore-go's VirtualSigstore (a Fulcio, Rekor and CT log in memory). For
+// tests and the demo; nothing here contacts the network.
+package registrytest
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/sigstore/cosign/v3/pkg/oci/mutate"
+	ociremote "github.com/sigstore/cosign/v3/pkg/oci/remote"
+	"github.com/sigstore/cosign/v3/pkg/oci/static"
+	ctypes "github.com/sigstore/cosign/v3/pkg/types"
+	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
+	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
+	protodsse "github.com/sigstore/protobuf-specs/gen/pb-go/dsse"
+	protorekor "github.com/sigstore/protobuf-specs/gen/pb-go/rekor/v1"
+	"github.com/sigstore/sigstore-go/pkg/root"
+	"github.com/sigstore/sigstore-go/pkg/testing/ca"
+	"github.com/sigstore/sigstore-go/pkg/tlog"
+	"github.com/sigstore/sigstore/pkg/signature/payload"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// Registry is an in-process OCI registry on loopback that counts the requests it serves.
+type Registry struct {
+	*httptest.Server
+	// Host is host:port, what image references name.
+	Host string
+
+	mu       sync.Mutex
+	counts   map[string]int
+	fault    atomic.Pointer[http.HandlerFunc]
+	requests atomic.Int64
+}
+
+// New starts a registry on a loopback port; referrers says whether it serves the OCI 1.1
+// Referrers API (without it, clients fall back to the sha256-<hex> tag).
+func New(referrers bool) *Registry {
+	r, err := Listen("127.0.0.1:0", referrers)
+	if err != nil {
+		panic(err)
+	}
+	return r
+}
+
+// Listen is New on a given address (the demo's registry, which another process reaches).
+func Listen(addr string, referrers bool) (*Registry, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	r := &Registry{counts: map[string]int{}}
+	h := registry.New(registry.WithReferrersSupport(referrers), registry.Logger(log.New(io.Discard, "", 0)))
+	r.Server = &httptest.Server{Listener: l, Config: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.requests.Add(1)
+		r.mu.Lock()
+		r.counts[Kind(req)]++
+		r.mu.Unlock()
+		if f := r.fault.Load(); f != nil {
+			(*f)(w, req)
+			return
+		}
+		h.ServeHTTP(w, req)
+	})}}
+	r.Start()
+	r.Host = l.Addr().String()
+	return r, nil
+}
+
+// Kind names what a request asks for: "HEAD manifest", "GET referrers", "GET blob", ...
+func Kind(req *http.Request) string {
+	p := req.URL.Path
+	switch {
+	case strings.Contains(p, "/manifests/") && strings.Contains(p, ".sig"):
+		return req.Method + " signature manifest"
+	case strings.Contains(p, "/manifests/"):
+		return req.Method + " manifest"
+	case strings.Contains(p, "/referrers/"):
+		return req.Method + " referrers"
+	case strings.Contains(p, "/blobs/"):
+		return req.Method + " blob"
+	default:
+		return req.Method + " " + p
+	}
+}
+
+// Count is how many requests of a kind (see Kind) the registry served.
+func (r *Registry) Count(kind string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.counts[kind]
+}
+
+// Requests is how many requests the registry served.
+func (r *Registry) Requests() int64 { return r.requests.Load() }
+
+// Fault makes every request answered by f until Fault(nil).
+func (r *Registry) Fault(f http.HandlerFunc) {
+	if f == nil {
+		r.fault.Store(nil)
+		return
+	}
+	r.fault.Store(&f)
+}
+
+// Push writes a small random image as repo:tag and returns its digest reference.
+func (r *Registry) Push(repo, tag string) (name.Digest, error) {
+	img, err := random.Image(512, 1)
+	if err != nil {
+		return name.Digest{}, err
+	}
+	ref, err := name.NewTag(r.Host + "/" + repo + ":" + tag)
+	if err != nil {
+		return name.Digest{}, err
+	}
+	if err := remote.Write(ref, img); err != nil {
+		return name.Digest{}, err
+	}
+	d, err := img.Digest()
+	if err != nil {
+		return name.Digest{}, err
+	}
+	return ref.Context().Digest(d.String()), nil
+}
+
+// Key is a signing key pair, as `cosign generate-key-pair` makes (ECDSA P-256).
+type Key struct {
+	priv *ecdsa.PrivateKey
+}
+
+// NewKey generates a key.
+func NewKey() (*Key, error) {
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	return &Key{priv: priv}, nil
+}
+
+// PublicKeyPEM is the public key as cosign.pub holds it.
+func (k *Key) PublicKeyPEM() string {
+	der, err := x509.MarshalPKIXPublicKey(&k.priv.PublicKey)
+	if err != nil {
+		panic(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+}
+
+func (k *Key) sign(data []byte) ([]byte, error) {
+	sum := sha256.Sum256(data)
+	return ecdsa.SignASN1(rand.Reader, k.priv, sum[:])
+}
+
+// SignLegacy signs the image at digest the way `cosign sign --key` did before bundles: a
+// simple-signing payload naming payloadDigest (normally the same digest), stored under the
+// sha256-<hex>.sig tag. No transparency log entry.
+func (k *Key) SignLegacy(digest, payloadDigest name.Digest) error {
+	p, err := (&payload.Cosign{Image: payloadDigest}).MarshalJSON()
+	if err != nil {
+		return err
+	}
+	sig, err := k.sign(p)
+	if err != nil {
+		return err
+	}
+	s, err := static.NewSignature(p, base64.StdEncoding.EncodeToString(sig))
+	if err != nil {
+		return err
+	}
+	se, err := ociremote.SignedEntity(digest)
+	if err != nil {
+		return err
+	}
+	se, err = mutate.AttachSignatureToEntity(se, s)
+	if err != nil {
+		return err
+	}
+	return ociremote.WriteSignatures(digest.Repository, se)
+}
+
+// Statement is the in-toto statement cosign v3 signs for an image: subject the digest,
+// predicate type predicateType (cosign's image signature for SignBundle).
+func Statement(subject name.Digest, predicateType string) []byte {
+	alg, hexDigest, _ := strings.Cut(subject.DigestStr(), ":")
+	return fmt.Appendf(nil, `{"_type":"https://in-toto.io/Statement/v1","subject":[{"digest":{%q:%q}}],"predicateType":%q,"predicate":{}}`, alg, hexDigest, predicateType)
+}
+
+// SignBundle signs the image at digest the way `cosign sign --key` does in cosign v3: a
+// sigstore bundle holding a DSSE envelope over the statement, stored as an OCI referrer of
+// the image (or under the sha256-<hex> tag when the registry has no Referrers API).
+func (k *Key) SignBundle(digest name.Digest, statement []byte) error {
+	pae := dssePAE("application/vnd.in-toto+json", statement)
+	sig, err := k.sign(pae)
+	if err != nil {
+		return err
+	}
+	der, err := x509.MarshalPKIXPublicKey(&k.priv.PublicKey)
+	if err != nil {
+		return err
+	}
+	hint := sha256.Sum256(der)
+	b := &protobundle.Bundle{
+		MediaType: "application/vnd.dev.sigstore.bundle.v0.3+json",
+		VerificationMaterial: &protobundle.VerificationMaterial{
+			Content: &protobundle.VerificationMaterial_PublicKey{PublicKey: &protocommon.PublicKeyIdentifier{Hint: base64.StdEncoding.EncodeToString(hint[:])}},
+		},
+		Content: &protobundle.Bundle_DsseEnvelope{DsseEnvelope: &protodsse.Envelope{
+			Payload: statement, PayloadType: "application/vnd.in-toto+json", Signatures: []*protodsse.Signature{{Sig: sig}},
+		}},
+	}
+	return writeBundle(digest, b, statement)
+}
+
+// dssePAE is DSSE's pre-authentication encoding, what a DSSE signature signs.
+func dssePAE(payloadType string, payload []byte) []byte {
+	return fmt.Appendf(nil, "DSSEv1 %d %s %d %s", len(payloadType), payloadType, len(payload), payload)
+}
+
+// Sigstore is a Fulcio, Rekor and CT log in memory (sigstore-go's VirtualSigstore).
+type Sigstore struct {
+	*ca.VirtualSigstore
+}
+
+// NewSigstore makes one.
+func NewSigstore() (*Sigstore, error) {
+	vs, err := ca.NewVirtualSigstore()
+	if err != nil {
+		return nil, err
+	}
+	return &Sigstore{vs}, nil
+}
+
+// TrustedRootJSON is its trusted_root.json, as `cosign trusted-root create` writes one.
+func (s *Sigstore) TrustedRootJSON() ([]byte, error) {
+	// VirtualSigstore's logs carry their hex log ID as the ID's bytes; the file holds the raw
+	// ID, as Sigstore's own trusted root does.
+	raw := func(logs map[string]*root.TransparencyLog) (map[string]*root.TransparencyLog, error) {
+		out := map[string]*root.TransparencyLog{}
+		for k, l := range logs {
+			id, err := hex.DecodeString(k)
+			if err != nil {
+				return nil, err
+			}
+			c := *l
+			c.ID = id
+			out[k] = &c
+		}
+		return out, nil
+	}
+	rekor, err := raw(s.RekorLogs())
+	if err != nil {
+		return nil, err
+	}
+	// No CT log: VirtualSigstore's certificates carry no SCTs, like those of a private
+	// Fulcio without a CT log, and a trusted root without CT logs says so.
+	tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01, s.FulcioCertificateAuthorities(), nil, s.TimestampingAuthorities(), rekor)
+	if err != nil {
+		return nil, err
+	}
+	return tr.MarshalJSON()
+}
+
+// SignBundle signs the image at digest keylessly, as `cosign sign` with an OIDC identity
+// does: a Fulcio certificate for subject and issuer, a Rekor entry, in a sigstore bundle
+// stored as a referrer of the image.
+func (s *Sigstore) SignBundle(digest name.Digest, statement []byte, subject, issuer string) error {
+	// As Attest does (the certificate is valid then).
+	return s.SignBundleAt(digest, statement, subject, issuer, time.Now().Add(5*time.Minute))
+}
+
+// SignBundleAt is SignBundle with the log entry integrated at the given time: outside the
+// certificate's validity (about ten minutes from now) the signature must not count.
+func (s *Sigstore) SignBundleAt(digest name.Digest, statement []byte, subject, issuer string, integrated time.Time) error {
+	// With an inclusion proof, which bundles from v0.2 on must carry.
+	ent, err := s.AttestAtTime(subject, issuer, statement, integrated, true)
+	if err != nil {
+		return err
+	}
+	vc, err := ent.VerificationContent()
+	if err != nil {
+		return err
+	}
+	cert := vc.Certificate()
+	sc, err := ent.SignatureContent()
+	if err != nil {
+		return err
+	}
+	env := sc.EnvelopeContent().RawEnvelope()
+	pl, err := base64.StdEncoding.DecodeString(env.Payload)
+	if err != nil {
+		return err
+	}
+	sig, err := base64.StdEncoding.DecodeString(env.Signatures[0].Sig)
+	if err != nil {
+		return err
+	}
+	entries, err := ent.TlogEntries()
+	if err != nil {
+		return err
+	}
+	var tles []*protorekor.TransparencyLogEntry
+	for _, e := range entries {
+		tle := e.TransparencyLogEntry()
+		// What Rekor returns and the bundle carries besides what the entry holds: the
+		// entry's kind and version (VirtualSigstore logs DSSE entries) and its promise.
+		tle.KindVersion = &protorekor.KindVersion{Kind: "dsse", Version: "0.0.1"}
+		set, err := s.RekorSignPayload(tlog.RekorPayload{
+			Body: base64.StdEncoding.EncodeToString(tle.CanonicalizedBody), IntegratedTime: tle.IntegratedTime,
+			LogIndex: tle.LogIndex, LogID: hex.EncodeToString(tle.LogId.KeyId),
+		})
+		if err != nil {
+			return err
+		}
+		tle.InclusionPromise = &protorekor.InclusionPromise{SignedEntryTimestamp: set}
+		tles = append(tles, tle)
+	}
+	b := &protobundle.Bundle{
+		MediaType: "application/vnd.dev.sigstore.bundle.v0.3+json",
+		VerificationMaterial: &protobundle.VerificationMaterial{
+			Content:     &protobundle.VerificationMaterial_Certificate{Certificate: &protocommon.X509Certificate{RawBytes: cert.Raw}},
+			TlogEntries: tles,
+		},
+		Content: &protobundle.Bundle_DsseEnvelope{DsseEnvelope: &protodsse.Envelope{
+			Payload: pl, PayloadType: env.PayloadType, Signatures: []*protodsse.Signature{{Sig: sig}},
+		}},
+	}
+	return writeBundle(digest, b, statement)
+}
+
+func writeBundle(digest name.Digest, b *protobundle.Bundle, statement []byte) error {
+	raw, err := protojson.Marshal(b)
+	if err != nil {
+		return err
+	}
+	pt := ctypes.CosignSignPredicateType
+	if i := strings.Index(string(statement), `"predicateType":"`); i >= 0 {
+		rest := string(statement[i+len(`"predicateType":"`):])
+		pt, _, _ = strings.Cut(rest, `"`)
+	}
+	return ociremote.WriteAttestationNewBundleFormat(digest, raw, pt)
+}
