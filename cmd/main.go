@@ -39,6 +39,7 @@ import (
 	"github.com/imagegate/imagegate/internal/controller"
 	"github.com/imagegate/imagegate/internal/podspec"
 	"github.com/imagegate/imagegate/internal/telemetry"
+	"github.com/imagegate/imagegate/internal/verify"
 	imagegateversion "github.com/imagegate/imagegate/internal/version"
 	imagegatewebhook "github.com/imagegate/imagegate/internal/webhook"
 )
@@ -56,6 +57,7 @@ type options struct {
 	webhookPort                                int
 	imageReview, checkWorkloads                bool
 	excludedNamespaces, leaderElectionNS       string
+	namespace                                  string
 	auditInterval, eventInterval, drain        time.Duration
 	zap                                        zap.Options
 }
@@ -66,6 +68,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint binds to (HTTPS unless --metrics-secure=false); 0 disables it.")
 	fs.BoolVar(&o.secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, to callers that the apiserver authenticates and authorizes.")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
+	fs.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", "imagegate-system"), "imagegate's own namespace, whose Secrets (keys, registry credentials) and ConfigMaps (trusted roots) verify rules may name; default $POD_NAMESPACE, else imagegate-system.")
 	fs.BoolVar(&o.leaderElection, "leader-elect", false, "Elect a leader among replicas to write policy status and run the audit; every replica serves the webhook.")
 	fs.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease; empty: the manager's own namespace (in a cluster).")
 	fs.StringVar(&o.certDir, "webhook-cert-path", "", "Directory holding the webhook serving certificate, reloaded when it changes (the installation sets it). Empty: a self-signed certificate made at start, which no apiserver trusts unless told to; for `make run` and local development only.")
@@ -137,6 +140,10 @@ func main() {
 		// The audit reads Pods from the cache: keep only what it needs of each.
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.Pod{}: {Transform: podspec.SlimPod},
+			// Verify rules read keys, trusted roots and credentials from imagegate's own
+			// namespace only (a Role there, never cluster-wide read of Secrets).
+			&corev1.Secret{}:    {Namespaces: map[string]cache.Config{o.namespace: {}}},
+			&corev1.ConfigMap{}: {Namespaces: map[string]cache.Config{o.namespace: {}}},
 		}},
 	})
 	must(log, err, "creating the manager")
@@ -148,11 +155,15 @@ func main() {
 	excluded := splitList(o.excludedNamespaces)
 
 	reconciler := controller.NewPolicyReconciler(mgr.GetClient(), metrics)
+	reconciler.Trust = verify.Compiler(verify.NamespaceSources{Reader: mgr.GetCache(), Namespace: o.namespace})
+	reconciler.TrustNamespace = o.namespace
 	must(log, reconciler.SetupWithManager(mgr), "setting up the policy reconciler")
-	imagegatewebhook.SetupPodWebhookWithManager(mgr, reconciler, recorder)
+	verifier := verify.New(verify.Options{Metrics: verify.NewMetrics(ctrlmetrics.Registry)})
+	imagegatewebhook.SetupPinWebhookWithManager(mgr, reconciler, recorder, verifier)
+	imagegatewebhook.SetupPodWebhookWithManager(mgr, reconciler, recorder, verifier)
 	imagegatewebhook.SetupWorkloadWebhookWithManager(mgr, reconciler, o.checkWorkloads, recorder)
 	if o.imageReview {
-		imagegatewebhook.SetupImageReviewWithManager(mgr, reconciler, excluded, recorder)
+		imagegatewebhook.SetupImageReviewWithManager(mgr, reconciler, excluded, recorder, verifier)
 	}
 	var auditor *controller.Auditor
 	if o.auditInterval > 0 {
@@ -262,4 +273,12 @@ func must(log logr.Logger, err error, what string, kv ...any) {
 		log.Error(err, "Failed "+what, kv...)
 		os.Exit(1)
 	}
+}
+
+// envOr is the environment variable key, or def when it is unset or empty.
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
 }

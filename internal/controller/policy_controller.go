@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"sync/atomic"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -49,6 +50,11 @@ type PolicyReconciler struct {
 	trigger chan event.GenericEvent
 	// changed is signalled after each new snapshot (see Changed).
 	changed chan struct{}
+	// Trust compiles the trust material of verify sections (nil: none, see policy.Options).
+	Trust policy.TrustCompiler
+	// TrustNamespace is the namespace whose Secrets and ConfigMaps verify sections name; a
+	// change there rebuilds the snapshot. Empty: not watched.
+	TrustNamespace string
 }
 
 // NewPolicyReconciler returns a reconciler reading and writing through c; m may be nil.
@@ -61,6 +67,7 @@ func (r *PolicyReconciler) Changed() <-chan struct{} { return r.changed }
 
 // +kubebuilder:rbac:groups=imagegate.io,resources=imagepolicies;clusterimagepolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=imagegate.io,resources=imagepolicies/status;clusterimagepolicies/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",namespace=imagegate-system,resources=secrets;configmaps,verbs=get;list;watch
 
 // Snapshot returns the current snapshot, or nil before the first one is built.
 func (r *PolicyReconciler) Snapshot() *policy.Snapshot { return r.current.Load() }
@@ -86,7 +93,7 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (
 	if err := r.List(ctx, &nps); err != nil {
 		return reconcile.Result{}, fmt.Errorf("listing ImagePolicies: %w", err)
 	}
-	snap := policy.Compile(cps.Items, nps.Items)
+	snap := policy.CompileWith(cps.Items, nps.Items, policy.Options{Trust: r.Trust})
 	r.current.Store(snap)
 	gen := r.generation.Add(1)
 	r.metrics.Snapshot(gen, snap)
@@ -154,14 +161,22 @@ func (r *PolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := mgr.Add(leaderHook{r}); err != nil {
 		return err
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("policy-snapshot").
 		// Every replica needs the snapshot to serve the webhook, leader or not.
 		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false)}).
 		WatchesRawSource(source.Channel(r.trigger, toSnapshot)).
 		Watches(&v1alpha1.ClusterImagePolicy{}, toSnapshot, onSpec).
-		Watches(&v1alpha1.ImagePolicy{}, toSnapshot, onSpec).
-		Complete(r)
+		Watches(&v1alpha1.ImagePolicy{}, toSnapshot, onSpec)
+	if r.TrustNamespace != "" {
+		// Keys, trusted roots and pull secrets: a rotated key or a fixed Secret takes effect
+		// (and a deleted one makes its policies refuse) without touching the policy.
+		inNamespace := builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+			return o.GetNamespace() == r.TrustNamespace
+		}))
+		b = b.Watches(&corev1.Secret{}, toSnapshot, inNamespace).Watches(&corev1.ConfigMap{}, toSnapshot, inNamespace)
+	}
+	return b.Complete(r)
 }
 
 // leaderHook runs only on the elected leader (or at once without leader election): it lets

@@ -193,7 +193,17 @@ func readYAML(t *testing.T, path string, into any) {
 // exactly the kinds this package reads.
 func TestWorkloadWebhookRulesNameEveryWorkload(t *testing.T) {
 	var cfg admissionregistrationv1.ValidatingWebhookConfiguration
-	readYAML(t, "../../config/webhook/manifests.yaml", &cfg)
+	data, err := os.ReadFile("../../config/webhook/manifests.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, doc := range strings.Split(string(data), "\n---\n") {
+		if strings.Contains(doc, "kind: ValidatingWebhookConfiguration") {
+			if err := yaml.Unmarshal([]byte(doc), &cfg); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	var rules []admissionregistrationv1.RuleWithOperations
 	for _, w := range cfg.Webhooks {
 		if w.Name == "workloads.imagegate.io" {
@@ -242,29 +252,31 @@ func diff(a, b []string) []string {
 	return out
 }
 
-func readScopePatch(t *testing.T) []map[string]any {
+// The patches of the validating webhooks (pods, workloads) and of the mutating one (pin).
+const (
+	scopePatch    = "scope_patch.yaml"
+	pinScopePatch = "pin_scope_patch.yaml"
+)
+
+func patchValue(t *testing.T, file, path string) any {
 	t.Helper()
 	var ops []map[string]any
-	readYAML(t, "../../config/webhook/scope_patch.yaml", &ops)
-	return ops
-}
-
-func patchValue(t *testing.T, path string) any {
-	t.Helper()
-	for _, op := range readScopePatch(t) {
+	readYAML(t, "../../config/webhook/"+file, &ops)
+	for _, op := range ops {
 		if op["path"] == path {
 			return op["value"]
 		}
 	}
-	t.Fatalf("config/webhook/scope_patch.yaml does not set %s", path)
+	t.Fatalf("config/webhook/%s does not set %s", file, path)
 	return nil
 }
 
 // Both webhooks leave out exactly DefaultExcludedNamespaces, the default of the manager's and
 // the CLI's --excluded-namespaces (their tests check those defaults).
 func TestExcludedNamespacesAreTheWebhookScope(t *testing.T) {
-	for _, path := range []string{"/webhooks/0/namespaceSelector", "/webhooks/1/namespaceSelector"} {
-		sel, _ := patchValue(t, path).(map[string]any)
+	for _, fp := range [][2]string{{scopePatch, "/webhooks/0/namespaceSelector"}, {scopePatch, "/webhooks/1/namespaceSelector"}, {pinScopePatch, "/webhooks/0/namespaceSelector"}} {
+		path := fp[0] + " " + fp[1]
+		sel, _ := patchValue(t, fp[0], fp[1]).(map[string]any)
 		exprs, _ := sel["matchExpressions"].([]any)
 		found := false
 		for _, e := range exprs {
@@ -287,9 +299,9 @@ func TestExcludedNamespacesAreTheWebhookScope(t *testing.T) {
 	}
 }
 
-func matchCondition(t *testing.T, path, name string) string {
+func matchCondition(t *testing.T, file, path, name string) string {
 	t.Helper()
-	conds, _ := patchValue(t, path).([]any)
+	conds, _ := patchValue(t, file, path).([]any)
 	for _, c := range conds {
 		m, _ := c.(map[string]any)
 		if m["name"] == name {
@@ -303,7 +315,7 @@ func matchCondition(t *testing.T, path, name string) string {
 // The Pod webhook's matchConditions let an UPDATE through only when something imagegate reads
 // changed: every image list, and the labels (a podSelector reads them).
 func TestPodMatchConditionComparesEveryImageListAndTheLabels(t *testing.T) {
-	expr := matchCondition(t, "/webhooks/0/matchConditions", "image-or-label-changed")
+	expr := matchCondition(t, scopePatch, "/webhooks/0/matchConditions", "image-or-label-changed")
 	for _, l := range imageLists {
 		if !strings.Contains(expr, "object.spec."+l+" != oldObject.spec."+l) {
 			t.Errorf("the image-or-label-changed matchCondition does not compare spec.%s: an UPDATE of it would not be checked", l)
@@ -314,10 +326,21 @@ func TestPodMatchConditionComparesEveryImageListAndTheLabels(t *testing.T) {
 	}
 }
 
+// The mutating webhook's matchConditions let an UPDATE through when any image list changed:
+// a changed image may need its tag pinned.
+func TestPinMatchConditionComparesEveryImageList(t *testing.T) {
+	expr := matchCondition(t, pinScopePatch, "/webhooks/0/matchConditions", "image-changed")
+	for _, l := range imageLists {
+		if !strings.Contains(expr, "object.spec."+l+" != oldObject.spec."+l) {
+			t.Errorf("the image-changed matchCondition does not compare spec.%s: a tag set by an UPDATE of it would not be pinned", l)
+		}
+	}
+}
+
 // The workload webhook's matchConditions compare the whole pod template (spec and labels) of
 // every kind.
 func TestWorkloadMatchConditionComparesEveryTemplate(t *testing.T) {
-	expr := matchCondition(t, "/webhooks/1/matchConditions", "template-changed")
+	expr := matchCondition(t, scopePatch, "/webhooks/1/matchConditions", "template-changed")
 	for _, w := range workloads {
 		path := strings.TrimSuffix(w.TemplateSpec, ".spec")
 		if !strings.Contains(expr, "object."+path+" != oldObject."+path) {

@@ -109,8 +109,8 @@ type Snapshot struct {
 	tagDenied     map[string][]int32
 	// verifying holds the valid policies with a verify section.
 	verifying []int32
-	refs          *imageref.Cache
-	scratch       sync.Pool
+	refs      *imageref.Cache
+	scratch   sync.Pool
 	// selectsNamespaces: some ClusterImagePolicy has a namespaceSelector.
 	selectsNamespaces bool
 	// breakGlass holds the policies with allowBreakGlass.
@@ -141,6 +141,10 @@ func (s *Snapshot) Len() int { return len(s.policies) }
 
 // Invalid is the number of policies that could not be compiled (see PolicyError).
 func (s *Snapshot) Invalid() int { return len(s.errors) }
+
+// Verifies reports whether any valid policy has a verify section: only then may an image
+// need a registry call or pinning.
+func (s *Snapshot) Verifies() bool { return len(s.verifying) > 0 }
 
 // SelectsNamespaces reports whether any ClusterImagePolicy selects namespaces by label, that
 // is, whether a Subject needs its namespace's labels at all.

@@ -30,7 +30,7 @@ type scratch struct {
 	// Per image: covered policies with images.allow that an allow or exempt pattern
 	// satisfied, and covered policies that an images.deny pattern hit.
 	satisfied, denied int
-	coveredAllow      int // covered policies with images.allow
+	coveredAllow      int  // covered policies with images.allow
 	workload          bool // the subject is a pod template
 }
 

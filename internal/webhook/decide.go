@@ -31,7 +31,24 @@ type decider struct {
 	namespaces client.Reader
 	recorder   *telemetry.Recorder
 	endpoint   telemetry.Endpoint
+	verifier   Verifier
 }
+
+// Verifier checks images in their registries for the verify rules of the engine
+// (internal/verify implements it).
+type Verifier interface {
+	// VerifyAll returns, per pending verification, why it failed ("" when verified).
+	VerifyAll(ctx context.Context, pending []policy.Verification) []string
+	// Resolve returns the digest an unpinned image's tag names now.
+	Resolve(ctx context.Context, u *policy.Unpinned) (string, error)
+}
+
+// SetVerifier sets what checks verify rules. Without one, every image a verify rule covers
+// is refused (fail closed).
+func (x *decider) SetVerifier(v Verifier) { x.verifier = v }
+
+// noVerifier is the reason of a verification that nothing could run.
+const noVerifier = "imagegate runs without a registry verifier here, so no signature can be checked"
 
 // decide evaluates sub about object. ok is false before the first snapshot; callers refuse
 // then (fail closed).
@@ -50,6 +67,18 @@ func (x *decider) decide(ctx context.Context, sub *policy.Subject, object teleme
 		}
 	}
 	d = snap.Evaluate(sub)
+	if len(d.Pending) > 0 {
+		var failures []string
+		if x.verifier != nil {
+			failures = x.verifier.VerifyAll(ctx, d.Pending)
+		} else {
+			failures = make([]string, len(d.Pending))
+			for i := range failures {
+				failures[i] = noVerifier
+			}
+		}
+		snap.Settle(sub, &d, failures)
+	}
 	x.recorder.Decided(x.endpoint, object, snap, &d, time.Since(start))
 	if log := logf.FromContext(ctx).V(1); log.Enabled() {
 		log.Info("Decided", "endpoint", x.endpoint, "object", object.String(), "decision", d.Outcome(),
@@ -66,9 +95,15 @@ func admissionResponse(d *policy.Decision) admission.Response {
 		resp = admission.Denied(strings.Join(d.Messages(imagegatev1alpha1.ModeEnforce), "\n"))
 	}
 	resp.Warnings = d.Messages(imagegatev1alpha1.ModeWarn)
+	if d.VerifyDeferred {
+		resp.Warnings = append(resp.Warnings, verifyDeferred)
+	}
 	resp.AuditAnnotations = d.AuditAnnotations()
 	return resp
 }
+
+// verifyDeferred is the warning on a workload whose images verify rules cover.
+const verifyDeferred = "imagegate verifies the signatures of this template's images when its Pods are created, and pins their tags to digests then"
 
 // register serves h at path on the manager's webhook server, bounded by RequestDeadline.
 func register(server ctrlwebhook.Server, path string, h http.Handler) {
@@ -89,12 +124,19 @@ func requestLogger(base logr.Logger, req *admission.Request) logr.Logger {
 // RequestDeadline bounds how long a client may take to send a request body and read the
 // answer: the server's own settings bound only the headers (32 s), so a client trickling its
 // body (slowloris) could otherwise hold a connection forever. The apiserver sends a whole
-// AdmissionReview at once and gives up after the webhook's timeout (5 s).
-const RequestDeadline = 10 * time.Second
+// AdmissionReview at once and gives up after the webhook's timeout (timeoutSeconds: 15, what
+// verifying signatures in a slow registry may take; without verify rules an answer takes
+// well under a millisecond).
+const RequestDeadline = 16 * time.Second
 
-// BoundRequest sets read and write deadlines on the connection of each request to h.
+// BoundRequest sets read and write deadlines on the connection of each request to h, and
+// gives the request a context that ends before the apiserver gives up on it (see
+// requestBudget), so that registry calls end with a clear refusal in time.
 func BoundRequest(h http.Handler, d time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), requestBudget(r, d))
+		defer cancel()
+		r = r.WithContext(ctx)
 		rc := http.NewResponseController(w)
 		deadline := time.Now().Add(d)
 		// Not every ResponseWriter supports deadlines (a test recorder does not): no bound then.
@@ -102,6 +144,24 @@ func BoundRequest(h http.Handler, d time.Duration) http.Handler {
 		_ = rc.SetWriteDeadline(deadline)
 		h.ServeHTTP(w, r)
 	})
+}
+
+// answerMargin is the time kept, of the apiserver's timeout, to write the answer.
+const answerMargin = 500 * time.Millisecond
+
+// requestBudget is how long a request may work: the timeout the apiserver sends
+// (`?timeout=15s`, the webhook's timeoutSeconds) less answerMargin, or fallback less the
+// margin when it sends none (ImagePolicyWebhook, tests).
+func requestBudget(r *http.Request, fallback time.Duration) time.Duration {
+	budget := fallback
+	if t, err := time.ParseDuration(r.URL.Query().Get("timeout")); err == nil && t > 0 && t < fallback {
+		budget = t
+	}
+	budget -= answerMargin
+	if budget < answerMargin {
+		budget = answerMargin
+	}
+	return budget
 }
 
 // namespaceLookupTimeout bounds the wait for a Namespace from the cache: the cache blocks

@@ -134,6 +134,8 @@ func gvkString(gvk schema.GroupVersionKind) string {
 
 // SetupImageReviewWithManager serves ImageReviews at ImageReviewPath on the manager's
 // webhook server (same port, TLS and certificate as the Pod webhook).
-func SetupImageReviewWithManager(mgr ctrl.Manager, snapshots SnapshotSource, excluded []string, recorder *telemetry.Recorder) {
-	register(mgr.GetWebhookServer(), ImageReviewPath, NewImageReviewHandler(snapshots, mgr.GetCache(), excluded, recorder))
+func SetupImageReviewWithManager(mgr ctrl.Manager, snapshots SnapshotSource, excluded []string, recorder *telemetry.Recorder, v Verifier) {
+	h := NewImageReviewHandler(snapshots, mgr.GetCache(), excluded, recorder)
+	h.SetVerifier(v)
+	register(mgr.GetWebhookServer(), ImageReviewPath, h)
 }

@@ -49,7 +49,7 @@ var _ = Describe("config/default", func() {
 			Expect(yaml.Unmarshal(doc, &o)).To(Succeed())
 			byKind[o.Kind] = append(byKind[o.Kind], o)
 		}
-		for _, kind := range []string{"Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service", "Issuer", "Certificate", "ValidatingWebhookConfiguration"} {
+		for _, kind := range []string{"Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service", "Issuer", "Certificate", "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"} {
 			Expect(byKind).To(HaveKey(kind))
 		}
 		Expect(byKind["CustomResourceDefinition"]).To(HaveLen(2))
@@ -73,11 +73,21 @@ var _ = Describe("config/default", func() {
 		Expect(vwc.Metadata.Annotations).To(HaveKeyWithValue("cert-manager.io/inject-ca-from", "imagegate-system/"+cert.Metadata.Name))
 		Expect(vwc.Webhooks).To(HaveLen(2))
 		// Pods fail closed; workloads fail open, since their Pods are checked anyway.
-		for i, want := range []struct{ name, failurePolicy string }{{"pods.imagegate.io", "Fail"}, {"workloads.imagegate.io", "Ignore"}} {
-			wh := vwc.Webhooks[i]
+		// The Pod webhooks wait up to 15 s: what verifying signatures in a slow registry may
+		// take (the request's own deadline ends registry calls 0.5 s before).
+		mwc := byKind["MutatingWebhookConfiguration"][0]
+		Expect(mwc.Metadata.Annotations).To(HaveKeyWithValue("cert-manager.io/inject-ca-from", "imagegate-system/"+cert.Metadata.Name))
+		Expect(mwc.Webhooks).To(HaveLen(1))
+		for _, want := range []struct {
+			name, failurePolicy string
+			timeout             int
+			wh                  int
+			cfg                 object
+		}{{"pods.imagegate.io", "Fail", 15, 0, vwc}, {"workloads.imagegate.io", "Ignore", 5, 1, vwc}, {"pin.pods.imagegate.io", "Fail", 15, 0, mwc}} {
+			wh := want.cfg.Webhooks[want.wh]
 			Expect(wh.Name).To(Equal(want.name))
 			Expect(wh.FailurePolicy).To(Equal(want.failurePolicy))
-			Expect(wh.TimeoutSeconds).To(Equal(5))
+			Expect(wh.TimeoutSeconds).To(Equal(want.timeout))
 			Expect(wh.ClientConfig.Service.Name).To(Equal("imagegate-webhook-service"))
 			Expect(wh.ClientConfig.Service.Namespace).To(Equal("imagegate-system"))
 			Expect(wh.NamespaceSelector).NotTo(BeNil(), want.name)
@@ -286,7 +296,7 @@ var _ = Describe("config/default hardening", func() {
 			}
 		}
 		Expect(kinds).To(HaveKeyWithValue("PodDisruptionBudget", 1))
-		Expect(kinds).To(HaveKeyWithValue("NetworkPolicy", 2))
+		Expect(kinds).To(HaveKeyWithValue("NetworkPolicy", 3))
 		s := deploy.Spec.Template.Spec
 		Expect(deploy.Spec.Replicas).To(BeNumerically(">=", 2))
 		Expect(s.PriorityClassName).To(Equal("system-cluster-critical"))

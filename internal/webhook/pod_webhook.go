@@ -51,15 +51,14 @@ func NewPodValidator(snapshots SnapshotSource, namespaces client.Reader, recorde
 	}
 }
 
-// +kubebuilder:webhook:path=/validate-v1-pod,mutating=false,failurePolicy=fail,sideEffects=None,groups="",resources=pods;pods/ephemeralcontainers,verbs=create;update,versions=v1,name=pods.imagegate.io,admissionReviewVersions=v1,matchPolicy=Equivalent,timeoutSeconds=5
+// +kubebuilder:webhook:path=/validate-v1-pod,mutating=false,failurePolicy=fail,sideEffects=None,groups="",resources=pods;pods/ephemeralcontainers,verbs=create;update,versions=v1,name=pods.imagegate.io,admissionReviewVersions=v1,matchPolicy=Equivalent,timeoutSeconds=15
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 
 // SetupPodWebhookWithManager registers the Pod webhook on the manager's webhook server.
-func SetupPodWebhookWithManager(mgr ctrl.Manager, snapshots SnapshotSource, recorder *telemetry.Recorder) {
-	register(mgr.GetWebhookServer(), PodWebhookPath, &ctrlwebhook.Admission{
-		LogConstructor: requestLogger,
-		Handler:        NewPodValidator(snapshots, mgr.GetCache(), recorder),
-	})
+func SetupPodWebhookWithManager(mgr ctrl.Manager, snapshots SnapshotSource, recorder *telemetry.Recorder, v Verifier) {
+	h := NewPodValidator(snapshots, mgr.GetCache(), recorder)
+	h.SetVerifier(v)
+	register(mgr.GetWebhookServer(), PodWebhookPath, &ctrlwebhook.Admission{LogConstructor: requestLogger, Handler: h})
 }
 
 var podResource = metav1.GroupVersionResource{Version: "v1", Resource: "pods"}

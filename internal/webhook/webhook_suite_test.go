@@ -29,6 +29,7 @@ import (
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/controller"
 	"github.com/imagegate/imagegate/internal/telemetry"
+	"github.com/imagegate/imagegate/internal/verify"
 )
 
 // The suite runs the real manager (reconciler and webhook server) against a real
@@ -45,6 +46,9 @@ var (
 	metricsRegistry = prometheus.NewRegistry()
 	metrics         *telemetry.Metrics
 	root            = filepath.Join("..", "..")
+	// trustNamespace stands for imagegate's own namespace: verify rules read Secrets and
+	// ConfigMaps there.
+	trustNamespace = "imagegate-system"
 )
 
 func TestWebhook(t *testing.T) {
@@ -115,8 +119,12 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	recorder := &telemetry.Recorder{Metrics: metrics, Events: telemetry.NewEvents(mgr.GetEventRecorder("imagegate"), time.Minute)}
 	reconciler := controller.NewPolicyReconciler(mgr.GetClient(), metrics)
+	reconciler.Trust = verify.Compiler(verify.NamespaceSources{Reader: mgr.GetCache(), Namespace: trustNamespace})
+	reconciler.TrustNamespace = trustNamespace
 	Expect(reconciler.SetupWithManager(mgr)).To(Succeed())
-	SetupPodWebhookWithManager(mgr, reconciler, recorder)
+	verifier := verify.New(verify.Options{})
+	SetupPinWebhookWithManager(mgr, reconciler, recorder, verifier)
+	SetupPodWebhookWithManager(mgr, reconciler, recorder, verifier)
 	SetupWorkloadWebhookWithManager(mgr, reconciler, true, recorder)
 
 	go func() {

@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 )
@@ -159,8 +159,8 @@ func (m *Manager) Log() string {
 	return string(b)
 }
 
-// RenderWebhook renders config/local with kubectl kustomize and points its
-// ValidatingWebhookConfiguration at this manager: the URL's port and the cluster CA as the
+// RenderWebhook renders config/local with kubectl kustomize and points its webhook
+// configurations (validating and mutating) at this manager: the URL's port and the cluster CA as the
 // caBundle. Nothing else is changed, so the shipped rules, scope and failure policy are what
 // the apiserver gets.
 func (m *Manager) RenderWebhook(repoRoot string) ([]byte, error) {
@@ -174,35 +174,40 @@ func (m *Manager) RenderWebhook(repoRoot string) ([]byte, error) {
 	}
 	var rendered [][]byte
 	for _, doc := range docs {
-		var vwc admissionregistrationv1.ValidatingWebhookConfiguration
-		if err := yaml.Unmarshal(doc, &vwc); err != nil {
+		// The validating and the mutating configuration share the fields changed here.
+		var cfg struct {
+			metav1.TypeMeta   `json:",inline"`
+			metav1.ObjectMeta `json:"metadata"`
+			Webhooks          []map[string]any `json:"webhooks"`
+		}
+		if err := yaml.Unmarshal(doc, &cfg); err != nil {
 			return nil, fmt.Errorf("config/local: %w", err)
 		}
-		if vwc.Kind != "ValidatingWebhookConfiguration" {
-			return nil, fmt.Errorf("config/local renders a %s; it should render only the webhook configuration", vwc.Kind)
+		if cfg.Kind != "ValidatingWebhookConfiguration" && cfg.Kind != "MutatingWebhookConfiguration" {
+			return nil, fmt.Errorf("config/local renders a %s; it should render only webhook configurations", cfg.Kind)
 		}
-		for i := range vwc.Webhooks {
-			cc := &vwc.Webhooks[i].ClientConfig
-			if cc.URL == nil {
-				return nil, fmt.Errorf("config/local: webhook %s has no url", vwc.Webhooks[i].Name)
+		for _, wh := range cfg.Webhooks {
+			cc, _ := wh["clientConfig"].(map[string]any)
+			raw, _ := cc["url"].(string)
+			if raw == "" {
+				return nil, fmt.Errorf("config/local: webhook %v has no url", wh["name"])
 			}
-			u, err := url.Parse(*cc.URL)
+			u, err := url.Parse(raw)
 			if err != nil {
-				return nil, fmt.Errorf("config/local: webhook %s: %w", vwc.Webhooks[i].Name, err)
+				return nil, fmt.Errorf("config/local: webhook %v: %w", wh["name"], err)
 			}
 			u.Host = net.JoinHostPort(u.Hostname(), strconv.Itoa(m.WebhookPort))
-			s := u.String()
-			cc.URL = &s
-			cc.CABundle = m.cluster.CA.CertPEM
+			cc["url"] = u.String()
+			cc["caBundle"] = m.cluster.CA.CertPEM
 		}
-		b, err := yaml.Marshal(&vwc)
+		b, err := yaml.Marshal(&cfg)
 		if err != nil {
 			return nil, err
 		}
 		rendered = append(rendered, b)
 	}
 	if len(rendered) == 0 {
-		return nil, errors.New("config/local renders no ValidatingWebhookConfiguration")
+		return nil, errors.New("config/local renders no webhook configuration")
 	}
 	return bytes.Join(rendered, []byte("---\n")), nil
 }

@@ -1,0 +1,97 @@
+package webhook
+
+import (
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	ctypes "github.com/sigstore/cosign/v3/pkg/types"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/test/utils/registrytest"
+)
+
+var _ = Describe("Verifying signatures", Ordered, func() {
+	var (
+		reg      *registrytest.Registry
+		key      *registrytest.Key
+		ns       string
+		signed   string // repo:tag whose digest is signed
+		unsigned string
+	)
+	BeforeAll(func() {
+		reg = registrytest.New(true)
+		DeferCleanup(reg.Close)
+		var err error
+		key, err = registrytest.NewKey()
+		Expect(err).NotTo(HaveOccurred())
+		d, err := reg.Push("acme/app", "1.4")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(key.SignBundle(d, registrytest.Statement(d, ctypes.CosignSignPredicateType))).To(Succeed())
+		signed = reg.Host + "/acme/app:1.4"
+		_, err = reg.Push("acme/tool", "2")
+		Expect(err).NotTo(HaveOccurred())
+		unsigned = reg.Host + "/acme/tool:2"
+
+		system := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: trustNamespace}}
+		if err := k8sClient.Create(ctx, system); err != nil && !apierrors.IsAlreadyExists(err) {
+			Expect(err).NotTo(HaveOccurred())
+		}
+		Expect(k8sClient.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: "release-key", Namespace: trustNamespace},
+			Data:       map[string][]byte{"cosign.pub": []byte(key.PublicKeyPEM())},
+		})).To(Succeed())
+		ns = newNamespace(nil)
+	})
+
+	verifySpec := func(secret string) imagegatev1alpha1.ImagePolicySpec {
+		return imagegatev1alpha1.ImagePolicySpec{Verify: &imagegatev1alpha1.VerifyRules{
+			Signers: []imagegatev1alpha1.Signer{{Name: "release", Key: &imagegatev1alpha1.KeySigner{
+				SecretRef: &imagegatev1alpha1.SecretKeyReference{Name: imagegatev1alpha1.ObjectName(secret)},
+			}}},
+			TransparencyLog: imagegatev1alpha1.TransparencyLogSkip,
+		}}
+	}
+
+	It("pins a signed tag to its digest and stores the Pod with it; refuses an unsigned one", func() {
+		p := clusterPolicy(ns, "signed", verifySpec("release-key"))
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, p))).To(Succeed()) })
+		warnings.take()
+
+		good := pod(ns, "signed", signed)
+		Expect(k8sClient.Create(ctx, good)).To(Succeed())
+		stored := &corev1.Pod{}
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(good), stored)).To(Succeed())
+		Expect(stored.Spec.Containers[0].Image).To(MatchRegexp(`^` + strings.ReplaceAll(signed, ".", `\.`) + `@sha256:[0-9a-f]{64}$`))
+		Expect(strings.Join(warnings.take(), "\n")).To(ContainSubstring(`imagegate pinned "` + signed + `" to sha256:`))
+
+		err := createErr(pod(ns, "unsigned", unsigned))
+		Expect(err).To(ContainSubstring(denied))
+		Expect(err).To(ContainSubstring(`is not allowed by ClusterImagePolicy "` + p.Name + `": no signature by a trusted signer (tried: key "release"; found no signature`))
+	})
+
+	It("is Ready=False and refuses every image it covers while its key Secret is missing", func() {
+		spec := verifySpec("no-such-secret")
+		spec.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: ns}}
+		p := &imagegatev1alpha1.ClusterImagePolicy{ObjectMeta: metav1.ObjectMeta{Name: ns + "-missing-key"}, Spec: spec}
+		Expect(k8sClient.Create(ctx, p)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, p))).To(Succeed()) })
+		cond := waitReady(p, metav1.ConditionFalse)
+		Expect(cond.Message).To(ContainSubstring(`Secret "no-such-secret": not found`))
+		err := createErr(pod(ns, "refused", signed))
+		Expect(err).To(ContainSubstring(`ClusterImagePolicy "` + p.Name + `"`))
+		Expect(err).To(ContainSubstring(`Secret "no-such-secret": not found`))
+
+		By("creating the Secret: the policy comes into force without being touched")
+		Expect(k8sClient.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: "no-such-secret", Namespace: trustNamespace},
+			Data:       map[string][]byte{"cosign.pub": []byte(key.PublicKeyPEM())},
+		})).To(Succeed())
+		waitReady(p, metav1.ConditionTrue)
+		Expect(k8sClient.Create(ctx, pod(ns, "admitted", signed))).To(Succeed())
+	})
+})
