@@ -61,6 +61,7 @@ vet: ## Run go vet (the product, the e2e suite and the make bench harness).
 verify: manifests generate ## Regenerate, then fail when generated files differ from the committed ones.
 	@git diff --exit-code -- api config || { echo "generated files are stale: run 'make manifests generate' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- api config | grep '^??')" || { git status --porcelain -- api config; echo "generated files are not tracked by git"; exit 1; }
+	@hack/check-go-line.sh
 
 .PHONY: setup-envtest
 setup-envtest: ## Build or find kube-apiserver, etcd, kubectl and kube-controller-manager; print KUBEBUILDER_ASSETS.

@@ -55,6 +55,7 @@ func newCheck(stdin io.Reader, code *int) *cobra.Command {
 		excluded []string
 		output   string
 		maxSize  string
+		offline  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "check --policy PATH [--policy PATH ...] [-o text|json] FILE_OR_DIR ...",
@@ -67,6 +68,12 @@ given files and folders ("-" is standard input) with the webhook's own engine an
 Namespace objects among the manifests supply the labels that namespaceSelector matches;
 objects without a namespace are in "default". Other kinds, and objects in the namespaces the
 installed webhook does not cover (--excluded-namespaces), are skipped and counted.
+
+Verify rules are checked as the webhooks check them for the Pods: each tag is resolved to the
+digest it names now and the signatures are verified at that digest, in the registries, with
+the local Docker credentials (what docker login writes). Keys, trusted roots and pull
+secrets that the rules name are read from Secrets and ConfigMaps in the --policy files.
+--offline contacts no registry and reports each image a verify rule covers as not verified.
 
 Exit status: 0 when everything would be admitted, 1 when anything would be denied, 2 when an
 input could not be read or a policy is invalid.`,
@@ -84,7 +91,7 @@ input could not be read or a policy is invalid.`,
 			}
 			report, err := check.Run(cmd.Context(), check.Options{
 				PolicyPaths: policies, Paths: args, Stdin: stdin, MaxFileSize: limit.Value(),
-				ExcludedNamespaces: excluded,
+				ExcludedNamespaces: excluded, Offline: offline,
 			})
 			if err != nil {
 				return err
@@ -109,6 +116,7 @@ input could not be read or a policy is invalid.`,
 		panic(err)
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	cmd.Flags().BoolVar(&offline, "offline", false, "skip verify rules: contact no registry, and report each image they cover as not verified")
 	cmd.Flags().StringVar(&maxSize, "max-file-size", resource.NewQuantity(manifest.DefaultMaxFileSize, resource.BinarySI).String(), "the largest input file read")
 	if err := cmd.MarkFlagRequired("policy"); err != nil {
 		panic(err)

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -23,6 +24,7 @@ import (
 	"github.com/imagegate/imagegate/internal/manifest"
 	"github.com/imagegate/imagegate/internal/podspec"
 	"github.com/imagegate/imagegate/internal/policy"
+	"github.com/imagegate/imagegate/internal/verify"
 )
 
 // Options says what to check.
@@ -38,6 +40,12 @@ type Options struct {
 	// ExcludedNamespaces are not checked, as the webhook is never sent their Pods (see
 	// podspec.DefaultExcludedNamespaces). Their objects are counted as skipped.
 	ExcludedNamespaces []string
+	// Offline skips verify rules: no registry is contacted, and each image a verify rule
+	// covers is reported as not verified.
+	Offline bool
+	// Verifier checks verify rules in registries; nil: one with the local Docker
+	// credentials (the keychain `docker login` writes).
+	Verifier *verify.Verifier
 }
 
 // DefaultNamespace is where objects without a namespace go, as kubectl's default context.
@@ -59,7 +67,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		return nil, err
 	}
 	reader := &manifest.Reader{MaxFileSize: opts.MaxFileSize, Stdin: opts.Stdin}
-	r := &Report{}
+	r := &Report{offline: opts.Offline, verifier: opts.Verifier}
+	if !opts.Offline && r.verifier == nil {
+		r.verifier = verify.New(verify.Options{Keychain: authn.DefaultKeychain})
+		defer r.verifier.Close()
+	}
 
 	snap := r.loadPolicies(ctx, reader, validator, opts.PolicyPaths)
 
@@ -90,7 +102,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	if snap != nil {
 		for i := range pending {
-			r.decide(snap, labels, &pending[i])
+			r.decide(ctx, snap, labels, &pending[i])
 		}
 	}
 	r.Summary.Errors = len(r.Errors)
@@ -109,8 +121,12 @@ func (r *Report) loadPolicies(ctx context.Context, reader *manifest.Reader, v *c
 	var cluster []v1alpha1.ClusterImagePolicy
 	var namespaced []v1alpha1.ImagePolicy
 	seen := map[policy.Ref]string{}
+	src := &fileSources{secrets: map[string]*corev1.Secret{}, configMaps: map[string]*corev1.ConfigMap{}}
 	for i := range docs {
 		d := &docs[i]
+		if r.readSource(d, src) {
+			continue
+		}
 		if d.Object != nil && d.Object.GroupVersionKind().Group != v1alpha1.GroupVersion.Group &&
 			(d.Object.GetKind() == policy.KindClusterImagePolicy || d.Object.GetKind() == policy.KindImagePolicy) {
 			// A policy with a wrong or missing apiVersion: the apiserver would not take it,
@@ -166,7 +182,13 @@ func (r *Report) loadPolicies(ctx context.Context, reader *manifest.Reader, v *c
 		}
 		return nil
 	}
-	snap := policy.Compile(cluster, namespaced)
+	var opts policy.Options
+	if !r.offline {
+		// Keys, trusted roots and pull secrets come from the Secrets and ConfigMaps in the
+		// policy files, as the manager reads them from its namespace.
+		opts.Trust = verify.Compiler(src)
+	}
+	snap := policy.CompileWith(cluster, namespaced, opts)
 	// The schema accepts a few patterns the engine's parser refuses; a cluster would mark such
 	// a policy Ready=False and refuse what it covers. Here it is bad input.
 	refs := make([]policy.Ref, 0, len(seen))
@@ -256,15 +278,25 @@ func (r *Report) readWorkload(scheme *runtime.Scheme, d *manifest.Document) (pen
 	return p, true
 }
 
-// decide evaluates one object with the engine, exactly as the webhook builds its subject.
-func (r *Report) decide(snap *policy.Snapshot, labels map[string]map[string]string, p *pendingObject) {
+// decide evaluates one object with the engine, exactly as the webhook builds its subject, and
+// checks verify rules as the webhooks do for its Pods: tags resolved and pinned, signatures
+// verified at the digest (or, with Offline, reported as not verified).
+func (r *Report) decide(ctx context.Context, snap *policy.Snapshot, labels map[string]map[string]string, p *pendingObject) {
 	res := p.result
 	nsLabels, ok := labels[res.Namespace]
 	if !ok {
 		nsLabels = map[string]string{corev1.LabelMetadataName: res.Namespace}
 	}
-	sub := policy.Subject{Namespace: res.Namespace, NamespaceLabels: nsLabels, PodLabels: p.podLabels, Images: p.images, BreakGlass: p.breakGlass}
+	sub := policy.Subject{Namespace: res.Namespace, NamespaceLabels: nsLabels, PodLabels: p.podLabels, Images: p.images, BreakGlass: p.breakGlass, VerifyTemplates: true}
 	decision := snap.Evaluate(&sub)
+	switch {
+	case r.offline:
+		for _, img := range snap.SkipVerify(&decision) {
+			res.NotVerified = append(res.NotVerified, NotVerified{Field: img.Field, Image: img.Ref, Reason: "--offline: verify rules skipped"})
+		}
+	case len(decision.Unpinned) > 0 || len(decision.Pending) > 0:
+		decision = r.verify(ctx, snap, &sub, decision, &res)
+	}
 	res.Decision = decision.Outcome()
 	for i := range decision.Violations {
 		v := &decision.Violations[i]
@@ -289,6 +321,96 @@ func (r *Report) decide(snap *policy.Snapshot, labels map[string]map[string]stri
 		r.Summary.Admitted++
 	}
 	r.Objects = append(r.Objects, res)
+}
+
+// verify does what the mutating and the validating webhook do with verify rules: pins each
+// unpinned tag to the digest it names now, then verifies the signatures at the digests.
+func (r *Report) verify(ctx context.Context, snap *policy.Snapshot, sub *policy.Subject, d policy.Decision, res *ObjectResult) policy.Decision {
+	if len(d.Unpinned) > 0 {
+		images := slices.Clone(sub.Images)
+		pinned := false
+		for i := range d.Unpinned {
+			u := &d.Unpinned[i]
+			if u.RequireDigest {
+				continue
+			}
+			digest, err := r.verifier.Resolve(ctx, u)
+			if err != nil {
+				// Left unpinned, the image is refused as the webhook refuses it; the reason
+				// is said here.
+				res.NotVerified = append(res.NotVerified, NotVerified{Field: u.Image.Field, Image: u.Image.Ref, Reason: "could not be pinned to a digest: " + err.Error()})
+				continue
+			}
+			for j := range images {
+				if images[j].Field == u.Image.Field {
+					images[j].Ref = u.Image.Ref + "@" + digest
+					pinned = true
+				}
+			}
+		}
+		if pinned {
+			sub.Images = images
+			d = snap.Evaluate(sub)
+		}
+	}
+	if len(d.Pending) > 0 {
+		snap.Settle(sub, &d, r.verifier.VerifyAll(ctx, d.Pending))
+	}
+	return d
+}
+
+// fileSources are the Secrets and ConfigMaps of the policy files, standing for those of
+// imagegate's namespace.
+type fileSources struct {
+	secrets    map[string]*corev1.Secret
+	configMaps map[string]*corev1.ConfigMap
+}
+
+func (f *fileSources) Secret(name string) (*corev1.Secret, error) {
+	if s, ok := f.secrets[name]; ok {
+		return s, nil
+	}
+	return nil, fmt.Errorf("%w in the --policy files", verify.ErrNotFound)
+}
+
+func (f *fileSources) ConfigMap(name string) (*corev1.ConfigMap, error) {
+	if c, ok := f.configMaps[name]; ok {
+		return c, nil
+	}
+	return nil, fmt.Errorf("%w in the --policy files", verify.ErrNotFound)
+}
+
+// readSource keeps a Secret or ConfigMap of the policy files, which verify rules may name.
+func (r *Report) readSource(d *manifest.Document, src *fileSources) bool {
+	if d.Object == nil || d.Object.GroupVersionKind().Group != "" || d.Object.GetAPIVersion() != "v1" {
+		return false
+	}
+	var err error
+	switch d.Object.GetKind() {
+	case "Secret":
+		var s corev1.Secret
+		if err = runtime.DefaultUnstructuredConverter.FromUnstructured(d.Object.Object, &s); err == nil {
+			// stringData is what people write in files; the apiserver folds it into data.
+			for k, v := range s.StringData {
+				if s.Data == nil {
+					s.Data = map[string][]byte{}
+				}
+				s.Data[k] = []byte(v)
+			}
+			src.secrets[s.Name] = &s
+		}
+	case "ConfigMap":
+		var c corev1.ConfigMap
+		if err = runtime.DefaultUnstructuredConverter.FromUnstructured(d.Object.Object, &c); err == nil {
+			src.configMaps[c.Name] = &c
+		}
+	default:
+		return false
+	}
+	if err != nil {
+		r.addError(d, fmt.Sprintf("%s %q: %v", d.Object.GetKind(), d.Object.GetName(), err))
+	}
+	return true
 }
 
 func (r *Report) addError(d *manifest.Document, msg string) {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
+	"github.com/imagegate/imagegate/internal/verify"
 )
 
 // Exit codes of imagegate check.
@@ -23,6 +24,9 @@ type Report struct {
 	Objects       []ObjectResult `json:"objects"`
 	Errors        []InputError   `json:"errors"`
 	Summary       Summary        `json:"summary"`
+
+	offline  bool
+	verifier *verify.Verifier
 }
 
 // ObjectResult is the decision about one Pod or workload.
@@ -39,6 +43,9 @@ type ObjectResult struct {
 	// the values of the webhook's pods.imagegate.io/decision audit annotation.
 	Decision   string      `json:"decision"`
 	Violations []Violation `json:"violations,omitempty"`
+	// NotVerified lists the images that verify rules cover and that were not verified:
+	// skipped with --offline, or not pinned because their registry failed.
+	NotVerified []NotVerified `json:"notVerified,omitempty"`
 
 	location string
 }
@@ -54,6 +61,13 @@ type Violation struct {
 	Image      string `json:"image,omitempty"`
 	Normalized string `json:"normalized,omitempty"`
 	Message    string `json:"message"`
+}
+
+// NotVerified is an image that verify rules cover and that was not verified, and why.
+type NotVerified struct {
+	Field  string `json:"field"`
+	Image  string `json:"image"`
+	Reason string `json:"reason"`
 }
 
 // PolicyRef names a policy.
@@ -121,6 +135,12 @@ func (r *Report) WriteText(out, errOut io.Writer) error {
 	}
 	for i := range r.Objects {
 		o := &r.Objects[i]
+		for _, nv := range o.NotVerified {
+			where := policy.Printable(o.location + ": " + o.Kind + "/" + o.Namespace + "/" + o.Name)
+			if _, err := fmt.Fprintf(out, "%s: not verified: %s: image %q: %s\n", where, nv.Field, policy.Printable(nv.Image), policy.Printable(nv.Reason)); err != nil {
+				return err
+			}
+		}
 		for _, v := range o.Violations {
 			where := policy.Printable(o.location + ": " + o.Kind + "/" + o.Namespace + "/" + o.Name)
 			if _, err := fmt.Fprintf(out, "%s: %s: %s\n", where, label(v.Mode), policy.Printable(v.Message)); err != nil {

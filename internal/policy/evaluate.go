@@ -69,7 +69,7 @@ func (s *Snapshot) evaluate(sub *Subject, sc *scratch) Decision {
 
 func (s *Snapshot) violations(sub *Subject, sc *scratch) Decision {
 	d := Decision{}
-	sc.workload = sub.Workload
+	sc.workload = sub.Workload && !sub.VerifyTemplates
 	// Nothing to check (an UPDATE that changes no image and no label): not even an invalid
 	// policy or an unknown namespace may block it, or a later policy would break edits.
 	if len(sub.Images) > 0 {

@@ -28,8 +28,12 @@ type Subject struct {
 	// skipped, so that missing information never admits what the policy would deny.
 	PodLabelsUnknown bool
 	// Workload says the subject is a workload's pod template rather than a Pod: policies with
-	// checkWorkloads: false do not cover it.
+	// checkWorkloads: false do not cover it, and verify rules are left to its Pods
+	// (Decision.VerifyDeferred) unless VerifyTemplates is set.
 	Workload bool
+	// VerifyTemplates makes verify rules check a pod template's images now: for the CLI,
+	// which never sees the Pods.
+	VerifyTemplates bool
 	// BreakGlass says the Pod asks for break-glass (see BreakGlassRequested). Violations of
 	// Enforce policies that allow break-glass then admit, as warnings.
 	BreakGlass bool

@@ -214,3 +214,37 @@ func (s *Snapshot) Settle(sub *Subject, d *Decision, failures []string) {
 		s.applyBreakGlass(d)
 	}
 }
+
+// SkipVerify removes what verify rules found from d (their violations, pending verifications
+// and unpinned images), for a caller that cannot reach registries and says so (the CLI's
+// --offline). It returns the images that were not verified, each once.
+func (s *Snapshot) SkipVerify(d *Decision) []Image {
+	var skipped []Image
+	seen := map[string]bool{}
+	note := func(img Image) {
+		if !seen[img.Field] {
+			seen[img.Field] = true
+			skipped = append(skipped, img)
+		}
+	}
+	for i := range d.Pending {
+		note(d.Pending[i].Image)
+	}
+	for i := range d.Unpinned {
+		note(d.Unpinned[i].Image)
+	}
+	kept := d.Violations[:0]
+	for _, v := range d.Violations {
+		if v.Rule != RuleVerify {
+			kept = append(kept, v)
+		}
+	}
+	d.Violations, d.Pending, d.Unpinned = kept, nil, nil
+	sc := s.scratch.Get().(*scratch)
+	defer s.scratch.Put(sc)
+	for i := range d.Violations {
+		d.Violations[i].first = false
+	}
+	markFirsts(d, sc)
+	return skipped
+}
