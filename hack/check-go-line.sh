@@ -12,7 +12,7 @@ for mod in go.mod test/bench/go.mod; do
 	line=$(awk '$1 == "go" { print $2; exit }' "$mod")
 	minor=$(echo "$line" | cut -d. -f2)
 	if [ -z "$minor" ] || [ "$minor" -gt "$max_minor" ]; then
-		echo "$mod: go $line: the project builds with Go 1.$max_minor; an upgrade (of sigstore, cosign, go-containerregistry?) raised the go line. Pin the versions in go.mod's comment instead." >&2
+		echo "$mod: go $line: the project builds with Go 1.$max_minor; an upgrade (of sigstore, cosign, go-containerregistry?) raised the go line: keep the versions this script names." >&2
 		status=1
 	fi
 	if grep -q '^toolchain' "$mod"; then
