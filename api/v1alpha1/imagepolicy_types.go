@@ -144,7 +144,7 @@ type ImagePolicySpec struct {
 	// runs. A tag is resolved to its digest and the Pod is pinned to it (`tag@digest`) by
 	// imagegate's mutating webhook, so an admitted Pod runs exactly the verified bytes.
 	// +optional
-	Verify *VerifyRules `json:"verify,omitempty"`
+	Verify VerifyRules `json:"verify,omitzero"`
 
 	// checkWorkloads also checks the pod templates of Deployments, ReplicaSets, StatefulSets,
 	// DaemonSets, Jobs, CronJobs and ReplicationControllers when they are created or updated,
@@ -170,6 +170,7 @@ const (
 )
 
 // VerifyRules says which images must be signed, and by whom.
+// +kubebuilder:validation:MinProperties=1
 // +kubebuilder:validation:XValidation:rule="self.transparencyLog == 'Skip' || has(self.trustedRoot)",message="a transparency log is required (the default), so trustedRoot must name the ConfigMap holding trusted_root.json; or set transparencyLog: Skip for keys without a log"
 // +kubebuilder:validation:XValidation:rule="!self.signers.exists(s, has(s.keyless)) || has(self.trustedRoot)",message="keyless signers need trustedRoot: the ConfigMap holding trusted_root.json (cosign trusted-root create writes it)"
 type VerifyRules struct {
@@ -201,7 +202,7 @@ type VerifyRules struct {
 	// and timestamp authority keys that keyless signatures and transparency log entries are
 	// checked against. Nothing contacts a TUF service at admission.
 	// +optional
-	TrustedRoot *ConfigMapKeyReference `json:"trustedRoot,omitempty"`
+	TrustedRoot ConfigMapKeyReference `json:"trustedRoot,omitzero"`
 
 	// pullSecrets names Secrets of type kubernetes.io/dockerconfigjson in imagegate's
 	// namespace whose credentials imagegate uses to read the images and their signatures.
@@ -213,6 +214,17 @@ type VerifyRules struct {
 	// +kubebuilder:validation:MaxItems=8
 	PullSecrets []ObjectName `json:"pullSecrets,omitempty"`
 }
+
+// IsSet reports whether the policy has a verify section.
+func (v *VerifyRules) IsSet() bool {
+	return len(v.Signers) > 0 || len(v.Images) > 0 || v.TransparencyLog != "" || v.TrustedRoot.Name != "" || len(v.PullSecrets) > 0
+}
+
+// IsSet reports whether the signer is a key signer.
+func (k *KeySigner) IsSet() bool { return k.PublicKey != "" || k.SecretRef.Name != "" }
+
+// IsSet reports whether the signer is a keyless signer.
+func (k *KeylessSigner) IsSet() bool { return len(k.Identities) > 0 }
 
 // ObjectName is the name of an object in imagegate's namespace.
 // +kubebuilder:validation:MinLength=1
@@ -262,15 +274,16 @@ type Signer struct {
 
 	// key trusts signatures made with one key pair (`cosign sign --key`).
 	// +optional
-	Key *KeySigner `json:"key,omitempty"`
+	Key KeySigner `json:"key,omitzero"`
 
 	// keyless trusts signatures made with short-lived Fulcio certificates
 	// (`cosign sign` with an OIDC identity) whose identity matches one of these.
 	// +optional
-	Keyless *KeylessSigner `json:"keyless,omitempty"`
+	Keyless KeylessSigner `json:"keyless,omitzero"`
 }
 
 // KeySigner is a public key, inline or from a Secret.
+// +kubebuilder:validation:MinProperties=1
 // +kubebuilder:validation:XValidation:rule="has(self.publicKey) != has(self.secretRef)",message="a key sets exactly one of publicKey and secretRef"
 type KeySigner struct {
 	// publicKey is the PEM-encoded public key (cosign.pub).
@@ -282,7 +295,7 @@ type KeySigner struct {
 	// secretRef names the Secret, in imagegate's namespace, that holds the PEM public key.
 	// Only on ClusterImagePolicy.
 	// +optional
-	SecretRef *SecretKeyReference `json:"secretRef,omitempty"`
+	SecretRef SecretKeyReference `json:"secretRef,omitzero"`
 }
 
 // KeylessSigner lists the certificate identities trusted for keyless signatures.
@@ -292,6 +305,7 @@ type KeylessSigner struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=16
+	//nolint:kubeapilinter // arrayofstruct: each Identity needs an issuer and a subject, each exact or a regular expression (CEL rules on Identity); the flat shape is cosign's, Kyverno's and policy-controller's, which users copy from.
 	Identities []Identity `json:"identities,omitempty"`
 }
 

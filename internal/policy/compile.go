@@ -261,9 +261,9 @@ func (s *Snapshot) add(ref Ref, meta *metav1.ObjectMeta, spec *v1alpha1.ImagePol
 	if cp.podSelector, err = selector(spec.PodSelector); err != nil {
 		problems = append(problems, "spec.podSelector: "+err.Error())
 	}
-	if spec.Verify != nil {
+	if spec.Verify.IsSet() {
 		var vp []string
-		cp.verify, vp = compileVerify(ref, meta.UID, meta.Generation, spec.Verify, opts)
+		cp.verify, vp = compileVerify(ref, meta.UID, meta.Generation, &spec.Verify, opts)
 		problems = append(problems, vp...)
 	}
 	if !cp.hasAllow && len(cp.denyPatterns) == 0 && len(cp.tagDeny) == 0 && !cp.requireTag && !cp.requireDigest && cp.verify == nil {

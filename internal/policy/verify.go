@@ -102,7 +102,7 @@ func compileVerify(ref Ref, uid types.UID, generation int64, spec *v1alpha1.Veri
 			problems = append(problems, "spec.verify.pullSecrets: an ImagePolicy cannot use Secrets of imagegate's namespace")
 		}
 		for i := range spec.Signers {
-			if k := spec.Signers[i].Key; k != nil && k.SecretRef != nil {
+			if spec.Signers[i].Key.SecretRef.Name != "" {
 				problems = append(problems, fmt.Sprintf("spec.verify.signers[%d].key.secretRef: an ImagePolicy cannot use Secrets of imagegate's namespace; write publicKey inline", i))
 			}
 		}

@@ -49,9 +49,9 @@ func TestVerifyCoverage(t *testing.T) {
 			pending: []string{"spec.containers[1].image"},
 		},
 		{
-			name: "a pinned tag stays covered by verify.images",
-			docs: []string{cluster("v", `{verify: {images: ["ghcr.io/acme/app"], signers: [{name: release, key: {publicKey: "k"}}], transparencyLog: Skip}}`)},
-			sub:  Subject{Namespace: "a", Images: containers("ghcr.io/acme/app:1.4" + vDigest)},
+			name:    "a pinned tag stays covered by verify.images",
+			docs:    []string{cluster("v", `{verify: {images: ["ghcr.io/acme/app"], signers: [{name: release, key: {publicKey: "k"}}], transparencyLog: Skip}}`)},
+			sub:     Subject{Namespace: "a", Images: containers("ghcr.io/acme/app:1.4" + vDigest)},
 			pending: []string{"spec.containers[0].image"},
 		},
 		{

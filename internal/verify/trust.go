@@ -77,9 +77,9 @@ func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, string, err
 		sp := &rules.Signers[i]
 		s := signer{name: sp.Name}
 		switch {
-		case sp.Key != nil:
+		case sp.Key.IsSet():
 			pem := []byte(sp.Key.PublicKey)
-			if ref := sp.Key.SecretRef; ref != nil {
+			if ref := sp.Key.SecretRef; ref.Name != "" {
 				key := ref.Key
 				if key == "" {
 					key = "cosign.pub"
@@ -99,7 +99,7 @@ func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, string, err
 			}
 			s.key = v
 			h.Write(pem)
-		case sp.Keyless != nil:
+		case sp.Keyless.IsSet():
 			keyless = true
 			for j, id := range sp.Keyless.Identities {
 				for _, re := range []string{id.IssuerRegExp, id.SubjectRegExp} {
@@ -123,7 +123,7 @@ func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, string, err
 		}
 		t.signers = append(t.signers, s)
 	}
-	if ref := rules.TrustedRoot; ref != nil {
+	if ref := rules.TrustedRoot; ref.Name != "" {
 		key := ref.Key
 		if key == "" {
 			key = "trusted_root.json"

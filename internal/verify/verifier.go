@@ -215,7 +215,7 @@ func (v *Verifier) shared(ctx context.Context, key string, fn func(context.Conte
 		}
 		return r.Val.(string), nil
 	case <-ctx.Done():
-		return "", fmt.Errorf("the registry did not answer before the request's deadline (%v); retry", context.Cause(ctx))
+		return "", fmt.Errorf("the registry did not answer before the request's deadline (%w); retry", context.Cause(ctx))
 	}
 }
 

@@ -41,13 +41,13 @@ func (s *sources) ConfigMap(n string) (*corev1.ConfigMap, error) {
 }
 
 func keySigner(name, pem string) v1alpha1.Signer {
-	return v1alpha1.Signer{Name: name, Key: &v1alpha1.KeySigner{PublicKey: pem}}
+	return v1alpha1.Signer{Name: name, Key: v1alpha1.KeySigner{PublicKey: pem}}
 }
 
 func clusterPolicy(name string, rules *v1alpha1.VerifyRules) v1alpha1.ClusterImagePolicy {
 	return v1alpha1.ClusterImagePolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: name, UID: "uid-" + "x", Generation: 1},
-		Spec:       v1alpha1.ImagePolicySpec{Verify: rules},
+		Spec:       v1alpha1.ImagePolicySpec{Verify: *rules},
 	}
 }
 
@@ -166,9 +166,9 @@ func TestKeylessBundles(t *testing.T) {
 	const subject = "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main"
 	rules := func(id v1alpha1.Identity) *v1alpha1.VerifyRules {
 		return &v1alpha1.VerifyRules{
-			Signers:         []v1alpha1.Signer{{Name: "github-actions", Keyless: &v1alpha1.KeylessSigner{Identities: []v1alpha1.Identity{id}}}},
+			Signers:         []v1alpha1.Signer{{Name: "github-actions", Keyless: v1alpha1.KeylessSigner{Identities: []v1alpha1.Identity{id}}}},
 			TransparencyLog: v1alpha1.TransparencyLogRequired,
-			TrustedRoot:     &v1alpha1.ConfigMapKeyReference{Name: "sigstore"},
+			TrustedRoot:     v1alpha1.ConfigMapKeyReference{Name: "sigstore"},
 		}
 	}
 	signed := mustPush(t, reg, "acme/app", "1")
@@ -232,7 +232,7 @@ func TestTransparencyLogRequired(t *testing.T) {
 	if err := key.SignBundle(img, registrytest.Statement(img, ctypes.CosignSignPredicateType)); err != nil {
 		t.Fatal(err)
 	}
-	rules := &v1alpha1.VerifyRules{Signers: []v1alpha1.Signer{keySigner("release", key.PublicKeyPEM())}, TransparencyLog: v1alpha1.TransparencyLogRequired, TrustedRoot: &v1alpha1.ConfigMapKeyReference{Name: "sigstore"}}
+	rules := &v1alpha1.VerifyRules{Signers: []v1alpha1.Signer{keySigner("release", key.PublicKeyPEM())}, TransparencyLog: v1alpha1.TransparencyLogRequired, TrustedRoot: v1alpha1.ConfigMapKeyReference{Name: "sigstore"}}
 	snap := policy.CompileWith([]v1alpha1.ClusterImagePolicy{clusterPolicy("tlog", rules)}, nil, policy.Options{Trust: verify.Compiler(src)})
 	d := decide(t, snap, verify.New(verify.Options{}), img.String())
 	if got := messages(&d); !strings.Contains(got, "found 2 signatures, none verified") {
@@ -251,10 +251,10 @@ func TestBrokenTrustIsInvalid(t *testing.T) {
 		want  string
 	}{
 		{&v1alpha1.VerifyRules{Signers: []v1alpha1.Signer{keySigner("k", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")}, TransparencyLog: v1alpha1.TransparencyLogSkip}, `"k": the public key does not parse`},
-		{&v1alpha1.VerifyRules{Signers: []v1alpha1.Signer{{Name: "k", Key: &v1alpha1.KeySigner{SecretRef: &v1alpha1.SecretKeyReference{Name: "missing"}}}}, TransparencyLog: v1alpha1.TransparencyLogSkip}, `Secret "missing": not found`},
-		{&v1alpha1.VerifyRules{Signers: []v1alpha1.Signer{{Name: "k", Key: &v1alpha1.KeySigner{SecretRef: &v1alpha1.SecretKeyReference{Name: "garbage"}}}}, TransparencyLog: v1alpha1.TransparencyLogSkip}, "the public key does not parse"},
-		{&v1alpha1.VerifyRules{Signers: []v1alpha1.Signer{{Name: "g", Keyless: &v1alpha1.KeylessSigner{Identities: []v1alpha1.Identity{{Issuer: "i", Subject: "s"}}}}}, TrustedRoot: &v1alpha1.ConfigMapKeyReference{Name: "badroot"}}, `ConfigMap "badroot" key "trusted_root.json" is not a valid trusted_root.json`},
-		{&v1alpha1.VerifyRules{Signers: []v1alpha1.Signer{{Name: "g", Keyless: &v1alpha1.KeylessSigner{Identities: []v1alpha1.Identity{{Issuer: "i", SubjectRegExp: "("}}}}}, TrustedRoot: &v1alpha1.ConfigMapKeyReference{Name: "badroot"}}, "invalid regular expression"},
+		{&v1alpha1.VerifyRules{Signers: []v1alpha1.Signer{{Name: "k", Key: v1alpha1.KeySigner{SecretRef: v1alpha1.SecretKeyReference{Name: "missing"}}}}, TransparencyLog: v1alpha1.TransparencyLogSkip}, `Secret "missing": not found`},
+		{&v1alpha1.VerifyRules{Signers: []v1alpha1.Signer{{Name: "k", Key: v1alpha1.KeySigner{SecretRef: v1alpha1.SecretKeyReference{Name: "garbage"}}}}, TransparencyLog: v1alpha1.TransparencyLogSkip}, "the public key does not parse"},
+		{&v1alpha1.VerifyRules{Signers: []v1alpha1.Signer{{Name: "g", Keyless: v1alpha1.KeylessSigner{Identities: []v1alpha1.Identity{{Issuer: "i", Subject: "s"}}}}}, TrustedRoot: v1alpha1.ConfigMapKeyReference{Name: "badroot"}}, `ConfigMap "badroot" key "trusted_root.json" is not a valid trusted_root.json`},
+		{&v1alpha1.VerifyRules{Signers: []v1alpha1.Signer{{Name: "g", Keyless: v1alpha1.KeylessSigner{Identities: []v1alpha1.Identity{{Issuer: "i", SubjectRegExp: "("}}}}}, TrustedRoot: v1alpha1.ConfigMapKeyReference{Name: "badroot"}}, "invalid regular expression"},
 		{&v1alpha1.VerifyRules{Signers: []v1alpha1.Signer{keySigner("k", validKey.PublicKeyPEM())}, TransparencyLog: v1alpha1.TransparencyLogSkip, PullSecrets: []v1alpha1.ObjectName{"nope"}}, `pullSecrets: Secret "nope": not found`},
 	} {
 		snap := policy.CompileWith([]v1alpha1.ClusterImagePolicy{clusterPolicy("broken", c.rules)}, nil, policy.Options{Trust: verify.Compiler(src)})

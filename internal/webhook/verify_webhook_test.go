@@ -49,9 +49,9 @@ var _ = Describe("Verifying signatures", Ordered, func() {
 	})
 
 	verifySpec := func(secret string) imagegatev1alpha1.ImagePolicySpec {
-		return imagegatev1alpha1.ImagePolicySpec{Verify: &imagegatev1alpha1.VerifyRules{
-			Signers: []imagegatev1alpha1.Signer{{Name: "release", Key: &imagegatev1alpha1.KeySigner{
-				SecretRef: &imagegatev1alpha1.SecretKeyReference{Name: imagegatev1alpha1.ObjectName(secret)},
+		return imagegatev1alpha1.ImagePolicySpec{Verify: imagegatev1alpha1.VerifyRules{
+			Signers: []imagegatev1alpha1.Signer{{Name: "release", Key: imagegatev1alpha1.KeySigner{
+				SecretRef: imagegatev1alpha1.SecretKeyReference{Name: imagegatev1alpha1.ObjectName(secret)},
 			}}},
 			TransparencyLog: imagegatev1alpha1.TransparencyLogSkip,
 		}}
