@@ -401,3 +401,45 @@ func TestHostileRegistries(t *testing.T) {
 		})
 	}
 }
+
+// Registry credentials come from kubernetes.io/dockerconfigjson Secrets named by the policy.
+func TestPullSecrets(t *testing.T) {
+	reg := registrytest.New(true)
+	defer reg.Close()
+	reg.RequireBasicAuth("ci", "s3cret")
+	creds := registrytest.Basic("ci", "s3cret")
+	key, _ := registrytest.NewKey()
+	img, err := registrytest.PushTo(reg.Host, "acme/private", "1", creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := key.SignBundle(img, registrytest.Statement(img, ctypes.CosignSignPredicateType), creds); err != nil {
+		t.Fatal(err)
+	}
+	dockerConfig := func(user, pass string) *corev1.Secret {
+		return &corev1.Secret{
+			Type: corev1.SecretTypeDockerConfigJson,
+			Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"` + reg.Host + `":{"username":"` + user + `","password":"` + pass + `"}}}`)},
+		}
+	}
+	src := &sources{secrets: map[string]*corev1.Secret{"right": dockerConfig("ci", "s3cret"), "wrong": dockerConfig("ci", "guess")}}
+	for _, c := range []struct {
+		secrets []v1alpha1.ObjectName
+		want    string
+	}{
+		{[]v1alpha1.ObjectName{"right"}, ""},
+		{[]v1alpha1.ObjectName{"wrong"}, "UNAUTHORIZED: authentication required"},
+		{nil, "UNAUTHORIZED: authentication required"},
+	} {
+		rules := &v1alpha1.VerifyRules{Signers: []v1alpha1.Signer{keySigner("release", key.PublicKeyPEM())}, TransparencyLog: v1alpha1.TransparencyLogSkip, PullSecrets: c.secrets}
+		snap := policy.CompileWith([]v1alpha1.ClusterImagePolicy{clusterPolicy("private", rules)}, nil, policy.Options{Trust: verify.Compiler(src)})
+		d := decide(t, snap, verify.New(verify.Options{}), img.String())
+		got := messages(&d)
+		if c.want == "" && got != "" {
+			t.Errorf("secrets %v: refused: %s", c.secrets, got)
+		}
+		if c.want != "" && !strings.Contains(got, c.want) {
+			t.Errorf("secrets %v: got %q, want %q", c.secrets, got, c.want)
+		}
+	}
+}

@@ -25,6 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/random"
@@ -50,8 +51,10 @@ type Registry struct {
 	// Host is host:port, what image references name.
 	Host string
 
-	mu       sync.Mutex
-	counts   map[string]int
+	mu     sync.Mutex
+	counts map[string]int
+	// basic, when set, is the user and password every request must carry (Basic auth).
+	basic    atomic.Pointer[[2]string]
 	fault    atomic.Pointer[http.HandlerFunc]
 	requests atomic.Int64
 }
@@ -82,6 +85,13 @@ func Listen(addr string, referrers bool) (*Registry, error) {
 		if f := r.fault.Load(); f != nil {
 			(*f)(w, req)
 			return
+		}
+		if b := r.basic.Load(); b != nil {
+			if u, p, ok := req.BasicAuth(); !ok || u != b[0] || p != b[1] {
+				w.Header().Set("WWW-Authenticate", `Basic realm="registrytest"`)
+				http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
+				return
+			}
 		}
 		h.ServeHTTP(w, req)
 	})}}
@@ -117,6 +127,11 @@ func (r *Registry) Count(kind string) int {
 // Requests is how many requests the registry served.
 func (r *Registry) Requests() int64 { return r.requests.Load() }
 
+// RequireBasicAuth makes every request need this user and password.
+func (r *Registry) RequireBasicAuth(user, password string) {
+	r.basic.Store(&[2]string{user, password})
+}
+
 // Fault makes every request answered by f until Fault(nil).
 func (r *Registry) Fault(f http.HandlerFunc) {
 	if f == nil {
@@ -128,15 +143,35 @@ func (r *Registry) Fault(f http.HandlerFunc) {
 
 // Push writes a small random image as repo:tag and returns its digest reference.
 func (r *Registry) Push(repo, tag string) (name.Digest, error) {
+	return PushTo(r.Host, repo, tag, Anonymous)
+}
+
+// Credentials are how this package writes to a registry.
+type Credentials struct{ authn.Authenticator }
+
+// Anonymous writes without credentials, as to New's registries.
+var Anonymous = Credentials{authn.Anonymous}
+
+// Basic writes with a user name and password.
+func Basic(user, password string) Credentials {
+	return Credentials{&authn.Basic{Username: user, Password: password}}
+}
+
+func (c Credentials) oci() ociremote.Option {
+	return ociremote.WithRemoteOptions(remote.WithAuth(c.Authenticator))
+}
+
+// PushTo writes a small random image as host/repo:tag and returns its digest reference.
+func PushTo(host, repo, tag string, c Credentials) (name.Digest, error) {
 	img, err := random.Image(512, 1)
 	if err != nil {
 		return name.Digest{}, err
 	}
-	ref, err := name.NewTag(r.Host + "/" + repo + ":" + tag)
+	ref, err := name.NewTag(host + "/" + repo + ":" + tag)
 	if err != nil {
 		return name.Digest{}, err
 	}
-	if err := remote.Write(ref, img); err != nil {
+	if err := remote.Write(ref, img, remote.WithAuth(c.Authenticator)); err != nil {
 		return name.Digest{}, err
 	}
 	d, err := img.Digest()
@@ -177,7 +212,8 @@ func (k *Key) sign(data []byte) ([]byte, error) {
 // SignLegacy signs the image at digest the way `cosign sign --key` did before bundles: a
 // simple-signing payload naming payloadDigest (normally the same digest), stored under the
 // sha256-<hex>.sig tag. No transparency log entry.
-func (k *Key) SignLegacy(digest, payloadDigest name.Digest) error {
+func (k *Key) SignLegacy(digest, payloadDigest name.Digest, c ...Credentials) error {
+	o := credentials(c).oci()
 	p, err := (&payload.Cosign{Image: payloadDigest}).MarshalJSON()
 	if err != nil {
 		return err
@@ -190,7 +226,7 @@ func (k *Key) SignLegacy(digest, payloadDigest name.Digest) error {
 	if err != nil {
 		return err
 	}
-	se, err := ociremote.SignedEntity(digest)
+	se, err := ociremote.SignedEntity(digest, o)
 	if err != nil {
 		return err
 	}
@@ -198,7 +234,7 @@ func (k *Key) SignLegacy(digest, payloadDigest name.Digest) error {
 	if err != nil {
 		return err
 	}
-	return ociremote.WriteSignatures(digest.Repository, se)
+	return ociremote.WriteSignatures(digest.Repository, se, o)
 }
 
 // Statement is the in-toto statement cosign v3 signs for an image: subject the digest,
@@ -211,7 +247,7 @@ func Statement(subject name.Digest, predicateType string) []byte {
 // SignBundle signs the image at digest the way `cosign sign --key` does in cosign v3: a
 // sigstore bundle holding a DSSE envelope over the statement, stored as an OCI referrer of
 // the image (or under the sha256-<hex> tag when the registry has no Referrers API).
-func (k *Key) SignBundle(digest name.Digest, statement []byte) error {
+func (k *Key) SignBundle(digest name.Digest, statement []byte, c ...Credentials) error {
 	pae := dssePAE("application/vnd.in-toto+json", statement)
 	sig, err := k.sign(pae)
 	if err != nil {
@@ -231,7 +267,14 @@ func (k *Key) SignBundle(digest name.Digest, statement []byte) error {
 			Payload: statement, PayloadType: "application/vnd.in-toto+json", Signatures: []*protodsse.Signature{{Sig: sig}},
 		}},
 	}
-	return writeBundle(digest, b, statement)
+	return writeBundle(digest, b, statement, credentials(c))
+}
+
+func credentials(c []Credentials) Credentials {
+	if len(c) > 0 {
+		return c[0]
+	}
+	return Anonymous
 }
 
 // dssePAE is DSSE's pre-authentication encoding, what a DSSE signature signs.
@@ -347,10 +390,10 @@ func (s *Sigstore) SignBundleAt(digest name.Digest, statement []byte, subject, i
 			Payload: pl, PayloadType: env.PayloadType, Signatures: []*protodsse.Signature{{Sig: sig}},
 		}},
 	}
-	return writeBundle(digest, b, statement)
+	return writeBundle(digest, b, statement, Anonymous)
 }
 
-func writeBundle(digest name.Digest, b *protobundle.Bundle, statement []byte) error {
+func writeBundle(digest name.Digest, b *protobundle.Bundle, statement []byte, c Credentials) error {
 	raw, err := protojson.Marshal(b)
 	if err != nil {
 		return err
@@ -360,5 +403,5 @@ func writeBundle(digest name.Digest, b *protobundle.Bundle, statement []byte) er
 		rest := string(statement[i+len(`"predicateType":"`):])
 		pt, _, _ = strings.Cut(rest, `"`)
 	}
-	return ociremote.WriteAttestationNewBundleFormat(digest, raw, pt)
+	return ociremote.WriteAttestationNewBundleFormat(digest, raw, pt, c.oci())
 }
