@@ -40,6 +40,9 @@ func NewTransport() http.RoundTripper {
 type limitedTransport struct{ base http.RoundTripper }
 
 func (t *limitedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if err := checkRedirect(r); err != nil {
+		return nil, err
+	}
 	resp, err := t.base.RoundTrip(r)
 	if err != nil {
 		return nil, err
@@ -50,6 +53,24 @@ func (t *limitedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	resp.Body = &limitedBody{ReadCloser: resp.Body, left: maxResponseBody}
 	return resp, nil
+}
+
+// checkRedirect refuses the redirects a hostile registry could use against the cluster:
+// from HTTPS to plain HTTP, and to link-local addresses (cloud metadata services such as
+// 169.254.169.254). Registries redirect blob downloads to other hosts (CDNs, object stores),
+// so other hosts are followed, at most 10 times (Go's limit).
+func checkRedirect(r *http.Request) error {
+	if r.Response == nil || r.Response.Request == nil {
+		return nil // not a redirect
+	}
+	from := r.Response.Request.URL
+	if from.Scheme == "https" && r.URL.Scheme != "https" {
+		return fmt.Errorf("%s redirected to %s: a redirect from HTTPS to %s is refused", from.Host, r.URL.Redacted(), r.URL.Scheme)
+	}
+	if ip := net.ParseIP(r.URL.Hostname()); ip != nil && (ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsUnspecified()) {
+		return fmt.Errorf("%s redirected to %s: a redirect to a link-local address is refused", from.Host, r.URL.Redacted())
+	}
+	return nil
 }
 
 // errTooLarge ends a response body longer than maxResponseBody.

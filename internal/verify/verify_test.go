@@ -371,6 +371,9 @@ func TestHostileRegistries(t *testing.T) {
 			_, _ = w.Write([]byte("{not json"))
 		}, "the registry 127.0.0.1"},
 		{"hangs", func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() }, "deadline"},
+		{"redirects to a metadata address", func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "http://169.254.169.254/latest/meta-data/", http.StatusTemporaryRedirect)
+		}, "a redirect to a link-local address is refused"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			reg := registrytest.New(true)
@@ -441,5 +444,30 @@ func TestPullSecrets(t *testing.T) {
 		if c.want != "" && !strings.Contains(got, c.want) {
 			t.Errorf("secrets %v: got %q, want %q", c.secrets, got, c.want)
 		}
+	}
+}
+
+// A repository with many signatures costs no more than maxCandidates fetches: an attacker who
+// can push referrers cannot make one admission read thousands of them.
+func TestManyReferrersAreBounded(t *testing.T) {
+	reg := registrytest.New(true)
+	defer reg.Close()
+	key, _ := registrytest.NewKey()
+	other, _ := registrytest.NewKey()
+	img := mustPush(t, reg, "acme/app", "1")
+	for range 60 {
+		if err := other.SignBundle(img, registrytest.Statement(img, ctypes.CosignSignPredicateType)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rules := &v1alpha1.VerifyRules{Signers: []v1alpha1.Signer{keySigner("release", key.PublicKeyPEM())}, TransparencyLog: v1alpha1.TransparencyLogSkip}
+	snap := policy.CompileWith([]v1alpha1.ClusterImagePolicy{clusterPolicy("signed", rules)}, nil, policy.Options{Trust: verify.Compiler(&sources{})})
+	before := reg.Count("GET manifest")
+	d := decide(t, snap, verify.New(verify.Options{}), img.String())
+	if !strings.Contains(messages(&d), "found 32 signatures, none verified") {
+		t.Errorf("got %q", messages(&d))
+	}
+	if n := reg.Count("GET manifest") - before; n > 32 {
+		t.Errorf("%d manifests fetched for 60 referrers, want at most 32", n)
 	}
 }
