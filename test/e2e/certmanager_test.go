@@ -25,6 +25,7 @@ var _ = Describe("cert-manager CA injection into config/default's webhook", Orde
 		certName   = "imagegate-serving-cert"
 		secretName = "webhook-server-cert"
 		vwcName    = "imagegate-validating-webhook-configuration"
+		mwcName    = "imagegate-mutating-webhook-configuration"
 	)
 
 	BeforeAll(func() {
@@ -38,12 +39,14 @@ var _ = Describe("cert-manager CA injection into config/default's webhook", Orde
 
 		// Only config/default's webhook may answer in these specs.
 		kubectl("delete", "validatingwebhookconfiguration", "imagegate-local-validating-webhook-configuration")
+		kubectl("delete", "mutatingwebhookconfiguration", "imagegate-local-mutating-webhook-configuration")
 		DeferCleanup(func() {
 			run("delete", "validatingwebhookconfiguration", vwcName, "--ignore-not-found")
+			run("delete", "mutatingwebhookconfiguration", mwcName, "--ignore-not-found")
 			Expect(manager.RegisterWebhook(root)).To(Succeed())
 		})
 
-		for _, kind := range []string{"Namespace", "Service", "Issuer", "Certificate", "ValidatingWebhookConfiguration"} {
+		for _, kind := range []string{"Namespace", "Service", "Issuer", "Certificate", "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"} {
 			docs := renderedOf(kind)
 			Expect(docs).NotTo(BeEmpty(), "config/default renders no %s", kind)
 			for _, doc := range docs {
@@ -52,6 +55,8 @@ var _ = Describe("cert-manager CA injection into config/default's webhook", Orde
 			}
 		}
 		Expect(kubectl("get", "validatingwebhookconfiguration", vwcName,
+			"-o=jsonpath={.metadata.annotations.cert-manager\\.io/inject-ca-from}")).To(Equal(ns + "/" + certName))
+		Expect(kubectl("get", "mutatingwebhookconfiguration", mwcName,
 			"-o=jsonpath={.metadata.annotations.cert-manager\\.io/inject-ca-from}")).To(Equal(ns + "/" + certName))
 		Expect(kubectl("get", "certificate", certName, "-n", ns, "-o=jsonpath={.spec.secretName}")).To(Equal(secretName))
 
@@ -94,7 +99,8 @@ endpoints:
 
 		Expect(kubectl("get", "validatingwebhookconfiguration", vwcName, "-o=jsonpath={.webhooks[0].clientConfig.caBundle}")).To(BeEmpty())
 		stderr := kubectlRefused("run", "early", "-n", "e2e-cm", "--image=ghcr.io/acme/web:1")
-		Expect(stderr).To(ContainSubstring(`failed calling webhook "pods.imagegate.io"`))
+		// The mutating webhook is called first; either is refused the same way.
+		Expect(stderr).To(MatchRegexp(`failed calling webhook "(pin\.)?pods\.imagegate\.io"`))
 		Expect(stderr).To(ContainSubstring("x509"))
 	})
 
@@ -113,6 +119,12 @@ endpoints:
 			if err != nil {
 				return ""
 			}
+			return string(b)
+		}).WithTimeout(time.Minute).Should(Equal(string(cluster.CA.CertPEM)),
+			func() string { return "cainjector log:\n" + cainjectorLog() })
+		Eventually(func() string {
+			b64 := kubectl("get", "mutatingwebhookconfiguration", mwcName, "-o=jsonpath={.webhooks[0].clientConfig.caBundle}")
+			b, _ := base64.StdEncoding.DecodeString(b64)
 			return string(b)
 		}).WithTimeout(time.Minute).Should(Equal(string(cluster.CA.CertPEM)),
 			func() string { return "cainjector log:\n" + cainjectorLog() })

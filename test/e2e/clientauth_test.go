@@ -66,6 +66,11 @@ plugins:
     apiVersion: apiserver.config.k8s.io/v1
     kind: WebhookAdmissionConfiguration
     kubeConfigFile: `+kubeconfig+`
+- name: MutatingAdmissionWebhook
+  configuration:
+    apiVersion: apiserver.config.k8s.io/v1
+    kind: WebhookAdmissionConfiguration
+    kubeConfigFile: `+kubeconfig+`
 `), 0o600)).To(Succeed())
 
 		c, err = localcluster.Start(ctx, localcluster.Options{

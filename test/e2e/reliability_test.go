@@ -125,7 +125,8 @@ func createPod(ctx context.Context, cs kubernetes.Interface, namespace, name, im
 		return "admitted"
 	case strings.Contains(err.Error(), `admission webhook "pods.imagegate.io" denied the request`):
 		return "denied"
-	case strings.Contains(err.Error(), `failed calling webhook "pods.imagegate.io"`):
+	case strings.Contains(err.Error(), `failed calling webhook "pods.imagegate.io"`),
+		strings.Contains(err.Error(), `failed calling webhook "pin.pods.imagegate.io"`):
 		return "webhook-error"
 	case apierrors.IsAlreadyExists(err):
 		return "exists"

@@ -1,0 +1,149 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	ctypes "github.com/sigstore/cosign/v3/pkg/types"
+
+	"github.com/imagegate/imagegate/test/utils/registrytest"
+)
+
+// Signatures checked in a registry that is a process of its own, behind Basic auth, with the
+// key and the credentials in Secrets of imagegate's namespace, all through kubectl and the
+// real manager: signed tags admitted and pinned, unsigned and moved tags refused, a
+// Deployment's Pods pinned, and a registry that stops answering refuses, then recovers.
+var _ = Describe("Verifying signatures", Ordered, func() {
+	const (
+		ns       = "e2e-verify"
+		system   = "imagegate-system"
+		user     = "ci"
+		password = "e2e-s3cret"
+	)
+	var (
+		host     string
+		registry *exec.Cmd
+		creds    = registrytest.Basic(user, password)
+	)
+
+	BeforeAll(func() {
+		bin := filepath.Join(GinkgoT().TempDir(), "registry")
+		build := exec.Command("go", "build", "-o", bin, "./hack/registry")
+		build.Dir = root
+		out, err := build.CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), "building hack/registry: %s", out)
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		Expect(err).NotTo(HaveOccurred())
+		host = l.Addr().String()
+		Expect(l.Close()).To(Succeed())
+		registry = exec.Command(bin, "--addr", host, "--user", user, "--password", password)
+		registry.Stdout, registry.Stderr = GinkgoWriter, GinkgoWriter
+		Expect(registry.Start()).To(Succeed())
+		DeferCleanup(func() {
+			_ = registry.Process.Signal(syscall.SIGCONT)
+			_ = registry.Process.Kill()
+			_, _ = registry.Process.Wait()
+		})
+		Eventually(func() error {
+			c, err := net.Dial("tcp", host)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+
+		key, err := registrytest.NewKey()
+		Expect(err).NotTo(HaveOccurred())
+		sign := func(repo, tag string) {
+			d, err := registrytest.PushTo(host, repo, tag, creds)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(key.SignBundle(d, registrytest.Statement(d, ctypes.CosignSignPredicateType), creds)).To(Succeed())
+		}
+		sign("acme/app", "1.0")
+		sign("acme/app", "2.0")
+		sign("acme/app", "3.0")
+		_, err = registrytest.PushTo(host, "acme/tool", "1", creds)
+		Expect(err).NotTo(HaveOccurred())
+		sign("acme/moved", "1")
+		_, err = registrytest.PushTo(host, "acme/moved", "1", creds) // the tag now names unsigned content
+		Expect(err).NotTo(HaveOccurred())
+
+		if run("get", "namespace", system).err != nil {
+			kubectl("create", "namespace", system)
+		}
+		keyFile := filepath.Join(GinkgoT().TempDir(), "cosign.pub")
+		Expect(os.WriteFile(keyFile, []byte(key.PublicKeyPEM()), 0o600)).To(Succeed())
+		kubectl("create", "secret", "generic", "e2e-release-key", "-n", system, "--from-file=cosign.pub="+keyFile)
+		kubectl("create", "secret", "docker-registry", "e2e-registry", "-n", system,
+			"--docker-server="+host, "--docker-username="+user, "--docker-password="+password)
+		DeferCleanup(func() { run("delete", "secret", "e2e-release-key", "e2e-registry", "-n", system) })
+
+		namespace(ns)
+		r := apply(fmt.Sprintf(`apiVersion: imagegate.io/v1alpha1
+kind: ClusterImagePolicy
+metadata:
+  name: e2e-signed
+spec:
+  namespaceSelector:
+    matchLabels: {kubernetes.io/metadata.name: %s}
+  verify:
+    images: ["%s/acme/**"]
+    transparencyLog: Skip
+    pullSecrets: [e2e-registry]
+    signers:
+    - name: release
+      key:
+        secretRef: {name: e2e-release-key}
+`, ns, host))
+		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
+		DeferCleanup(func() { run("delete", "clusterimagepolicy", "e2e-signed") })
+		kubectl("wait", "--for=condition=Ready", "clusterimagepolicy/e2e-signed", "--timeout=30s")
+	})
+
+	It("admits a signed tag and pins the Pod to the digest that was verified", func() {
+		kubectl("run", "signed", "-n", ns, "--image="+host+"/acme/app:1.0")
+		image := kubectl("get", "pod", "signed", "-n", ns, "-o=jsonpath={.spec.containers[0].image}")
+		Expect(image).To(MatchRegexp(`^` + strings.ReplaceAll(host, ".", `\.`) + `/acme/app:1\.0@sha256:[0-9a-f]{64}$`))
+	})
+
+	It("refuses an unsigned image and a tag moved to other content after signing, saying why", func() {
+		stderr := kubectlRefused("run", "unsigned", "-n", ns, "--image="+host+"/acme/tool:1")
+		Expect(stderr).To(ContainSubstring(`admission webhook "pods.imagegate.io" denied the request`))
+		Expect(stderr).To(ContainSubstring(`is not allowed by ClusterImagePolicy "e2e-signed": no signature by a trusted signer (tried: key "release"; found no signature`))
+
+		stderr = kubectlRefused("run", "moved", "-n", ns, "--image="+host+"/acme/moved:1")
+		Expect(stderr).To(ContainSubstring(`is not allowed by ClusterImagePolicy "e2e-signed": no signature by a trusted signer`))
+	})
+
+	It("pins the Pods of a Deployment", func() {
+		kubectl("create", "deployment", "signed", "-n", ns, "--image="+host+"/acme/app:2.0")
+		Eventually(func() string {
+			return kubectl("get", "pods", "-n", ns, "-l", "app=signed", "-o=jsonpath={.items[*].spec.containers[0].image}")
+		}).WithTimeout(time.Minute).Should(MatchRegexp(`/acme/app:2\.0@sha256:[0-9a-f]{64}$`))
+	})
+
+	It("refuses with the registry's failure while the registry does not answer, and admits again when it does", func() {
+		Expect(registry.Process.Signal(syscall.SIGSTOP)).To(Succeed())
+		start := time.Now()
+		stderr := kubectlRefused("run", "stalled", "-n", ns, "--image="+host+"/acme/app:3.0")
+		Expect(time.Since(start)).To(BeNumerically("<", 15*time.Second), "the refusal must come before the apiserver's timeout")
+		Expect(stderr).To(ContainSubstring(`could not be pinned to a digest for ClusterImagePolicy "e2e-signed"`))
+		Expect(stderr).To(MatchRegexp(`timeout|deadline`))
+		Expect(run("get", "pod", "stalled", "-n", ns).err).To(HaveOccurred(), "nothing unverified was admitted")
+
+		Expect(registry.Process.Signal(syscall.SIGCONT)).To(Succeed())
+		Eventually(func() error {
+			return run("run", "resumed", "-n", ns, "--image="+host+"/acme/app:3.0").err
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+	})
+})
