@@ -15,7 +15,10 @@ import (
 	"syscall"
 	"time"
 
+	ctypes "github.com/sigstore/cosign/v3/pkg/types"
+
 	"github.com/imagegate/imagegate/test/utils/localcluster"
+	"github.com/imagegate/imagegate/test/utils/registrytest"
 )
 
 func main() {
@@ -148,6 +151,10 @@ func run(ctx context.Context, root, binDir, manager string, keep bool) (err erro
 		return err
 	}
 
+	if err := d.signatures(root); err != nil {
+		return err
+	}
+
 	step("What was admitted")
 	if err := d.kubectl("get", "pods", "-A", "-o=custom-columns=NAMESPACE:.metadata.namespace,NAME:.metadata.name,IMAGE:.spec.containers[0].image"); err != nil {
 		return err
@@ -162,6 +169,107 @@ func run(ctx context.Context, root, binDir, manager string, keep bool) (err erro
 	fmt.Printf("    Logs are in %s. Press Ctrl-C to stop everything.\n", cluster.Dir)
 	<-ctx.Done()
 	return nil
+}
+
+// signatures shows verify rules: a registry on this machine (go-containerregistry's, in this
+// process: no Docker), images signed as cosign signs them, a policy that requires the
+// signature, and the Pods that come out pinned or refused.
+func (d *demo) signatures(root string) error {
+	step("Verifying signatures: a local OCI registry (in process, no Docker) with small generated images")
+	reg := registrytest.New(true)
+	defer reg.Close()
+	key, err := registrytest.NewKey()
+	if err != nil {
+		return err
+	}
+	push := func(repo, tag string, signed bool) error {
+		dg, err := reg.Push(repo, tag)
+		if err != nil {
+			return err
+		}
+		what := "unsigned"
+		if signed {
+			what = "signed with the release key (a sigstore bundle, as cosign v3 signs)"
+			if err := key.SignBundle(dg, registrytest.Statement(dg, ctypes.CosignSignPredicateType)); err != nil {
+				return err
+			}
+		}
+		fmt.Printf("    pushed %s:%s (%s), %s\n", dg.Context(), tag, dg.DigestStr()[:19], what)
+		return nil
+	}
+	for _, p := range []struct {
+		repo, tag string
+		signed    bool
+	}{{"acme/payments", "1.0", true}, {"acme/batch", "1.0", false}, {"acme/payments", "1.1", true}} {
+		if err := push(p.repo, p.tag, p.signed); err != nil {
+			return err
+		}
+	}
+	fmt.Println("    and then moved the tag acme/payments:1.1 to other, unsigned content:")
+	if err := push("acme/payments", "1.1", false); err != nil {
+		return err
+	}
+
+	step("The public key goes into a Secret in imagegate's namespace; the policy names it")
+	dir, err := os.MkdirTemp("", "imagegate-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	keyFile := filepath.Join(dir, "cosign.pub")
+	if err := os.WriteFile(keyFile, []byte(key.PublicKeyPEM()), 0o600); err != nil {
+		return err
+	}
+	if err := d.kubectl("create", "namespace", "imagegate-system"); err != nil {
+		return err
+	}
+	if err := d.kubectl("create", "secret", "generic", "release-key", "-n", "imagegate-system", "--from-file=cosign.pub="+keyFile); err != nil {
+		return err
+	}
+	if err := d.kubectl("patch", "clusterimagepolicy", "trusted-registries", "--type=json",
+		`-p=[{"op":"add","path":"/spec/images/allow/-","value":"`+reg.Host+`/**"}]`); err != nil {
+		return err
+	}
+	policyFile := filepath.Join(dir, "signed-images.yaml")
+	policy := `apiVersion: imagegate.io/v1alpha1
+kind: ClusterImagePolicy
+metadata:
+  name: signed-images
+spec:
+  verify:
+    images: ["` + reg.Host + `/acme/**"]
+    signers:
+    - name: release
+      key:
+        secretRef: {name: release-key}
+    transparencyLog: Skip   # keys without a transparency log: a private deployment
+`
+	if err := os.WriteFile(policyFile, []byte(policy), 0o600); err != nil {
+		return err
+	}
+	fmt.Print("    " + strings.ReplaceAll(strings.TrimSpace(policy), "\n", "\n    ") + "\n")
+	if err := d.kubectl("apply", "-f", policyFile); err != nil {
+		return err
+	}
+	if err := d.kubectl("wait", "--for=condition=Ready", "clusterimagepolicy/signed-images", "--timeout=60s"); err != nil {
+		return err
+	}
+
+	step("The signed image is admitted, and the Pod is pinned to the digest that was verified")
+	if err := d.kubectl("run", "payments", "--image="+reg.Host+"/acme/payments:1.0"); err != nil {
+		return err
+	}
+	if err := d.kubectl("get", "pod", "payments", "-o=jsonpath={.spec.containers[0].image}{\"\\n\"}"); err != nil {
+		return err
+	}
+
+	step("The unsigned image is refused, saying what was tried")
+	if err := d.kubectlFails("run", "batch", "--image="+reg.Host+"/acme/batch:1.0"); err != nil {
+		return err
+	}
+
+	step("The tag moved after signing: what it names now is not signed, so it is refused")
+	return d.kubectlFails("run", "payments-next", "--image="+reg.Host+"/acme/payments:1.1")
 }
 
 type demo struct {
