@@ -158,6 +158,7 @@ deploy: require-img manifests kustomize ## Deploy with image IMG to the cluster 
 .PHONY: undeploy
 undeploy: kustomize ## Remove the installation from the cluster in KUBECONFIG, webhook configuration first; the policies stay (undeploy-crds removes them).
 	kubectl delete --ignore-not-found validatingwebhookconfiguration imagegate-validating-webhook-configuration
+	kubectl delete --ignore-not-found mutatingwebhookconfiguration imagegate-mutating-webhook-configuration
 	$(KUSTOMIZE) build config/uninstall | kubectl delete --ignore-not-found -f -
 
 .PHONY: undeploy-crds
