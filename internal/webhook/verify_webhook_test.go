@@ -5,6 +5,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
 	ctypes "github.com/sigstore/cosign/v3/pkg/types"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -72,6 +73,24 @@ var _ = Describe("Verifying signatures", Ordered, func() {
 		err := createErr(pod(ns, "unsigned", unsigned))
 		Expect(err).To(ContainSubstring(denied))
 		Expect(err).To(ContainSubstring(`is not allowed by ClusterImagePolicy "` + p.Name + `": no signature by a trusted signer (tried: key "release"; found no signature`))
+	})
+
+	It("admits a Deployment with a warning: its Pods are verified and pinned when they are created", func() {
+		p := clusterPolicy(ns, "signed-workloads", verifySpec("release-key"))
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, p))).To(Succeed()) })
+		warnings.take()
+		dep := &appsv1.Deployment{
+			ObjectMeta: metav1.ObjectMeta{Name: "unsigned", Namespace: ns},
+			Spec: appsv1.DeploymentSpec{
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "x"}},
+				Template: corev1.PodTemplateSpec{
+					ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "x"}},
+					Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: unsigned}}},
+				},
+			},
+		}
+		Expect(k8sClient.Create(ctx, dep)).To(Succeed())
+		Expect(warnings.take()).To(ContainElement(verifyDeferred))
 	})
 
 	It("is Ready=False and refuses every image it covers while its key Secret is missing", func() {
