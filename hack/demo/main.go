@@ -151,7 +151,7 @@ func run(ctx context.Context, root, binDir, manager string, keep bool) (err erro
 		return err
 	}
 
-	if err := d.signatures(root); err != nil {
+	if err := d.signatures(); err != nil {
 		return err
 	}
 
@@ -174,7 +174,7 @@ func run(ctx context.Context, root, binDir, manager string, keep bool) (err erro
 // signatures shows verify rules: a registry on this machine (go-containerregistry's, in this
 // process: no Docker), images signed as cosign signs them, a policy that requires the
 // signature, and the Pods that come out pinned or refused.
-func (d *demo) signatures(root string) error {
+func (d *demo) signatures() error {
 	step("Verifying signatures: a local OCI registry (in process, no Docker) with small generated images")
 	reg := registrytest.New(true)
 	defer reg.Close()
@@ -215,7 +215,7 @@ func (d *demo) signatures(root string) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	keyFile := filepath.Join(dir, "cosign.pub")
 	if err := os.WriteFile(keyFile, []byte(key.PublicKeyPEM()), 0o600); err != nil {
 		return err

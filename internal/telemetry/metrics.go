@@ -52,8 +52,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Admission requests in which a policy found violations, by endpoint, policy (Kind/[namespace/]name) and mode (Enforce denied, Warn warned, Audit recorded).",
 		}, []string{"endpoint", "policy", "mode"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "imagegate_evaluation_duration_seconds",
-			Help:    "Time to decide one admission request with the policy snapshot, by endpoint (decoding excluded; registry checks of verify rules included).",
+			Name: "imagegate_evaluation_duration_seconds",
+			Help: "Time to decide one admission request with the policy snapshot, by endpoint (decoding excluded; registry checks of verify rules included).",
 			// 1 µs to 16.8 s: name rules take microseconds, a cold signature check seconds.
 			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 13),
 		}, []string{"endpoint"}),

@@ -57,7 +57,7 @@ var _ = Describe("Verifying signatures", Ordered, func() {
 		Eventually(func() error {
 			c, err := net.Dial("tcp", host)
 			if err == nil {
-				c.Close()
+				_ = c.Close()
 			}
 			return err
 		}).WithTimeout(30 * time.Second).Should(Succeed())
