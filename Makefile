@@ -102,12 +102,14 @@ fuzz: ## Run every fuzz target for FUZZTIME each (default 20s).
 
 LAYERS ?= engine,server,apiserver
 .PHONY: bench
-bench: build ## Measure imagegate against OPA (Gatekeeper Rego), cel-go (VAP), a no-op webhook, Gatekeeper and Kyverno; write docs/benchmarks.md and .png (LAYERS=engine,server,apiserver).
+bench: build ## Measure imagegate against OPA (Gatekeeper Rego), cel-go (VAP), a no-op webhook, Gatekeeper and Kyverno; write docs/benchmarks.md and .png (LAYERS=engine,server,apiserver); then the signature verification benchmarks.
 	@assets=$$(hack/setup-envtest.sh --with-controller-manager | tail -n 1) && hack/bench/setup-peers.sh && \
 	gk=$$(cd hack/bench/gatekeeper && go list -m -f '{{.Dir}}' github.com/open-policy-agent/gatekeeper/v3) && \
 	ky=$$(cd hack/bench/kyverno && go list -m -f '{{.Dir}}' github.com/kyverno/kyverno) && \
 	cd test/bench && go build -o ../../bin/bench . && \
 	../../bin/bench -root ../.. -layers '$(LAYERS)' -k8s-bin "$$assets" -gatekeeper-module "$$gk" -kyverno-module "$$ky"
+	@echo "==> Signature verification: admission with a warm verify cache beside the same Pod without a verify rule, the pinning webhook, and a cold verification on a loopback registry (p50, p99, registry requests)"
+	go test -run '^$$' -bench 'BenchmarkPodHandler|BenchmarkColdVerification' -benchmem ./internal/webhook/ ./internal/verify/
 
 .PHONY: sizing
 sizing: build ## Measure the manager's memory with PODS Pods (default 10000) cached for the audit.

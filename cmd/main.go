@@ -58,6 +58,7 @@ type options struct {
 	imageReview, checkWorkloads                bool
 	excludedNamespaces, leaderElectionNS       string
 	namespace                                  string
+	pullSecretsFromPods                        bool
 	auditInterval, eventInterval, drain        time.Duration
 	zap                                        zap.Options
 }
@@ -69,6 +70,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.BoolVar(&o.secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, to callers that the apiserver authenticates and authorizes.")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
 	fs.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", "imagegate-system"), "imagegate's own namespace, whose Secrets (keys, registry credentials) and ConfigMaps (trusted roots) verify rules may name; default $POD_NAMESPACE, else imagegate-system.")
+	fs.BoolVar(&o.pullSecretsFromPods, "pull-secrets-from-pods", false, "Also use each Pod's imagePullSecrets and its ServiceAccount's to read the images its verify rules check. Needs read access to Secrets and ServiceAccounts in every namespace: the config/pod-pull-secrets overlay grants it (see SECURITY.md).")
 	fs.BoolVar(&o.leaderElection, "leader-elect", false, "Elect a leader among replicas to write policy status and run the audit; every replica serves the webhook.")
 	fs.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease; empty: the manager's own namespace (in a cluster).")
 	fs.StringVar(&o.certDir, "webhook-cert-path", "", "Directory holding the webhook serving certificate, reloaded when it changes (the installation sets it). Empty: a self-signed certificate made at start, which no apiserver trusts unless told to; for `make run` and local development only.")
@@ -159,8 +161,13 @@ func main() {
 	reconciler.TrustNamespace = o.namespace
 	must(log, reconciler.SetupWithManager(mgr), "setting up the policy reconciler")
 	verifier := verify.New(verify.Options{Metrics: verify.NewMetrics(ctrlmetrics.Registry)})
-	imagegatewebhook.SetupPinWebhookWithManager(mgr, reconciler, recorder, verifier)
-	imagegatewebhook.SetupPodWebhookWithManager(mgr, reconciler, recorder, verifier)
+	var podCredentials *verify.PodCredentials
+	if o.pullSecretsFromPods {
+		podCredentials = &verify.PodCredentials{Reader: mgr.GetAPIReader()}
+		log.Info("Verify rules also use each Pod's own pull secrets (--pull-secrets-from-pods): the manager reads Secrets and ServiceAccounts in every namespace")
+	}
+	imagegatewebhook.SetupPinWebhookWithManager(mgr, reconciler, recorder, verifier, podCredentials)
+	imagegatewebhook.SetupPodWebhookWithManager(mgr, reconciler, recorder, verifier, podCredentials)
 	imagegatewebhook.SetupWorkloadWebhookWithManager(mgr, reconciler, o.checkWorkloads, recorder)
 	if o.imageReview {
 		imagegatewebhook.SetupImageReviewWithManager(mgr, reconciler, excluded, recorder, verifier)

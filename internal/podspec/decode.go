@@ -31,6 +31,7 @@ func DecodePod(raw []byte, pod *corev1.Pod) error {
 	m := &v.Metadata
 	pod.Name, pod.GenerateName, pod.Namespace, pod.Labels, pod.Annotations = m.Name, m.GenerateName, m.Namespace, m.Labels, m.Annotations
 	spec := &pod.Spec
+	spec.ServiceAccountName, spec.ImagePullSecrets = v.Spec.ServiceAccountName, v.Spec.ImagePullSecrets
 	spec.InitContainers = containers(v.Spec.InitContainers)
 	spec.Containers = containers(v.Spec.Containers)
 	if n := len(v.Spec.EphemeralContainers); n > 0 {
@@ -48,8 +49,9 @@ func DecodePod(raw []byte, pod *corev1.Pod) error {
 	return nil
 }
 
-// podView is what DecodePod reads of a Pod: the metadata the policies and messages use, and
-// every field that holds an image (imageLists).
+// podView is what DecodePod reads of a Pod: the metadata the policies and messages use,
+// every field that holds an image (imageLists), and the pull credentials it names (for
+// --pull-secrets-from-pods).
 type podView struct {
 	APIVersion string `json:"apiVersion"`
 	Kind       string `json:"kind"`
@@ -61,9 +63,11 @@ type podView struct {
 		Annotations  map[string]string `json:"annotations"`
 	} `json:"metadata"`
 	Spec struct {
-		InitContainers      []containerView `json:"initContainers"`
-		Containers          []containerView `json:"containers"`
-		EphemeralContainers []containerView `json:"ephemeralContainers"`
+		ServiceAccountName  string                        `json:"serviceAccountName"`
+		ImagePullSecrets    []corev1.LocalObjectReference `json:"imagePullSecrets"`
+		InitContainers      []containerView               `json:"initContainers"`
+		Containers          []containerView               `json:"containers"`
+		EphemeralContainers []containerView               `json:"ephemeralContainers"`
 		Volumes             []struct {
 			Name  string                    `json:"name"`
 			Image *corev1.ImageVolumeSource `json:"image"`

@@ -132,6 +132,10 @@ func (v *Verifier) Verify(ctx context.Context, pv *policy.Verification) string {
 		return "its verify rule has no trust material loaded, so nothing can be verified"
 	}
 	key := pv.Rule.Key + "|" + pv.Repository + "@" + pv.Digest
+	if pk := podKeychainOf(ctx); pk != nil {
+		// Results obtained with a Pod's own credentials are that Pod's (its failures above all).
+		key += "|" + pk.id
+	}
 	if e, ok := v.cached(v.results, key); ok {
 		v.metrics.cache("signature", true)
 		return e
@@ -160,6 +164,9 @@ func (v *Verifier) Resolve(ctx context.Context, u *policy.Unpinned) (string, err
 		trust = &Trust{}
 	}
 	key := trust.credentials + "|" + u.Repository + ":" + u.Tag
+	if pk := podKeychainOf(ctx); pk != nil {
+		key += "|" + pk.id
+	}
 	if d, ok := v.cached(v.tags, key); ok {
 		v.metrics.cache("tag", true)
 		return d, nil
@@ -223,12 +230,24 @@ func (v *Verifier) shared(ctx context.Context, key string, fn func(context.Conte
 // credentials, bounded by ctx.
 func (v *Verifier) remoteOptions(ctx context.Context, reg name.Registry, trust *Trust) []remote.Option {
 	key := reg.RegistryStr() + "|" + trust.credentials
+	pk := podKeychainOf(ctx)
+	if pk != nil {
+		key += "|" + pk.id
+	}
 	v.mu.Lock()
 	p := v.pullers[key]
 	if p == nil {
 		kc := v.keychain
 		if trust.keychain != nil {
 			kc = trust.keychain
+		}
+		if pk != nil {
+			// The policy's pull secrets first, then the Pod's own, then the default.
+			kcs := []authn.Keychain{pk.keychain, v.keychain}
+			if trust.keychain != nil {
+				kcs = append([]authn.Keychain{trust.keychain}, kcs...)
+			}
+			kc = authn.NewMultiKeychain(kcs...)
 		}
 		var err error
 		p, err = remote.NewPuller(remote.WithTransport(v.transport), remote.WithAuthFromKeychain(kc),

@@ -18,6 +18,7 @@ import (
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
+	"github.com/imagegate/imagegate/internal/verify"
 )
 
 // notLoaded is the refusal before the first snapshot: nothing is known to be allowed yet.
@@ -32,6 +33,31 @@ type decider struct {
 	recorder   *telemetry.Recorder
 	endpoint   telemetry.Endpoint
 	verifier   Verifier
+	// podCredentials, when set (--pull-secrets-from-pods), adds each Pod's own pull secrets
+	// to the registry credentials of its verification.
+	podCredentials *verify.PodCredentials
+}
+
+// SetPodCredentials makes verifications use each Pod's imagePullSecrets and its
+// ServiceAccount's too.
+func (x *decider) SetPodCredentials(p *verify.PodCredentials) { x.podCredentials = p }
+
+// withPodCredentials returns ctx with the Pod's pull secrets when that is on and a verify
+// rule exists (no apiserver call otherwise). A Secret that cannot be read is logged and left
+// out: a registry that needs it refuses, with its own error.
+func (x *decider) withPodCredentials(ctx context.Context, namespace string, pod *corev1.Pod) context.Context {
+	if x.podCredentials == nil {
+		return ctx
+	}
+	if snap := x.snapshots.Snapshot(); snap == nil || !snap.Verifies() {
+		return ctx
+	}
+	out, err := x.podCredentials.WithPod(ctx, namespace, pod.Spec.ServiceAccountName, pod.Spec.ImagePullSecrets)
+	if err != nil {
+		logf.FromContext(ctx).Info("Pod pull secrets not used", "namespace", namespace, "pod", pod.Name, "reason", err.Error())
+		return ctx
+	}
+	return out
 }
 
 // Verifier checks images in their registries for the verify rules of the engine

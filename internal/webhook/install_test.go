@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -312,5 +313,60 @@ var _ = Describe("config/default hardening", func() {
 		Expect(c.Resources.Requests).To(HaveKey("cpu"))
 		Expect(c.Resources.Requests).To(HaveKey("memory"))
 		Expect(c.Resources.Limits).To(HaveKey("memory"))
+	})
+})
+
+var _ = Describe("config/pod-pull-secrets", func() {
+	It("adds to config/default only the flag and a get on Secrets and ServiceAccounts, bound to the manager", func() {
+		out, err := exec.Command(filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl"), "kustomize", filepath.Join(root, "config", "pod-pull-secrets")).Output()
+		Expect(err).NotTo(HaveOccurred())
+		overlay := bytes.Split(out, []byte("\n---\n"))
+		base := map[string]bool{}
+		for _, doc := range renderDefault() {
+			base[string(bytes.TrimSpace(doc))] = true
+		}
+		var added []string
+		for _, doc := range overlay {
+			if !base[string(bytes.TrimSpace(doc))] {
+				added = append(added, string(doc))
+			}
+		}
+		// The Deployment (one flag more), the ClusterRole and its binding.
+		Expect(added).To(HaveLen(3), strings.Join(added, "\n---\n"))
+		var role struct {
+			Kind  string
+			Rules []struct {
+				APIGroups []string `json:"apiGroups"`
+				Resources []string
+				Verbs     []string
+			}
+		}
+		var binding struct {
+			Kind     string
+			RoleRef  struct{ Name string } `json:"roleRef"`
+			Subjects []struct{ Name, Namespace string }
+		}
+		var deploy string
+		for _, doc := range added {
+			var meta struct{ Kind string }
+			Expect(yaml.Unmarshal([]byte(doc), &meta)).To(Succeed())
+			switch meta.Kind {
+			case "ClusterRole":
+				Expect(yaml.Unmarshal([]byte(doc), &role)).To(Succeed())
+			case "ClusterRoleBinding":
+				Expect(yaml.Unmarshal([]byte(doc), &binding)).To(Succeed())
+			case "Deployment":
+				deploy = doc
+			}
+		}
+		Expect(role.Rules).To(HaveLen(1))
+		Expect(role.Rules[0].APIGroups).To(Equal([]string{""}))
+		Expect(role.Rules[0].Resources).To(ConsistOf("secrets", "serviceaccounts"))
+		Expect(role.Rules[0].Verbs).To(Equal([]string{"get"}))
+		Expect(binding.RoleRef.Name).To(Equal("imagegate-pod-pull-secrets-reader"))
+		Expect(binding.Subjects).To(HaveLen(1))
+		Expect(binding.Subjects[0].Name).To(Equal("imagegate-controller-manager"))
+		Expect(binding.Subjects[0].Namespace).To(Equal("imagegate-system"))
+		Expect(deploy).To(ContainSubstring("- --pull-secrets-from-pods"))
 	})
 })

@@ -17,6 +17,7 @@ import (
 	"github.com/imagegate/imagegate/internal/podspec"
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
+	"github.com/imagegate/imagegate/internal/verify"
 )
 
 // PinWebhookPath is where the mutating webhook that pins verified tags is served.
@@ -44,11 +45,10 @@ func NewPodPinner(snapshots SnapshotSource, namespaces client.Reader, recorder *
 // +kubebuilder:webhook:path=/mutate-v1-pod,mutating=true,failurePolicy=fail,sideEffects=None,groups="",resources=pods;pods/ephemeralcontainers,verbs=create;update,versions=v1,name=pin.pods.imagegate.io,admissionReviewVersions=v1,matchPolicy=Equivalent,timeoutSeconds=15,reinvocationPolicy=IfNeeded
 
 // SetupPinWebhookWithManager registers the mutating webhook on the manager's webhook server.
-func SetupPinWebhookWithManager(mgr ctrl.Manager, snapshots SnapshotSource, recorder *telemetry.Recorder, v Verifier) {
-	register(mgr.GetWebhookServer(), PinWebhookPath, &ctrlwebhook.Admission{
-		LogConstructor: requestLogger,
-		Handler:        NewPodPinner(snapshots, mgr.GetCache(), recorder, v),
-	})
+func SetupPinWebhookWithManager(mgr ctrl.Manager, snapshots SnapshotSource, recorder *telemetry.Recorder, v Verifier, pc *verify.PodCredentials) {
+	h := NewPodPinner(snapshots, mgr.GetCache(), recorder, v)
+	h.SetPodCredentials(pc)
+	register(mgr.GetWebhookServer(), PinWebhookPath, &ctrlwebhook.Admission{LogConstructor: requestLogger, Handler: h})
 }
 
 // Handle pins one request's images.
@@ -86,6 +86,9 @@ func (p *PodPinner) Handle(ctx context.Context, req admission.Request) admission
 		sub.NamespaceLabels, sub.NamespaceUnknown = namespaceLabels(ctx, p.namespaces, namespace)
 	}
 	d := snap.Evaluate(&sub)
+	if len(d.Unpinned) > 0 {
+		ctx = p.withPodCredentials(ctx, namespace, pod)
+	}
 	resp := admission.Allowed("")
 	for i := range d.Unpinned {
 		u := &d.Unpinned[i]

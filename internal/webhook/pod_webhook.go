@@ -21,6 +21,7 @@ import (
 	"github.com/imagegate/imagegate/internal/podspec"
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
+	"github.com/imagegate/imagegate/internal/verify"
 )
 
 // PodWebhookPath is where the Pod webhook is served.
@@ -55,9 +56,10 @@ func NewPodValidator(snapshots SnapshotSource, namespaces client.Reader, recorde
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 
 // SetupPodWebhookWithManager registers the Pod webhook on the manager's webhook server.
-func SetupPodWebhookWithManager(mgr ctrl.Manager, snapshots SnapshotSource, recorder *telemetry.Recorder, v Verifier) {
+func SetupPodWebhookWithManager(mgr ctrl.Manager, snapshots SnapshotSource, recorder *telemetry.Recorder, v Verifier, pc *verify.PodCredentials) {
 	h := NewPodValidator(snapshots, mgr.GetCache(), recorder)
 	h.SetVerifier(v)
+	h.SetPodCredentials(pc)
 	register(mgr.GetWebhookServer(), PodWebhookPath, &ctrlwebhook.Admission{LogConstructor: requestLogger, Handler: h})
 }
 
@@ -93,6 +95,7 @@ func (v *PodValidator) Handle(ctx context.Context, req admission.Request) admiss
 		}
 		sub.Updated(podspec.PodImages(&old.Spec, "spec"), old.Labels)
 	}
+	ctx = v.withPodCredentials(ctx, namespace, pod)
 	d, ok := v.decide(ctx, &sub, telemetry.Object{Kind: "Pod", Namespace: namespace, Name: pod.Name, GenerateName: pod.GenerateName, DryRun: ptr.Deref(req.DryRun, false)})
 	if !ok {
 		return admission.Denied(notLoaded)

@@ -114,3 +114,42 @@ var _ = Describe("Verifying signatures", Ordered, func() {
 		Expect(k8sClient.Create(ctx, pod(ns, "admitted", signed))).To(Succeed())
 	})
 })
+
+var _ = Describe("Verifying with the Pod's own pull secrets (--pull-secrets-from-pods)", func() {
+	It("reads a private registry with the Pod's imagePullSecrets, and refuses without them", func() {
+		reg := registrytest.New(true)
+		DeferCleanup(reg.Close)
+		reg.RequireBasicAuth("team", "pw")
+		creds := registrytest.Basic("team", "pw")
+		key, err := registrytest.NewKey()
+		Expect(err).NotTo(HaveOccurred())
+		d, err := registrytest.PushTo(reg.Host, "team/app", "1", creds)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(key.SignBundle(d, registrytest.Statement(d, ctypes.CosignSignPredicateType), creds)).To(Succeed())
+
+		ns := newNamespace(nil)
+		Expect(k8sClient.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: "pull", Namespace: ns},
+			Type:       corev1.SecretTypeDockerConfigJson,
+			Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(
+				`{"auths":{"` + reg.Host + `":{"username":"team","password":"pw"}}}`)},
+		})).To(Succeed())
+		p := clusterPolicy(ns, "private", imagegatev1alpha1.ImagePolicySpec{Verify: imagegatev1alpha1.VerifyRules{
+			Signers:         []imagegatev1alpha1.Signer{{Name: "release", Key: imagegatev1alpha1.KeySigner{PublicKey: key.PublicKeyPEM()}}},
+			TransparencyLog: imagegatev1alpha1.TransparencyLogSkip,
+		}})
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, p))).To(Succeed()) })
+
+		image := reg.Host + "/team/app:1"
+		err = k8sClient.Create(ctx, pod(ns, "without", image))
+		Expect(err).To(HaveOccurred())
+		Expect(err.Error()).To(ContainSubstring("401 Unauthorized"))
+
+		with := pod(ns, "with", image)
+		with.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "pull"}}
+		Expect(k8sClient.Create(ctx, with)).To(Succeed())
+		stored := &corev1.Pod{}
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(with), stored)).To(Succeed())
+		Expect(stored.Spec.Containers[0].Image).To(HavePrefix(image + "@sha256:"))
+	})
+})

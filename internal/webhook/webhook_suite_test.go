@@ -123,8 +123,10 @@ var _ = BeforeSuite(func() {
 	reconciler.TrustNamespace = trustNamespace
 	Expect(reconciler.SetupWithManager(mgr)).To(Succeed())
 	verifier := verify.New(verify.Options{})
-	SetupPinWebhookWithManager(mgr, reconciler, recorder, verifier)
-	SetupPodWebhookWithManager(mgr, reconciler, recorder, verifier)
+	// Pods' own pull secrets on, as --pull-secrets-from-pods turns them on.
+	podCredentials := &verify.PodCredentials{Reader: mgr.GetAPIReader()}
+	SetupPinWebhookWithManager(mgr, reconciler, recorder, verifier, podCredentials)
+	SetupPodWebhookWithManager(mgr, reconciler, recorder, verifier, podCredentials)
 	SetupWorkloadWebhookWithManager(mgr, reconciler, true, recorder)
 
 	go func() {
