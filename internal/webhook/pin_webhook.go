@@ -92,7 +92,10 @@ func (p *PodPinner) Handle(ctx context.Context, req admission.Request) admission
 	resp := admission.Allowed("")
 	for i := range d.Unpinned {
 		u := &d.Unpinned[i]
-		if u.RequireDigest {
+		if u.RequireDigest || !changed(&sub, u.Image.Field) {
+			// An image the UPDATE did not change is never rewritten: a new image string
+			// restarts the running container. (A Pod relabelled into a verify rule with an
+			// unpinned image is refused by the validating webhook instead.)
 			continue
 		}
 		var digest string
@@ -117,6 +120,17 @@ func (p *PodPinner) Handle(ctx context.Context, req admission.Request) admission
 			u.Image.Field, u.Image.Ref, digest, u.Rule.Policy.Kind, u.Rule.Policy.Name))
 	}
 	return resp
+}
+
+// changed reports whether field holds an image the request sets: every image of a CREATE,
+// the new or changed ones of an UPDATE.
+func changed(sub *policy.Subject, field string) bool {
+	for i := range sub.Images {
+		if sub.Images[i].Field == field {
+			return true
+		}
+	}
+	return false
 }
 
 // jsonPointer turns a field path of podspec.PodImages (spec.containers[0].image,

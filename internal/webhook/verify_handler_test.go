@@ -1,14 +1,18 @@
 package webhook
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
 	ctypes "github.com/sigstore/cosign/v3/pkg/types"
+	admissionv1 "k8s.io/api/admission/v1"
 	imagepolicyv1alpha1 "k8s.io/api/imagepolicy/v1alpha1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
@@ -60,6 +64,70 @@ func TestImageReviewVerifies(t *testing.T) {
 		}
 		if out.Status.Allowed != (c.reason == "") || !strings.Contains(out.Status.Reason, c.reason) {
 			t.Errorf("%s: allowed=%v reason %q; want reason %q", c.image, out.Status.Allowed, out.Status.Reason, c.reason)
+		}
+	}
+}
+
+// The pinning webhook rewrites only the images a request sets: a CREATE's, and on UPDATE the
+// new or changed ones. An image an UPDATE leaves alone is never rewritten (a new image string
+// would restart the running container).
+func TestPinOnlyWhatTheRequestSets(t *testing.T) {
+	reg := registrytest.New(true)
+	defer reg.Close()
+	key, err := registrytest.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, repo := range []string{"acme/app", "acme/next"} {
+		if _, err := reg.Push(repo, "1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snap := policy.CompileWith([]imagegatev1alpha1.ClusterImagePolicy{{
+		ObjectMeta: metav1.ObjectMeta{Name: "signed", UID: "u", Generation: 1},
+		Spec: imagegatev1alpha1.ImagePolicySpec{
+			PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"signed": "yes"}},
+			Verify: imagegatev1alpha1.VerifyRules{
+				Signers:         []imagegatev1alpha1.Signer{{Name: "release", Key: imagegatev1alpha1.KeySigner{PublicKey: key.PublicKeyPEM()}}},
+				TransparencyLog: imagegatev1alpha1.TransparencyLogSkip,
+			},
+		},
+	}}, nil, policy.Options{Trust: verify.Compiler(&verify.NamespaceSources{})})
+	labelled := func(images ...string) string {
+		return strings.Replace(podJSON(images...), `"namespace":"team-a"}`, `"namespace":"team-a","labels":{"signed":"yes"}}`, 1)
+	}
+	pinner := &ctrlwebhook.Admission{Handler: NewPodPinner(fixedSnapshot{snap}, nil, nil, verify.New(verify.Options{}))}
+	app, next := reg.Host+"/acme/app:1", reg.Host+"/acme/next:1"
+	for _, c := range []struct {
+		name, op, object, old string
+		want                  []string // patched paths
+	}{
+		{"create", "CREATE", labelled(app, next), "", []string{"/spec/containers/0/image", "/spec/containers/1/image"}},
+		{"update of one image", "UPDATE", labelled(app, next), labelled(app, "ghcr.io/acme/old:1"), []string{"/spec/containers/1/image"}},
+		// The validating webhook refuses this one (unpinned images under a policy the Pod
+		// was just relabelled into); the running containers are never rewritten.
+		{"relabel into the policy", "UPDATE", labelled(app, next), podJSON(app, next), nil},
+	} {
+		req := httptest.NewRequest(http.MethodPost, PinWebhookPath, bytes.NewReader(podReview(c.op, "pods", "", "1", c.object, c.old)))
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		pinner.ServeHTTP(rec, req)
+		var review admissionv1.AdmissionReview
+		if err := json.Unmarshal(rec.Body.Bytes(), &review); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		var ops []struct{ Path string }
+		if len(review.Response.Patch) > 0 {
+			if err := json.Unmarshal(review.Response.Patch, &ops); err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+		}
+		var got []string
+		for _, op := range ops {
+			got = append(got, op.Path)
+		}
+		if strings.Join(got, ",") != strings.Join(c.want, ",") || !review.Response.Allowed {
+			t.Errorf("%s: allowed=%v patched %v, want %v (%s)", c.name, review.Response.Allowed, got, c.want, review.Response.Result)
 		}
 	}
 }
