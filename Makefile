@@ -153,9 +153,10 @@ build-installer: require-img manifests generate kustomize ## Render the whole in
 	$(KUSTOMIZE) build config/default > dist/install.yaml
 
 .PHONY: deploy
-deploy: require-img manifests kustomize ## Deploy with image IMG to the cluster in KUBECONFIG (needs cert-manager).
+deploy: require-img manifests kustomize ## Install or upgrade with image IMG in the cluster in KUBECONFIG (needs cert-manager): the webhook configurations last, once a replica is ready (hack/install.sh).
 	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
-	$(KUSTOMIZE) build config/default | kubectl apply -f -
+	$(KUSTOMIZE) build config/default > bin/install.yaml
+	hack/install.sh bin/install.yaml
 
 .PHONY: undeploy
 undeploy: kustomize ## Remove the installation from the cluster in KUBECONFIG, webhook configuration first; the policies stay (undeploy-crds removes them).
