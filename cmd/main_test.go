@@ -2,13 +2,17 @@ package main
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"flag"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/imagegate/imagegate/internal/podspec"
+	"github.com/imagegate/imagegate/test/utils/localcluster"
 )
 
 // The manager's excluded namespaces are the CLI's and the webhook configuration's (podspec
@@ -62,5 +66,83 @@ func TestClientCertificates(t *testing.T) {
 	opt(&c)
 	if c.ClientAuth != tls.RequireAndVerifyClientCert || c.ClientCAs == nil {
 		t.Fatalf("client certificates are not required: %v", c.ClientAuth)
+	}
+}
+
+// A rotated client CA takes effect at the next handshake, without a restart; a file rewritten
+// with garbage keeps the last good CA in force.
+func TestClientCAReload(t *testing.T) {
+	caA, err := localcluster.NewCA("apiserver-client-ca-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caB, err := localcluster.NewCA("apiserver-client-ca-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "client-ca.pem")
+	write := func(data []byte, at time.Time) {
+		t.Helper()
+		if err := os.WriteFile(file, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(file, at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(caA.CertPEM, time.Now().Add(-time.Hour))
+	opt, err := clientCertificates(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serving, err := caA.Serving("imagegate", []string{"localhost"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	servingPair, err := tls.X509KeyPair(serving.CertPEM, serving.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := &tls.Config{Certificates: []tls.Certificate{servingPair}, MinVersion: tls.VersionTLS12}
+	opt(server)
+	handshake := func(ca *localcluster.CA) error {
+		kp, err := ca.Client("kube-apiserver")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pair, err := tls.X509KeyPair(kp.CertPEM, kp.KeyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots := x509.NewCertPool()
+		roots.AddCert(caA.Cert)
+		c, s := net.Pipe()
+		defer func() { _ = c.Close(); _ = s.Close() }()
+		errs := make(chan error, 1)
+		go func() { errs <- tls.Server(s, server).Handshake() }()
+		client := tls.Client(c, &tls.Config{ServerName: "localhost", RootCAs: roots, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12})
+		_ = client.Handshake()
+		_ = c.Close()
+		return <-errs
+	}
+	if err := handshake(caA); err != nil {
+		t.Fatalf("a client of the configured CA was refused: %v", err)
+	}
+	if err := handshake(caB); err == nil {
+		t.Fatal("a client of another CA was accepted")
+	}
+	write(caB.CertPEM, time.Now())
+	if err := handshake(caB); err != nil {
+		t.Fatalf("after the CA file was rotated, a client of the new CA was refused: %v", err)
+	}
+	if err := handshake(caA); err == nil {
+		t.Fatal("after the CA file was rotated, a client of the old CA was still accepted")
+	}
+	write([]byte("half-written"), time.Now().Add(time.Minute))
+	if err := handshake(caB); err != nil {
+		t.Fatalf("a garbage CA file replaced the last good CA: %v", err)
+	}
+	if err := handshake(caA); err == nil {
+		t.Fatal("a garbage CA file opened the port")
 	}
 }

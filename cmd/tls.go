@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 )
 
@@ -66,18 +67,59 @@ func selfSignedCertificate(certName, keyName string) (string, error) {
 
 // clientCertificates returns the TLS option that makes the webhook server require a client
 // certificate signed by a CA in the PEM file caFile (authenticated callers: only the apiserver
-// holds such a certificate), or an error naming what is wrong with the file.
+// holds such a certificate), or an error naming what is wrong with the file. The file is read
+// again when it changes (a rotated CA), at the next handshake; a new content that holds no
+// certificate is ignored and the last good one stays in force, so a half-written file never
+// opens the port.
 func clientCertificates(caFile string) (func(*tls.Config), error) {
-	data, err := os.ReadFile(caFile) //nolint:gosec // the operator names the file with --webhook-client-ca
-	if err != nil {
+	cas := &clientCAs{file: caFile}
+	if err := cas.load(); err != nil {
 		return nil, err
+	}
+	return func(c *tls.Config) {
+		c.ClientCAs = cas.pool
+		c.ClientAuth = tls.RequireAndVerifyClientCert
+		c.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			cfg := c.Clone()
+			cfg.GetConfigForClient = nil
+			cfg.ClientCAs = cas.current()
+			return cfg, nil
+		}
+	}, nil
+}
+
+// clientCAs is the client CA file, reloaded when its size or modification time changes.
+type clientCAs struct {
+	file string
+	mu   sync.Mutex
+	pool *x509.CertPool
+	size int64
+	mod  time.Time
+}
+
+func (c *clientCAs) load() error {
+	info, err := os.Stat(c.file)
+	if err != nil {
+		return err
+	}
+	data, err := os.ReadFile(c.file)
+	if err != nil {
+		return err
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(data) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
+		return fmt.Errorf("%s holds no PEM certificate", c.file)
 	}
-	return func(c *tls.Config) {
-		c.ClientCAs = pool
-		c.ClientAuth = tls.RequireAndVerifyClientCert
-	}, nil
+	c.pool, c.size, c.mod = pool, info.Size(), info.ModTime()
+	return nil
+}
+
+// current is the pool in force, read again first when the file changed.
+func (c *clientCAs) current() *x509.CertPool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if info, err := os.Stat(c.file); err == nil && (info.Size() != c.size || !info.ModTime().Equal(c.mod)) {
+		_ = c.load() // on error the last good pool stays
+	}
+	return c.pool
 }
