@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -44,6 +45,9 @@ var _ = Describe("Install, upgrade and uninstall", Ordered, func() {
 		mu       sync.Mutex
 		counts   = map[string]int{}
 		stop     func()
+		// The manifests of the version installed first and of the upgrade.
+		previousManifest = filepath.Join(os.TempDir(), fmt.Sprintf("imagegate-previous-%d.yaml", os.Getpid()))
+		currentManifest  = filepath.Join(os.TempDir(), fmt.Sprintf("imagegate-current-%d.yaml", os.Getpid()))
 	)
 	setEndpoint := func(ctx context.Context, i int, ready bool) {
 		GinkgoHelper()
@@ -69,9 +73,9 @@ var _ = Describe("Install, upgrade and uninstall", Ordered, func() {
 		}
 		Expect(err).NotTo(HaveOccurred())
 	}
-	// install runs hack/install.sh as a user would, in the background.
-	install := func() (done <-chan error, out *bytes.Buffer) {
-		cmd := exec.Command(filepath.Join(root, "hack", "install.sh"))
+	// install runs hack/install.sh on a rendered manifest as a user would, in the background.
+	install := func(manifest string) (done <-chan error, out *bytes.Buffer) {
+		cmd := exec.Command(filepath.Join(root, "hack", "install.sh"), manifest)
 		cmd.Env = append(os.Environ(), "KUBECONFIG="+cluster.Kubeconfig, "KUBECTL="+filepath.Join(binDir, "kubectl"), "TIMEOUT=120")
 		var buf bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &buf, &buf
@@ -101,6 +105,7 @@ var _ = Describe("Install, upgrade and uninstall", Ordered, func() {
 		kubectl("delete", "mutatingwebhookconfiguration", "imagegate-local-mutating-webhook-configuration")
 		DeferCleanup(func() { Expect(manager.RegisterWebhook(root)).To(Succeed()) })
 
+		DeferCleanup(func() { _ = os.Remove(previousManifest); _ = os.Remove(currentManifest) })
 		namespace(covered)
 		r := apply(fmt.Sprintf(`apiVersion: imagegate.io/v1alpha1
 kind: ClusterImagePolicy
@@ -136,7 +141,17 @@ spec:
 	}, NodeTimeout(3*time.Minute))
 
 	It("installs: the webhook configurations come last, with the CA, once a replica is ready", func(ctx SpecContext) {
-		done, out := install()
+		// The version installed first has no mutating webhook (as before pinning existed):
+		// the upgrade below adds it.
+		var previous []string
+		for _, doc := range rendered {
+			if !bytes.Contains(doc, []byte("\nkind: MutatingWebhookConfiguration\n")) && !bytes.HasPrefix(doc, []byte("kind: MutatingWebhookConfiguration\n")) {
+				previous = append(previous, string(doc))
+			}
+		}
+		Expect(previous).To(HaveLen(len(rendered) - 1))
+		Expect(os.WriteFile(previousManifest, []byte(strings.Join(previous, "\n---\n")), 0o600)).To(Succeed())
+		done, out := install(previousManifest)
 		// The manifests arrive; the script waits for a ready replica and applies no webhook
 		// configuration before.
 		Eventually(func() error {
@@ -164,7 +179,7 @@ spec:
 		}
 		Eventually(done).WithTimeout(2*time.Minute).Should(Receive(BeNil()), func() string { return out.String() })
 		Expect(webhookConfigurations()).To(ContainSubstring("imagegate-validating-webhook-configuration"))
-		Expect(webhookConfigurations()).To(ContainSubstring("imagegate-mutating-webhook-configuration"))
+		Expect(webhookConfigurations()).NotTo(ContainSubstring("imagegate-mutating-webhook-configuration"))
 		b64 := kubectl("get", "validatingwebhookconfiguration", "imagegate-validating-webhook-configuration", "-o=jsonpath={.webhooks[0].clientConfig.caBundle}")
 		Expect(base64.StdEncoding.DecodeString(b64)).To(Equal(cluster.CA.CertPEM))
 
@@ -174,8 +189,15 @@ spec:
 		}).WithTimeout(30 * time.Second).Should(Equal("denied"))
 	})
 
-	It("upgrades: the script again while the replicas restart one by one", func(ctx SpecContext) {
-		done, out := install()
+	It("upgrades to a version with another webhook: the script again while the replicas restart one by one", func(ctx SpecContext) {
+		Expect(os.WriteFile(currentManifest, []byte(strings.Join(func() []string {
+			var docs []string
+			for _, d := range rendered {
+				docs = append(docs, string(d))
+			}
+			return docs
+		}(), "\n---\n")), 0o600)).To(Succeed())
+		done, out := install(currentManifest)
 		for i, m := range replicas {
 			setEndpoint(ctx, i, false)
 			time.Sleep(500 * time.Millisecond) // the apiserver's informer sees the slice change
@@ -185,6 +207,9 @@ spec:
 			time.Sleep(time.Second)
 		}
 		Eventually(done).WithTimeout(2*time.Minute).Should(Receive(BeNil()), func() string { return out.String() })
+		Expect(webhookConfigurations()).To(ContainSubstring("imagegate-mutating-webhook-configuration"))
+		b64 := kubectl("get", "mutatingwebhookconfiguration", "imagegate-mutating-webhook-configuration", "-o=jsonpath={.webhooks[0].clientConfig.caBundle}")
+		Expect(base64.StdEncoding.DecodeString(b64)).To(Equal(cluster.CA.CertPEM))
 		Expect(createPod(ctx, cs, covered, "after-upgrade", "quay.io/evil/app:1")).To(Equal("denied"))
 	})
 
