@@ -4,8 +4,6 @@ import (
 	"strings"
 	"testing"
 
-	ctypes "github.com/sigstore/cosign/v3/pkg/types"
-
 	"github.com/imagegate/imagegate/internal/check"
 	"github.com/imagegate/imagegate/test/utils/registrytest"
 )
@@ -24,7 +22,7 @@ func TestCheckVerifiesSignatures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := key.SignBundle(d, registrytest.Statement(d, ctypes.CosignSignPredicateType)); err != nil {
+	if err := key.Sign(d); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := reg.Push("acme/tool", "2"); err != nil {

@@ -15,8 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	ctypes "github.com/sigstore/cosign/v3/pkg/types"
-
 	"github.com/imagegate/imagegate/test/utils/localcluster"
 	"github.com/imagegate/imagegate/test/utils/registrytest"
 )
@@ -190,7 +188,7 @@ func (d *demo) signatures() error {
 		what := "unsigned"
 		if signed {
 			what = "signed with the release key (a sigstore bundle, as cosign v3 signs)"
-			if err := key.SignBundle(dg, registrytest.Statement(dg, ctypes.CosignSignPredicateType)); err != nil {
+			if err := key.Sign(dg); err != nil {
 				return err
 			}
 		}

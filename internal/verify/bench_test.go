@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	ctypes "github.com/sigstore/cosign/v3/pkg/types"
-
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/verify"
@@ -32,7 +30,7 @@ func BenchmarkColdVerification(b *testing.B) {
 				b.Fatal(err)
 			}
 			if format == "bundle" {
-				err = key.SignBundle(img, registrytest.Statement(img, ctypes.CosignSignPredicateType))
+				err = key.Sign(img)
 			} else {
 				err = key.SignLegacy(img, img)
 			}

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	ctypes "github.com/sigstore/cosign/v3/pkg/types"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -30,7 +29,7 @@ func TestPodCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := key.SignBundle(img, registrytest.Statement(img, ctypes.CosignSignPredicateType), creds); err != nil {
+	if err := key.Sign(img, creds); err != nil {
 		t.Fatal(err)
 	}
 	scheme := runtime.NewScheme()

@@ -94,7 +94,7 @@ func TestKeySignatures(t *testing.T) {
 				t.Fatal(err)
 			}
 			bundle := mustPush(t, reg, "acme/bundle", "1")
-			if err := release.SignBundle(bundle, registrytest.Statement(bundle, ctypes.CosignSignPredicateType)); err != nil {
+			if err := release.Sign(bundle); err != nil {
 				t.Fatal(err)
 			}
 			unsigned := mustPush(t, reg, "acme/unsigned", "1")
@@ -103,7 +103,7 @@ func TestKeySignatures(t *testing.T) {
 				t.Fatal(err)
 			}
 			otherBundle := mustPush(t, reg, "acme/otherbundle", "1")
-			if err := other.SignBundle(otherBundle, registrytest.Statement(otherBundle, ctypes.CosignSignPredicateType)); err != nil {
+			if err := other.Sign(otherBundle); err != nil {
 				t.Fatal(err)
 			}
 			// A signature copied from another digest: the payload names the other image.
@@ -229,7 +229,7 @@ func TestTransparencyLogRequired(t *testing.T) {
 	if err := key.SignLegacy(img, img); err != nil {
 		t.Fatal(err)
 	}
-	if err := key.SignBundle(img, registrytest.Statement(img, ctypes.CosignSignPredicateType)); err != nil {
+	if err := key.Sign(img); err != nil {
 		t.Fatal(err)
 	}
 	rules := &v1alpha1.VerifyRules{Signers: []v1alpha1.Signer{keySigner("release", key.PublicKeyPEM())}, TransparencyLog: v1alpha1.TransparencyLogRequired, TrustedRoot: v1alpha1.ConfigMapKeyReference{Name: "sigstore"}}
@@ -278,7 +278,7 @@ func TestTagsArePinnedAndMovedTagsRefused(t *testing.T) {
 	snap := policy.CompileWith([]v1alpha1.ClusterImagePolicy{clusterPolicy("signed", rules)}, nil, policy.Options{Trust: verify.Compiler(&sources{})})
 	v := verify.New(verify.Options{})
 	signed := mustPush(t, reg, "acme/app", "1.4")
-	if err := key.SignBundle(signed, registrytest.Statement(signed, ctypes.CosignSignPredicateType)); err != nil {
+	if err := key.Sign(signed); err != nil {
 		t.Fatal(err)
 	}
 	tag := reg.Host + "/acme/app:1.4"
@@ -416,7 +416,7 @@ func TestPullSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := key.SignBundle(img, registrytest.Statement(img, ctypes.CosignSignPredicateType), creds); err != nil {
+	if err := key.Sign(img, creds); err != nil {
 		t.Fatal(err)
 	}
 	dockerConfig := func(user, pass string) *corev1.Secret {
@@ -456,7 +456,7 @@ func TestManyReferrersAreBounded(t *testing.T) {
 	other, _ := registrytest.NewKey()
 	img := mustPush(t, reg, "acme/app", "1")
 	for range 60 {
-		if err := other.SignBundle(img, registrytest.Statement(img, ctypes.CosignSignPredicateType)); err != nil {
+		if err := other.Sign(img); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -8,13 +8,11 @@ import (
 
 	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
-	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	"github.com/imagegate/imagegate/internal/podspec"
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
 	"github.com/imagegate/imagegate/internal/verify"
@@ -66,22 +64,11 @@ func (p *PodPinner) Handle(ctx context.Context, req admission.Request) admission
 	if !snap.Verifies() || (req.Operation != admissionv1.Create && req.Operation != admissionv1.Update) {
 		return admission.Allowed("") // the common case: no verify rule anywhere, nothing decoded
 	}
-	pod := &corev1.Pod{}
-	if err := podspec.DecodePod(req.Object.Raw, pod); err != nil {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding the Pod: %w", err))
+	pod, sub, errResp := podSubject(req)
+	if errResp != nil {
+		return *errResp
 	}
-	namespace := req.Namespace
-	if namespace == "" {
-		namespace = pod.Namespace
-	}
-	sub := policy.Subject{Namespace: namespace, PodLabels: pod.Labels, Images: podspec.PodImages(&pod.Spec, "spec")}
-	if req.Operation == admissionv1.Update {
-		old := &corev1.Pod{}
-		if err := podspec.DecodePod(req.OldObject.Raw, old); err != nil {
-			return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding the old Pod: %w", err))
-		}
-		sub.Updated(podspec.PodImages(&old.Spec, "spec"), old.Labels)
-	}
+	namespace := sub.Namespace
 	if snap.SelectsNamespaces() {
 		sub.NamespaceLabels, sub.NamespaceUnknown = namespaceLabels(ctx, p.namespaces, namespace)
 	}

@@ -76,9 +76,27 @@ func (v *PodValidator) Handle(ctx context.Context, req admission.Request) admiss
 	if req.UID == "" {
 		return admission.Errored(http.StatusBadRequest, errNoUID)
 	}
+	pod, sub, errResp := podSubject(req)
+	if errResp != nil {
+		return *errResp
+	}
+	namespace := sub.Namespace
+	ctx = v.withPodCredentials(ctx, namespace, pod)
+	d, ok := v.decide(ctx, &sub, telemetry.Object{Kind: "Pod", Namespace: namespace, Name: pod.Name, GenerateName: pod.GenerateName, DryRun: ptr.Deref(req.DryRun, false)})
+	if !ok {
+		return admission.Denied(notLoaded)
+	}
+	return admissionResponse(&d)
+}
+
+// podSubject decodes a Pod request into the Subject the engine decides, as both Pod webhooks
+// (validating and pinning) must read it alike: the namespace of the request (or of the
+// object), the labels, every image, break-glass, and for an UPDATE what it changes.
+func podSubject(req admission.Request) (*corev1.Pod, policy.Subject, *admission.Response) {
 	pod := &corev1.Pod{}
 	if err := podspec.DecodePod(req.Object.Raw, pod); err != nil {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding the Pod: %w", err))
+		r := admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding the Pod: %w", err))
+		return nil, policy.Subject{}, &r
 	}
 	namespace := req.Namespace
 	if namespace == "" {
@@ -91,16 +109,12 @@ func (v *PodValidator) Handle(ctx context.Context, req admission.Request) admiss
 	if req.Operation == admissionv1.Update {
 		old := &corev1.Pod{}
 		if err := podspec.DecodePod(req.OldObject.Raw, old); err != nil {
-			return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding the old Pod: %w", err))
+			r := admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding the old Pod: %w", err))
+			return nil, policy.Subject{}, &r
 		}
 		sub.Updated(podspec.PodImages(&old.Spec, "spec"), old.Labels)
 	}
-	ctx = v.withPodCredentials(ctx, namespace, pod)
-	d, ok := v.decide(ctx, &sub, telemetry.Object{Kind: "Pod", Namespace: namespace, Name: pod.Name, GenerateName: pod.GenerateName, DryRun: ptr.Deref(req.DryRun, false)})
-	if !ok {
-		return admission.Denied(notLoaded)
-	}
-	return admissionResponse(&d)
+	return pod, sub, nil
 }
 
 func resourceName(req admission.Request) string {

@@ -5,7 +5,6 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	ctypes "github.com/sigstore/cosign/v3/pkg/types"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -32,7 +31,7 @@ var _ = Describe("Verifying signatures", Ordered, func() {
 		Expect(err).NotTo(HaveOccurred())
 		d, err := reg.Push("acme/app", "1.4")
 		Expect(err).NotTo(HaveOccurred())
-		Expect(key.SignBundle(d, registrytest.Statement(d, ctypes.CosignSignPredicateType))).To(Succeed())
+		Expect(key.Sign(d)).To(Succeed())
 		signed = reg.Host + "/acme/app:1.4"
 		_, err = reg.Push("acme/tool", "2")
 		Expect(err).NotTo(HaveOccurred())
@@ -125,7 +124,7 @@ var _ = Describe("Verifying with the Pod's own pull secrets (--pull-secrets-from
 		Expect(err).NotTo(HaveOccurred())
 		d, err := registrytest.PushTo(reg.Host, "team/app", "1", creds)
 		Expect(err).NotTo(HaveOccurred())
-		Expect(key.SignBundle(d, registrytest.Statement(d, ctypes.CosignSignPredicateType), creds)).To(Succeed())
+		Expect(key.Sign(d, creds)).To(Succeed())
 
 		ns := newNamespace(nil)
 		Expect(k8sClient.Create(ctx, &corev1.Secret{

@@ -43,27 +43,7 @@ var _ = Describe("High availability", Ordered, func() {
 
 	setEndpoint := func(ctx context.Context, i int, ready bool) {
 		GinkgoHelper()
-		slice := &discoveryv1.EndpointSlice{
-			ObjectMeta: metav1.ObjectMeta{
-				Name: fmt.Sprintf("%s-replica-%d", service, i), Namespace: ns,
-				Labels: map[string]string{discoveryv1.LabelServiceName: service, discoveryv1.LabelManagedBy: "e2e.imagegate.io"},
-			},
-			AddressType: discoveryv1.AddressTypeIPv4,
-			Ports:       []discoveryv1.EndpointPort{{Port: ptr.To(int32(replicas[i].WebhookPort)), Protocol: ptr.To(corev1.ProtocolTCP)}},
-			Endpoints: []discoveryv1.Endpoint{{
-				Addresses:  []string{hostIP.String()},
-				Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(ready), Serving: ptr.To(ready), Terminating: ptr.To(!ready)},
-			}},
-		}
-		existing, err := cs.DiscoveryV1().EndpointSlices(ns).Get(ctx, slice.Name, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-			_, err = cs.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice, metav1.CreateOptions{})
-		case err == nil:
-			slice.ResourceVersion = existing.ResourceVersion
-			_, err = cs.DiscoveryV1().EndpointSlices(ns).Update(ctx, slice, metav1.UpdateOptions{})
-		}
-		Expect(err).NotTo(HaveOccurred())
+		setReplicaEndpoint(ctx, cs, fmt.Sprintf("%s-replica-%d", service, i), replicas[i], ready)
 	}
 
 	BeforeAll(func(ctx SpecContext) {
@@ -210,4 +190,33 @@ func leads(m *localcluster.Manager) bool {
 		log = log[i:]
 	}
 	return strings.Contains(log, "Successfully acquired lease")
+}
+
+// setReplicaEndpoint plays the EndpointSlice controller for one replica of config/default's
+// webhook Service: an EndpointSlice of its own (one port each) listing it ready or, before it
+// stops, terminating.
+func setReplicaEndpoint(ctx context.Context, cs kubernetes.Interface, name string, m *localcluster.Manager, ready bool) {
+	GinkgoHelper()
+	const ns, service = "imagegate-system", "imagegate-webhook-service"
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name, Namespace: ns,
+			Labels: map[string]string{discoveryv1.LabelServiceName: service, discoveryv1.LabelManagedBy: "e2e.imagegate.io"},
+		},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Port: ptr.To(int32(m.WebhookPort)), Protocol: ptr.To(corev1.ProtocolTCP)}},
+		Endpoints: []discoveryv1.Endpoint{{
+			Addresses:  []string{hostIP.String()},
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(ready), Serving: ptr.To(ready), Terminating: ptr.To(!ready)},
+		}},
+	}
+	existing, err := cs.DiscoveryV1().EndpointSlices(ns).Get(ctx, slice.Name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		_, err = cs.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice, metav1.CreateOptions{})
+	case err == nil:
+		slice.ResourceVersion = existing.ResourceVersion
+		_, err = cs.DiscoveryV1().EndpointSlices(ns).Update(ctx, slice, metav1.UpdateOptions{})
+	}
+	Expect(err).NotTo(HaveOccurred())
 }

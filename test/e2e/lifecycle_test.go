@@ -17,12 +17,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
 
 	"github.com/imagegate/imagegate/test/utils/localcluster"
 )
@@ -51,27 +47,7 @@ var _ = Describe("Install, upgrade and uninstall", Ordered, func() {
 	)
 	setEndpoint := func(ctx context.Context, i int, ready bool) {
 		GinkgoHelper()
-		slice := &discoveryv1.EndpointSlice{
-			ObjectMeta: metav1.ObjectMeta{
-				Name: fmt.Sprintf("%s-lifecycle-%d", service, i), Namespace: ns,
-				Labels: map[string]string{discoveryv1.LabelServiceName: service, discoveryv1.LabelManagedBy: "e2e.imagegate.io"},
-			},
-			AddressType: discoveryv1.AddressTypeIPv4,
-			Ports:       []discoveryv1.EndpointPort{{Port: ptr.To(int32(replicas[i].WebhookPort)), Protocol: ptr.To(corev1.ProtocolTCP)}},
-			Endpoints: []discoveryv1.Endpoint{{
-				Addresses:  []string{hostIP.String()},
-				Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(ready), Serving: ptr.To(ready), Terminating: ptr.To(!ready)},
-			}},
-		}
-		existing, err := cs.DiscoveryV1().EndpointSlices(ns).Get(ctx, slice.Name, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-			_, err = cs.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice, metav1.CreateOptions{})
-		case err == nil:
-			slice.ResourceVersion = existing.ResourceVersion
-			_, err = cs.DiscoveryV1().EndpointSlices(ns).Update(ctx, slice, metav1.UpdateOptions{})
-		}
-		Expect(err).NotTo(HaveOccurred())
+		setReplicaEndpoint(ctx, cs, fmt.Sprintf("%s-lifecycle-%d", service, i), replicas[i], ready)
 	}
 	// install runs hack/install.sh on a rendered manifest as a user would, in the background.
 	install := func(manifest string) (done <-chan error, out *bytes.Buffer) {

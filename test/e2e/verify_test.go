@@ -14,7 +14,6 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	ctypes "github.com/sigstore/cosign/v3/pkg/types"
 
 	"github.com/imagegate/imagegate/test/utils/registrytest"
 )
@@ -67,7 +66,7 @@ var _ = Describe("Verifying signatures", Ordered, func() {
 		sign := func(repo, tag string) {
 			d, err := registrytest.PushTo(host, repo, tag, creds)
 			Expect(err).NotTo(HaveOccurred())
-			Expect(key.SignBundle(d, registrytest.Statement(d, ctypes.CosignSignPredicateType), creds)).To(Succeed())
+			Expect(key.Sign(d, creds)).To(Succeed())
 		}
 		sign("acme/app", "1.0")
 		sign("acme/app", "2.0")

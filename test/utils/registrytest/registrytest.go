@@ -277,6 +277,12 @@ func credentials(c []Credentials) Credentials {
 	return Anonymous
 }
 
+// Sign signs the image at digest as `cosign sign --key` does in cosign v3 (SignBundle with
+// cosign's image-signature statement).
+func (k *Key) Sign(digest name.Digest, c ...Credentials) error {
+	return k.SignBundle(digest, Statement(digest, ctypes.CosignSignPredicateType), c...)
+}
+
 // dssePAE is DSSE's pre-authentication encoding, what a DSSE signature signs.
 func dssePAE(payloadType string, payload []byte) []byte {
 	return fmt.Appendf(nil, "DSSEv1 %d %s %d %s", len(payloadType), payloadType, len(payload), payload)
