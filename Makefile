@@ -132,6 +132,19 @@ build: ## Build bin/manager and bin/imagegate (the CLI), both stamped with VERSI
 	go build -ldflags "-X main.version=$(VERSION)" -o bin/manager ./cmd
 	go build -ldflags "-X main.version=$(VERSION)" -o bin/imagegate ./cmd/imagegate
 
+.PHONY: image
+image: ## Build the manager's OCI image (linux/amd64 and linux/arm64, non-root, the manager alone) into dist/image, without a Docker engine (hack/image, go-containerregistry).
+	go run ./hack/image --version $(VERSION) --out dist/image
+
+.PHONY: image-push
+image-push: ## Build the image and push it to REGISTRY (registry/repository:tag) with the credentials docker login wrote.
+	$(if $(REGISTRY),,$(error REGISTRY is not set: make image-push REGISTRY=registry.example.com/imagegate:v0.2.0))
+	go run ./hack/image --version $(VERSION) --out dist/image --push $(REGISTRY)
+
+.PHONY: test-image
+test-image: ## Build the image for both platforms and check it as a runtime reads it (slow the first time: it cross-compiles the manager).
+	go test -tags image -count=1 -timeout 30m ./hack/image/
+
 .PHONY: docker-build
 docker-build: require-img ## Build the manager's container image IMG (needs a Docker engine).
 	docker build --build-arg VERSION=$(VERSION) -t $(IMG) .
