@@ -76,6 +76,11 @@ var _ = Describe("Install, upgrade and uninstall", Ordered, func() {
 		cs, err = kubernetes.NewForConfig(restConfig())
 		Expect(err).NotTo(HaveOccurred())
 
+		// What other specs may have left in imagegate-system (they run in random order): a
+		// serving certificate's Secret or an endpoint would make the script's wait meaningless.
+		run("delete", "secret", "webhook-server-cert", "-n", ns, "--ignore-not-found")
+		run("delete", "endpointslices", "-n", ns, "-l", "kubernetes.io/service-name="+service, "--ignore-not-found")
+
 		// Only the installation under test may answer.
 		kubectl("delete", "validatingwebhookconfiguration", "imagegate-local-validating-webhook-configuration")
 		kubectl("delete", "mutatingwebhookconfiguration", "imagegate-local-mutating-webhook-configuration")
@@ -206,7 +211,8 @@ spec:
 		stop()
 		stop = nil
 		Expect(kubectl("get", "clusterimagepolicy", "e2e-lifecycle", "-o=name")).NotTo(BeEmpty(), "policies survive an uninstall")
-		run("wait", "--for=delete", "namespace/"+ns, "--timeout=120s")
+		// The uninstall deletes imagegate-system; the specs that run next create it again.
+		Eventually(func() error { return run("get", "namespace", ns).err }).WithTimeout(2*time.Minute).Should(HaveOccurred())
 
 		AddReportEntry("creates across install, upgrade and uninstall", fmt.Sprint(counts))
 		mu.Lock()
