@@ -212,7 +212,7 @@ spec:
 		stop = nil
 		Expect(kubectl("get", "clusterimagepolicy", "e2e-lifecycle", "-o=name")).NotTo(BeEmpty(), "policies survive an uninstall")
 		// The uninstall deletes imagegate-system; the specs that run next create it again.
-		Eventually(func() error { return run("get", "namespace", ns).err }).WithTimeout(2*time.Minute).Should(HaveOccurred())
+		Eventually(func() error { return run("get", "namespace", ns).err }).WithTimeout(2 * time.Minute).Should(HaveOccurred())
 
 		AddReportEntry("creates across install, upgrade and uninstall", fmt.Sprint(counts))
 		mu.Lock()
