@@ -171,6 +171,9 @@ var _ = Describe("Reliability of a manager", Ordered, func() {
 
 	BeforeAll(func(ctx SpecContext) {
 		applyRelPolicy()
+		// The reviews' namespace exists, so that policies selecting namespaces by label can
+		// tell whether they cover it (they refuse when its labels are unknown).
+		namespace("rel")
 		// A second manager on the cluster, called directly (not registered with the apiserver).
 		var err error
 		m, err = cluster.StartManager(ctx, localcluster.ManagerOptions{
