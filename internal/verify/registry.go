@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -56,10 +57,17 @@ func (t *limitedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // checkRedirect refuses the redirects a hostile registry could use against the cluster:
-// from HTTPS to plain HTTP, and to link-local addresses (cloud metadata services such as
-// 169.254.169.254). Registries redirect blob downloads to other hosts (CDNs, object stores),
-// so other hosts are followed, at most 10 times (Go's limit).
+// from HTTPS to plain HTTP; to link-local addresses (cloud metadata services such as
+// 169.254.169.254), always; and from a registry on a public address to a host on an internal
+// one (loopback, private, link-local), which would make imagegate reach into the cluster's
+// network for whoever runs that registry. Registries redirect blob downloads to other hosts
+// (CDNs, object stores), so other redirects are followed, at most 10 times (Go's limit); an
+// in-cluster registry may redirect to an in-cluster store.
 func checkRedirect(r *http.Request) error {
+	return checkRedirectWith(r, net.DefaultResolver.LookupIPAddr)
+}
+
+func checkRedirectWith(r *http.Request, lookup func(context.Context, string) ([]net.IPAddr, error)) error {
 	if r.Response == nil || r.Response.Request == nil {
 		return nil // not a redirect
 	}
@@ -67,10 +75,50 @@ func checkRedirect(r *http.Request) error {
 	if from.Scheme == "https" && r.URL.Scheme != "https" {
 		return fmt.Errorf("%s redirected to %s: a redirect from HTTPS to %s is refused", from.Host, r.URL.Redacted(), r.URL.Scheme)
 	}
-	if ip := net.ParseIP(r.URL.Hostname()); ip != nil && (ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsUnspecified()) {
-		return fmt.Errorf("%s redirected to %s: a redirect to a link-local address is refused", from.Host, r.URL.Redacted())
+	origin := r
+	for origin.Response != nil && origin.Response.Request != nil {
+		origin = origin.Response.Request
+	}
+	if r.URL.Hostname() == origin.URL.Hostname() {
+		return nil
+	}
+	target := addresses(r.Context(), r.URL.Hostname(), lookup)
+	for _, ip := range target {
+		if ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsUnspecified() {
+			return fmt.Errorf("%s redirected to %s: a redirect to a link-local address is refused", from.Host, r.URL.Redacted())
+		}
+	}
+	if internal(target) && !internal(addresses(r.Context(), origin.URL.Hostname(), lookup)) {
+		return fmt.Errorf("%s redirected to %s: a redirect from a public registry to an internal address is refused", from.Host, r.URL.Redacted())
 	}
 	return nil
+}
+
+// addresses are the IP addresses of host: itself when it is one, else what DNS says (none
+// when it says nothing, which then counts as neither internal nor link-local: the dial fails).
+func addresses(ctx context.Context, host string, lookup func(context.Context, string) ([]net.IPAddr, error)) []net.IP {
+	if ip := net.ParseIP(host); ip != nil {
+		return []net.IP{ip}
+	}
+	addrs, err := lookup(ctx, host)
+	if err != nil {
+		return nil
+	}
+	ips := make([]net.IP, len(addrs))
+	for i, a := range addrs {
+		ips[i] = a.IP
+	}
+	return ips
+}
+
+// internal reports whether any of ips is not a public address.
+func internal(ips []net.IP) bool {
+	for _, ip := range ips {
+		if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsUnspecified() {
+			return true
+		}
+	}
+	return false
 }
 
 // errTooLarge ends a response body longer than maxResponseBody.

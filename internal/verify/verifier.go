@@ -483,8 +483,15 @@ func signaturePredicate(b *sgbundle.Bundle) error {
 	return nil
 }
 
-// registryError says which registry failed, doing what, and how.
+// registryError says which registry failed, doing what, and how. An answer that is not a
+// registry's error document is said by its status only: its body could be anything that the
+// host named by a Pod's image (or a redirect) serves, and refusal messages reach whoever
+// created the Pod.
 func registryError(registry, operation string, err error) error {
+	var te *transport.Error
+	if errors.As(err, &te) && len(te.Errors) == 0 {
+		return fmt.Errorf("the registry %s failed while %s: unexpected status %d %s", registry, operation, te.StatusCode, http.StatusText(te.StatusCode))
+	}
 	return fmt.Errorf("the registry %s failed while %s: %s", registry, operation, cut(err.Error()))
 }
 

@@ -371,6 +371,11 @@ func TestHostileRegistries(t *testing.T) {
 			_, _ = w.Write([]byte("{not json"))
 		}, "the registry 127.0.0.1"},
 		{"hangs", func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() }, "deadline"},
+		// Whatever a non-registry host answers stays out of the message, which the Pod's
+		// creator reads: only the status is said.
+		{"answers that are not a registry's", func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "INTERNAL-SERVICE-DATA", http.StatusForbidden)
+		}, "unexpected status 403 Forbidden"},
 		{"redirects to a metadata address", func(w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, "http://169.254.169.254/latest/meta-data/", http.StatusTemporaryRedirect)
 		}, "a redirect to a link-local address is refused"},
@@ -397,6 +402,9 @@ func TestHostileRegistries(t *testing.T) {
 			got := messages(&d)
 			if d.Allowed() || !strings.Contains(got, c.want) {
 				t.Errorf("got %q, want a refusal saying %q", got, c.want)
+			}
+			if strings.Contains(got, "INTERNAL-SERVICE-DATA") {
+				t.Errorf("a response body reached the message: %s", got)
 			}
 			if len(got) > 2048 {
 				t.Errorf("the message is %d bytes long", len(got))
