@@ -329,11 +329,7 @@ func (r *Report) verify(ctx context.Context, snap *policy.Snapshot, sub *policy.
 	if len(d.Unpinned) > 0 {
 		images := slices.Clone(sub.Images)
 		pinned := false
-		for i := range d.Unpinned {
-			u := &d.Unpinned[i]
-			if u.RequireDigest {
-				continue
-			}
+		for _, u := range d.ToPin(sub) {
 			digest, err := r.verifier.Resolve(ctx, u)
 			if err != nil {
 				// Left unpinned, the image is refused as the webhook refuses it; the reason
@@ -343,7 +339,7 @@ func (r *Report) verify(ctx context.Context, snap *policy.Snapshot, sub *policy.
 			}
 			for j := range images {
 				if images[j].Field == u.Image.Field {
-					images[j].Ref = u.Image.Ref + "@" + digest
+					images[j].Ref = u.Pinned(digest)
 					pinned = true
 				}
 			}

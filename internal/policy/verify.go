@@ -204,15 +204,21 @@ func (s *Snapshot) Settle(sub *Subject, d *Decision, failures []string) {
 	if !added {
 		return
 	}
+	s.remarkFirsts(d)
+	if sub.BreakGlass && len(s.breakGlass) > 0 {
+		s.applyBreakGlass(d)
+	}
+}
+
+// remarkFirsts flags again the first violation of each policy, after violations were added
+// to or removed from a decision.
+func (s *Snapshot) remarkFirsts(d *Decision) {
 	sc := s.scratch.Get().(*scratch)
 	defer s.scratch.Put(sc)
 	for i := range d.Violations {
 		d.Violations[i].first = false
 	}
 	markFirsts(d, sc)
-	if sub.BreakGlass && len(s.breakGlass) > 0 {
-		s.applyBreakGlass(d)
-	}
 }
 
 // SkipVerify removes what verify rules found from d (their violations, pending verifications
@@ -240,11 +246,34 @@ func (s *Snapshot) SkipVerify(d *Decision) []Image {
 		}
 	}
 	d.Violations, d.Pending, d.Unpinned = kept, nil, nil
-	sc := s.scratch.Get().(*scratch)
-	defer s.scratch.Put(sc)
-	for i := range d.Violations {
-		d.Violations[i].first = false
-	}
-	markFirsts(d, sc)
+	s.remarkFirsts(d)
 	return skipped
 }
+
+// ToPin lists the unpinned images that a pinning adapter (the mutating webhook, the CLI)
+// rewrites to their digests: not those a policy requiring digests covers (the writer must
+// pin them), and only images the request sets (all of a CREATE's, the new or changed ones of
+// an UPDATE): rewriting an image the UPDATE left alone would restart the running container.
+func (d *Decision) ToPin(sub *Subject) []*Unpinned {
+	var out []*Unpinned
+	for i := range d.Unpinned {
+		u := &d.Unpinned[i]
+		if !u.RequireDigest && sets(sub, u.Image.Field) {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+func sets(sub *Subject, field string) bool {
+	for i := range sub.Images {
+		if sub.Images[i].Field == field {
+			return true
+		}
+	}
+	return false
+}
+
+// Pinned is the image as written with the digest its tag names added: what the runtime pulls
+// (the digest decides) and what the validating webhook verifies.
+func (u *Unpinned) Pinned(digest string) string { return u.Image.Ref + "@" + digest }

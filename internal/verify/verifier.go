@@ -103,21 +103,30 @@ func New(o Options) *Verifier {
 }
 
 // VerifyAll verifies each pending verification and returns, per item, why it failed ("" when
-// verified): what policy.Snapshot.Settle takes.
+// verified): what policy.Snapshot.Settle takes. Cached results are answered in place; only
+// misses go to the registry, in parallel when there are several.
 func (v *Verifier) VerifyAll(ctx context.Context, pending []policy.Verification) []string {
 	failures := make([]string, len(pending))
-	if len(pending) == 1 {
-		failures[0] = v.Verify(ctx, &pending[0])
+	var misses []int
+	for i := range pending {
+		if reason, hit := v.lookup(ctx, &pending[i]); hit {
+			failures[i] = reason
+		} else {
+			misses = append(misses, i)
+		}
+	}
+	if len(misses) == 1 {
+		failures[misses[0]] = v.fetch(ctx, &pending[misses[0]])
 		return failures
 	}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, parallelism)
-	for i := range pending {
+	for _, i := range misses {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			failures[i] = v.Verify(ctx, &pending[i])
+			failures[i] = v.fetch(ctx, &pending[i])
 		}()
 	}
 	wg.Wait()
@@ -127,20 +136,38 @@ func (v *Verifier) VerifyAll(ctx context.Context, pending []policy.Verification)
 // Verify checks one image at its digest against one verify rule: "" when a trusted signer
 // signed it, else why not.
 func (v *Verifier) Verify(ctx context.Context, pv *policy.Verification) string {
-	trust, ok := pv.Rule.Trust.(*Trust)
-	if !ok || trust == nil {
-		return "its verify rule has no trust material loaded, so nothing can be verified"
+	if reason, hit := v.lookup(ctx, pv); hit {
+		return reason
 	}
+	return v.fetch(ctx, pv)
+}
+
+// resultKey is what a verification's result is cached under: the rule's key (policy,
+// generation, trust material), the image's digest, and the Pod's own credentials when they
+// were used (results obtained with them are that Pod's, its failures above all).
+func resultKey(ctx context.Context, pv *policy.Verification) string {
 	key := pv.Rule.Key + "|" + pv.Repository + "@" + pv.Digest
 	if pk := podKeychainOf(ctx); pk != nil {
-		// Results obtained with a Pod's own credentials are that Pod's (its failures above all).
 		key += "|" + pk.id
 	}
-	if e, ok := v.cached(v.results, key); ok {
-		v.metrics.cache("signature", true)
-		return e
+	return key
+}
+
+// lookup answers from the cache: the result and true on a hit. A rule without trust material
+// is answered at once (it cannot verify anything).
+func (v *Verifier) lookup(ctx context.Context, pv *policy.Verification) (string, bool) {
+	if trust, ok := pv.Rule.Trust.(*Trust); !ok || trust == nil {
+		return "its verify rule has no trust material loaded, so nothing can be verified", true
 	}
-	v.metrics.cache("signature", false)
+	reason, hit := v.cached(v.results, resultKey(ctx, pv))
+	v.metrics.cache("signature", hit)
+	return reason, hit
+}
+
+// fetch verifies in the registry, once for all concurrent callers, and caches the result.
+func (v *Verifier) fetch(ctx context.Context, pv *policy.Verification) string {
+	trust := pv.Rule.Trust.(*Trust)
+	key := resultKey(ctx, pv)
 	reason, err := v.shared(ctx, key, func(ctx context.Context) (string, error) {
 		reason := v.check(ctx, trust, pv.Repository, pv.Digest)
 		ttl := verifiedTTL

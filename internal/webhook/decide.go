@@ -42,14 +42,11 @@ type decider struct {
 // ServiceAccount's too.
 func (x *decider) SetPodCredentials(p *verify.PodCredentials) { x.podCredentials = p }
 
-// withPodCredentials returns ctx with the Pod's pull secrets when that is on and a verify
-// rule exists (no apiserver call otherwise). A Secret that cannot be read is logged and left
-// out: a registry that needs it refuses, with its own error.
+// withPodCredentials returns ctx with the Pod's pull secrets when that is on. Callers ask
+// only when a registry call is due (no apiserver call otherwise). A Secret that cannot be read
+// is logged and left out: a registry that needs it refuses, with its own error.
 func (x *decider) withPodCredentials(ctx context.Context, namespace string, pod *corev1.Pod) context.Context {
-	if x.podCredentials == nil {
-		return ctx
-	}
-	if snap := x.snapshots.Snapshot(); snap == nil || !snap.Verifies() {
+	if x.podCredentials == nil || pod == nil {
 		return ctx
 	}
 	out, err := x.podCredentials.WithPod(ctx, namespace, pod.Spec.ServiceAccountName, pod.Spec.ImagePullSecrets)
@@ -76,9 +73,10 @@ func (x *decider) SetVerifier(v Verifier) { x.verifier = v }
 // noVerifier is the reason of a verification that nothing could run.
 const noVerifier = "imagegate runs without a registry verifier here, so no signature can be checked"
 
-// decide evaluates sub about object. ok is false before the first snapshot; callers refuse
-// then (fail closed).
-func (x *decider) decide(ctx context.Context, sub *policy.Subject, object telemetry.Object) (d policy.Decision, ok bool) {
+// decide evaluates sub about object; pod, when the subject is one, lends its pull secrets to
+// the verifications (see SetPodCredentials). ok is false before the first snapshot; callers
+// refuse then (fail closed).
+func (x *decider) decide(ctx context.Context, sub *policy.Subject, object telemetry.Object, pod *corev1.Pod) (d policy.Decision, ok bool) {
 	snap := x.snapshots.Snapshot()
 	if snap == nil {
 		return d, false
@@ -96,7 +94,7 @@ func (x *decider) decide(ctx context.Context, sub *policy.Subject, object teleme
 	if len(d.Pending) > 0 {
 		var failures []string
 		if x.verifier != nil {
-			failures = x.verifier.VerifyAll(ctx, d.Pending)
+			failures = x.verifier.VerifyAll(x.withPodCredentials(ctx, sub.Namespace, pod), d.Pending)
 		} else {
 			failures = make([]string, len(d.Pending))
 			for i := range failures {

@@ -114,7 +114,7 @@ func (h *ImageReviewHandler) Review(ctx context.Context, spec *imagepolicyv1alph
 		Namespace: spec.Namespace, PodLabelsUnknown: true, Images: images,
 		BreakGlass: policy.BreakGlassRequested(spec.Annotations),
 	}
-	d, ok := h.decide(ctx, &sub, telemetry.Object{Kind: "Pod", Namespace: spec.Namespace})
+	d, ok := h.decide(ctx, &sub, telemetry.Object{Kind: "Pod", Namespace: spec.Namespace}, nil)
 	if !ok {
 		return imagepolicyv1alpha1.ImageReviewStatus{Reason: notLoaded}
 	}

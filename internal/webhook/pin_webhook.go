@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -73,22 +74,16 @@ func (p *PodPinner) Handle(ctx context.Context, req admission.Request) admission
 		sub.NamespaceLabels, sub.NamespaceUnknown = namespaceLabels(ctx, p.namespaces, namespace)
 	}
 	d := snap.Evaluate(&sub)
-	if len(d.Unpinned) > 0 {
+	toPin := d.ToPin(&sub)
+	if len(toPin) > 0 {
 		ctx = p.withPodCredentials(ctx, namespace, pod)
 	}
 	resp := admission.Allowed("")
-	for i := range d.Unpinned {
-		u := &d.Unpinned[i]
-		if u.RequireDigest || !changed(&sub, u.Image.Field) {
-			// An image the UPDATE did not change is never rewritten: a new image string
-			// restarts the running container. (A Pod relabelled into a verify rule with an
-			// unpinned image is refused by the validating webhook instead.)
-			continue
-		}
+	for _, u := range toPin {
 		var digest string
 		var err error
 		if p.verifier == nil {
-			err = fmt.Errorf("%s", noVerifier)
+			err = errors.New(noVerifier)
 		} else {
 			digest, err = p.verifier.Resolve(ctx, u)
 		}
@@ -101,23 +96,11 @@ func (p *PodPinner) Handle(ctx context.Context, req admission.Request) admission
 			resp.Warnings = append(resp.Warnings, msg)
 			continue
 		}
-		pinned := u.Image.Ref + "@" + digest
-		resp.Patches = append(resp.Patches, jsonpatch.JsonPatchOperation{Operation: "replace", Path: jsonPointer(u.Image.Field), Value: pinned})
+		resp.Patches = append(resp.Patches, jsonpatch.JsonPatchOperation{Operation: "replace", Path: jsonPointer(u.Image.Field), Value: u.Pinned(digest)})
 		resp.Warnings = append(resp.Warnings, fmt.Sprintf("%s: imagegate pinned %q to %s, the digest its tag names now, for %s %q",
 			u.Image.Field, u.Image.Ref, digest, u.Rule.Policy.Kind, u.Rule.Policy.Name))
 	}
 	return resp
-}
-
-// changed reports whether field holds an image the request sets: every image of a CREATE,
-// the new or changed ones of an UPDATE.
-func changed(sub *policy.Subject, field string) bool {
-	for i := range sub.Images {
-		if sub.Images[i].Field == field {
-			return true
-		}
-	}
-	return false
 }
 
 // jsonPointer turns a field path of podspec.PodImages (spec.containers[0].image,

@@ -81,8 +81,7 @@ func (v *PodValidator) Handle(ctx context.Context, req admission.Request) admiss
 		return *errResp
 	}
 	namespace := sub.Namespace
-	ctx = v.withPodCredentials(ctx, namespace, pod)
-	d, ok := v.decide(ctx, &sub, telemetry.Object{Kind: "Pod", Namespace: namespace, Name: pod.Name, GenerateName: pod.GenerateName, DryRun: ptr.Deref(req.DryRun, false)})
+	d, ok := v.decide(ctx, &sub, telemetry.Object{Kind: "Pod", Namespace: namespace, Name: pod.Name, GenerateName: pod.GenerateName, DryRun: ptr.Deref(req.DryRun, false)}, pod)
 	if !ok {
 		return admission.Denied(notLoaded)
 	}

@@ -84,7 +84,7 @@ func (v *WorkloadValidator) Handle(ctx context.Context, req admission.Request) a
 		oldTmpl, _ := podspec.TemplateOf(old)
 		sub.Updated(oldTmpl.Images(), oldTmpl.Labels)
 	}
-	d, ok := v.decide(ctx, &sub, telemetry.Object{Kind: gvk.Kind, Namespace: req.Namespace, Name: req.Name, DryRun: ptr.Deref(req.DryRun, false)})
+	d, ok := v.decide(ctx, &sub, telemetry.Object{Kind: gvk.Kind, Namespace: req.Namespace, Name: req.Name, DryRun: ptr.Deref(req.DryRun, false)}, nil)
 	if !ok {
 		return admission.Denied(notLoaded)
 	}
