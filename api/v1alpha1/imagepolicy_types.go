@@ -173,6 +173,7 @@ const (
 // +kubebuilder:validation:MinProperties=1
 // +kubebuilder:validation:XValidation:rule="self.transparencyLog == 'Skip' || has(self.trustedRoot)",message="a transparency log is required (the default), so trustedRoot must name the ConfigMap holding trusted_root.json; or set transparencyLog: Skip for keys without a log"
 // +kubebuilder:validation:XValidation:rule="!self.signers.exists(s, has(s.keyless)) || has(self.trustedRoot)",message="keyless signers need trustedRoot: the ConfigMap holding trusted_root.json (cosign trusted-root create writes it)"
+// +kubebuilder:validation:XValidation:rule="!has(self.attestations) || self.attestations.all(a, !has(a.signers) || a.signers.all(n, self.signers.exists(s, s.name == n)))",message="each attestations[].signers entry must name one of verify.signers"
 type VerifyRules struct {
 	// images lists the image patterns that must be signed. Unset: every image the policy
 	// checks (exemptImages are not checked).
@@ -213,11 +214,132 @@ type VerifyRules struct {
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=8
 	PullSecrets []ObjectName `json:"pullSecrets,omitempty"`
+
+	// attestations are the signed attestations each covered image must also carry (`cosign
+	// attest`), checked at the digest the Pod runs: a vulnerability scan with limits on its
+	// findings and its age, or any other predicate (for example SLSA provenance) that must
+	// exist and be signed by the policy's signers. Every listed attestation is required.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=8
+	Attestations []AttestationRule `json:"attestations,omitempty"`
 }
 
 // IsSet reports whether the policy has a verify section.
 func (v *VerifyRules) IsSet() bool {
-	return len(v.Signers) > 0 || len(v.Images) > 0 || v.TransparencyLog != "" || v.TrustedRoot.Name != "" || len(v.PullSecrets) > 0
+	return len(v.Signers) > 0 || len(v.Images) > 0 || v.TransparencyLog != "" || v.TrustedRoot.Name != "" || len(v.PullSecrets) > 0 || len(v.Attestations) > 0
+}
+
+// Predicate types imagegate reads the findings of.
+const (
+	// PredicateCosignVuln is cosign's vulnerability scan record (`cosign attest --type vuln`
+	// of what `trivy image --format cosign-vuln` writes).
+	PredicateCosignVuln = "https://cosign.sigstore.dev/attestation/vuln/v1"
+	// PredicateInTotoVulns is in-toto's vulnerabilities predicate, version 0.2.
+	PredicateInTotoVulns = "https://in-toto.io/attestation/vulns/v0.2"
+)
+
+// AttestationRule is one attestation each covered image must carry.
+// +kubebuilder:validation:XValidation:rule="!has(self.vulnerabilities) || self.predicateType in ['https://cosign.sigstore.dev/attestation/vuln/v1', 'https://in-toto.io/attestation/vulns/v0.2']",message="vulnerabilities applies to the vulnerability predicates only: https://cosign.sigstore.dev/attestation/vuln/v1 or https://in-toto.io/attestation/vulns/v0.2"
+type AttestationRule struct {
+	// name names the rule in messages.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name,omitempty"`
+
+	// predicateType is the in-toto predicate type the attestation must have, for example
+	// https://cosign.sigstore.dev/attestation/vuln/v1 (cosign's vulnerability scan),
+	// https://in-toto.io/attestation/vulns/v0.2, or https://slsa.dev/provenance/v1.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	PredicateType string `json:"predicateType,omitempty"`
+
+	// signers names which of the policy's signers may have signed the attestation (any one
+	// suffices). Unset: any of them.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=63
+	Signers []string `json:"signers,omitempty"`
+
+	// vulnerabilities limits what a vulnerability scan may have found, and how old it may be.
+	// The newest valid scan decides. Only for the two vulnerability predicate types.
+	// +optional
+	Vulnerabilities VulnerabilityRules `json:"vulnerabilities,omitzero"`
+}
+
+// Severity is a vulnerability's severity.
+// +kubebuilder:validation:Enum=None;Low;Medium;High;Critical
+type Severity string
+
+// Severities, lowest first.
+const (
+	SeverityNone     Severity = "None"
+	SeverityLow      Severity = "Low"
+	SeverityMedium   Severity = "Medium"
+	SeverityHigh     Severity = "High"
+	SeverityCritical Severity = "Critical"
+)
+
+// VulnerabilityRules are the limits on a vulnerability scan.
+// +kubebuilder:validation:MinProperties=1
+type VulnerabilityRules struct {
+	// maxSeverity is the highest severity a finding may have: a finding above it refuses
+	// the image. A finding without a severity the scanner could give (Trivy's UNKNOWN)
+	// counts as Critical. Unset: findings of any severity are allowed.
+	// +optional
+	MaxSeverity Severity `json:"maxSeverity,omitempty"`
+
+	// maxAge is how old the scan may be, from its scanFinishedOn time, for example 24h or
+	// 168h. An older scan refuses the image, and the audit reports running Pods whose scan
+	// has aged past it. Unset: any age.
+	// +optional
+	MaxAge *metav1.Duration `json:"maxAge,omitempty"`
+
+	// ignore lists findings that do not count, each with a reason and an optional expiry.
+	// +optional
+	// +listType=map
+	// +listMapKey=id
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=256
+	Ignore []IgnoredVulnerability `json:"ignore,omitempty"`
+
+	// scanners lists the scanners whose results count, by the predicate's scanner URI (a
+	// package URL such as pkg:github/aquasecurity/trivy); an entry without a version
+	// (`@...`) matches every version. Unset: any scanner whose result imagegate reads.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=512
+	Scanners []string `json:"scanners,omitempty"`
+}
+
+// IgnoredVulnerability is a finding that does not count, until it expires.
+type IgnoredVulnerability struct {
+	// id is the vulnerability's ID as the scanner reports it (CVE-2026-1111, GHSA-...).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	ID string `json:"id,omitempty"`
+
+	// reason says why it is ignored.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	Reason string `json:"reason,omitempty"`
+
+	// expires is when the finding counts again (RFC 3339). Unset: never.
+	// +optional
+	Expires *metav1.Time `json:"expires,omitempty"`
 }
 
 // IsSet reports whether the signer is a key signer.

@@ -7,6 +7,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/internal/attest"
 	"github.com/imagegate/imagegate/internal/imageref"
 )
 
@@ -96,6 +97,15 @@ func compileVerify(ref Ref, uid types.UID, generation int64, spec *v1alpha1.Veri
 	}
 	if len(spec.Signers) == 0 {
 		problems = append(problems, "spec.verify.signers: at least one signer is required")
+	}
+	names := make([]string, len(spec.Signers))
+	for i := range spec.Signers {
+		names[i] = spec.Signers[i].Name
+	}
+	for i := range spec.Attestations {
+		if _, err := attest.Compile(&spec.Attestations[i], names); err != nil {
+			problems = append(problems, fmt.Sprintf("spec.verify.attestations[%d]: %v", i, err))
+		}
 	}
 	if ref.Kind == KindImagePolicy {
 		if len(spec.PullSecrets) > 0 {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/sigstore/cosign/v3/pkg/cosign"
@@ -16,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/internal/attest"
 	"github.com/imagegate/imagegate/internal/policy"
 )
 
@@ -42,6 +44,8 @@ type Trust struct {
 	// credentials identifies keychain (a digest of the secrets), so that registry clients
 	// are shared only between rules with the same credentials.
 	credentials string
+	// attestations are the attestation rules, each with the signers it accepts.
+	attestations []*attestationRule
 }
 
 type signer struct {
@@ -122,6 +126,24 @@ func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, string, err
 			return nil, "", fmt.Errorf("signers[%d] %q: set key or keyless", i, sp.Name)
 		}
 		t.signers = append(t.signers, s)
+	}
+	var names []string
+	for i := range t.signers {
+		names = append(names, t.signers[i].name)
+	}
+	for i := range rules.Attestations {
+		ar := &rules.Attestations[i]
+		c, err := attest.Compile(ar, names)
+		if err != nil {
+			return nil, "", fmt.Errorf("attestations[%d]: %w", i, err)
+		}
+		r := &attestationRule{Rule: c}
+		for j := range t.signers {
+			if len(ar.Signers) == 0 || slices.Contains(ar.Signers, t.signers[j].name) {
+				r.signers = append(r.signers, &t.signers[j])
+			}
+		}
+		t.attestations = append(t.attestations, r)
 	}
 	if ref := rules.TrustedRoot; ref.Name != "" {
 		key := ref.Key

@@ -33,6 +33,7 @@ import (
 	"golang.org/x/sync/singleflight"
 	"k8s.io/utils/lru"
 
+	"github.com/imagegate/imagegate/internal/attest"
 	"github.com/imagegate/imagegate/internal/policy"
 )
 
@@ -64,6 +65,8 @@ type Options struct {
 	CacheEntries int
 	// Metrics records cache hits, misses and registry latency; nil: none.
 	Metrics *Metrics
+	// Now is the clock that scan ages and ignore expiries are judged by; nil: time.Now.
+	Now func() time.Time
 }
 
 // Verifier checks verify rules against registries. It is safe for concurrent use.
@@ -71,7 +74,7 @@ type Verifier struct {
 	transport http.RoundTripper
 	keychain  authn.Keychain
 	metrics   *Metrics
-	results   *lru.Cache // string -> entry
+	results   *lru.Cache // string -> outcomeEntry
 	tags      *lru.Cache // string -> entry
 	flight    singleflight.Group
 	mu        sync.Mutex
@@ -80,8 +83,38 @@ type Verifier struct {
 }
 
 type entry struct {
-	value   string // the failure reason ("" verified), or the digest a tag resolves to
+	value   string // the digest a tag resolves to
 	expires time.Time
+}
+
+type outcomeEntry struct {
+	outcome *Outcome
+	expires time.Time
+}
+
+// Outcome is what one verification found.
+type Outcome struct {
+	// Reason is why the image failed ("" when verified).
+	Reason string `json:"reason,omitempty"`
+	// Expires is when a passing outcome must be checked again because of what it found: a
+	// scan reaches its maxAge, or an ignored finding's exception ends. Zero: no such time.
+	Expires time.Time `json:"expires,omitzero"`
+	// ScanExpires is the earliest time a scan that passed reaches its maxAge. Zero: none.
+	ScanExpires time.Time `json:"scanExpires,omitzero"`
+	// Attestations says what each attestation rule found, in the rule's order (up to the
+	// first that failed).
+	Attestations []AttestationReport `json:"attestations,omitempty"`
+}
+
+// AttestationReport is what one attestation rule found for an image.
+type AttestationReport struct {
+	// Rule and PredicateType are the rule's.
+	Rule          string `json:"rule"`
+	PredicateType string `json:"predicateType"`
+	// Scan is the newest valid vulnerability scan (vulnerability predicates only), without
+	// its findings; Verdict says which of them refuse and which are ignored.
+	Scan    *attest.Scan   `json:"scan,omitempty"`
+	Verdict attest.Verdict `json:"verdict,omitzero"`
 }
 
 // New returns a Verifier.
@@ -95,10 +128,13 @@ func New(o Options) *Verifier {
 	if o.CacheEntries <= 0 {
 		o.CacheEntries = 10000
 	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	return &Verifier{
 		transport: o.Transport, keychain: o.Keychain, metrics: o.Metrics,
 		results: lru.New(o.CacheEntries), tags: lru.New(o.CacheEntries),
-		pullers: map[string]*remote.Puller{}, now: time.Now,
+		pullers: map[string]*remote.Puller{}, now: o.Now,
 	}
 }
 
@@ -109,15 +145,44 @@ func (v *Verifier) VerifyAll(ctx context.Context, pending []policy.Verification)
 	failures := make([]string, len(pending))
 	var misses []int
 	for i := range pending {
-		if reason, hit := v.lookup(ctx, &pending[i]); hit {
-			failures[i] = reason
+		if o, hit := v.lookup(ctx, &pending[i]); hit {
+			failures[i] = o.Reason
 		} else {
 			misses = append(misses, i)
 		}
 	}
-	if len(misses) == 1 {
-		failures[misses[0]] = v.fetch(ctx, &pending[misses[0]])
+	if len(misses) == 0 {
 		return failures
+	}
+	outcomes := make([]*Outcome, len(pending))
+	v.fetchAll(ctx, pending, misses, outcomes)
+	for _, i := range misses {
+		failures[i] = outcomes[i].Reason
+	}
+	return failures
+}
+
+// Outcomes is VerifyAll with what each verification found (the attestations' findings, when
+// a scan expires): for the CLI's report and the audit.
+func (v *Verifier) Outcomes(ctx context.Context, pending []policy.Verification) []*Outcome {
+	outcomes := make([]*Outcome, len(pending))
+	var misses []int
+	for i := range pending {
+		if o, hit := v.lookup(ctx, &pending[i]); hit {
+			outcomes[i] = o
+		} else {
+			misses = append(misses, i)
+		}
+	}
+	v.fetchAll(ctx, pending, misses, outcomes)
+	return outcomes
+}
+
+// fetchAll fetches the misses, in parallel when there are several.
+func (v *Verifier) fetchAll(ctx context.Context, pending []policy.Verification, misses []int, outcomes []*Outcome) {
+	if len(misses) == 1 {
+		outcomes[misses[0]] = v.fetch(ctx, &pending[misses[0]])
+		return
 	}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, parallelism)
@@ -126,20 +191,19 @@ func (v *Verifier) VerifyAll(ctx context.Context, pending []policy.Verification)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			failures[i] = v.fetch(ctx, &pending[i])
+			outcomes[i] = v.fetch(ctx, &pending[i])
 		}()
 	}
 	wg.Wait()
-	return failures
 }
 
 // Verify checks one image at its digest against one verify rule: "" when a trusted signer
-// signed it, else why not.
+// signed it (and its attestations pass), else why not.
 func (v *Verifier) Verify(ctx context.Context, pv *policy.Verification) string {
-	if reason, hit := v.lookup(ctx, pv); hit {
-		return reason
+	if o, hit := v.lookup(ctx, pv); hit {
+		return o.Reason
 	}
-	return v.fetch(ctx, pv)
+	return v.fetch(ctx, pv).Reason
 }
 
 // resultKey is what a verification's result is cached under: the rule's key (policy,
@@ -153,34 +217,50 @@ func resultKey(ctx context.Context, pv *policy.Verification) string {
 	return key
 }
 
-// lookup answers from the cache: the result and true on a hit. A rule without trust material
+var noTrust = &Outcome{Reason: "its verify rule has no trust material loaded, so nothing can be verified"}
+
+// lookup answers from the cache: the outcome and true on a hit. A rule without trust material
 // is answered at once (it cannot verify anything).
-func (v *Verifier) lookup(ctx context.Context, pv *policy.Verification) (string, bool) {
+func (v *Verifier) lookup(ctx context.Context, pv *policy.Verification) (*Outcome, bool) {
 	if trust, ok := pv.Rule.Trust.(*Trust); !ok || trust == nil {
-		return "its verify rule has no trust material loaded, so nothing can be verified", true
+		return noTrust, true
 	}
-	reason, hit := v.cached(v.results, resultKey(ctx, pv))
-	v.metrics.cache("signature", hit)
-	return reason, hit
+	key := resultKey(ctx, pv)
+	x, hit := v.results.Get(key)
+	if hit {
+		e := x.(outcomeEntry)
+		if v.now().Before(e.expires) {
+			v.metrics.cache("signature", true)
+			return e.outcome, true
+		}
+		v.results.Remove(key)
+	}
+	v.metrics.cache("signature", false)
+	return nil, false
 }
 
-// fetch verifies in the registry, once for all concurrent callers, and caches the result.
-func (v *Verifier) fetch(ctx context.Context, pv *policy.Verification) string {
+// fetch verifies in the registry, once for all concurrent callers, and caches the outcome:
+// a pass until verifiedTTL or until what it found expires (a scan's maxAge, an ignored
+// finding's exception), whichever comes first; a failure briefly.
+func (v *Verifier) fetch(ctx context.Context, pv *policy.Verification) *Outcome {
 	trust := pv.Rule.Trust.(*Trust)
 	key := resultKey(ctx, pv)
-	reason, err := v.shared(ctx, key, func(ctx context.Context) (string, error) {
-		reason := v.check(ctx, trust, pv.Repository, pv.Digest)
-		ttl := verifiedTTL
-		if reason != "" {
-			ttl = failureTTL
+	out, err := shared(v, ctx, "outcome|"+key, func(ctx context.Context) (*Outcome, error) {
+		o := v.check(ctx, trust, pv.Repository, pv.Digest)
+		now := v.now()
+		expires := now.Add(verifiedTTL)
+		if o.Reason != "" {
+			expires = now.Add(failureTTL)
+		} else if !o.Expires.IsZero() && o.Expires.Before(expires) {
+			expires = o.Expires
 		}
-		v.results.Add(key, entry{value: reason, expires: v.now().Add(ttl)})
-		return reason, nil
+		v.results.Add(key, outcomeEntry{outcome: o, expires: expires})
+		return o, nil
 	})
 	if err != nil {
-		return err.Error()
+		return &Outcome{Reason: err.Error()}
 	}
-	return reason
+	return out
 }
 
 // Resolve returns the digest that the tag of an unpinned image names now, with a HEAD request
@@ -199,7 +279,7 @@ func (v *Verifier) Resolve(ctx context.Context, u *policy.Unpinned) (string, err
 		return d, nil
 	}
 	v.metrics.cache("tag", false)
-	return v.shared(ctx, key, func(ctx context.Context) (string, error) {
+	return shared(v, ctx, "tag|"+key, func(ctx context.Context) (string, error) {
 		tag, err := name.NewTag(u.Repository+":"+u.Tag, name.StrictValidation)
 		if err != nil {
 			return "", fmt.Errorf("%q is not a reference the registry client takes: %w", u.Repository+":"+u.Tag, err)
@@ -232,7 +312,7 @@ func (v *Verifier) cached(c *lru.Cache, key string) (string, bool) {
 // shared runs fn once for all concurrent callers with the same key. fn runs with the first
 // caller's deadline but not its cancellation, so that a caller that gives up does not fail
 // the others; each caller waits no longer than its own context.
-func (v *Verifier) shared(ctx context.Context, key string, fn func(context.Context) (string, error)) (string, error) {
+func shared[T any](v *Verifier, ctx context.Context, key string, fn func(context.Context) (T, error)) (T, error) {
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(defaultTimeout)
@@ -242,14 +322,15 @@ func (v *Verifier) shared(ctx context.Context, key string, fn func(context.Conte
 		defer cancel()
 		return fn(sctx)
 	})
+	var zero T
 	select {
 	case r := <-ch:
 		if r.Err != nil {
-			return "", r.Err
+			return zero, r.Err
 		}
-		return r.Val.(string), nil
+		return r.Val.(T), nil
 	case <-ctx.Done():
-		return "", fmt.Errorf("the registry did not answer before the request's deadline (%w); retry", context.Cause(ctx))
+		return zero, fmt.Errorf("the registry did not answer before the request's deadline (%w); retry", context.Cause(ctx))
 	}
 }
 
@@ -295,15 +376,17 @@ func (v *Verifier) remoteOptions(ctx context.Context, reg name.Registry, trust *
 	return opts
 }
 
-// check verifies repo@digest against trust: any signer suffices, in either format.
-func (v *Verifier) check(ctx context.Context, trust *Trust, repo, digest string) string {
+// check verifies repo@digest against trust: a signature by any signer, in either format,
+// then each attestation rule.
+func (v *Verifier) check(ctx context.Context, trust *Trust, repo, digest string) *Outcome {
+	fail := func(format string, args ...any) *Outcome { return &Outcome{Reason: fmt.Sprintf(format, args...)} }
 	ref, err := name.NewDigest(repo+"@"+digest, name.StrictValidation)
 	if err != nil {
-		return fmt.Sprintf("%q is not a reference the registry client takes: %v", repo+"@"+digest, err)
+		return fail("%q is not a reference the registry client takes: %v", repo+"@"+digest, err)
 	}
 	h, err := v1.NewHash(digest)
 	if err != nil {
-		return fmt.Sprintf("its digest cannot be verified: %v", err)
+		return fail("its digest cannot be verified: %v", err)
 	}
 	ropts := []ociremote.Option{ociremote.WithRemoteOptions(v.remoteOptions(ctx, ref.Context().Registry, trust)...)}
 	registry := ref.RegistryStr()
@@ -312,12 +395,30 @@ func (v *Verifier) check(ctx context.Context, trust *Trust, repo, digest string)
 	legacy, legacyErr := legacySignatures(ref, ropts)
 	v.metrics.registry("signatures", start)
 	start = time.Now()
-	bundles, bundleErr := signatureBundles(ref, ropts)
+	referrers, referrersErr := listReferrers(ref, ropts)
 	v.metrics.registry("referrers", start)
+	var bundles []*sgbundle.Bundle
+	bundleErr := referrersErr
+	if referrersErr == nil {
+		start = time.Now()
+		bundles, bundleErr = fetchBundles(ref, bundleDescriptors(referrers, types.CosignSignPredicateType), ropts)
+		v.metrics.registry("bundles", start)
+	}
 	if legacyErr != nil && bundleErr != nil {
-		return registryError(registry, "listing signatures", legacyErr).Error()
+		return fail("%s", registryError(registry, "listing signatures", legacyErr))
 	}
 
+	if reason := v.checkSignatures(ctx, trust, h, ropts, legacy, bundles, legacyErr, bundleErr, registry); reason != "" {
+		return &Outcome{Reason: reason}
+	}
+	if len(trust.attestations) == 0 {
+		return &Outcome{}
+	}
+	return v.checkAttestations(ctx, trust, ref, h, ropts, referrers, referrersErr)
+}
+
+func (v *Verifier) checkSignatures(ctx context.Context, trust *Trust, h v1.Hash, ropts []ociremote.Option,
+	legacy []oci.Signature, bundles []*sgbundle.Bundle, legacyErr, bundleErr error, registry string) string {
 	var problems []string
 	for i := range trust.signers {
 		s := &trust.signers[i]
@@ -331,7 +432,7 @@ func (v *Verifier) check(ctx context.Context, trust *Trust, repo, digest string)
 			}
 		}
 		for _, b := range bundles {
-			if err := verifyBundle(ctx, trust, s, b, h, ropts); err == nil {
+			if _, err := verifyBundle(ctx, trust, s, b, h, ropts, types.CosignSignPredicateType); err == nil {
 				return ""
 			} else {
 				problems = append(problems, err.Error())
@@ -418,10 +519,9 @@ func legacySignatures(ref name.Digest, ropts []ociremote.Option) ([]oci.Signatur
 	return sl, nil
 }
 
-// signatureBundles reads the sigstore bundles among the image's referrers (the Referrers API,
-// or the sha256-<hex> tag where the registry lacks it) whose predicate is cosign's image
-// signature, newest first, at most maxCandidates of them.
-func signatureBundles(ref name.Digest, ropts []ociremote.Option) ([]*sgbundle.Bundle, error) {
+// listReferrers lists the image's referrers (the Referrers API, or the sha256-<hex> tag where
+// the registry lacks it); none when there are none.
+func listReferrers(ref name.Digest, ropts []ociremote.Option) ([]v1.Descriptor, error) {
 	idx, err := ociremote.Referrers(ref, "", ropts...)
 	if err != nil {
 		var terr *transport.Error
@@ -430,16 +530,23 @@ func signatureBundles(ref name.Digest, ropts []ociremote.Option) ([]*sgbundle.Bu
 		}
 		return nil, err
 	}
+	return idx.Manifests, nil
+}
+
+// bundleDescriptors picks the sigstore bundles among the referrers whose predicate type is
+// predicateType (cosign annotates it; a bundle without the annotation is a candidate, and its
+// statement is checked once verified), newest first, at most maxCandidates of them.
+func bundleDescriptors(referrers []v1.Descriptor, predicateType string) []v1.Descriptor {
 	var descs []v1.Descriptor
-	for _, d := range idx.Manifests {
+	for _, d := range referrers {
 		// Registries report the manifest's artifactType or its config's media type; cosign
 		// also annotates the predicate type, which tells signatures from attestations.
 		pt, annotated := d.Annotations[ociremote.BundlePredicateType]
 		if !annotated && !strings.HasPrefix(d.ArtifactType, "application/vnd.dev.sigstore.bundle") {
 			continue
 		}
-		if annotated && pt != types.CosignSignPredicateType {
-			continue // an attestation, not a signature
+		if annotated && pt != predicateType {
+			continue
 		}
 		descs = append(descs, d)
 	}
@@ -449,6 +556,11 @@ func signatureBundles(ref name.Digest, ropts []ociremote.Option) ([]*sgbundle.Bu
 	if len(descs) > maxCandidates {
 		descs = descs[:maxCandidates]
 	}
+	return descs
+}
+
+// fetchBundles reads the bundles the descriptors name.
+func fetchBundles(ref name.Digest, descs []v1.Descriptor, ropts []ociremote.Option) ([]*sgbundle.Bundle, error) {
 	var out []*sgbundle.Bundle
 	var lastErr error
 	for _, d := range descs {
@@ -466,11 +578,12 @@ func signatureBundles(ref name.Digest, ropts []ociremote.Option) ([]*sgbundle.Bu
 }
 
 // verifyBundle checks one sigstore bundle: signed by s (for keyless, any one identity), over
-// an in-toto statement whose subject is the digest, with cosign's image-signature predicate.
-func verifyBundle(ctx context.Context, trust *Trust, s *signer, b *sgbundle.Bundle, h v1.Hash, ropts []ociremote.Option) error {
+// an in-toto statement whose subject is the digest and whose predicate type is predicateType.
+// It returns the statement.
+func verifyBundle(ctx context.Context, trust *Trust, s *signer, b *sgbundle.Bundle, h v1.Hash, ropts []ociremote.Option, predicateType string) (*statement, error) {
 	want, err := hex.DecodeString(h.Hex)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	policyOpt := sgverify.WithArtifactDigest(h.Algorithm, want)
 	attempts := [][]cosign.Identity{nil}
@@ -486,28 +599,33 @@ func verifyBundle(ctx context.Context, trust *Trust, s *signer, b *sgbundle.Bund
 			errs = append(errs, err)
 			continue
 		}
-		return signaturePredicate(b)
+		return bundleStatement(b, predicateType)
 	}
-	return errors.Join(errs...)
+	return nil, errors.Join(errs...)
 }
 
-// signaturePredicate accepts a bundle only when its DSSE statement is cosign's image
-// signature: a signed SBOM or scan of the same digest is not a signature of it.
-func signaturePredicate(b *sgbundle.Bundle) error {
+// statement is the part of an in-toto statement imagegate reads.
+type statement struct {
+	PredicateType string          `json:"predicateType"`
+	Predicate     json.RawMessage `json:"predicate"`
+}
+
+// bundleStatement accepts a verified bundle only when its DSSE statement has the predicate
+// type wanted: a signed SBOM or scan of the same digest is not a signature of it, and a
+// signature is not a scan.
+func bundleStatement(b *sgbundle.Bundle, predicateType string) (*statement, error) {
 	env, ok := b.Content.(*protobundle.Bundle_DsseEnvelope)
 	if !ok || env.DsseEnvelope == nil {
-		return errors.New("the bundle holds no DSSE envelope, so it is not a cosign image signature")
+		return nil, errors.New("the bundle holds no DSSE envelope, so it is not a cosign image signature or attestation")
 	}
-	var st struct {
-		PredicateType string `json:"predicateType"`
-	}
+	var st statement
 	if err := json.Unmarshal(env.DsseEnvelope.Payload, &st); err != nil {
-		return fmt.Errorf("the bundle's statement does not parse: %w", err)
+		return nil, fmt.Errorf("the bundle's statement does not parse: %w", err)
 	}
-	if st.PredicateType != types.CosignSignPredicateType {
-		return fmt.Errorf("the bundle's predicate is %q, not an image signature (%s)", st.PredicateType, types.CosignSignPredicateType)
+	if st.PredicateType != predicateType {
+		return nil, fmt.Errorf("the bundle's predicate is %q, not %s", st.PredicateType, predicateType)
 	}
-	return nil
+	return &st, nil
 }
 
 // registryError says which registry failed, doing what, and how. An answer that is not a

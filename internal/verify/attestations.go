@@ -1,0 +1,242 @@
+package verify
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/sigstore/cosign/v3/pkg/cosign"
+	"github.com/sigstore/cosign/v3/pkg/oci"
+	ociremote "github.com/sigstore/cosign/v3/pkg/oci/remote"
+	sgbundle "github.com/sigstore/sigstore-go/pkg/bundle"
+
+	"github.com/imagegate/imagegate/internal/attest"
+)
+
+// attestationRule is an attestation rule with the signers it accepts.
+type attestationRule struct {
+	*attest.Rule
+	signers []*signer
+}
+
+// verifiedAttestation is an attestation whose signature, subject and predicate type checked.
+type verifiedAttestation struct {
+	predicate json.RawMessage
+	finished  time.Time // the scan's finish time, for vulnerability predicates
+}
+
+// checkAttestations checks every attestation rule of trust for the image: each must find a
+// verified attestation, and for vulnerability predicates the newest valid scan must pass.
+func (v *Verifier) checkAttestations(ctx context.Context, trust *Trust, ref name.Digest, h v1.Hash, ropts []ociremote.Option,
+	referrers []v1.Descriptor, referrersErr error) *Outcome {
+	registry := ref.RegistryStr()
+	start := time.Now()
+	legacy, legacyErr := legacyAttestations(ref, ropts)
+	v.metrics.registry("attestations", start)
+	if legacyErr != nil && referrersErr != nil {
+		return &Outcome{Reason: registryError(registry, "listing attestations", legacyErr).Error()}
+	}
+	out := &Outcome{}
+	now := v.now()
+	for _, r := range trust.attestations {
+		var bundles []*sgbundle.Bundle
+		bundleErr := referrersErr
+		if referrersErr == nil {
+			start = time.Now()
+			bundles, bundleErr = fetchBundles(ref, bundleDescriptors(referrers, r.PredicateType), ropts)
+			v.metrics.registry("bundles", start)
+		}
+		found, verified, problems := verifyAttestations(ctx, trust, r, h, ropts, legacy, bundles)
+		report := AttestationReport{Rule: r.Name, PredicateType: r.PredicateType}
+		if len(verified) == 0 {
+			out.Reason = noAttestation(r, found, problems, legacyErr, bundleErr, registry)
+			out.Attestations = append(out.Attestations, report)
+			return out
+		}
+		if !r.Vulnerabilities() {
+			out.Attestations = append(out.Attestations, report)
+			continue
+		}
+		scan, verdict := judgeScans(r, verified, now)
+		report.Verdict = verdict
+		if scan != nil {
+			s := *scan
+			s.Findings = nil // the verdict lists those that matter
+			report.Scan = &s
+		}
+		out.Attestations = append(out.Attestations, report)
+		if verdict.Problem != "" {
+			out.Reason = cut(verdict.Problem)
+			return out
+		}
+		out.Expires = earliest(out.Expires, verdict.Expires)
+		out.ScanExpires = earliest(out.ScanExpires, verdict.ScanExpires)
+	}
+	return out
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}
+
+// verifyAttestations returns how many candidates of the rule's predicate type were found and
+// those that a signer the rule accepts signed, over the image's digest.
+func verifyAttestations(ctx context.Context, trust *Trust, r *attestationRule, h v1.Hash, ropts []ociremote.Option,
+	legacy []oci.Signature, bundles []*sgbundle.Bundle) (int, []verifiedAttestation, []string) {
+	var verified []verifiedAttestation
+	var problems []string
+	found := len(bundles)
+	var candidates []oci.Signature
+	for _, att := range legacy {
+		if st, err := legacyStatement(att); err == nil && st.PredicateType == r.PredicateType {
+			candidates = append(candidates, att)
+		}
+	}
+	found += len(candidates)
+	for _, s := range r.signers {
+		if len(candidates) > 0 {
+			co := checkOpts(trust, s, s.identities, ropts)
+			co.ClaimVerifier = cosign.IntotoSubjectClaimVerifier
+			ok, _, err := cosign.VerifyImageAttestation(ctx, signatureList{list: candidates}, h, co)
+			if err != nil {
+				problems = append(problems, err.Error())
+			}
+			for _, att := range ok {
+				if st, err := legacyStatement(att); err == nil && st.PredicateType == r.PredicateType {
+					verified = append(verified, verifiedAttestation{predicate: st.Predicate})
+				}
+			}
+		}
+		for _, b := range bundles {
+			st, err := verifyBundle(ctx, trust, s, b, h, ropts, r.PredicateType)
+			if err != nil {
+				problems = append(problems, err.Error())
+				continue
+			}
+			verified = append(verified, verifiedAttestation{predicate: st.Predicate})
+		}
+	}
+	return found, verified, problems
+}
+
+// judgeScans reads the verified scans, keeps those of trusted scanners, and judges the newest:
+// it decides, and an unreadable newest scan refuses.
+func judgeScans(r *attestationRule, verified []verifiedAttestation, now time.Time) (*attest.Scan, attest.Verdict) {
+	var trusted []verifiedAttestation
+	var untrusted []string
+	for _, a := range verified {
+		uri := attest.ReadScanner(a.predicate)
+		if !r.TrustsScanner(uri) {
+			untrusted = append(untrusted, fmt.Sprintf("%q", cutTo(uri, 128)))
+			continue
+		}
+		a.finished, _ = attest.ReadFinished(a.predicate)
+		trusted = append(trusted, a)
+	}
+	if len(trusted) == 0 {
+		slices.Sort(untrusted)
+		untrusted = slices.Compact(untrusted)
+		return nil, attest.Verdict{Problem: fmt.Sprintf("its signed vulnerability scans (attestation %q) are by %s, none a trusted scanner", r.Name, strings.Join(untrusted, ", "))}
+	}
+	newest := slices.MaxFunc(trusted, func(a, b verifiedAttestation) int { return a.finished.Compare(b.finished) })
+	scan, err := attest.ReadScan(r.PredicateType, newest.predicate)
+	if err != nil {
+		return nil, attest.Verdict{Problem: fmt.Sprintf("attestation %q: %v", r.Name, err)}
+	}
+	return scan, r.Judge(scan, now)
+}
+
+func noAttestation(r *attestationRule, found int, problems []string, legacyErr, bundleErr error, registry string) string {
+	var names []string
+	for _, s := range r.signers {
+		names = append(names, s.describe())
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "no attestation %q (%s) signed by a signer it trusts (tried: %s", r.Name, r.PredicateType, strings.Join(names, ", "))
+	switch {
+	case found == 0 && legacyErr == nil && bundleErr == nil:
+		b.WriteString("; found none of that type: neither in a sha256-<hex>.att tag nor a sigstore bundle among the referrers)")
+	case found == 0:
+		err := legacyErr
+		if err == nil {
+			err = bundleErr
+		}
+		fmt.Fprintf(&b, "; found none, and %s)", registryError(registry, "listing attestations", err))
+	default:
+		fmt.Fprintf(&b, "; found %d of that type, none verified: %s)", found, firstProblem(problems))
+	}
+	return cut(b.String())
+}
+
+// legacyAttestations reads the attestations of the sha256-<hex>.att tag (none when it does
+// not exist), at most maxCandidates of them.
+func legacyAttestations(ref name.Digest, ropts []ociremote.Option) ([]oci.Signature, error) {
+	at, err := ociremote.AttestationTag(ref, ropts...)
+	if err != nil {
+		return nil, err
+	}
+	atts, err := ociremote.Signatures(at, ropts...)
+	if err != nil {
+		return nil, err
+	}
+	sl, err := atts.Get()
+	if err != nil {
+		return nil, err
+	}
+	if len(sl) > maxCandidates {
+		sl = sl[:maxCandidates]
+	}
+	return sl, nil
+}
+
+// legacyStatement reads the in-toto statement of a legacy attestation layer (a DSSE envelope).
+func legacyStatement(att oci.Signature) (*statement, error) {
+	p, err := att.Payload()
+	if err != nil {
+		return nil, err
+	}
+	var env struct {
+		Payload string `json:"payload"`
+	}
+	if err := json.Unmarshal(p, &env); err != nil {
+		return nil, err
+	}
+	raw, err := base64.StdEncoding.DecodeString(env.Payload)
+	if err != nil {
+		return nil, err
+	}
+	var st statement
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return nil, err
+	}
+	if st.PredicateType == "" {
+		return nil, errors.New("the statement has no predicate type")
+	}
+	return &st, nil
+}
+
+// signatureList is a list of signatures as cosign's oci.Signatures, for
+// cosign.VerifyImageAttestation, which calls only Get.
+type signatureList struct {
+	v1.Image // nil: never called
+	list     []oci.Signature
+}
+
+func (s signatureList) Get() ([]oci.Signature, error) { return s.list, nil }
+
+func cutTo(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
