@@ -177,6 +177,7 @@ func main() {
 		auditor = &controller.Auditor{
 			Client: mgr.GetClient(), Cache: mgr.GetCache(), Snapshots: reconciler,
 			Interval: o.auditInterval, Excluded: excluded, Metrics: metrics,
+			Verifier: verifier, Events: recorder.Events,
 		}
 		must(log, mgr.Add(auditor), "adding the audit")
 	}

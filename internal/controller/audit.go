@@ -22,6 +22,7 @@ import (
 	"github.com/imagegate/imagegate/internal/podspec"
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
+	"github.com/imagegate/imagegate/internal/verify"
 )
 
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
@@ -50,6 +51,13 @@ type Auditor struct {
 	Excluded []string
 	// Metrics may be nil.
 	Metrics *telemetry.Metrics
+	// Verifier re-checks, against the verify rules, the digests that running containers
+	// actually run (their status's imageID): scans that aged past maxAge, attestations
+	// replaced by ones with new findings, signatures gone. Nil: verify rules are reported
+	// as not verified for every running image they cover.
+	Verifier AuditVerifier
+	// Events, when set, records on each Pod whose running image fails a verify rule.
+	Events *telemetry.Events
 
 	wakeOnce sync.Once
 	wake     chan struct{}
@@ -110,6 +118,18 @@ func (a *Auditor) Start(ctx context.Context) error {
 	}
 }
 
+// AuditVerifier checks pending verifications (internal/verify's Verifier).
+type AuditVerifier interface {
+	Outcomes(ctx context.Context, pending []policy.Verification) []*verify.Outcome
+}
+
+// noAuditVerifier is the reason a running image covered by a verify rule fails when the
+// audit has no verifier.
+const noAuditVerifier = "the audit runs without a registry verifier, so what this container runs was not verified"
+
+// verifyTimeout bounds the registry calls for one Pod's running images during the audit.
+const verifyTimeout = 30 * time.Second
+
 // policyAudit collects one policy's result.
 type policyAudit struct {
 	violations int32
@@ -129,6 +149,8 @@ func (a *Auditor) Run(ctx context.Context, snap *policy.Snapshot) error {
 		return fmt.Errorf("listing namespaces: %w", err)
 	}
 	pods := 0
+	running := map[string]int{}
+	var earliestScanExpiry time.Time
 	for i := range namespaces.Items {
 		ns := &namespaces.Items[i]
 		if slices.Contains(a.Excluded, ns.Name) {
@@ -144,11 +166,21 @@ func (a *Auditor) Run(ctx context.Context, snap *policy.Snapshot) error {
 				continue
 			}
 			pods++
+			images := podspec.PodImages(&pod.Spec, "spec")
+			podspec.SetRunning(images, &pod.Status)
 			sub := policy.Subject{
 				Namespace: ns.Name, NamespaceLabels: ns.Labels, PodLabels: pod.Labels,
-				Images: podspec.PodImages(&pod.Spec, "spec"), BreakGlass: policy.BreakGlassRequested(pod.Annotations),
+				Images: images, BreakGlass: policy.BreakGlassRequested(pod.Annotations),
 			}
 			d := snap.Evaluate(&sub)
+			if len(d.Pending) > 0 || len(d.Unpinned) > 0 {
+				earliestScanExpiry = a.verifyRunning(ctx, snap, &sub, &d, running, earliestScanExpiry)
+				for k := range d.Violations {
+					if v := &d.Violations[k]; v.Rule == policy.RuleVerify {
+						a.Events.Running(pod, snap, v)
+					}
+				}
+			}
 			for k := range d.Violations {
 				v := &d.Violations[k]
 				r := results[v.Policy]
@@ -179,11 +211,48 @@ func (a *Auditor) Run(ctx context.Context, snap *policy.Snapshot) error {
 		}
 	}
 	a.Metrics.Audit(counts, pods, finished, finished.Sub(started))
+	a.Metrics.RunningImages(running, earliestScanExpiry)
 	logf.FromContext(ctx).V(1).Info("Audited", "pods", pods, "policies", len(results), "took", finished.Sub(started))
 	if len(errs) > 0 {
 		return fmt.Errorf("writing audit status: %s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// verifyRunning verifies what a Pod's containers run against the verify rules that cover
+// them (cached results answer at once; misses go to the registry, bounded by verifyTimeout)
+// and settles the decision. It counts verdicts and returns the earliest scan expiry so far.
+func (a *Auditor) verifyRunning(ctx context.Context, snap *policy.Snapshot, sub *policy.Subject, d *policy.Decision,
+	running map[string]int, earliest time.Time) time.Time {
+	running[telemetry.VerdictUnpinned] += len(d.Unpinned)
+	if len(d.Pending) == 0 {
+		return earliest
+	}
+	failures := make([]string, len(d.Pending))
+	if a.Verifier == nil {
+		for i := range failures {
+			failures[i] = noAuditVerifier
+		}
+	} else {
+		vctx, cancel := context.WithTimeout(ctx, verifyTimeout)
+		outcomes := a.Verifier.Outcomes(vctx, d.Pending)
+		cancel()
+		for i, o := range outcomes {
+			failures[i] = o.Reason
+			if o.Reason == "" && !o.ScanExpires.IsZero() && (earliest.IsZero() || o.ScanExpires.Before(earliest)) {
+				earliest = o.ScanExpires
+			}
+		}
+	}
+	for _, f := range failures {
+		if f == "" {
+			running[telemetry.VerdictVerified]++
+		} else {
+			running[telemetry.VerdictRefused]++
+		}
+	}
+	snap.Settle(sub, d, failures)
+	return earliest
 }
 
 // keepFirst sorts samples by namespace, Pod, container and rule and keeps the first

@@ -2,6 +2,7 @@ package podspec
 
 import (
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -49,4 +50,47 @@ func indexed(prefix, list string, i int, suffix string) string {
 	b = strconv.AppendInt(b, int64(i), 10)
 	b = append(b, suffix...)
 	return string(b)
+}
+
+// SetRunning sets, on the images PodImages listed for a Pod, the digest each container runs,
+// read from the Pod's container statuses (status.*ContainerStatuses[].imageID, which the
+// runtime reports as repository@digest). An imageID without a registry digest (an image the
+// node loaded locally, reported by its ID alone) leaves Running empty.
+func SetRunning(images []policy.Image, status *corev1.PodStatus) {
+	lists := []struct {
+		field    string
+		statuses []corev1.ContainerStatus
+	}{
+		{"spec.initContainers[", status.InitContainerStatuses},
+		{"spec.containers[", status.ContainerStatuses},
+		{"spec.ephemeralContainers[", status.EphemeralContainerStatuses},
+	}
+	for i := range images {
+		img := &images[i]
+		for _, l := range lists {
+			if !strings.HasPrefix(img.Field, l.field) {
+				continue
+			}
+			for _, s := range l.statuses {
+				if s.Name == img.Container {
+					img.Running = RunningDigest(s.ImageID)
+				}
+			}
+		}
+	}
+}
+
+// RunningDigest is the digest of an imageID (repository@sha256:<hex>, with or without
+// docker-pullable://), or "" when it names none.
+func RunningDigest(imageID string) string {
+	_, d, ok := strings.Cut(imageID, "@")
+	if !ok || !strings.HasPrefix(d, "sha256:") || len(d) != len("sha256:")+64 {
+		return ""
+	}
+	for _, c := range d[len("sha256:"):] {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return ""
+		}
+	}
+	return d
 }

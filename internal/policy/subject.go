@@ -10,6 +10,10 @@ type Image struct {
 	Ref string
 	// Container is the container's name (or the image volume's).
 	Container string
+	// Running is the digest the container runs, from the Pod's status (its imageID), when
+	// known: the background audit sets it, and verify rules then check what runs rather than
+	// what the spec names. Empty at admission.
+	Running string
 }
 
 // Subject is what a decision is about: a Pod (or pod template), its namespace and its images.

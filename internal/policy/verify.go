@@ -166,7 +166,15 @@ func (s *Snapshot) collectVerify(img *Image, ref *imageref.Reference, sc *scratc
 			continue
 		}
 		repo := ref.Host + "/" + ref.Path
-		if ref.Digest == "" {
+		digest := ref.Digest
+		if img.Running != "" {
+			if digest != "" && digest != img.Running {
+				d.add(img, ref, p, RuleVerify, "it runs "+img.Running+", not the digest its spec names")
+				continue
+			}
+			digest = img.Running
+		}
+		if digest == "" {
 			d.add(img, ref, p, RuleVerify, ReasonUnpinned)
 			if len(d.Unpinned) == first {
 				d.Unpinned = append(d.Unpinned, Unpinned{Image: *img, Repository: repo, Tag: ref.EffectiveTag(), Rule: p.verify})
@@ -176,7 +184,7 @@ func (s *Snapshot) collectVerify(img *Image, ref *imageref.Reference, sc *scratc
 			continue
 		}
 		d.Pending = append(d.Pending, Verification{
-			Image: *img, Repository: repo, Digest: ref.Digest, Rule: p.verify,
+			Image: *img, Repository: repo, Digest: digest, Rule: p.verify,
 			normalized: ref.Normalized, mode: p.mode, policyIdx: p.idx,
 		})
 	}

@@ -23,6 +23,9 @@ const (
 	ReasonDenied     = "Denied"
 	ReasonWarned     = "Warned"
 	ReasonBreakGlass = "BreakGlass"
+	// ReasonRunningImageRefused is on a Pod whose running image the audit found failing a
+	// verify rule (its scan aged past maxAge, new findings, a signature gone, another digest).
+	ReasonRunningImageRefused = "RunningImageRefused"
 )
 
 // maxNote keeps an Event's note under the 1 kB the events API accepts.
@@ -118,6 +121,23 @@ func (e *Events) Decision(object Object, snap *policy.Snapshot, d *policy.Decisi
 		}
 		e.recorder.Eventf(policyObject(v.Policy, snap), nil, corev1.EventTypeWarning, reason, "Admission", "%s", note)
 	}
+}
+
+// Running emits, on the Pod, that the audit found an image it runs failing a policy's verify
+// rule; at most once per Pod, container and policy per interval.
+func (e *Events) Running(pod *corev1.Pod, snap *policy.Snapshot, v *policy.Violation) {
+	if e == nil {
+		return
+	}
+	if _, ok := e.allow(eventKey{v.Policy, ReasonRunningImageRefused + "/" + string(pod.UID) + "/" + v.Container}); !ok {
+		return
+	}
+	note := "container " + policy.Printable(v.Container) + ": " + v.Message()
+	if len(note) > maxNote {
+		note = strings.ToValidUTF8(note[:maxNote-3], "") + "..."
+	}
+	ref := &corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}, ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID}}
+	e.recorder.Eventf(ref, policyObject(v.Policy, snap), corev1.EventTypeWarning, ReasonRunningImageRefused, "Audit", "%s", note)
 }
 
 // allow reports whether an Event may go out now, and how many were held back before it.

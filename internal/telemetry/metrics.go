@@ -34,6 +34,8 @@ type Metrics struct {
 	auditLastRun    prometheus.Gauge
 	auditDuration   prometheus.Gauge
 	auditPods       prometheus.Gauge
+	runningImages   *prometheus.GaugeVec
+	scanExpiry      prometheus.Gauge
 }
 
 // NewMetrics creates the collectors and registers them with reg.
@@ -82,7 +84,15 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Pods the latest background audit evaluated.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.decisions, m.dryRuns, m.violations, m.latency, m.generation, m.policies, m.auditViolations, m.auditLastRun, m.auditDuration, m.auditPods} {
+	m.runningImages = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "imagegate_audit_running_images",
+		Help: "Images of running containers that verify rules cover, by verdict (verified, refused: signature, attestation or scan failed, or the container runs another digest than its spec names; unpinned: neither the spec nor the status names a digest), as of the latest background audit.",
+	}, []string{"verdict"})
+	m.scanExpiry = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "imagegate_audit_earliest_scan_expiry_timestamp_seconds",
+		Help: "The earliest time (Unix) at which the vulnerability scan of a running, verified image reaches its policy's maxAge, as of the latest background audit; 0 when none has a maxAge. Alert before it: from then on Pods of that image are refused and the audit reports the running ones.",
+	})
+	for _, c := range []prometheus.Collector{m.decisions, m.dryRuns, m.violations, m.latency, m.generation, m.policies, m.auditViolations, m.auditLastRun, m.auditDuration, m.auditPods, m.runningImages, m.scanExpiry} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -137,4 +147,27 @@ func (m *Metrics) Audit(counts map[string]int, pods int, finished time.Time, too
 	m.auditPods.Set(float64(pods))
 	m.auditLastRun.Set(float64(finished.Unix()))
 	m.auditDuration.Set(took.Seconds())
+}
+
+// Verdicts of running images.
+const (
+	VerdictVerified = "verified"
+	VerdictRefused  = "refused"
+	VerdictUnpinned = "unpinned"
+)
+
+// RunningImages records, after an audit, the running images verify rules cover by verdict and
+// the earliest time a verified image's scan expires (zero: none).
+func (m *Metrics) RunningImages(verdicts map[string]int, earliestScanExpiry time.Time) {
+	if m == nil {
+		return
+	}
+	for _, v := range []string{VerdictVerified, VerdictRefused, VerdictUnpinned} {
+		m.runningImages.WithLabelValues(v).Set(float64(verdicts[v]))
+	}
+	if earliestScanExpiry.IsZero() {
+		m.scanExpiry.Set(0)
+		return
+	}
+	m.scanExpiry.Set(float64(earliestScanExpiry.Unix()))
 }
