@@ -302,7 +302,7 @@ func (r *Report) decide(ctx context.Context, snap *policy.Snapshot, labels map[s
 		v := &decision.Violations[i]
 		res.Violations = append(res.Violations, Violation{
 			Mode:       string(v.Mode),
-			Policy:     PolicyRef{Kind: v.Policy.Kind, Namespace: v.Policy.Namespace, Name: v.Policy.Name},
+			Policy:     policyRef(v.Policy),
 			Rule:       string(v.Rule),
 			Field:      v.Field,
 			Image:      v.Image,
@@ -350,7 +350,17 @@ func (r *Report) verify(ctx context.Context, snap *policy.Snapshot, sub *policy.
 		}
 	}
 	if len(d.Pending) > 0 {
-		snap.Settle(sub, &d, r.verifier.VerifyAll(ctx, d.Pending))
+		outcomes := r.verifier.Outcomes(ctx, d.Pending)
+		failures := make([]string, len(outcomes))
+		for i, o := range outcomes {
+			failures[i] = o.Reason
+			pv := &d.Pending[i]
+			res.Verified = append(res.Verified, VerifiedImage{
+				Field: pv.Image.Field, Image: pv.Image.Ref, Digest: pv.Digest, Policy: policyRef(pv.Rule.Policy),
+				Verified: o.Reason == "", Reason: o.Reason, ScanExpires: o.ScanExpires, Attestations: o.Attestations,
+			})
+		}
+		snap.Settle(sub, &d, failures)
 	}
 	return d
 }

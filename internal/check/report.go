@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
@@ -46,8 +47,27 @@ type ObjectResult struct {
 	// NotVerified lists the images that verify rules cover and that were not verified:
 	// skipped with --offline, or not pinned because their registry failed.
 	NotVerified []NotVerified `json:"notVerified,omitempty"`
+	// Verified lists each check of an image at its digest against a policy's verify rule:
+	// the signature, and what each attestation rule found (a scan's scanner and time, the
+	// findings that refuse and those ignored).
+	Verified []VerifiedImage `json:"verified,omitempty"`
 
 	location string
+}
+
+// VerifiedImage is one image checked in its registry against one policy's verify rule.
+type VerifiedImage struct {
+	Field  string    `json:"field"`
+	Image  string    `json:"image"`
+	Digest string    `json:"digest"`
+	Policy PolicyRef `json:"policy"`
+	// Verified is true when the signature and every attestation rule passed; Reason says
+	// why not otherwise.
+	Verified bool   `json:"verified"`
+	Reason   string `json:"reason,omitempty"`
+	// ScanExpires is the earliest time a passing scan reaches its maxAge.
+	ScanExpires  time.Time                  `json:"scanExpires,omitzero"`
+	Attestations []verify.AttestationReport `json:"attestations,omitempty"`
 }
 
 // Violation is one broken rule, with the message the webhook gives for it.
@@ -186,4 +206,8 @@ func plural(n int, one, many string) string {
 		return one
 	}
 	return many
+}
+
+func policyRef(r policy.Ref) PolicyRef {
+	return PolicyRef{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name}
 }
