@@ -108,8 +108,9 @@ bench: build ## Measure imagegate against OPA (Gatekeeper Rego), cel-go (VAP), a
 	ky=$$(cd hack/bench/kyverno && go list -m -f '{{.Dir}}' github.com/kyverno/kyverno) && \
 	cd test/bench && go build -o ../../bin/bench . && \
 	../../bin/bench -root ../.. -layers '$(LAYERS)' -k8s-bin "$$assets" -gatekeeper-module "$$gk" -kyverno-module "$$ky"
-	@echo "==> Signature verification: admission with a warm verify cache beside the same Pod without a verify rule, the pinning webhook, and a cold verification on a loopback registry (p50, p99, registry requests)"
-	go test -run '^$$' -bench 'BenchmarkPodHandler|BenchmarkColdVerification' -benchmem ./internal/webhook/ ./internal/verify/
+	@echo "==> Signature and attestation verification: admission with a warm verify cache beside the same Pod without a verify rule, the pinning webhook, a cold verification on a loopback registry (signature alone, and with a 200-finding Trivy scan; p50, p99, registry requests), a cached one, and the audit's cost per running image with and without a verify rule"
+	go test -run '^$$' -bench 'BenchmarkPodHandler|BenchmarkColdVerification|BenchmarkCachedVerification' -benchmem ./internal/webhook/ ./internal/verify/
+	go test -run '^$$' -bench 'BenchmarkAuditRunningImages' -benchtime 20x -benchmem ./internal/controller/
 
 .PHONY: sizing
 sizing: build ## Measure the manager's memory with PODS Pods (default 10000) cached for the audit.

@@ -66,7 +66,8 @@ func run(ctx context.Context, root, binDir, manager string, keep bool) (err erro
 	}
 
 	step("Starting the manager (bin/manager) with a serving certificate from the local CA")
-	mgr, err := cluster.StartManager(ctx, localcluster.ManagerOptions{Binary: filepath.Join(root, manager)})
+	// The audit runs every 10s here (default 5m), so that the demo can show it at work.
+	mgr, err := cluster.StartManager(ctx, localcluster.ManagerOptions{Binary: filepath.Join(root, manager), Args: []string{"--audit-interval=10s"}})
 	if err != nil {
 		return err
 	}
@@ -149,7 +150,16 @@ func run(ctx context.Context, root, binDir, manager string, keep bool) (err erro
 		return err
 	}
 
-	if err := d.signatures(); err != nil {
+	reg := registrytest.New(true)
+	defer reg.Close()
+	key, err := registrytest.NewKey()
+	if err != nil {
+		return err
+	}
+	if err := d.signatures(reg, key); err != nil {
+		return err
+	}
+	if err := d.vulnerabilities(reg, key); err != nil {
 		return err
 	}
 
@@ -172,14 +182,8 @@ func run(ctx context.Context, root, binDir, manager string, keep bool) (err erro
 // signatures shows verify rules: a registry on this machine (go-containerregistry's, in this
 // process: no Docker), images signed as cosign signs them, a policy that requires the
 // signature, and the Pods that come out pinned or refused.
-func (d *demo) signatures() error {
+func (d *demo) signatures(reg *registrytest.Registry, key *registrytest.Key) error {
 	step("Verifying signatures: a local OCI registry (in process, no Docker) with small generated images")
-	reg := registrytest.New(true)
-	defer reg.Close()
-	key, err := registrytest.NewKey()
-	if err != nil {
-		return err
-	}
 	push := func(repo, tag string, signed bool) error {
 		dg, err := reg.Push(repo, tag)
 		if err != nil {
@@ -268,6 +272,131 @@ spec:
 
 	step("The tag moved after signing: what it names now is not signed, so it is refused")
 	return d.kubectlFails("run", "payments-next", "--image="+reg.Host+"/acme/payments:1.1")
+}
+
+// vulnerabilities shows attestation rules: images signed and attested with vulnerability
+// scans in Trivy's format (what `trivy image --format cosign-vuln` and `cosign attest --type
+// vuln` put in a registry), a policy that limits findings and scan age, and the audit
+// reporting a running Pod whose scan aged past maxAge.
+func (d *demo) vulnerabilities(reg *registrytest.Registry, key *registrytest.Key) error {
+	step("Vulnerability gates: images signed and attested with Trivy scans (cosign's vuln/v1 predicate)")
+	now := time.Now().UTC().Truncate(time.Second)
+	for _, im := range []struct {
+		tag      string
+		finished time.Time
+		vulns    []registrytest.Vuln
+		what     string
+	}{
+		{"clean", now.Add(-20 * time.Second), []registrytest.Vuln{{ID: "CVE-2026-3333", Severity: "LOW"}}, "one Low finding, scanned 20s ago"},
+		{"critical", now, []registrytest.Vuln{{ID: "CVE-2026-1111", Severity: "CRITICAL"}, {ID: "CVE-2026-2222", Severity: "CRITICAL"}, {ID: "CVE-2026-4444", Severity: "HIGH"}}, "two Critical findings and a High one"},
+		{"stale", now.Add(-72 * time.Hour), nil, "clean, but scanned 3 days ago"},
+	} {
+		dg, err := reg.Push("acme/web", im.tag)
+		if err != nil {
+			return err
+		}
+		if err := key.Sign(dg); err != nil {
+			return err
+		}
+		if err := key.Attest(dg, registrytest.AttestationStatement(dg, registrytest.CosignVuln, registrytest.TrivyPredicate(im.finished, im.vulns...))); err != nil {
+			return err
+		}
+		fmt.Printf("    pushed %s:%s, signed and attested: %s\n", dg.Context(), im.tag, im.what)
+	}
+	dir, err := os.MkdirTemp("", "imagegate-demo-")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	policyFile := filepath.Join(dir, "no-criticals.yaml")
+	policy := `apiVersion: imagegate.io/v1alpha1
+kind: ClusterImagePolicy
+metadata:
+  name: no-criticals
+spec:
+  verify:
+    images: ["` + reg.Host + `/acme/web"]
+    signers:
+    - name: release
+      key:
+        secretRef: {name: release-key}
+    transparencyLog: Skip
+    attestations:
+    - name: trivy-scan
+      predicateType: https://cosign.sigstore.dev/attestation/vuln/v1
+      vulnerabilities:
+        maxSeverity: High
+        maxAge: 1m        # a demo's maxAge; 24h or 168h in a real cluster
+        scanners: ["pkg:github/aquasecurity/trivy"]
+`
+	if err := os.WriteFile(policyFile, []byte(policy), 0o600); err != nil {
+		return err
+	}
+	fmt.Print("    " + strings.ReplaceAll(strings.TrimSpace(policy), "\n", "\n    ") + "\n")
+	if err := d.kubectl("apply", "-f", policyFile); err != nil {
+		return err
+	}
+	if err := d.kubectl("wait", "--for=condition=Ready", "clusterimagepolicy/no-criticals", "--timeout=60s"); err != nil {
+		return err
+	}
+
+	step("The image with a clean (Low only) scan is admitted, pinned to the digest that was verified")
+	if err := d.kubectl("run", "web", "--image="+reg.Host+"/acme/web:clean"); err != nil {
+		return err
+	}
+	step("The image with Critical findings is refused, with their IDs")
+	if err := d.kubectlFails("run", "web-critical", "--image="+reg.Host+"/acme/web:critical"); err != nil {
+		return err
+	}
+	step("The image whose newest scan is older than maxAge is refused")
+	if err := d.kubectlFails("run", "web-stale", "--image="+reg.Host+"/acme/web:stale"); err != nil {
+		return err
+	}
+
+	step("The admitted Pod runs (no kubelet here: the demo writes the status a kubelet would, with the digest the runtime pulled)")
+	out, err := d.cluster.Kubectl("get", "pod", "web", "-o=jsonpath={.spec.containers[0].image}").Output()
+	if err != nil {
+		return err
+	}
+	image := string(out)
+	_, digest, _ := strings.Cut(image, "@")
+	status := fmt.Sprintf(`{"status":{"phase":"Running","containerStatuses":[{"name":"web","image":%q,"imageID":%q,"ready":true,"restartCount":0,"state":{"running":{}}}]}}`,
+		image, reg.Host+"/acme/web@"+digest)
+	if err := d.kubectl("patch", "pod", "web", "--subresource=status", "--type=merge", "-p="+status); err != nil {
+		return err
+	}
+	if err := d.kubectl("get", "clusterimagepolicy", "no-criticals"); err != nil {
+		return err
+	}
+	expires := now.Add(-20 * time.Second).Add(time.Minute)
+	fmt.Printf("    its scan reaches maxAge at %s; the audit (every 10s in this demo) re-checks what runs...\n", expires.Format(time.RFC3339))
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		out, _ := d.cluster.Kubectl("get", "clusterimagepolicy", "no-criticals", "-o=jsonpath={.status.audit.violations}").Output()
+		if strings.TrimSpace(string(out)) == "1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the audit did not report the running Pod whose scan expired")
+		}
+		select {
+		case <-d.ctx.Done():
+			return d.ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+	step("The audit reports the running Pod whose scan expired, with an Event on the Pod")
+	if err := d.kubectl("get", "clusterimagepolicy", "no-criticals"); err != nil {
+		return err
+	}
+	if err := d.kubectl("get", "clusterimagepolicy", "no-criticals", "-o=jsonpath={.status.audit.samples}{\"\\n\"}"); err != nil {
+		return err
+	}
+	if err := d.waitQuiet("the RunningImageRefused event", "get", "events", "--field-selector=reason=RunningImageRefused", "-o=jsonpath={.items[0].message}"); err != nil {
+		return err
+	}
+	return d.kubectl("get", "events", "--field-selector=reason=RunningImageRefused",
+		"-o=custom-columns=OBJECT:.involvedObject.name,REASON:.reason,MESSAGE:.message")
 }
 
 type demo struct {

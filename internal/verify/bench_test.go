@@ -2,9 +2,13 @@ package verify_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
@@ -17,7 +21,7 @@ import (
 // and fetches and verifies the signatures. It reports the p50 and p99 of the iterations and
 // the registry requests each made. A real registry adds its round trips to this.
 func BenchmarkColdVerification(b *testing.B) {
-	for _, format := range []string{"bundle", "legacy"} {
+	for _, format := range []string{"bundle", "legacy", "bundle+scan", "legacy+scan"} {
 		b.Run(format, func(b *testing.B) {
 			reg := registrytest.New(true)
 			defer reg.Close()
@@ -29,7 +33,8 @@ func BenchmarkColdVerification(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if format == "bundle" {
+			legacy := strings.HasPrefix(format, "legacy")
+			if !legacy {
 				err = key.Sign(img)
 			} else {
 				err = key.SignLegacy(img, img)
@@ -38,6 +43,20 @@ func BenchmarkColdVerification(b *testing.B) {
 				b.Fatal(err)
 			}
 			rules := &v1alpha1.VerifyRules{Signers: []v1alpha1.Signer{keySigner("release", key.PublicKeyPEM())}, TransparencyLog: v1alpha1.TransparencyLogSkip}
+			if strings.HasSuffix(format, "+scan") {
+				// A Trivy scan with 200 findings (Low to High), as a signed attestation.
+				st := registrytest.AttestationStatement(img, registrytest.CosignVuln, registrytest.TrivyPredicate(time.Now(), findings(200)...))
+				if legacy {
+					err = key.AttestLegacy(img, st)
+				} else {
+					err = key.Attest(img, st)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+				rules.Attestations = []v1alpha1.AttestationRule{{Name: "scan", PredicateType: v1alpha1.PredicateCosignVuln,
+					Vulnerabilities: v1alpha1.VulnerabilityRules{MaxSeverity: v1alpha1.SeverityHigh, MaxAge: &metav1.Duration{Duration: 24 * time.Hour}}}}
+			}
 			snap := policy.CompileWith([]v1alpha1.ClusterImagePolicy{clusterPolicy("signed", rules)}, nil, policy.Options{Trust: verify.Compiler(&sources{})})
 			sub := &policy.Subject{Namespace: "default", Images: []policy.Image{{Field: "spec.containers[0].image", Ref: img.String()}}}
 			d := snap.Evaluate(sub)
@@ -61,5 +80,55 @@ func BenchmarkColdVerification(b *testing.B) {
 			b.ReportMetric(float64(took[len(took)*99/100].Microseconds()), "p99-µs")
 			b.ReportMetric(float64(reg.Requests()-requests)/float64(b.N), "registry-requests/op")
 		})
+	}
+}
+
+func findings(n int) []registrytest.Vuln {
+	severities := []string{"LOW", "MEDIUM", "HIGH"}
+	out := make([]registrytest.Vuln, n)
+	for i := range out {
+		out[i] = registrytest.Vuln{ID: fmt.Sprintf("CVE-2026-%05d", i), Severity: severities[i%3]}
+	}
+	return out
+}
+
+// BenchmarkCachedVerification is every later admission of the same image: the verified result
+// (signature and a 200-finding scan) answered from the cache.
+func BenchmarkCachedVerification(b *testing.B) {
+	reg := registrytest.New(true)
+	defer reg.Close()
+	key, err := registrytest.NewKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	img, err := reg.Push("acme/app", "1")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := key.Sign(img); err != nil {
+		b.Fatal(err)
+	}
+	if err := key.Attest(img, registrytest.AttestationStatement(img, registrytest.CosignVuln, registrytest.TrivyPredicate(time.Now(), findings(200)...))); err != nil {
+		b.Fatal(err)
+	}
+	rules := &v1alpha1.VerifyRules{Signers: []v1alpha1.Signer{keySigner("release", key.PublicKeyPEM())}, TransparencyLog: v1alpha1.TransparencyLogSkip,
+		Attestations: []v1alpha1.AttestationRule{{Name: "scan", PredicateType: v1alpha1.PredicateCosignVuln,
+			Vulnerabilities: v1alpha1.VulnerabilityRules{MaxSeverity: v1alpha1.SeverityHigh, MaxAge: &metav1.Duration{Duration: 24 * time.Hour}}}}}
+	snap := policy.CompileWith([]v1alpha1.ClusterImagePolicy{clusterPolicy("scanned", rules)}, nil, policy.Options{Trust: verify.Compiler(&sources{})})
+	d := snap.Evaluate(&policy.Subject{Namespace: "default", Images: []policy.Image{{Field: "spec.containers[0].image", Ref: img.String()}}})
+	v := verify.New(verify.Options{})
+	defer v.Close()
+	ctx := context.Background()
+	if f := v.VerifyAll(ctx, d.Pending); f[0] != "" {
+		b.Fatal(f[0])
+	}
+	requests := reg.Requests()
+	for b.Loop() {
+		if f := v.VerifyAll(ctx, d.Pending); f[0] != "" {
+			b.Fatal(f[0])
+		}
+	}
+	if reg.Requests() != requests {
+		b.Fatalf("%d registry requests with a warm cache", reg.Requests()-requests)
 	}
 }

@@ -33,6 +33,7 @@ var _ = Describe("Verifying signatures", Ordered, func() {
 		host     string
 		registry *exec.Cmd
 		creds    = registrytest.Basic(user, password)
+		key      *registrytest.Key
 	)
 
 	BeforeAll(func() {
@@ -61,7 +62,7 @@ var _ = Describe("Verifying signatures", Ordered, func() {
 			return err
 		}).WithTimeout(30 * time.Second).Should(Succeed())
 
-		key, err := registrytest.NewKey()
+		key, err = registrytest.NewKey()
 		Expect(err).NotTo(HaveOccurred())
 		sign := func(repo, tag string) {
 			d, err := registrytest.PushTo(host, repo, tag, creds)
@@ -144,5 +145,75 @@ spec:
 		Eventually(func() error {
 			return run("run", "resumed", "-n", ns, "--image="+host+"/acme/app:3.0").err
 		}).WithTimeout(30 * time.Second).Should(Succeed())
+	})
+
+	It("admits a clean attested image, refuses critical findings and a stale scan, and the audit reports a running Pod whose scan expired", func() {
+		// Scans in Trivy's format (cosign's vuln/v1 predicate), signed with the release key.
+		now := time.Now().UTC().Truncate(time.Second)
+		attested := func(tag string, finished time.Time, vulns ...registrytest.Vuln) string {
+			d, err := registrytest.PushTo(host, "acme/web", tag, creds)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(key.Sign(d, creds)).To(Succeed())
+			Expect(key.Attest(d, registrytest.AttestationStatement(d, registrytest.CosignVuln, registrytest.TrivyPredicate(finished, vulns...)), creds)).To(Succeed())
+			return d.DigestStr()
+		}
+		clean := attested("clean", now.Add(-5*time.Second), registrytest.Vuln{ID: "CVE-2026-3333", Severity: "LOW"})
+		attested("critical", now, registrytest.Vuln{ID: "CVE-2026-1111", Severity: "CRITICAL"}, registrytest.Vuln{ID: "CVE-2026-2222", Severity: "CRITICAL"})
+		attested("stale", now.Add(-72*time.Hour))
+		policy := func(ignore string) string {
+			return fmt.Sprintf(`apiVersion: imagegate.io/v1alpha1
+kind: ClusterImagePolicy
+metadata:
+  name: e2e-scanned
+spec:
+  namespaceSelector:
+    matchLabels: {kubernetes.io/metadata.name: %s}
+  verify:
+    images: ["%s/acme/web"]
+    transparencyLog: Skip
+    pullSecrets: [e2e-registry]
+    signers:
+    - name: release
+      key:
+        secretRef: {name: e2e-release-key}
+    attestations:
+    - name: trivy-scan
+      predicateType: https://cosign.sigstore.dev/attestation/vuln/v1
+      vulnerabilities:
+        maxSeverity: High
+        maxAge: 40s
+        scanners: ["pkg:github/aquasecurity/trivy"]
+        ignore:
+        - id: %s
+          reason: e2e
+`, ns, host, ignore)
+		}
+		r := apply(policy("CVE-2026-0000"))
+		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
+		DeferCleanup(func() { run("delete", "clusterimagepolicy", "e2e-scanned") })
+		kubectl("wait", "--for=condition=Ready", "clusterimagepolicy/e2e-scanned", "--timeout=30s")
+
+		kubectl("run", "web", "-n", ns, "--image="+host+"/acme/web:clean")
+		Expect(kubectl("get", "pod", "web", "-n", ns, "-o=jsonpath={.spec.containers[0].image}")).To(Equal(host + "/acme/web:clean@" + clean))
+		stderr := kubectlRefused("run", "web-critical", "-n", ns, "--image="+host+"/acme/web:critical")
+		Expect(stderr).To(ContainSubstring(`is not allowed by ClusterImagePolicy "e2e-scanned": its newest vulnerability scan (trivy 0.58.1, finished ` + now.Format(time.RFC3339) + `) has 2 vulnerabilities above High: CVE-2026-1111 (Critical), CVE-2026-2222 (Critical)`))
+		stderr = kubectlRefused("run", "web-stale", "-n", ns, "--image="+host+"/acme/web:stale")
+		Expect(stderr).To(ContainSubstring(`is 3 days old, older than maxAge 40s`))
+
+		// The kubelet would write this: the container runs the digest it pulled.
+		kubectl("patch", "pod", "web", "-n", ns, "--subresource=status", "--type=merge", fmt.Sprintf(
+			`-p={"status":{"phase":"Running","containerStatuses":[{"name":"web","image":"%s/acme/web:clean@%s","imageID":"%s/acme/web@%s","ready":true,"restartCount":0,"state":{"running":{}}}]}}`,
+			host, clean, host, clean))
+		// Past maxAge, a policy edit runs the audit at once (it also runs every --audit-interval).
+		time.Sleep(time.Until(now.Add(-5*time.Second + 41*time.Second)))
+		r = apply(policy("CVE-2026-0001"))
+		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
+		Eventually(func() string {
+			return kubectl("get", "clusterimagepolicy", "e2e-scanned", "-o=jsonpath={.status.audit.violations} {.status.audit.samples[*].pod} {.status.audit.samples[*].rule}")
+		}).WithTimeout(30 * time.Second).Should(Equal("1 web verify"))
+		Eventually(func() string {
+			return kubectl("get", "events", "-n", ns, "--field-selector=reason=RunningImageRefused", "-o=jsonpath={.items[*].message}")
+		}).WithTimeout(30 * time.Second).Should(ContainSubstring("older than maxAge 40s"))
+		Expect(kubectlRefused("run", "web-again", "-n", ns, "--image="+host+"/acme/web:clean")).To(ContainSubstring("older than maxAge 40s"))
 	})
 })
