@@ -341,28 +341,31 @@ spec:
 	}
 
 	step("The image with a clean (Low only) scan is admitted, pinned to the digest that was verified")
-	if err := d.kubectl("run", "web", "--image="+reg.Host+"/acme/web:clean"); err != nil {
+	if err := d.kubectl("run", "storefront", "--image="+reg.Host+"/acme/web:clean"); err != nil {
 		return err
 	}
 	step("The image with Critical findings is refused, with their IDs")
-	if err := d.kubectlFails("run", "web-critical", "--image="+reg.Host+"/acme/web:critical"); err != nil {
+	if err := d.kubectlFails("run", "storefront-critical", "--image="+reg.Host+"/acme/web:critical"); err != nil {
 		return err
 	}
 	step("The image whose newest scan is older than maxAge is refused")
-	if err := d.kubectlFails("run", "web-stale", "--image="+reg.Host+"/acme/web:stale"); err != nil {
+	if err := d.kubectlFails("run", "storefront-stale", "--image="+reg.Host+"/acme/web:stale"); err != nil {
 		return err
 	}
 
 	step("The admitted Pod runs (no kubelet here: the demo writes the status a kubelet would, with the digest the runtime pulled)")
-	out, err := d.cluster.Kubectl("get", "pod", "web", "-o=jsonpath={.spec.containers[0].image}").Output()
+	out, err := d.cluster.Kubectl("get", "pod", "storefront", "-o=jsonpath={.spec.containers[0].image}").Output()
 	if err != nil {
 		return err
 	}
 	image := string(out)
 	_, digest, _ := strings.Cut(image, "@")
-	status := fmt.Sprintf(`{"status":{"phase":"Running","containerStatuses":[{"name":"web","image":%q,"imageID":%q,"ready":true,"restartCount":0,"state":{"running":{}}}]}}`,
+	status := fmt.Sprintf(`{"status":{"phase":"Running","containerStatuses":[{"name":"storefront","image":%q,"imageID":%q,"ready":true,"restartCount":0,"state":{"running":{}}}]}}`,
 		image, reg.Host+"/acme/web@"+digest)
-	if err := d.kubectl("patch", "pod", "web", "--subresource=status", "--type=merge", "-p="+status); err != nil {
+	if err := d.kubectl("patch", "pod", "storefront", "--subresource=status", "--type=merge", "-p="+status); err != nil {
+		return err
+	}
+	if err := d.waitQuiet("the first audit of no-criticals", "get", "clusterimagepolicy", "no-criticals", "-o=jsonpath={.status.audit.lastScanTime}"); err != nil {
 		return err
 	}
 	if err := d.kubectl("get", "clusterimagepolicy", "no-criticals"); err != nil {

@@ -40,6 +40,19 @@ func TestReadTrivyReport(t *testing.T) {
 	}
 }
 
+// TestTrivyScanTimeIsTheReports: Trivy writes scanFinishedOn when it writes the predicate;
+// a predicate written today from a report of last week is as old as the report.
+func TestTrivyScanTimeIsTheReports(t *testing.T) {
+	p := `{"scanner":{"uri":"pkg:github/aquasecurity/trivy@0.58.1","result":{"SchemaVersion":2,"CreatedAt":"2026-11-13T10:00:00Z"}},"metadata":{"scanFinishedOn":"2026-11-20T10:00:00Z"}}`
+	s, err := ReadScan(v1alpha1.PredicateCosignVuln, []byte(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := finished.Add(-7 * 24 * time.Hour); !s.Finished.Equal(want) {
+		t.Fatalf("finished = %s, want the report's CreatedAt %s", s.Finished, want)
+	}
+}
+
 func TestReadInTotoVulns(t *testing.T) {
 	s := read(t, "intoto-vulns-v02.json", v1alpha1.PredicateInTotoVulns)
 	if s.Name() != "grype 0.84.0" {

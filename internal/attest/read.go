@@ -71,7 +71,14 @@ func ReadScan(predicateType string, predicate []byte) (*Scan, error) {
 		if s.Scanner != trivyURI && !strings.HasPrefix(s.Scanner, trivyURI+"@") {
 			return fail("its result is in a format imagegate does not read: in %s it reads the report of Trivy (scanner.uri %s@<version>)", predicateType, trivyURI)
 		}
-		s.Findings, err = readTrivy(h.Scanner.Result)
+		var created *time.Time
+		s.Findings, created, err = readTrivy(h.Scanner.Result)
+		// Trivy sets both scan times to when it writes the predicate; its report's CreatedAt
+		// is when it scanned. A predicate written later from an old report (trivy convert)
+		// is as old as the report.
+		if err == nil && created != nil && !created.IsZero() && created.Before(s.Finished) {
+			s.Finished = *created
+		}
 	case v1alpha1.PredicateInTotoVulns:
 		s.Findings, err = readInTotoVulns(h.Scanner.Result)
 	default:
@@ -83,26 +90,30 @@ func ReadScan(predicateType string, predicate []byte) (*Scan, error) {
 	return s, nil
 }
 
-// ReadFinished reads only a scan's finish time and scanner, to order attestations; ok is
-// false when it has none.
-func ReadFinished(predicate []byte) (finished time.Time, ok bool) {
-	var h header
-	if json.Unmarshal(predicate, &h) != nil || h.Metadata.ScanFinishedOn == nil {
-		return time.Time{}, false
+// ReadHeader reads only a scan's scanner URI and finish time (zero when it has none), to
+// pick the scans that count and order them before one is read in full.
+func ReadHeader(predicate []byte) (scanner string, finished time.Time) {
+	var h struct {
+		Scanner struct {
+			URI string `json:"uri"`
+		} `json:"scanner"`
+		Metadata struct {
+			ScanFinishedOn *time.Time `json:"scanFinishedOn"`
+		} `json:"metadata"`
 	}
-	return *h.Metadata.ScanFinishedOn, true
-}
-
-// ReadScanner reads only a scan's scanner URI.
-func ReadScanner(predicate []byte) string {
-	var h header
-	_ = json.Unmarshal(predicate, &h)
-	return h.Scanner.URI
+	if json.Unmarshal(predicate, &h) != nil {
+		return "", time.Time{}
+	}
+	if h.Metadata.ScanFinishedOn != nil {
+		finished = *h.Metadata.ScanFinishedOn
+	}
+	return h.Scanner.URI, finished
 }
 
 // trivyReport is the part of Trivy's JSON report (schema version 2) that carries findings.
 type trivyReport struct {
-	SchemaVersion *int `json:"SchemaVersion"`
+	SchemaVersion *int       `json:"SchemaVersion"`
+	CreatedAt     *time.Time `json:"CreatedAt"`
 	Results       []struct {
 		Target          string `json:"Target"`
 		Vulnerabilities []struct {
@@ -112,36 +123,36 @@ type trivyReport struct {
 	} `json:"Results"`
 }
 
-func readTrivy(raw json.RawMessage) ([]Finding, error) {
+func readTrivy(raw json.RawMessage) ([]Finding, *time.Time, error) {
 	if len(bytes.TrimSpace(raw)) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
-		return nil, errors.New("scanner.result is missing: it must hold Trivy's JSON report")
+		return nil, nil, errors.New("scanner.result is missing: it must hold Trivy's JSON report")
 	}
 	var r trivyReport
 	if err := json.Unmarshal(raw, &r); err != nil {
-		return nil, fmt.Errorf("scanner.result is not Trivy's JSON report: %v", shortErr(err))
+		return nil, nil, fmt.Errorf("scanner.result is not Trivy's JSON report: %v", shortErr(err))
 	}
 	if r.SchemaVersion == nil {
-		return nil, errors.New("scanner.result has no SchemaVersion, so it is not Trivy's JSON report")
+		return nil, nil, errors.New("scanner.result has no SchemaVersion, so it is not Trivy's JSON report")
 	}
 	if *r.SchemaVersion != 2 {
-		return nil, fmt.Errorf("scanner.result is Trivy's report schema version %d; imagegate reads version 2", *r.SchemaVersion)
+		return nil, nil, fmt.Errorf("scanner.result is Trivy's report schema version %d; imagegate reads version 2", *r.SchemaVersion)
 	}
 	f := findings{}
 	for i, res := range r.Results {
 		for j, v := range res.Vulnerabilities {
 			if v.VulnerabilityID == "" {
-				return nil, fmt.Errorf("Results[%d].Vulnerabilities[%d] has no VulnerabilityID", i, j)
+				return nil, nil, fmt.Errorf("Results[%d].Vulnerabilities[%d] has no VulnerabilityID", i, j)
 			}
 			sev, ok := trivySeverity(v.Severity)
 			if !ok {
-				return nil, fmt.Errorf("Results[%d].Vulnerabilities[%d] (%s) has severity %q, not one of Trivy's (UNKNOWN, LOW, MEDIUM, HIGH, CRITICAL)", i, j, printable(v.VulnerabilityID), printable(v.Severity))
+				return nil, nil, fmt.Errorf("Results[%d].Vulnerabilities[%d] (%s) has severity %q, not one of Trivy's (UNKNOWN, LOW, MEDIUM, HIGH, CRITICAL)", i, j, printable(v.VulnerabilityID), printable(v.Severity))
 			}
 			if err := f.add(v.VulnerabilityID, sev); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 	}
-	return f.list(), nil
+	return f.list(), r.CreatedAt, nil
 }
 
 func trivySeverity(s string) (Severity, bool) {

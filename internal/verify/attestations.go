@@ -135,12 +135,12 @@ func judgeScans(r *attestationRule, verified []verifiedAttestation, now time.Tim
 	var trusted []verifiedAttestation
 	var untrusted []string
 	for _, a := range verified {
-		uri := attest.ReadScanner(a.predicate)
+		uri, finished := attest.ReadHeader(a.predicate)
 		if !r.TrustsScanner(uri) {
 			untrusted = append(untrusted, fmt.Sprintf("%q", cutTo(uri, 128)))
 			continue
 		}
-		a.finished, _ = attest.ReadFinished(a.predicate)
+		a.finished = finished
 		trusted = append(trusted, a)
 	}
 	if len(trusted) == 0 {
