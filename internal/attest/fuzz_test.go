@@ -12,8 +12,8 @@ import (
 // FuzzReadScan feeds arbitrary predicates to both readers. Whatever the bytes: no panic; an
 // error is always an UnreadableError (which refuses); a scan that reads has a finish time and
 // distinct, named findings no more numerous than the input could hold; and with maxSeverity
-// None a scan that found anything never passes, so that no input reads as "clean" while
-// carrying a finding.
+// None a scan that found anything rated above None never passes, and refuses with exactly
+// those findings, so that no input reads as "clean" while carrying one.
 func FuzzReadScan(f *testing.F) {
 	for _, file := range []string{"trivy-cosign-vuln.json", "intoto-vulns-v02.json"} {
 		b, err := os.ReadFile("testdata/" + file)
@@ -56,9 +56,15 @@ func FuzzReadScan(f *testing.F) {
 			}
 			seen[f.ID] = true
 		}
+		rated := 0 // findings above None
+		for _, f := range s.Findings {
+			if f.Severity > None {
+				rated++
+			}
+		}
 		v := strict.Judge(s, s.Finished.Add(time.Minute))
-		if (v.Problem == "") != (len(s.Findings) == 0) {
-			t.Fatalf("with maxSeverity None, %d findings judged %q", len(s.Findings), v.Problem)
+		if (v.Problem == "") != (rated == 0) || len(v.Refusing) != rated {
+			t.Fatalf("with maxSeverity None, %d findings above None judged %q (%d refusing)", rated, v.Problem, len(v.Refusing))
 		}
 	})
 }

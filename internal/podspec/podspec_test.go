@@ -348,3 +348,50 @@ func TestWorkloadMatchConditionComparesEveryTemplate(t *testing.T) {
 		}
 	}
 }
+
+// TestSetRunning reads the digest each container runs from its status, by container kind and
+// name, as the kubelet reports it for containerd and CRI-O (repository@digest, or
+// docker-pullable:// before it); an image ID without a registry digest gives none.
+func TestSetRunning(t *testing.T) {
+	g := NewWithT(t)
+	const d1 = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+	const d2 = "sha256:2222222222222222222222222222222222222222222222222222222222222222"
+	spec := &corev1.PodSpec{
+		InitContainers: []corev1.Container{{Name: "app", Image: "init:1"}},
+		Containers:     []corev1.Container{{Name: "app", Image: "app:1"}, {Name: "side", Image: "side:1"}, {Name: "local", Image: "local:1"}},
+		Volumes:        []corev1.Volume{{Name: "app", VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: "data:1"}}}},
+	}
+	status := &corev1.PodStatus{
+		InitContainerStatuses: []corev1.ContainerStatus{{Name: "app", ImageID: "docker-pullable://docker.io/library/init@" + d2}},
+		ContainerStatuses: []corev1.ContainerStatus{
+			{Name: "app", ImageID: "docker.io/library/app@" + d1},
+			{Name: "side", ImageID: ""},
+			{Name: "local", ImageID: d1}, // loaded on the node: an image ID, no registry digest
+		},
+	}
+	images := PodImages(spec, "spec")
+	SetRunning(images, status)
+	var running []string
+	for _, img := range images {
+		running = append(running, img.Field+"="+img.Running)
+	}
+	g.Expect(running).To(Equal([]string{
+		"spec.initContainers[0].image=" + d2,
+		"spec.containers[0].image=" + d1,
+		"spec.containers[1].image=",
+		"spec.containers[2].image=",
+		"spec.volumes[0].image.reference=",
+	}))
+	for id, want := range map[string]string{
+		"repo@" + d1:                  d1,
+		"repo@sha256:ABC":             "",
+		"repo@sha512:" + d1[7:]:       "",
+		"repo@" + d1 + "x":            "",
+		"repo@" + d1[:70] + "g":       "",
+		"repo:tag":                    "",
+		"":                            "",
+		"docker-pullable://a/b@" + d2: d2,
+	} {
+		g.Expect(RunningDigest(id)).To(Equal(want), id)
+	}
+}
