@@ -297,11 +297,12 @@ type VulnerabilityRules struct {
 	// +optional
 	MaxSeverity Severity `json:"maxSeverity,omitempty"`
 
-	// maxAge is how old the scan may be, from its scanFinishedOn time, for example 24h or
-	// 168h. An older scan refuses the image, and the audit reports running Pods whose scan
-	// has aged past it. Unset: any age.
+	// maxAgeSeconds is how old the scan may be, in seconds from its scanFinishedOn time, for
+	// example 86400 (a day) or 604800 (a week). A scan that old refuses the image, and the
+	// audit reports running Pods whose scan has aged past it. Unset: any age.
 	// +optional
-	MaxAge *metav1.Duration `json:"maxAge,omitempty"`
+	// +kubebuilder:validation:Minimum=1
+	MaxAgeSeconds *int32 `json:"maxAgeSeconds,omitempty"`
 
 	// ignore lists findings that do not count, each with a reason and an optional expiry.
 	// +optional

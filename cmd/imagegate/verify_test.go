@@ -136,7 +136,7 @@ spec:
       predicateType: https://cosign.sigstore.dev/attestation/vuln/v1
       vulnerabilities:
         maxSeverity: High
-        maxAge: 24h
+        maxAgeSeconds: 86400
         ignore:
         - id: CVE-2026-0001
           reason: not reachable from the network

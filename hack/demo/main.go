@@ -326,7 +326,7 @@ spec:
       predicateType: https://cosign.sigstore.dev/attestation/vuln/v1
       vulnerabilities:
         maxSeverity: High
-        maxAge: 1m        # a demo's maxAge; 24h or 168h in a real cluster
+        maxAgeSeconds: 60   # a demo's; 86400 (a day) or 604800 (a week) in a real cluster
         scanners: ["pkg:github/aquasecurity/trivy"]
 `
 	if err := os.WriteFile(policyFile, []byte(policy), 0o600); err != nil {

@@ -40,8 +40,12 @@ func (s Severity) MarshalText() ([]byte, error) { return []byte(s.String()), nil
 
 // parseSeverity reads an API severity.
 func parseSeverity(s v1alpha1.Severity) (Severity, bool) {
-	i := slices.Index(severityNames[:], string(s))
-	return Severity(i), i >= 0
+	for i, n := range severityNames {
+		if n == string(s) {
+			return Severity(uint8(i)), true //nolint:gosec // i < len(severityNames) = 5
+		}
+	}
+	return 0, false
 }
 
 // Finding is one vulnerability a scan reported.
@@ -121,7 +125,7 @@ func Compile(r *v1alpha1.AttestationRule, signers []string) (*Rule, error) {
 	v := &r.Vulnerabilities
 	if IsVulnerabilityPredicate(r.PredicateType) {
 		c.vuln = true
-	} else if v.MaxSeverity != "" || v.MaxAge != nil || len(v.Ignore) > 0 || len(v.Scanners) > 0 {
+	} else if v.MaxSeverity != "" || v.MaxAgeSeconds != nil || len(v.Ignore) > 0 || len(v.Scanners) > 0 {
 		return nil, fmt.Errorf("attestation %q: vulnerabilities applies to %s and %s only, not %q", r.Name, v1alpha1.PredicateCosignVuln, v1alpha1.PredicateInTotoVulns, r.PredicateType)
 	}
 	if v.MaxSeverity != "" {
@@ -131,11 +135,11 @@ func Compile(r *v1alpha1.AttestationRule, signers []string) (*Rule, error) {
 		}
 		c.maxSeverity, c.limited = sev, true
 	}
-	if v.MaxAge != nil {
-		if v.MaxAge.Duration <= 0 {
-			return nil, fmt.Errorf("attestation %q: maxAge %s must be positive", r.Name, v.MaxAge.Duration)
+	if v.MaxAgeSeconds != nil {
+		if *v.MaxAgeSeconds <= 0 {
+			return nil, fmt.Errorf("attestation %q: maxAgeSeconds %d must be positive", r.Name, *v.MaxAgeSeconds)
 		}
-		c.maxAge = v.MaxAge.Duration
+		c.maxAge = time.Duration(*v.MaxAgeSeconds) * time.Second
 	}
 	for _, ig := range v.Ignore {
 		if c.ignore == nil {
@@ -202,7 +206,7 @@ func (r *Rule) Judge(s *Scan, now time.Time) Verdict {
 	if r.maxAge > 0 {
 		v.ScanExpires = s.Finished.Add(r.maxAge)
 		if age := now.Sub(s.Finished); age >= r.maxAge { // expired at the instant, as ignores are
-			v.Problem = fmt.Sprintf("%s is %s old, older than maxAge %s", what, Age(age), Age(r.maxAge))
+			v.Problem = fmt.Sprintf("%s is %s old, older than maxAgeSeconds %d (%s)", what, Age(age), int64(r.maxAge/time.Second), Age(r.maxAge))
 			return v
 		}
 		v.Expires = v.ScanExpires

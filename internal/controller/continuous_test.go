@@ -8,7 +8,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
@@ -50,7 +50,7 @@ var _ = Describe("Continuous verification of running images", func() {
 			Signers:         []imagegatev1alpha1.Signer{{Name: "ci", Key: imagegatev1alpha1.KeySigner{PublicKey: key.PublicKeyPEM()}}},
 			TransparencyLog: imagegatev1alpha1.TransparencyLogSkip,
 			Attestations: []imagegatev1alpha1.AttestationRule{{Name: "scan", PredicateType: imagegatev1alpha1.PredicateCosignVuln,
-				Vulnerabilities: imagegatev1alpha1.VulnerabilityRules{MaxSeverity: imagegatev1alpha1.SeverityHigh, MaxAge: &metav1.Duration{Duration: time.Hour}}}},
+				Vulnerabilities: imagegatev1alpha1.VulnerabilityRules{MaxSeverity: imagegatev1alpha1.SeverityHigh, MaxAgeSeconds: ptr.To(int32((time.Hour) / time.Second))}}},
 		}})
 		// The manager's reconciler compiles trust with the verifier's compiler; this suite's
 		// has none, so the spec compiles the stored policy itself, as the reconciler would.
@@ -111,7 +111,7 @@ var _ = Describe("Continuous verification of running images", func() {
 		d := snap.Evaluate(&policy.Subject{Namespace: ns, NamespaceLabels: map[string]string{"kubernetes.io/metadata.name": ns}, Images: []policy.Image{{Field: "spec.containers[0].image", Ref: app.String(), Container: "c0"}}})
 		failures := a.Verifier.Outcomes(ctx, d.Pending)
 		Expect(failures).To(HaveLen(1))
-		Expect(failures[0].Reason).To(ContainSubstring("is 1h1m old, older than maxAge 1h"))
+		Expect(failures[0].Reason).To(ContainSubstring("is 1h1m old, older than maxAgeSeconds 3600 (1h)"))
 		Expect(strings.Contains(failures[0].Reason, "trivy 0.58.1")).To(BeTrue())
 	})
 })

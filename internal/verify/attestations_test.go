@@ -11,6 +11,7 @@ import (
 	ctypes "github.com/sigstore/cosign/v3/pkg/types"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
@@ -47,9 +48,9 @@ func TestVulnerabilityAttestations(t *testing.T) {
 		Attestations: []v1alpha1.AttestationRule{{
 			Name: "scan", PredicateType: v1alpha1.PredicateCosignVuln, Signers: []string{"ci"},
 			Vulnerabilities: v1alpha1.VulnerabilityRules{
-				MaxSeverity: v1alpha1.SeverityHigh,
-				MaxAge:      &metav1.Duration{Duration: 24 * time.Hour},
-				Scanners:    []string{"pkg:github/aquasecurity/trivy"},
+				MaxSeverity:   v1alpha1.SeverityHigh,
+				MaxAgeSeconds: ptr.To(int32(86400)),
+				Scanners:      []string{"pkg:github/aquasecurity/trivy"},
 				Ignore: []v1alpha1.IgnoredVulnerability{
 					{ID: "CVE-2026-0001", Reason: "not reachable"},
 					{ID: "CVE-2026-0002", Reason: "patch due", Expires: &ignoreUntil},
@@ -106,7 +107,7 @@ func TestVulnerabilityAttestations(t *testing.T) {
 				{"unknown counts as critical", image(trivy(scanned, rt.Vuln{ID: "CVE-2026-9999", Severity: "UNKNOWN"})), "CVE-2026-9999 (Critical)"},
 				{"ignored", image(trivy(scanned, rt.Vuln{ID: "CVE-2026-0001", Severity: "CRITICAL"}, rt.Vuln{ID: "CVE-2026-0002", Severity: "CRITICAL"})), ""},
 				{"ignore expired", image(trivy(scanned, rt.Vuln{ID: "CVE-2026-0003", Severity: "CRITICAL"})), "has 1 vulnerability above High: CVE-2026-0003 (Critical)"},
-				{"stale", image(trivy(scanned.Add(-6 * 24 * time.Hour))), "finished 2026-11-14T10:00:00Z) is 6 days old, older than maxAge 24h"},
+				{"stale", image(trivy(scanned.Add(-6 * 24 * time.Hour))), "finished 2026-11-14T10:00:00Z) is 6 days old, older than maxAgeSeconds 86400 (24h)"},
 				{"newest decides (newer is dirty)", image(trivy(scanned.Add(-time.Hour)), trivy(scanned, rt.Vuln{ID: "CVE-2026-1111", Severity: "CRITICAL"})), "CVE-2026-1111 (Critical)"},
 				{"newest decides (newer is clean)", image(trivy(scanned.Add(-time.Hour), rt.Vuln{ID: "CVE-2026-1111", Severity: "CRITICAL"}), trivy(scanned)), ""},
 				{"unknown scanner", image(func(d name.Digest) []byte {
@@ -166,7 +167,7 @@ func TestCachedPassExpiresWithTheScan(t *testing.T) {
 		return &v1alpha1.VerifyRules{
 			Signers: []v1alpha1.Signer{keySigner("ci", key.PublicKeyPEM())}, TransparencyLog: v1alpha1.TransparencyLogSkip,
 			Attestations: []v1alpha1.AttestationRule{{Name: "scan", PredicateType: v1alpha1.PredicateInTotoVulns, Vulnerabilities: v1alpha1.VulnerabilityRules{
-				MaxSeverity: v1alpha1.SeverityHigh, MaxAge: &metav1.Duration{Duration: maxAge},
+				MaxSeverity: v1alpha1.SeverityHigh, MaxAgeSeconds: ptr.To(int32((maxAge) / time.Second)),
 				Ignore: []v1alpha1.IgnoredVulnerability{{ID: "CVE-2026-0002", Reason: "patch due", Expires: &until}},
 			}}},
 		}
@@ -185,7 +186,7 @@ func TestCachedPassExpiresWithTheScan(t *testing.T) {
 		until  time.Duration // when the pass must end, after the scan
 		want   string
 	}{
-		{"maxAge first", 2 * time.Hour, 2 * time.Hour, "older than maxAge 2h"},
+		{"maxAge first", 2 * time.Hour, 2 * time.Hour, "older than maxAgeSeconds 7200 (2h)"},
 		{"exception first", 24 * time.Hour, 3 * time.Hour, "has 1 vulnerability above High: CVE-2026-0002 (Critical)"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

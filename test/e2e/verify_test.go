@@ -181,7 +181,7 @@ spec:
       predicateType: https://cosign.sigstore.dev/attestation/vuln/v1
       vulnerabilities:
         maxSeverity: High
-        maxAge: 40s
+        maxAgeSeconds: 40
         scanners: ["pkg:github/aquasecurity/trivy"]
         ignore:
         - id: %s
@@ -198,7 +198,7 @@ spec:
 		stderr := kubectlRefused("run", "web-critical", "-n", ns, "--image="+host+"/acme/web:critical")
 		Expect(stderr).To(ContainSubstring(`is not allowed by ClusterImagePolicy "e2e-scanned": its newest vulnerability scan (trivy 0.58.1, finished ` + now.Format(time.RFC3339) + `) has 2 vulnerabilities above High: CVE-2026-1111 (Critical), CVE-2026-2222 (Critical)`))
 		stderr = kubectlRefused("run", "web-stale", "-n", ns, "--image="+host+"/acme/web:stale")
-		Expect(stderr).To(ContainSubstring(`is 3 days old, older than maxAge 40s`))
+		Expect(stderr).To(ContainSubstring(`is 3 days old, older than maxAgeSeconds 40 (40s)`))
 
 		// The kubelet would write this: the container runs the digest it pulled.
 		kubectl("patch", "pod", "web", "-n", ns, "--subresource=status", "--type=merge", fmt.Sprintf(
@@ -213,7 +213,7 @@ spec:
 		}).WithTimeout(30 * time.Second).Should(Equal("1 web verify"))
 		Eventually(func() string {
 			return kubectl("get", "events", "-n", ns, "--field-selector=reason=RunningImageRefused", "-o=jsonpath={.items[*].message}")
-		}).WithTimeout(30 * time.Second).Should(ContainSubstring("older than maxAge 40s"))
-		Expect(kubectlRefused("run", "web-again", "-n", ns, "--image="+host+"/acme/web:clean")).To(ContainSubstring("older than maxAge 40s"))
+		}).WithTimeout(30 * time.Second).Should(ContainSubstring("older than maxAgeSeconds 40 (40s)"))
+		Expect(kubectlRefused("run", "web-again", "-n", ns, "--image="+host+"/acme/web:clean")).To(ContainSubstring("older than maxAgeSeconds 40 (40s)"))
 	})
 })
