@@ -302,7 +302,7 @@ type VulnerabilityRules struct {
 	// audit reports running Pods whose scan has aged past it. Unset: any age.
 	// +optional
 	// +kubebuilder:validation:Minimum=1
-	MaxAgeSeconds *int32 `json:"maxAgeSeconds,omitempty"`
+	MaxAgeSeconds int32 `json:"maxAgeSeconds,omitempty"`
 
 	// ignore lists findings that do not count, each with a reason and an optional expiry.
 	// +optional

@@ -125,7 +125,7 @@ func Compile(r *v1alpha1.AttestationRule, signers []string) (*Rule, error) {
 	v := &r.Vulnerabilities
 	if IsVulnerabilityPredicate(r.PredicateType) {
 		c.vuln = true
-	} else if v.MaxSeverity != "" || v.MaxAgeSeconds != nil || len(v.Ignore) > 0 || len(v.Scanners) > 0 {
+	} else if v.MaxSeverity != "" || v.MaxAgeSeconds != 0 || len(v.Ignore) > 0 || len(v.Scanners) > 0 {
 		return nil, fmt.Errorf("attestation %q: vulnerabilities applies to %s and %s only, not %q", r.Name, v1alpha1.PredicateCosignVuln, v1alpha1.PredicateInTotoVulns, r.PredicateType)
 	}
 	if v.MaxSeverity != "" {
@@ -135,11 +135,11 @@ func Compile(r *v1alpha1.AttestationRule, signers []string) (*Rule, error) {
 		}
 		c.maxSeverity, c.limited = sev, true
 	}
-	if v.MaxAgeSeconds != nil {
-		if *v.MaxAgeSeconds <= 0 {
-			return nil, fmt.Errorf("attestation %q: maxAgeSeconds %d must be positive", r.Name, *v.MaxAgeSeconds)
+	if v.MaxAgeSeconds != 0 {
+		if v.MaxAgeSeconds < 0 {
+			return nil, fmt.Errorf("attestation %q: maxAgeSeconds %d must be positive", r.Name, v.MaxAgeSeconds)
 		}
-		c.maxAge = time.Duration(*v.MaxAgeSeconds) * time.Second
+		c.maxAge = time.Duration(v.MaxAgeSeconds) * time.Second
 	}
 	for _, ig := range v.Ignore {
 		if c.ignore == nil {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
 )
@@ -147,12 +146,12 @@ func TestJudge(t *testing.T) {
 		{name: "ignore expired at its instant", now: at(3 * day), rules: v1alpha1.VulnerabilityRules{MaxSeverity: v1alpha1.SeverityHigh, Ignore: []v1alpha1.IgnoredVulnerability{
 			{ID: "CVE-2026-1111", Reason: "patch due", Expires: &ignoreUntil}, {ID: "CVE-2026-2222", Reason: "not reachable"}}},
 			problem: "has 1 vulnerability above High: CVE-2026-1111 (Critical)"},
-		{name: "fresh", now: at(23 * time.Hour), expires: at(day), scanExpires: at(day), rules: v1alpha1.VulnerabilityRules{MaxAgeSeconds: ptr.To(int32((day) / time.Second))}},
-		{name: "maxAge reached", now: at(day), scanExpires: at(day), rules: v1alpha1.VulnerabilityRules{MaxAgeSeconds: ptr.To(int32((day) / time.Second))},
+		{name: "fresh", now: at(23 * time.Hour), expires: at(day), scanExpires: at(day), rules: v1alpha1.VulnerabilityRules{MaxAgeSeconds: int32((day) / time.Second)}},
+		{name: "maxAge reached", now: at(day), scanExpires: at(day), rules: v1alpha1.VulnerabilityRules{MaxAgeSeconds: int32((day) / time.Second)},
 			problem: "is 24h old, older than maxAgeSeconds 86400 (24h)"},
-		{name: "stale", now: at(6*day + time.Hour), scanExpires: at(day), rules: v1alpha1.VulnerabilityRules{MaxAgeSeconds: ptr.To(int32((day) / time.Second))},
+		{name: "stale", now: at(6*day + time.Hour), scanExpires: at(day), rules: v1alpha1.VulnerabilityRules{MaxAgeSeconds: int32((day) / time.Second)},
 			problem: "its newest vulnerability scan (trivy 0.58.1, finished 2026-11-20T10:00:00Z) is 6 days old, older than maxAgeSeconds 86400 (24h)"},
-		{name: "from the future", now: at(-time.Hour), rules: v1alpha1.VulnerabilityRules{MaxAgeSeconds: ptr.To(int32((day) / time.Second))},
+		{name: "from the future", now: at(-time.Hour), rules: v1alpha1.VulnerabilityRules{MaxAgeSeconds: int32((day) / time.Second)},
 			problem: "finished in the future"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -202,7 +201,7 @@ func TestCompile(t *testing.T) {
 		{v1alpha1.AttestationRule{Name: "a", PredicateType: v1alpha1.PredicateCosignVuln, Signers: []string{"ci", "other"}}, `signer "other" is not one of the policy's signers (ci)`},
 		{v1alpha1.AttestationRule{Name: "a", PredicateType: "https://slsa.dev/provenance/v1", Vulnerabilities: v1alpha1.VulnerabilityRules{MaxSeverity: v1alpha1.SeverityHigh}}, "vulnerabilities applies to"},
 		{v1alpha1.AttestationRule{Name: "a", PredicateType: v1alpha1.PredicateCosignVuln, Vulnerabilities: v1alpha1.VulnerabilityRules{MaxSeverity: "Severe"}}, `maxSeverity "Severe"`},
-		{v1alpha1.AttestationRule{Name: "a", PredicateType: v1alpha1.PredicateCosignVuln, Vulnerabilities: v1alpha1.VulnerabilityRules{MaxAgeSeconds: ptr.To(int32((-time.Hour) / time.Second))}}, "must be positive"},
+		{v1alpha1.AttestationRule{Name: "a", PredicateType: v1alpha1.PredicateCosignVuln, Vulnerabilities: v1alpha1.VulnerabilityRules{MaxAgeSeconds: int32((-time.Hour) / time.Second)}}, "must be positive"},
 		{v1alpha1.AttestationRule{Name: "a", PredicateType: v1alpha1.PredicateCosignVuln, Vulnerabilities: v1alpha1.VulnerabilityRules{Ignore: []v1alpha1.IgnoredVulnerability{{ID: "X", Reason: "r"}, {ID: "X", Reason: "r"}}}}, `ignore lists "X" twice`},
 	} {
 		if _, err := Compile(&c.rule, []string{"ci"}); err == nil || !strings.Contains(err.Error(), c.want) {

@@ -10,7 +10,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
@@ -44,7 +43,7 @@ func BenchmarkAuditRunningImages(b *testing.B) {
 			Signers:         []imagegatev1alpha1.Signer{{Name: "ci", Key: imagegatev1alpha1.KeySigner{PublicKey: key.PublicKeyPEM()}}},
 			TransparencyLog: imagegatev1alpha1.TransparencyLogSkip,
 			Attestations: []imagegatev1alpha1.AttestationRule{{Name: "scan", PredicateType: imagegatev1alpha1.PredicateCosignVuln,
-				Vulnerabilities: imagegatev1alpha1.VulnerabilityRules{MaxSeverity: imagegatev1alpha1.SeverityHigh, MaxAgeSeconds: ptr.To(int32((24 * time.Hour) / time.Second))}}},
+				Vulnerabilities: imagegatev1alpha1.VulnerabilityRules{MaxSeverity: imagegatev1alpha1.SeverityHigh, MaxAgeSeconds: int32((24 * time.Hour) / time.Second)}}},
 		},
 	}}
 	objs := []runtime.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, p.DeepCopy()}

@@ -8,7 +8,6 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
@@ -50,7 +49,7 @@ var _ = Describe("Continuous verification of running images", func() {
 			Signers:         []imagegatev1alpha1.Signer{{Name: "ci", Key: imagegatev1alpha1.KeySigner{PublicKey: key.PublicKeyPEM()}}},
 			TransparencyLog: imagegatev1alpha1.TransparencyLogSkip,
 			Attestations: []imagegatev1alpha1.AttestationRule{{Name: "scan", PredicateType: imagegatev1alpha1.PredicateCosignVuln,
-				Vulnerabilities: imagegatev1alpha1.VulnerabilityRules{MaxSeverity: imagegatev1alpha1.SeverityHigh, MaxAgeSeconds: ptr.To(int32((time.Hour) / time.Second))}}},
+				Vulnerabilities: imagegatev1alpha1.VulnerabilityRules{MaxSeverity: imagegatev1alpha1.SeverityHigh, MaxAgeSeconds: int32((time.Hour) / time.Second)}}},
 		}})
 		// The manager's reconciler compiles trust with the verifier's compiler; this suite's
 		// has none, so the spec compiles the stored policy itself, as the reconciler would.

@@ -11,7 +11,6 @@ import (
 	ctypes "github.com/sigstore/cosign/v3/pkg/types"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
@@ -49,7 +48,7 @@ func TestVulnerabilityAttestations(t *testing.T) {
 			Name: "scan", PredicateType: v1alpha1.PredicateCosignVuln, Signers: []string{"ci"},
 			Vulnerabilities: v1alpha1.VulnerabilityRules{
 				MaxSeverity:   v1alpha1.SeverityHigh,
-				MaxAgeSeconds: ptr.To(int32(86400)),
+				MaxAgeSeconds: int32(86400),
 				Scanners:      []string{"pkg:github/aquasecurity/trivy"},
 				Ignore: []v1alpha1.IgnoredVulnerability{
 					{ID: "CVE-2026-0001", Reason: "not reachable"},
@@ -167,7 +166,7 @@ func TestCachedPassExpiresWithTheScan(t *testing.T) {
 		return &v1alpha1.VerifyRules{
 			Signers: []v1alpha1.Signer{keySigner("ci", key.PublicKeyPEM())}, TransparencyLog: v1alpha1.TransparencyLogSkip,
 			Attestations: []v1alpha1.AttestationRule{{Name: "scan", PredicateType: v1alpha1.PredicateInTotoVulns, Vulnerabilities: v1alpha1.VulnerabilityRules{
-				MaxSeverity: v1alpha1.SeverityHigh, MaxAgeSeconds: ptr.To(int32((maxAge) / time.Second)),
+				MaxSeverity: v1alpha1.SeverityHigh, MaxAgeSeconds: int32((maxAge) / time.Second),
 				Ignore: []v1alpha1.IgnoredVulnerability{{ID: "CVE-2026-0002", Reason: "patch due", Expires: &until}},
 			}}},
 		}

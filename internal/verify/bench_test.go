@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/utils/ptr"
-
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/verify"
@@ -55,7 +53,7 @@ func BenchmarkColdVerification(b *testing.B) {
 					b.Fatal(err)
 				}
 				rules.Attestations = []v1alpha1.AttestationRule{{Name: "scan", PredicateType: v1alpha1.PredicateCosignVuln,
-					Vulnerabilities: v1alpha1.VulnerabilityRules{MaxSeverity: v1alpha1.SeverityHigh, MaxAgeSeconds: ptr.To(int32((24 * time.Hour) / time.Second))}}}
+					Vulnerabilities: v1alpha1.VulnerabilityRules{MaxSeverity: v1alpha1.SeverityHigh, MaxAgeSeconds: int32((24 * time.Hour) / time.Second)}}}
 			}
 			snap := policy.CompileWith([]v1alpha1.ClusterImagePolicy{clusterPolicy("signed", rules)}, nil, policy.Options{Trust: verify.Compiler(&sources{})})
 			sub := &policy.Subject{Namespace: "default", Images: []policy.Image{{Field: "spec.containers[0].image", Ref: img.String()}}}
@@ -113,7 +111,7 @@ func BenchmarkCachedVerification(b *testing.B) {
 	}
 	rules := &v1alpha1.VerifyRules{Signers: []v1alpha1.Signer{keySigner("release", key.PublicKeyPEM())}, TransparencyLog: v1alpha1.TransparencyLogSkip,
 		Attestations: []v1alpha1.AttestationRule{{Name: "scan", PredicateType: v1alpha1.PredicateCosignVuln,
-			Vulnerabilities: v1alpha1.VulnerabilityRules{MaxSeverity: v1alpha1.SeverityHigh, MaxAgeSeconds: ptr.To(int32((24 * time.Hour) / time.Second))}}}}
+			Vulnerabilities: v1alpha1.VulnerabilityRules{MaxSeverity: v1alpha1.SeverityHigh, MaxAgeSeconds: int32((24 * time.Hour) / time.Second)}}}}
 	snap := policy.CompileWith([]v1alpha1.ClusterImagePolicy{clusterPolicy("scanned", rules)}, nil, policy.Options{Trust: verify.Compiler(&sources{})})
 	d := snap.Evaluate(&policy.Subject{Namespace: "default", Images: []policy.Image{{Field: "spec.containers[0].image", Ref: img.String()}}})
 	v := verify.New(verify.Options{})
