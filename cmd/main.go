@@ -60,6 +60,7 @@ type options struct {
 	namespace                                  string
 	pullSecretsFromPods                        bool
 	auditInterval, eventInterval, drain        time.Duration
+	exceptionExpiryWarning                     time.Duration
 	zap                                        zap.Options
 }
 
@@ -84,6 +85,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 		"Comma-separated namespaces imagegate never decides: their ImageReviews are allowed and the audit skips them. Keep it equal to the namespaceSelector in config/webhook.")
 	fs.DurationVar(&o.drain, "shutdown-drain", 10*time.Second, "On SIGTERM, keep serving this long with readiness failing, so that the Pod leaves the webhook Service's endpoints before the server closes; a second signal exits at once.")
 	fs.DurationVar(&o.auditInterval, "audit-interval", 5*time.Minute, "Time between two background audits of the running Pods (one also runs shortly after each policy change); 0 disables the audit.")
+	fs.DurationVar(&o.exceptionExpiryWarning, "exception-expiry-warning", 72*time.Hour, "How long before an ImagePolicyException's expiresAt it is reported as expiring soon: its Active condition's reason ExpiringSoon, an Event, the imagegate_exceptions{state=\"ExpiringSoon\"} metric.")
 	fs.DurationVar(&o.eventInterval, "event-interval", time.Minute, "At most one Event per policy and reason (Denied, Warned, BreakGlass) in this time; the next one counts the others.")
 	fs.BoolVar(&o.enableHTTP2, "enable-http2", false, "Serve HTTP/2 on the webhook and metrics servers (off: HTTP/2 Rapid Reset, CVE-2023-44487).")
 	fs.BoolVar(&o.showVersion, "version", false, "Print the version and exit.")
@@ -159,6 +161,8 @@ func main() {
 	reconciler := controller.NewPolicyReconciler(mgr.GetClient(), metrics)
 	reconciler.Trust = verify.Compiler(verify.NamespaceSources{Reader: mgr.GetCache(), Namespace: o.namespace})
 	reconciler.TrustNamespace = o.namespace
+	reconciler.Events = mgr.GetEventRecorder("imagegate")
+	reconciler.ExpiryWarning = o.exceptionExpiryWarning
 	must(log, reconciler.SetupWithManager(mgr), "setting up the policy reconciler")
 	verifier := verify.New(verify.Options{Metrics: verify.NewMetrics(ctrlmetrics.Registry)})
 	var podCredentials *verify.PodCredentials
@@ -169,6 +173,7 @@ func main() {
 	imagegatewebhook.SetupPinWebhookWithManager(mgr, reconciler, recorder, verifier, podCredentials)
 	imagegatewebhook.SetupPodWebhookWithManager(mgr, reconciler, recorder, verifier, podCredentials)
 	imagegatewebhook.SetupWorkloadWebhookWithManager(mgr, reconciler, o.checkWorkloads, recorder)
+	imagegatewebhook.SetupExceptionWebhookWithManager(mgr)
 	if o.imageReview {
 		imagegatewebhook.SetupImageReviewWithManager(mgr, reconciler, excluded, recorder, verifier)
 	}

@@ -19,6 +19,7 @@ func AddToScheme(s *runtime.Scheme) error {
 	s.AddKnownTypes(GroupVersion,
 		&ImagePolicy{}, &ImagePolicyList{},
 		&ClusterImagePolicy{}, &ClusterImagePolicyList{},
+		&ImagePolicyException{}, &ImagePolicyExceptionList{},
 	)
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil

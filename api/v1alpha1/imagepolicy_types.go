@@ -139,6 +139,19 @@ type ImagePolicySpec struct {
 	// +optional
 	AllowBreakGlass *bool `json:"allowBreakGlass,omitempty"`
 
+	// breakGlassRequiresException limits allowBreakGlass to the Pods that an active
+	// ImagePolicyException naming this policy selects (by namespace and podSelector): the
+	// annotation then works only where someone allowed to grant exceptions has said so.
+	// Default: false.
+	// +optional
+	BreakGlassRequiresException *bool `json:"breakGlassRequiresException,omitempty"`
+
+	// allowExceptions lets ImagePolicyExceptions exempt Pods from this policy. false: no
+	// exception applies to it (an exception that names it says so in its status). Default:
+	// true.
+	// +optional
+	AllowExceptions *bool `json:"allowExceptions,omitempty"`
+
 	// verify makes imagegate look at the image itself in its registry: each image it covers
 	// must carry a signature by one of the trusted signers, checked at the digest the Pod
 	// runs. A tag is resolved to its digest and the Pod is pinned to it (`tag@digest`) by

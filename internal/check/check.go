@@ -11,6 +11,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	corev1 "k8s.io/api/core/v1"
@@ -46,6 +47,8 @@ type Options struct {
 	// Verifier checks verify rules in registries; nil: one with the local Docker
 	// credentials (the keychain `docker login` writes).
 	Verifier *verify.Verifier
+	// Now is the time exceptions are judged at (whether they have expired); nil: time.Now.
+	Now func() time.Time
 }
 
 // DefaultNamespace is where objects without a namespace go, as kubectl's default context.
@@ -67,7 +70,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		return nil, err
 	}
 	reader := &manifest.Reader{MaxFileSize: opts.MaxFileSize, Stdin: opts.Stdin}
-	r := &Report{offline: opts.Offline, verifier: opts.Verifier}
+	r := &Report{offline: opts.Offline, verifier: opts.Verifier, now: opts.Now}
 	if !opts.Offline && r.verifier == nil {
 		r.verifier = verify.New(verify.Options{Keychain: authn.DefaultKeychain})
 		defer r.verifier.Close()
@@ -120,6 +123,7 @@ func (r *Report) loadPolicies(ctx context.Context, reader *manifest.Reader, v *c
 	r.addInputErrors(reader.Read(paths, func(d *manifest.Document) { docs = append(docs, *d) }))
 	var cluster []v1alpha1.ClusterImagePolicy
 	var namespaced []v1alpha1.ImagePolicy
+	var exceptions []v1alpha1.ImagePolicyException
 	seen := map[policy.Ref]string{}
 	src := &fileSources{secrets: map[string]*corev1.Secret{}, configMaps: map[string]*corev1.ConfigMap{}}
 	for i := range docs {
@@ -128,7 +132,7 @@ func (r *Report) loadPolicies(ctx context.Context, reader *manifest.Reader, v *c
 			continue
 		}
 		if d.Object != nil && d.Object.GroupVersionKind().Group != v1alpha1.GroupVersion.Group &&
-			(d.Object.GetKind() == policy.KindClusterImagePolicy || d.Object.GetKind() == policy.KindImagePolicy) {
+			(d.Object.GetKind() == policy.KindClusterImagePolicy || d.Object.GetKind() == policy.KindImagePolicy || d.Object.GetKind() == policy.KindImagePolicyException) {
 			// A policy with a wrong or missing apiVersion: the apiserver would not take it,
 			// and skipping it would check without it.
 			r.addError(d, fmt.Sprintf("%s %q has apiVersion %q; imagegate policies are %s", d.Object.GetKind(), d.Object.GetName(), d.Object.GetAPIVersion(), v1alpha1.GroupVersion))
@@ -140,7 +144,7 @@ func (r *Report) loadPolicies(ctx context.Context, reader *manifest.Reader, v *c
 			continue
 		}
 		obj := d.Object
-		if obj.GetKind() == "ImagePolicy" && obj.GetNamespace() == "" {
+		if (obj.GetKind() == policy.KindImagePolicy || obj.GetKind() == policy.KindImagePolicyException) && obj.GetNamespace() == "" {
 			obj.SetNamespace(DefaultNamespace)
 		}
 		if fieldErrs := v.Validate(ctx, obj); len(fieldErrs) > 0 {
@@ -170,6 +174,13 @@ func (r *Report) loadPolicies(ctx context.Context, reader *manifest.Reader, v *c
 			if err = runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, &p); err == nil {
 				namespaced = append(namespaced, p)
 			}
+		case policy.KindImagePolicyException:
+			// Exceptions count as the cluster counts them: an expired one exempts nothing
+			// (at the time of the check), whatever the files say.
+			var e v1alpha1.ImagePolicyException
+			if err = runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, &e); err == nil {
+				exceptions = append(exceptions, e)
+			}
 		}
 		if err != nil {
 			r.addError(d, fmt.Sprintf("%s: %v", ref, err))
@@ -182,7 +193,7 @@ func (r *Report) loadPolicies(ctx context.Context, reader *manifest.Reader, v *c
 		}
 		return nil
 	}
-	var opts policy.Options
+	opts := policy.Options{Exceptions: exceptions, Now: r.now}
 	if !r.offline {
 		// Keys, trusted roots and pull secrets come from the Secrets and ConfigMaps in the
 		// policy files, as the manager reads them from its namespace.
@@ -197,7 +208,11 @@ func (r *Report) loadPolicies(ctx context.Context, reader *manifest.Reader, v *c
 	}
 	slices.SortFunc(refs, func(a, b policy.Ref) int { return strings.Compare(a.String(), b.String()) })
 	for _, ref := range refs {
-		if msg := snap.PolicyError(ref); msg != "" {
+		msg := snap.PolicyError(ref)
+		if ref.Kind == policy.KindImagePolicyException {
+			msg = snap.ExceptionError(ref)
+		}
+		if msg != "" {
 			r.Errors = append(r.Errors, InputError{Location: seen[ref], Message: fmt.Sprintf("%s cannot be compiled: %s", ref, msg)})
 		}
 	}
@@ -310,6 +325,14 @@ func (r *Report) decide(ctx context.Context, snap *policy.Snapshot, labels map[s
 			Message:    v.Message(),
 		})
 	}
+	for i := range decision.Exempted {
+		e := &decision.Exempted[i]
+		res.Exempted = append(res.Exempted, Exempted{
+			Exception: e.Exception.Namespace + "/" + e.Exception.Name, Expires: e.Expires,
+			Policy: policyRef(e.Violation.Policy), Rule: string(e.Violation.Rule), Field: e.Violation.Field, Image: e.Violation.Image,
+			Message: e.Message(),
+		})
+	}
 	r.Summary.Checked++
 	switch res.Decision {
 	case policy.DecisionDenied:
@@ -351,16 +374,16 @@ func (r *Report) verify(ctx context.Context, snap *policy.Snapshot, sub *policy.
 	}
 	if len(d.Pending) > 0 {
 		outcomes := r.verifier.Outcomes(ctx, d.Pending)
-		failures := make([]string, len(outcomes))
+		results := make([]policy.VerifyResult, len(outcomes))
 		for i, o := range outcomes {
-			failures[i] = o.Reason
+			results[i] = o.Result()
 			pv := &d.Pending[i]
 			res.Verified = append(res.Verified, VerifiedImage{
 				Field: pv.Image.Field, Image: pv.Image.Ref, Digest: pv.Digest, Policy: policyRef(pv.Rule.Policy),
 				Verified: o.Reason == "", Reason: o.Reason, ScanExpires: o.ScanExpires, Attestations: o.Attestations,
 			})
 		}
-		snap.Settle(sub, &d, failures)
+		snap.Settle(sub, &d, results)
 	}
 	return d
 }

@@ -27,6 +27,7 @@ type Report struct {
 	Summary       Summary        `json:"summary"`
 
 	offline  bool
+	now      func() time.Time
 	verifier *verify.Verifier
 }
 
@@ -51,8 +52,23 @@ type ObjectResult struct {
 	// the signature, and what each attestation rule found (a scan's scanner and time, the
 	// findings that refuse and those ignored).
 	Verified []VerifiedImage `json:"verified,omitempty"`
+	// Exempted lists the violations that ImagePolicyExceptions in the policy files lifted
+	// (those not expired at the time of the check).
+	Exempted []Exempted `json:"exempted,omitempty"`
 
 	location string
+}
+
+// Exempted is a violation an exception lifted.
+type Exempted struct {
+	// Exception is namespace/name.
+	Exception string    `json:"exception"`
+	Expires   time.Time `json:"expires,omitzero"`
+	Policy    PolicyRef `json:"policy"`
+	Rule      string    `json:"rule"`
+	Field     string    `json:"field"`
+	Image     string    `json:"image,omitempty"`
+	Message   string    `json:"message"`
 }
 
 // VerifiedImage is one image checked in its registry against one policy's verify rule.
@@ -158,6 +174,12 @@ func (r *Report) WriteText(out, errOut io.Writer) error {
 		for _, nv := range o.NotVerified {
 			where := policy.Printable(o.location + ": " + o.Kind + "/" + o.Namespace + "/" + o.Name)
 			if _, err := fmt.Fprintf(out, "%s: not verified: %s: image %q: %s\n", where, nv.Field, policy.Printable(nv.Image), policy.Printable(nv.Reason)); err != nil {
+				return err
+			}
+		}
+		for _, e := range o.Exempted {
+			where := policy.Printable(o.location + ": " + o.Kind + "/" + o.Namespace + "/" + o.Name)
+			if _, err := fmt.Fprintf(out, "%s: exempt: %s\n", where, policy.Printable(e.Message)); err != nil {
 				return err
 			}
 		}

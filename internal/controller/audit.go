@@ -151,6 +151,7 @@ func (a *Auditor) Run(ctx context.Context, snap *policy.Snapshot) error {
 	pods := 0
 	running := map[string]int{}
 	var earliestScanExpiry time.Time
+	relying := map[string]int32{} // exception namespace/name -> Pods that need it
 	for i := range namespaces.Items {
 		ns := &namespaces.Items[i]
 		if slices.Contains(a.Excluded, ns.Name) {
@@ -181,6 +182,9 @@ func (a *Auditor) Run(ctx context.Context, snap *policy.Snapshot) error {
 					}
 				}
 			}
+			for _, name := range d.ExceptionNames() {
+				relying[name]++
+			}
 			for k := range d.Violations {
 				v := &d.Violations[k]
 				r := results[v.Policy]
@@ -210,6 +214,11 @@ func (a *Auditor) Run(ctx context.Context, snap *policy.Snapshot) error {
 			errs = append(errs, err.Error())
 		}
 	}
+	for _, ref := range snap.ExceptionRefs() {
+		if err := a.writeException(ctx, ref, relying[ref.Namespace+"/"+ref.Name], finished); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
 	a.Metrics.Audit(counts, pods, finished, finished.Sub(started))
 	a.Metrics.RunningImages(running, earliestScanExpiry)
 	logf.FromContext(ctx).V(1).Info("Audited", "pods", pods, "policies", len(results), "took", finished.Sub(started))
@@ -228,31 +237,43 @@ func (a *Auditor) verifyRunning(ctx context.Context, snap *policy.Snapshot, sub 
 	if len(d.Pending) == 0 {
 		return earliest
 	}
-	failures := make([]string, len(d.Pending))
+	results := make([]policy.VerifyResult, len(d.Pending))
 	if a.Verifier == nil {
-		for i := range failures {
-			failures[i] = noAuditVerifier
+		for i := range results {
+			results[i].Reason = noAuditVerifier
 		}
 	} else {
 		vctx, cancel := context.WithTimeout(ctx, verifyTimeout)
 		outcomes := a.Verifier.Outcomes(vctx, d.Pending)
 		cancel()
 		for i, o := range outcomes {
-			failures[i] = o.Reason
+			results[i] = o.Result()
 			if o.Reason == "" && !o.ScanExpires.IsZero() && (earliest.IsZero() || o.ScanExpires.Before(earliest)) {
 				earliest = o.ScanExpires
 			}
 		}
 	}
-	for _, f := range failures {
-		if f == "" {
+	exempted := len(d.Exempted)
+	snap.Settle(sub, d, results)
+	exempted = len(d.Exempted) - exempted // failures an exception's ignores lifted
+	for _, r := range results {
+		if r.Reason == "" {
 			running[telemetry.VerdictVerified]++
-		} else {
-			running[telemetry.VerdictRefused]++
 		}
 	}
-	snap.Settle(sub, d, failures)
+	running[telemetry.VerdictRefused] += countFailed(results) - exempted
+	running[telemetry.VerdictVerified] += exempted
 	return earliest
+}
+
+func countFailed(results []policy.VerifyResult) int {
+	n := 0
+	for _, r := range results {
+		if r.Reason != "" {
+			n++
+		}
+	}
+	return n
 }
 
 // keepFirst sorts samples by namespace, Pod, container and rule and keeps the first
@@ -284,6 +305,22 @@ func (a *Auditor) write(ctx context.Context, ref policy.Ref, r *policyAudit, at 
 	if ref.Kind == policy.KindImagePolicy {
 		obj = &v1alpha1.ImagePolicy{ObjectMeta: metav1.ObjectMeta{Name: ref.Name, Namespace: ref.Namespace}}
 	}
+	if err := a.Client.Status().Patch(ctx, obj, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		if client.IgnoreNotFound(err) == nil {
+			return nil
+		}
+		return fmt.Errorf("%s: %w", ref, err)
+	}
+	return nil
+}
+
+// writeException merge-patches an exception's status.pods and lastAuditTime.
+func (a *Auditor) writeException(ctx context.Context, ref policy.Ref, pods int32, at time.Time) error {
+	patch, err := json.Marshal(map[string]any{"status": map[string]any{"pods": pods, "lastAuditTime": metav1.NewTime(at)}})
+	if err != nil {
+		return err
+	}
+	obj := &v1alpha1.ImagePolicyException{ObjectMeta: metav1.ObjectMeta{Name: ref.Name, Namespace: ref.Namespace}}
 	if err := a.Client.Status().Patch(ctx, obj, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		if client.IgnoreNotFound(err) == nil {
 			return nil

@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -55,6 +57,14 @@ type PolicyReconciler struct {
 	// TrustNamespace is the namespace whose Secrets and ConfigMaps verify sections name; a
 	// change there rebuilds the snapshot. Empty: not watched.
 	TrustNamespace string
+	// Events, when set, records on exceptions when they are about to expire and when they
+	// have expired.
+	Events events.EventRecorder
+	// ExpiryWarning is how long before an exception's expiresAt it is reported as expiring
+	// soon (condition reason, Event, metric). Zero: 72h.
+	ExpiryWarning time.Duration
+	// Now is the clock exceptions expire by; nil: time.Now.
+	Now func() time.Time
 }
 
 // NewPolicyReconciler returns a reconciler reading and writing through c; m may be nil.
@@ -65,8 +75,8 @@ func NewPolicyReconciler(c client.Client, m *telemetry.Metrics) *PolicyReconcile
 // Changed is signalled (at most one pending signal) each time a new snapshot is published.
 func (r *PolicyReconciler) Changed() <-chan struct{} { return r.changed }
 
-// +kubebuilder:rbac:groups=imagegate.io,resources=imagepolicies;clusterimagepolicies,verbs=get;list;watch
-// +kubebuilder:rbac:groups=imagegate.io,resources=imagepolicies/status;clusterimagepolicies/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=imagegate.io,resources=imagepolicies;clusterimagepolicies;imagepolicyexceptions,verbs=get;list;watch
+// +kubebuilder:rbac:groups=imagegate.io,resources=imagepolicies/status;clusterimagepolicies/status;imagepolicyexceptions/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",namespace=imagegate-system,resources=secrets;configmaps,verbs=get;list;watch
 
 // Snapshot returns the current snapshot, or nil before the first one is built.
@@ -93,7 +103,11 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (
 	if err := r.List(ctx, &nps); err != nil {
 		return reconcile.Result{}, fmt.Errorf("listing ImagePolicies: %w", err)
 	}
-	snap := policy.CompileWith(cps.Items, nps.Items, policy.Options{Trust: r.Trust})
+	var exs v1alpha1.ImagePolicyExceptionList
+	if err := r.List(ctx, &exs); err != nil {
+		return reconcile.Result{}, fmt.Errorf("listing ImagePolicyExceptions: %w", err)
+	}
+	snap := policy.CompileWith(cps.Items, nps.Items, policy.Options{Trust: r.Trust, Exceptions: exs.Items, Now: r.Now})
 	r.current.Store(snap)
 	gen := r.generation.Add(1)
 	r.metrics.Snapshot(gen, snap)
@@ -101,9 +115,13 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (
 	case r.changed <- struct{}{}:
 	default:
 	}
-	log.V(1).Info("Compiled policies", "generation", gen, "clusterImagePolicies", len(cps.Items), "imagePolicies", len(nps.Items), "invalid", snap.Invalid())
+	log.V(1).Info("Compiled policies", "generation", gen, "clusterImagePolicies", len(cps.Items), "imagePolicies", len(nps.Items),
+		"exceptions", len(exs.Items), "invalid", snap.Invalid())
+	// Every replica rebuilds when an exception reaches its warning time or its expiry, so
+	// that the metrics of each say so; the leader also writes the status.
+	requeue := r.exceptionMetrics(snap, exs.Items)
 	if !r.leader.Load() {
-		return reconcile.Result{}, nil
+		return reconcile.Result{RequeueAfter: requeue}, nil
 	}
 
 	var errs []error
@@ -117,7 +135,10 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (
 		ref := policy.Ref{Kind: policy.KindImagePolicy, Namespace: p.Namespace, Name: p.Name}
 		errs = append(errs, r.writeStatus(ctx, p, &p.Status, snap.PolicyError(ref)))
 	}
-	return reconcile.Result{}, errors.Join(errs...)
+	for i := range exs.Items {
+		errs = append(errs, r.writeExceptionStatus(ctx, snap, &exs.Items[i]))
+	}
+	return reconcile.Result{RequeueAfter: requeue}, errors.Join(errs...)
 }
 
 // writeStatus sets the Ready condition of one policy, writing only when it changes.
@@ -167,7 +188,8 @@ func (r *PolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false)}).
 		WatchesRawSource(source.Channel(r.trigger, toSnapshot)).
 		Watches(&v1alpha1.ClusterImagePolicy{}, toSnapshot, onSpec).
-		Watches(&v1alpha1.ImagePolicy{}, toSnapshot, onSpec)
+		Watches(&v1alpha1.ImagePolicy{}, toSnapshot, onSpec).
+		Watches(&v1alpha1.ImagePolicyException{}, toSnapshot, onSpec)
 	if r.TrustNamespace != "" {
 		// Keys, trusted roots and pull secrets: a rotated key or a fixed Secret takes effect
 		// (and a deleted one makes its policies refuse) without touching the policy.

@@ -21,11 +21,13 @@ func BreakGlassRequested(annotations map[string]string) bool {
 // BreakGlassKeySuffix ends the annotation key that asks for break-glass.
 const BreakGlassKeySuffix = ".image-policy.k8s.io/break-glass"
 
-// applyBreakGlass turns the denials of policies that allow break-glass into warnings.
-func (s *Snapshot) applyBreakGlass(d *Decision) {
+// applyBreakGlass turns the denials of policies that allow break-glass into warnings; for a
+// policy with breakGlassRequiresException, only when an active exception names it for the Pod.
+func (s *Snapshot) applyBreakGlass(d *Decision, active []*compiledException) {
 	for i := range d.Violations {
 		v := &d.Violations[i]
-		if v.Mode == v1alpha1.ModeEnforce && s.breakGlass[v.Policy] {
+		if v.Mode == v1alpha1.ModeEnforce && s.breakGlass[v.Policy] &&
+			(!s.glassNeedsException[v.Policy] || breakGlassAllowedBy(active, v.Policy)) {
 			v.Mode, v.BreakGlass = v1alpha1.ModeWarn, true
 		}
 	}

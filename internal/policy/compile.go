@@ -5,6 +5,7 @@
 package policy
 
 import (
+	"time"
 	"cmp"
 	"fmt"
 	"slices"
@@ -116,6 +117,14 @@ type Snapshot struct {
 	// breakGlass holds the policies with allowBreakGlass.
 	breakGlass map[Ref]bool
 	uids       map[Ref]types.UID
+	// exceptions are the valid ImagePolicyExceptions by namespace; exceptionErrors why the
+	// others could not be compiled; noExceptions the policies with allowExceptions: false;
+	// glassNeedsException those with breakGlassRequiresException.
+	exceptions          map[string][]*compiledException
+	exceptionErrors     map[Ref]string
+	noExceptions        map[Ref]bool
+	glassNeedsException map[Ref]bool
+	now                 func() time.Time
 	// fullEvaluation turns the fast path off, so that tests can compare it with a full
 	// evaluation of every covered policy.
 	fullEvaluation bool
@@ -170,6 +179,27 @@ func CompileWith(cluster []v1alpha1.ClusterImagePolicy, namespaced []v1alpha1.Im
 		uids:        map[Ref]types.UID{},
 		tagDenied:   map[string][]int32{},
 		refs:        imageref.NewCache(refCacheSize),
+
+		exceptions:          map[string][]*compiledException{},
+		exceptionErrors:     map[Ref]string{},
+		noExceptions:        map[Ref]bool{},
+		glassNeedsException: map[Ref]bool{},
+		now:                 opts.Now,
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	for i := range opts.Exceptions {
+		ex := &opts.Exceptions[i]
+		c, problems := compileException(ex)
+		if len(problems) > 0 {
+			s.exceptionErrors[c.ref] = strings.Join(problems, "; ")
+			continue
+		}
+		s.exceptions[ex.Namespace] = append(s.exceptions[ex.Namespace], c)
+	}
+	for _, list := range s.exceptions {
+		slices.SortFunc(list, func(a, b *compiledException) int { return strings.Compare(a.ref.Name, b.ref.Name) })
 	}
 	// A stable order makes messages and status deterministic, whatever order the cache lists.
 	cluster = append([]v1alpha1.ClusterImagePolicy(nil), cluster...)
@@ -213,6 +243,12 @@ func (s *Snapshot) add(ref Ref, meta *metav1.ObjectMeta, spec *v1alpha1.ImagePol
 	cp := compiledPolicy{ref: ref, idx: idx, mode: spec.Mode, hasAllow: len(spec.Images.Allow) > 0}
 	if ptr.Deref(spec.AllowBreakGlass, false) {
 		s.breakGlass[ref] = true
+		if ptr.Deref(spec.BreakGlassRequiresException, false) {
+			s.glassNeedsException[ref] = true
+		}
+	}
+	if !ptr.Deref(spec.AllowExceptions, true) {
+		s.noExceptions[ref] = true
 	}
 	cp.skipWorkloads = spec.CheckWorkloads != nil && !*spec.CheckWorkloads
 	var problems []string

@@ -88,6 +88,8 @@ type Decision struct {
 	// VerifyDeferred says verify rules cover images of a pod template, which are verified
 	// when its Pods are created, not now.
 	VerifyDeferred bool
+	// Exempted are the violations that active ImagePolicyExceptions lifted.
+	Exempted []Exemption
 }
 
 // FirstOfPolicy reports whether violation i is the first of its policy in d, so that a
@@ -184,6 +186,9 @@ func (d *Decision) AuditAnnotations() map[string]string {
 	if len(glass) > 0 {
 		slices.Sort(glass)
 		a[AnnotationBreakGlass] = strings.Join(glass, ",")
+	}
+	if len(d.Exempted) > 0 {
+		a[AnnotationExceptions] = strings.Join(d.ExceptionNames(), ",")
 	}
 	return a
 }

@@ -55,8 +55,14 @@ func (s *Snapshot) Evaluate(sub *Subject) Decision {
 	sc := s.scratch.Get().(*scratch)
 	defer s.scratch.Put(sc)
 	d := s.evaluate(sub, sc)
+	var active []*compiledException
+	if len(s.exceptions) > 0 && (len(d.Violations) > 0 || len(d.Pending) > 0) {
+		if active = s.activeExceptions(sub); len(active) > 0 {
+			s.applyExceptions(sub, &d, active)
+		}
+	}
 	if sub.BreakGlass && len(s.breakGlass) > 0 {
-		s.applyBreakGlass(&d)
+		s.applyBreakGlass(&d, active)
 	}
 	return d
 }

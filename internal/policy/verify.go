@@ -2,7 +2,9 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
+	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 
@@ -29,6 +31,20 @@ type Options struct {
 	// Trust compiles verify sections. Nil: verify sections compile without trust material
 	// (Trust is nil), for callers that never verify (the CLI's --offline).
 	Trust TrustCompiler
+	// Exceptions are the ImagePolicyExceptions in force (those that do not compile exempt
+	// nothing; ExceptionError says why).
+	Exceptions []v1alpha1.ImagePolicyException
+	// Now is the clock exceptions expire by; nil: time.Now.
+	Now func() time.Time
+}
+
+// VerifyResult is what checking one pending verification found.
+type VerifyResult struct {
+	// Reason is why it failed ("" when verified).
+	Reason string
+	// Findings, when set, are the vulnerability IDs that failed it and the only reason it
+	// failed: an exception that ignores every one of them lets it pass.
+	Findings []string
 }
 
 // VerifyRule is a policy's verify section, compiled. It is shared, read-only.
@@ -61,6 +77,8 @@ type Verification struct {
 	normalized string
 	mode       v1alpha1.PolicyMode
 	policyIdx  int32
+	// ignores are the active exceptions whose ignored vulnerability IDs apply to it.
+	ignores []*compiledException
 }
 
 // Unpinned is an image named by tag that a verify rule covers: the mutating webhook pins it.
@@ -203,20 +221,26 @@ func (s *Snapshot) collectVerify(img *Image, ref *imageref.Reference, sc *scratc
 	}
 }
 
-// Settle completes a decision once its pending verifications are done: failures[i] is why
-// d.Pending[i] failed ("" when it was verified). Each failure becomes a violation of its
-// policy, in that policy's mode, and break-glass applies to it as to any other.
-func (s *Snapshot) Settle(sub *Subject, d *Decision, failures []string) {
+// Settle completes a decision once its pending verifications are done: results[i] is what
+// checking d.Pending[i] found. Each failure becomes a violation of its policy, in that
+// policy's mode, unless an active exception ignores every vulnerability that failed it; and
+// break-glass applies to it as to any other.
+func (s *Snapshot) Settle(sub *Subject, d *Decision, results []VerifyResult) {
 	added := false
 	for i := range d.Pending {
-		if i >= len(failures) || failures[i] == "" {
+		if i >= len(results) || results[i].Reason == "" {
 			continue
 		}
 		v := &d.Pending[i]
-		d.Violations = append(d.Violations, Violation{
+		viol := Violation{
 			Field: v.Image.Field, Image: v.Image.Ref, Container: v.Image.Container, Normalized: v.normalized,
-			Policy: v.Rule.Policy, policyIdx: v.policyIdx, Mode: v.mode, Rule: RuleVerify, Reason: failures[i],
-		})
+			Policy: v.Rule.Policy, policyIdx: v.policyIdx, Mode: v.mode, Rule: RuleVerify, Reason: results[i].Reason,
+		}
+		if c := ignoredBy(v.ignores, results[i].Findings); c != nil {
+			d.Exempted = append(d.Exempted, Exemption{Exception: c.ref, Expires: c.expires, Violation: viol})
+			continue
+		}
+		d.Violations = append(d.Violations, viol)
 		added = true
 	}
 	if !added {
@@ -224,8 +248,33 @@ func (s *Snapshot) Settle(sub *Subject, d *Decision, failures []string) {
 	}
 	s.remarkFirsts(d)
 	if sub.BreakGlass && len(s.breakGlass) > 0 {
-		s.applyBreakGlass(d)
+		s.applyBreakGlass(d, s.activeExceptions(sub))
 	}
+}
+
+// ignoredBy returns the exception (the first, when several share the work) under whose
+// ignores every finding falls, or nil.
+func ignoredBy(exceptions []*compiledException, findings []string) *compiledException {
+	if len(findings) == 0 || len(exceptions) == 0 {
+		return nil
+	}
+	var first *compiledException
+	for _, f := range findings {
+		found := false
+		for _, c := range exceptions {
+			if slices.Contains(c.ignore, f) {
+				found = true
+				if first == nil {
+					first = c
+				}
+				break
+			}
+		}
+		if !found {
+			return nil
+		}
+	}
+	return first
 }
 
 // remarkFirsts flags again the first violation of each policy, after violations were added

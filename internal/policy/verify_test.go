@@ -135,7 +135,7 @@ func TestSettle(t *testing.T) {
 		t.Fatalf("%d pending, want 4", len(d.Pending))
 	}
 	// Pending is by image, then by policy: enforce and warn for each image.
-	failures := []string{"no signature", "no signature", "", "no signature"}
+	failures := []VerifyResult{{Reason: "no signature"}, {Reason: "no signature"}, {}, {Reason: "no signature"}}
 	snap.Settle(&sub, &d, failures)
 	if d.Allowed() {
 		t.Fatal("a failed verification of an Enforce policy admitted")

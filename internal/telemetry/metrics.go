@@ -36,6 +36,8 @@ type Metrics struct {
 	auditPods       prometheus.Gauge
 	runningImages   *prometheus.GaugeVec
 	scanExpiry      prometheus.Gauge
+	exceptions      *prometheus.GaugeVec
+	exceptionExpiry *prometheus.GaugeVec
 }
 
 // NewMetrics creates the collectors and registers them with reg.
@@ -92,7 +94,15 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		Name: "imagegate_audit_earliest_scan_expiry_timestamp_seconds",
 		Help: "The earliest time (Unix) at which the vulnerability scan of a running, verified image reaches its policy's maxAge, as of the latest background audit; 0 when none has a maxAge. Alert before it: from then on Pods of that image are refused and the audit reports the running ones.",
 	})
-	for _, c := range []prometheus.Collector{m.decisions, m.dryRuns, m.violations, m.latency, m.generation, m.policies, m.auditViolations, m.auditLastRun, m.auditDuration, m.auditPods, m.runningImages, m.scanExpiry} {
+	m.exceptions = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "imagegate_exceptions",
+		Help: "ImagePolicyExceptions by state: Active, ExpiringSoon (within --exception-expiry-warning), Expired, Forbidden (every policy named sets allowExceptions: false), Invalid.",
+	}, []string{"state"})
+	m.exceptionExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "imagegate_exception_expiry_timestamp_seconds",
+		Help: "When each ImagePolicyException with an expiresAt expires (Unix time), by exception (namespace/name).",
+	}, []string{"exception"})
+	for _, c := range []prometheus.Collector{m.decisions, m.dryRuns, m.violations, m.latency, m.generation, m.policies, m.auditViolations, m.auditLastRun, m.auditDuration, m.auditPods, m.runningImages, m.scanExpiry, m.exceptions, m.exceptionExpiry} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -170,4 +180,21 @@ func (m *Metrics) RunningImages(verdicts map[string]int, earliestScanExpiry time
 		return
 	}
 	m.scanExpiry.Set(float64(earliestScanExpiry.Unix()))
+}
+
+// Exception states, as the metric's label spells them.
+var exceptionStates = []string{"Active", "ExpiringSoon", "Expired", "Forbidden", "Invalid"}
+
+// Exceptions records the exceptions by state and each one's expiry.
+func (m *Metrics) Exceptions(states map[string]int, expiries map[string]time.Time) {
+	if m == nil {
+		return
+	}
+	for _, s := range exceptionStates {
+		m.exceptions.WithLabelValues(s).Set(float64(states[s]))
+	}
+	m.exceptionExpiry.Reset()
+	for name, t := range expiries {
+		m.exceptionExpiry.WithLabelValues(name).Set(float64(t.Unix()))
+	}
 }

@@ -45,6 +45,9 @@ func (v *Verifier) checkAttestations(ctx context.Context, trust *Trust, ref name
 	}
 	out := &Outcome{}
 	now := v.now()
+	// Findings alone fail an image only once every other rule has been checked: an
+	// exception may ignore them, and must not thereby skip the rest.
+	var findingsReason string
 	for _, r := range trust.attestations {
 		var bundles []*sgbundle.Bundle
 		bundleErr := referrersErr
@@ -56,7 +59,7 @@ func (v *Verifier) checkAttestations(ctx context.Context, trust *Trust, ref name
 		found, verified, problems := verifyAttestations(ctx, trust, r, h, ropts, legacy, bundles)
 		report := AttestationReport{Rule: r.Name, PredicateType: r.PredicateType}
 		if len(verified) == 0 {
-			out.Reason = noAttestation(r, found, problems, legacyErr, bundleErr, registry)
+			out.Reason, out.Findings = noAttestation(r, found, problems, legacyErr, bundleErr, registry), nil
 			out.Attestations = append(out.Attestations, report)
 			return out
 		}
@@ -73,12 +76,22 @@ func (v *Verifier) checkAttestations(ctx context.Context, trust *Trust, ref name
 		}
 		out.Attestations = append(out.Attestations, report)
 		if verdict.Problem != "" {
-			out.Reason = cut(verdict.Problem)
-			return out
+			if len(verdict.Refusing) == 0 {
+				out.Reason, out.Findings = cut(verdict.Problem), nil
+				return out
+			}
+			if findingsReason == "" {
+				findingsReason = cut(verdict.Problem)
+			}
+			for _, f := range verdict.Refusing {
+				out.Findings = append(out.Findings, f.ID)
+			}
+			continue
 		}
 		out.Expires = earliest(out.Expires, verdict.Expires)
 		out.ScanExpires = earliest(out.ScanExpires, verdict.ScanExpires)
 	}
+	out.Reason = findingsReason
 	return out
 }
 

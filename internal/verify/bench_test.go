@@ -69,8 +69,8 @@ func BenchmarkColdVerification(b *testing.B) {
 				failures := v.VerifyAll(context.Background(), d.Pending)
 				took = append(took, time.Since(start))
 				v.Close()
-				if failures[0] != "" {
-					b.Fatal(failures[0])
+				if failures[0].Reason != "" {
+					b.Fatal(failures[0].Reason)
 				}
 			}
 			slices.Sort(took)
@@ -117,13 +117,13 @@ func BenchmarkCachedVerification(b *testing.B) {
 	v := verify.New(verify.Options{})
 	defer v.Close()
 	ctx := context.Background()
-	if f := v.VerifyAll(ctx, d.Pending); f[0] != "" {
-		b.Fatal(f[0])
+	if f := v.VerifyAll(ctx, d.Pending); f[0].Reason != "" {
+		b.Fatal(f[0].Reason)
 	}
 	requests := reg.Requests()
 	for b.Loop() {
-		if f := v.VerifyAll(ctx, d.Pending); f[0] != "" {
-			b.Fatal(f[0])
+		if f := v.VerifyAll(ctx, d.Pending); f[0].Reason != "" {
+			b.Fatal(f[0].Reason)
 		}
 	}
 	if reg.Requests() != requests {

@@ -104,6 +104,9 @@ type Outcome struct {
 	// Attestations says what each attestation rule found, in the rule's order (up to the
 	// first that failed).
 	Attestations []AttestationReport `json:"attestations,omitempty"`
+	// Findings, when set, are the vulnerability IDs that failed the image, and the only
+	// reason it failed (an exception may ignore them).
+	Findings []string `json:"-"`
 }
 
 // AttestationReport is what one attestation rule found for an image.
@@ -141,25 +144,30 @@ func New(o Options) *Verifier {
 // VerifyAll verifies each pending verification and returns, per item, why it failed ("" when
 // verified): what policy.Snapshot.Settle takes. Cached results are answered in place; only
 // misses go to the registry, in parallel when there are several.
-func (v *Verifier) VerifyAll(ctx context.Context, pending []policy.Verification) []string {
-	failures := make([]string, len(pending))
+func (v *Verifier) VerifyAll(ctx context.Context, pending []policy.Verification) []policy.VerifyResult {
+	results := make([]policy.VerifyResult, len(pending))
 	var misses []int
 	for i := range pending {
 		if o, hit := v.lookup(ctx, &pending[i]); hit {
-			failures[i] = o.Reason
+			results[i] = o.Result()
 		} else {
 			misses = append(misses, i)
 		}
 	}
 	if len(misses) == 0 {
-		return failures
+		return results
 	}
 	outcomes := make([]*Outcome, len(pending))
 	v.fetchAll(ctx, pending, misses, outcomes)
 	for _, i := range misses {
-		failures[i] = outcomes[i].Reason
+		results[i] = outcomes[i].Result()
 	}
-	return failures
+	return results
+}
+
+// Result is the outcome as the engine's Settle takes it.
+func (o *Outcome) Result() policy.VerifyResult {
+	return policy.VerifyResult{Reason: o.Reason, Findings: o.Findings}
 }
 
 // Outcomes is VerifyAll with what each verification found (the attestations' findings, when

@@ -3,6 +3,7 @@ package webhook
 import (
 	"context"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -61,7 +62,7 @@ func (x *decider) withPodCredentials(ctx context.Context, namespace string, pod 
 // (internal/verify implements it).
 type Verifier interface {
 	// VerifyAll returns, per pending verification, why it failed ("" when verified).
-	VerifyAll(ctx context.Context, pending []policy.Verification) []string
+	VerifyAll(ctx context.Context, pending []policy.Verification) []policy.VerifyResult
 	// Resolve returns the digest an unpinned image's tag names now.
 	Resolve(ctx context.Context, u *policy.Unpinned) (string, error)
 }
@@ -92,16 +93,16 @@ func (x *decider) decide(ctx context.Context, sub *policy.Subject, object teleme
 	}
 	d = snap.Evaluate(sub)
 	if len(d.Pending) > 0 {
-		var failures []string
+		var results []policy.VerifyResult
 		if x.verifier != nil {
-			failures = x.verifier.VerifyAll(x.withPodCredentials(ctx, sub.Namespace, pod), d.Pending)
+			results = x.verifier.VerifyAll(x.withPodCredentials(ctx, sub.Namespace, pod), d.Pending)
 		} else {
-			failures = make([]string, len(d.Pending))
-			for i := range failures {
-				failures[i] = noVerifier
+			results = make([]policy.VerifyResult, len(d.Pending))
+			for i := range results {
+				results[i].Reason = noVerifier
 			}
 		}
-		snap.Settle(sub, &d, failures)
+		snap.Settle(sub, &d, results)
 	}
 	x.recorder.Decided(x.endpoint, object, snap, &d, time.Since(start))
 	if log := logf.FromContext(ctx).V(1); log.Enabled() {
@@ -121,6 +122,11 @@ func admissionResponse(d *policy.Decision) admission.Response {
 	resp.Warnings = d.Messages(imagegatev1alpha1.ModeWarn)
 	if d.VerifyDeferred {
 		resp.Warnings = append(resp.Warnings, verifyDeferred)
+	}
+	for i := range d.Exempted {
+		if w := d.Exempted[i].Message(); !slices.Contains(resp.Warnings, w) {
+			resp.Warnings = append(resp.Warnings, w)
+		}
 	}
 	resp.AuditAnnotations = d.AuditAnnotations()
 	return resp

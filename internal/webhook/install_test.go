@@ -53,7 +53,7 @@ var _ = Describe("config/default", func() {
 		for _, kind := range []string{"Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service", "Issuer", "Certificate", "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"} {
 			Expect(byKind).To(HaveKey(kind))
 		}
-		Expect(byKind["CustomResourceDefinition"]).To(HaveLen(2))
+		Expect(byKind["CustomResourceDefinition"]).To(HaveLen(3))
 
 		var cert object
 		for _, c := range byKind["Certificate"] {
@@ -72,7 +72,14 @@ var _ = Describe("config/default", func() {
 		Expect(services).To(HaveKey("imagegate-controller-manager-metrics-service"), "Prometheus scrapes the metrics through a Service")
 		vwc := byKind["ValidatingWebhookConfiguration"][0]
 		Expect(vwc.Metadata.Annotations).To(HaveKeyWithValue("cert-manager.io/inject-ca-from", "imagegate-system/"+cert.Metadata.Name))
-		Expect(vwc.Webhooks).To(HaveLen(2))
+		Expect(vwc.Webhooks).To(HaveLen(3))
+		// Exceptions: validated fail-closed; no namespace is left out (an exception in
+		// imagegate-system exempts from nothing there, but must still be valid).
+		exc := vwc.Webhooks[2]
+		Expect(exc.Name).To(Equal("exceptions.imagegate.io"))
+		Expect(exc.FailurePolicy).To(Equal("Fail"))
+		Expect(exc.ClientConfig.Service.Name).To(Equal("imagegate-webhook-service"))
+		Expect(exc.ClientConfig.Service.Namespace).To(Equal("imagegate-system"))
 		// Pods fail closed; workloads fail open, since their Pods are checked anyway.
 		// The Pod webhooks wait up to 15 s: what verifying signatures in a slow registry may
 		// take (the request's own deadline ends registry calls 0.5 s before).
