@@ -44,7 +44,9 @@ type ImagePolicyExceptionSpec struct {
 	Policies []ExceptedPolicy `json:"policies,omitempty"`
 
 	// ignore lists vulnerability IDs that the attestation rules of the named policies do
-	// not count for the Pods and images the exception covers, until it expires.
+	// not count for the Pods and images the exception covers, until it expires. An exception
+	// with ignore entries does not exempt from verify rules as a whole: the signature and
+	// every other attestation are still checked, and only these findings do not refuse.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MinItems=1

@@ -131,8 +131,18 @@ func (c *compiledException) selects(sub *Subject) bool {
 	return c.podSelector.Matches(labels.Set(sub.PodLabels))
 }
 
-// names reports whether the exception exempts from rule of policy.
+// names reports whether the exception exempts from rule of policy. An exception with ignored
+// vulnerability IDs never exempts from verify rules wholesale: it lets their scans pass
+// despite those findings, and the signature and every other check still apply.
 func (c *compiledException) names(policy Ref, rule Rule) bool {
+	if rule == RuleVerify && len(c.ignore) > 0 {
+		return false
+	}
+	return c.targetsRule(policy, rule)
+}
+
+// targetsRule reports whether the exception's targets name rule of policy.
+func (c *compiledException) targetsRule(policy Ref, rule Rule) bool {
 	for i := range c.targets {
 		t := &c.targets[i]
 		if t.policy == policy && (t.rules == nil || slices.Contains(t.rules, rule)) {
@@ -211,7 +221,7 @@ func (s *Snapshot) applyExceptions(sub *Subject, d *Decision, active []*compiled
 			continue
 		}
 		for _, c := range active {
-			if len(c.ignore) > 0 && !s.noExceptions[pv.Rule.Policy] && (c.names(pv.Rule.Policy, RuleVerify)) && s.exceptionCovers(c, pv.Image.Ref) {
+			if len(c.ignore) > 0 && !s.noExceptions[pv.Rule.Policy] && c.targetsRule(pv.Rule.Policy, RuleVerify) && s.exceptionCovers(c, pv.Image.Ref) {
 				pv.ignores = append(pv.ignores, c)
 			}
 		}

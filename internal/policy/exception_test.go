@@ -1,0 +1,123 @@
+package policy
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/imagegate/imagegate/api/v1alpha1"
+)
+
+func exception(t *testing.T, doc string) v1alpha1.ImagePolicyException {
+	t.Helper()
+	var e v1alpha1.ImagePolicyException
+	if err := yaml.UnmarshalStrict([]byte(doc), &e); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+var at = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+// An exception's ignored IDs let a verification pass when they cover every finding that
+// failed it, and only then; the decision records which exception did it.
+func TestExceptionIgnoresFindings(t *testing.T) {
+	cps, _ := policies(t, cluster("scanned", `{verify: `+keySigner+`}`))
+	ex := exception(t, `
+metadata: {name: accepted-risk, namespace: shop}
+spec:
+  reason: patch due next week
+  expiresAt: "2026-12-01T00:00:00Z"
+  policies: [{kind: ClusterImagePolicy, name: scanned, rules: [verify]}]
+  ignore: [CVE-2026-1111]`)
+	snap := CompileWith(cps, nil, Options{Exceptions: []v1alpha1.ImagePolicyException{ex}, Now: func() time.Time { return at }})
+	sub := Subject{Namespace: "shop", Images: containers("ghcr.io/acme/app" + vDigest)}
+	for _, c := range []struct {
+		name     string
+		result   VerifyResult
+		admitted bool
+	}{
+		{"ignored finding", VerifyResult{Reason: "has 1 vulnerability above High: CVE-2026-1111 (Critical)", Findings: []string{"CVE-2026-1111"}}, true},
+		{"one finding not ignored", VerifyResult{Reason: "has 2 vulnerabilities above High", Findings: []string{"CVE-2026-1111", "CVE-2026-2222"}}, false},
+		{"not a finding", VerifyResult{Reason: "no signature by a trusted signer"}, false},
+	} {
+		d := snap.Evaluate(&sub)
+		if len(d.Pending) != 1 {
+			t.Fatalf("%d pending", len(d.Pending))
+		}
+		snap.Settle(&sub, &d, []VerifyResult{c.result})
+		if d.Allowed() != c.admitted {
+			t.Errorf("%s: admitted = %v: %v", c.name, d.Allowed(), lines(&d))
+		}
+		if c.admitted && (len(d.Exempted) != 1 || d.Exempted[0].Exception.Name != "accepted-risk") {
+			t.Errorf("%s: exempted = %+v", c.name, d.Exempted)
+		}
+	}
+	// Expired: the same finding refuses again.
+	late := CompileWith(cps, nil, Options{Exceptions: []v1alpha1.ImagePolicyException{ex}, Now: func() time.Time { return time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC) }})
+	d := late.Evaluate(&sub)
+	late.Settle(&sub, &d, []VerifyResult{{Reason: "has 1 vulnerability", Findings: []string{"CVE-2026-1111"}}})
+	if d.Allowed() {
+		t.Error("an expired exception's ignore still applied")
+	}
+}
+
+// breakGlassRequiresException: the annotation works only for Pods an active exception
+// naming the policy selects.
+func TestBreakGlassRequiresException(t *testing.T) {
+	cps, _ := policies(t, cluster("trusted", `{allowBreakGlass: true, breakGlassRequiresException: true, images: {allow: ["ghcr.io/acme/**"]}}`))
+	ex := exception(t, `
+metadata: {name: incident-42, namespace: shop}
+spec:
+  reason: incident 42, hotfix from a fork
+  expiresAt: "2026-11-27T00:00:00Z"
+  podSelector: {matchLabels: {app: payments}}
+  images: ["ghcr.io/acme/unused"]
+  policies: [{kind: ClusterImagePolicy, name: trusted}]`)
+	snap := CompileWith(cps, nil, Options{Exceptions: []v1alpha1.ImagePolicyException{ex}, Now: func() time.Time { return at }})
+	glass := func(labels map[string]string) Decision {
+		sub := Subject{Namespace: "shop", PodLabels: labels, BreakGlass: true, Images: containers("quay.io/fork/payments:hotfix")}
+		return snap.Evaluate(&sub)
+	}
+	if d := glass(map[string]string{"app": "payments"}); !d.Allowed() || d.Outcome() != DecisionAllowedByBreakGlass {
+		t.Errorf("a Pod the exception selects: %s %v", d.Outcome(), lines(&d))
+	}
+	if d := glass(map[string]string{"app": "web"}); d.Allowed() {
+		t.Errorf("break-glass applied to a Pod no exception selects: %v", lines(&d))
+	}
+}
+
+func TestExceptionProblems(t *testing.T) {
+	for _, c := range []struct{ doc, want string }{
+		{`{metadata: {name: e, namespace: shop}, spec: {reason: r, policies: []}}`, "spec.policies: an exception names at least one policy"},
+		{`{metadata: {name: e, namespace: shop}, spec: {reason: r, images: ["docker.io/a b"], policies: [{kind: ClusterImagePolicy, name: p}]}}`, `spec.images[0]: invalid pattern`},
+		{`{metadata: {name: e, namespace: shop}, spec: {reason: r, policies: [{kind: Pod, name: p}]}}`, `spec.policies[0].kind: "Pod"`},
+		{`{metadata: {name: e, namespace: shop}, spec: {reason: r, policies: [{kind: ClusterImagePolicy, name: p, rules: [policy]}]}}`, `spec.policies[0].rules: "policy" is not one of`},
+		{`{metadata: {name: e, namespace: shop}, spec: {reason: r, expiresAt: "2026-11-26T11:59:59Z", policies: [{kind: ClusterImagePolicy, name: p}]}}`, "spec.expiresAt: 2026-11-26T11:59:59Z is not in the future"},
+		{`{metadata: {name: e, namespace: shop}, spec: {reason: " ", policies: [{kind: ClusterImagePolicy, name: p}]}}`, "spec.reason: required"},
+	} {
+		ex := exception(t, c.doc)
+		got := strings.Join(ValidateException(&ex, true, at), "; ")
+		if !strings.Contains(got, c.want) {
+			t.Errorf("%s: got %q, want %q", c.doc, got, c.want)
+		}
+	}
+	// An exception that keeps a past expiry on update is not refused for it (its status is
+	// written after it expires); a creation is.
+	ex := exception(t, `{metadata: {name: e, namespace: shop}, spec: {reason: r, expiresAt: "2026-01-01T00:00:00Z", policies: [{kind: ClusterImagePolicy, name: p}]}}`)
+	if p := ValidateException(&ex, false, at); len(p) != 0 {
+		t.Errorf("update: %v", p)
+	}
+	// An invalid exception exempts nothing, and says why.
+	cps, _ := policies(t, cluster("no-latest", `{tags: {deny: [latest]}}`))
+	bad := exception(t, `{metadata: {name: bad, namespace: shop}, spec: {reason: r, images: ["docker.io/a b"], policies: [{kind: ClusterImagePolicy, name: no-latest}]}}`)
+	snap := CompileWith(cps, nil, Options{Exceptions: []v1alpha1.ImagePolicyException{bad}, Now: func() time.Time { return at }})
+	if e := snap.ExceptionError(Ref{Kind: KindImagePolicyException, Namespace: "shop", Name: "bad"}); !strings.Contains(e, "invalid pattern") {
+		t.Errorf("ExceptionError = %q", e)
+	}
+	if d := snap.Evaluate(&Subject{Namespace: "shop", Images: containers("nginx:latest")}); d.Allowed() {
+		t.Error("an invalid exception exempted")
+	}
+}
