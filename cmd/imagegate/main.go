@@ -75,6 +75,10 @@ the local Docker credentials (what docker login writes). Keys, trusted roots and
 secrets that the rules name are read from Secrets and ConfigMaps in the --policy files.
 --offline contacts no registry and reports each image a verify rule covers as not verified.
 
+ImagePolicyExceptions in the --policy files apply as in the cluster, judged at the time of the
+check: an expired one exempts nothing. Each violation an exception lifts is reported as
+"exempt", with the exception and its expiry.
+
 Exit status: 0 when everything would be admitted, 1 when anything would be denied, 2 when an
 input could not be read or a policy is invalid.`,
 		Example: `  imagegate check --policy config/samples deploy/

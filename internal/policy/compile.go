@@ -5,12 +5,12 @@
 package policy
 
 import (
-	"time"
 	"cmp"
 	"fmt"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"

@@ -94,7 +94,9 @@ func exceptionTable() []exceptionCase {
 // tablePolicies: no-latest (Enforce) refuses :latest; locked forbids exceptions and refuses
 // docker.io/vendor/locked.
 func tablePolicies() []imagegatev1alpha1.ClusterImagePolicy {
-	meta := func(name string) metav1.ObjectMeta { return metav1.ObjectMeta{Name: name, UID: types.UID("uid-" + name), Generation: 1} }
+	meta := func(name string) metav1.ObjectMeta {
+		return metav1.ObjectMeta{Name: name, UID: types.UID("uid-" + name), Generation: 1}
+	}
 	tm := metav1.TypeMeta{APIVersion: imagegatev1alpha1.GroupVersion.String(), Kind: "ClusterImagePolicy"}
 	return []imagegatev1alpha1.ClusterImagePolicy{
 		{TypeMeta: tm, ObjectMeta: meta("no-latest"), Spec: imagegatev1alpha1.ImagePolicySpec{Tags: imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}}},
