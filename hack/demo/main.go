@@ -150,6 +150,10 @@ func run(ctx context.Context, root, binDir, manager string, keep bool) (err erro
 		return err
 	}
 
+	if err := d.exception(); err != nil {
+		return err
+	}
+
 	reg := registrytest.New(true)
 	defer reg.Close()
 	key, err := registrytest.NewKey()
@@ -400,6 +404,52 @@ spec:
 	}
 	return d.kubectl("get", "events", "--field-selector=reason=RunningImageRefused",
 		"-o=custom-columns=OBJECT:.involvedObject.name,REASON:.reason,MESSAGE:.message")
+}
+
+// exception shows an ImagePolicyException: a vendor image the policies refuse, exempted with
+// a reason and an expiry, admitted with a warning that names both.
+func (d *demo) exception() error {
+	step("A vendor's image from an unapproved registry is refused")
+	if err := d.kubectlFails("run", "appliance", "--image=docker.io/vendor/appliance:5.2"); err != nil {
+		return err
+	}
+	step("An ImagePolicyException exempts it, in this namespace, from that one rule, for 30 days (only those granted the imagegate-imagepolicyexception-granter-role may create one)")
+	expires := time.Now().Add(30 * 24 * time.Hour).UTC().Truncate(time.Hour).Format(time.RFC3339)
+	exception := `apiVersion: imagegate.io/v1alpha1
+kind: ImagePolicyException
+metadata:
+  name: vendor-appliance
+  namespace: default
+spec:
+  reason: "Vendor appliance, published on Docker Hub only; mirror due in Q1 (TICKET-123)"
+  expiresAt: "` + expires + `"
+  images: ["docker.io/vendor/appliance"]
+  policies:
+  - kind: ClusterImagePolicy
+    name: trusted-registries
+    rules: [images.allow]
+`
+	dir, err := os.MkdirTemp("", "imagegate-demo-")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	file := filepath.Join(dir, "vendor-appliance.yaml")
+	if err := os.WriteFile(file, []byte(exception), 0o600); err != nil {
+		return err
+	}
+	fmt.Print("    " + strings.ReplaceAll(strings.TrimSpace(exception), "\n", "\n    ") + "\n")
+	if err := d.kubectl("apply", "-f", file); err != nil {
+		return err
+	}
+	step("Now it is admitted, with a warning naming the exception and its expiry")
+	if err := d.kubectl("run", "appliance", "--image=docker.io/vendor/appliance:5.2"); err != nil {
+		return err
+	}
+	if err := d.waitQuiet("the exception's status", "get", "imagepolicyexception", "vendor-appliance", "-o=jsonpath={.status.conditions[0].status}"); err != nil {
+		return err
+	}
+	return d.kubectl("get", "imagepolicyexceptions")
 }
 
 type demo struct {
