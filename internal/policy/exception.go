@@ -190,7 +190,9 @@ func (s *Snapshot) activeExceptions(sub *Subject) []*compiledException {
 // IDs to the verifications that remain.
 func (s *Snapshot) applyExceptions(sub *Subject, d *Decision, active []*compiledException) {
 	exempting := func(policy Ref, rule Rule, image string) *compiledException {
-		if s.noExceptions[policy] || image == "" {
+		// Only the rules about an image: an invalid policy, an unknown namespace or an image
+		// that does not parse are never exempt, whatever an exception names.
+		if s.noExceptions[policy] || image == "" || !slices.Contains(exceptionRules, rule) {
 			return nil
 		}
 		for _, c := range active {
@@ -203,7 +205,7 @@ func (s *Snapshot) applyExceptions(sub *Subject, d *Decision, active []*compiled
 	kept := d.Violations[:0]
 	lifted := false
 	for _, v := range d.Violations {
-		if c := exempting(v.Policy, v.Rule, v.Image); c != nil && v.Rule != RuleReference {
+		if c := exempting(v.Policy, v.Rule, v.Image); c != nil {
 			d.Exempted = append(d.Exempted, Exemption{Exception: c.ref, Expires: c.expires, Violation: v})
 			lifted = true
 			continue

@@ -121,3 +121,29 @@ func TestExceptionProblems(t *testing.T) {
 		t.Error("an invalid exception exempted")
 	}
 }
+
+// An exception naming every rule of a policy exempts the image rules only: an invalid
+// policy, an unknown namespace and an unparsable image still refuse.
+func TestExceptionsNeverExemptPolicyFailures(t *testing.T) {
+	cps, _ := policies(t,
+		cluster("broken", `{podSelector: {matchExpressions: [{key: "bad key!", operator: Exists}]}, tags: {deny: [latest]}}`),
+		cluster("by-ns", `{namespaceSelector: {matchLabels: {env: prod}}, tags: {deny: [latest]}}`),
+		cluster("trusted", `{images: {allow: ["ghcr.io/acme/**"]}}`))
+	ex := exception(t, `
+metadata: {name: all, namespace: shop}
+spec:
+  reason: everything
+  policies: [{kind: ClusterImagePolicy, name: broken}, {kind: ClusterImagePolicy, name: by-ns}, {kind: ClusterImagePolicy, name: trusted}]`)
+	snap := CompileWith(cps, nil, Options{Exceptions: []v1alpha1.ImagePolicyException{ex}, Now: func() time.Time { return at }})
+	d := snap.Evaluate(&Subject{Namespace: "shop", NamespaceUnknown: true, Images: containers("ghcr.io/acme/app:1", "Not An Image")})
+	var rules []string
+	for _, v := range d.Violations {
+		rules = append(rules, v.Policy.Name+"/"+string(v.Rule))
+	}
+	got := strings.Join(rules, " ")
+	for _, want := range []string{"broken/policy", "by-ns/namespaceSelector", "trusted/reference"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("%s was exempted: violations %v", want, got)
+		}
+	}
+}
