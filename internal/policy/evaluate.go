@@ -58,7 +58,7 @@ func (s *Snapshot) Evaluate(sub *Subject) Decision {
 	var active []*compiledException
 	if len(s.exceptions) > 0 && (len(d.Violations) > 0 || len(d.Pending) > 0) {
 		if active = s.activeExceptions(sub); len(active) > 0 {
-			s.applyExceptions(sub, &d, active)
+			s.applyExceptions(&d, active)
 		}
 	}
 	if sub.BreakGlass && len(s.breakGlass) > 0 {

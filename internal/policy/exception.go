@@ -188,7 +188,7 @@ func (s *Snapshot) activeExceptions(sub *Subject) []*compiledException {
 // applyExceptions lifts the violations (and pending verifications) that an active exception
 // covers, recording each as an Exemption, and attaches the exceptions' ignored vulnerability
 // IDs to the verifications that remain.
-func (s *Snapshot) applyExceptions(sub *Subject, d *Decision, active []*compiledException) {
+func (s *Snapshot) applyExceptions(d *Decision, active []*compiledException) {
 	exempting := func(policy Ref, rule Rule, image string) *compiledException {
 		// Only the rules about an image: an invalid policy, an unknown namespace or an image
 		// that does not parse are never exempt, whatever an exception names.
@@ -282,8 +282,8 @@ func (s *Snapshot) ExceptionForbidden(ref Ref) []Ref {
 	return nil
 }
 
-// AuditAnnotationExceptions lists, in the audit annotations, the exceptions that lifted
-// violations of an admitted request (namespace/name, sorted).
+// AnnotationExceptions is the audit annotation that lists the exceptions that lifted
+// violations of a request (namespace/name, sorted).
 const AnnotationExceptions = "exceptions"
 
 // ExceptionNames lists the exceptions a decision relied on, once each, sorted.

@@ -227,16 +227,16 @@ func (s *Snapshot) collectVerify(img *Image, ref *imageref.Reference, sc *scratc
 // break-glass applies to it as to any other.
 func (s *Snapshot) Settle(sub *Subject, d *Decision, results []VerifyResult) {
 	added := false
-	for i := range d.Pending {
-		if i >= len(results) || results[i].Reason == "" {
+	for i, r := range results {
+		if i >= len(d.Pending) || r.Reason == "" {
 			continue
 		}
 		v := &d.Pending[i]
 		viol := Violation{
 			Field: v.Image.Field, Image: v.Image.Ref, Container: v.Image.Container, Normalized: v.normalized,
-			Policy: v.Rule.Policy, policyIdx: v.policyIdx, Mode: v.mode, Rule: RuleVerify, Reason: results[i].Reason,
+			Policy: v.Rule.Policy, policyIdx: v.policyIdx, Mode: v.mode, Rule: RuleVerify, Reason: r.Reason,
 		}
-		if c := ignoredBy(v.ignores, results[i].Findings); c != nil {
+		if c := ignoredBy(v.ignores, r.Findings); c != nil {
 			d.Exempted = append(d.Exempted, Exemption{Exception: c.ref, Expires: c.expires, Violation: viol})
 			continue
 		}
