@@ -79,3 +79,21 @@ func BenchmarkCompile(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDenialMessage is what the webhook sends back for a Pod that 1 to 1,000 policies
+// refuse: evaluation plus the message, capped at MaxMessages lines and a count.
+func BenchmarkDenialMessage(b *testing.B) {
+	for _, n := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprintf("policies=%d", n), func(b *testing.B) {
+			snap := Compile(benchPolicies(n), nil)
+			sub := &Subject{Namespace: "team-a", Images: containers("ghcr.io/acme/web:1.4.2", "quay.io/evil/miner:latest", "ghcr.io/acme/tools:1")}
+			b.ReportAllocs()
+			size := 0
+			for b.Loop() {
+				d := snap.Evaluate(sub)
+				size = len(d.DenialMessage())
+			}
+			b.ReportMetric(float64(size), "message-bytes")
+		})
+	}
+}

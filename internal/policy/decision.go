@@ -118,6 +118,42 @@ func (d *Decision) Messages(mode v1alpha1.PolicyMode) []string {
 	return out
 }
 
+// MaxMessages caps the violation messages of one answer (the denial, the warnings): a Pod
+// refused by a thousand policies gets the first MaxMessages and a count of the rest, not a
+// megabyte the apiserver would log and kubectl print. The audit annotation still names every
+// policy.
+const MaxMessages = 20
+
+// DenialMessage is the reason of a denial: the Enforce messages, one per line, capped.
+func (d *Decision) DenialMessage() string {
+	return strings.Join(d.capped(v1alpha1.ModeEnforce), "\n")
+}
+
+// WarningMessages are the Warn messages, capped.
+func (d *Decision) WarningMessages() []string { return d.capped(v1alpha1.ModeWarn) }
+
+func (d *Decision) capped(mode v1alpha1.PolicyMode) []string {
+	var out []string
+	n, policies := 0, 0
+	for i := range d.Violations {
+		v := &d.Violations[i]
+		if v.Mode != mode {
+			continue
+		}
+		n++
+		if v.first {
+			policies++
+		}
+		if n <= MaxMessages {
+			out = append(out, v.Message())
+		}
+	}
+	if n > MaxMessages {
+		out = append(out, fmt.Sprintf("... and %d more violations (%d in all, of %d policies; the audit annotation %q names every policy)", n-MaxMessages, n, policies, AnnotationPolicies))
+	}
+	return out
+}
+
 // Audit annotation keys. The apiserver prefixes them with the webhook's name.
 const (
 	AnnotationDecision = "decision"

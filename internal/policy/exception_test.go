@@ -147,3 +147,16 @@ spec:
 		}
 	}
 }
+
+// A Pod refused by many policies gets the first MaxMessages lines and a count of the rest.
+func TestDenialMessageIsCapped(t *testing.T) {
+	snap := Compile(benchPolicies(100), nil)
+	d := snap.Evaluate(&Subject{Namespace: "team-a", Images: containers("quay.io/evil/miner:1")})
+	lines := strings.Split(d.DenialMessage(), "\n")
+	if len(lines) != MaxMessages+1 || lines[MaxMessages] != `... and 80 more violations (100 in all, of 100 policies; the audit annotation "policies" names every policy)` {
+		t.Fatalf("%d lines, last %q", len(lines), lines[len(lines)-1])
+	}
+	if strings.Count(d.AuditAnnotations()[AnnotationPolicies], "ClusterImagePolicy/") != 100 {
+		t.Error("the audit annotation must still name every policy")
+	}
+}

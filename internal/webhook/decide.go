@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -16,7 +15,6 @@ import (
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
 	"github.com/imagegate/imagegate/internal/verify"
@@ -117,9 +115,9 @@ func (x *decider) decide(ctx context.Context, sub *policy.Subject, object teleme
 func admissionResponse(d *policy.Decision) admission.Response {
 	resp := admission.Allowed("")
 	if !d.Allowed() {
-		resp = admission.Denied(strings.Join(d.Messages(imagegatev1alpha1.ModeEnforce), "\n"))
+		resp = admission.Denied(d.DenialMessage())
 	}
-	resp.Warnings = d.Messages(imagegatev1alpha1.ModeWarn)
+	resp.Warnings = d.WarningMessages()
 	if d.VerifyDeferred {
 		resp.Warnings = append(resp.Warnings, verifyDeferred)
 	}

@@ -15,7 +15,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
 )
@@ -120,7 +119,7 @@ func (h *ImageReviewHandler) Review(ctx context.Context, spec *imagepolicyv1alph
 	}
 	status := imagepolicyv1alpha1.ImageReviewStatus{Allowed: d.Allowed(), AuditAnnotations: d.AuditAnnotations()}
 	if !status.Allowed {
-		status.Reason = strings.Join(d.Messages(imagegatev1alpha1.ModeEnforce), "\n")
+		status.Reason = d.DenialMessage()
 	}
 	return status
 }
