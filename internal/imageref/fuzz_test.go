@@ -116,8 +116,14 @@ func FuzzSameEndpoint(f *testing.F) {
 		}
 		host := r.Host
 		if !strings.ContainsAny(host, ".:[") && host != "localhost" {
-			// A host only by its uppercase letters: its lowercase spelling is Docker Hub's.
-			host = strings.ToUpper(host)
+			// A host only by its uppercase letters, or by a default port the canonical form
+			// drops (0:443): its bare lowercase spelling is Docker Hub's. The runtime reaches
+			// it by uppercase letters when it has some, else only with its port.
+			if up := strings.ToUpper(host); up != host {
+				host = up
+			} else {
+				host += ":443"
+			}
 		}
 		other := respell(host, variant) + "/" + r.Path
 		if r.Tag != "" {

@@ -270,3 +270,28 @@ func TestCanonicalHost(t *testing.T) {
 	img, _ := Parse("ghcr.io/evil/x:1")
 	g.Expect(deny.Match(&img)).To(BeTrue())
 }
+
+// Repository is what go-containerregistry must be given: it reparses to the same registry,
+// even where the canonical Host alone would read as a Docker Hub path.
+func TestRepositoryReparses(t *testing.T) {
+	for in, want := range map[string]string{
+		"0:443/0:1":                         "0:443/0",
+		"Foo/bar@" + digestA:                "Foo/bar",
+		"Foo:0443/bar":                      "Foo:0443/bar",
+		"nginx:1.27":                        "docker.io/library/nginx",
+		"ghcr.io:443/acme/app:1@" + digestA: "ghcr.io/acme/app",
+		"registry.corp:5000/team/app":       "registry.corp:5000/team/app",
+	} {
+		r, err := Parse(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.Repository(); got != want {
+			t.Errorf("Parse(%q).Repository() = %q, want %q", in, got, want)
+		}
+		again, err := Parse(r.Repository())
+		if err != nil || again.Host != r.Host || again.Path != r.Path {
+			t.Errorf("%q: Repository %q reparses to %s/%s, not %s/%s", in, r.Repository(), again.Host, again.Path, r.Host, r.Path)
+		}
+	}
+}

@@ -30,6 +30,21 @@ type Reference struct {
 	Digest string
 }
 
+// Repository is the repository as another parser must be given it (go-containerregistry's,
+// to reach the registry): the normalized form without tag and digest. Host + "/" + Path is a
+// comparison key, not a name: a host that is one only by its port or its uppercase letters
+// (0:443, Foo) has a canonical Host that would read as a Docker Hub path.
+func (r *Reference) Repository() string {
+	n := r.Normalized
+	if r.Digest != "" {
+		n = strings.TrimSuffix(n, "@"+r.Digest)
+	}
+	if r.Tag != "" {
+		n = strings.TrimSuffix(n, ":"+r.Tag)
+	}
+	return n
+}
+
 // EffectiveTag is the tag the runtime pulls: "" for a reference pinned by digest (the digest
 // decides and the tag is ignored), "latest" for a reference with neither tag nor digest.
 func (r *Reference) EffectiveTag() string {

@@ -183,7 +183,7 @@ func (s *Snapshot) collectVerify(img *Image, ref *imageref.Reference, sc *scratc
 			d.VerifyDeferred = true
 			continue
 		}
-		repo := ref.Host + "/" + ref.Path
+		repo := ref.Repository()
 		digest := ref.Digest
 		if img.Running != "" {
 			if digest != "" && digest != img.Running {
