@@ -253,27 +253,13 @@ func (a *Auditor) verifyRunning(ctx context.Context, snap *policy.Snapshot, sub 
 			}
 		}
 	}
-	exempted := len(d.Exempted)
+	before := len(d.Violations)
 	snap.Settle(sub, d, results)
-	exempted = len(d.Exempted) - exempted // failures an exception's ignores lifted
-	for _, r := range results {
-		if r.Reason == "" {
-			running[telemetry.VerdictVerified]++
-		}
-	}
-	running[telemetry.VerdictRefused] += countFailed(results) - exempted
-	running[telemetry.VerdictVerified] += exempted
+	// Settle adds one violation per failure that no exception's ignores lifted.
+	refused := len(d.Violations) - before
+	running[telemetry.VerdictRefused] += refused
+	running[telemetry.VerdictVerified] += len(results) - refused
 	return earliest
-}
-
-func countFailed(results []policy.VerifyResult) int {
-	n := 0
-	for _, r := range results {
-		if r.Reason != "" {
-			n++
-		}
-	}
-	return n
 }
 
 // keepFirst sorts samples by namespace, Pod, container and rule and keeps the first

@@ -71,6 +71,9 @@ func (r *PolicyReconciler) exceptionState(snap *policy.Snapshot, ex *v1alpha1.Im
 		if len(forbidden) > 0 {
 			c.Message += "; not for " + refList(forbidden) + ", which set allowExceptions: false"
 		}
+		if missing := snap.ExceptionMissing(ref); len(missing) > 0 {
+			c.Message += "; no such policy: " + refList(missing) + " (nothing is exempt from it until it exists)"
+		}
 	}
 	return c
 }

@@ -267,13 +267,24 @@ func (s *Snapshot) ExceptionError(ref Ref) string { return s.exceptionErrors[ref
 
 // ExceptionForbidden lists the policies an exception names that set allowExceptions: false.
 func (s *Snapshot) ExceptionForbidden(ref Ref) []Ref {
+	return s.exceptionTargets(ref, func(p Ref) bool { return s.noExceptions[p] })
+}
+
+// ExceptionMissing lists the policies an exception names that do not exist (yet): it
+// exempts nothing from them until they do.
+func (s *Snapshot) ExceptionMissing(ref Ref) []Ref {
+	return s.exceptionTargets(ref, func(p Ref) bool { _, ok := s.uids[p]; return !ok })
+}
+
+// exceptionTargets lists the policies a valid exception names that match.
+func (s *Snapshot) exceptionTargets(ref Ref, match func(Ref) bool) []Ref {
 	for _, c := range s.exceptions[ref.Namespace] {
 		if c.ref != ref {
 			continue
 		}
 		var out []Ref
 		for _, t := range c.targets {
-			if s.noExceptions[t.policy] {
+			if match(t.policy) {
 				out = append(out, t.policy)
 			}
 		}
@@ -285,6 +296,22 @@ func (s *Snapshot) ExceptionForbidden(ref Ref) []Ref {
 // AnnotationExceptions is the audit annotation that lists the exceptions that lifted
 // violations of a request (namespace/name, sorted).
 const AnnotationExceptions = "exceptions"
+
+// ExemptionMessages are the warnings of the exemptions, each once, capped at MaxMessages and
+// a count of the rest, as violation messages are.
+func (d *Decision) ExemptionMessages() []string {
+	var out []string
+	for i := range d.Exempted {
+		if m := d.Exempted[i].Message(); !slices.Contains(out, m) {
+			out = append(out, m)
+		}
+	}
+	if len(out) > MaxMessages {
+		more := len(out) - MaxMessages
+		out = append(out[:MaxMessages], fmt.Sprintf("... and %d more exemptions (the audit annotation %q names every exception)", more, AnnotationExceptions))
+	}
+	return out
+}
 
 // ExceptionNames lists the exceptions a decision relied on, once each, sorted.
 func (d *Decision) ExceptionNames() []string {

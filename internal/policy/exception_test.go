@@ -160,3 +160,35 @@ func TestDenialMessageIsCapped(t *testing.T) {
 		t.Error("the audit annotation must still name every policy")
 	}
 }
+
+// An exception that names a policy that does not exist says so (its status shows it).
+func TestExceptionMissingPolicy(t *testing.T) {
+	cps, _ := policies(t, cluster("no-latest", `{tags: {deny: [latest]}}`))
+	ex := exception(t, `{metadata: {name: e, namespace: shop}, spec: {reason: r, policies: [{kind: ClusterImagePolicy, name: no-latest}, {kind: ClusterImagePolicy, name: typo}, {kind: ImagePolicy, name: local}]}}`)
+	snap := CompileWith(cps, nil, Options{Exceptions: []v1alpha1.ImagePolicyException{ex}})
+	got := snap.ExceptionMissing(Ref{Kind: KindImagePolicyException, Namespace: "shop", Name: "e"})
+	want := []Ref{{Kind: KindClusterImagePolicy, Name: "typo"}, {Kind: KindImagePolicy, Namespace: "shop", Name: "local"}}
+	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("ExceptionMissing = %v, want %v", got, want)
+	}
+}
+
+// An exception that lifts a thousand violations warns with MaxMessages lines and a count.
+func TestExemptionMessagesAreCapped(t *testing.T) {
+	cps := benchPolicies(100)
+	var policies []v1alpha1.ExceptedPolicy
+	for _, p := range cps {
+		policies = append(policies, v1alpha1.ExceptedPolicy{Kind: KindClusterImagePolicy, Name: p.Name})
+	}
+	ex := v1alpha1.ImagePolicyException{Spec: v1alpha1.ImagePolicyExceptionSpec{Reason: "r", Policies: policies}}
+	ex.Name, ex.Namespace = "all", "team-a"
+	snap := CompileWith(cps, nil, Options{Exceptions: []v1alpha1.ImagePolicyException{ex}})
+	d := snap.Evaluate(&Subject{Namespace: "team-a", Images: containers("quay.io/evil/miner:1")})
+	if !d.Allowed() || len(d.Exempted) != 100 {
+		t.Fatalf("allowed %v, %d exempted", d.Allowed(), len(d.Exempted))
+	}
+	w := d.ExemptionMessages()
+	if len(w) != MaxMessages+1 || !strings.HasPrefix(w[MaxMessages], "... and 80 more exemptions") {
+		t.Fatalf("%d warnings, last %q", len(w), w[len(w)-1])
+	}
+}

@@ -74,21 +74,17 @@ type Verifier struct {
 	transport http.RoundTripper
 	keychain  authn.Keychain
 	metrics   *Metrics
-	results   *lru.Cache // string -> outcomeEntry
-	tags      *lru.Cache // string -> entry
+	results   *lru.Cache // string -> entry[*Outcome]
+	tags      *lru.Cache // string -> entry[string], the digest a tag resolves to
 	flight    singleflight.Group
 	mu        sync.Mutex
 	pullers   map[string]*remote.Puller
 	now       func() time.Time
 }
 
-type entry struct {
-	value   string // the digest a tag resolves to
-	expires time.Time
-}
-
-type outcomeEntry struct {
-	outcome *Outcome
+// entry is a cached value and the time it stops being one.
+type entry[T any] struct {
+	value   T
 	expires time.Time
 }
 
@@ -145,22 +141,10 @@ func New(o Options) *Verifier {
 // verified): what policy.Snapshot.Settle takes. Cached results are answered in place; only
 // misses go to the registry, in parallel when there are several.
 func (v *Verifier) VerifyAll(ctx context.Context, pending []policy.Verification) []policy.VerifyResult {
-	results := make([]policy.VerifyResult, len(pending))
-	var misses []int
-	for i := range pending {
-		if o, hit := v.lookup(ctx, &pending[i]); hit {
-			results[i] = o.Result()
-		} else {
-			misses = append(misses, i)
-		}
-	}
-	if len(misses) == 0 {
-		return results
-	}
-	outcomes := make([]*Outcome, len(pending))
-	v.fetchAll(ctx, pending, misses, outcomes)
-	for _, i := range misses {
-		results[i] = outcomes[i].Result()
+	outcomes := v.Outcomes(ctx, pending)
+	results := make([]policy.VerifyResult, len(outcomes))
+	for i, o := range outcomes {
+		results[i] = o.Result()
 	}
 	return results
 }
@@ -182,7 +166,9 @@ func (v *Verifier) Outcomes(ctx context.Context, pending []policy.Verification) 
 			misses = append(misses, i)
 		}
 	}
-	v.fetchAll(ctx, pending, misses, outcomes)
+	if len(misses) > 0 {
+		v.fetchAll(ctx, pending, misses, outcomes)
+	}
 	return outcomes
 }
 
@@ -233,18 +219,9 @@ func (v *Verifier) lookup(ctx context.Context, pv *policy.Verification) (*Outcom
 	if trust, ok := pv.Rule.Trust.(*Trust); !ok || trust == nil {
 		return noTrust, true
 	}
-	key := resultKey(ctx, pv)
-	x, hit := v.results.Get(key)
-	if hit {
-		e := x.(outcomeEntry)
-		if v.now().Before(e.expires) {
-			v.metrics.cache("signature", true)
-			return e.outcome, true
-		}
-		v.results.Remove(key)
-	}
-	v.metrics.cache("signature", false)
-	return nil, false
+	o, hit := cached[*Outcome](v, v.results, resultKey(ctx, pv))
+	v.metrics.cache("signature", hit)
+	return o, hit
 }
 
 // fetch verifies in the registry, once for all concurrent callers, and caches the outcome:
@@ -262,7 +239,7 @@ func (v *Verifier) fetch(ctx context.Context, pv *policy.Verification) *Outcome 
 		} else if !o.Expires.IsZero() && o.Expires.Before(expires) {
 			expires = o.Expires
 		}
-		v.results.Add(key, outcomeEntry{outcome: o, expires: expires})
+		v.results.Add(key, entry[*Outcome]{value: o, expires: expires})
 		return o, nil
 	})
 	if err != nil {
@@ -282,7 +259,7 @@ func (v *Verifier) Resolve(ctx context.Context, u *policy.Unpinned) (string, err
 	if pk := podKeychainOf(ctx); pk != nil {
 		key += "|" + pk.id
 	}
-	if d, ok := v.cached(v.tags, key); ok {
+	if d, ok := cached[string](v, v.tags, key); ok {
 		v.metrics.cache("tag", true)
 		return d, nil
 	}
@@ -299,20 +276,22 @@ func (v *Verifier) Resolve(ctx context.Context, u *policy.Unpinned) (string, err
 			return "", registryError(tag.RegistryStr(), "resolving the tag "+u.Tag, err)
 		}
 		d := desc.Digest.String()
-		v.tags.Add(key, entry{value: d, expires: v.now().Add(tagTTL)})
+		v.tags.Add(key, entry[string]{value: d, expires: v.now().Add(tagTTL)})
 		return d, nil
 	})
 }
 
-func (v *Verifier) cached(c *lru.Cache, key string) (string, bool) {
+// cached returns the value under key until it expires (at its expiry instant it has).
+func cached[T any](v *Verifier, c *lru.Cache, key string) (T, bool) {
+	var zero T
 	x, ok := c.Get(key)
 	if !ok {
-		return "", false
+		return zero, false
 	}
-	e := x.(entry)
-	if v.now().After(e.expires) {
+	e := x.(entry[T])
+	if !v.now().Before(e.expires) {
 		c.Remove(key)
-		return "", false
+		return zero, false
 	}
 	return e.value, true
 }

@@ -3,7 +3,6 @@ package webhook
 import (
 	"context"
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -121,11 +120,7 @@ func admissionResponse(d *policy.Decision) admission.Response {
 	if d.VerifyDeferred {
 		resp.Warnings = append(resp.Warnings, verifyDeferred)
 	}
-	for i := range d.Exempted {
-		if w := d.Exempted[i].Message(); !slices.Contains(resp.Warnings, w) {
-			resp.Warnings = append(resp.Warnings, w)
-		}
-	}
+	resp.Warnings = append(resp.Warnings, d.ExemptionMessages()...)
 	resp.AuditAnnotations = d.AuditAnnotations()
 	return resp
 }

@@ -140,6 +140,5 @@ func AttestUnsigned(digest name.Digest, statement []byte, c ...Credentials) erro
 	if err != nil {
 		return err
 	}
-	forged := &Key{priv: k.priv}
-	return forged.attestLegacy(digest, statement, []byte("not the statement"), c...)
+	return k.attestLegacy(digest, statement, []byte("not the statement"), c...)
 }
