@@ -295,3 +295,22 @@ func TestRepositoryReparses(t *testing.T) {
 		}
 	}
 }
+
+// A pattern is as long as the user wrote it: many globs in a short pattern compile (the
+// schema takes it, so the engine must), and a path really over 255 characters does not.
+func TestManyGlobsAreNotTooLong(t *testing.T) {
+	p, err := ParsePattern("*/0*0*/**/**/**/**/*/**/**/**/**/*0*")
+	if err != nil {
+		t.Fatalf("ParsePattern: %v", err)
+	}
+	r, err := Parse("acme/0a0/x/y/z0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Match(&r) {
+		t.Errorf("pattern %q does not match %q", p.Raw, r.Normalized)
+	}
+	if _, err := ParsePattern("ghcr.io/" + strings.Repeat("a/", 127) + "**"); err == nil || !strings.Contains(err.Error(), "255") {
+		t.Errorf("a 256-character path: %v", err)
+	}
+}

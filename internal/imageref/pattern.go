@@ -65,6 +65,15 @@ func ParsePattern(s string) (Pattern, error) {
 	}
 	masked := strings.ReplaceAll(strings.ReplaceAll(name, "**", globStarPlaceholder), "*", globPlaceholder) + rest
 	named, err := reference.ParseNormalizedNamed(masked)
+	writtenPath := ""
+	if errors.Is(err, reference.ErrNameTooLong) {
+		// The placeholders are longer than the globs they stand for, and the parser's length
+		// limit is on the path as the runtime would see it: check the grammar with one-character
+		// stand-ins (as valid wherever the placeholders are), and take the path as written. The
+		// host has no glob, so the parser's domain is exact.
+		named, err = reference.ParseNormalizedNamed(strings.ReplaceAll(strings.ReplaceAll(name, "**", "0"), "*", "0") + rest)
+		writtenPath = remainder(name)
+	}
 	if err != nil {
 		// The parser's reason, with the placeholders turned back into the globs the user wrote.
 		return Pattern{}, errors.New(unmask(err.Error()))
@@ -72,6 +81,9 @@ func ParsePattern(s string) (Pattern, error) {
 	p := Pattern{
 		Raw:  s,
 		Path: reference.Path(named),
+	}
+	if writtenPath != "" {
+		p.Path = writtenPath
 	}
 	if t, ok := named.(reference.Tagged); ok {
 		p.Tag = t.Tag()
@@ -82,6 +94,9 @@ func ParsePattern(s string) (Pattern, error) {
 	domain := reference.Domain(named)
 	p.Host, p.Path = CanonicalHost(domain, p.Path)
 	p.Path = unmask(p.Path)
+	if len(p.Path) > reference.RepositoryNameTotalLengthMax {
+		return Pattern{}, reference.ErrNameTooLong
+	}
 	if p.Host == dockerHub && p.Path == "library/**" && remainder(name) == "**" {
 		// Docker Hub puts a one-segment name under library/, but ** spans segments: a user who
 		// writes docker.io/** (or **) means all of Docker Hub, and reading it as library/**
