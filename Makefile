@@ -39,8 +39,9 @@ help: ## Show this help.
 ##@ Development
 
 .PHONY: manifests
-manifests: controller-gen ## Generate the CRDs, RBAC and webhook configuration under config/.
+manifests: controller-gen ## Generate the CRDs, RBAC and webhook configuration under config/, and copy what the Helm chart shares with config/ into dist/chart/files.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd webhook paths="./..." output:crd:artifacts:config=config/crd/bases
+	@hack/sync-chart.sh
 
 .PHONY: generate
 generate: controller-gen ## Generate the DeepCopy methods of the API types.
@@ -59,8 +60,8 @@ vet: ## Run go vet (the product, the e2e suite and the make bench harness).
 
 .PHONY: verify
 verify: manifests generate ## Regenerate, then fail when generated files differ from the committed ones.
-	@git diff --exit-code -- api config || { echo "generated files are stale: run 'make manifests generate' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- api config | grep '^??')" || { git status --porcelain -- api config; echo "generated files are not tracked by git"; exit 1; }
+	@git diff --exit-code -- api config dist/chart || { echo "generated files are stale: run 'make manifests generate' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- api config dist/chart | grep '^??')" || { git status --porcelain -- api config dist/chart; echo "generated files are not tracked by git"; exit 1; }
 	@hack/check-go-line.sh
 
 .PHONY: setup-envtest
@@ -68,12 +69,13 @@ setup-envtest: ## Build or find kube-apiserver, etcd, kubectl and kube-controlle
 	@hack/setup-envtest.sh
 
 .PHONY: test
-test: fmt vet verify ## Unit tests, fuzz seeds and envtest suites with -race, and a coverage summary.
+test: fmt vet verify ## Unit tests, fuzz seeds and envtest suites with -race (the Helm chart's lint and render tests among them), a coverage summary, and promtool on the alerts and the dashboard.
 	@assets=$$(hack/setup-envtest.sh | tail -n 1); \
 	echo "KUBEBUILDER_ASSETS=$$assets"; \
 	KUBEBUILDER_ASSETS=$$assets go test -race -count=1 -coverpkg=./internal/... -coverprofile=cover.out ./...
 	@go tool cover -func=cover.out | tail -n 1
 	cd test/bench && go test -count=1 ./...
+	hack/check-monitoring.sh
 
 .PHONY: demo
 demo: build ## Run imagegate on a local control plane and show it at work; KEEP=1 leaves it running.

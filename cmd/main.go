@@ -155,6 +155,13 @@ func main() {
 
 	metrics, err := telemetry.NewMetrics(ctrlmetrics.Registry)
 	must(log, err, "registering the metrics")
+	must(log, telemetry.RegisterCertificateExpiry(ctrlmetrics.Registry, func() time.Time {
+		cert, err := certWatcher.GetCertificate(nil)
+		if err != nil || cert == nil || cert.Leaf == nil {
+			return time.Time{}
+		}
+		return cert.Leaf.NotAfter
+	}), "registering the certificate metric")
 	recorder := &telemetry.Recorder{Metrics: metrics, Events: telemetry.NewEvents(mgr.GetEventRecorder("imagegate"), o.eventInterval)}
 	excluded := splitList(o.excludedNamespaces)
 

@@ -198,3 +198,21 @@ func (m *Metrics) Exceptions(states map[string]int, expiries map[string]time.Tim
 		m.exceptionExpiry.WithLabelValues(name).Set(float64(t.Unix()))
 	}
 }
+
+// RegisterCertificateExpiry registers imagegate_serving_certificate_expiry_timestamp_seconds,
+// read from notAfter at each scrape: the end of the serving certificate the webhook presents
+// now (0 while none is loaded). Alerts compare it with time(), so a certificate that is not
+// renewed (cert-manager failing, or the Helm chart's own certificate before `helm upgrade`)
+// is seen before the apiserver stops trusting the webhook.
+func RegisterCertificateExpiry(reg prometheus.Registerer, notAfter func() time.Time) error {
+	return reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "imagegate_serving_certificate_expiry_timestamp_seconds",
+		Help: "When the webhook's serving certificate, as loaded now, expires (Unix time); 0 when none is loaded.",
+	}, func() float64 {
+		t := notAfter()
+		if t.IsZero() {
+			return 0
+		}
+		return float64(t.Unix())
+	}))
+}

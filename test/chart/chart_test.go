@@ -1,0 +1,559 @@
+// Package chart tests the Helm chart in dist/chart with Helm's own library (what `helm lint`
+// and `helm template` run): it lints, it renders exactly what config/ renders with kustomize
+// under the defaults (so the two installations cannot drift apart), each value does what
+// values.yaml says, and bad values are refused with a message that names them.
+package chart
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"helm.sh/helm/v4/pkg/action"
+	"helm.sh/helm/v4/pkg/chart/common"
+	chartv2 "helm.sh/helm/v4/pkg/chart/v2"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	release "helm.sh/helm/v4/pkg/release/v1"
+	"helm.sh/helm/v4/pkg/strvals"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+)
+
+const (
+	chartDir  = "../../dist/chart"
+	namespace = "imagegate-system"
+)
+
+// object is one rendered Kubernetes object.
+type object map[string]any
+
+func (o object) kind() string { s, _ := o["kind"].(string); return s }
+
+func (o object) meta() map[string]any { m, _ := o["metadata"].(map[string]any); return m }
+
+func (o object) name() string { s, _ := o.meta()["name"].(string); return s }
+
+func (o object) key() string {
+	ns, _ := o.meta()["namespace"].(string)
+	return o.kind() + " " + ns + "/" + o.name()
+}
+
+// kubeVersion is the Kubernetes version rendered for: this module's client-go (Helm's library
+// otherwise assumes 1.20, older than the chart's kubeVersion).
+func kubeVersion(t *testing.T) *common.KubeVersion {
+	t.Helper()
+	v, err := common.ParseKubeVersion("v1.37.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func loadChart(t *testing.T) *chartv2.Chart {
+	t.Helper()
+	c, err := loader.Load(chartDir)
+	if err != nil {
+		t.Fatalf("loading %s: %v", chartDir, err)
+	}
+	return c
+}
+
+// render runs what `helm template imagegate dist/chart -n imagegate-system --set ...` runs.
+func render(t *testing.T, set ...string) ([]object, error) {
+	t.Helper()
+	vals := map[string]any{}
+	for _, s := range set {
+		if err := strvals.ParseInto(s, vals); err != nil {
+			t.Fatalf("--set %s: %v", s, err)
+		}
+	}
+	install := action.NewInstall(action.NewConfiguration())
+	install.DryRunStrategy = action.DryRunClient
+	install.Replace = true
+	install.ReleaseName = "imagegate"
+	install.Namespace = namespace
+	install.IncludeCRDs = true
+	install.KubeVersion = kubeVersion(t)
+	rel, err := install.Run(loadChart(t), vals)
+	if err != nil {
+		return nil, err
+	}
+	r, ok := rel.(*release.Release)
+	if !ok {
+		t.Fatalf("helm returned a %T", rel)
+	}
+	return parse(t, []byte(r.Manifest)), nil
+}
+
+func mustRender(t *testing.T, set ...string) []object {
+	t.Helper()
+	objs, err := render(t, set...)
+	if err != nil {
+		t.Fatalf("helm template with %v: %v", set, err)
+	}
+	return objs
+}
+
+func parse(t *testing.T, stream []byte) []object {
+	t.Helper()
+	var objs []object
+	for _, doc := range bytes.Split(stream, []byte("\n---")) {
+		var o object
+		if err := yaml.Unmarshal(doc, &o); err != nil {
+			t.Fatalf("rendered YAML: %v\n%s", err, doc)
+		}
+		if len(o) > 0 {
+			objs = append(objs, o)
+		}
+	}
+	return objs
+}
+
+// kustomize renders a folder of config/ as `kubectl apply -k` would.
+func kustomize(t *testing.T, dir string) []object {
+	t.Helper()
+	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), filepath.Join("../../config", dir))
+	if err != nil {
+		t.Fatalf("kustomize build config/%s: %v", dir, err)
+	}
+	out, err := m.AsYaml()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return parse(t, out)
+}
+
+// helmOnly are the labels and annotations the chart adds to every object (and keeps CRDs
+// with); everything else must be as config/ has it.
+var helmOnly = []string{"helm.sh/chart", "app.kubernetes.io/managed-by", "app.kubernetes.io/instance", "app.kubernetes.io/version", "app.kubernetes.io/part-of", "helm.sh/resource-policy"}
+
+func withoutHelmMetadata(o object) object {
+	out := object{}
+	b, _ := json.Marshal(o)
+	_ = json.Unmarshal(b, &out)
+	meta := out.meta()
+	for _, field := range []string{"labels", "annotations"} {
+		m, _ := meta[field].(map[string]any)
+		for _, k := range helmOnly {
+			delete(m, k)
+		}
+		if m != nil && len(m) == 0 {
+			delete(meta, field)
+		}
+	}
+	return out
+}
+
+func index(objs []object) map[string]object {
+	m := map[string]object{}
+	for _, o := range objs {
+		m[o.key()] = o
+	}
+	return m
+}
+
+// sameAsKustomize fails unless the chart's objects are config/<dir>'s, one for one.
+func sameAsKustomize(t *testing.T, chart []object, dir string) {
+	t.Helper()
+	want := map[string]object{}
+	for _, o := range kustomize(t, dir) {
+		if o.kind() == "Namespace" { // helm install --create-namespace makes it
+			continue
+		}
+		want[o.key()] = o
+	}
+	got := map[string]object{}
+	for _, o := range chart {
+		got[o.key()] = withoutHelmMetadata(o)
+	}
+	for k, w := range want {
+		g, ok := got[k]
+		if !ok {
+			t.Errorf("config/%s renders %s; the chart does not", dir, k)
+			continue
+		}
+		if d := cmp.Diff(w, g); d != "" {
+			t.Errorf("%s differs between config/%s (-) and the chart (+):\n%s", k, dir, d)
+		}
+	}
+	for k := range got {
+		if _, ok := want[k]; !ok {
+			t.Errorf("the chart renders %s; config/%s does not", k, dir)
+		}
+	}
+}
+
+func TestChartLints(t *testing.T) {
+	lint := action.NewLint()
+	lint.Strict = true
+	lint.Namespace = namespace
+	lint.KubeVersion = kubeVersion(t)
+	res := lint.Run([]string{chartDir}, map[string]any{"image": map[string]any{"repository": "registry.example.com/imagegate"}})
+	for _, m := range res.Messages {
+		t.Logf("helm lint: %s", m)
+	}
+	for _, err := range res.Errors {
+		t.Errorf("helm lint --strict: %v", err)
+	}
+	if res.TotalChartsLinted != 1 {
+		t.Errorf("linted %d charts, want 1", res.TotalChartsLinted)
+	}
+}
+
+// With its defaults (and the image config/manager names), the chart installs what `make
+// deploy` installs, object for object and field for field.
+func TestChartDefaultsAreConfigDefault(t *testing.T) {
+	sameAsKustomize(t, mustRender(t, "image.repository=ghcr.io/imagegate/imagegate", "image.tag=v0.1.0"), "default")
+}
+
+func TestChartPodPullSecretsIsConfigPodPullSecrets(t *testing.T) {
+	sameAsKustomize(t, mustRender(t, "image.repository=ghcr.io/imagegate/imagegate", "image.tag=v0.1.0", "rbac.podPullSecrets=true"), "pod-pull-secrets")
+}
+
+// The chart cannot read config/, so hack/sync-chart.sh copies what they share; `make
+// manifests` runs it. This says which copy is stale.
+func TestChartFilesAreConfigs(t *testing.T) {
+	pairs := map[string]string{
+		"config/prometheus/rules.yaml":   "dist/chart/files/prometheus/rules.yaml",
+		"config/grafana/imagegate.json":  "dist/chart/files/grafana/imagegate.json",
+		"config/crd/bases/*.yaml (each)": "dist/chart/files/crds/",
+	}
+	crds, err := filepath.Glob("../../config/crd/bases/*.yaml")
+	if err != nil || len(crds) == 0 {
+		t.Fatalf("no CRDs in config/crd/bases: %v", err)
+	}
+	copies, _ := filepath.Glob("../../dist/chart/files/crds/*.yaml")
+	if len(copies) != len(crds) {
+		t.Errorf("dist/chart/files/crds has %d CRDs, config/crd/bases %d: run `make manifests`", len(copies), len(crds))
+	}
+	for _, c := range crds {
+		pairs[strings.TrimPrefix(c, "../../")] = "dist/chart/files/crds/" + filepath.Base(c)
+	}
+	delete(pairs, "config/crd/bases/*.yaml (each)")
+	for src, dst := range pairs {
+		a, err := os.ReadFile("../../" + src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile("../../" + dst)
+		if err != nil || !bytes.Equal(a, b) {
+			t.Errorf("%s is not a copy of %s: run `make manifests`", dst, src)
+		}
+	}
+}
+
+func TestChartCRDsAreKeptAtUninstall(t *testing.T) {
+	crds := 0
+	for _, o := range mustRender(t, "image.repository=r") {
+		if o.kind() != "CustomResourceDefinition" {
+			continue
+		}
+		crds++
+		if a, _ := o.meta()["annotations"].(map[string]any); a["helm.sh/resource-policy"] != "keep" {
+			t.Errorf("CRD %s lacks helm.sh/resource-policy: keep; helm uninstall would delete every policy", o.name())
+		}
+	}
+	if crds != 3 {
+		t.Errorf("the chart renders %d CRDs, want 3", crds)
+	}
+	for _, o := range mustRender(t, "image.repository=r", "crds.install=false") {
+		if o.kind() == "CustomResourceDefinition" {
+			t.Errorf("crds.install=false still renders CRD %s", o.name())
+		}
+	}
+}
+
+// Without cert-manager the chart makes the CA and the serving certificate: the certificate
+// names the webhook Service, is issued by the CA every webhook trusts, and lasts
+// selfSignedCertificate.validityDays.
+func TestChartWithoutCertManagerIssuesItsOwnCertificate(t *testing.T) {
+	objs := index(mustRender(t, "image.repository=r", "certManager.enabled=false", "selfSignedCertificate.validityDays=30"))
+	for k, o := range objs {
+		if strings.Contains(o["apiVersion"].(string), "cert-manager.io") {
+			t.Errorf("certManager.enabled=false still renders %s", k)
+		}
+		if a, _ := o.meta()["annotations"].(map[string]any); a["cert-manager.io/inject-ca-from"] != nil {
+			t.Errorf("certManager.enabled=false: %s still asks cert-manager to inject its CA", k)
+		}
+	}
+	secret := func(name string) map[string][]byte {
+		t.Helper()
+		o, ok := objs["Secret "+namespace+"/"+name]
+		if !ok {
+			t.Fatalf("no Secret %s", name)
+		}
+		out := map[string][]byte{}
+		for k, v := range o["data"].(map[string]any) {
+			b, err := base64.StdEncoding.DecodeString(v.(string))
+			if err != nil {
+				t.Fatalf("Secret %s, %s: %v", name, k, err)
+			}
+			out[k] = b
+		}
+		return out
+	}
+	ca, serving := secret("imagegate-ca"), secret("webhook-server-cert")
+	if a := objs["Secret "+namespace+"/imagegate-ca"].meta()["annotations"].(map[string]any); a["helm.sh/resource-policy"] != "keep" {
+		t.Error("the CA Secret is not kept at uninstall: a reinstall would leave old caBundles untrusted")
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(ca["tls.crt"]) {
+		t.Fatal("the CA Secret's tls.crt is not a PEM certificate")
+	}
+	if !bytes.Equal(serving["ca.crt"], ca["tls.crt"]) {
+		t.Error("webhook-server-cert's ca.crt is not the CA")
+	}
+	block, _ := pem.Decode(serving["tls.crt"])
+	if block == nil {
+		t.Fatal("webhook-server-cert's tls.crt is not PEM")
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dns := range []string{"imagegate-webhook-service.imagegate-system.svc", "imagegate-webhook-service.imagegate-system.svc.cluster.local"} {
+		if _, err := cert.Verify(x509.VerifyOptions{DNSName: dns, Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+			t.Errorf("the serving certificate does not verify for %s against the CA: %v", dns, err)
+		}
+	}
+	if life := cert.NotAfter.Sub(time.Now()); life < 29*24*time.Hour || life > 31*24*time.Hour {
+		t.Errorf("the serving certificate lasts %s, want 30 days", life)
+	}
+	webhooks := 0
+	for _, kind := range []string{"ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"} {
+		for _, o := range objs {
+			if o.kind() != kind {
+				continue
+			}
+			for _, wh := range o["webhooks"].([]any) {
+				webhooks++
+				cc := wh.(map[string]any)["clientConfig"].(map[string]any)
+				b, _ := base64.StdEncoding.DecodeString(fmt.Sprint(cc["caBundle"]))
+				if !bytes.Equal(b, ca["tls.crt"]) {
+					t.Errorf("webhook %v's caBundle is not the CA", wh.(map[string]any)["name"])
+				}
+			}
+		}
+	}
+	if webhooks != 4 {
+		t.Errorf("%d webhooks, want 4", webhooks)
+	}
+}
+
+func TestChartValues(t *testing.T) {
+	objs := index(mustRender(t,
+		"image.repository=registry.example.com/imagegate",
+		"image.digest=sha256:"+strings.Repeat("ab", 32),
+		"image.tag=ignored",
+		"replicaCount=3",
+		"resources.limits.memory=1Gi",
+		"extraArgs={--audit-interval=1m}",
+		"webhook.timeoutSeconds=7",
+		"webhook.failurePolicy=Ignore",
+		"webhook.workloads.timeoutSeconds=3",
+		"webhook.excludedNamespaces={kube-system,monitoring}",
+		"networkPolicy.enabled=false",
+		"rbac.userRoles=false",
+		"podDisruptionBudget.enabled=false",
+		"metrics.serviceMonitor.enabled=true",
+		"metrics.readerServiceAccount.name=prometheus",
+		"metrics.readerServiceAccount.namespace=monitoring",
+		"prometheusRule.enabled=true",
+		"prometheusRule.labels.release=kube-prometheus",
+		"grafanaDashboard.enabled=true",
+	))
+	dep := objs["Deployment "+namespace+"/imagegate-controller-manager"]
+	spec := dep["spec"].(map[string]any)
+	if spec["replicas"] != float64(3) {
+		t.Errorf("replicas %v, want 3", spec["replicas"])
+	}
+	container := spec["template"].(map[string]any)["spec"].(map[string]any)["containers"].([]any)[0].(map[string]any)
+	if img := container["image"]; img != "registry.example.com/imagegate@sha256:"+strings.Repeat("ab", 32) {
+		t.Errorf("image %v: a digest must win over the tag", img)
+	}
+	if args := fmt.Sprint(container["args"]); !strings.HasSuffix(args, " --audit-interval=1m]") {
+		t.Errorf("args %s do not end with extraArgs", args)
+	}
+	if mem := container["resources"].(map[string]any)["limits"].(map[string]any)["memory"]; mem != "1Gi" {
+		t.Errorf("memory limit %v", mem)
+	}
+
+	vwc := objs["ValidatingWebhookConfiguration /imagegate-validating-webhook-configuration"]
+	for _, w := range vwc["webhooks"].([]any) {
+		wh := w.(map[string]any)
+		switch wh["name"] {
+		case "pods.imagegate.io":
+			if wh["timeoutSeconds"] != float64(7) || wh["failurePolicy"] != "Ignore" {
+				t.Errorf("pods webhook: timeout %v, failurePolicy %v", wh["timeoutSeconds"], wh["failurePolicy"])
+			}
+			got := fmt.Sprint(wh["namespaceSelector"])
+			if want := "map[matchExpressions:[map[key:kubernetes.io/metadata.name operator:NotIn values:[imagegate-system kube-system monitoring]]]]"; got != want {
+				t.Errorf("pods webhook namespaceSelector\n got %s\nwant %s (the release namespace is always excluded)", got, want)
+			}
+		case "workloads.imagegate.io":
+			if wh["timeoutSeconds"] != float64(3) {
+				t.Errorf("workloads webhook timeout %v", wh["timeoutSeconds"])
+			}
+		case "exceptions.imagegate.io":
+			if wh["failurePolicy"] != "Fail" {
+				t.Errorf("the exception webhook must fail closed whatever webhook.failurePolicy says; it is %v", wh["failurePolicy"])
+			}
+		}
+	}
+	for k := range objs {
+		for _, gone := range []string{"NetworkPolicy ", "PodDisruptionBudget ", "ClusterRole /imagegate-imagepolicy-editor-role", "ClusterRole /imagegate-imagepolicyexception-granter-role"} {
+			if strings.HasPrefix(k, gone) {
+				t.Errorf("%s is rendered though its value turns it off", k)
+			}
+		}
+	}
+	if _, ok := objs["ServiceMonitor "+namespace+"/imagegate-controller-manager"]; !ok {
+		t.Error("metrics.serviceMonitor.enabled renders no ServiceMonitor")
+	}
+	if b, ok := objs["ClusterRoleBinding /imagegate-metrics-reader"]; !ok || fmt.Sprint(b["subjects"]) != "[map[kind:ServiceAccount name:prometheus namespace:monitoring]]" {
+		t.Errorf("metrics.readerServiceAccount: binding %v", b)
+	}
+
+	// The PrometheusRule holds config/prometheus/rules.yaml's groups, unchanged.
+	rule, ok := objs["PrometheusRule "+namespace+"/imagegate"]
+	if !ok {
+		t.Fatal("prometheusRule.enabled renders no PrometheusRule")
+	}
+	if rule.meta()["labels"].(map[string]any)["release"] != "kube-prometheus" {
+		t.Error("prometheusRule.labels are not on the PrometheusRule")
+	}
+	var rules map[string]any
+	b, err := os.ReadFile("../../config/prometheus/rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, &rules); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(rules, rule["spec"]); d != "" {
+		t.Errorf("the PrometheusRule's spec is not config/prometheus/rules.yaml (-file +chart):\n%s", d)
+	}
+
+	// The dashboard ConfigMap holds config/grafana/imagegate.json, byte for byte.
+	cm, ok := objs["ConfigMap "+namespace+"/imagegate-dashboard"]
+	if !ok {
+		t.Fatal("grafanaDashboard.enabled renders no ConfigMap")
+	}
+	if cm.meta()["labels"].(map[string]any)["grafana_dashboard"] != "1" {
+		t.Error("the dashboard ConfigMap lacks the label Grafana's sidecar looks for")
+	}
+	dash, err := os.ReadFile("../../config/grafana/imagegate.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cm["data"].(map[string]any)["imagegate.json"]; got != strings.TrimSuffix(string(dash), "\n") {
+		t.Error("the dashboard ConfigMap does not hold config/grafana/imagegate.json")
+	}
+}
+
+// Bad values are refused before anything reaches the cluster, and the error names the value.
+func TestChartRefusesBadValues(t *testing.T) {
+	for _, tc := range []struct {
+		set  []string
+		want string
+	}{
+		{nil, "image.repository is required"},
+		{[]string{"image.repository=r", "webhook.failurePolicy=Sometimes"}, "/webhook/failurePolicy"},
+		{[]string{"image.repository=r", "webhook.timeoutSeconds=31"}, "/webhook/timeoutSeconds"},
+		{[]string{"image.repository=r", "image.digest=sha256:abc"}, "/image/digest"},
+		{[]string{"image.repository=r", "replicas=3"}, "additional properties 'replicas' not allowed"},
+		{[]string{"image.repository=r", "webhook.excludedNamespaces={Kube_System}"}, "/webhook/excludedNamespaces/0"},
+		{[]string{"image.repository=r", "extraArgs={audit-interval=1m}"}, "/extraArgs/0"},
+		{[]string{"image.repository=r", "metrics.enabled=false", "metrics.serviceMonitor.enabled=true"}, "metrics.serviceMonitor.enabled needs metrics.enabled"},
+		{[]string{"image.repository=r", "metrics.readerServiceAccount.name=prometheus"}, "metrics.readerServiceAccount.namespace is required"},
+	} {
+		_, err := render(t, tc.set...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("--set %v: error %v, want one containing %q", tc.set, err, tc.want)
+		}
+	}
+}
+
+// Every imagegate metric the alerts and the dashboard query is one the manager exports: a
+// renamed metric must not leave an alert that can never fire.
+func TestMonitoringQueriesExistingMetrics(t *testing.T) {
+	exported := exportedMetrics(t)
+	var queries []string
+	var rules struct {
+		Groups []struct {
+			Rules []struct {
+				Alert string `json:"alert"`
+				Expr  string `json:"expr"`
+			} `json:"rules"`
+		} `json:"groups"`
+	}
+	b, err := os.ReadFile("../../config/prometheus/rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, &rules); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			queries = append(queries, "alert "+r.Alert+": "+r.Expr)
+		}
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	b, err = os.ReadFile("../../config/grafana/imagegate.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatalf("config/grafana/imagegate.json: %v", err)
+	}
+	for _, p := range dash.Panels {
+		for _, q := range p.Targets {
+			queries = append(queries, "panel "+p.Title+": "+q.Expr)
+		}
+	}
+	used := map[string]bool{}
+	for _, q := range queries {
+		for _, m := range metricName.FindAllString(q, -1) {
+			base := m
+			for _, suffix := range []string{"_bucket", "_count", "_sum"} {
+				if s, ok := strings.CutSuffix(m, suffix); ok && exported[s] {
+					base = s
+				}
+			}
+			used[base] = true
+			if !exported[base] {
+				t.Errorf("%s queries %s, which the manager does not export", strings.SplitN(q, ":", 2)[0], m)
+			}
+		}
+	}
+	// The alerts the issue asks for are there.
+	for _, alert := range []string{"ImagegateWebhookErrors", "ImagegateWebhookLatencyNearTimeout", "ImagegateNoReadyReplica", "ImagegateServingCertificateExpiresSoon", "ImagegateExceptionExpiresSoon", "ImagegateRunningImageScanExpiresSoon"} {
+		if !slices.ContainsFunc(queries, func(q string) bool { return strings.HasPrefix(q, "alert "+alert+":") }) {
+			t.Errorf("no alert %s", alert)
+		}
+	}
+	for _, m := range []string{"imagegate_admission_decisions_total", "imagegate_policy_violations_total", "imagegate_evaluation_duration_seconds", "imagegate_verify_cache_lookups_total", "imagegate_registry_operation_duration_seconds", "imagegate_audit_violating_pods"} {
+		if !used[m] {
+			t.Errorf("neither the dashboard nor the alerts show %s", m)
+		}
+	}
+}
