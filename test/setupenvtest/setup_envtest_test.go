@@ -92,7 +92,7 @@ func (r *release) serve(t *testing.T) *httptest.Server {
 		kcmPath := fmt.Sprintf("/release/v%s/bin/%s/%s/kube-controller-manager", r.version, runtime.GOOS, runtime.GOARCH)
 		switch req.URL.Path {
 		case "/envtest-releases.yaml":
-			fmt.Fprintf(w, "releases:\n  v%s:\n    %s:\n      hash: %s\n      selfLink: %s/archives/%s\n",
+			_, _ = fmt.Fprintf(w, "releases:\n  v%s:\n    %s:\n      hash: %s\n      selfLink: %s/archives/%s\n",
 				r.version, archiveName, hex.EncodeToString(sum512[:]), "http://"+req.Host, archiveName)
 		case "/archives/" + archiveName:
 			_, _ = w.Write(archive.Bytes())
@@ -205,20 +205,29 @@ func TestFallsBackToTheBuildWhenNothingDownloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	refusedURL := "http://" + refused.Addr().String() + "/envtest-releases.yaml"
-	refused.Close()
+	_ = refused.Close()
 
 	silent, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer silent.Close()
+	var conns []net.Conn // accepted, never answered
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		for {
 			c, err := silent.Accept()
 			if err != nil {
 				return
 			}
-			defer c.Close() // accepted, never answered
+			conns = append(conns, c)
+		}
+	}()
+	defer func() {
+		_ = silent.Close()
+		<-done
+		for _, c := range conns {
+			_ = c.Close()
 		}
 	}()
 	silentURL := "http://" + silent.Addr().String() + "/envtest-releases.yaml"
