@@ -382,8 +382,13 @@ func TestChartValues(t *testing.T) {
 	if img := container["image"]; img != "registry.example.com/imagegate@sha256:"+strings.Repeat("ab", 32) {
 		t.Errorf("image %v: a digest must win over the tag", img)
 	}
-	if args := fmt.Sprint(container["args"]); !strings.HasSuffix(args, " --audit-interval=1m]") {
+	args := fmt.Sprint(container["args"])
+	if !strings.HasSuffix(args, " --audit-interval=1m]") {
 		t.Errorf("args %s do not end with extraArgs", args)
+	}
+	// The audit and ImageReview leave alone what the webhooks do not cover.
+	if !strings.Contains(args, " --excluded-namespaces=imagegate-system,kube-system,monitoring ") {
+		t.Errorf("args %s do not pass webhook.excludedNamespaces to the manager", args)
 	}
 	if mem := container["resources"].(map[string]any)["limits"].(map[string]any)["memory"]; mem != "1Gi" {
 		t.Errorf("memory limit %v", mem)

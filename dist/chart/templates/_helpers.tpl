@@ -39,7 +39,12 @@ control-plane: controller-manager
 {{- end -}}
 {{- end -}}
 
-{{/* The namespaces no webhook covers: the release's own first, then webhook.excludedNamespaces. */}}
+{{/* The namespaces no webhook covers, the audit skips and ImageReview never decides: the
+release's own first, then webhook.excludedNamespaces, comma-separated. */}}
+{{- define "imagegate.excludedNamespaces" -}}
+{{- prepend .Values.webhook.excludedNamespaces .Release.Namespace | uniq | join "," -}}
+{{- end -}}
+
 {{- define "imagegate.namespaceSelector" -}}
 namespaceSelector:
   matchExpressions:
