@@ -86,6 +86,10 @@ type matcher struct {
 	rest    []string // segments left to match after the node; nil: the path ends at the node
 	pattern imageref.Pattern
 	targets []target
+	// For the fast path (admit.go): the policies whose images.deny holds the pattern, and, when
+	// many policies share it, the set of those whose images.allow it satisfies.
+	denies    []int32
+	satisfies bitset
 }
 
 // node is a level of the pattern trie: one literal path segment. Patterns hang at the node of
@@ -125,9 +129,14 @@ type Snapshot struct {
 	noExceptions        map[Ref]bool
 	glassNeedsException map[Ref]bool
 	now                 func() time.Time
-	// fullEvaluation turns the fast path off, so that tests can compare it with a full
+	// fullEvaluation turns the fast paths off, so that tests can compare them with a full
 	// evaluation of every covered policy.
 	fullEvaluation bool
+	// The admission fast path's sets (admit.go): the cluster policies that cover every Pod,
+	// and every pod template; the other cluster policies; the policies with images.allow.
+	everyPod, everyTemplate bitset
+	conditional             []int32
+	hasAllowSet             bitset
 }
 
 // refCacheSize bounds the parsed image references a snapshot keeps (about 200 bytes each).
@@ -226,6 +235,7 @@ func CompileWith(cluster []v1alpha1.ClusterImagePolicy, namespaced []v1alpha1.Im
 		s.add(ref, &p.ObjectMeta, &p.Spec, shared, &opts)
 		s.byNamespace[p.Namespace] = append(s.byNamespace[p.Namespace], idx)
 	}
+	s.prepareAdmit(opts.sparseOnly)
 	s.scratch.New = func() any {
 		return &scratch{marks: make([]mark, len(s.policies)), coveredAt: make([]uint32, len(s.policies))}
 	}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -32,6 +31,8 @@ type scratch struct {
 	satisfied, denied int
 	coveredAllow      int  // covered policies with images.allow
 	workload          bool // the subject is a pod template
+	// The fast path's sets (admit.go): the covering policies, and those an image satisfies.
+	coveredSet, satisfiedSet bitset
 }
 
 // next returns a fresh stamp, clearing the stamped arrays when the counter wraps so that a
@@ -75,6 +76,9 @@ func (s *Snapshot) evaluate(sub *Subject, sc *scratch) Decision {
 
 func (s *Snapshot) violations(sub *Subject, sc *scratch) Decision {
 	d := Decision{}
+	if s.admitted(sub, sc, &d) {
+		return d
+	}
 	sc.workload = sub.Workload && !sub.VerifyTemplates
 	// Nothing to check (an UPDATE that changes no image and no label): not even an invalid
 	// policy or an unknown namespace may block it, or a later policy would break edits.
@@ -181,12 +185,18 @@ func (s *Snapshot) covering(sub *Subject, out []int32, d *Decision) []int32 {
 	return out
 }
 
+// podCovered reports whether the policy, in the subject's namespace, covers the Pod or
+// template: its podSelector (unless the labels are not known) and checkWorkloads.
+func (s *Snapshot) podCovered(p *compiledPolicy, podLabels labels.Set, sub *Subject) bool {
+	if sub.Workload && p.skipWorkloads {
+		return false
+	}
+	return p.podSelector == nil || sub.PodLabelsUnknown || p.podSelector.Matches(podLabels)
+}
+
 func (s *Snapshot) coverPod(idx int32, podLabels labels.Set, sub *Subject, out []int32, d *Decision) []int32 {
 	p := &s.policies[idx]
-	if sub.Workload && p.skipWorkloads {
-		return out
-	}
-	if p.podSelector != nil && !sub.PodLabelsUnknown && !p.podSelector.Matches(podLabels) {
+	if !s.podCovered(p, podLabels, sub) {
 		return out
 	}
 	if p.invalid != "" {
@@ -292,25 +302,8 @@ func checkVersion(img *Image, ref *imageref.Reference, p *compiledPolicy, d *Dec
 // markMatches walks the trie along the image's registry and path and marks, for every
 // pattern that matches, the policy and list it belongs to.
 func (s *Snapshot) markMatches(ref *imageref.Reference, sc *scratch) {
-	n := s.hosts[ref.Host]
-	rest := ref.Path
-	for n != nil {
-		for _, m := range n.matchers {
-			var ok bool
-			if m.rest == nil {
-				ok = rest == ""
-			} else {
-				ok = imageref.MatchSegments(m.rest, rest)
-			}
-			if ok && m.pattern.MatchVersion(ref) {
-				sc.mark(m.targets)
-			}
-		}
-		if rest == "" {
-			return
-		}
-		head, tail, _ := strings.Cut(rest, "/")
-		n, rest = n.children[head], tail
+	for m := range s.matching(ref) {
+		sc.mark(m.targets)
 	}
 }
 

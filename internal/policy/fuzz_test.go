@@ -54,10 +54,11 @@ func FuzzEvaluate(f *testing.F) {
 // covered policy, with every kind of per-image rule in play: they must find the same
 // violations. A rule the fast path does not know (versionRuleHit) fails here.
 func FuzzFastPath(f *testing.F) {
-	f.Add("ghcr.io/acme/**", "docker.io/**", "ghcr.io/acme/legacy/*", "latest", uint8(0xff), "ghcr.io/acme/app")
-	f.Add("nginx", "x", "y", "1.0", uint8(0x05), "nginx:1.0")
-	f.Add("**", "quay.io/*", "ghcr.io/**", "v1", uint8(0x02), "ghcr.io/a/b@"+digestA)
-	f.Fuzz(func(t *testing.T, allow, deny, exempt, tag string, rules uint8, img string) {
+	f.Add("ghcr.io/acme/**", "docker.io/**", "ghcr.io/acme/legacy/*", "latest", uint8(0xff), uint8(0), "ghcr.io/acme/app")
+	f.Add("nginx", "x", "y", "1.0", uint8(0x05), uint8(0x13), "nginx:1.0")
+	f.Add("**", "quay.io/*", "ghcr.io/**", "v1", uint8(0x02), uint8(0x2e), "ghcr.io/a/b@"+digestA)
+	f.Add("ghcr.io/**", "x", "y", "v1", uint8(0x01), uint8(0x08), "ghcr.io/acme/app:1")
+	f.Fuzz(func(t *testing.T, allow, deny, exempt, tag string, rules, scope uint8, img string) {
 		spec := v1alpha1.ImagePolicySpec{}
 		if rules&1 != 0 {
 			spec.Images.Allow = []v1alpha1.ImagePattern{v1alpha1.ImagePattern(allow)}
@@ -83,18 +84,47 @@ func FuzzFastPath(f *testing.F) {
 		if rules&128 != 0 {
 			other = v1alpha1.ImagePolicySpec{Tags: v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}}}
 		}
-		policies := []v1alpha1.ClusterImagePolicy{
-			{ObjectMeta: metav1.ObjectMeta{Name: "fuzzed"}, Spec: spec},
-			{ObjectMeta: metav1.ObjectMeta{Name: "other"}, Spec: other},
+		// Where they apply: selectors, the kind of the fuzzed policy, and the subject.
+		if scope&1 != 0 {
+			spec.PodSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}
 		}
-		sub := &Subject{Namespace: "a", Images: []Image{{Field: "spec.containers[0].image", Ref: img}, {Field: "spec.containers[1].image", Ref: "ghcr.io/acme/app:latest"}}}
-		fast := Compile(policies, nil)
-		full := Compile(policies, nil)
+		if scope&2 != 0 {
+			other.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"team": "a"}}
+		}
+		if scope&64 != 0 {
+			spec.CheckWorkloads = ptr.To(false)
+		}
+		cluster := []v1alpha1.ClusterImagePolicy{{ObjectMeta: metav1.ObjectMeta{Name: "other"}, Spec: other}}
+		var namespaced []v1alpha1.ImagePolicy
+		if scope&8 != 0 {
+			namespaced = []v1alpha1.ImagePolicy{{ObjectMeta: metav1.ObjectMeta{Name: "fuzzed", Namespace: "a"}, Spec: spec}}
+		} else {
+			cluster = append(cluster, v1alpha1.ClusterImagePolicy{ObjectMeta: metav1.ObjectMeta{Name: "fuzzed"}, Spec: spec})
+		}
+		sub := &Subject{
+			Namespace: "a", Workload: scope&4 != 0, NamespaceUnknown: scope&32 != 0,
+			Images: []Image{{Field: "spec.containers[0].image", Ref: img}, {Field: "spec.containers[1].image", Ref: "ghcr.io/acme/app:latest"}},
+		}
+		if scope&16 != 0 {
+			sub.PodLabels = map[string]string{"app": "web"}
+		}
+		if !sub.NamespaceUnknown {
+			sub.NamespaceLabels = map[string]string{"kubernetes.io/metadata.name": "a", "team": "a"}
+		}
+		full := Compile(cluster, namespaced)
 		full.fullEvaluation = true
-		got, want := fast.Evaluate(sub), full.Evaluate(sub)
-		if !slices.Equal(got.Messages(v1alpha1.ModeEnforce), want.Messages(v1alpha1.ModeEnforce)) ||
-			!slices.Equal(got.Messages(v1alpha1.ModeWarn), want.Messages(v1alpha1.ModeWarn)) {
-			t.Fatalf("the fast path decides otherwise than a full evaluation:\nfast: %v\nfull: %v", got.Violations, want.Violations)
+		want := full.Evaluate(sub)
+		// The fast paths: with sets of the policies a pattern satisfies, and with lists.
+		for name, fast := range map[string]*Snapshot{
+			"sets":  Compile(cluster, namespaced),
+			"lists": CompileWith(cluster, namespaced, Options{sparseOnly: true}),
+		} {
+			got := fast.Evaluate(sub)
+			if !slices.Equal(got.Messages(v1alpha1.ModeEnforce), want.Messages(v1alpha1.ModeEnforce)) ||
+				!slices.Equal(got.Messages(v1alpha1.ModeWarn), want.Messages(v1alpha1.ModeWarn)) ||
+				got.Covered != want.Covered {
+				t.Fatalf("the fast path (%s) decides otherwise than a full evaluation:\nfast: %d covering, %v\nfull: %d covering, %v", name, got.Covered, got.Violations, want.Covered, want.Violations)
+			}
 		}
 	})
 }

@@ -36,6 +36,9 @@ type Options struct {
 	Exceptions []v1alpha1.ImagePolicyException
 	// Now is the clock exceptions expire by; nil: time.Now.
 	Now func() time.Time
+	// sparseOnly makes the fast path use lists, never sets, of the policies a pattern
+	// satisfies, so that tests reach both.
+	sparseOnly bool
 }
 
 // VerifyResult is what checking one pending verification found.
