@@ -115,9 +115,9 @@ bench: build ## Measure imagegate against OPA (Gatekeeper Rego), cel-go (VAP), a
 	go test -run '^$$' -bench 'BenchmarkAuditRunningImages' -benchtime 20x -benchmem ./internal/controller/
 
 .PHONY: sizing
-sizing: build ## Measure the manager's memory with PODS Pods (default 10000) cached for the audit.
+sizing: build ## Measure the manager's memory with PODS Pods (default 10000) cached for the audit, after a burst of POLICIES ClusterImagePolicies (default none) and its peak.
 	@assets=$$(hack/setup-envtest.sh --with-controller-manager | tail -n 1); \
-	go run ./hack/sizing --bin-dir "$$assets" --manager bin/manager $(if $(PODS),--pods $(PODS))
+	go run ./hack/sizing --bin-dir "$$assets" --manager bin/manager $(if $(PODS),--pods $(PODS)) $(if $(POLICIES),--policies $(POLICIES))
 
 .PHONY: bench-engine
 bench-engine: ## Run imagegate's own Go benchmarks (engine, parser, handler) and print ns/op and allocs/op.

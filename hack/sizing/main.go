@@ -1,8 +1,11 @@
-// Command sizing measures the manager's memory as the Pods it caches for the background audit
-// grow: it starts a local control plane and bin/manager, records the manager's resident
-// memory, creates N Pods (server-side only: there is no kubelet, and no webhook is registered,
-// so this measures the cache, not admission), lets the audit run over them, and prints the
-// resident memory again and the growth per 10,000 Pods. `make sizing` runs it.
+// Command sizing measures the manager's memory: it starts a local control plane and
+// bin/manager and records the manager's resident memory; then, with --policies N, applies N
+// ClusterImagePolicies at once (8 writers, as a GitOps sync would) and prints the peak
+// resident memory during the burst, the memory once it settled and how many snapshots the
+// manager compiled for it; then creates --pods Pods (server-side only: there is no kubelet,
+// and no webhook is registered, so this measures the cache, not admission), lets the audit
+// run over them, and prints the resident memory again and the growth per 10,000 Pods.
+// `make sizing` runs it.
 package main
 
 import (
@@ -13,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -23,27 +27,32 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	apiruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/test/utils/localcluster"
 )
 
 func main() {
 	var binDir, manager string
-	var pods, namespaces int
+	var pods, namespaces, policies int
 	flag.StringVar(&binDir, "bin-dir", "", "Folder with etcd, kube-apiserver, kube-controller-manager and kubectl (make setup-envtest prints it).")
 	flag.StringVar(&manager, "manager", "bin/manager", "The manager binary.")
 	flag.IntVar(&pods, "pods", 10000, "How many Pods to create.")
 	flag.IntVar(&namespaces, "namespaces", 10, "Over how many namespaces.")
+	flag.IntVar(&policies, "policies", 0, "How many ClusterImagePolicies to apply in one burst first (0: none).")
 	flag.Parse()
 	if binDir == "" {
 		fmt.Fprintln(os.Stderr, "sizing: --bin-dir is required (make sizing sets it)")
 		os.Exit(2)
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, binDir, manager, pods, namespaces)
+	err := run(ctx, binDir, manager, pods, namespaces, policies)
 	cancel()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "sizing: %v\n", err)
@@ -51,7 +60,7 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, binDir, manager string, pods, namespaces int) error {
+func run(ctx context.Context, binDir, manager string, pods, namespaces, policies int) error {
 	cluster, err := localcluster.Start(ctx, localcluster.Options{BinDir: binDir})
 	if err != nil {
 		return err
@@ -69,7 +78,7 @@ func run(ctx context.Context, binDir, manager string, pods, namespaces int) erro
 	}
 	// A short audit interval, so that the audit lists the Pods (and its informer caches them)
 	// soon after they exist.
-	mgr, err := cluster.StartManager(ctx, localcluster.ManagerOptions{Binary: filepath.Join(root, manager), Args: []string{"--audit-interval=15s"}})
+	mgr, err := cluster.StartManager(ctx, localcluster.ManagerOptions{Binary: filepath.Join(root, manager), Args: []string{"--audit-interval=15s", "--zap-log-level=debug"}})
 	if err != nil {
 		return err
 	}
@@ -89,6 +98,17 @@ func run(ctx context.Context, binDir, manager string, pods, namespaces int) erro
 		return err
 	}
 	cfg.QPS, cfg.Burst = 2000, 2000
+	if policies > 0 {
+		if err := policyBurst(ctx, cfg, mgr, policies); err != nil {
+			return err
+		}
+		if before, err = rss(mgr.Pid()); err != nil {
+			return err
+		}
+	}
+	if pods == 0 {
+		return nil
+	}
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return err
@@ -168,7 +188,112 @@ func realisticPod(i int) *corev1.Pod {
 	}
 }
 
-func rss(pid int) (int64, error) {
+// policyBurst applies n ClusterImagePolicies with 8 writers, waits until the manager's
+// snapshot holds them all, and prints the peak resident memory during the burst (VmHWM, which
+// the kernel keeps), the memory after it, and the snapshots compiled for it.
+func policyBurst(ctx context.Context, cfg *rest.Config, mgr *localcluster.Manager, n int) error {
+	scheme := apiruntime.NewScheme()
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
+	peakBefore, err := procStatus(mgr.Pid(), "VmHWM:")
+	if err != nil {
+		return err
+	}
+	compilesBefore := strings.Count(mgr.Log(), `"Compiled policies"`)
+	start := time.Now()
+	if err := parallel(ctx, n, func(i int) error {
+		p := &v1alpha1.ClusterImagePolicy{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("sizing-%04d", i)},
+			Spec: v1alpha1.ImagePolicySpec{
+				Images: v1alpha1.ImageRules{Allow: []v1alpha1.ImagePattern{
+					v1alpha1.ImagePattern(fmt.Sprintf("ghcr.io/team-%d/*", i)),
+					v1alpha1.ImagePattern(fmt.Sprintf("registry-%d.corp:5000/**", i)),
+					"ghcr.io/acme/**",
+				}},
+				Tags: v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}},
+			},
+		}
+		return c.Create(ctx, p)
+	}); err != nil {
+		return fmt.Errorf("creating policies: %w", err)
+	}
+	applied := time.Since(start)
+	// Compiles log how many ClusterImagePolicies they hold: wait for one with the whole burst
+	// (and the samples).
+	for !compiled(mgr.Log(), n) {
+		if ctx.Err() != nil || time.Since(start) > 5*time.Minute {
+			return fmt.Errorf("the manager never compiled a snapshot with the %d policies", n)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	loaded := time.Since(start)
+	time.Sleep(20 * time.Second)
+	peak, err := procStatus(mgr.Pid(), "VmHWM:")
+	if err != nil {
+		return err
+	}
+	now, err := rss(mgr.Pid())
+	if err != nil {
+		return err
+	}
+	compiles := strings.Count(mgr.Log(), `"Compiled policies"`) - compilesBefore
+	fmt.Printf("applied %d ClusterImagePolicies in %s, all compiled %s after the first; %d snapshots compiled for them\n",
+		n, applied.Round(time.Millisecond), loaded.Round(time.Millisecond), compiles)
+	if peak > peakBefore {
+		fmt.Printf("manager peak RSS during the burst: %.1f MiB; RSS 20 s after: %.1f MiB\n", mib(peak), mib(now))
+	} else {
+		fmt.Printf("manager peak RSS during the burst: no higher than before it (%.1f MiB); RSS 20 s after: %.1f MiB\n", mib(peakBefore), mib(now))
+	}
+	return nil
+}
+
+var compiledCount = regexp.MustCompile(`"Compiled policies".*?"clusterImagePolicies":(\d+)`)
+
+// compiled reports whether a compile in log has held at least n ClusterImagePolicies.
+func compiled(log string, n int) bool {
+	for _, m := range compiledCount.FindAllStringSubmatch(log, -1) {
+		if c, _ := strconv.Atoi(m[1]); c >= n {
+			return true
+		}
+	}
+	return false
+}
+
+// parallel calls do(i) for i in [0, n) on 8 goroutines; it returns the first error.
+func parallel(ctx context.Context, n int, do func(i int) error) error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				if err := do(i); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+func rss(pid int) (int64, error) { return procStatus(pid, "VmRSS:") }
+
+// procStatus reads a kB figure of /proc/<pid>/status, in bytes.
+func procStatus(pid int, key string) (int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
@@ -176,12 +301,12 @@ func rss(pid int) (int64, error) {
 	defer func() { _ = f.Close() }()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), key); ok {
 			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 			return kb * 1024, err
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS for process %d", pid)
+	return 0, fmt.Errorf("no %s for process %d", key, pid)
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
