@@ -236,6 +236,7 @@ func (s *Snapshot) evaluateImage(img *Image, sc *scratch, d *Decision) {
 	if !s.fullEvaluation && sc.denied == 0 && sc.satisfied == sc.coveredAllow && !s.versionRuleHit(&ref, sc) {
 		return // the common case: nothing to report, found without visiting every policy
 	}
+	var tagReason string // the same for every policy that denies the tag: built once
 	for _, idx := range sc.covered {
 		p := &s.policies[idx]
 		m := &sc.marks[idx]
@@ -250,7 +251,7 @@ func (s *Snapshot) evaluateImage(img *Image, sc *scratch, d *Decision) {
 		if p.hasAllow && (!matched || !m.allow) {
 			d.add(img, &ref, p, RuleAllow, "it matches no pattern in images.allow")
 		}
-		checkVersion(img, &ref, p, d)
+		checkVersion(img, &ref, p, d, &tagReason)
 	}
 }
 
@@ -280,7 +281,7 @@ func (s *Snapshot) versionRuleHit(ref *imageref.Reference, sc *scratch) bool {
 
 // checkVersion applies the tag and digest rules of a policy to one image. A rule added here
 // must also be known to versionRuleHit.
-func checkVersion(img *Image, ref *imageref.Reference, p *compiledPolicy, d *Decision) {
+func checkVersion(img *Image, ref *imageref.Reference, p *compiledPolicy, d *Decision, tagReason *string) {
 	if p.requireDigest && ref.Digest == "" {
 		d.add(img, ref, p, RuleRequireDigest, "it is not pinned by digest (@sha256:...) and requireDigest is set")
 	}
@@ -291,11 +292,14 @@ func checkVersion(img *Image, ref *imageref.Reference, p *compiledPolicy, d *Dec
 		d.add(img, ref, p, RuleRequireTag, "it has neither tag nor digest and tags.requireTag is set")
 	}
 	if tag := ref.EffectiveTag(); slices.Contains(p.tagDeny, tag) {
-		if ref.Tag == "" {
-			d.add(img, ref, p, RuleTagDeny, fmt.Sprintf("it has neither tag nor digest, so it runs as %q, which is in tags.deny", tag))
-		} else {
-			d.add(img, ref, p, RuleTagDeny, fmt.Sprintf("its tag %q is in tags.deny", tag))
+		if *tagReason == "" {
+			if ref.Tag == "" {
+				*tagReason = fmt.Sprintf("it has neither tag nor digest, so it runs as %q, which is in tags.deny", tag)
+			} else {
+				*tagReason = fmt.Sprintf("its tag %q is in tags.deny", tag)
+			}
 		}
+		d.add(img, ref, p, RuleTagDeny, *tagReason)
 	}
 }
 
