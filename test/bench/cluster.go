@@ -68,6 +68,11 @@ func runCluster(ctx context.Context, o *options, rep *report) error {
 			return err
 		}
 	}
+	if o.has("interleaved") {
+		if err := env.interleavedLayer(ctx); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -77,6 +82,17 @@ type benchEnv struct {
 	clientset *kubernetes.Clientset
 	manager   *localcluster.Manager
 	rep       *report
+	// selector, when set, is the one label the configuration being set up selects its
+	// namespace by (the interleaved layer); nil: the bench namespaces (benchLabel).
+	selector map[string]string
+}
+
+// namespaces is the label selector of the namespaces the configuration being set up covers.
+func (e *benchEnv) namespaces() map[string]string {
+	if e.selector != nil {
+		return e.selector
+	}
+	return map[string]string{benchLabel: "true"}
 }
 
 func clientset(kubeconfig string) (*kubernetes.Clientset, error) {

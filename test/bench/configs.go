@@ -48,9 +48,9 @@ func peerVersion(root, name string) string {
 	return "(unknown version)"
 }
 
-// webhookConfiguration registers url for Pod CREATE and UPDATE in the bench namespaces,
-// failing closed, as each product's own configuration does for Pods.
-func webhookConfiguration(name, url string, caPEM []byte) []byte {
+// webhookConfiguration registers url for Pod CREATE and UPDATE in the namespaces selector
+// picks, failing closed, as each product's own configuration does for Pods.
+func webhookConfiguration(name, url string, caPEM []byte, selector map[string]string) []byte {
 	doc := map[string]any{
 		"apiVersion": "admissionregistration.k8s.io/v1",
 		"kind":       "ValidatingWebhookConfiguration",
@@ -59,7 +59,7 @@ func webhookConfiguration(name, url string, caPEM []byte) []byte {
 			"name":                    name + ".bench.imagegate.io",
 			"clientConfig":            map[string]any{"url": url, "caBundle": caPEM},
 			"rules":                   []any{map[string]any{"apiGroups": []string{""}, "apiVersions": []string{"v1"}, "operations": []string{"CREATE", "UPDATE"}, "resources": []string{"pods"}}},
-			"namespaceSelector":       map[string]any{"matchLabels": map[string]string{benchLabel: "true"}},
+			"namespaceSelector":       map[string]any{"matchLabels": selector},
 			"failurePolicy":           "Fail",
 			"sideEffects":             "None",
 			"timeoutSeconds":          10,
@@ -72,6 +72,10 @@ func webhookConfiguration(name, url string, caPEM []byte) []byte {
 
 func setupVAP(_ context.Context, e *benchEnv) (func() error, error) {
 	expr := strings.ReplaceAll(vapExpression, "params.", "variables.")
+	var sel struct{ key, value string }
+	for k, v := range e.namespaces() {
+		sel.key, sel.value = k, v
+	}
 	manifest := fmt.Sprintf(`apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingAdmissionPolicy
 metadata:
@@ -103,8 +107,8 @@ spec:
   matchResources:
     namespaceSelector:
       matchLabels:
-        %s: "true"
-`, sharedRepo, teamRepo(0), expr, benchLabel)
+        %s: %q
+`, sharedRepo, teamRepo(0), expr, sel.key, sel.value)
 	teardown := func() error {
 		return e.kubectl(nil, "delete", "validatingadmissionpolicy,validatingadmissionpolicybinding", "bench-images", "--ignore-not-found")
 	}
@@ -120,7 +124,7 @@ func setupNoop(ctx context.Context, e *benchEnv) (func() error, error) {
 		err := e.kubectl(nil, "delete", "validatingwebhookconfiguration", "noop", "--ignore-not-found")
 		return errors.Join(err, p.Stop())
 	}
-	return teardown, e.kubectl(webhookConfiguration("noop", url, e.cluster.CA.CertPEM), "apply", "-f", "-")
+	return teardown, e.kubectl(webhookConfiguration("noop", url, e.cluster.CA.CertPEM, e.namespaces()), "apply", "-f", "-")
 }
 
 // setupImagegate runs the manager as shipped, registered from config/local (the shipped
@@ -223,7 +227,7 @@ spec:
 	if err := retry(ctx, 2*time.Minute, func() error { return e.kubectl([]byte(constraints), "apply", "-f", "-") }); err != nil {
 		return teardown, fmt.Errorf("%w; end of the Gatekeeper log:\n%s", err, p.Log())
 	}
-	return teardown, e.kubectl(webhookConfiguration("gatekeeper", fmt.Sprintf("https://127.0.0.1:%d/v1/admit", port), e.cluster.CA.CertPEM), "apply", "-f", "-")
+	return teardown, e.kubectl(webhookConfiguration("gatekeeper", fmt.Sprintf("https://127.0.0.1:%d/v1/admit", port), e.cluster.CA.CertPEM, e.namespaces()), "apply", "-f", "-")
 }
 
 func disallowedTagsTemplate() string {

@@ -7,7 +7,9 @@
 // expression, in process); server (HTTPS load on the manager's webhook server and on a
 // no-op webhook with the same server settings); apiserver (Pod creates through a local
 // kube-apiserver with no webhook, a ValidatingAdmissionPolicy, a no-op webhook, imagegate,
-// Gatekeeper and Kyverno).
+// Gatekeeper and Kyverno, one after another); interleaved (no webhook, the
+// ValidatingAdmissionPolicy, the no-op webhook and imagegate installed at once, each scoped
+// to its namespace, visited in shuffled rounds).
 package main
 
 import (
@@ -36,7 +38,7 @@ func main() {
 	var o options
 	flag.StringVar(&o.root, "root", "../..", "The imagegate repository.")
 	flag.StringVar(&o.out, "out", "docs/benchmarks.md", "The report to write, relative to -root.")
-	flag.StringVar(&o.layers, "layers", "engine,server,apiserver", "The layers to run.")
+	flag.StringVar(&o.layers, "layers", "engine,server,apiserver,interleaved", "The layers to run.")
 	flag.StringVar(&o.k8sBin, "k8s-bin", "", "The folder of kube-apiserver, etcd, kube-controller-manager and kubectl.")
 	flag.StringVar(&o.gatekeeperDir, "gatekeeper-module", "", "The gatekeeper module's folder (its ConstraintTemplate and CRDs).")
 	flag.StringVar(&o.kyvernoDir, "kyverno-module", "", "The kyverno module's folder (its CRDs).")
@@ -44,6 +46,7 @@ func main() {
 	flag.IntVar(&o.serverRequests, "server-requests", 20000, "Requests per concurrency level on the webhook servers.")
 	flag.IntVar(&o.pods, "pods", 500, "Pods created (and as many dry-run creates) per configuration through the apiserver.")
 	flag.IntVar(&o.podConcurrency, "pod-concurrency", 8, "Concurrent Pod creates.")
+	flag.IntVar(&o.rounds, "rounds", 30, "Rounds of the interleaved layer.")
 	flag.StringVar(&o.configs, "configs", "", "Only these apiserver configurations (comma-separated: none,vap,noop,imagegate,gatekeeper,kyverno); all when empty.")
 	flag.StringVar(&o.clusterDir, "cluster-dir", "", "Keep the control plane's files and every process log in this folder (default: a temporary folder, removed).")
 	flag.StringVar(&o.command, "command", "make bench", "The command to print in the report.")
@@ -61,7 +64,7 @@ func main() {
 
 type options struct {
 	root, out, layers, k8sBin, gatekeeperDir, kyvernoDir, peersBin, command, configs, clusterDir string
-	serverRequests, pods, podConcurrency                                                         int
+	serverRequests, pods, podConcurrency, rounds                                                 int
 }
 
 func (o *options) has(layer string) bool {
@@ -93,7 +96,7 @@ func runAll(ctx context.Context, o *options) error {
 		}
 		rep.Engine, rep.RegoTemplate = res, tpl
 	}
-	if o.has("server") || o.has("apiserver") {
+	if o.has("server") || o.has("apiserver") || o.has("interleaved") {
 		if err := runCluster(ctx, o, rep); err != nil {
 			return err
 		}

@@ -1,0 +1,265 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/imagegate/imagegate/test/utils/localcluster"
+)
+
+// The interleaved layer: every configuration that can be scoped to a namespace is installed at
+// once, each selecting only its own namespace, and the request stream visits them in rounds,
+// in a new shuffled order each round. Whatever drifts over the run (the apiserver's caches,
+// etcd's size, the machine) then falls on all of them alike, and the spread of the per-round
+// medians says how far a difference can be trusted.
+
+// ilvLabel selects a configuration's namespace in the interleaved layer.
+const ilvLabel = "imagegate.io/bench-config"
+
+// ilvMode is one kind of request stream.
+type ilvMode struct {
+	Name        string
+	Concurrency int
+	DryRun      bool
+	PerRound    int
+}
+
+var ilvModes = []ilvMode{
+	{"one at a time, dry-run", 1, true, 20},
+	{"one at a time, stored", 1, false, 20},
+	{"8 at a time, dry-run", 8, true, 48},
+	{"8 at a time, stored", 8, false, 48},
+}
+
+// ilvResult is one configuration under one mode: every latency, and each round's median.
+type ilvResult struct {
+	Config  string
+	Pooled  stats
+	Medians []time.Duration // by round
+}
+
+// ilvReport is the interleaved layer's outcome.
+type ilvReport struct {
+	Rounds  int
+	Configs []string
+	Results map[string][]ilvResult // by mode name, in Configs' order
+}
+
+type ilvConfig struct {
+	key, name string
+	enforces  bool
+	setup     func(context.Context, *benchEnv) (func() error, error)
+}
+
+func (e *benchEnv) interleavedLayer(ctx context.Context) error {
+	configs := []ilvConfig{
+		{"none", "no admission webhook", false, func(context.Context, *benchEnv) (func() error, error) { return nil, nil }},
+		{"vap", "ValidatingAdmissionPolicy (CEL)", true, setupVAP},
+		{"noop", "no-op webhook", false, setupNoop},
+		{"imagegate", "imagegate", true, func(ctx context.Context, e *benchEnv) (func() error, error) {
+			return setupImagegateScoped(ctx, e, false)
+		}},
+		// The same manager behind its validating webhook alone: the shipped configuration also
+		// calls the mutating one that pins verified tags, a second call per Pod.
+		{"imagegate-validating", "imagegate, validating webhook only", true, func(ctx context.Context, e *benchEnv) (func() error, error) {
+			return setupImagegateScoped(ctx, e, true)
+		}},
+	}
+	progress("layer 4: interleaved, %d rounds over %d configurations installed at once", e.o.rounds, len(configs))
+	for _, c := range configs {
+		ns := "ilv-" + c.key
+		if err := e.scopedNamespace(ctx, ns, c.key); err != nil {
+			return err
+		}
+		e.selector = map[string]string{ilvLabel: c.key}
+		teardown, err := c.setup(ctx, e)
+		e.selector = nil
+		if teardown != nil {
+			defer func() {
+				if err := teardown(); err != nil {
+					progress("interleaved: tearing down %s: %v", c.name, err)
+				}
+			}()
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", c.name, err)
+		}
+		if err := e.probe(ctx, ns, c.enforces); err != nil {
+			return fmt.Errorf("%s: %w", c.name, err)
+		}
+	}
+	// Each configuration still covers only its own namespace: the no-op webhook's namespace
+	// admits what imagegate's refuses.
+	if _, err := e.clientset.CoreV1().Pods("ilv-noop").Create(ctx, benchPod("scope", foreignImages...), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+		return fmt.Errorf("the configurations are not scoped to their namespaces: %w", err)
+	}
+	time.Sleep(settle)
+
+	rep := &ilvReport{Rounds: e.o.rounds, Results: map[string][]ilvResult{}}
+	pooled := map[string]map[string][]stats{} // mode -> config -> the rounds' runs
+	for _, c := range configs {
+		rep.Configs = append(rep.Configs, c.name)
+	}
+	for _, m := range ilvModes {
+		pooled[m.Name] = map[string][]stats{}
+	}
+	// A fixed seed: the same orders in every run.
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := range e.o.rounds {
+		for _, ci := range rng.Perm(len(configs)) {
+			c := configs[ci]
+			pods := e.clientset.CoreV1().Pods("ilv-" + c.key)
+			for mi, m := range ilvModes {
+				opts := metav1.CreateOptions{}
+				if m.DryRun {
+					opts.DryRun = []string{metav1.DryRunAll}
+				}
+				s := run(ctx, m.PerRound, m.Concurrency, time.Minute, func(ctx context.Context, i int) error {
+					_, err := pods.Create(ctx, benchPod(fmt.Sprintf("r%d-m%d-%d", round, mi, i), admittedImages...), opts)
+					return err
+				})
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				if s.Errors > 0 {
+					return fmt.Errorf("%s, %s, round %d: %d of %d creates failed, first: %s", c.name, m.Name, round, s.Errors, s.Requests, s.FirstError)
+				}
+				pooled[m.Name][c.name] = append(pooled[m.Name][c.name], s)
+			}
+		}
+		if (round+1)%10 == 0 {
+			progress("interleaved: %d of %d rounds", round+1, e.o.rounds)
+		}
+	}
+	for _, m := range ilvModes {
+		for _, c := range rep.Configs {
+			runs := pooled[m.Name][c]
+			r := ilvResult{Config: c, Pooled: merge(runs...)}
+			for _, s := range runs {
+				r.Medians = append(r.Medians, s.P50)
+			}
+			rep.Results[m.Name] = append(rep.Results[m.Name], r)
+		}
+	}
+	e.rep.Interleaved = rep
+	for _, m := range ilvModes {
+		for _, ig := range []string{"imagegate", "imagegate, validating webhook only"} {
+			if d, ok := rep.added(m.Name, ig, "no-op webhook"); ok {
+				progress("interleaved: %-24s %s minus the no-op webhook: median %+.3f ms (IQR %+.3f to %+.3f)", m.Name, ig, ms(d.median), ms(d.q1), ms(d.q3))
+			}
+		}
+	}
+	return nil
+}
+
+// scopedNamespace makes the namespace of one interleaved configuration, labelled for it only.
+func (e *benchEnv) scopedNamespace(ctx context.Context, name, key string) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{ilvLabel: key}}}
+	_, err := e.clientset.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{})
+	return err
+}
+
+// setupImagegateScoped is setupImagegate with config/local's webhooks narrowed to the
+// namespaces e.selector picks (in addition to the shipped exclusions). validatingOnly
+// registers the validating webhook configuration alone, under a name of its own, with the
+// manager the first call started.
+func setupImagegateScoped(ctx context.Context, e *benchEnv, validatingOnly bool) (func() error, error) {
+	suffix := ""
+	if validatingOnly {
+		suffix = "-validating-only"
+	} else if err := e.manager.Start(ctx); err != nil {
+		return nil, err
+	}
+	teardown := func() error {
+		err := e.kubectl(nil, "delete", "validatingwebhookconfiguration", "imagegate-local-validating-webhook-configuration"+suffix, "--ignore-not-found")
+		if validatingOnly {
+			return err
+		}
+		err = errors.Join(err, e.kubectl(nil, "delete", "mutatingwebhookconfiguration", "imagegate-local-mutating-webhook-configuration", "--ignore-not-found"))
+		return errors.Join(err, e.manager.Stop())
+	}
+	rendered, err := e.manager.RenderWebhook(e.o.root)
+	if err != nil {
+		return teardown, err
+	}
+	var out []byte
+	docs, err := localcluster.SplitYAML(rendered)
+	if err != nil {
+		return teardown, err
+	}
+	for _, doc := range docs {
+		var cfg map[string]any
+		if err := yaml.Unmarshal(doc, &cfg); err != nil {
+			return teardown, err
+		}
+		if validatingOnly {
+			if cfg["kind"] != "ValidatingWebhookConfiguration" {
+				continue
+			}
+			meta, _ := cfg["metadata"].(map[string]any)
+			meta["name"] = fmt.Sprint(meta["name"]) + suffix
+		}
+		webhooks, _ := cfg["webhooks"].([]any)
+		for _, w := range webhooks {
+			wh, _ := w.(map[string]any)
+			sel, _ := wh["namespaceSelector"].(map[string]any)
+			if sel == nil {
+				sel = map[string]any{}
+			}
+			sel["matchLabels"] = e.selector
+			wh["namespaceSelector"] = sel
+		}
+		b, err := yaml.Marshal(cfg)
+		if err != nil {
+			return teardown, err
+		}
+		out = append(append(out, b...), []byte("---\n")...)
+	}
+	return teardown, e.kubectl(out, "apply", "-f", "-")
+}
+
+// spread is the median and quartiles of a set of durations.
+type spread struct{ median, q1, q3 time.Duration }
+
+func spreadOf(ds []time.Duration) spread {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	at := func(q float64) time.Duration {
+		if len(s) == 0 {
+			return 0
+		}
+		return s[int(q*float64(len(s)-1)+0.5)]
+	}
+	return spread{at(0.5), at(0.25), at(0.75)}
+}
+
+func (r *ilvReport) result(mode, config string) (ilvResult, bool) {
+	for _, res := range r.Results[mode] {
+		if res.Config == config {
+			return res, true
+		}
+	}
+	return ilvResult{}, false
+}
+
+// added is the spread, over rounds, of config's round median minus base's in the same round.
+func (r *ilvReport) added(mode, config, base string) (spread, bool) {
+	a, ok1 := r.result(mode, config)
+	b, ok2 := r.result(mode, base)
+	if !ok1 || !ok2 || len(a.Medians) != len(b.Medians) {
+		return spread{}, false
+	}
+	diffs := make([]time.Duration, len(a.Medians))
+	for i := range diffs {
+		diffs[i] = a.Medians[i] - b.Medians[i]
+	}
+	return spreadOf(diffs), true
+}
