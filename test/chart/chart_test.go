@@ -274,6 +274,19 @@ func TestChartCRDsAreKeptAtUninstall(t *testing.T) {
 	}
 }
 
+// webhook.pinTags=false leaves the pinning webhook out, and only it.
+func TestChartWithoutPinning(t *testing.T) {
+	with, without := index(mustRender(t, "image.repository=r")), index(mustRender(t, "image.repository=r", "webhook.pinTags=false"))
+	for k := range with {
+		if _, ok := without[k]; !ok && k != "MutatingWebhookConfiguration /imagegate-mutating-webhook-configuration" {
+			t.Errorf("webhook.pinTags=false also drops %s", k)
+		}
+	}
+	if _, ok := without["MutatingWebhookConfiguration /imagegate-mutating-webhook-configuration"]; ok {
+		t.Error("webhook.pinTags=false still renders the pinning webhook")
+	}
+}
+
 // Without cert-manager the chart makes the CA and the serving certificate: the certificate
 // names the webhook Service, is issued by the CA every webhook trusts, and lasts
 // selfSignedCertificate.validityDays.
