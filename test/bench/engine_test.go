@@ -34,3 +34,17 @@ func TestEnginesAgree(t *testing.T) {
 		}
 	}
 }
+
+// The harness waits for the manager's policies by counting a denial's violations; a capped
+// message gives its count.
+func TestViolationCount(t *testing.T) {
+	for msg, want := range map[string]int{
+		"a":       1,
+		"a\nb\nc": 3,
+		"a\nb\n... and 1979 more violations (1999 in all, of 1000 policies; the audit annotation \"policies\" names every policy)": 1999,
+	} {
+		if got := violationCount(msg); got != want {
+			t.Errorf("violationCount(%q) = %d, want %d", msg, got, want)
+		}
+	}
+}

@@ -14,6 +14,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -220,8 +222,20 @@ func postReviewCount(ctx context.Context, client *http.Client, url string, body 
 	if out.Response == nil || out.Response.Allowed || out.Response.Result == nil {
 		return fmt.Errorf("not a denial: %+v", out.Response)
 	}
-	if got := strings.Count(out.Response.Result.Message, "\n") + 1; got != want {
+	if got := violationCount(out.Response.Result.Message); got != want {
 		return fmt.Errorf("%d violations, want %d", got, want)
 	}
 	return nil
+}
+
+var inAll = regexp.MustCompile(`\((\d+) in all, of \d+ polic`)
+
+// violationCount is how many violations a denial names: one per line, or, when the message is
+// capped (policy.MaxMessages lines and a count), the count it ends with.
+func violationCount(message string) int {
+	if m := inAll.FindStringSubmatch(message); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	return strings.Count(message, "\n") + 1
 }
