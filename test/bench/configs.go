@@ -135,6 +135,9 @@ func setupImagegate(ctx context.Context, e *benchEnv) (func() error, error) {
 	}
 	teardown := func() error {
 		err := e.kubectl(nil, "delete", "validatingwebhookconfiguration", "imagegate-local-validating-webhook-configuration", "--ignore-not-found")
+		// config/local registers the pinning webhook too: left behind, it would refuse every
+		// later configuration's Pods once the manager stops.
+		err = errors.Join(err, e.kubectl(nil, "delete", "mutatingwebhookconfiguration", "imagegate-local-mutating-webhook-configuration", "--ignore-not-found"))
 		return errors.Join(err, e.manager.Stop())
 	}
 	return teardown, e.manager.RegisterWebhook(e.o.root)
