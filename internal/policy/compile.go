@@ -134,6 +134,7 @@ type Snapshot struct {
 	fullEvaluation bool
 	// The admission fast path's sets (admit.go): the cluster policies that cover every Pod,
 	// and every pod template; the other cluster policies; the policies with images.allow.
+	fastPath                bool // tried first: the snapshot is large enough to gain by it
 	everyPod, everyTemplate bitset
 	conditional             []int32
 	hasAllowSet             bitset
@@ -235,7 +236,7 @@ func CompileWith(cluster []v1alpha1.ClusterImagePolicy, namespaced []v1alpha1.Im
 		s.add(ref, &p.ObjectMeta, &p.Spec, shared, &opts)
 		s.byNamespace[p.Namespace] = append(s.byNamespace[p.Namespace], idx)
 	}
-	s.prepareAdmit(opts.sparseOnly)
+	s.prepareAdmit(opts.sparseOnly, opts.fastPathAlways)
 	s.scratch.New = func() any {
 		return &scratch{marks: make([]mark, len(s.policies)), coveredAt: make([]uint32, len(s.policies))}
 	}

@@ -116,8 +116,8 @@ func FuzzFastPath(f *testing.F) {
 		want := full.Evaluate(sub)
 		// The fast paths: with sets of the policies a pattern satisfies, and with lists.
 		for name, fast := range map[string]*Snapshot{
-			"sets":  Compile(cluster, namespaced),
-			"lists": CompileWith(cluster, namespaced, Options{sparseOnly: true}),
+			"sets":  CompileWith(cluster, namespaced, Options{fastPathAlways: true}),
+			"lists": CompileWith(cluster, namespaced, Options{sparseOnly: true, fastPathAlways: true}),
 		} {
 			got := fast.Evaluate(sub)
 			if !slices.Equal(got.Messages(v1alpha1.ModeEnforce), want.Messages(v1alpha1.ModeEnforce)) ||

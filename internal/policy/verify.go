@@ -39,6 +39,8 @@ type Options struct {
 	// sparseOnly makes the fast path use lists, never sets, of the policies a pattern
 	// satisfies, so that tests reach both.
 	sparseOnly bool
+	// fastPathAlways tries the fast path whatever the snapshot's size, for tests.
+	fastPathAlways bool
 }
 
 // VerifyResult is what checking one pending verification found.
