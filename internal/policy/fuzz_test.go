@@ -58,6 +58,13 @@ func FuzzFastPath(f *testing.F) {
 	f.Add("nginx", "x", "y", "1.0", uint8(0x05), uint8(0x13), "nginx:1.0")
 	f.Add("**", "quay.io/*", "ghcr.io/**", "v1", uint8(0x02), uint8(0x2e), "ghcr.io/a/b@"+digestA)
 	f.Add("ghcr.io/**", "x", "y", "v1", uint8(0x01), uint8(0x08), "ghcr.io/acme/app:1")
+	// Each rule the fast path must not clear: a deny match, an allow list missed, a denied
+	// tag, a missing tag, a missing digest.
+	f.Add("ghcr.io/**", "ghcr.io/acme/*", "x", "v1", uint8(0x03), uint8(0), "ghcr.io/acme/app:1")
+	f.Add("quay.io/**", "x", "y", "v1", uint8(0x01), uint8(0), "ghcr.io/acme/app:1")
+	f.Add("ghcr.io/**", "x", "y", "v1", uint8(0x09), uint8(0), "ghcr.io/acme/app:v1")
+	f.Add("ghcr.io/**", "x", "y", "v1", uint8(0x11), uint8(0), "ghcr.io/acme/app")
+	f.Add("ghcr.io/**", "x", "y", "v1", uint8(0x21), uint8(0), "ghcr.io/acme/app:1")
 	f.Fuzz(func(t *testing.T, allow, deny, exempt, tag string, rules, scope uint8, img string) {
 		spec := v1alpha1.ImagePolicySpec{}
 		if rules&1 != 0 {
