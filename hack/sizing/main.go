@@ -120,28 +120,10 @@ func run(ctx context.Context, binDir, manager string, pods, namespaces, policies
 		}
 	}
 	start := time.Now()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= pods || ctx.Err() != nil {
-					return
-				}
-				if _, err := cs.CoreV1().Pods(fmt.Sprintf("sizing-%d", i%namespaces)).Create(ctx, realisticPod(i), metav1.CreateOptions{}); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	if err := parallel(ctx, pods, func(i int) error {
+		_, err := cs.CoreV1().Pods(fmt.Sprintf("sizing-%d", i%namespaces)).Create(ctx, realisticPod(i), metav1.CreateOptions{})
+		return err
+	}); err != nil {
 		return fmt.Errorf("creating Pods: %w", err)
 	}
 	created := time.Now()

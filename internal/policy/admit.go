@@ -122,9 +122,6 @@ func (s *Snapshot) admitted(sub *Subject, sc *scratch, d *Decision) bool {
 	if !s.fastPath || s.fullEvaluation || len(sub.Images) == 0 || sub.relabelled() {
 		return false
 	}
-	if len(sc.coveredSet) != len(s.everyPod) {
-		sc.coveredSet, sc.satisfiedSet = newBitset(len(s.policies)), newBitset(len(s.policies))
-	}
 	covered := sc.coveredSet
 	if sub.Workload {
 		copy(covered, s.everyTemplate)

@@ -238,7 +238,10 @@ func CompileWith(cluster []v1alpha1.ClusterImagePolicy, namespaced []v1alpha1.Im
 	}
 	s.prepareAdmit(opts.sparseOnly, opts.fastPathAlways)
 	s.scratch.New = func() any {
-		return &scratch{marks: make([]mark, len(s.policies)), coveredAt: make([]uint32, len(s.policies))}
+		return &scratch{
+			marks: make([]mark, len(s.policies)), coveredAt: make([]uint32, len(s.policies)),
+			coveredSet: newBitset(len(s.policies)), satisfiedSet: newBitset(len(s.policies)),
+		}
 	}
 	return s
 }

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"encoding/base64"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -79,23 +78,7 @@ spec:
 			Skip("this machine has no non-loopback IPv4 address for the EndpointSlice")
 		}
 		// The Service's endpoint, as the EndpointSlice controller would list a manager Pod.
-		r := apply(fmt.Sprintf(`apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: %[1]s-e2e
-  namespace: %[2]s
-  labels:
-    kubernetes.io/service-name: %[1]s
-    endpointslice.kubernetes.io/managed-by: e2e.imagegate.io
-addressType: IPv4
-ports:
-- port: %[3]d
-  protocol: TCP
-endpoints:
-- addresses: ["%[4]s"]
-  conditions: {ready: true}
-`, service, ns, manager.WebhookPort, hostIP))
-		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
+		applyEndpointSlice(service, ns, manager.WebhookPort)
 
 		Expect(kubectl("get", "validatingwebhookconfiguration", vwcName, "-o=jsonpath={.webhooks[0].clientConfig.caBundle}")).To(BeEmpty())
 		stderr := kubectlRefused("run", "early", "-n", "e2e-cm", "--image=ghcr.io/acme/web:1")

@@ -7,6 +7,7 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -176,6 +177,29 @@ func renderedOf(kind string) []string {
 		}
 	}
 	return docs
+}
+
+// applyEndpointSlice lists this machine's address and port as the ready endpoint of the
+// Service, as the EndpointSlice controller would list a manager Pod.
+func applyEndpointSlice(service, namespace string, port int) {
+	GinkgoHelper()
+	r := apply(fmt.Sprintf(`apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: %[1]s-e2e
+  namespace: %[2]s
+  labels:
+    kubernetes.io/service-name: %[1]s
+    endpointslice.kubernetes.io/managed-by: e2e.imagegate.io
+addressType: IPv4
+ports:
+- port: %[3]d
+  protocol: TCP
+endpoints:
+- addresses: ["%[4]s"]
+  conditions: {ready: true}
+`, service, namespace, port, hostIP))
+	Expect(r.err).NotTo(HaveOccurred(), r.stderr)
 }
 
 func nonLoopbackIPv4() net.IP {

@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -190,25 +189,9 @@ var _ = Describe("The Helm chart", Ordered, func() {
 		})
 		Expect(proc.WaitHTTP(ctx, "http://127.0.0.1:"+strconv.Itoa(healthPort)+"/readyz", false)).To(Succeed())
 
-		r := apply(fmt.Sprintf(`apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: %[1]s-e2e
-  namespace: %[2]s
-  labels:
-    kubernetes.io/service-name: %[1]s
-    endpointslice.kubernetes.io/managed-by: e2e.imagegate.io
-addressType: IPv4
-ports:
-- port: %[3]d
-  protocol: TCP
-endpoints:
-- addresses: ["%[4]s"]
-  conditions: {ready: true}
-`, service, ns, webhookPort, hostIP))
-		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
+		applyEndpointSlice(service, ns, webhookPort)
 
-		r = apply(`apiVersion: imagegate.io/v1alpha1
+		r := apply(`apiVersion: imagegate.io/v1alpha1
 kind: ClusterImagePolicy
 metadata:
   name: e2e-helm
