@@ -103,15 +103,15 @@ test-reliability: build ## Hostile input, faults, certificate rotation, drain an
 fuzz: ## Run every fuzz target for FUZZTIME each (default 20s).
 	@hack/fuzz.sh $(FUZZTIME)
 
-LAYERS ?= engine,server,apiserver,interleaved
+LAYERS ?= engine,server,apiserver,interleaved,verify,podwatch
 BENCH_OUT ?= docs/benchmarks.md
 .PHONY: bench
-bench: build ## Measure imagegate against OPA (Gatekeeper Rego), cel-go (VAP), a no-op webhook, Gatekeeper and Kyverno; write docs/benchmarks.md and .png (LAYERS=engine,server,apiserver,interleaved; BENCH_OUT=another report); then the signature verification benchmarks.
+bench: build ## Measure imagegate against OPA (Gatekeeper Rego), cel-go (VAP), a no-op webhook, Gatekeeper and Kyverno; write docs/benchmarks.md and .png (LAYERS=engine,server,apiserver,interleaved,verify,podwatch; BENCH_OUT=another report); then the signature verification benchmarks.
 	@assets=$$(hack/setup-envtest.sh --with-controller-manager | tail -n 1) && hack/bench/setup-peers.sh && \
 	gk=$$(cd hack/bench/gatekeeper && go list -m -f '{{.Dir}}' github.com/open-policy-agent/gatekeeper/v3) && \
 	ky=$$(cd hack/bench/kyverno && go list -m -f '{{.Dir}}' github.com/kyverno/kyverno) && \
 	cd test/bench && go build -o ../../bin/bench . && \
-	../../bin/bench -root ../.. -layers '$(LAYERS)' -out '$(BENCH_OUT)' -command 'make bench$(if $(filter-out engine$(comma)server$(comma)apiserver$(comma)interleaved,$(LAYERS)), LAYERS=$(LAYERS))$(if $(filter-out docs/benchmarks.md,$(BENCH_OUT)), BENCH_OUT=$(BENCH_OUT))' -k8s-bin "$$assets" -gatekeeper-module "$$gk" -kyverno-module "$$ky"
+	../../bin/bench -root ../.. -layers '$(LAYERS)' -out '$(BENCH_OUT)' -command 'make bench$(if $(filter-out engine$(comma)server$(comma)apiserver$(comma)interleaved$(comma)verify$(comma)podwatch,$(LAYERS)), LAYERS=$(LAYERS))$(if $(filter-out docs/benchmarks.md,$(BENCH_OUT)), BENCH_OUT=$(BENCH_OUT))' -k8s-bin "$$assets" -gatekeeper-module "$$gk" -kyverno-module "$$ky"
 	@echo "==> Signature and attestation verification: admission with a warm verify cache beside the same Pod without a verify rule, the pinning webhook, a cold verification on a loopback registry (signature alone, and with a 200-finding Trivy scan; p50, p99, registry requests), a cached one, and the audit's cost per running image with and without a verify rule"
 	go test -run '^$$' -bench 'BenchmarkPodHandler|BenchmarkColdVerification|BenchmarkCachedVerification' -benchmem ./internal/webhook/ ./internal/verify/
 	go test -run '^$$' -bench 'BenchmarkAuditRunningImages' -benchtime 20x -benchmem ./internal/controller/

@@ -36,6 +36,11 @@ func runCluster(ctx context.Context, o *options, rep *report) error {
 		}
 	}()
 	env := &benchEnv{o: o, cluster: cluster, rep: rep}
+	defer func() {
+		if env.sign != nil {
+			env.sign.reg.Close()
+		}
+	}()
 	if env.clientset, err = clientset(cluster.Kubeconfig); err != nil {
 		return err
 	}
@@ -73,6 +78,19 @@ func runCluster(ctx context.Context, o *options, rep *report) error {
 			return err
 		}
 	}
+	if o.has("verify") {
+		if err := env.verifyLayer(ctx); err != nil {
+			return err
+		}
+	}
+	if o.has("podwatch") {
+		if err := env.applyPolicies(1); err != nil {
+			return err
+		}
+		if err := env.podWatchLayer(ctx); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -82,6 +100,8 @@ type benchEnv struct {
 	clientset *kubernetes.Clientset
 	manager   *localcluster.Manager
 	rep       *report
+	// sign is the registry of signed images and its key, made on first use.
+	sign *signing
 	// selector, when set, is the one label the configuration being set up selects its
 	// namespace by (the interleaved layer); nil: the bench namespaces (benchLabel).
 	selector map[string]string
@@ -124,6 +144,10 @@ func (e *benchEnv) applyPolicies(n int) error {
 	}
 	var buf bytes.Buffer
 	for _, p := range imagegatePolicies(n) {
+		// The namespaces of the signed images are the verify rule's alone.
+		p.Spec.NamespaceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+			{Key: signedLabel, Operator: metav1.LabelSelectorOpDoesNotExist},
+		}}
 		b, err := yaml.Marshal(p)
 		if err != nil {
 			return err

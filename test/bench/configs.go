@@ -264,6 +264,12 @@ spec:
 // ClusterPolicy of two rules in the style of the kyverno/policies library
 // (restrict-image-registries, disallow-latest-tag). Everything else is Kyverno's default.
 func setupKyverno(ctx context.Context, e *benchEnv) (func() error, error) {
+	return startKyverno(ctx, e, "bench-images", kyvernoImagesPolicy())
+}
+
+// startKyverno runs Kyverno's admission controller as its Helm chart does (with extraArgs)
+// and applies policy, the ClusterPolicy named name, once Kyverno's own webhook takes it.
+func startKyverno(ctx context.Context, e *benchEnv, name, policy string, extraArgs ...string) (func() error, error) {
 	bin, err := e.peer("kyverno", e.o.kyvernoDir)
 	if err != nil {
 		return nil, err
@@ -304,25 +310,37 @@ data:
 	if err != nil {
 		return nil, err
 	}
+	args := append([]string{
+		"--kubeconfig=" + e.cluster.Kubeconfig,
+		fmt.Sprintf("--serverIP=127.0.0.1:%d", port), "--webhookServerHost=127.0.0.1", fmt.Sprintf("--webhookServerPort=%d", port),
+		"--caSecretName=kyverno-svc.kyverno.svc.kyverno-tls-ca", "--tlsSecretName=kyverno-svc.kyverno.svc.kyverno-tls-pair",
+		"--metricsHost=127.0.0.1", fmt.Sprintf("--metricsPort=%d", metrics), "--controllerRuntimeMetricsAddress=0",
+		"--disableLogColor", "-v=1",
+	}, extraArgs...)
 	p, err := e.cluster.Run("kyverno", bin, []string{
 		// What the chart's Deployment sets.
 		"KYVERNO_NAMESPACE=kyverno", "KYVERNO_POD_NAME=kyverno-bench", "KYVERNO_SERVICEACCOUNT_NAME=kyverno-admission-controller",
 		"KYVERNO_ROLE_NAME=kyverno:admission-controller", "KYVERNO_DEPLOYMENT=kyverno-admission-controller",
 		"KYVERNO_SVC=kyverno-svc", "INIT_CONFIG=kyverno", "METRICS_CONFIG=kyverno-metrics",
-	},
-		"--kubeconfig="+e.cluster.Kubeconfig,
-		fmt.Sprintf("--serverIP=127.0.0.1:%d", port), "--webhookServerHost=127.0.0.1", fmt.Sprintf("--webhookServerPort=%d", port),
-		"--caSecretName=kyverno-svc.kyverno.svc.kyverno-tls-ca", "--tlsSecretName=kyverno-svc.kyverno.svc.kyverno-tls-pair",
-		"--metricsHost=127.0.0.1", fmt.Sprintf("--metricsPort=%d", metrics), "--controllerRuntimeMetricsAddress=0",
-		"--disableLogColor", "-v=1")
+	}, args...)
 	if err != nil {
 		return nil, err
 	}
 	teardown := func() error {
-		err := e.kubectl(nil, "delete", "clusterpolicy", "bench-images", "--ignore-not-found", "--timeout=30s")
+		err := e.kubectl(nil, "delete", "clusterpolicy", name, "--ignore-not-found", "--timeout=30s")
 		err = errors.Join(err, p.Stop())
 		return errors.Join(err, e.kubectl(nil, "delete", "validatingwebhookconfiguration,mutatingwebhookconfiguration", "-l", "webhook.kyverno.io/managed-by=kyverno", "--ignore-not-found"))
 	}
+	// Kyverno's own webhook validates policies: it answers once Kyverno is up.
+	if err := retry(ctx, 3*time.Minute, func() error { return e.kubectl([]byte(policy), "apply", "-f", "-") }); err != nil {
+		return teardown, fmt.Errorf("%w; end of the Kyverno log:\n%s", err, p.Log())
+	}
+	return teardown, nil
+}
+
+// kyvernoImagesPolicy is the name-based ClusterPolicy: the registries imagegate's bench
+// policy allows, and no latest tag.
+func kyvernoImagesPolicy() string {
 	rule := func(name, message, image string) string {
 		return fmt.Sprintf(`  - name: %s
     match:
@@ -353,11 +371,7 @@ spec:
   rules:
 ` + rule("allowed-registries", "images must come from "+sharedRepo+" or "+teamRepo(0), registries) +
 		rule("disallow-latest", "the tag latest is not allowed", "!*:latest")
-	// Kyverno's own webhook validates policies: it answers once Kyverno is up.
-	if err := retry(ctx, 3*time.Minute, func() error { return e.kubectl([]byte(policy), "apply", "-f", "-") }); err != nil {
-		return teardown, fmt.Errorf("%w; end of the Kyverno log:\n%s", err, p.Log())
-	}
-	return teardown, nil
+	return policy
 }
 
 // peer returns the binary of a peer, or why it cannot run.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -57,26 +58,52 @@ type ilvConfig struct {
 	key, name string
 	enforces  bool
 	setup     func(context.Context, *benchEnv) (func() error, error)
+	// images are what its Pods run; nil: admittedImages.
+	images []string
+	// labels are added to its namespace.
+	labels map[string]string
 }
 
 func (e *benchEnv) interleavedLayer(ctx context.Context) error {
 	configs := []ilvConfig{
-		{"none", "no admission webhook", false, func(context.Context, *benchEnv) (func() error, error) { return nil, nil }},
-		{"vap", "ValidatingAdmissionPolicy (CEL)", true, setupVAP},
-		{"noop", "no-op webhook", false, setupNoop},
-		{"imagegate", "imagegate", true, func(ctx context.Context, e *benchEnv) (func() error, error) {
-			return setupImagegateScoped(ctx, e, false)
+		{key: "none", name: "no admission webhook", setup: func(context.Context, *benchEnv) (func() error, error) { return nil, nil }},
+		{key: "vap", name: "ValidatingAdmissionPolicy (CEL)", enforces: true, setup: setupVAP},
+		{key: "noop", name: "no-op webhook", setup: setupNoop},
+		{key: "imagegate", name: "imagegate", enforces: true, setup: func(ctx context.Context, e *benchEnv) (func() error, error) {
+			return setupImagegateScoped(ctx, e, imagegateScope{startManager: true})
 		}},
 		// The same manager behind its validating webhook alone: the shipped configuration also
 		// calls the mutating one that pins verified tags, a second call per Pod.
-		{"imagegate-validating", "imagegate, validating webhook only", true, func(ctx context.Context, e *benchEnv) (func() error, error) {
-			return setupImagegateScoped(ctx, e, true)
+		{key: "imagegate-validating", name: "imagegate, validating webhook only", enforces: true, setup: func(ctx context.Context, e *benchEnv) (func() error, error) {
+			return setupImagegateScoped(ctx, e, imagegateScope{suffix: "-validating-only", validatingOnly: true})
 		}},
 	}
+	// The same manager as shipped, with a verify rule covering every image of the Pod: three
+	// images signed in the harness's registry, verified once (the probe) and then served from
+	// the verification cache.
+	s, err := e.signing()
+	if err != nil {
+		return err
+	}
+	signedImages := make([]string, len(admittedImages))
+	for i := range signedImages {
+		if signedImages[i], err = s.signed(fmt.Sprintf("interleaved-%d", i)); err != nil {
+			return err
+		}
+	}
+	configs = append(configs, ilvConfig{key: "imagegate-verify", name: ilvVerifyConfig, images: signedImages,
+		labels: map[string]string{signedLabel: "interleaved"},
+		setup: func(ctx context.Context, e *benchEnv) (func() error, error) {
+			teardown, err := setupImagegateScoped(ctx, e, imagegateScope{suffix: "-verify"})
+			if err != nil {
+				return teardown, err
+			}
+			return teardown, e.kubectl([]byte(s.imagegatePolicy()), "apply", "-f", "-")
+		}})
 	progress("layer 4: interleaved, %d rounds over %d configurations installed at once", e.o.rounds, len(configs))
 	for _, c := range configs {
 		ns := "ilv-" + c.key
-		if err := e.scopedNamespace(ctx, ns, c.key); err != nil {
+		if err := e.scopedNamespace(ctx, ns, c.key, c.labels); err != nil {
 			return err
 		}
 		e.selector = map[string]string{ilvLabel: c.key}
@@ -92,8 +119,12 @@ func (e *benchEnv) interleavedLayer(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", c.name, err)
 		}
-		if err := e.probe(ctx, ns, c.enforces); err != nil {
-			return fmt.Errorf("%s: %w", c.name, err)
+		probe := e.probe(ctx, ns, c.enforces)
+		if c.images != nil {
+			probe = e.probeSigned(ctx, ns, c.images...)
+		}
+		if probe != nil {
+			return fmt.Errorf("%s: %w", c.name, probe)
 		}
 	}
 	// Each configuration still covers only its own namespace: the no-op webhook's namespace
@@ -117,13 +148,17 @@ func (e *benchEnv) interleavedLayer(ctx context.Context) error {
 		for _, ci := range rng.Perm(len(configs)) {
 			c := configs[ci]
 			pods := e.clientset.CoreV1().Pods("ilv-" + c.key)
+			images := c.images
+			if images == nil {
+				images = admittedImages
+			}
 			for mi, m := range ilvModes {
 				opts := metav1.CreateOptions{}
 				if m.DryRun {
 					opts.DryRun = []string{metav1.DryRunAll}
 				}
 				s := run(ctx, m.PerRound, m.Concurrency, time.Minute, func(ctx context.Context, i int) error {
-					_, err := pods.Create(ctx, benchPod(fmt.Sprintf("r%d-m%d-%d", round, mi, i), admittedImages...), opts)
+					_, err := pods.Create(ctx, benchPod(fmt.Sprintf("r%d-m%d-%d", round, mi, i), images...), opts)
 					return err
 				})
 				if ctx.Err() != nil {
@@ -151,7 +186,7 @@ func (e *benchEnv) interleavedLayer(ctx context.Context) error {
 	}
 	e.rep.Interleaved = rep
 	for _, m := range ilvModes {
-		for _, ig := range []string{"imagegate", "imagegate, validating webhook only"} {
+		for _, ig := range ilvImagegateConfigs {
 			if d, ok := rep.added(m.Name, ig, "no-op webhook"); ok {
 				progress("interleaved: %-24s %s minus the no-op webhook: median %+.3f ms (IQR %+.3f to %+.3f)", m.Name, ig, ms(d.median), ms(d.q1), ms(d.q3))
 			}
@@ -160,31 +195,49 @@ func (e *benchEnv) interleavedLayer(ctx context.Context) error {
 	return nil
 }
 
-// scopedNamespace makes the namespace of one interleaved configuration, labelled for it only.
-func (e *benchEnv) scopedNamespace(ctx context.Context, name, key string) error {
+// ilvVerifyConfig is the interleaved configuration with a warm verify cache.
+const ilvVerifyConfig = "imagegate, verify rule, warm cache"
+
+// ilvImagegateConfigs are the interleaved configurations that are imagegate.
+var ilvImagegateConfigs = []string{"imagegate", "imagegate, validating webhook only", ilvVerifyConfig}
+
+// scopedNamespace makes the namespace of one interleaved configuration, labelled for it
+// only (and with labels).
+func (e *benchEnv) scopedNamespace(ctx context.Context, name, key string, labels map[string]string) error {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{ilvLabel: key}}}
+	maps.Copy(ns.Labels, labels)
 	_, err := e.clientset.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{})
 	return err
 }
 
+// imagegateScope says how setupImagegateScoped registers the manager's webhooks.
+type imagegateScope struct {
+	// suffix is added to the names of the webhook configurations, so that several can be
+	// registered with one manager.
+	suffix string
+	// validatingOnly registers the validating webhook configuration alone.
+	validatingOnly bool
+	// startManager starts the manager (and the teardown stops it).
+	startManager bool
+}
+
 // setupImagegateScoped is setupImagegate with config/local's webhooks narrowed to the
-// namespaces e.selector picks (in addition to the shipped exclusions). validatingOnly
-// registers the validating webhook configuration alone, under a name of its own, with the
-// manager the first call started.
-func setupImagegateScoped(ctx context.Context, e *benchEnv, validatingOnly bool) (func() error, error) {
-	suffix := ""
-	if validatingOnly {
-		suffix = "-validating-only"
-	} else if err := e.manager.Start(ctx); err != nil {
-		return nil, err
+// namespaces e.selector picks (in addition to the shipped exclusions).
+func setupImagegateScoped(ctx context.Context, e *benchEnv, scope imagegateScope) (func() error, error) {
+	if scope.startManager {
+		if err := e.manager.Start(ctx); err != nil {
+			return nil, err
+		}
 	}
 	teardown := func() error {
-		err := e.kubectl(nil, "delete", "validatingwebhookconfiguration", "imagegate-local-validating-webhook-configuration"+suffix, "--ignore-not-found")
-		if validatingOnly {
-			return err
+		err := e.kubectl(nil, "delete", "validatingwebhookconfiguration", "imagegate-local-validating-webhook-configuration"+scope.suffix, "--ignore-not-found")
+		if !scope.validatingOnly {
+			err = errors.Join(err, e.kubectl(nil, "delete", "mutatingwebhookconfiguration", "imagegate-local-mutating-webhook-configuration"+scope.suffix, "--ignore-not-found"))
 		}
-		err = errors.Join(err, e.kubectl(nil, "delete", "mutatingwebhookconfiguration", "imagegate-local-mutating-webhook-configuration", "--ignore-not-found"))
-		return errors.Join(err, e.manager.Stop())
+		if scope.startManager {
+			err = errors.Join(err, e.manager.Stop())
+		}
+		return err
 	}
 	rendered, err := e.manager.RenderWebhook(e.o.root)
 	if err != nil {
@@ -200,12 +253,12 @@ func setupImagegateScoped(ctx context.Context, e *benchEnv, validatingOnly bool)
 		if err := yaml.Unmarshal(doc, &cfg); err != nil {
 			return teardown, err
 		}
-		if validatingOnly {
-			if cfg["kind"] != "ValidatingWebhookConfiguration" {
-				continue
-			}
+		if scope.validatingOnly && cfg["kind"] != "ValidatingWebhookConfiguration" {
+			continue
+		}
+		if scope.suffix != "" {
 			meta, _ := cfg["metadata"].(map[string]any)
-			meta["name"] = fmt.Sprint(meta["name"]) + suffix
+			meta["name"] = fmt.Sprint(meta["name"]) + scope.suffix
 		}
 		webhooks, _ := cfg["webhooks"].([]any)
 		for _, w := range webhooks {

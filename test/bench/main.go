@@ -9,7 +9,9 @@
 // kube-apiserver with no webhook, a ValidatingAdmissionPolicy, a no-op webhook, imagegate,
 // Gatekeeper and Kyverno, one after another); interleaved (no webhook, the
 // ValidatingAdmissionPolicy, the no-op webhook and imagegate installed at once, each scoped
-// to its namespace, visited in shuffled rounds).
+// to its namespace, visited in shuffled rounds); verify (signature verification, cold and
+// warm, by imagegate and by Kyverno's verifyImages, on one registry); podwatch (what a watch on every Pod, the
+// leader's audit informer, costs each stored create).
 package main
 
 import (
@@ -34,11 +36,19 @@ func main() {
 		}
 		return
 	}
+	// `bench pod-watcher ...` is the Pod informer of the Pod-watch layer, run as its own process.
+	if len(os.Args) > 1 && os.Args[1] == podWatchCommand {
+		if err := servePodWatcher(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "pod-watcher:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	testing.Init()
 	var o options
 	flag.StringVar(&o.root, "root", "../..", "The imagegate repository.")
 	flag.StringVar(&o.out, "out", "docs/benchmarks.md", "The report to write, relative to -root.")
-	flag.StringVar(&o.layers, "layers", "engine,server,apiserver,interleaved", "The layers to run.")
+	flag.StringVar(&o.layers, "layers", "engine,server,apiserver,interleaved,verify,podwatch", "The layers to run.")
 	flag.StringVar(&o.k8sBin, "k8s-bin", "", "The folder of kube-apiserver, etcd, kube-controller-manager and kubectl.")
 	flag.StringVar(&o.gatekeeperDir, "gatekeeper-module", "", "The gatekeeper module's folder (its ConstraintTemplate and CRDs).")
 	flag.StringVar(&o.kyvernoDir, "kyverno-module", "", "The kyverno module's folder (its CRDs).")
@@ -47,6 +57,7 @@ func main() {
 	flag.IntVar(&o.pods, "pods", 500, "Pods created (and as many dry-run creates) per configuration through the apiserver.")
 	flag.IntVar(&o.podConcurrency, "pod-concurrency", 8, "Concurrent Pod creates.")
 	flag.IntVar(&o.rounds, "rounds", 30, "Rounds of the interleaved layer.")
+	flag.IntVar(&o.podWatchRounds, "podwatch-rounds", 6, "Rounds of the Pod-watch layer.")
 	flag.StringVar(&o.configs, "configs", "", "Only these apiserver configurations (comma-separated: none,vap,noop,imagegate,gatekeeper,kyverno); all when empty.")
 	flag.StringVar(&o.clusterDir, "cluster-dir", "", "Keep the control plane's files and every process log in this folder (default: a temporary folder, removed).")
 	flag.StringVar(&o.command, "command", "make bench", "The command to print in the report.")
@@ -64,7 +75,7 @@ func main() {
 
 type options struct {
 	root, out, layers, k8sBin, gatekeeperDir, kyvernoDir, peersBin, command, configs, clusterDir string
-	serverRequests, pods, podConcurrency, rounds                                                 int
+	serverRequests, pods, podConcurrency, rounds, podWatchRounds                                 int
 }
 
 func (o *options) has(layer string) bool {
@@ -96,7 +107,7 @@ func runAll(ctx context.Context, o *options) error {
 		}
 		rep.Engine, rep.RegoTemplate = res, tpl
 	}
-	if o.has("server") || o.has("apiserver") || o.has("interleaved") {
+	if o.has("server") || o.has("apiserver") || o.has("interleaved") || o.has("verify") || o.has("podwatch") {
 		if err := runCluster(ctx, o, rep); err != nil {
 			return err
 		}

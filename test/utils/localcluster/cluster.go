@@ -348,3 +348,18 @@ func (p *Process) Log() string { return p.p.tail() }
 func (p *Process) WaitHTTP(ctx context.Context, url string, useTLS bool) error {
 	return p.cluster.waitHTTP(ctx, p.p, url, useTLS)
 }
+
+// Pid is the process id of the control plane's process name (etcd, kube-apiserver,
+// kube-controller-manager), or 0 when it is not running.
+func (c *Cluster) Pid(name string) int {
+	for _, p := range c.procs {
+		if p.name != name {
+			continue
+		}
+		if ended, _ := p.exited(); ended {
+			return 0
+		}
+		return p.cmd.Process.Pid
+	}
+	return 0
+}
