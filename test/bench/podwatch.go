@@ -70,7 +70,7 @@ type podWatcher struct {
 
 func (e *benchEnv) podWatchLayer(ctx context.Context) error {
 	rounds := e.o.podWatchRounds
-	progress("layer 5: the cost of a Pod watch on stored creates, %d rounds", rounds)
+	progress("layer 6: the cost of a Pod watch on stored creates, %d rounds", rounds)
 	if err := e.benchNamespace(ctx, "podwatch"); err != nil {
 		return err
 	}
@@ -316,7 +316,7 @@ func (r *report) writePodWatch(w func(string, ...any)) {
 	if pw == nil {
 		return
 	}
-	w("## 5. The cost of a Pod watch on stored creates\n\n")
+	w("## 6. The cost of a Pod watch on stored creates\n\n")
 	w("No webhook is registered here: only who watches Pods differs. imagegate's audit runs on\n")
 	w("the leader only and reads Pods from an informer; the other replicas run no Pod watch at\n")
 	w("all (the informer is created by the audit's first list). Each of %d rounds starts the\n", pw.Rounds)

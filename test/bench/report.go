@@ -249,7 +249,7 @@ func (r *report) writeTargets(w func(string, ...any)) {
 			switch {
 			case base == nil || ig == nil:
 			case ky == nil || ky.Skipped != "":
-				w("| Signature verification (%s): imagegate's added p50 below Kyverno verifyImages' | Kyverno did not run (see section 6) | not measured |\n", m.name)
+				w("| Signature verification (%s): imagegate's added p50 below Kyverno verifyImages' | Kyverno did not run (see section 5) | not measured |\n", m.name)
 			default:
 				a, b := ms(m.pick(ig).P50-m.pick(base).P50), ms(m.pick(ky).P50-m.pick(base).P50)
 				w("| Signature verification (%s): imagegate's added p50 below Kyverno verifyImages' | imagegate %+.2f ms, Kyverno %+.2f ms | %s |\n", m.name, a, b, verdict(a < b))

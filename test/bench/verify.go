@@ -201,7 +201,7 @@ func (e *benchEnv) verifyLayer(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	progress("layer 6: signature verification through the apiserver (registry %s)", s.reg.Host)
+	progress("layer 5: signature verification through the apiserver (registry %s)", s.reg.Host)
 	configs := []struct {
 		key, name string
 		setup     func(ctx context.Context) (func() error, error)
@@ -308,7 +308,7 @@ func (r *report) writeVerify(w func(string, ...any)) {
 	if v == nil {
 		return
 	}
-	w("## 6. Signature verification through the kube-apiserver, cold and warm\n\n")
+	w("## 5. Signature verification through the kube-apiserver, cold and warm\n\n")
 	w("An OCI registry runs in the harness on loopback (go-containerregistry's, with the OCI 1.1\n")
 	w("referrers API). Each image is signed with one ECDSA P-256 key as `cosign sign --key` stores\n")
 	w("it without bundles (the `sha256-<hex>.sig` tag, no transparency log), which imagegate and\n")

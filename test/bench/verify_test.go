@@ -11,7 +11,7 @@ import (
 )
 
 // imagegate's verify rule and Kyverno's verifyImages rule must name the same key and the
-// same images, or section 6 compares different work.
+// same images, or section 5 compares different work.
 func TestVerifyPoliciesAgree(t *testing.T) {
 	s, err := (&benchEnv{}).signing()
 	if err != nil {
