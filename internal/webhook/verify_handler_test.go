@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -127,6 +128,65 @@ func TestPinOnlyWhatTheRequestSets(t *testing.T) {
 		}
 		if strings.Join(got, ",") != strings.Join(c.want, ",") || !review.Response.Allowed {
 			t.Errorf("%s: allowed=%v patched %v, want %v (%s)", c.name, review.Response.Allowed, got, c.want, review.Response.Result)
+		}
+	}
+}
+
+// The apiserver does not send the pinning webhook a Pod whose every image holds "@" (the
+// matchCondition image-without-digest, config/webhook/pin_scope_patch.yaml). Writing "@" must
+// not be a way past a verify rule: what is not a valid digest reference is refused, and a
+// valid one is verified at its digest, whatever tag it also names.
+func TestDigestLookalikesAreRefused(t *testing.T) {
+	reg := registrytest.New(true)
+	defer reg.Close()
+	key, err := registrytest.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := reg.Push("acme/app", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := key.Sign(signed); err != nil {
+		t.Fatal(err)
+	}
+	unsigned, err := reg.Push("acme/app", "2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := policy.CompileWith([]imagegatev1alpha1.ClusterImagePolicy{{
+		ObjectMeta: metav1.ObjectMeta{Name: "signed", UID: "u", Generation: 1},
+		Spec: imagegatev1alpha1.ImagePolicySpec{Verify: imagegatev1alpha1.VerifyRules{
+			Signers:         []imagegatev1alpha1.Signer{{Name: "release", Key: imagegatev1alpha1.KeySigner{PublicKey: key.PublicKeyPEM()}}},
+			TransparencyLog: imagegatev1alpha1.TransparencyLogSkip,
+		}},
+	}}, nil, policy.Options{Trust: verify.Compiler(&verify.NamespaceSources{})})
+	v := newTestValidator(t, snap)
+	v.SetVerifier(verify.New(verify.Options{}))
+	repo := reg.Host + "/acme/app"
+	for _, c := range []struct {
+		image  string
+		reason string // "" admitted
+	}{
+		{repo + ":1@" + signed.DigestStr(), ""},
+		{repo + ":2@" + signed.DigestStr(), ""}, // the digest decides, as in the runtime
+		{repo + ":1@" + unsigned.DigestStr(), "no signature by a trusted signer"},
+		{repo + "@sha256:1234", "it is not a valid image reference"},
+		{repo + ":1@", "it is not a valid image reference"},
+		{repo + ":1@latest", "it is not a valid image reference"},
+		{repo + "@@" + signed.DigestStr(), "it is not a valid image reference"},
+		{"@" + repo + ":1", "it is not a valid image reference"},
+	} {
+		if !strings.Contains(c.image, "@") {
+			t.Fatalf("%s: the case must hold @, or the pin webhook would see it", c.image)
+		}
+		resp := v.Handle(context.Background(), request(admissionv1.Create, "pods", "", podJSON(c.image), ""))
+		got := ""
+		if resp.Result != nil {
+			got = resp.Result.Message
+		}
+		if resp.Allowed != (c.reason == "") || !strings.Contains(got, c.reason) {
+			t.Errorf("%s: allowed=%v %q; want reason %q", c.image, resp.Allowed, got, c.reason)
 		}
 	}
 }

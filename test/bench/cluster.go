@@ -73,6 +73,13 @@ func runCluster(ctx context.Context, o *options, rep *report) error {
 			return err
 		}
 	}
+	// From here on, the namespaces of the signed images are the verify rule's alone. (Before,
+	// the policies have no namespaceSelector: the server layer's reviews name a namespace
+	// that does not exist.)
+	env.spareSigned = true
+	if err := env.applyPolicies(1); err != nil {
+		return err
+	}
 	if o.has("interleaved") {
 		if err := env.interleavedLayer(ctx); err != nil {
 			return err
@@ -102,6 +109,8 @@ type benchEnv struct {
 	rep       *report
 	// sign is the registry of signed images and its key, made on first use.
 	sign *signing
+	// spareSigned makes applyPolicies leave the namespaces labelled signedLabel alone.
+	spareSigned bool
 	// selector, when set, is the one label the configuration being set up selects its
 	// namespace by (the interleaved layer); nil: the bench namespaces (benchLabel).
 	selector map[string]string
@@ -144,10 +153,11 @@ func (e *benchEnv) applyPolicies(n int) error {
 	}
 	var buf bytes.Buffer
 	for _, p := range imagegatePolicies(n) {
-		// The namespaces of the signed images are the verify rule's alone.
-		p.Spec.NamespaceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
-			{Key: signedLabel, Operator: metav1.LabelSelectorOpDoesNotExist},
-		}}
+		if e.spareSigned {
+			p.Spec.NamespaceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+				{Key: signedLabel, Operator: metav1.LabelSelectorOpDoesNotExist},
+			}}
+		}
 		b, err := yaml.Marshal(p)
 		if err != nil {
 			return err
