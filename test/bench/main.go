@@ -87,8 +87,13 @@ func (o *options) has(layer string) bool {
 	return false
 }
 
+// started is when the harness started: progress lines carry the time since, so a run shows
+// where its minutes went.
+var started = time.Now()
+
 func progress(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+	d := time.Since(started).Round(time.Second)
+	fmt.Fprintf(os.Stderr, "bench: [%02d:%02d] "+format+"\n", append([]any{int(d.Minutes()), int(d.Seconds()) % 60}, args...)...)
 }
 
 func fail(err error) {
