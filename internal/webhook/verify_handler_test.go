@@ -20,6 +20,21 @@ import (
 	"github.com/imagegate/imagegate/test/utils/registrytest"
 )
 
+// keySnapshot holds one ClusterImagePolicy, "signed", whose verify rule trusts key alone (no
+// transparency log), for the Pods podSelector picks (nil: every Pod).
+func keySnapshot(key *registrytest.Key, podSelector *metav1.LabelSelector) *policy.Snapshot {
+	return policy.CompileWith([]imagegatev1alpha1.ClusterImagePolicy{{
+		ObjectMeta: metav1.ObjectMeta{Name: "signed", UID: "u", Generation: 1},
+		Spec: imagegatev1alpha1.ImagePolicySpec{
+			PodSelector: podSelector,
+			Verify: imagegatev1alpha1.VerifyRules{
+				Signers:         []imagegatev1alpha1.Signer{{Name: "release", Key: imagegatev1alpha1.KeySigner{PublicKey: key.PublicKeyPEM()}}},
+				TransparencyLog: imagegatev1alpha1.TransparencyLogSkip,
+			},
+		},
+	}}, nil, policy.Options{Trust: verify.Compiler(&verify.NamespaceSources{})})
+}
+
 // The ImageReview endpoint applies verify rules through the same decider: a digest is
 // verified in the registry; a tag is refused, since the plugin cannot pin it.
 func TestImageReviewVerifies(t *testing.T) {
@@ -40,13 +55,7 @@ func TestImageReviewVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap := policy.CompileWith([]imagegatev1alpha1.ClusterImagePolicy{{
-		ObjectMeta: metav1.ObjectMeta{Name: "signed", UID: "u", Generation: 1},
-		Spec: imagegatev1alpha1.ImagePolicySpec{Verify: imagegatev1alpha1.VerifyRules{
-			Signers:         []imagegatev1alpha1.Signer{{Name: "release", Key: imagegatev1alpha1.KeySigner{PublicKey: key.PublicKeyPEM()}}},
-			TransparencyLog: imagegatev1alpha1.TransparencyLogSkip,
-		}},
-	}}, nil, policy.Options{Trust: verify.Compiler(&verify.NamespaceSources{})})
+	snap := keySnapshot(key, nil)
 	h := reviewHandler(t, snap)
 	h.SetVerifier(verify.New(verify.Options{}))
 	for _, c := range []struct {
@@ -83,16 +92,7 @@ func TestPinOnlyWhatTheRequestSets(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	snap := policy.CompileWith([]imagegatev1alpha1.ClusterImagePolicy{{
-		ObjectMeta: metav1.ObjectMeta{Name: "signed", UID: "u", Generation: 1},
-		Spec: imagegatev1alpha1.ImagePolicySpec{
-			PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"signed": "yes"}},
-			Verify: imagegatev1alpha1.VerifyRules{
-				Signers:         []imagegatev1alpha1.Signer{{Name: "release", Key: imagegatev1alpha1.KeySigner{PublicKey: key.PublicKeyPEM()}}},
-				TransparencyLog: imagegatev1alpha1.TransparencyLogSkip,
-			},
-		},
-	}}, nil, policy.Options{Trust: verify.Compiler(&verify.NamespaceSources{})})
+	snap := keySnapshot(key, &metav1.LabelSelector{MatchLabels: map[string]string{"signed": "yes"}})
 	labelled := func(images ...string) string {
 		return strings.Replace(podJSON(images...), `"namespace":"team-a"}`, `"namespace":"team-a","labels":{"signed":"yes"}}`, 1)
 	}
@@ -154,13 +154,7 @@ func TestDigestLookalikesAreRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap := policy.CompileWith([]imagegatev1alpha1.ClusterImagePolicy{{
-		ObjectMeta: metav1.ObjectMeta{Name: "signed", UID: "u", Generation: 1},
-		Spec: imagegatev1alpha1.ImagePolicySpec{Verify: imagegatev1alpha1.VerifyRules{
-			Signers:         []imagegatev1alpha1.Signer{{Name: "release", Key: imagegatev1alpha1.KeySigner{PublicKey: key.PublicKeyPEM()}}},
-			TransparencyLog: imagegatev1alpha1.TransparencyLogSkip,
-		}},
-	}}, nil, policy.Options{Trust: verify.Compiler(&verify.NamespaceSources{})})
+	snap := keySnapshot(key, nil)
 	v := newTestValidator(t, snap)
 	v.SetVerifier(verify.New(verify.Options{}))
 	repo := reg.Host + "/acme/app"

@@ -31,17 +31,9 @@ func (e *benchEnv) apiserverLayer(ctx context.Context) error {
 	progress("layer 3: %d Pod creates and %d dry-run creates per configuration, %d at a time, through the apiserver", e.o.pods, e.o.pods, e.o.podConcurrency)
 	for i, c := range e.configs() {
 		res := apiResult{Config: c.name}
-		err := e.measureConfig(ctx, c, fmt.Sprintf("bench-%d", i), &res)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			var skip skipError
-			if !errors.As(err, &skip) {
-				return fmt.Errorf("%s: %w", c.name, err)
-			}
-			res.Skipped = skip.Error()
-			progress("apiserver: %s could not run: %s", c.name, res.Skipped)
+		var err error
+		if res.Skipped, err = skipped(ctx, "apiserver", c.name, e.measureConfig(ctx, c, fmt.Sprintf("bench-%d", i), &res)); err != nil {
+			return err
 		}
 		e.rep.API = append(e.rep.API, res)
 	}
@@ -57,6 +49,24 @@ const (
 
 // skipError is a peer that cannot run here: reported, not fatal.
 type skipError struct{ error }
+
+// skipped sorts out what measuring the configuration name in layer returned: a skipError is
+// the reason it could not run here (reported, not fatal); any other error, or the run being
+// stopped, ends the layer.
+func skipped(ctx context.Context, layer, name string, err error) (string, error) {
+	if err == nil {
+		return "", nil
+	}
+	if ctx.Err() != nil {
+		return "", ctx.Err()
+	}
+	var skip skipError
+	if !errors.As(err, &skip) {
+		return "", fmt.Errorf("%s: %w", name, err)
+	}
+	progress("%s: %s could not run: %s", layer, name, skip.Error())
+	return skip.Error(), nil
+}
 
 func (e *benchEnv) measureConfig(ctx context.Context, c admissionConfig, ns string, res *apiResult) error {
 	if err := e.benchNamespace(ctx, ns); err != nil {

@@ -94,11 +94,7 @@ func (e *benchEnv) interleavedLayer(ctx context.Context) error {
 	configs = append(configs, ilvConfig{key: "imagegate-verify", name: ilvVerifyConfig, images: signedImages,
 		labels: map[string]string{signedLabel: "interleaved"},
 		setup: func(ctx context.Context, e *benchEnv) (func() error, error) {
-			teardown, err := setupImagegateScoped(ctx, e, imagegateScope{suffix: "-verify"})
-			if err != nil {
-				return teardown, err
-			}
-			return teardown, e.kubectl([]byte(s.imagegatePolicy()), "apply", "-f", "-")
+			return setupImagegateVerify(ctx, e, s, imagegateScope{suffix: "-verify"})
 		}})
 	progress("layer 4: interleaved, %d rounds over %d configurations installed at once", e.o.rounds, len(configs))
 	for _, c := range configs {
@@ -119,9 +115,11 @@ func (e *benchEnv) interleavedLayer(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", c.name, err)
 		}
-		probe := e.probe(ctx, ns, c.enforces)
+		var probe error
 		if c.images != nil {
 			probe = e.probeSigned(ctx, ns, c.images...)
+		} else {
+			probe = e.probe(ctx, ns, c.enforces)
 		}
 		if probe != nil {
 			return fmt.Errorf("%s: %w", c.name, probe)

@@ -10,8 +10,8 @@
 // Gatekeeper and Kyverno, one after another); interleaved (no webhook, the
 // ValidatingAdmissionPolicy, the no-op webhook and imagegate installed at once, each scoped
 // to its namespace, visited in shuffled rounds); verify (signature verification, cold and
-// warm, by imagegate and by Kyverno's verifyImages, on one registry); podwatch (what a watch on every Pod, the
-// leader's audit informer, costs each stored create).
+// warm, by imagegate and by Kyverno's verifyImages, on one registry); podwatch (what a watch
+// on every Pod, the leader's audit informer, costs each stored create).
 package main
 
 import (

@@ -121,7 +121,7 @@ func (e *benchEnv) podWatchLayer(ctx context.Context) error {
 		{"client-go informer, metadata only", e.startPodWatcher("metadata")},
 	}
 	apiPid := e.cluster.Pid("kube-apiserver")
-	rep := &podWatchReport{Rounds: rounds, Pods: 0}
+	rep := &podWatchReport{Rounds: rounds}
 	results := make([]podWatchResult, len(watchers))
 	for i, w := range watchers {
 		results[i] = podWatchResult{Name: w.name, Medians: map[string][]time.Duration{}, Pooled: map[string]stats{}}
@@ -218,15 +218,13 @@ func (r *podWatchResult) perCreate(cpu time.Duration) time.Duration {
 	return cpu / time.Duration(r.Creates)
 }
 
-// added is, round by round, the watcher's median minus that with no watch.
+// added is, round by round, the watcher's median minus that with no watch (the first).
 func (r *podWatchReport) added(name, mode string) spread {
-	var base, this []time.Duration
+	base := r.Results[0].Medians[mode]
+	var this []time.Duration
 	for _, res := range r.Results {
 		if res.Name == name {
 			this = res.Medians[mode]
-		}
-		if res.Name == r.Results[0].Name {
-			base = res.Medians[mode]
 		}
 	}
 	diffs := make([]time.Duration, min(len(base), len(this)))

@@ -125,6 +125,15 @@ spec:
 `, signedLabel, s.reg.Host, s.keyBlock(14))
 }
 
+// setupImagegateVerify is setupImagegateScoped with the verify rule of imagegatePolicy.
+func setupImagegateVerify(ctx context.Context, e *benchEnv, s *signing, scope imagegateScope) (func() error, error) {
+	teardown, err := setupImagegateScoped(ctx, e, scope)
+	if err != nil {
+		return teardown, err
+	}
+	return teardown, e.kubectl([]byte(s.imagegatePolicy()), "apply", "-f", "-")
+}
+
 // probeSigned waits until ns admits a Pod running good and refuses one running an
 // unsigned image of the same registry.
 func (e *benchEnv) probeSigned(ctx context.Context, ns string, good ...string) error {
@@ -210,11 +219,7 @@ func (e *benchEnv) verifyLayer(ctx context.Context) error {
 		{"imagegate", "imagegate", func(ctx context.Context) (func() error, error) {
 			e.selector = map[string]string{signedLabel: "imagegate"}
 			defer func() { e.selector = nil }()
-			teardown, err := setupImagegateScoped(ctx, e, imagegateScope{startManager: true, suffix: "-verify"})
-			if err != nil {
-				return teardown, err
-			}
-			return teardown, e.kubectl([]byte(s.imagegatePolicy()), "apply", "-f", "-")
+			return setupImagegateVerify(ctx, e, s, imagegateScope{startManager: true, suffix: "-verify"})
 		}},
 		{"kyverno", "Kyverno " + peerVersion(e.o.root, "kyverno") + " verifyImages", func(ctx context.Context) (func() error, error) {
 			return startKyverno(ctx, e, "bench-verify", s.kyvernoPolicy(), "--allowInsecureRegistry=true")
@@ -223,17 +228,9 @@ func (e *benchEnv) verifyLayer(ctx context.Context) error {
 	rep := &verifyReport{ColdPods: verifyColdPods, WarmPods: verifyWarmPods, Concurrency: e.o.podConcurrency}
 	for _, c := range configs {
 		res := verifyResult{Config: c.name}
-		err := e.measureVerify(ctx, s, c.key, c.setup, &res)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			var skip skipError
-			if !errors.As(err, &skip) {
-				return fmt.Errorf("%s: %w", c.name, err)
-			}
-			res.Skipped = skip.Error()
-			progress("verify: %s could not run: %s", c.name, res.Skipped)
+		var err error
+		if res.Skipped, err = skipped(ctx, "verify", c.name, e.measureVerify(ctx, s, c.key, c.setup, &res)); err != nil {
+			return err
 		}
 		rep.Results = append(rep.Results, res)
 	}
