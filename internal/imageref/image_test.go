@@ -27,6 +27,12 @@ func TestParse(t *testing.T) {
 		{"[::1]:5000/app", "[::1]:5000/app", "[::1]:5000", "app", "", "", "latest"},
 		{"alpine:3.19@" + digestA, "docker.io/library/alpine:3.19@" + digestA, "docker.io", "library/alpine", "3.19", digestA, ""},
 		{"Foo/bar", "Foo/bar", "foo", "bar", "", "", "latest"},
+		// A host that is an algorithm's name once lowercased keeps its case: sha256:5000/app
+		// would be refused as an image ID.
+		{"SHA256:5000/app", "SHA256:5000/app", "sha256:5000", "app", "", "", "latest"},
+		{"shA256:0/0", "shA256:0/0", "sha256:0", "0", "", "", "latest"},
+		{"Blake3:05000/app:1", "Blake3:05000/app:1", "blake3:5000", "app", "1", "", "1"},
+		{"SHA256:443/app", "SHA256:443/app", "sha256", "app", "", "", "latest"},
 		{"acme/app", "docker.io/acme/app", "docker.io", "acme/app", "", "", "latest"},
 	}
 	for _, c := range cases {
@@ -78,6 +84,7 @@ func TestParsePattern(t *testing.T) {
 		{"DOCKER.IO/nginx", "docker.io/library/nginx", "docker.io", "library/nginx", "", ""},
 		{"*/app", "docker.io/*/app", "docker.io", "*/app", "", ""},
 		{"Foo/bar", "Foo/bar", "foo", "bar", "", ""},
+		{"SHA256:5000/**", "SHA256:5000/**", "sha256:5000", "**", "", ""},
 		{"0_0.0/0", "0_0.0/0", "", "0_0.0/0", "", ""},
 		{"nginx@" + digestA, "docker.io/library/nginx@" + digestA, "docker.io", "library/nginx", "", digestA},
 		{"ghcr.io/**/base:1.0", "ghcr.io/**/base:1.0", "ghcr.io", "**/base", "1.0", ""},
@@ -278,6 +285,7 @@ func TestRepositoryReparses(t *testing.T) {
 		"0:443/0:1":                         "0:443/0",
 		"Foo/bar@" + digestA:                "Foo/bar",
 		"Foo:0443/bar":                      "Foo:0443/bar",
+		"SHA512:5000/app:1":                 "SHA512:5000/app",
 		"nginx:1.27":                        "docker.io/library/nginx",
 		"ghcr.io:443/acme/app:1@" + digestA: "ghcr.io/acme/app",
 		"registry.corp:5000/team/app":       "registry.corp:5000/team/app",

@@ -114,10 +114,17 @@ func Parse(s string) (Reference, error) {
 	return r, nil
 }
 
-// displayHost is how a normalized form writes a canonical host: as is, unless only its
-// uppercase letters make it a host (Foo/bar pulls from the host foo, but foo/bar is Docker
-// Hub's), where it keeps the spelling as written so that the normalized form reparses the same.
+// displayHost is how a normalized form writes a canonical host: as is, unless lowercasing
+// would change what the normalized form means, where it keeps the spelling as written so that
+// the normalized form reparses the same:
+//   - only its uppercase letters make it a host (Foo/bar pulls from the host foo, but foo/bar
+//     is Docker Hub's);
+//   - its lowercase spelling reads as an image ID (SHA256:5000/app pulls from the host
+//     sha256:5000, but sha256:5000/app is refused as an ID the runtime looks up on the node).
 func displayHost(host, written string) string {
+	if ImageIDLike(host) {
+		return written
+	}
 	if host == "" || strings.ContainsAny(host, ".:[") || host == "localhost" {
 		return host
 	}
