@@ -9,27 +9,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/test/utils/policygen"
 )
 
-// benchPolicies makes n distinct ClusterImagePolicies of the kind a platform team writes: each
-// allows its team's repositories and a shared registry, and refuses :latest.
-func benchPolicies(n int) []v1alpha1.ClusterImagePolicy {
-	out := make([]v1alpha1.ClusterImagePolicy, n)
-	for i := range out {
-		out[i] = v1alpha1.ClusterImagePolicy{
-			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("team-%04d", i)},
-			Spec: v1alpha1.ImagePolicySpec{
-				Images: v1alpha1.ImageRules{Allow: []v1alpha1.ImagePattern{
-					v1alpha1.ImagePattern(fmt.Sprintf("ghcr.io/team-%d/*", i)),
-					v1alpha1.ImagePattern(fmt.Sprintf("registry-%d.corp:5000/**", i)),
-					"ghcr.io/acme/**",
-				}},
-				Tags: v1alpha1.TagRules{Deny: []v1alpha1.TagName{"latest"}},
-			},
-		}
-	}
-	return out
-}
+// benchPolicies makes n distinct ClusterImagePolicies of the kind a platform team writes (the
+// set `make sizing` loads too).
+func benchPolicies(n int) []v1alpha1.ClusterImagePolicy { return policygen.Teams("team", n) }
 
 // BenchmarkEvaluate evaluates an admitted 3-container Pod against 1 to 1,000 policies.
 func BenchmarkEvaluate(b *testing.B) {
