@@ -233,7 +233,8 @@ func (d *Decision) add(img *Image, ref *imageref.Reference, p *compiledPolicy, r
 	if n := len(d.Violations); n >= 64 && n == cap(d.Violations) {
 		// Double: append grows a long slice by a quarter, which copies the violations of a
 		// Pod refused by a thousand policies about five times over. Asking for more than n
-		// makes the new capacity exactly 2n+1, with no quarter steps.
+		// makes the new capacity at least 2n+1 in one step (rounded up to the allocator's
+		// size class), with no quarter steps.
 		d.Violations = slices.Grow(d.Violations, n+1)
 	}
 	d.Violations = append(d.Violations, Violation{

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	admissionv1 "k8s.io/api/admission/v1"
 	imagepolicyv1alpha1 "k8s.io/api/imagepolicy/v1alpha1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -35,26 +36,32 @@ func keySnapshot(key *registrytest.Key, podSelector *metav1.LabelSelector) *poli
 	}}, nil, policy.Options{Trust: verify.Compiler(&verify.NamespaceSources{})})
 }
 
-// The ImageReview endpoint applies verify rules through the same decider: a digest is
-// verified in the registry; a tag is refused, since the plugin cannot pin it.
-func TestImageReviewVerifies(t *testing.T) {
-	reg := registrytest.New(true)
-	defer reg.Close()
+// signedRegistry starts a registry, closed with the test, holding acme/app:1 signed by a new
+// key and unsignedRepo:unsignedTag unsigned.
+func signedRegistry(t *testing.T, unsignedRepo, unsignedTag string) (reg *registrytest.Registry, key *registrytest.Key, signed, unsigned name.Digest) {
+	t.Helper()
+	reg = registrytest.New(true)
+	t.Cleanup(reg.Close)
 	key, err := registrytest.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	signed, err := reg.Push("acme/app", "1")
-	if err != nil {
+	if signed, err = reg.Push("acme/app", "1"); err != nil {
 		t.Fatal(err)
 	}
 	if err := key.Sign(signed); err != nil {
 		t.Fatal(err)
 	}
-	unsigned, err := reg.Push("acme/tool", "1")
-	if err != nil {
+	if unsigned, err = reg.Push(unsignedRepo, unsignedTag); err != nil {
 		t.Fatal(err)
 	}
+	return reg, key, signed, unsigned
+}
+
+// The ImageReview endpoint applies verify rules through the same decider: a digest is
+// verified in the registry; a tag is refused, since the plugin cannot pin it.
+func TestImageReviewVerifies(t *testing.T) {
+	reg, key, signed, unsigned := signedRegistry(t, "acme/tool", "1")
 	snap := keySnapshot(key, nil)
 	h := reviewHandler(t, snap)
 	h.SetVerifier(verify.New(verify.Options{}))
@@ -137,23 +144,7 @@ func TestPinOnlyWhatTheRequestSets(t *testing.T) {
 // not be a way past a verify rule: what is not a valid digest reference is refused, and a
 // valid one is verified at its digest, whatever tag it also names.
 func TestDigestLookalikesAreRefused(t *testing.T) {
-	reg := registrytest.New(true)
-	defer reg.Close()
-	key, err := registrytest.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	signed, err := reg.Push("acme/app", "1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := key.Sign(signed); err != nil {
-		t.Fatal(err)
-	}
-	unsigned, err := reg.Push("acme/app", "2")
-	if err != nil {
-		t.Fatal(err)
-	}
+	reg, key, signed, unsigned := signedRegistry(t, "acme/app", "2")
 	snap := keySnapshot(key, nil)
 	v := newTestValidator(t, snap)
 	v.SetVerifier(verify.New(verify.Options{}))

@@ -362,7 +362,7 @@ func kyvernoImagesPolicy() string {
 `, name, benchLabel, message, image, image)
 	}
 	registries := fmt.Sprintf("%s* | %s*", sharedRepo, teamRepo(0))
-	policy := `apiVersion: kyverno.io/v1
+	return `apiVersion: kyverno.io/v1
 kind: ClusterPolicy
 metadata:
   name: bench-images
@@ -371,7 +371,6 @@ spec:
   rules:
 ` + rule("allowed-registries", "images must come from "+sharedRepo+" or "+teamRepo(0), registries) +
 		rule("disallow-latest", "the tag latest is not allowed", "!*:latest")
-	return policy
 }
 
 // peer returns the binary of a peer, or why it cannot run.
