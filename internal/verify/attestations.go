@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/sigstore/cosign/v3/pkg/cosign"
 	"github.com/sigstore/cosign/v3/pkg/oci"
@@ -34,14 +35,17 @@ type verifiedAttestation struct {
 
 // checkAttestations checks every attestation rule of trust for the image: each must find a
 // verified attestation, and for vulnerability predicates the newest valid scan must pass.
-func (v *Verifier) checkAttestations(ctx context.Context, trust *Trust, ref name.Digest, h v1.Hash, ropts []ociremote.Option,
+func (v *Verifier) checkAttestations(ctx context.Context, trust *Trust, ref name.Digest, h v1.Hash, ropts []remote.Option, oopts []ociremote.Option,
 	referrers []v1.Descriptor, referrersErr error) *Outcome {
 	registry := ref.RegistryStr()
 	start := time.Now()
-	legacy, legacyErr := legacyAttestations(ref, ropts)
+	legacy, legacyErr := legacyAttestations(ref, oopts)
 	v.metrics.registry("attestations", start)
 	if legacyErr != nil && referrersErr != nil {
-		return &Outcome{Reason: registryError(registry, "listing attestations", legacyErr).Error()}
+		return &Outcome{Reason: registryError(registry, "listing attestations", legacyErr).Error(), transient: isTransient(legacyErr) || isTransient(referrersErr)}
+	}
+	if errors.Is(legacyErr, errTooManyCandidates) {
+		return &Outcome{Reason: cut(legacyErr.Error())}
 	}
 	out := &Outcome{}
 	now := v.now()
@@ -51,15 +55,36 @@ func (v *Verifier) checkAttestations(ctx context.Context, trust *Trust, ref name
 	for _, r := range trust.attestations {
 		var bundles []*sgbundle.Bundle
 		bundleErr := referrersErr
+		transient := isTransient(legacyErr) || isTransient(referrersErr)
+		var problems []string
 		if referrersErr == nil {
 			start = time.Now()
-			bundles, bundleErr = fetchBundles(ref, bundleDescriptors(referrers, r.PredicateType), ropts)
+			var descs []v1.Descriptor
+			descs, bundleErr = bundleDescriptors(referrers, r.PredicateType)
+			if bundleErr != nil {
+				out.Reason, out.Findings = cut(bundleErr.Error()), nil
+				return out
+			}
+			// Every candidate is read: the newest scan is chosen among the verified ones by
+			// its signed time, so none may be left out.
+			for _, d := range descs {
+				b, err := readBundle(ref, d, ropts)
+				if err != nil {
+					transient = transient || isTransient(err)
+					problems = append(problems, "a bundle could not be read: "+err.Error())
+					continue
+				}
+				bundles = append(bundles, b)
+			}
 			v.metrics.registry("bundles", start)
 		}
-		found, verified, problems := verifyAttestations(ctx, trust, r, h, ropts, legacy, bundles)
+		found, verified, verifyProblems := verifyAttestations(ctx, trust, r, h, oopts, legacy, bundles)
+		found += len(problems)
+		problems = append(problems, verifyProblems...)
 		report := AttestationReport{Rule: r.Name, PredicateType: r.PredicateType}
 		if len(verified) == 0 {
 			out.Reason, out.Findings = noAttestation(r, found, problems, legacyErr, bundleErr, registry), nil
+			out.transient = transient
 			out.Attestations = append(out.Attestations, report)
 			return out
 		}
@@ -192,7 +217,7 @@ func noAttestation(r *attestationRule, found int, problems []string, legacyErr, 
 }
 
 // legacyAttestations reads the attestations of the sha256-<hex>.att tag (none when it does
-// not exist), at most maxCandidates of them.
+// not exist); more than maxCandidates is an error.
 func legacyAttestations(ref name.Digest, ropts []ociremote.Option) ([]oci.Signature, error) {
 	at, err := ociremote.AttestationTag(ref, ropts...)
 	if err != nil {
@@ -207,7 +232,7 @@ func legacyAttestations(ref name.Digest, ropts []ociremote.Option) ([]oci.Signat
 		return nil, err
 	}
 	if len(sl) > maxCandidates {
-		sl = sl[:maxCandidates]
+		return nil, tooMany("attestations in its sha256-<hex>.att tag", len(sl))
 	}
 	return sl, nil
 }

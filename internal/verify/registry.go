@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -22,12 +24,14 @@ import (
 const maxResponseBody = 4 << 20
 
 // NewTransport is the one transport every registry request of a Verifier goes through: pooled
-// connections per registry host, timeouts on dialing and TLS, and response bodies bounded by
-// maxResponseBody.
+// connections per registry host, timeouts on dialing and TLS, response bodies bounded by
+// maxResponseBody and by the lookup's byte budget, and every connection's destination checked
+// when it is dialed (see destinations).
 func NewTransport() http.RoundTripper {
+	d := &destinations{lookup: net.DefaultResolver.LookupIPAddr, internal: isInternal, proxies: proxyHosts()}
 	return &limitedTransport{base: &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           d.dial,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          100,
 		MaxIdleConnsPerHost:   16,
@@ -50,10 +54,150 @@ func (t *limitedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	if resp.ContentLength > maxResponseBody {
 		_ = resp.Body.Close()
-		return nil, fmt.Errorf("%s %s: the response is %d bytes, more than the %d imagegate reads", r.Method, r.URL.Host, resp.ContentLength, maxResponseBody)
+		return nil, fmt.Errorf("%s %s: the response is %d bytes, more than the %d imagegate reads: %w", r.Method, r.URL.Host, resp.ContentLength, maxResponseBody, errTooLarge)
 	}
-	resp.Body = &limitedBody{ReadCloser: resp.Body, left: maxResponseBody}
+	resp.Body = &limitedBody{ReadCloser: resp.Body, left: maxResponseBody, budget: budgetOf(r.Context())}
 	return resp, nil
+}
+
+// errRefusedDestination is the error of a connection that the destination rules refuse.
+var errRefusedDestination = errors.New("refused destination")
+
+// originKey carries the registry host a lookup is for: the host the Pod's image names, which
+// policies allowed. Connections to other hosts (token realms, redirects to blob stores) are
+// judged against it.
+type originKey struct{}
+
+func withOrigin(ctx context.Context, host string) context.Context {
+	return context.WithValue(ctx, originKey{}, host)
+}
+
+// destinations decides, when a connection is dialed, whether its address may be reached:
+// link-local addresses (cloud metadata services such as 169.254.169.254) and unspecified ones
+// never; loopback and private addresses only when the registry the lookup is for is itself on
+// one (an in-cluster registry). The address checked is the address dialed (names are resolved
+// once, here), so a name that resolves to a public address when checked and to an internal
+// one when dialed (DNS rebinding) gets nowhere; and it holds for every connection: the
+// registry, its token realm, its redirects, whatever a Pod, a registry or a forged review
+// names. The proxies of the environment (HTTPS_PROXY), which an administrator set, are dialed
+// as they are.
+type destinations struct {
+	lookup   func(context.Context, string) ([]net.IPAddr, error)
+	internal func(net.IP) bool
+	proxies  map[string]bool
+}
+
+func (d *destinations) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	if d.proxies[addr] {
+		return dialer.DialContext(ctx, network, addr)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	ips, err := d.resolve(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	origin, _ := ctx.Value(originKey{}).(string)
+	originInternal := -1 // unknown until needed
+	var refused error
+	for _, ip := range ips {
+		if ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsUnspecified() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast() {
+			refused = fmt.Errorf("%s resolves to %s, a link-local or unspecified address, which imagegate never connects to: %w", host, ip, errRefusedDestination)
+			continue
+		}
+		if d.internal(ip) {
+			if originInternal < 0 {
+				originInternal = 0
+				if origin == "" || strings.EqualFold(origin, host) || d.anyInternal(ctx, origin) {
+					originInternal = 1
+				}
+			}
+			if originInternal == 0 {
+				refused = fmt.Errorf("%s resolves to %s, an internal address, and the registry %s is not on one: %w", host, ip, origin, errRefusedDestination)
+				continue
+			}
+		}
+		conn, err := dialer.DialContext(ctx, network, net.JoinHostPort(ip.String(), port))
+		if err == nil {
+			return conn, nil
+		}
+		refused = err
+	}
+	if refused == nil {
+		refused = fmt.Errorf("%s has no address", host)
+	}
+	return nil, refused
+}
+
+func (d *destinations) resolve(ctx context.Context, host string) ([]net.IP, error) {
+	if ip := net.ParseIP(host); ip != nil {
+		return []net.IP{ip}, nil
+	}
+	addrs, err := d.lookup(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	ips := make([]net.IP, len(addrs))
+	for i, a := range addrs {
+		ips[i] = a.IP
+	}
+	return ips, nil
+}
+
+// anyInternal reports whether host (a registry, perhaps with a port) is on an internal
+// address.
+func (d *destinations) anyInternal(ctx context.Context, host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	ips, err := d.resolve(ctx, host)
+	if err != nil {
+		return false
+	}
+	for _, ip := range ips {
+		if d.internal(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// isInternal reports whether ip is not a public address: loopback, private (RFC 1918, ULA),
+// link-local, unspecified, or shared address space (RFC 6598, carrier-grade NAT).
+func isInternal(ip net.IP) bool {
+	return ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsUnspecified() || sharedSpace.Contains(ip)
+}
+
+var sharedSpace = &net.IPNet{IP: net.IPv4(100, 64, 0, 0), Mask: net.CIDRMask(10, 32)}
+
+// proxyHosts are the host:port of the proxies the environment names.
+func proxyHosts() map[string]bool {
+	out := map[string]bool{}
+	for _, env := range []string{"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"} {
+		raw := os.Getenv(env)
+		if raw == "" {
+			continue
+		}
+		if !strings.Contains(raw, "://") {
+			raw = "http://" + raw
+		}
+		u, err := url.Parse(raw)
+		if err != nil || u.Host == "" {
+			continue
+		}
+		port := u.Port()
+		if port == "" {
+			port = map[string]string{"https": "443", "socks5": "1080"}[u.Scheme]
+			if port == "" {
+				port = "80"
+			}
+		}
+		out[net.JoinHostPort(u.Hostname(), port)] = true
+	}
+	return out
 }
 
 // checkRedirect refuses the redirects a hostile registry could use against the cluster:
@@ -126,7 +270,8 @@ var errTooLarge = fmt.Errorf("the response is longer than the %d bytes imagegate
 
 type limitedBody struct {
 	io.ReadCloser
-	left int64
+	left   int64
+	budget *budget
 }
 
 func (b *limitedBody) Read(p []byte) (int, error) {
@@ -143,6 +288,9 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	}
 	n, err := b.ReadCloser.Read(p)
 	b.left -= int64(n)
+	if berr := b.budget.charge(n); berr != nil {
+		return 0, berr
+	}
 	return n, err
 }
 

