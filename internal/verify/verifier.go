@@ -49,7 +49,7 @@ const (
 	// maxCandidates bounds the signatures, and the bundles of each predicate type, that one
 	// image may have: more refuses the image (see errTooManyCandidates), never a choice
 	// among them by anything unsigned.
-	maxCandidates = 64
+	maxCandidates   = 64
 	maxReasonLength = 512
 	// parallelism bounds the images of one request verified at once.
 	parallelism = 8

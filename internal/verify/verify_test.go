@@ -454,4 +454,3 @@ func TestPullSecrets(t *testing.T) {
 		}
 	}
 }
-
