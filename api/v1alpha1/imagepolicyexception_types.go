@@ -54,6 +54,16 @@ type ImagePolicyExceptionSpec struct {
 	// +kubebuilder:validation:items:MinLength=1
 	// +kubebuilder:validation:items:MaxLength=128
 	Ignore []string `json:"ignore,omitempty"`
+
+	// allowBreakGlass makes the exception a break-glass grant: Pods it selects that carry the
+	// break-glass annotation may override the policies it names, for the rules it names and
+	// the images it covers, where those policies set allowBreakGlass and
+	// breakGlassRequiresException. Such an exception exempts nothing by itself (the Pod must
+	// ask for break-glass, and is admitted with its warning). Only an exception with
+	// allowBreakGlass unlocks break-glass: one that names a policy to ignore findings or to
+	// exempt a rule never does. Default: false.
+	// +optional
+	AllowBreakGlass *bool `json:"allowBreakGlass,omitempty"`
 }
 
 // ExceptedRule is a rule of a policy, as violations name it.

@@ -58,6 +58,9 @@ type Auditor struct {
 	Verifier AuditVerifier
 	// Events, when set, records on each Pod whose running image fails a verify rule.
 	Events *telemetry.Events
+	// VerifyBudget bounds the registry work of one pass (default 2 minutes): what is not
+	// verified by then is reported as not verified, and the next pass tries again.
+	VerifyBudget time.Duration
 
 	wakeOnce sync.Once
 	wake     chan struct{}
@@ -127,8 +130,24 @@ type AuditVerifier interface {
 // audit has no verifier.
 const noAuditVerifier = "the audit runs without a registry verifier, so what this container runs was not verified"
 
-// verifyTimeout bounds the registry calls for one Pod's running images during the audit.
-const verifyTimeout = 30 * time.Second
+// Bounds of the audit's registry work: each running digest is verified once per pass, by
+// auditParallelism workers that take the namespaces in turn (one namespace's thousand Pods on
+// a stalled registry cannot delay the others), each lookup bounded by verifyTimeout and the
+// whole by the pass's budget; the verifier's circuit breaker stops calls to a registry that
+// keeps failing.
+const (
+	verifyTimeout       = 30 * time.Second
+	defaultVerifyBudget = 2 * time.Minute
+	auditParallelism    = 8
+)
+
+// auditedPod is a Pod whose decision waits for its running images to be verified.
+type auditedPod struct {
+	pod  *corev1.Pod
+	sub  policy.Subject
+	d    policy.Decision
+	jobs []int // per pending verification, its index in the pass's verifications
+}
 
 // policyAudit collects one policy's result.
 type policyAudit struct {
@@ -152,6 +171,29 @@ func (a *Auditor) Run(ctx context.Context, snap *policy.Snapshot) error {
 	running := map[string]int{}
 	var earliestScanExpiry time.Time
 	relying := map[string]int32{} // exception namespace/name -> Pods that need it
+	var waiting []*auditedPod     // Pods whose running images are verified below
+	account := func(pod *corev1.Pod, d *policy.Decision) {
+		for _, name := range d.ExceptionNames() {
+			relying[name]++
+		}
+		for k := range d.Violations {
+			v := &d.Violations[k]
+			r := results[v.Policy]
+			if r == nil {
+				continue
+			}
+			if d.FirstOfPolicy(k) {
+				r.violations++
+			}
+			r.samples = append(r.samples, v1alpha1.AuditSample{
+				Namespace: pod.Namespace, Pod: pod.Name, Rule: string(v.Rule),
+				Container: cut(v.Container, v1alpha1.AuditSampleMaxContainer), Image: cut(v.Image, v1alpha1.AuditSampleMaxImage),
+			})
+			if len(r.samples) > 4*AuditSamples {
+				r.samples = keepFirst(r.samples)
+			}
+		}
+	}
 	for i := range namespaces.Items {
 		ns := &namespaces.Items[i]
 		if slices.Contains(a.Excluded, ns.Name) {
@@ -174,35 +216,22 @@ func (a *Auditor) Run(ctx context.Context, snap *policy.Snapshot) error {
 				Images: images, BreakGlass: policy.BreakGlassRequested(pod.Annotations),
 			}
 			d := snap.Evaluate(&sub)
-			if len(d.Pending) > 0 || len(d.Unpinned) > 0 {
-				earliestScanExpiry = a.verifyRunning(ctx, snap, &sub, &d, running, earliestScanExpiry)
-				for k := range d.Violations {
-					if v := &d.Violations[k]; v.Rule == policy.RuleVerify {
-						a.Events.Running(pod, snap, v)
-					}
-				}
+			if len(d.Pending) > 0 {
+				waiting = append(waiting, &auditedPod{pod: pod, sub: sub, d: d})
+				continue
 			}
-			for _, name := range d.ExceptionNames() {
-				relying[name]++
-			}
-			for k := range d.Violations {
-				v := &d.Violations[k]
-				r := results[v.Policy]
-				if r == nil {
-					continue
-				}
-				if d.FirstOfPolicy(k) {
-					r.violations++
-				}
-				r.samples = append(r.samples, v1alpha1.AuditSample{
-					Namespace: ns.Name, Pod: pod.Name, Rule: string(v.Rule),
-					Container: cut(v.Container, v1alpha1.AuditSampleMaxContainer), Image: cut(v.Image, v1alpha1.AuditSampleMaxImage),
-				})
-				if len(r.samples) > 4*AuditSamples {
-					r.samples = keepFirst(r.samples)
-				}
+			running[telemetry.VerdictUnpinned] += len(d.Unpinned)
+			account(pod, &d)
+		}
+	}
+	earliestScanExpiry = a.verifyRunning(ctx, snap, waiting, running)
+	for _, w := range waiting {
+		for k := range w.d.Violations {
+			if v := &w.d.Violations[k]; v.Rule == policy.RuleVerify {
+				a.Events.Running(w.pod, snap, v)
 			}
 		}
+		account(w.pod, &w.d)
 	}
 	finished := time.Now()
 	counts := map[string]int{}
@@ -228,37 +257,100 @@ func (a *Auditor) Run(ctx context.Context, snap *policy.Snapshot) error {
 	return nil
 }
 
-// verifyRunning verifies what a Pod's containers run against the verify rules that cover
-// them (cached results answer at once; misses go to the registry, bounded by verifyTimeout)
-// and settles the decision. It counts verdicts and returns the earliest scan expiry so far.
-func (a *Auditor) verifyRunning(ctx context.Context, snap *policy.Snapshot, sub *policy.Subject, d *policy.Decision,
-	running map[string]int, earliest time.Time) time.Time {
-	running[telemetry.VerdictUnpinned] += len(d.Unpinned)
-	if len(d.Pending) == 0 {
-		return earliest
+// verifyRunning verifies what the waiting Pods' containers run against the verify rules that
+// cover them, and settles their decisions: each distinct verification once, fair across
+// namespaces, auditParallelism at a time, within the pass's budget. It counts verdicts and
+// returns the earliest scan expiry.
+func (a *Auditor) verifyRunning(ctx context.Context, snap *policy.Snapshot, waiting []*auditedPod, running map[string]int) time.Time {
+	type job struct {
+		pv        policy.Verification
+		namespace string
+		outcome   *verify.Outcome
 	}
-	results := make([]policy.VerifyResult, len(d.Pending))
+	var jobs []*job
+	index := map[string]int{}
+	perNamespace := map[string][]int{}
+	for _, w := range waiting {
+		running[telemetry.VerdictUnpinned] += len(w.d.Unpinned)
+		w.jobs = make([]int, len(w.d.Pending))
+		for i := range w.d.Pending {
+			pv := &w.d.Pending[i]
+			key := pv.Rule.Key + "|" + pv.Repository + "@" + pv.Digest
+			n, ok := index[key]
+			if !ok {
+				n = len(jobs)
+				index[key] = n
+				jobs = append(jobs, &job{pv: *pv, namespace: w.sub.Namespace})
+				perNamespace[w.sub.Namespace] = append(perNamespace[w.sub.Namespace], n)
+			}
+			w.jobs[i] = n
+		}
+	}
+	// The namespaces in turn: the first verification of each, then the second of each, ...
+	names := slices.Sorted(maps.Keys(perNamespace))
+	order := make([]int, 0, len(jobs))
+	for round := 0; len(order) < len(jobs); round++ {
+		for _, ns := range names {
+			if round < len(perNamespace[ns]) {
+				order = append(order, perNamespace[ns][round])
+			}
+		}
+	}
+	budget := a.VerifyBudget
+	if budget <= 0 {
+		budget = defaultVerifyBudget
+	}
 	if a.Verifier == nil {
-		for i := range results {
-			results[i].Reason = noAuditVerifier
+		for _, j := range jobs {
+			j.outcome = &verify.Outcome{Reason: noAuditVerifier}
 		}
 	} else {
-		vctx, cancel := context.WithTimeout(ctx, verifyTimeout)
-		outcomes := a.Verifier.Outcomes(vctx, d.Pending)
-		cancel()
-		for i, o := range outcomes {
+		pass, cancel := context.WithTimeout(ctx, budget)
+		defer cancel()
+		next := make(chan *job)
+		var wg sync.WaitGroup
+		for range min(auditParallelism, len(jobs)) {
+			wg.Go(func() {
+				for j := range next {
+					vctx, cancel := context.WithTimeout(verify.WithNamespace(pass, j.namespace), verifyTimeout)
+					j.outcome = a.Verifier.Outcomes(vctx, []policy.Verification{j.pv})[0]
+					cancel()
+				}
+			})
+		}
+	feed:
+		for _, n := range order {
+			select {
+			case next <- jobs[n]:
+			case <-pass.Done():
+				break feed
+			}
+		}
+		close(next)
+		wg.Wait()
+		for _, j := range jobs {
+			if j.outcome == nil {
+				j.outcome = &verify.Outcome{Reason: fmt.Sprintf("not verified in this audit pass: its %v budget for registry work ran out (slow or silent registries); the next pass tries again", budget)}
+			}
+		}
+	}
+	var earliest time.Time
+	for _, w := range waiting {
+		results := make([]policy.VerifyResult, len(w.jobs))
+		for i, n := range w.jobs {
+			o := jobs[n].outcome
 			results[i] = o.Result()
 			if o.Reason == "" && !o.ScanExpires.IsZero() && (earliest.IsZero() || o.ScanExpires.Before(earliest)) {
 				earliest = o.ScanExpires
 			}
 		}
+		before := len(w.d.Violations)
+		snap.Settle(&w.sub, &w.d, results)
+		// Settle adds one violation per failure that no exception's ignores lifted.
+		refused := len(w.d.Violations) - before
+		running[telemetry.VerdictRefused] += refused
+		running[telemetry.VerdictVerified] += len(results) - refused
 	}
-	before := len(d.Violations)
-	snap.Settle(sub, d, results)
-	// Settle adds one violation per failure that no exception's ignores lifted.
-	refused := len(d.Violations) - before
-	running[telemetry.VerdictRefused] += refused
-	running[telemetry.VerdictVerified] += len(results) - refused
 	return earliest
 }
 

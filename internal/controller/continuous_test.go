@@ -1,6 +1,8 @@
 package controller_test
 
 import (
+	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -8,6 +10,8 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/rand"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
@@ -112,5 +116,56 @@ var _ = Describe("Continuous verification of running images", func() {
 		Expect(failures).To(HaveLen(1))
 		Expect(failures[0].Reason).To(ContainSubstring("is 1h1m old, older than maxAgeSeconds 3600 (1h)"))
 		Expect(strings.Contains(failures[0].Reason, "trivy 0.58.1")).To(BeTrue())
+	})
+
+	It("verifies each namespace's running images though another's registry is silent", func() {
+		key, err := registrytest.NewKey()
+		Expect(err).NotTo(HaveOccurred())
+		good := registrytest.New(true)
+		DeferCleanup(good.Close)
+		signed, err := good.Push("acme/app", "1")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(key.Sign(signed)).To(Succeed())
+		silent := registrytest.New(true)
+		DeferCleanup(silent.Close)
+		label := map[string]string{"audit-fairness": rand.String(6)}
+		noisy, quiet := newNamespace(label), newNamespace(label)
+		for i := range 40 {
+			d, err := silent.Push("slow/app", fmt.Sprint(i))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(k8sClient.Create(ctx, pod(noisy, fmt.Sprint("p", i), d.String()))).To(Succeed())
+		}
+		silent.Fault(func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+		pushed := silent.Requests()
+		Expect(k8sClient.Create(ctx, pod(quiet, "app", signed.String()))).To(Succeed())
+		Eventually(func() int {
+			n := 0
+			for _, ns := range []string{noisy, quiet} {
+				var list corev1.PodList
+				if err := auditor.Cache.List(ctx, &list, client.InNamespace(ns)); err != nil {
+					return -1
+				}
+				n += len(list.Items)
+			}
+			return n
+		}).WithTimeout(10 * time.Second).Should(Equal(41))
+
+		p := imagegatev1alpha1.ClusterImagePolicy{ObjectMeta: metav1.ObjectMeta{Name: "fair-" + rand.String(6), UID: "uid-fair", Generation: 1}, Spec: imagegatev1alpha1.ImagePolicySpec{
+			NamespaceSelector: &metav1.LabelSelector{MatchLabels: label},
+			Verify: imagegatev1alpha1.VerifyRules{
+				Signers:         []imagegatev1alpha1.Signer{{Name: "release", Key: imagegatev1alpha1.KeySigner{PublicKey: key.PublicKeyPEM()}}},
+				TransparencyLog: imagegatev1alpha1.TransparencyLogSkip,
+			}}}
+		snap := policy.CompileWith([]imagegatev1alpha1.ClusterImagePolicy{p}, nil, policy.Options{Trust: verify.Compiler(noSources{})})
+		Expect(snap.PolicyError(policy.Ref{Kind: policy.KindClusterImagePolicy, Name: p.Name})).To(BeEmpty())
+		a := &controller.Auditor{Client: auditor.Client, Cache: auditor.Cache, Snapshots: snapshots, Interval: time.Hour,
+			Metrics: auditor.Metrics, Verifier: verify.New(verify.Options{LookupTimeout: time.Second}), VerifyBudget: 3 * time.Second}
+		Expect(a.Run(ctx, snap)).To(Succeed())
+		// The quiet namespace's image verified; the silent registry's 40 were each tried at
+		// most once (or refused by its circuit breaker) and reported as not verified.
+		Expect(metricValue("imagegate_audit_running_images", map[string]string{"verdict": "verified"})).To(Equal(1.0))
+		Expect(metricValue("imagegate_audit_running_images", map[string]string{"verdict": "refused"})).To(Equal(40.0))
+		GinkgoWriter.Printf("requests to the silent registry during the pass: %d\n", silent.Requests()-pushed)
+		Expect(silent.Requests() - pushed).To(BeNumerically("<", 40))
 	})
 })

@@ -22,12 +22,13 @@ func BreakGlassRequested(annotations map[string]string) bool {
 const BreakGlassKeySuffix = ".image-policy.k8s.io/break-glass"
 
 // applyBreakGlass turns the denials of policies that allow break-glass into warnings; for a
-// policy with breakGlassRequiresException, only when an active exception names it for the Pod.
+// policy with breakGlassRequiresException, only where an active break-glass exception grants
+// it for the Pod, the rule and the image.
 func (s *Snapshot) applyBreakGlass(d *Decision, active []*compiledException) {
 	for i := range d.Violations {
 		v := &d.Violations[i]
 		if v.Mode == v1alpha1.ModeEnforce && s.breakGlass[v.Policy] &&
-			(!s.glassNeedsException[v.Policy] || breakGlassAllowedBy(active, v.Policy)) {
+			(!s.glassNeedsException[v.Policy] || s.breakGlassAllowedBy(active, v)) {
 			v.Mode, v.BreakGlass = v1alpha1.ModeWarn, true
 		}
 	}

@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"github.com/imagegate/imagegate/api/v1alpha1"
+
 	"errors"
 	"fmt"
 	"slices"
@@ -65,7 +67,39 @@ func (s *Snapshot) Evaluate(sub *Subject) Decision {
 	if sub.BreakGlass && len(s.breakGlass) > 0 {
 		s.applyBreakGlass(&d, active)
 	}
+	if len(d.Pending) > 0 || len(d.Unpinned) > 0 {
+		d.dropRefused()
+	}
 	return d
+}
+
+// dropRefused removes the verifications and pinnings of images that a name rule refuses in
+// Enforce whatever the registry says: no registry is contacted for an image that cannot run,
+// so an image string no policy allows never decides where imagegate connects.
+func (d *Decision) dropRefused() {
+	refused := func(field string) bool {
+		for i := range d.Violations {
+			v := &d.Violations[i]
+			if v.Field == field && v.Mode == v1alpha1.ModeEnforce && v.Rule != RuleVerify {
+				return true
+			}
+		}
+		return false
+	}
+	pending := d.Pending[:0]
+	for _, pv := range d.Pending {
+		if !refused(pv.Image.Field) {
+			pending = append(pending, pv)
+		}
+	}
+	d.Pending = pending
+	unpinned := d.Unpinned[:0]
+	for _, u := range d.Unpinned {
+		if !refused(u.Image.Field) {
+			unpinned = append(unpinned, u)
+		}
+	}
+	d.Unpinned = unpinned
 }
 
 func (s *Snapshot) evaluate(sub *Subject, sc *scratch) Decision {

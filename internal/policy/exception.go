@@ -24,6 +24,9 @@ type compiledException struct {
 	images      []imageref.Pattern // nil: every image
 	targets     []exceptionTarget
 	ignore      []string
+	// breakGlass: the exception grants break-glass for its targets and images, and exempts
+	// nothing by itself.
+	breakGlass bool
 }
 
 type exceptionTarget struct {
@@ -59,6 +62,7 @@ func compileException(ex *v1alpha1.ImagePolicyException) (*compiledException, []
 	c := &compiledException{
 		ref:    Ref{Kind: KindImagePolicyException, Namespace: ex.Namespace, Name: ex.Name},
 		reason: ex.Spec.Reason, ignore: ex.Spec.Ignore,
+		breakGlass: ex.Spec.AllowBreakGlass != nil && *ex.Spec.AllowBreakGlass,
 	}
 	var problems []string
 	if strings.TrimSpace(ex.Spec.Reason) == "" {
@@ -135,7 +139,7 @@ func (c *compiledException) selects(sub *Subject) bool {
 // vulnerability IDs never exempts from verify rules wholesale: it lets their scans pass
 // despite those findings, and the signature and every other check still apply.
 func (c *compiledException) names(policy Ref, rule Rule) bool {
-	if rule == RuleVerify && len(c.ignore) > 0 {
+	if c.breakGlass || (rule == RuleVerify && len(c.ignore) > 0) {
 		return false
 	}
 	return c.targetsRule(policy, rule)
@@ -248,14 +252,17 @@ func (s *Snapshot) applyExceptions(d *Decision, active []*compiledException) {
 	}
 }
 
-// breakGlassAllowedBy reports whether an active exception for the subject names the policy,
-// which a policy with breakGlassRequiresException needs before break-glass applies to it.
-func breakGlassAllowedBy(active []*compiledException, policy Ref) bool {
+// breakGlassAllowedBy reports whether an active break-glass exception (allowBreakGlass) for
+// the subject names the violation's policy and rule and covers its image, which a policy with
+// breakGlassRequiresException needs before break-glass applies to the violation. An
+// exception that only ignores findings or exempts rules never unlocks it.
+func (s *Snapshot) breakGlassAllowedBy(active []*compiledException, v *Violation) bool {
+	if v.Image == "" {
+		return false
+	}
 	for _, c := range active {
-		for i := range c.targets {
-			if c.targets[i].policy == policy {
-				return true
-			}
+		if c.breakGlass && c.targetsRule(v.Policy, v.Rule) && s.exceptionCovers(c, v.Image) {
+			return true
 		}
 	}
 	return false

@@ -64,28 +64,55 @@ spec:
 	}
 }
 
-// breakGlassRequiresException: the annotation works only for Pods an active exception
-// naming the policy selects.
+// breakGlassRequiresException: the annotation works only for Pods, rules and images that an
+// active exception granting break-glass (allowBreakGlass) selects, names and covers; such an
+// exception exempts nothing by itself; and an exception that only ignores findings, or
+// exempts other images or rules, never unlocks it.
 func TestBreakGlassRequiresException(t *testing.T) {
 	cps, _ := policies(t, cluster("trusted", `{allowBreakGlass: true, breakGlassRequiresException: true, images: {allow: ["ghcr.io/acme/**"]}}`))
-	ex := exception(t, `
+	grant := `
 metadata: {name: incident-42, namespace: shop}
 spec:
   reason: incident 42, hotfix from a fork
   expiresAt: "2026-11-27T00:00:00Z"
   podSelector: {matchLabels: {app: payments}}
-  images: ["ghcr.io/acme/unused"]
-  policies: [{kind: ClusterImagePolicy, name: trusted}]`)
-	snap := CompileWith(cps, nil, Options{Exceptions: []v1alpha1.ImagePolicyException{ex}, Now: func() time.Time { return at }})
-	glass := func(labels map[string]string) Decision {
-		sub := Subject{Namespace: "shop", PodLabels: labels, BreakGlass: true, Images: containers("quay.io/fork/payments:hotfix")}
+  images: ["quay.io/fork/**"]
+  allowBreakGlass: true
+  policies: [{kind: ClusterImagePolicy, name: trusted}]`
+	glass := func(doc string, labels map[string]string, breakGlass bool) Decision {
+		snap := CompileWith(cps, nil, Options{Exceptions: []v1alpha1.ImagePolicyException{exception(t, doc)}, Now: func() time.Time { return at }})
+		sub := Subject{Namespace: "shop", PodLabels: labels, BreakGlass: breakGlass, Images: containers("quay.io/fork/payments:hotfix")}
 		return snap.Evaluate(&sub)
 	}
-	if d := glass(map[string]string{"app": "payments"}); !d.Allowed() || d.Outcome() != DecisionAllowedByBreakGlass {
-		t.Errorf("a Pod the exception selects: %s %v", d.Outcome(), lines(&d))
+	payments := map[string]string{"app": "payments"}
+	if d := glass(grant, payments, true); !d.Allowed() || d.Outcome() != DecisionAllowedByBreakGlass {
+		t.Errorf("a Pod the grant selects: %s %v", d.Outcome(), lines(&d))
 	}
-	if d := glass(map[string]string{"app": "web"}); d.Allowed() {
-		t.Errorf("break-glass applied to a Pod no exception selects: %v", lines(&d))
+	for _, c := range []struct {
+		name, doc  string
+		labels     map[string]string
+		breakGlass bool
+	}{
+		{"a Pod no exception selects", grant, map[string]string{"app": "web"}, true},
+		{"the grant without the annotation", grant, payments, false},
+		{"a grant for other images", strings.Replace(grant, "quay.io/fork/**", "ghcr.io/acme/unused", 1), payments, true},
+		{"a grant for another rule", strings.Replace(grant, "name: trusted}", "name: trusted, rules: [tags.deny]}", 1), payments, true},
+		{"an ignore-only exception", `
+metadata: {name: cve-waiver, namespace: shop}
+spec:
+  reason: CVE-2026-1111 is not reachable
+  images: ["quay.io/fork/**"]
+  ignore: [CVE-2026-1111]
+  policies: [{kind: ClusterImagePolicy, name: trusted, rules: [verify]}]`, payments, true},
+		{"an exception for another rule", `
+metadata: {name: tags, namespace: shop}
+spec:
+  reason: the vendor ships latest
+  policies: [{kind: ClusterImagePolicy, name: trusted, rules: [tags.deny]}]`, payments, true},
+	} {
+		if d := glass(c.doc, c.labels, c.breakGlass); d.Allowed() {
+			t.Errorf("%s: admitted: %s %v", c.name, d.Outcome(), lines(&d))
+		}
 	}
 }
 

@@ -22,6 +22,7 @@ func TestVerifyCoverage(t *testing.T) {
 		unpinned []string // fields refused until pinned
 		deferred bool
 		pinnable bool // the unpinned image may be pinned (no requireDigest)
+		refused  bool // a name rule refuses it in Enforce, whatever is verified
 	}{
 		{
 			name:    "a digest is verified",
@@ -36,10 +37,27 @@ func TestVerifyCoverage(t *testing.T) {
 			unpinned: []string{"spec.containers[0].image"}, pinnable: true,
 		},
 		{
-			name:     "requireDigest: never pinned by imagegate",
-			docs:     []string{cluster("v", `{verify: `+keySigner+`}`), cluster("d", `{requireDigest: true}`)},
+			// Refused by requireDigest in Enforce whatever its registry says: neither pinned
+			// nor looked up.
+			name:    "requireDigest: never pinned by imagegate",
+			docs:    []string{cluster("v", `{verify: `+keySigner+`}`), cluster("d", `{requireDigest: true}`)},
+			sub:     Subject{Namespace: "a", Images: containers("ghcr.io/acme/app:1.4")},
+			refused: true,
+		},
+		{
+			name:     "requireDigest in Warn: pinned by the writer, still verified",
+			docs:     []string{cluster("v", `{verify: `+keySigner+`}`), cluster("d", `{mode: Warn, requireDigest: true}`)},
 			sub:      Subject{Namespace: "a", Images: containers("ghcr.io/acme/app:1.4")},
 			unpinned: []string{"spec.containers[0].image"},
+		},
+		{
+			// No registry work for an image a name rule refuses: the host it names never
+			// decides where imagegate connects.
+			name:    "refused by a name rule: not verified",
+			docs:    []string{cluster("v", `{verify: `+keySigner+`}`), cluster("names", `{images: {allow: ["ghcr.io/acme/**"]}}`)},
+			sub:     Subject{Namespace: "a", Images: containers("attacker.example/x/y"+vDigest, "evil.example/app:1", "ghcr.io/acme/app"+vDigest)},
+			pending: []string{"spec.containers[2].image"},
+			refused: true,
 		},
 		{
 			name: "verify.images limits the rule to repositories",
@@ -115,8 +133,11 @@ func TestVerifyCoverage(t *testing.T) {
 			if len(c.unpinned) > 0 && d.Allowed() {
 				t.Error("an unpinned image under a verify rule was admitted")
 			}
-			if len(c.unpinned) == 0 && !d.Allowed() {
+			if len(c.unpinned) == 0 && !c.refused && !d.Allowed() {
 				t.Errorf("refused before any verification: %v", lines(&d))
+			}
+			if c.refused && d.Allowed() {
+				t.Error("admitted, want refused by a name rule")
 			}
 		})
 	}

@@ -44,6 +44,8 @@ func (x *decider) SetPodCredentials(p *verify.PodCredentials) { x.podCredentials
 // only when a registry call is due (no apiserver call otherwise). A Secret that cannot be read
 // is logged and left out: a registry that needs it refuses, with its own error.
 func (x *decider) withPodCredentials(ctx context.Context, namespace string, pod *corev1.Pod) context.Context {
+	// The registry lookups a request starts count against its namespace's quota.
+	ctx = verify.WithNamespace(ctx, namespace)
 	if x.podCredentials == nil || pod == nil {
 		return ctx
 	}
