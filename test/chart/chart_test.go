@@ -573,3 +573,28 @@ func TestMonitoringQueriesExistingMetrics(t *testing.T) {
 		}
 	}
 }
+
+// A namespace excluded by name that does not exist can be created by anyone allowed to create
+// namespaces, and would be unguarded: cert-manager's is excluded only when cert-manager is in
+// use, in the webhooks' namespaceSelector and in the manager's --excluded-namespaces alike.
+func TestCertManagerNamespaceExcludedOnlyWithCertManager(t *testing.T) {
+	for _, c := range []struct {
+		set  []string
+		want bool
+	}{
+		{[]string{"image.repository=r"}, true},
+		{[]string{"image.repository=r", "certManager.enabled=false"}, false},
+	} {
+		rendered, err := yaml.Marshal(mustRender(t, c.set...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := string(rendered)
+		if got := strings.Contains(text, "- cert-manager\n"); got != c.want {
+			t.Errorf("%v: cert-manager in a namespaceSelector: %v, want %v", c.set, got, c.want)
+		}
+		if !c.want && !strings.Contains(text, "--excluded-namespaces="+namespace+",kube-system,kube-node-lease") {
+			t.Errorf("%v: the manager's --excluded-namespaces still names cert-manager, or is missing", c.set)
+		}
+	}
+}

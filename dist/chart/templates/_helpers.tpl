@@ -41,8 +41,20 @@ control-plane: controller-manager
 
 {{/* The namespaces no webhook covers, the audit skips and ImageReview never decides: the
 release's own first, then webhook.excludedNamespaces, comma-separated. */}}
+{{- /* The namespaces the webhooks and the audit leave alone: the release's own and
+webhook.excludedNamespaces; cert-manager only when cert-manager issues the certificate
+(certManager.enabled), for a namespace excluded by name that does not exist can be created
+by anyone allowed to create namespaces, and would then be unguarded. */ -}}
+{{- define "imagegate.excludedList" -}}
+{{- $l := prepend .Values.webhook.excludedNamespaces .Release.Namespace | uniq -}}
+{{- if not .Values.certManager.enabled -}}
+{{- $l = without $l "cert-manager" -}}
+{{- end -}}
+{{- toJson $l -}}
+{{- end -}}
+
 {{- define "imagegate.excludedNamespaces" -}}
-{{- prepend .Values.webhook.excludedNamespaces .Release.Namespace | uniq | join "," -}}
+{{- include "imagegate.excludedList" . | fromJsonArray | join "," -}}
 {{- end -}}
 
 {{- define "imagegate.namespaceSelector" -}}
@@ -51,5 +63,5 @@ namespaceSelector:
   - key: kubernetes.io/metadata.name
     operator: NotIn
     values:
-    {{- toYaml (prepend .Values.webhook.excludedNamespaces .Release.Namespace | uniq) | nindent 4 }}
+    {{- toYaml (include "imagegate.excludedList" . | fromJsonArray) | nindent 4 }}
 {{- end -}}
