@@ -128,4 +128,65 @@ spec:
 			return kubectl("get", "events", "-n", ns, "--field-selector=reason=ExceptionExpired", "-o=jsonpath={.items[*].message}")
 		}).WithTimeout(20 * time.Second).Should(ContainSubstring("expired at " + expires.UTC().Format(time.RFC3339)))
 	})
+
+	It("lets break-glass work only where an exception grants it, never through one that ignores a finding", func() {
+		r := apply(fmt.Sprintf(`apiVersion: imagegate.io/v1alpha1
+kind: ClusterImagePolicy
+metadata:
+  name: e2e-glass
+spec:
+  namespaceSelector:
+    matchLabels: {kubernetes.io/metadata.name: %s}
+  allowBreakGlass: true
+  breakGlassRequiresException: true
+  images:
+    allow: ["quay.io/acme/**"]
+`, ns))
+		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
+		DeferCleanup(func() { run("delete", "clusterimagepolicy", "e2e-glass") })
+		kubectl("wait", "--for=condition=Ready", "clusterimagepolicy/e2e-glass", "--timeout=30s")
+		glass := func(name, image string) result {
+			return run("run", name, "-n", ns, "--image="+image, "--annotations=alpha.image-policy.k8s.io/break-glass=true", "--as=alice")
+		}
+		exception := func(name, body string) {
+			r := runIn([]byte(fmt.Sprintf(`apiVersion: imagegate.io/v1alpha1
+kind: ImagePolicyException
+metadata:
+  name: %s
+  namespace: %s
+spec:
+  reason: e2e
+  expiresAt: %q
+%s`, name, ns, time.Now().Add(time.Hour).UTC().Format(time.RFC3339), body)), "create", "-f", "-", "--as=bob")
+			Expect(r.err).NotTo(HaveOccurred(), r.stderr)
+			DeferCleanup(func() { run("delete", "imagepolicyexception", name, "-n", ns) })
+			Eventually(func() string {
+				return kubectl("get", "imagepolicyexception", name, "-n", ns, "-o=jsonpath={.status.conditions[?(@.type==\"Active\")].status}")
+			}).WithTimeout(20 * time.Second).Should(Equal("True"))
+		}
+		// An exception that only waives a finding names the policy: it unlocks nothing.
+		exception("cve-waiver", `  ignore: [CVE-2026-1111]
+  policies:
+  - kind: ClusterImagePolicy
+    name: e2e-glass
+    rules: [verify]
+`)
+		r = glass("miner", "docker.io/cryptominer/xmrig:6.21")
+		Expect(r.err).To(HaveOccurred(), "break-glass unlocked by an ignore-only exception")
+		Expect(r.stderr).To(ContainSubstring(`is not allowed by ClusterImagePolicy "e2e-glass": it matches no pattern in images.allow`))
+
+		// A grant for the vendor's images: break-glass works for them, and only for them.
+		exception("incident-42", `  allowBreakGlass: true
+  images: ["docker.io/vendor/**"]
+  policies:
+  - kind: ClusterImagePolicy
+    name: e2e-glass
+`)
+		r = glass("hotfix", "docker.io/vendor/hotfix:1")
+		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
+		Expect(r.stderr).To(ContainSubstring("admitted by break-glass"))
+		Expect(run("run", "hotfix-2", "-n", ns, "--image=docker.io/vendor/hotfix:1", "--as=alice").err).To(HaveOccurred(), "the grant exempts nothing without the annotation")
+		r = glass("miner-2", "docker.io/cryptominer/xmrig:6.21")
+		Expect(r.err).To(HaveOccurred(), "break-glass applied to an image the grant does not cover")
+	})
 })

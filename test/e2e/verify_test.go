@@ -216,4 +216,51 @@ spec:
 		}).WithTimeout(30 * time.Second).Should(ContainSubstring("older than maxAgeSeconds 40 (40s)"))
 		Expect(kubectlRefused("run", "web-again", "-n", ns, "--image="+host+"/acme/web:clean")).To(ContainSubstring("older than maxAgeSeconds 40 (40s)"))
 	})
+
+	It("refuses an image whose newest scan is critical though an older clean scan is pushed again and again with a forged date", func() {
+		now := time.Now().UTC().Truncate(time.Second)
+		d, err := registrytest.PushTo(host, "acme/replayed", "1", creds)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(key.Sign(d, creds)).To(Succeed())
+		Expect(key.Attest(d, registrytest.AttestationStatement(d, registrytest.CosignVuln,
+			registrytest.TrivyPredicate(now, registrytest.Vuln{ID: "CVE-2026-1111", Severity: "CRITICAL"})), creds)).To(Succeed())
+		// The attacker can push but not sign: the old clean scan is signed, and its
+		// referrer's annotations (unsigned) say it was created in 2099.
+		old, err := key.BundleJSON(registrytest.AttestationStatement(d, registrytest.CosignVuln, registrytest.TrivyPredicate(now.Add(-3*time.Hour))))
+		Expect(err).NotTo(HaveOccurred())
+		for i := range 40 {
+			Expect(registrytest.PushReferrer(d, registrytest.BundleMediaType, registrytest.BundleMediaType, old, map[string]string{
+				"dev.sigstore.bundle.predicateType": registrytest.CosignVuln,
+				"org.opencontainers.image.created":  "2099-01-01T00:00:00Z",
+				"copy":                              fmt.Sprint(i),
+			}, creds)).To(Succeed())
+		}
+		r := apply(fmt.Sprintf(`apiVersion: imagegate.io/v1alpha1
+kind: ClusterImagePolicy
+metadata:
+  name: e2e-replayed
+spec:
+  namespaceSelector:
+    matchLabels: {kubernetes.io/metadata.name: %s}
+  verify:
+    images: ["%s/acme/replayed"]
+    transparencyLog: Skip
+    pullSecrets: [e2e-registry]
+    signers:
+    - name: release
+      key:
+        secretRef: {name: e2e-release-key}
+    attestations:
+    - name: trivy-scan
+      predicateType: https://cosign.sigstore.dev/attestation/vuln/v1
+      vulnerabilities:
+        maxSeverity: High
+        maxAgeSeconds: 86400
+`, ns, host))
+		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
+		DeferCleanup(func() { run("delete", "clusterimagepolicy", "e2e-replayed") })
+		kubectl("wait", "--for=condition=Ready", "clusterimagepolicy/e2e-replayed", "--timeout=30s")
+		stderr := kubectlRefused("run", "replayed", "-n", ns, "--image="+host+"/acme/replayed:1")
+		Expect(stderr).To(ContainSubstring(`is not allowed by ClusterImagePolicy "e2e-replayed": its newest vulnerability scan (trivy 0.58.1, finished ` + now.Format(time.RFC3339) + `) has 1 vulnerability above High: CVE-2026-1111 (Critical)`))
+	})
 })
