@@ -60,10 +60,11 @@ vet: ## Run go vet (the product, the e2e suite and the make bench harness).
 	cd test/bench && go vet ./...
 
 .PHONY: verify
-verify: manifests generate ## Regenerate, then fail when generated files differ from the committed ones.
+verify: manifests generate ## Regenerate, then fail when generated files differ from the committed ones, or a tracked file is over 1 MiB.
 	@git diff --exit-code -- api config dist/chart || { echo "generated files are stale: run 'make manifests generate' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- api config dist/chart | grep '^??')" || { git status --porcelain -- api config dist/chart; echo "generated files are not tracked by git"; exit 1; }
 	@hack/check-go-line.sh
+	@hack/check-file-sizes.sh
 
 .PHONY: setup-envtest
 setup-envtest: ## Build or find kube-apiserver, etcd, kubectl and kube-controller-manager; print KUBEBUILDER_ASSETS.
