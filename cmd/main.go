@@ -177,6 +177,12 @@ func main() {
 	if o.pullSecretsFromPods {
 		podCredentials = &verify.PodCredentials{Reader: mgr.GetAPIReader()}
 		log.Info("Verify rules also use each Pod's own pull secrets (--pull-secrets-from-pods): the manager reads Secrets and ServiceAccounts in every namespace")
+		if o.clientCA == "" {
+			// A review's namespace and pull-secret names are the caller's word: without client
+			// authentication, anyone who reaches the webhook port can make the manager use
+			// another namespace's Secrets (against the registries those Secrets name).
+			log.Info("WARNING: --pull-secrets-from-pods without --webhook-client-ca: any caller that reaches the webhook port can name another namespace's pull secrets in a forged review; set --webhook-client-ca (SECURITY.md)")
+		}
 	}
 	imagegatewebhook.SetupPinWebhookWithManager(mgr, reconciler, recorder, verifier, podCredentials)
 	imagegatewebhook.SetupPodWebhookWithManager(mgr, reconciler, recorder, verifier, podCredentials)
