@@ -67,15 +67,11 @@ func (v *Verifier) checkAttestations(ctx context.Context, trust *Trust, ref name
 			}
 			// Every candidate is read: the newest scan is chosen among the verified ones by
 			// its signed time, so none may be left out.
-			for _, d := range descs {
-				b, err := readBundle(ref, d, ropts)
-				if err != nil {
-					transient = transient || isTransient(err)
-					problems = append(problems, "a bundle could not be read: "+err.Error())
-					continue
-				}
+			unread, unreadTransient := eachBundle(ref, descs, ropts, func(b *sgbundle.Bundle) bool {
 				bundles = append(bundles, b)
-			}
+				return false
+			})
+			problems, transient = append(problems, unread...), transient || unreadTransient
 			v.metrics.registry("bundles", start)
 		}
 		found, verified, verifyProblems := verifyAttestations(ctx, trust, r, h, oopts, legacy, bundles)

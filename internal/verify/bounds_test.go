@@ -22,6 +22,31 @@ import (
 	rt "github.com/imagegate/imagegate/test/utils/registrytest"
 )
 
+// signedImage pushes acme/app:1 to a registry of its own and signs it with key.
+func signedImage(t *testing.T, key *rt.Key) (*rt.Registry, name.Digest) {
+	t.Helper()
+	reg := rt.New(true)
+	t.Cleanup(reg.Close)
+	img := mustPush(t, reg, "acme/app", "1")
+	if err := key.Sign(img); err != nil {
+		t.Fatal(err)
+	}
+	return reg, img
+}
+
+// silentImages pushes n images to a registry of their own, which then answers nothing.
+func silentImages(t *testing.T, n int) []string {
+	t.Helper()
+	reg := rt.New(true)
+	t.Cleanup(reg.Close)
+	var images []string
+	for i := range n {
+		images = append(images, mustPush(t, reg, "slow/app", fmt.Sprint(i)).String())
+	}
+	reg.Fault(func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	return images
+}
+
 // keyPolicy is a snapshot with one ClusterImagePolicy that requires a signature by key on
 // every image.
 func keyPolicy(t *testing.T, key *rt.Key) *policy.Snapshot {
@@ -167,19 +192,8 @@ func TestTooManySignaturesRefuse(t *testing.T) {
 func TestFailuresAreNotSharedAcrossRequests(t *testing.T) {
 	key, _ := rt.NewKey()
 	snap := keyPolicy(t, key)
-	good := rt.New(true)
-	defer good.Close()
-	victim := mustPush(t, good, "acme/app", "1")
-	if err := key.Sign(victim); err != nil {
-		t.Fatal(err)
-	}
-	silent := rt.New(true)
-	defer silent.Close()
-	var stalled []string
-	for i := range 16 {
-		stalled = append(stalled, mustPush(t, silent, "slow/app", fmt.Sprint(i)).String())
-	}
-	silent.Fault(func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	good, victim := signedImage(t, key)
+	stalled := silentImages(t, 16)
 	v := verify.New(verify.Options{LookupTimeout: 3 * time.Second})
 	defer v.Close()
 
@@ -249,19 +263,8 @@ func TestFailuresDoNotEvictPasses(t *testing.T) {
 func TestNamespaceQuota(t *testing.T) {
 	key, _ := rt.NewKey()
 	snap := keyPolicy(t, key)
-	good := rt.New(true)
-	defer good.Close()
-	signed := mustPush(t, good, "acme/app", "1")
-	if err := key.Sign(signed); err != nil {
-		t.Fatal(err)
-	}
-	silent := rt.New(true)
-	defer silent.Close()
-	var stalled []string
-	for i := range 3 {
-		stalled = append(stalled, mustPush(t, silent, "slow/app", fmt.Sprint(i)).String())
-	}
-	silent.Fault(func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	_, signed := signedImage(t, key)
+	stalled := silentImages(t, 3)
 	v := verify.NewWithLimits(verify.Options{LookupTimeout: 2 * time.Second}, 3, 2)
 	defer v.Close()
 	var wg sync.WaitGroup

@@ -499,28 +499,28 @@ func (v *Verifier) checkSignatures(ctx context.Context, trust *Trust, ref name.D
 			}
 		}
 	}
-	transient := isTransient(legacyErr) || isTransient(bundleErr)
 	start := time.Now()
-	for _, d := range descs {
-		b, err := readBundle(ref, d, ropts)
-		if err != nil {
-			transient = transient || isTransient(err)
-			problems = append(problems, "a bundle could not be read: "+err.Error())
-			continue
-		}
+	verified := false
+	unread, transient := eachBundle(ref, descs, ropts, func(b *sgbundle.Bundle) bool {
 		for i := range trust.signers {
 			s := &trust.signers[i]
-			if _, err := verifyBundle(ctx, trust, s, b, h, oopts, types.CosignSignPredicateType); err == nil {
-				v.metrics.registry("bundles", start)
-				return nil
-			} else {
-				problems = append(problems, err.Error())
+			_, err := verifyBundle(ctx, trust, s, b, h, oopts, types.CosignSignPredicateType)
+			if err == nil {
+				verified = true
+				return true
 			}
+			problems = append(problems, err.Error())
 		}
-	}
+		return false
+	})
 	if len(descs) > 0 {
 		v.metrics.registry("bundles", start)
 	}
+	if verified {
+		return nil
+	}
+	problems = append(problems, unread...)
+	transient = transient || isTransient(legacyErr) || isTransient(bundleErr)
 	found := len(legacy) + len(descs)
 	var tried []string
 	for i := range trust.signers {
@@ -699,6 +699,24 @@ func readBundle(ref name.Digest, d v1.Descriptor, ropts []remote.Option) (*sgbun
 		return nil, errors.New("the bundle's version is older than v0.3")
 	}
 	return b, nil
+}
+
+// eachBundle reads the bundles descs name, one at a time, and hands each to use until use
+// returns true. It returns why the bundles it could not read were not, and whether any of
+// those failures was the registry's or the network's.
+func eachBundle(ref name.Digest, descs []v1.Descriptor, ropts []remote.Option, use func(*sgbundle.Bundle) bool) (unread []string, transient bool) {
+	for _, d := range descs {
+		b, err := readBundle(ref, d, ropts)
+		if err != nil {
+			transient = transient || isTransient(err)
+			unread = append(unread, "a bundle could not be read: "+err.Error())
+			continue
+		}
+		if use(b) {
+			break
+		}
+	}
+	return unread, transient
 }
 
 // compressed reports whether b starts with the magic of gzip or zstd.
