@@ -263,9 +263,8 @@ func (a *Auditor) Run(ctx context.Context, snap *policy.Snapshot) error {
 // returns the earliest scan expiry.
 func (a *Auditor) verifyRunning(ctx context.Context, snap *policy.Snapshot, waiting []*auditedPod, running map[string]int) time.Time {
 	type job struct {
-		pv        policy.Verification
-		namespace string
-		outcome   *verify.Outcome
+		pv      policy.Verification
+		outcome *verify.Outcome
 	}
 	var jobs []*job
 	index := map[string]int{}
@@ -280,7 +279,7 @@ func (a *Auditor) verifyRunning(ctx context.Context, snap *policy.Snapshot, wait
 			if !ok {
 				n = len(jobs)
 				index[key] = n
-				jobs = append(jobs, &job{pv: *pv, namespace: w.sub.Namespace})
+				jobs = append(jobs, &job{pv: *pv})
 				perNamespace[w.sub.Namespace] = append(perNamespace[w.sub.Namespace], n)
 			}
 			w.jobs[i] = n
@@ -312,7 +311,7 @@ func (a *Auditor) verifyRunning(ctx context.Context, snap *policy.Snapshot, wait
 		for range min(auditParallelism, len(jobs)) {
 			wg.Go(func() {
 				for j := range next {
-					vctx, cancel := context.WithTimeout(verify.WithNamespace(pass, j.namespace), verifyTimeout)
+					vctx, cancel := context.WithTimeout(verify.WithNamespace(pass, verify.AuditQuota), verifyTimeout)
 					j.outcome = a.Verifier.Outcomes(vctx, []policy.Verification{j.pv})[0]
 					cancel()
 				}

@@ -56,7 +56,7 @@ func (v *Verifier) checkAttestations(ctx context.Context, trust *Trust, ref name
 		var bundles []*sgbundle.Bundle
 		bundleErr := referrersErr
 		transient := isTransient(legacyErr) || isTransient(referrersErr)
-		var problems []string
+		var unread []string // why the bundles that could not be read were not
 		if referrersErr == nil {
 			start = time.Now()
 			var descs []v1.Descriptor
@@ -67,16 +67,17 @@ func (v *Verifier) checkAttestations(ctx context.Context, trust *Trust, ref name
 			}
 			// Every candidate is read: the newest scan is chosen among the verified ones by
 			// its signed time, so none may be left out.
-			unread, unreadTransient := eachBundle(ref, descs, ropts, func(b *sgbundle.Bundle) bool {
+			var unreadTransient bool
+			unread, unreadTransient = eachBundle(ref, descs, ropts, func(b *sgbundle.Bundle) bool {
 				bundles = append(bundles, b)
 				return false
 			})
-			problems, transient = append(problems, unread...), transient || unreadTransient
+			transient = transient || unreadTransient
 			v.metrics.registry("bundles", start)
 		}
-		found, verified, verifyProblems := verifyAttestations(ctx, trust, r, h, oopts, legacy, bundles)
-		found += len(problems)
-		problems = append(problems, verifyProblems...)
+		found, verified, problems := verifyAttestations(ctx, trust, r, h, oopts, legacy, bundles)
+		found += len(unread) // found, though not read
+		problems = append(problems, unread...)
 		report := AttestationReport{Rule: r.Name, PredicateType: r.PredicateType}
 		if len(verified) == 0 {
 			out.Reason, out.Findings = noAttestation(r, found, problems, legacyErr, bundleErr, registry), nil

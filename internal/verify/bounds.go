@@ -37,21 +37,11 @@ const (
 	breakerOpen     = 30 * time.Second
 )
 
-// transientError is a registry failure that says nothing about the image: a timeout, a
-// connection refused, a 5xx, a 429. Such failures are never cached: a later request retries.
-type transientError struct{ error }
-
-func (e transientError) Unwrap() error { return e.error }
-
 // isTransient reports whether err is a failure of the registry or the network rather than a
 // definitive answer about the image (4xx other than 408 and 429, malformed content).
 func isTransient(err error) bool {
 	if err == nil {
 		return false
-	}
-	var te transientError
-	if errors.As(err, &te) {
-		return true
 	}
 	var terr *transport.Error
 	if errors.As(err, &terr) {
@@ -114,6 +104,11 @@ func WithNamespace(ctx context.Context, namespace string) context.Context {
 	return context.WithValue(ctx, namespaceKey{}, namespace)
 }
 
+// AuditQuota is the quota the audit's lookups count against, apart from every namespace's,
+// so that an audit pass never takes the slots of a namespace's admissions (no namespace can
+// have this name). The audit is fair across namespaces by the order it verifies in.
+const AuditQuota = "(audit)"
+
 func namespaceOf(ctx context.Context) string {
 	ns, _ := ctx.Value(namespaceKey{}).(string)
 	return ns
@@ -122,15 +117,14 @@ func namespaceOf(ctx context.Context) string {
 // limiter bounds the lookups running at once: maxLookups in all, namespaceLookups per
 // namespace.
 type limiter struct {
-	all       chan struct{}
-	mu        sync.Mutex
-	perNS     map[string]chan struct{}
-	nsLimit   int
-	allLimits int
+	all     chan struct{}
+	mu      sync.Mutex
+	perNS   map[string]chan struct{}
+	nsLimit int
 }
 
 func newLimiter(all, perNamespace int) *limiter {
-	return &limiter{all: make(chan struct{}, all), perNS: map[string]chan struct{}{}, nsLimit: perNamespace, allLimits: all}
+	return &limiter{all: make(chan struct{}, all), perNS: map[string]chan struct{}{}, nsLimit: perNamespace}
 }
 
 // acquire waits for a slot for namespace and for the process, or until ctx ends. The
@@ -153,7 +147,7 @@ func (l *limiter) acquire(ctx context.Context, namespace string) (func(), error)
 	case <-ctx.Done():
 		<-ns
 		l.forget(namespace, ns)
-		return nil, fmt.Errorf("imagegate's registry lookups are at their limit of %d at once, and none ended before the request's deadline; retry", l.allLimits)
+		return nil, fmt.Errorf("imagegate's registry lookups are at their limit of %d at once, and none ended before the request's deadline; retry", cap(l.all))
 	}
 	return func() {
 		<-l.all
@@ -197,8 +191,8 @@ func (b *breaker) allow(host string) error {
 		return nil
 	}
 	if now := b.now(); now.Before(s.openUntil) {
-		return transientError{fmt.Errorf("the registry %s failed %d times in a row, so imagegate does not contact it until %s; retry then",
-			host, breakerFailures, s.openUntil.UTC().Format(time.RFC3339))}
+		return fmt.Errorf("the registry %s failed %d times in a row, so imagegate does not contact it until %s; retry then",
+			host, breakerFailures, s.openUntil.UTC().Format(time.RFC3339))
 	}
 	// Half open: one lookup goes through; another failure opens it again at once.
 	s.openUntil = time.Time{}
@@ -240,6 +234,11 @@ type flight struct {
 type call struct {
 	done chan struct{}
 	val  any
+	// err says why the lookup did not run (no slot, an open circuit); quota, that it was
+	// for lack of a slot of its leader's namespace, so another namespace's caller runs its
+	// own.
+	err   error
+	quota bool
 }
 
 // join returns the call in flight under key, or a new one the caller must run and finish.

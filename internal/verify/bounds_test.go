@@ -36,7 +36,7 @@ func signedImage(t *testing.T, key *rt.Key) (*rt.Registry, name.Digest) {
 }
 
 // silentImages pushes n images to a registry of their own, which then answers nothing.
-func silentImages(t *testing.T, n int) []string {
+func silentImages(t *testing.T, n int) (*rt.Registry, []string) {
 	t.Helper()
 	reg := rt.New(true)
 	t.Cleanup(reg.Close)
@@ -45,7 +45,7 @@ func silentImages(t *testing.T, n int) []string {
 		images = append(images, mustPush(t, reg, "slow/app", fmt.Sprint(i)).String())
 	}
 	reg.Fault(func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
-	return images
+	return reg, images
 }
 
 // keyPolicy is a snapshot with one ClusterImagePolicy that requires a signature by key on
@@ -195,7 +195,7 @@ func TestFailuresAreNotSharedAcrossRequests(t *testing.T) {
 	key, _ := rt.NewKey()
 	snap := keyPolicy(t, key)
 	good, victim := signedImage(t, key)
-	stalled := silentImages(t, 16)
+	_, stalled := silentImages(t, 16)
 	v := verify.New(verify.Options{LookupTimeout: 3 * time.Second})
 	defer v.Close()
 
@@ -266,14 +266,16 @@ func TestNamespaceQuota(t *testing.T) {
 	key, _ := rt.NewKey()
 	snap := keyPolicy(t, key)
 	_, signed := signedImage(t, key)
-	stalled := silentImages(t, 3)
+	_, stalled := silentImages(t, 3)
 	v := verify.NewWithLimits(verify.Options{LookupTimeout: 2 * time.Second}, 3, 2)
 	defer v.Close()
 	var wg sync.WaitGroup
 	for _, img := range stalled[:2] {
 		wg.Go(func() { verifyIn(snap, v, "noisy", 3*time.Second, img) })
 	}
-	time.Sleep(200 * time.Millisecond) // both lookups hold their slots
+	for deadline := time.Now().Add(time.Second); verify.Lookups(v, "noisy") < 2 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if r := verifyIn(snap, v, "noisy", 300*time.Millisecond, stalled[2])[0]; !strings.Contains(r, `the registry lookups of namespace "noisy" are at their limit of 2 at once`) {
 		t.Errorf("a third lookup of the noisy namespace: %q", r)
 	}

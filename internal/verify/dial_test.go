@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -85,6 +86,8 @@ func TestDestinationsAreCheckedWhenDialed(t *testing.T) {
 		return err
 	}
 	for _, c := range []struct{ name, registry, realm, want string }{
+		// go-containerregistry itself refuses a realm that is a private IP literal for an
+		// HTTPS registry, before any dial; names are what the dial check is for.
 		{"realm at an internal IP", "registry.example.com:" + publicPort, "https://127.0.0.2:" + internalPort + "/token", `realm host "127.0.0.2" is a private or link-local address`},
 		{"realm at a name of an internal address", "registry.example.com:" + publicPort, "https://rebind.example.com:" + internalPort + "/token", "rebind.example.com resolves to 127.0.0.2, an internal address"},
 		{"realm at a link-local address", "registry.example.com:" + publicPort, "https://metadata.example.com/latest", "a link-local or unspecified address, which imagegate never connects to"},
@@ -114,4 +117,45 @@ func TestDestinationsAreCheckedWhenDialed(t *testing.T) {
 			t.Errorf("an internal registry's internal token realm was not reached: %v", err)
 		}
 	})
+}
+
+// recorder is a RoundTripper that records the hosts it is asked for and answers 200.
+type recorder struct{ hosts []string }
+
+func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	r.hosts = append(r.hosts, req.URL.Host)
+	return &http.Response{StatusCode: http.StatusOK, Body: http.NoBody, Request: req}, nil
+}
+
+// Behind a proxy (HTTPS_PROXY), imagegate dials only the proxy, so the destination of each
+// request is checked before it is handed to the proxy, by the same rules.
+func TestProxiedRequestsAreChecked(t *testing.T) {
+	dns := map[string]string{"registry.example.com": "203.0.113.10", "rebind.example.com": "10.0.0.7", "metadata.example.com": "169.254.169.254"}
+	d := &destinations{
+		lookup: func(_ context.Context, host string) ([]net.IPAddr, error) {
+			return []net.IPAddr{{IP: net.ParseIP(dns[host])}}, nil
+		},
+		internal: isInternal,
+	}
+	base := &recorder{}
+	proxy := func(*http.Request) (*url.URL, error) { return url.Parse("http://proxy.example.com:3128") }
+	tr := &limitedTransport{base: base, dest: d, proxy: proxy}
+	ctx := withOrigin(context.Background(), "registry.example.com")
+	for _, c := range []struct{ url, want string }{
+		{"https://registry.example.com/v2/", ""},
+		{"https://rebind.example.com/token", "rebind.example.com resolves to 10.0.0.7, an internal address"},
+		{"https://metadata.example.com/latest", "a link-local or unspecified address"},
+	} {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.url, nil)
+		resp, err := tr.RoundTrip(req)
+		if resp != nil {
+			_ = resp.Body.Close()
+		}
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%s: got %v, want %q", c.url, err, c.want)
+		}
+	}
+	if strings.Join(base.hosts, ",") != "registry.example.com" {
+		t.Errorf("handed to the proxy: %v, want only the registry", base.hosts)
+	}
 }

@@ -3,6 +3,14 @@ package verify
 // NewWithLimits is New with other bounds on the lookups running at once (in the process, per
 // namespace), so that tests reach them with few requests.
 func NewWithLimits(o Options, all, perNamespace int) *Verifier {
-	o.lookups, o.namespaceLookups = all, perNamespace
-	return New(o)
+	v := New(o)
+	v.limits = newLimiter(all, perNamespace)
+	return v
+}
+
+// Lookups is how many lookups of namespace hold a slot now.
+func Lookups(v *Verifier, namespace string) int {
+	v.limits.mu.Lock()
+	defer v.limits.mu.Unlock()
+	return len(v.limits.perNS[namespace])
 }

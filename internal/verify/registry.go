@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -29,7 +30,7 @@ const maxResponseBody = 4 << 20
 // when it is dialed (see destinations).
 func NewTransport() http.RoundTripper {
 	d := &destinations{lookup: net.DefaultResolver.LookupIPAddr, internal: isInternal, proxies: proxyHosts()}
-	return &limitedTransport{base: &http.Transport{
+	return &limitedTransport{dest: d, proxy: http.ProxyFromEnvironment, base: &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           d.dial,
 		ForceAttemptHTTP2:     true,
@@ -42,11 +43,24 @@ func NewTransport() http.RoundTripper {
 	}}
 }
 
-type limitedTransport struct{ base http.RoundTripper }
+type limitedTransport struct {
+	base http.RoundTripper
+	// dest and proxy, when set: a request a proxy carries has its destination checked here,
+	// since imagegate dials only the proxy.
+	dest  *destinations
+	proxy func(*http.Request) (*url.URL, error)
+}
 
 func (t *limitedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if err := checkRedirect(r); err != nil {
 		return nil, err
+	}
+	if t.dest != nil && t.proxy != nil {
+		if u, _ := t.proxy(r); u != nil {
+			if err := t.dest.allowed(r.Context(), r.URL.Hostname()); err != nil {
+				return nil, err
+			}
+		}
 	}
 	resp, err := t.base.RoundTrip(r)
 	if err != nil {
@@ -100,25 +114,11 @@ func (d *destinations) dial(ctx context.Context, network, addr string) (net.Conn
 	if err != nil {
 		return nil, err
 	}
-	origin, _ := ctx.Value(originKey{}).(string)
-	originInternal := -1 // unknown until needed
+	originInternal := d.originInternal(ctx, host)
 	var refused error
 	for _, ip := range ips {
-		if ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsUnspecified() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast() {
-			refused = fmt.Errorf("%s resolves to %s, a link-local or unspecified address, which imagegate never connects to: %w", host, ip, errRefusedDestination)
+		if refused = d.refuse(ctx, host, ip, originInternal); refused != nil {
 			continue
-		}
-		if d.internal(ip) {
-			if originInternal < 0 {
-				originInternal = 0
-				if origin == "" || strings.EqualFold(origin, host) || d.anyInternal(ctx, origin) {
-					originInternal = 1
-				}
-			}
-			if originInternal == 0 {
-				refused = fmt.Errorf("%s resolves to %s, an internal address, and the registry %s is not on one: %w", host, ip, origin, errRefusedDestination)
-				continue
-			}
 		}
 		conn, err := dialer.DialContext(ctx, network, net.JoinHostPort(ip.String(), port))
 		if err == nil {
@@ -130,6 +130,48 @@ func (d *destinations) dial(ctx context.Context, network, addr string) (net.Conn
 		refused = fmt.Errorf("%s has no address", host)
 	}
 	return nil, refused
+}
+
+// allowed checks the destination of a request that a proxy carries: every address its host
+// resolves to must be one imagegate may reach, since the proxy picks. (The proxy resolves the
+// name again: rebinding is the proxy's to refuse.)
+func (d *destinations) allowed(ctx context.Context, host string) error {
+	ips, err := d.resolve(ctx, host)
+	if err != nil {
+		return err
+	}
+	originInternal := d.originInternal(ctx, host)
+	for _, ip := range ips {
+		if err := d.refuse(ctx, host, ip, originInternal); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// refuse says why ip, an address of host, may not be reached (nil when it may).
+func (d *destinations) refuse(ctx context.Context, host string, ip net.IP, originInternal func() bool) error {
+	if ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsUnspecified() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast() {
+		return fmt.Errorf("%s resolves to %s, a link-local or unspecified address, which imagegate never connects to: %w", host, ip, errRefusedDestination)
+	}
+	if d.internal(ip) && !originInternal() {
+		origin, _ := ctx.Value(originKey{}).(string)
+		return fmt.Errorf("%s resolves to %s, an internal address, and the registry %s is not on one: %w", host, ip, origin, errRefusedDestination)
+	}
+	return nil
+}
+
+// originInternal reports, once and only when asked, whether the registry the lookup is for
+// is on an internal address; a connection without one, or to the registry itself, counts as
+// its own origin.
+func (d *destinations) originInternal(ctx context.Context, host string) func() bool {
+	return sync.OnceValue(func() bool {
+		origin, _ := ctx.Value(originKey{}).(string)
+		if h, _, err := net.SplitHostPort(origin); err == nil {
+			origin = h
+		}
+		return origin == "" || strings.EqualFold(origin, host) || d.anyInternal(ctx, origin)
+	})
 }
 
 func (d *destinations) resolve(ctx context.Context, host string) ([]net.IP, error) {
@@ -147,12 +189,8 @@ func (d *destinations) resolve(ctx context.Context, host string) ([]net.IP, erro
 	return ips, nil
 }
 
-// anyInternal reports whether host (a registry, perhaps with a port) is on an internal
-// address.
+// anyInternal reports whether host is on an internal address.
 func (d *destinations) anyInternal(ctx context.Context, host string) bool {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
 	ips, err := d.resolve(ctx, host)
 	if err != nil {
 		return false

@@ -70,8 +70,6 @@ type Options struct {
 	Now func() time.Time
 	// LookupTimeout bounds one registry lookup, whoever waits for it. Default 10 s.
 	LookupTimeout time.Duration
-	// lookups, namespaceLookups override maxLookups and namespaceLookups (tests).
-	lookups, namespaceLookups int
 }
 
 // Verifier checks verify rules against registries. It is safe for concurrent use.
@@ -115,9 +113,6 @@ type Outcome struct {
 	// transient says the failure is the registry's or the network's, not an answer about
 	// the image: it is not cached, and it counts towards the registry's circuit breaker.
 	transient bool
-	// quota says the lookup never ran for lack of a slot: a caller that joined it runs its
-	// own.
-	quota bool
 }
 
 // AttestationReport is what one attestation rule found for an image.
@@ -148,16 +143,10 @@ func New(o Options) *Verifier {
 	if o.LookupTimeout <= 0 {
 		o.LookupTimeout = lookupTimeout
 	}
-	if o.lookups <= 0 {
-		o.lookups = maxLookups
-	}
-	if o.namespaceLookups <= 0 {
-		o.namespaceLookups = namespaceLookups
-	}
 	return &Verifier{
 		transport: o.Transport, keychain: o.Keychain, metrics: o.Metrics,
 		results: lru.New(o.CacheEntries), failures: lru.New(failureEntries), tags: lru.New(o.CacheEntries),
-		limits: newLimiter(o.lookups, o.namespaceLookups), breaker: newBreaker(o.Now),
+		limits: newLimiter(maxLookups, namespaceLookups), breaker: newBreaker(o.Now),
 		pullers: map[string]*remote.Puller{}, now: o.Now, timeout: o.LookupTimeout,
 	}
 }
@@ -251,13 +240,14 @@ func (v *Verifier) lookup(ctx context.Context, pv *policy.Verification) (*Outcom
 func (v *Verifier) fetch(ctx context.Context, pv *policy.Verification) *Outcome {
 	trust := pv.Rule.Trust.(*Trust)
 	key := resultKey(ctx, pv)
-	o, err := lookupOnce(v, ctx, "outcome|"+key, pv.Repository, func(ctx context.Context) *Outcome {
-		return v.check(ctx, trust, pv.Repository, pv.Digest)
-	}, func(o *Outcome) *Outcome { return o }, func(reason string) *Outcome { return &Outcome{Reason: reason, transient: true} })
+	o, err := lookupOnce(v, ctx, "outcome|"+key, pv.Repository, func(ctx context.Context) (*Outcome, bool) {
+		o := v.check(ctx, trust, pv.Repository, pv.Digest)
+		return o, o.transient
+	})
 	if err != nil {
 		return &Outcome{Reason: err.Error(), transient: true}
 	}
-	if o.transient || o.quota {
+	if o.transient {
 		return o
 	}
 	now := v.now()
@@ -281,11 +271,12 @@ func deadlineReason(ctx context.Context) string {
 // lookupOnce runs work once for all concurrent callers with the same key, as a lookup of the
 // registry of repo: on the verifier's own budget (LookupTimeout and lookupBytes), never a
 // caller's deadline, in one of the slots of the process and of the namespace of the caller
-// that started it, and not while the registry's circuit is open. A caller whose deadline has
-// passed starts nothing; each caller waits no longer than its own deadline. failed makes the
-// outcome of a lookup that could not run (transient, never cached).
-func lookupOnce[T any](v *Verifier, ctx context.Context, key, repo string, work func(context.Context) T,
-	outcome func(T) *Outcome, failed func(reason string) T) (T, error) {
+// that started it, and not while the registry's circuit is open. work says whether what it
+// found is a failure of the registry or the network (for the circuit breaker). A caller
+// whose deadline has passed starts nothing, and each caller waits no longer than its own
+// deadline. The error says why a caller got no value: its deadline, no slot, an open circuit;
+// such a failure is never cached.
+func lookupOnce[T any](v *Verifier, ctx context.Context, key, repo string, work func(context.Context) (T, bool)) (T, error) {
 	var zero T
 	host, _, _ := strings.Cut(repo, "/")
 	for attempt := 0; ; attempt++ {
@@ -296,36 +287,32 @@ func lookupOnce[T any](v *Verifier, ctx context.Context, key, repo string, work 
 		if leader {
 			release, err := v.limits.acquire(ctx, namespaceOf(ctx))
 			if err != nil {
-				r := failed(err.Error())
-				if o := outcome(r); o != nil {
-					o.quota = true
-				}
-				c.val = r
+				c.err, c.quota = err, true
 				v.flight.finish(key, c)
-				return r, nil
+				return zero, err
 			}
 			go func() {
 				defer v.flight.finish(key, c)
 				defer release()
-				if err := v.breaker.allow(host); err != nil {
-					c.val = failed(err.Error())
+				if c.err = v.breaker.allow(host); c.err != nil {
 					return
 				}
 				lctx, cancel := context.WithTimeout(withBudget(withOrigin(context.WithoutCancel(ctx), host), lookupBytes), v.timeout)
 				defer cancel()
-				r := work(lctx)
-				o := outcome(r)
-				v.breaker.record(host, o != nil && o.Reason != "" && o.transient)
-				c.val = r
+				val, transient := work(lctx)
+				v.breaker.record(host, transient)
+				c.val = val
 			}()
 		}
 		select {
 		case <-c.done:
-			r := c.val.(T)
-			if o := outcome(r); !leader && o != nil && o.quota && attempt == 0 {
+			if c.quota && attempt == 0 {
 				continue // the lookup never ran for its leader's namespace: run one for this one
 			}
-			return r, nil
+			if c.err != nil {
+				return zero, c.err
+			}
+			return c.val.(T), nil
 		case <-ctx.Done():
 			return zero, errors.New(deadlineReason(ctx))
 		}
@@ -351,28 +338,25 @@ func (v *Verifier) Resolve(ctx context.Context, u *policy.Unpinned) (string, err
 	type resolved struct {
 		digest string
 		err    error
-		o      *Outcome
 	}
-	r, err := lookupOnce(v, ctx, "tag|"+key, u.Repository, func(ctx context.Context) resolved {
+	r, err := lookupOnce(v, ctx, "tag|"+key, u.Repository, func(ctx context.Context) (resolved, bool) {
 		tag, err := name.NewTag(u.Repository+":"+u.Tag, name.StrictValidation)
 		if err != nil {
-			return resolved{err: fmt.Errorf("%q is not a reference the registry client takes: %w", u.Repository+":"+u.Tag, err), o: &Outcome{Reason: "invalid"}}
+			return resolved{err: fmt.Errorf("%q is not a reference the registry client takes: %w", u.Repository+":"+u.Tag, err)}, false
 		}
 		start := time.Now()
 		desc, err := remote.Head(tag, v.remoteOptions(ctx, tag.Context().Registry, trust)...)
 		v.metrics.registry("resolve", start)
 		if err != nil {
-			return resolved{err: registryError(tag.RegistryStr(), "resolving the tag "+u.Tag, err), o: &Outcome{Reason: "failed", transient: isTransient(err)}}
+			return resolved{err: registryError(tag.RegistryStr(), "resolving the tag "+u.Tag, err)}, isTransient(err)
 		}
-		return resolved{digest: desc.Digest.String(), o: &Outcome{}}
-	}, func(r resolved) *Outcome { return r.o }, func(reason string) resolved {
-		return resolved{err: errors.New(reason), o: &Outcome{Reason: reason, transient: true}}
+		return resolved{digest: desc.Digest.String()}, false
 	})
+	if err == nil {
+		err = r.err
+	}
 	if err != nil {
 		return "", err
-	}
-	if r.err != nil {
-		return "", r.err
 	}
 	v.tags.Add(key, entry[string]{value: r.digest, expires: v.now().Add(tagTTL)})
 	return r.digest, nil
@@ -462,15 +446,13 @@ func (v *Verifier) check(ctx context.Context, trust *Trust, repo, digest string)
 	if referrersErr == nil {
 		descs, bundleErr = bundleDescriptors(referrers, types.CosignSignPredicateType)
 	}
+	for _, err := range []error{legacyErr, bundleErr} {
+		if errors.Is(err, errTooManyCandidates) {
+			return fail("%s", cut(err.Error()))
+		}
+	}
 	if legacyErr != nil && bundleErr != nil {
 		return &Outcome{Reason: registryError(registry, "listing signatures", legacyErr).Error(), transient: isTransient(legacyErr) || isTransient(bundleErr)}
-	}
-	if errors.Is(legacyErr, errTooManyCandidates) || errors.Is(bundleErr, errTooManyCandidates) {
-		err := legacyErr
-		if !errors.Is(err, errTooManyCandidates) {
-			err = bundleErr
-		}
-		return fail("%s", cut(err.Error()))
 	}
 
 	if o := v.checkSignatures(ctx, trust, ref, h, ropts, oopts, legacy, descs, legacyErr, bundleErr, registry); o != nil {

@@ -40,11 +40,11 @@ type decider struct {
 // ServiceAccount's too.
 func (x *decider) SetPodCredentials(p *verify.PodCredentials) { x.podCredentials = p }
 
-// withPodCredentials returns ctx with the Pod's pull secrets when that is on. Callers ask
-// only when a registry call is due (no apiserver call otherwise). A Secret that cannot be read
-// is logged and left out: a registry that needs it refuses, with its own error.
-func (x *decider) withPodCredentials(ctx context.Context, namespace string, pod *corev1.Pod) context.Context {
-	// The registry lookups a request starts count against its namespace's quota.
+// registryContext returns ctx for the registry work of a request of namespace: its lookups
+// count against the namespace's quota, and carry the Pod's pull secrets when that is on.
+// Callers ask only when a registry call is due (no apiserver call otherwise). A Secret that
+// cannot be read is logged and left out: a registry that needs it refuses, with its own error.
+func (x *decider) registryContext(ctx context.Context, namespace string, pod *corev1.Pod) context.Context {
 	ctx = verify.WithNamespace(ctx, namespace)
 	if x.podCredentials == nil || pod == nil {
 		return ctx
@@ -94,7 +94,7 @@ func (x *decider) decide(ctx context.Context, sub *policy.Subject, object teleme
 	if len(d.Pending) > 0 {
 		var results []policy.VerifyResult
 		if x.verifier != nil {
-			results = x.verifier.VerifyAll(x.withPodCredentials(ctx, sub.Namespace, pod), d.Pending)
+			results = x.verifier.VerifyAll(x.registryContext(ctx, sub.Namespace, pod), d.Pending)
 		} else {
 			results = make([]policy.VerifyResult, len(d.Pending))
 			for i := range results {

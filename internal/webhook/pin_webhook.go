@@ -76,7 +76,7 @@ func (p *PodPinner) Handle(ctx context.Context, req admission.Request) admission
 	d := snap.Evaluate(&sub)
 	toPin := d.ToPin(&sub)
 	if len(toPin) > 0 {
-		ctx = p.withPodCredentials(ctx, namespace, pod)
+		ctx = p.registryContext(ctx, namespace, pod)
 	}
 	resp := admission.Allowed("")
 	for _, u := range toPin {
