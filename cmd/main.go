@@ -59,9 +59,21 @@ type options struct {
 	excludedNamespaces, leaderElectionNS       string
 	namespace                                  string
 	pullSecretsFromPods                        bool
+	namespaceInternalRegistries                string
 	auditInterval, eventInterval, drain        time.Duration
 	exceptionExpiryWarning                     time.Duration
 	zap                                        zap.Options
+}
+
+// validate refuses flag combinations that would weaken the gate.
+func (o *options) validate() error {
+	if o.pullSecretsFromPods && o.clientCA == "" {
+		// A review's namespace and pull-secret names are the caller's word: without client
+		// authentication, anyone who reaches the webhook port could make the manager use
+		// another namespace's Secrets, against registries of the caller's choosing.
+		return errors.New("--pull-secrets-from-pods needs --webhook-client-ca: without client authentication any caller that reaches the webhook port could name another namespace's pull secrets in a forged review (SECURITY.md, \"Authenticating the apiserver\")")
+	}
+	return nil
 }
 
 // bindFlags defines the manager's flags on fs.
@@ -72,6 +84,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
 	fs.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", "imagegate-system"), "imagegate's own namespace, whose Secrets (keys, registry credentials) and ConfigMaps (trusted roots) verify rules may name; default $POD_NAMESPACE, else imagegate-system.")
 	fs.BoolVar(&o.pullSecretsFromPods, "pull-secrets-from-pods", false, "Also use each Pod's imagePullSecrets and its ServiceAccount's to read the images its verify rules check. Needs read access to Secrets and ServiceAccounts in every namespace: the config/pod-pull-secrets overlay grants it (see SECURITY.md).")
+	fs.StringVar(&o.namespaceInternalRegistries, verify.NamespaceInternalRegistriesFlag, "", "Comma-separated registries (host or host:port, as images name them) on internal addresses that the verify rules of namespaces' ImagePolicies may make imagegate read, such as the cluster's own registry. For any other registry those rules reach only public addresses, so that a namespace cannot point imagegate at the cluster's network. ClusterImagePolicies are not limited.")
 	fs.BoolVar(&o.leaderElection, "leader-elect", false, "Elect a leader among replicas to write policy status and run the audit; every replica serves the webhook.")
 	fs.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease; empty: the manager's own namespace (in a cluster).")
 	fs.StringVar(&o.certDir, "webhook-cert-path", "", "Directory holding the webhook serving certificate, reloaded when it changes (the installation sets it). Empty: a self-signed certificate made at start, which no apiserver trusts unless told to; for `make run` and local development only.")
@@ -102,6 +115,7 @@ func main() {
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap)))
 	log := ctrl.Log.WithName("setup")
+	must(log, o.validate(), "checking the flags")
 
 	scheme := runtime.NewScheme()
 	must(log, clientgoscheme.AddToScheme(scheme), "registering the Kubernetes types")
@@ -172,17 +186,18 @@ func main() {
 	reconciler.Events = mgr.GetEventRecorder("imagegate")
 	reconciler.ExpiryWarning = o.exceptionExpiryWarning
 	must(log, reconciler.SetupWithManager(mgr), "setting up the policy reconciler")
-	verifier := verify.New(verify.Options{Metrics: verify.NewMetrics(ctrlmetrics.Registry)})
+	tenantRegistries := map[string]bool{}
+	for _, r := range splitList(o.namespaceInternalRegistries) {
+		tenantRegistries[strings.ToLower(r)] = true
+	}
+	verifier := verify.New(verify.Options{
+		Metrics:                     verify.NewMetrics(ctrlmetrics.Registry),
+		NamespaceInternalRegistries: func(r string) bool { return tenantRegistries[strings.ToLower(r)] },
+	})
 	var podCredentials *verify.PodCredentials
 	if o.pullSecretsFromPods {
 		podCredentials = &verify.PodCredentials{Reader: mgr.GetAPIReader()}
 		log.Info("Verify rules also use each Pod's own pull secrets (--pull-secrets-from-pods): the manager reads Secrets and ServiceAccounts in every namespace")
-		if o.clientCA == "" {
-			// A review's namespace and pull-secret names are the caller's word: without client
-			// authentication, anyone who reaches the webhook port can make the manager use
-			// another namespace's Secrets (against the registries those Secrets name).
-			log.Info("WARNING: --pull-secrets-from-pods without --webhook-client-ca: any caller that reaches the webhook port can name another namespace's pull secrets in a forged review; set --webhook-client-ca (SECURITY.md)")
-		}
 	}
 	imagegatewebhook.SetupPinWebhookWithManager(mgr, reconciler, recorder, verifier, podCredentials)
 	imagegatewebhook.SetupPodWebhookWithManager(mgr, reconciler, recorder, verifier, podCredentials)

@@ -29,6 +29,33 @@ func TestExcludedNamespacesFlag(t *testing.T) {
 	}
 }
 
+// A review's namespace and Secret names are the caller's word: the manager refuses to use
+// Pods' pull secrets unless only the apiserver can call it.
+func TestPullSecretsFromPodsNeedClientAuth(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		wantErr bool
+	}{
+		{nil, false},
+		{[]string{"--pull-secrets-from-pods"}, true},
+		{[]string{"--pull-secrets-from-pods", "--webhook-client-ca=/etc/ca.crt"}, false},
+		{[]string{"--webhook-client-ca=/etc/ca.crt"}, false},
+	} {
+		fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+		o := bindFlags(fs)
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		err := o.validate()
+		if (err != nil) != tc.wantErr {
+			t.Errorf("%v: validate() = %v, want an error: %v", tc.args, err, tc.wantErr)
+		}
+		if err != nil && !strings.Contains(err.Error(), "--webhook-client-ca") {
+			t.Errorf("%v: the error does not name the missing flag: %v", tc.args, err)
+		}
+	}
+}
+
 // `make run` passes no certificate: the manager makes one that the webhook server can load.
 func TestSelfSignedCertificate(t *testing.T) {
 	dir, err := selfSignedCertificate("tls.crt", "tls.key")

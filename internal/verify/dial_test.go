@@ -140,7 +140,7 @@ func TestProxiedRequestsAreChecked(t *testing.T) {
 	base := &recorder{}
 	proxy := func(*http.Request) (*url.URL, error) { return url.Parse("http://proxy.example.com:3128") }
 	tr := &limitedTransport{base: base, dest: d, proxy: proxy}
-	ctx := withOrigin(context.Background(), "registry.example.com")
+	ctx := withOrigin(context.Background(), "registry.example.com", false)
 	for _, c := range []struct{ url, want string }{
 		{"https://registry.example.com/v2/", ""},
 		{"https://rebind.example.com/token", "rebind.example.com resolves to 10.0.0.7, an internal address"},
@@ -157,5 +157,61 @@ func TestProxiedRequestsAreChecked(t *testing.T) {
 	}
 	if strings.Join(base.hosts, ",") != "registry.example.com" {
 		t.Errorf("handed to the proxy: %v, want only the registry", base.hosts)
+	}
+}
+
+// A namespace's ImagePolicy names the registries its verify rules read, and a Pod in that
+// namespace names the image: neither may point imagegate at the cluster's network. Such a
+// rule's lookups reach only public addresses, the registry's own included, unless the manager
+// lists the registry; a cluster policy's rules are not limited; and a connection that a
+// cluster policy's lookup left open to an internal registry is not reused for a namespace's.
+// 127.0.0.2 plays an internal address here.
+func TestNamespacePoliciesReachOnlyPublicAddresses(t *testing.T) {
+	var requests atomic.Int64
+	srv, addr := listenOn(t, "127.0.0.2:0", true, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		requests.Add(1)
+		w.WriteHeader(http.StatusNotFound)
+	}))
+	_, port, _ := net.SplitHostPort(addr)
+	registry := "registry.internal.example.com:" + port
+	d := &destinations{
+		lookup: func(_ context.Context, host string) ([]net.IPAddr, error) {
+			if host == "registry.internal.example.com" {
+				return []net.IPAddr{{IP: net.ParseIP("127.0.0.2")}}, nil
+			}
+			return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+		},
+		internal: func(ip net.IP) bool { return ip.Equal(net.ParseIP("127.0.0.2")) },
+	}
+	tlsConfig := srv.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+	tlsConfig.InsecureSkipVerify = true //nolint:gosec // the test server's certificate names example.com
+	allowed := map[string]bool{}
+	v := New(Options{
+		Transport:                   &limitedTransport{dest: d, base: &http.Transport{DialContext: d.dial, TLSClientConfig: tlsConfig}},
+		NamespaceInternalRegistries: func(r string) bool { return allowed[r] },
+	})
+	defer v.Close()
+	resolve := func(namespaced bool, tag string) error {
+		u := &policy.Unpinned{Repository: registry + "/acme/app", Tag: tag, Rule: &policy.VerifyRule{Trust: &Trust{namespaced: namespaced}}}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := v.Resolve(ctx, u)
+		return err
+	}
+	const refused = "which a namespace's ImagePolicy may not make imagegate reach (the manager's --namespace-internal-registries lists the registries it may)"
+
+	if err := resolve(false, "1"); requests.Load() == 0 {
+		t.Fatalf("a cluster policy's rule did not reach its internal registry: %v", err)
+	}
+	before := requests.Load()
+	if err := resolve(true, "2"); err == nil || !strings.Contains(err.Error(), refused) {
+		t.Errorf("a namespace's rule for an internal registry: got %v, want %q", err, refused)
+	}
+	if n := requests.Load() - before; n != 0 {
+		t.Errorf("a namespace's rule reached the internal registry with %d requests (over the cluster rule's open connection?)", n)
+	}
+	allowed[registry] = true
+	if err := resolve(true, "3"); requests.Load() == before {
+		t.Errorf("a namespace's rule for a registry the manager lists did not reach it: %v", err)
 	}
 }

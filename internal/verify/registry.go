@@ -55,8 +55,16 @@ func (t *limitedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if err := checkRedirect(r); err != nil {
 		return nil, err
 	}
-	if t.dest != nil && t.proxy != nil {
-		if u, _ := t.proxy(r); u != nil {
+	if t.dest != nil {
+		// A proxied request's destination is checked here, since imagegate dials only the
+		// proxy; a public-only lookup's too, since it may reuse a connection dialed for
+		// another lookup.
+		proxied := false
+		if t.proxy != nil {
+			u, _ := t.proxy(r)
+			proxied = u != nil
+		}
+		if proxied || originOf(r.Context()).publicOnly {
 			if err := t.dest.allowed(r.Context(), r.URL.Hostname()); err != nil {
 				return nil, err
 			}
@@ -77,13 +85,26 @@ func (t *limitedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // errRefusedDestination is the error of a connection that the destination rules refuse.
 var errRefusedDestination = errors.New("refused destination")
 
-// originKey carries the registry host a lookup is for: the host the Pod's image names, which
-// policies allowed. Connections to other hosts (token realms, redirects to blob stores) are
-// judged against it.
+// originKey carries the registry host a lookup is for (the host the Pod's image names, which
+// policies allowed) as an origin. Connections to other hosts (token realms, redirects to blob
+// stores) are judged against it.
 type originKey struct{}
 
-func withOrigin(ctx context.Context, host string) context.Context {
-	return context.WithValue(ctx, originKey{}, host)
+// origin is the registry a lookup is for. publicOnly: the lookup is a namespace's verify rule
+// for a registry the manager does not let namespaces reach on internal addresses, so no
+// connection of it may reach one, the registry's own included.
+type origin struct {
+	host       string
+	publicOnly bool
+}
+
+func withOrigin(ctx context.Context, host string, publicOnly bool) context.Context {
+	return context.WithValue(ctx, originKey{}, origin{host: host, publicOnly: publicOnly})
+}
+
+func originOf(ctx context.Context) origin {
+	o, _ := ctx.Value(originKey{}).(origin)
+	return o
 }
 
 // destinations decides, when a connection is dialed, whether its address may be reached:
@@ -151,12 +172,21 @@ func (d *destinations) allowed(ctx context.Context, host string) error {
 
 // refuse says why ip, an address of host, may not be reached (nil when it may).
 func (d *destinations) refuse(ctx context.Context, host string, ip net.IP, originInternal func() bool) error {
-	if ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsUnspecified() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast() {
-		return fmt.Errorf("%s resolves to %s, a link-local or unspecified address, which imagegate never connects to: %w", host, ip, errRefusedDestination)
+	where := host + " resolves to " + ip.String() + ", "
+	if net.ParseIP(host) != nil {
+		where = host + " is " // an address, not a name
 	}
-	if d.internal(ip) && !originInternal() {
-		origin, _ := ctx.Value(originKey{}).(string)
-		return fmt.Errorf("%s resolves to %s, an internal address, and the registry %s is not on one: %w", host, ip, origin, errRefusedDestination)
+	if ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsUnspecified() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast() {
+		return fmt.Errorf("%sa link-local or unspecified address, which imagegate never connects to: %w", where, errRefusedDestination)
+	}
+	if !d.internal(ip) {
+		return nil
+	}
+	if o := originOf(ctx); o.publicOnly {
+		return fmt.Errorf("%san internal address, which a namespace's ImagePolicy may not make imagegate reach (the manager's --%s lists the registries it may): %w", where, NamespaceInternalRegistriesFlag, errRefusedDestination)
+	}
+	if !originInternal() {
+		return fmt.Errorf("%san internal address, and the registry %s is not on one: %w", where, originOf(ctx).host, errRefusedDestination)
 	}
 	return nil
 }
@@ -166,7 +196,7 @@ func (d *destinations) refuse(ctx context.Context, host string, ip net.IP, origi
 // its own origin.
 func (d *destinations) originInternal(ctx context.Context, host string) func() bool {
 	return sync.OnceValue(func() bool {
-		origin, _ := ctx.Value(originKey{}).(string)
+		origin := originOf(ctx).host
 		if h, _, err := net.SplitHostPort(origin); err == nil {
 			origin = h
 		}

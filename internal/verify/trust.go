@@ -46,6 +46,8 @@ type Trust struct {
 	credentials string
 	// attestations are the attestation rules, each with the signers it accepts.
 	attestations []*attestationRule
+	// namespaced: the rule is a namespace's ImagePolicy's (Options.NamespaceInternalRegistries).
+	namespaced bool
 }
 
 type signer struct {
@@ -64,11 +66,12 @@ func (s *signer) describe() string {
 
 // Compiler returns the policy.TrustCompiler that reads trust material from src.
 func Compiler(src Sources) policy.TrustCompiler {
-	return func(_ policy.Ref, rules *v1alpha1.VerifyRules) (any, string, error) {
+	return func(ref policy.Ref, rules *v1alpha1.VerifyRules) (any, string, error) {
 		t, version, err := compileTrust(src, rules)
 		if err != nil {
 			return nil, "", err
 		}
+		t.namespaced = ref.Namespace != ""
 		return t, version, nil
 	}
 }

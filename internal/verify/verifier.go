@@ -70,7 +70,18 @@ type Options struct {
 	Now func() time.Time
 	// LookupTimeout bounds one registry lookup, whoever waits for it. Default 10 s.
 	LookupTimeout time.Duration
+	// NamespaceInternalRegistries, when set, says which registries (host or host:port, as
+	// images name them) the verify rules of namespaces' ImagePolicies may reach on internal
+	// addresses (loopback, private, shared); for any other, every connection of such a rule's
+	// lookups must go to a public address, so a namespace cannot point imagegate at the
+	// cluster's network. Cluster policies' rules are not limited. nil: no limit (the CLI,
+	// which runs on its user's network).
+	NamespaceInternalRegistries func(registry string) bool
 }
+
+// NamespaceInternalRegistriesFlag is the manager flag that sets
+// Options.NamespaceInternalRegistries.
+const NamespaceInternalRegistriesFlag = "namespace-internal-registries"
 
 // Verifier checks verify rules against registries. It is safe for concurrent use.
 type Verifier struct {
@@ -87,6 +98,8 @@ type Verifier struct {
 	pullers   map[string]*remote.Puller
 	now       func() time.Time
 	timeout   time.Duration
+	// tenantInternal is Options.NamespaceInternalRegistries.
+	tenantInternal func(string) bool
 }
 
 // entry is a cached value and the time it stops being one.
@@ -148,6 +161,7 @@ func New(o Options) *Verifier {
 		results: lru.New(o.CacheEntries), failures: lru.New(failureEntries), tags: lru.New(o.CacheEntries),
 		limits: newLimiter(maxLookups, namespaceLookups), breaker: newBreaker(o.Now),
 		pullers: map[string]*remote.Puller{}, now: o.Now, timeout: o.LookupTimeout,
+		tenantInternal: o.NamespaceInternalRegistries,
 	}
 }
 
@@ -240,7 +254,7 @@ func (v *Verifier) lookup(ctx context.Context, pv *policy.Verification) (*Outcom
 func (v *Verifier) fetch(ctx context.Context, pv *policy.Verification) *Outcome {
 	trust := pv.Rule.Trust.(*Trust)
 	key := resultKey(ctx, pv)
-	o, err := lookupOnce(v, ctx, "outcome|"+key, pv.Repository, func(ctx context.Context) (*Outcome, bool) {
+	o, err := lookupOnce(v, ctx, "outcome|"+key, pv.Repository, v.publicOnly(trust, pv.Repository), func(ctx context.Context) (*Outcome, bool) {
 		o := v.check(ctx, trust, pv.Repository, pv.Digest)
 		return o, o.transient
 	})
@@ -276,7 +290,7 @@ func deadlineReason(ctx context.Context) string {
 // whose deadline has passed starts nothing, and each caller waits no longer than its own
 // deadline. The error says why a caller got no value: its deadline, no slot, an open circuit;
 // such a failure is never cached.
-func lookupOnce[T any](v *Verifier, ctx context.Context, key, repo string, work func(context.Context) (T, bool)) (T, error) {
+func lookupOnce[T any](v *Verifier, ctx context.Context, key, repo string, publicOnly bool, work func(context.Context) (T, bool)) (T, error) {
 	var zero T
 	host, _, _ := strings.Cut(repo, "/")
 	for attempt := 0; ; attempt++ {
@@ -297,7 +311,7 @@ func lookupOnce[T any](v *Verifier, ctx context.Context, key, repo string, work 
 				if c.err = v.breaker.allow(host); c.err != nil {
 					return
 				}
-				lctx, cancel := context.WithTimeout(withBudget(withOrigin(context.WithoutCancel(ctx), host), lookupBytes), v.timeout)
+				lctx, cancel := context.WithTimeout(withBudget(withOrigin(context.WithoutCancel(ctx), host, publicOnly), lookupBytes), v.timeout)
 				defer cancel()
 				val, transient := work(lctx)
 				v.breaker.record(host, transient)
@@ -319,6 +333,17 @@ func lookupOnce[T any](v *Verifier, ctx context.Context, key, repo string, work 
 	}
 }
 
+// publicOnly says whether a lookup of repo for trust's rule may reach only public addresses:
+// the rule is a namespace's and its registry is not one the manager lets namespaces reach on
+// internal addresses.
+func (v *Verifier) publicOnly(trust *Trust, repo string) bool {
+	if v.tenantInternal == nil || !trust.namespaced {
+		return false
+	}
+	host, _, _ := strings.Cut(repo, "/")
+	return !v.tenantInternal(host)
+}
+
 // Resolve returns the digest that the tag of an unpinned image names now, with a HEAD request
 // (which does not count against Docker Hub's pull limit), cached briefly.
 func (v *Verifier) Resolve(ctx context.Context, u *policy.Unpinned) (string, error) {
@@ -330,6 +355,10 @@ func (v *Verifier) Resolve(ctx context.Context, u *policy.Unpinned) (string, err
 	if pk := podKeychainOf(ctx); pk != nil {
 		key += "|" + pk.id
 	}
+	publicOnly := v.publicOnly(trust, u.Repository)
+	if publicOnly {
+		key += "|public" // what a cluster policy's rule resolved on an internal address is not the namespace's
+	}
 	if d, ok := cached[string](v, v.tags, key); ok {
 		v.metrics.cache("tag", true)
 		return d, nil
@@ -339,7 +368,7 @@ func (v *Verifier) Resolve(ctx context.Context, u *policy.Unpinned) (string, err
 		digest string
 		err    error
 	}
-	r, err := lookupOnce(v, ctx, "tag|"+key, u.Repository, func(ctx context.Context) (resolved, bool) {
+	r, err := lookupOnce(v, ctx, "tag|"+key, u.Repository, publicOnly, func(ctx context.Context) (resolved, bool) {
 		tag, err := name.NewTag(u.Repository+":"+u.Tag, name.StrictValidation)
 		if err != nil {
 			return resolved{err: fmt.Errorf("%q is not a reference the registry client takes: %w", u.Repository+":"+u.Tag, err)}, false

@@ -218,7 +218,20 @@ func TestChartDefaultsAreConfigDefault(t *testing.T) {
 }
 
 func TestChartPodPullSecretsIsConfigPodPullSecrets(t *testing.T) {
-	sameAsKustomize(t, mustRender(t, "image.repository=ghcr.io/imagegate/imagegate", "image.tag=v0.1.0", "rbac.podPullSecrets=true"), "pod-pull-secrets")
+	sameAsKustomize(t, mustRender(t, "image.repository=ghcr.io/imagegate/imagegate", "image.tag=v0.1.0", "rbac.podPullSecrets=true", "webhook.clientCA.configMap=imagegate-webhook-client-ca"), "pod-pull-secrets")
+}
+
+func TestChartClientCAIsConfigWebhookClientCA(t *testing.T) {
+	sameAsKustomize(t, mustRender(t, "image.repository=ghcr.io/imagegate/imagegate", "image.tag=v0.1.0", "webhook.clientCA.configMap=imagegate-webhook-client-ca"), "webhook-client-ca")
+}
+
+// A review names the Pod's namespace and Secrets: Pods' pull secrets are used only when the
+// webhook port authenticates the apiserver, and the chart says so rather than render.
+func TestChartPodPullSecretsNeedClientCA(t *testing.T) {
+	_, err := render(t, "image.repository=ghcr.io/imagegate/imagegate", "rbac.podPullSecrets=true")
+	if err == nil || !strings.Contains(err.Error(), "webhook.clientCA.configMap") {
+		t.Fatalf("rendering rbac.podPullSecrets without webhook.clientCA: %v, want an error naming webhook.clientCA.configMap", err)
+	}
 }
 
 // The chart cannot read config/, so hack/sync-chart.sh copies what they share; `make

@@ -125,6 +125,34 @@ spec:
 		Expect(stderr).To(ContainSubstring(`is not allowed by ClusterImagePolicy "e2e-signed": no signature by a trusted signer`))
 	})
 
+	It("refuses to let a namespace's ImagePolicy make imagegate read a registry on an internal address", func() {
+		const tenant = "e2e-verify-tenant"
+		namespace(tenant)
+		pem := strings.ReplaceAll(strings.TrimSpace(key.PublicKeyPEM()), "\n", "\n          ")
+		r := apply(fmt.Sprintf(`apiVersion: imagegate.io/v1alpha1
+kind: ImagePolicy
+metadata:
+  name: tenant-signed
+  namespace: %s
+spec:
+  verify:
+    images: ["%s/acme/**"]
+    transparencyLog: Skip
+    signers:
+    - name: ours
+      key:
+        publicKey: |
+          %s
+`, tenant, host, pem))
+		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
+		kubectl("wait", "--for=condition=Ready", "imagepolicy/tenant-signed", "-n", tenant, "--timeout=30s")
+		// The registry is on 127.0.0.1, an internal address, and the manager lists no
+		// registry in --namespace-internal-registries.
+		stderr := kubectlRefused("run", "tenant", "-n", tenant, "--image="+host+"/acme/app:1.0")
+		Expect(stderr).To(ContainSubstring(`could not be pinned to a digest for ImagePolicy "tenant-signed"`))
+		Expect(stderr).To(ContainSubstring(`127.0.0.1 is an internal address, which a namespace's ImagePolicy may not make imagegate reach (the manager's --namespace-internal-registries lists the registries it may)`))
+	})
+
 	It("pins the Pods of a Deployment", func() {
 		kubectl("create", "deployment", "signed", "-n", ns, "--image="+host+"/acme/app:2.0")
 		Eventually(func() string {
