@@ -303,14 +303,30 @@ func (r *Report) decide(ctx context.Context, snap *policy.Snapshot, labels map[s
 		nsLabels = map[string]string{corev1.LabelMetadataName: res.Namespace}
 	}
 	sub := policy.Subject{Namespace: res.Namespace, NamespaceLabels: nsLabels, PodLabels: p.podLabels, Images: p.images, BreakGlass: p.breakGlass, VerifyTemplates: true}
-	decision := snap.Evaluate(&sub)
-	switch {
-	case r.offline:
+	var decision policy.Decision
+	if r.offline {
+		decision = verify.Decide(ctx, snap, &sub, nil, verify.Steps{}).Decision
 		for _, img := range snap.SkipVerify(&decision) {
 			res.NotVerified = append(res.NotVerified, NotVerified{Field: img.Field, Image: img.Ref, Reason: "--offline: verify rules skipped"})
 		}
-	case len(decision.Unpinned) > 0 || len(decision.Pending) > 0:
-		decision = r.verify(ctx, snap, &sub, decision, &res)
+	} else {
+		// What the mutating and the validating webhook do with verify rules: pin each
+		// unpinned tag to the digest it names now, then verify the signatures at the digests.
+		out := verify.Decide(ctx, snap, &sub, r.verifier, verify.Steps{Pin: true, Verify: true})
+		decision = out.Decision
+		for _, p := range out.Pins {
+			if p.Err != nil {
+				// Left unpinned, the image is refused as the webhook refuses it; the reason
+				// is said here.
+				res.NotVerified = append(res.NotVerified, NotVerified{Field: p.Image.Field, Image: p.Image.Ref, Reason: "could not be pinned to a digest: " + p.Err.Error()})
+			}
+		}
+		for _, c := range out.Checked {
+			res.Verified = append(res.Verified, VerifiedImage{
+				Field: c.Image.Field, Image: c.Image.Ref, Digest: c.Digest, Policy: policyRef(c.Rule.Policy),
+				Verified: c.Reason == "", Reason: c.Reason, ScanExpires: c.ScanExpires, Attestations: c.Attestations,
+			})
+		}
 	}
 	res.Decision = decision.Outcome()
 	for i := range decision.Violations {
@@ -344,48 +360,6 @@ func (r *Report) decide(ctx context.Context, snap *policy.Snapshot, labels map[s
 		r.Summary.Admitted++
 	}
 	r.Objects = append(r.Objects, res)
-}
-
-// verify does what the mutating and the validating webhook do with verify rules: pins each
-// unpinned tag to the digest it names now, then verifies the signatures at the digests.
-func (r *Report) verify(ctx context.Context, snap *policy.Snapshot, sub *policy.Subject, d policy.Decision, res *ObjectResult) policy.Decision {
-	if len(d.Unpinned) > 0 {
-		images := slices.Clone(sub.Images)
-		pinned := false
-		for _, u := range d.ToPin(sub) {
-			digest, err := r.verifier.Resolve(ctx, u)
-			if err != nil {
-				// Left unpinned, the image is refused as the webhook refuses it; the reason
-				// is said here.
-				res.NotVerified = append(res.NotVerified, NotVerified{Field: u.Image.Field, Image: u.Image.Ref, Reason: "could not be pinned to a digest: " + err.Error()})
-				continue
-			}
-			for j := range images {
-				if images[j].Field == u.Image.Field {
-					images[j].Ref = u.Pinned(digest)
-					pinned = true
-				}
-			}
-		}
-		if pinned {
-			sub.Images = images
-			d = snap.Evaluate(sub)
-		}
-	}
-	if len(d.Pending) > 0 {
-		outcomes := r.verifier.Outcomes(ctx, d.Pending)
-		results := make([]policy.VerifyResult, len(outcomes))
-		for i, o := range outcomes {
-			results[i] = o.Result()
-			pv := &d.Pending[i]
-			res.Verified = append(res.Verified, VerifiedImage{
-				Field: pv.Image.Field, Image: pv.Image.Ref, Digest: pv.Digest, Policy: policyRef(pv.Rule.Policy),
-				Verified: o.Reason == "", Reason: o.Reason, ScanExpires: o.ScanExpires, Attestations: o.Attestations,
-			})
-		}
-		snap.Settle(sub, &d, results)
-	}
-	return d
 }
 
 // fileSources are the Secrets and ConfigMaps of the policy files, standing for those of

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -55,7 +56,7 @@ type Auditor struct {
 	// actually run (their status's imageID): scans that aged past maxAge, attestations
 	// replaced by ones with new findings, signatures gone. Nil: verify rules are reported
 	// as not verified for every running image they cover.
-	Verifier AuditVerifier
+	Verifier verify.Checker
 	// Events, when set, records on each Pod whose running image fails a verify rule.
 	Events *telemetry.Events
 	// VerifyBudget bounds the registry work of one pass (default 2 minutes): what is not
@@ -121,15 +122,6 @@ func (a *Auditor) Start(ctx context.Context) error {
 	}
 }
 
-// AuditVerifier checks pending verifications (internal/verify's Verifier).
-type AuditVerifier interface {
-	Outcomes(ctx context.Context, pending []policy.Verification) []*verify.Outcome
-}
-
-// noAuditVerifier is the reason a running image covered by a verify rule fails when the
-// audit has no verifier.
-const noAuditVerifier = "the audit runs without a registry verifier, so what this container runs was not verified"
-
 // Bounds of the audit's registry work: each running digest is verified once per pass, by
 // auditParallelism workers that take the namespaces in turn (one namespace's thousand Pods on
 // a stalled registry cannot delay the others), each lookup bounded by verifyTimeout and the
@@ -143,10 +135,35 @@ const (
 
 // auditedPod is a Pod whose decision waits for its running images to be verified.
 type auditedPod struct {
-	pod  *corev1.Pod
-	sub  policy.Subject
-	d    policy.Decision
-	jobs []int // per pending verification, its index in the pass's verifications
+	pod *corev1.Pod
+	sub policy.Subject
+	d   policy.Decision
+}
+
+// ran is the verify.Checker that settles the audited Pods' decisions: it answers from the
+// verifications the pass ran, each distinct one once for every Pod that runs it.
+type ran struct {
+	outcomes map[string]*verify.Outcome
+	missing  string // the reason of a verification the pass did not run
+}
+
+func verificationKey(pv *policy.Verification) string {
+	return pv.Rule.Key + "|" + pv.Repository + "@" + pv.Digest
+}
+
+func (r ran) Outcomes(_ context.Context, pending []policy.Verification) []*verify.Outcome {
+	out := make([]*verify.Outcome, len(pending))
+	for i := range pending {
+		if out[i] = r.outcomes[verificationKey(&pending[i])]; out[i] == nil {
+			out[i] = &verify.Outcome{Reason: r.missing}
+		}
+	}
+	return out
+}
+
+// Resolve is never asked for: the audit checks the digests Pods run, pinning nothing.
+func (r ran) Resolve(context.Context, *policy.Unpinned) (string, error) {
+	return "", errors.New("the audit pins nothing")
 }
 
 // policyAudit collects one policy's result.
@@ -271,18 +288,14 @@ func (a *Auditor) verifyRunning(ctx context.Context, snap *policy.Snapshot, wait
 	perNamespace := map[string][]int{}
 	for _, w := range waiting {
 		running[telemetry.VerdictUnpinned] += len(w.d.Unpinned)
-		w.jobs = make([]int, len(w.d.Pending))
 		for i := range w.d.Pending {
 			pv := &w.d.Pending[i]
-			key := pv.Rule.Key + "|" + pv.Repository + "@" + pv.Digest
-			n, ok := index[key]
-			if !ok {
-				n = len(jobs)
-				index[key] = n
+			key := verificationKey(pv)
+			if _, ok := index[key]; !ok {
+				index[key] = len(jobs)
+				perNamespace[w.sub.Namespace] = append(perNamespace[w.sub.Namespace], len(jobs))
 				jobs = append(jobs, &job{pv: *pv})
-				perNamespace[w.sub.Namespace] = append(perNamespace[w.sub.Namespace], n)
 			}
-			w.jobs[i] = n
 		}
 	}
 	// The namespaces in turn: the first verification of each, then the second of each, ...
@@ -299,11 +312,9 @@ func (a *Auditor) verifyRunning(ctx context.Context, snap *policy.Snapshot, wait
 	if budget <= 0 {
 		budget = defaultVerifyBudget
 	}
-	if a.Verifier == nil {
-		for _, j := range jobs {
-			j.outcome = &verify.Outcome{Reason: noAuditVerifier}
-		}
-	} else {
+	answers := ran{outcomes: make(map[string]*verify.Outcome, len(jobs)), missing: verify.Unavailable}
+	if a.Verifier != nil {
+		answers.missing = fmt.Sprintf("not verified in this audit pass: its %v budget for registry work ran out (slow or silent registries); the next pass tries again", budget)
 		pass, cancel := context.WithTimeout(ctx, budget)
 		defer cancel()
 		next := make(chan *job)
@@ -328,29 +339,37 @@ func (a *Auditor) verifyRunning(ctx context.Context, snap *policy.Snapshot, wait
 		close(next)
 		wg.Wait()
 		for _, j := range jobs {
-			if j.outcome == nil {
-				j.outcome = &verify.Outcome{Reason: fmt.Sprintf("not verified in this audit pass: its %v budget for registry work ran out (slow or silent registries); the next pass tries again", budget)}
+			if j.outcome != nil {
+				answers.outcomes[verificationKey(&j.pv)] = j.outcome
 			}
 		}
 	}
 	var earliest time.Time
 	for _, w := range waiting {
-		results := make([]policy.VerifyResult, len(w.jobs))
-		for i, n := range w.jobs {
-			o := jobs[n].outcome
-			results[i] = o.Result()
-			if o.Reason == "" && !o.ScanExpires.IsZero() && (earliest.IsZero() || o.ScanExpires.Before(earliest)) {
-				earliest = o.ScanExpires
+		before := verifyViolations(&w.d)
+		r := verify.Decide(ctx, snap, &w.sub, answers, verify.Steps{Verify: true})
+		w.d = r.Decision
+		for _, c := range r.Checked {
+			if c.Reason == "" && !c.ScanExpires.IsZero() && (earliest.IsZero() || c.ScanExpires.Before(earliest)) {
+				earliest = c.ScanExpires
 			}
 		}
-		before := len(w.d.Violations)
-		snap.Settle(&w.sub, &w.d, results)
-		// Settle adds one violation per failure that no exception's ignores lifted.
-		refused := len(w.d.Violations) - before
+		// Settling adds one violation per failure that no exception's ignores lifted.
+		refused := verifyViolations(&w.d) - before
 		running[telemetry.VerdictRefused] += refused
-		running[telemetry.VerdictVerified] += len(results) - refused
+		running[telemetry.VerdictVerified] += len(r.Checked) - refused
 	}
 	return earliest
+}
+
+func verifyViolations(d *policy.Decision) int {
+	n := 0
+	for k := range d.Violations {
+		if d.Violations[k].Rule == policy.RuleVerify {
+			n++
+		}
+	}
+	return n
 }
 
 // keepFirst sorts samples by namespace, Pod, container and rule and keeps the first

@@ -197,13 +197,7 @@ func (s *Snapshot) imageAdmitted(image string, covered, satisfied bitset) bool {
 			return false // a covered policy whose images.allow the image matches nowhere
 		}
 	}
-	// The tag and digest rules, as versionRuleHit and checkVersion see them.
-	if ref.Digest != "" {
-		return true
-	}
-	return !covered.anyOf(s.requireDigest) &&
-		(ref.Tag != "" || !covered.anyOf(s.requireTag)) &&
-		!covered.anyOf(s.tagDenied[ref.EffectiveTag()])
+	return !s.breaksVersionRule(&ref, covered.anyOf)
 }
 
 // matching yields the trie's patterns that match the image: those hung below its registry

@@ -291,30 +291,35 @@ func (s *Snapshot) evaluateImage(img *Image, sc *scratch, d *Decision) {
 
 // versionRuleHit reports whether a covered policy may have a tag or digest rule that the
 // image breaks. It may say yes for an exempt policy; the full check sorts that out.
-//
-// It is the fast path's view of every per-image rule that is not a pattern list: a rule added
-// to checkVersion (or next to it) must be added here too, or the fast path skips it silently
-// for every image that its pattern lists admit. FuzzFastPath compares the fast path with a
-// full evaluation (Snapshot.fullEvaluation) and fails when this is forgotten.
 func (s *Snapshot) versionRuleHit(ref *imageref.Reference, sc *scratch) bool {
-	if ref.Digest != "" {
-		return false
-	}
-	anyCovered := func(idxs []int32) bool {
+	return s.breaksVersionRule(ref, func(idxs []int32) bool {
 		for _, idx := range idxs {
 			if sc.coveredAt[idx] == sc.evalGen {
 				return true
 			}
 		}
 		return false
+	})
+}
+
+// breaksVersionRule is the one statement, for the fast path (versionRuleHit) and the
+// admission cache (imageAdmitted), of when a tag or digest rule refuses an image: covered
+// says whether any of the policies given (by index) covers the subject. It must agree with
+// checkVersion, which writes the messages: a rule added there must be added here, or the
+// fast path skips it silently for every image that its pattern lists admit. FuzzFastPath
+// compares the fast path with a full evaluation (Snapshot.fullEvaluation) and fails when
+// this is forgotten.
+func (s *Snapshot) breaksVersionRule(ref *imageref.Reference, covered func([]int32) bool) bool {
+	if ref.Digest != "" {
+		return false // the runtime pulls the digest; tag rules do not apply
 	}
-	return anyCovered(s.requireDigest) ||
-		(ref.Tag == "" && anyCovered(s.requireTag)) ||
-		anyCovered(s.tagDenied[ref.EffectiveTag()])
+	return covered(s.requireDigest) ||
+		(ref.Tag == "" && covered(s.requireTag)) ||
+		covered(s.tagDenied[ref.EffectiveTag()])
 }
 
 // checkVersion applies the tag and digest rules of a policy to one image. A rule added here
-// must also be known to versionRuleHit.
+// must also be known to breaksVersionRule.
 func checkVersion(img *Image, ref *imageref.Reference, p *compiledPolicy, d *Decision, tagReason *string) {
 	if p.requireDigest && ref.Digest == "" {
 		d.add(img, ref, p, RuleRequireDigest, "it is not pinned by digest (@sha256:...) and requireDigest is set")

@@ -66,7 +66,7 @@ func BenchmarkColdVerification(b *testing.B) {
 			for b.Loop() {
 				v := verify.New(verify.Options{})
 				start := time.Now()
-				failures := v.VerifyAll(context.Background(), d.Pending)
+				failures := v.Outcomes(context.Background(), d.Pending)
 				took = append(took, time.Since(start))
 				v.Close()
 				if failures[0].Reason != "" {
@@ -117,12 +117,12 @@ func BenchmarkCachedVerification(b *testing.B) {
 	v := verify.New(verify.Options{})
 	defer v.Close()
 	ctx := context.Background()
-	if f := v.VerifyAll(ctx, d.Pending); f[0].Reason != "" {
+	if f := v.Outcomes(ctx, d.Pending); f[0].Reason != "" {
 		b.Fatal(f[0].Reason)
 	}
 	requests := reg.Requests()
 	for b.Loop() {
-		if f := v.VerifyAll(ctx, d.Pending); f[0].Reason != "" {
+		if f := v.Outcomes(ctx, d.Pending); f[0].Reason != "" {
 			b.Fatal(f[0].Reason)
 		}
 	}

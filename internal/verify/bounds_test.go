@@ -66,7 +66,7 @@ func verifyIn(snap *policy.Snapshot, v *verify.Verifier, namespace string, timeo
 	d := snap.Evaluate(sub)
 	ctx, cancel := context.WithTimeout(verify.WithNamespace(context.Background(), namespace), timeout)
 	defer cancel()
-	results := v.VerifyAll(ctx, d.Pending)
+	results := v.Outcomes(ctx, d.Pending)
 	out := make([]string, len(results))
 	for i, r := range results {
 		out[i] = r.Reason

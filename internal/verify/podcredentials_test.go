@@ -63,7 +63,7 @@ func TestPodCredentials(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
-		got := v.VerifyAll(ctx, d.Pending)[0].Reason
+		got := v.Outcomes(ctx, d.Pending)[0].Reason
 		if (c.want == "") != (got == "") || !strings.Contains(got, c.want) {
 			t.Errorf("%s: got %q, want %q", c.name, got, c.want)
 		}

@@ -165,25 +165,14 @@ func New(o Options) *Verifier {
 	}
 }
 
-// VerifyAll verifies each pending verification and returns, per item, why it failed ("" when
-// verified): what policy.Snapshot.Settle takes. Cached results are answered in place; only
-// misses go to the registry, in parallel when there are several.
-func (v *Verifier) VerifyAll(ctx context.Context, pending []policy.Verification) []policy.VerifyResult {
-	outcomes := v.Outcomes(ctx, pending)
-	results := make([]policy.VerifyResult, len(outcomes))
-	for i, o := range outcomes {
-		results[i] = o.Result()
-	}
-	return results
-}
-
 // Result is the outcome as the engine's Settle takes it.
 func (o *Outcome) Result() policy.VerifyResult {
 	return policy.VerifyResult{Reason: o.Reason, Findings: o.Findings}
 }
 
-// Outcomes is VerifyAll with what each verification found (the attestations' findings, when
-// a scan expires): for the CLI's report and the audit.
+// Outcomes verifies each pending verification and returns, per item, what it found: why it
+// failed ("" when verified), the attestations' findings, when a scan expires. Cached results
+// are answered in place; only misses go to the registry, in parallel when there are several.
 func (v *Verifier) Outcomes(ctx context.Context, pending []policy.Verification) []*Outcome {
 	outcomes := make([]*Outcome, len(pending))
 	var misses []int

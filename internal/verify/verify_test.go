@@ -55,11 +55,9 @@ func clusterPolicy(name string, rules *v1alpha1.VerifyRules) v1alpha1.ClusterIma
 func decide(t *testing.T, snap *policy.Snapshot, v *verify.Verifier, image string) policy.Decision {
 	t.Helper()
 	sub := &policy.Subject{Namespace: "default", Images: []policy.Image{{Field: "spec.containers[0].image", Ref: image, Container: "app"}}}
-	d := snap.Evaluate(sub)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	snap.Settle(sub, &d, v.VerifyAll(ctx, d.Pending))
-	return d
+	return verify.Decide(ctx, snap, sub, v, verify.Steps{Verify: true}).Decision
 }
 
 func messages(d *policy.Decision) string {
@@ -391,11 +389,10 @@ func TestHostileRegistries(t *testing.T) {
 			v := verify.New(verify.Options{LookupTimeout: 2 * time.Second})
 			defer v.Close()
 			sub := &policy.Subject{Namespace: "default", Images: []policy.Image{{Field: "spec.containers[0].image", Ref: img.String()}}}
-			d := snap.Evaluate(sub)
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
 			start := time.Now()
-			snap.Settle(sub, &d, v.VerifyAll(ctx, d.Pending))
+			d := verify.Decide(ctx, snap, sub, v, verify.Steps{Verify: true}).Decision
 			if took := time.Since(start); took > 3*time.Second {
 				t.Errorf("the verification outlived its deadline: %v", took)
 			}

@@ -30,7 +30,7 @@ type decider struct {
 	namespaces client.Reader
 	recorder   *telemetry.Recorder
 	endpoint   telemetry.Endpoint
-	verifier   Verifier
+	verifier   verify.Checker
 	// podCredentials, when set (--pull-secrets-from-pods), adds each Pod's own pull secrets
 	// to the registry credentials of its verification.
 	podCredentials *verify.PodCredentials
@@ -40,38 +40,28 @@ type decider struct {
 // ServiceAccount's too.
 func (x *decider) SetPodCredentials(p *verify.PodCredentials) { x.podCredentials = p }
 
-// registryContext returns ctx for the registry work of a request of namespace: its lookups
-// count against the namespace's quota, and carry the Pod's pull secrets when that is on.
-// Callers ask only when a registry call is due (no apiserver call otherwise). A Secret that
-// cannot be read is logged and left out: a registry that needs it refuses, with its own error.
-func (x *decider) registryContext(ctx context.Context, namespace string, pod *corev1.Pod) context.Context {
-	ctx = verify.WithNamespace(ctx, namespace)
-	if x.podCredentials == nil || pod == nil {
-		return ctx
+// registry returns verify.Steps.Registry for a request of namespace: its lookups count
+// against the namespace's quota, and carry the Pod's pull secrets when that is on. Decide
+// asks only when a registry call is due (no apiserver call otherwise). A Secret that cannot
+// be read is logged and left out: a registry that needs it refuses, with its own error.
+func (x *decider) registry(namespace string, pod *corev1.Pod) func(context.Context) context.Context {
+	return func(ctx context.Context) context.Context {
+		ctx = verify.WithNamespace(ctx, namespace)
+		if x.podCredentials == nil || pod == nil {
+			return ctx
+		}
+		out, err := x.podCredentials.WithPod(ctx, namespace, pod.Spec.ServiceAccountName, pod.Spec.ImagePullSecrets)
+		if err != nil {
+			logf.FromContext(ctx).Info("Pod pull secrets not used", "namespace", namespace, "pod", pod.Name, "reason", err.Error())
+			return ctx
+		}
+		return out
 	}
-	out, err := x.podCredentials.WithPod(ctx, namespace, pod.Spec.ServiceAccountName, pod.Spec.ImagePullSecrets)
-	if err != nil {
-		logf.FromContext(ctx).Info("Pod pull secrets not used", "namespace", namespace, "pod", pod.Name, "reason", err.Error())
-		return ctx
-	}
-	return out
-}
-
-// Verifier checks images in their registries for the verify rules of the engine
-// (internal/verify implements it).
-type Verifier interface {
-	// VerifyAll returns, per pending verification, why it failed ("" when verified).
-	VerifyAll(ctx context.Context, pending []policy.Verification) []policy.VerifyResult
-	// Resolve returns the digest an unpinned image's tag names now.
-	Resolve(ctx context.Context, u *policy.Unpinned) (string, error)
 }
 
 // SetVerifier sets what checks verify rules. Without one, every image a verify rule covers
-// is refused (fail closed).
-func (x *decider) SetVerifier(v Verifier) { x.verifier = v }
-
-// noVerifier is the reason of a verification that nothing could run.
-const noVerifier = "imagegate runs without a registry verifier here, so no signature can be checked"
+// is refused (fail closed, with verify.Unavailable).
+func (x *decider) SetVerifier(v verify.Checker) { x.verifier = v }
 
 // decide evaluates sub about object; pod, when the subject is one, lends its pull secrets to
 // the verifications (see SetPodCredentials). ok is false before the first snapshot; callers
@@ -82,33 +72,27 @@ func (x *decider) decide(ctx context.Context, sub *policy.Subject, object teleme
 		return d, false
 	}
 	start := time.Now()
-	if !sub.NothingToCheck() && snap.SelectsNamespaces() {
-		// Only then: the lookup copies the object out of the cache.
-		if sub.Namespace == "" {
-			sub.NamespaceUnknown = true
-		} else {
-			sub.NamespaceLabels, sub.NamespaceUnknown = namespaceLabels(ctx, x.namespaces, sub.Namespace)
-		}
-	}
-	d = snap.Evaluate(sub)
-	if len(d.Pending) > 0 {
-		var results []policy.VerifyResult
-		if x.verifier != nil {
-			results = x.verifier.VerifyAll(x.registryContext(ctx, sub.Namespace, pod), d.Pending)
-		} else {
-			results = make([]policy.VerifyResult, len(d.Pending))
-			for i := range results {
-				results[i].Reason = noVerifier
-			}
-		}
-		snap.Settle(sub, &d, results)
-	}
+	x.namespaceOf(ctx, snap, sub)
+	d = verify.Decide(ctx, snap, sub, x.verifier, verify.Steps{Verify: true, Registry: x.registry(sub.Namespace, pod)}).Decision
 	x.recorder.Decided(x.endpoint, object, snap, &d, time.Since(start))
 	if log := logf.FromContext(ctx).V(1); log.Enabled() {
 		log.Info("Decided", "endpoint", x.endpoint, "object", object.String(), "decision", d.Outcome(),
 			"policies", d.Covered, "images", len(sub.Images), "violations", len(d.Violations))
 	}
 	return d, true
+}
+
+// namespaceOf sets sub's namespace labels when a policy of snap selects namespaces (only
+// then: the lookup copies the object out of the cache).
+func (x *decider) namespaceOf(ctx context.Context, snap *policy.Snapshot, sub *policy.Subject) {
+	if sub.NothingToCheck() || !snap.SelectsNamespaces() {
+		return
+	}
+	if sub.Namespace == "" {
+		sub.NamespaceUnknown = true
+		return
+	}
+	sub.NamespaceLabels, sub.NamespaceUnknown = namespaceLabels(ctx, x.namespaces, sub.Namespace)
 }
 
 // admissionResponse is a decision as a webhook answer: denied with every Enforce message,

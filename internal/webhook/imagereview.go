@@ -17,6 +17,7 @@ import (
 
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
+	"github.com/imagegate/imagegate/internal/verify"
 )
 
 // ImageReviewPath is where the manager answers the kube-apiserver's ImagePolicyWebhook
@@ -133,7 +134,7 @@ func gvkString(gvk schema.GroupVersionKind) string {
 
 // SetupImageReviewWithManager serves ImageReviews at ImageReviewPath on the manager's
 // webhook server (same port, TLS and certificate as the Pod webhook).
-func SetupImageReviewWithManager(mgr ctrl.Manager, snapshots SnapshotSource, excluded []string, recorder *telemetry.Recorder, v Verifier) {
+func SetupImageReviewWithManager(mgr ctrl.Manager, snapshots SnapshotSource, excluded []string, recorder *telemetry.Recorder, v verify.Checker) {
 	h := NewImageReviewHandler(snapshots, mgr.GetCache(), excluded, recorder)
 	h.SetVerifier(v)
 	register(mgr.GetWebhookServer(), ImageReviewPath, h)

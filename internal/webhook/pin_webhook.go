@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -35,7 +34,7 @@ type PodPinner struct {
 }
 
 // NewPodPinner returns a PodPinner.
-func NewPodPinner(snapshots SnapshotSource, namespaces client.Reader, recorder *telemetry.Recorder, v Verifier) *PodPinner {
+func NewPodPinner(snapshots SnapshotSource, namespaces client.Reader, recorder *telemetry.Recorder, v verify.Checker) *PodPinner {
 	p := &PodPinner{decider: decider{snapshots: snapshots, namespaces: namespaces, recorder: recorder, endpoint: telemetry.EndpointPod}}
 	p.SetVerifier(v)
 	return p
@@ -44,7 +43,7 @@ func NewPodPinner(snapshots SnapshotSource, namespaces client.Reader, recorder *
 // +kubebuilder:webhook:path=/mutate-v1-pod,mutating=true,failurePolicy=fail,sideEffects=None,groups="",resources=pods;pods/ephemeralcontainers,verbs=create;update,versions=v1,name=pin.pods.imagegate.io,admissionReviewVersions=v1,matchPolicy=Equivalent,timeoutSeconds=15,reinvocationPolicy=IfNeeded
 
 // SetupPinWebhookWithManager registers the mutating webhook on the manager's webhook server.
-func SetupPinWebhookWithManager(mgr ctrl.Manager, snapshots SnapshotSource, recorder *telemetry.Recorder, v Verifier, pc *verify.PodCredentials) {
+func SetupPinWebhookWithManager(mgr ctrl.Manager, snapshots SnapshotSource, recorder *telemetry.Recorder, v verify.Checker, pc *verify.PodCredentials) {
 	h := NewPodPinner(snapshots, mgr.GetCache(), recorder, v)
 	h.SetPodCredentials(pc)
 	register(mgr.GetWebhookServer(), PinWebhookPath, &ctrlwebhook.Admission{LogConstructor: requestLogger, Handler: h})
@@ -69,36 +68,23 @@ func (p *PodPinner) Handle(ctx context.Context, req admission.Request) admission
 	if errResp != nil {
 		return *errResp
 	}
-	namespace := sub.Namespace
-	if snap.SelectsNamespaces() {
-		sub.NamespaceLabels, sub.NamespaceUnknown = namespaceLabels(ctx, p.namespaces, namespace)
-	}
-	d := snap.Evaluate(&sub)
-	toPin := d.ToPin(&sub)
-	if len(toPin) > 0 {
-		ctx = p.registryContext(ctx, namespace, pod)
-	}
+	p.namespaceOf(ctx, snap, &sub)
+	r := verify.Decide(ctx, snap, &sub, p.verifier, verify.Steps{Pin: true, Registry: p.registry(sub.Namespace, pod)})
 	resp := admission.Allowed("")
-	for _, u := range toPin {
-		var digest string
-		var err error
-		if p.verifier == nil {
-			err = errors.New(noVerifier)
-		} else {
-			digest, err = p.verifier.Resolve(ctx, u)
-		}
-		if err != nil {
+	for _, pin := range r.Pins {
+		u := pin.Unpinned
+		if pin.Err != nil {
 			msg := fmt.Sprintf("%s: image %q could not be pinned to a digest for %s %q: %s",
-				u.Image.Field, u.Image.Ref, u.Rule.Policy.Kind, u.Rule.Policy.Name, policy.Printable(err.Error()))
+				u.Image.Field, u.Image.Ref, u.Rule.Policy.Kind, u.Rule.Policy.Name, policy.Printable(pin.Err.Error()))
 			if u.Enforce {
 				return admission.Denied(msg)
 			}
 			resp.Warnings = append(resp.Warnings, msg)
 			continue
 		}
-		resp.Patches = append(resp.Patches, jsonpatch.JsonPatchOperation{Operation: "replace", Path: jsonPointer(u.Image.Field), Value: u.Pinned(digest)})
+		resp.Patches = append(resp.Patches, jsonpatch.JsonPatchOperation{Operation: "replace", Path: jsonPointer(u.Image.Field), Value: u.Pinned(pin.Digest)})
 		resp.Warnings = append(resp.Warnings, fmt.Sprintf("%s: imagegate pinned %q to %s, the digest its tag names now, for %s %q",
-			u.Image.Field, u.Image.Ref, digest, u.Rule.Policy.Kind, u.Rule.Policy.Name))
+			u.Image.Field, u.Image.Ref, pin.Digest, u.Rule.Policy.Kind, u.Rule.Policy.Name))
 	}
 	return resp
 }

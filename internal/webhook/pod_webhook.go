@@ -56,7 +56,7 @@ func NewPodValidator(snapshots SnapshotSource, namespaces client.Reader, recorde
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 
 // SetupPodWebhookWithManager registers the Pod webhook on the manager's webhook server.
-func SetupPodWebhookWithManager(mgr ctrl.Manager, snapshots SnapshotSource, recorder *telemetry.Recorder, v Verifier, pc *verify.PodCredentials) {
+func SetupPodWebhookWithManager(mgr ctrl.Manager, snapshots SnapshotSource, recorder *telemetry.Recorder, v verify.Checker, pc *verify.PodCredentials) {
 	h := NewPodValidator(snapshots, mgr.GetCache(), recorder)
 	h.SetVerifier(v)
 	h.SetPodCredentials(pc)
