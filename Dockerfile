@@ -7,7 +7,7 @@ COPY api/ api/
 COPY cmd/ cmd/
 COPY internal/ internal/
 ARG VERSION=dev
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-X main.version=${VERSION}" -o manager ./cmd
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-X main.version=${VERSION}" -o manager ./cmd/manager
 
 FROM gcr.io/distroless/static:nonroot
 COPY --from=builder /workspace/manager /manager

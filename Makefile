@@ -135,7 +135,7 @@ lint: golangci-lint kube-api-linter ## Run golangci-lint, and kube-api-linter on
 
 .PHONY: build
 build: ## Build bin/manager and bin/imagegate (the CLI), both stamped with VERSION (git describe).
-	go build -ldflags "-X main.version=$(VERSION)" -o bin/manager ./cmd
+	go build -ldflags "-X main.version=$(VERSION)" -o bin/manager ./cmd/manager
 	go build -ldflags "-X main.version=$(VERSION)" -o bin/imagegate ./cmd/imagegate
 
 .PHONY: image
@@ -157,7 +157,7 @@ docker-build: require-img ## Build the manager's container image IMG (needs a Do
 
 .PHONY: run
 run: manifests generate ## Run the manager from your host against the cluster in KUBECONFIG (self-signed serving certificate).
-	go run ./cmd $(ARGS)
+	go run ./cmd/manager $(ARGS)
 
 ##@ Deployment
 

@@ -68,7 +68,7 @@ func run(out, push, version string, platforms []string) error {
 		}
 		bin := filepath.Join(work, "manager-"+osName+"-"+arch)
 		fmt.Printf("building the manager for %s/%s\n", osName, arch)
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version="+version, "-o", bin, "./cmd")
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version="+version, "-o", bin, "./cmd/manager")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+osName, "GOARCH="+arch)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		if err := cmd.Run(); err != nil {

@@ -16,7 +16,7 @@ var (
 	descName   = regexp.MustCompile(`fqName: "([^"]+)"`)
 )
 
-// exportedMetrics are the names of the metrics the manager registers (cmd/main.go registers
+// exportedMetrics are the names of the metrics the manager registers (cmd/manager/main.go registers
 // these three sets).
 func exportedMetrics(t *testing.T) map[string]bool {
 	t.Helper()
