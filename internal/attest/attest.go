@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/internal/text"
 )
 
 // Severity orders findings: a finding above a rule's maxSeverity refuses the image.
@@ -234,7 +235,7 @@ func (r *Rule) Judge(s *Scan, now time.Time) Verdict {
 			return strings.Compare(a.ID, b.ID)
 		})
 		var b strings.Builder
-		fmt.Fprintf(&b, "%s has %d vulnerabilit%s above %s: ", what, len(v.Refusing), plural(len(v.Refusing), "y", "ies"), r.maxSeverity)
+		fmt.Fprintf(&b, "%s has %d vulnerabilit%s above %s: ", what, len(v.Refusing), text.Plural(len(v.Refusing), "y", "ies"), r.maxSeverity)
 		for i, f := range v.Refusing {
 			if i == maxListed {
 				fmt.Fprintf(&b, " and %d more", len(v.Refusing)-maxListed)
@@ -249,13 +250,6 @@ func (r *Rule) Judge(s *Scan, now time.Time) Verdict {
 		v.Expires = time.Time{}
 	}
 	return v
-}
-
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return one
-	}
-	return many
 }
 
 // Age says a duration the way people read ages: "6 days", "5h", "90m", "30s".

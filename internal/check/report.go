@@ -8,6 +8,7 @@ import (
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
+	"github.com/imagegate/imagegate/internal/text"
 	"github.com/imagegate/imagegate/internal/verify"
 )
 
@@ -192,9 +193,9 @@ func (r *Report) WriteText(out, errOut io.Writer) error {
 	}
 	s := r.Summary
 	_, err := fmt.Fprintf(out, "%d %s checked against %d %s: %d denied, %d admitted (%d with warnings); %d %s skipped; %d input %s\n",
-		s.Checked, plural(s.Checked, "object", "objects"), s.Policies, plural(s.Policies, "policy", "policies"),
-		s.Denied, s.Admitted, s.Warned, s.Skipped, plural(s.Skipped, "document", "documents"),
-		s.Errors, plural(s.Errors, "error", "errors"))
+		s.Checked, text.Plural(s.Checked, "object", "objects"), s.Policies, text.Plural(s.Policies, "policy", "policies"),
+		s.Denied, s.Admitted, s.Warned, s.Skipped, text.Plural(s.Skipped, "document", "documents"),
+		s.Errors, text.Plural(s.Errors, "error", "errors"))
 	return err
 }
 
@@ -221,13 +222,6 @@ func label(mode string) string {
 	default:
 		return "audit"
 	}
-}
-
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return one
-	}
-	return many
 }
 
 func policyRef(r policy.Ref) PolicyRef {

@@ -23,6 +23,7 @@ import (
 	"github.com/imagegate/imagegate/internal/podspec"
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
+	"github.com/imagegate/imagegate/internal/text"
 	"github.com/imagegate/imagegate/internal/verify"
 )
 
@@ -204,7 +205,7 @@ func (a *Auditor) Run(ctx context.Context, snap *policy.Snapshot) error {
 			}
 			r.samples = append(r.samples, v1alpha1.AuditSample{
 				Namespace: pod.Namespace, Pod: pod.Name, Rule: string(v.Rule),
-				Container: cut(v.Container, v1alpha1.AuditSampleMaxContainer), Image: cut(v.Image, v1alpha1.AuditSampleMaxImage),
+				Container: text.Cut(v.Container, v1alpha1.AuditSampleMaxContainer-3), Image: text.Cut(v.Image, v1alpha1.AuditSampleMaxImage-3),
 			})
 			if len(r.samples) > 4*AuditSamples {
 				r.samples = keepFirst(r.samples)
@@ -424,19 +425,4 @@ func (a *Auditor) writeException(ctx context.Context, ref policy.Ref, pods int32
 		return fmt.Errorf("%s: %w", ref, err)
 	}
 	return nil
-}
-
-// cut shortens s to at most n characters, as the status schema's maxLength counts them, so
-// that a hostile image string cannot make the status write fail.
-func cut(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for i := range s {
-		if n == 0 {
-			return s[:i]
-		}
-		n--
-	}
-	return s
 }

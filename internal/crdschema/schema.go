@@ -1,4 +1,4 @@
-// Package schema validates imagegate policies offline the way the apiserver validates them
+// Package crdschema validates imagegate policies offline the way the apiserver validates them
 // on create: with the CustomResourceDefinitions' own OpenAPI schema and CEL rules (the
 // generated files in config/crd/bases, embedded), through the apiextensions-apiserver code
 // that the apiserver runs. A policy the CLI accepts is one `kubectl apply` accepts, with the

@@ -19,6 +19,7 @@ import (
 	sgbundle "github.com/sigstore/sigstore-go/pkg/bundle"
 
 	"github.com/imagegate/imagegate/internal/attest"
+	"github.com/imagegate/imagegate/internal/text"
 )
 
 // attestationRule is an attestation rule with the signers it accepts.
@@ -45,7 +46,7 @@ func (v *Verifier) checkAttestations(ctx context.Context, trust *Trust, ref name
 		return &Outcome{Reason: registryError(registry, "listing attestations", legacyErr).Error(), transient: isTransient(legacyErr) || isTransient(referrersErr)}
 	}
 	if errors.Is(legacyErr, errTooManyCandidates) {
-		return &Outcome{Reason: cut(legacyErr.Error())}
+		return &Outcome{Reason: text.Cut(legacyErr.Error(), maxReasonLength)}
 	}
 	out := &Outcome{}
 	now := v.now()
@@ -62,7 +63,7 @@ func (v *Verifier) checkAttestations(ctx context.Context, trust *Trust, ref name
 			var descs []v1.Descriptor
 			descs, bundleErr = bundleDescriptors(referrers, r.PredicateType)
 			if bundleErr != nil {
-				out.Reason, out.Findings = cut(bundleErr.Error()), nil
+				out.Reason, out.Findings = text.Cut(bundleErr.Error(), maxReasonLength), nil
 				return out
 			}
 			// Every candidate is read: the newest scan is chosen among the verified ones by
@@ -99,11 +100,11 @@ func (v *Verifier) checkAttestations(ctx context.Context, trust *Trust, ref name
 		out.Attestations = append(out.Attestations, report)
 		if verdict.Problem != "" {
 			if len(verdict.Refusing) == 0 {
-				out.Reason, out.Findings = cut(verdict.Problem), nil
+				out.Reason, out.Findings = text.Cut(verdict.Problem, maxReasonLength), nil
 				return out
 			}
 			if findingsReason == "" {
-				findingsReason = cut(verdict.Problem)
+				findingsReason = text.Cut(verdict.Problem, maxReasonLength)
 			}
 			for _, f := range verdict.Refusing {
 				out.Findings = append(out.Findings, f.ID)
@@ -172,7 +173,7 @@ func judgeScans(r *attestationRule, verified []verifiedAttestation, now time.Tim
 	for _, a := range verified {
 		uri, finished := attest.ReadHeader(a.predicate)
 		if !r.TrustsScanner(uri) {
-			untrusted = append(untrusted, fmt.Sprintf("%q", cutTo(uri, 128)))
+			untrusted = append(untrusted, fmt.Sprintf("%q", text.Cut(uri, 128)))
 			continue
 		}
 		a.finished = finished
@@ -210,7 +211,7 @@ func noAttestation(r *attestationRule, found int, problems []string, legacyErr, 
 	default:
 		fmt.Fprintf(&b, "; found %d of that type, none verified: %s)", found, firstProblem(problems))
 	}
-	return cut(b.String())
+	return text.Cut(b.String(), maxReasonLength)
 }
 
 // legacyAttestations reads the attestations of the sha256-<hex>.att tag (none when it does
@@ -268,10 +269,3 @@ type signatureList struct {
 }
 
 func (s signatureList) Get() ([]oci.Signature, error) { return s.list, nil }
-
-func cutTo(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
-}

@@ -37,6 +37,7 @@ import (
 
 	"github.com/imagegate/imagegate/internal/attest"
 	"github.com/imagegate/imagegate/internal/policy"
+	"github.com/imagegate/imagegate/internal/text"
 )
 
 // Bounds and lifetimes. A verified result stays true as long as the digest, the policy and
@@ -466,7 +467,7 @@ func (v *Verifier) check(ctx context.Context, trust *Trust, repo, digest string)
 	}
 	for _, err := range []error{legacyErr, bundleErr} {
 		if errors.Is(err, errTooManyCandidates) {
-			return fail("%s", cut(err.Error()))
+			return fail("%s", text.Cut(err.Error(), maxReasonLength))
 		}
 	}
 	if legacyErr != nil && bundleErr != nil {
@@ -539,16 +540,9 @@ func (v *Verifier) checkSignatures(ctx context.Context, trust *Trust, ref name.D
 		}
 		fmt.Fprintf(&b, "; found no signature, and %s)", registryError(registry, "listing signatures", err))
 	default:
-		fmt.Fprintf(&b, "; found %d signature%s, none verified: %s)", found, plural(found), firstProblem(problems))
+		fmt.Fprintf(&b, "; found %d %s, none verified: %s)", found, text.Plural(found, "signature", "signatures"), firstProblem(problems))
 	}
-	return &Outcome{Reason: cut(b.String()), transient: transient}
-}
-
-func plural(n int) string {
-	if n == 1 {
-		return ""
-	}
-	return "s"
+	return &Outcome{Reason: text.Cut(b.String(), maxReasonLength), transient: transient}
 }
 
 // firstProblem is the most telling verification error: cosign's errors repeat across
@@ -673,7 +667,7 @@ func readBundle(ref name.Digest, d v1.Descriptor, ropts []remote.Option) (*sgbun
 		return nil, err
 	}
 	if !strings.HasPrefix(string(mt), "application/vnd.dev.sigstore.bundle") {
-		return nil, fmt.Errorf("the bundle layer's media type is %q, not a sigstore bundle's", cutTo(string(mt), 128))
+		return nil, fmt.Errorf("the bundle layer's media type is %q, not a sigstore bundle's", text.Cut(string(mt), 128))
 	}
 	rc, err := layers[0].Compressed() // the bytes as stored, checked against their digest
 	if err != nil {
@@ -784,14 +778,7 @@ func registryError(registry, operation string, err error) error {
 	if errors.As(err, &te) && len(te.Errors) == 0 {
 		return fmt.Errorf("the registry %s failed while %s: unexpected status %d %s", registry, operation, te.StatusCode, http.StatusText(te.StatusCode))
 	}
-	return fmt.Errorf("the registry %s failed while %s: %s", registry, operation, cut(err.Error()))
-}
-
-func cut(s string) string {
-	if len(s) <= maxReasonLength {
-		return s
-	}
-	return s[:maxReasonLength] + "..."
+	return fmt.Errorf("the registry %s failed while %s: %s", registry, operation, text.Cut(err.Error(), maxReasonLength))
 }
 
 // Close releases the verifier's idle registry connections.

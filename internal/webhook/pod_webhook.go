@@ -1,4 +1,4 @@
-// Package v1alpha1 adapts the policy engine to Kubernetes admission: it turns a Pod
+// Package webhook adapts the policy engine to Kubernetes admission: it turns a Pod
 // AdmissionReview into a policy.Subject, asks the engine, and turns the Decision into the
 // response. It holds no rules of its own.
 package webhook
