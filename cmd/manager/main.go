@@ -71,7 +71,7 @@ func (o *options) validate() error {
 		// A review's namespace and pull-secret names are the caller's word: without client
 		// authentication, anyone who reaches the webhook port could make the manager use
 		// another namespace's Secrets, against registries of the caller's choosing.
-		return errors.New("--pull-secrets-from-pods needs --webhook-client-ca: without client authentication any caller that reaches the webhook port could name another namespace's pull secrets in a forged review (SECURITY.md, \"Authenticating the apiserver\")")
+		return errors.New("--pull-secrets-from-pods needs --webhook-client-ca: without client authentication any caller that reaches the webhook port could name another namespace's pull secrets in a forged review (docs/install.md, \"Authenticating the apiserver\")")
 	}
 	return nil
 }
@@ -83,7 +83,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.BoolVar(&o.secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, to callers that the apiserver authenticates and authorizes.")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
 	fs.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", "imagegate-system"), "imagegate's own namespace, whose Secrets (keys, registry credentials) and ConfigMaps (trusted roots) verify rules may name; default $POD_NAMESPACE, else imagegate-system.")
-	fs.BoolVar(&o.pullSecretsFromPods, "pull-secrets-from-pods", false, "Also use each Pod's imagePullSecrets and its ServiceAccount's to read the images its verify rules check. Needs read access to Secrets and ServiceAccounts in every namespace: the config/pod-pull-secrets overlay grants it (see SECURITY.md).")
+	fs.BoolVar(&o.pullSecretsFromPods, "pull-secrets-from-pods", false, "Also use each Pod's imagePullSecrets and its ServiceAccount's to read the images its verify rules check. Needs read access to Secrets and ServiceAccounts in every namespace: the config/pod-pull-secrets overlay grants it (see docs/security.md).")
 	fs.StringVar(&o.namespaceInternalRegistries, verify.NamespaceInternalRegistriesFlag, "", "Comma-separated registries (host or host:port, as images name them) on internal addresses that the verify rules of namespaces' ImagePolicies may make imagegate read, such as the cluster's own registry. For any other registry those rules reach only public addresses, so that a namespace cannot point imagegate at the cluster's network. ClusterImagePolicies are not limited.")
 	fs.BoolVar(&o.leaderElection, "leader-elect", false, "Elect a leader among replicas to write policy status and run the audit; every replica serves the webhook.")
 	fs.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease; empty: the manager's own namespace (in a cluster).")
