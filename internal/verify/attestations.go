@@ -40,7 +40,7 @@ func (v *Verifier) checkAttestations(ctx context.Context, trust *Trust, ref name
 	referrers []v1.Descriptor, referrersErr error) *Outcome {
 	registry := ref.RegistryStr()
 	start := time.Now()
-	legacy, legacyErr := legacyAttestations(ref, oopts)
+	legacy, legacyErr := legacyLayers(ref, oopts, ociremote.AttestationTag, "attestations in its sha256-<hex>.att tag")
 	v.metrics.registry("attestations", start)
 	if legacyErr != nil && referrersErr != nil {
 		return &Outcome{Reason: registryError(registry, "listing attestations", legacyErr).Error(), transient: isTransient(legacyErr) || isTransient(referrersErr)}
@@ -212,27 +212,6 @@ func noAttestation(r *attestationRule, found int, problems []string, legacyErr, 
 		fmt.Fprintf(&b, "; found %d of that type, none verified: %s)", found, firstProblem(problems))
 	}
 	return text.Cut(b.String(), maxReasonLength)
-}
-
-// legacyAttestations reads the attestations of the sha256-<hex>.att tag (none when it does
-// not exist); more than maxCandidates is an error.
-func legacyAttestations(ref name.Digest, ropts []ociremote.Option) ([]oci.Signature, error) {
-	at, err := ociremote.AttestationTag(ref, ropts...)
-	if err != nil {
-		return nil, err
-	}
-	atts, err := ociremote.Signatures(at, ropts...)
-	if err != nil {
-		return nil, err
-	}
-	sl, err := atts.Get()
-	if err != nil {
-		return nil, err
-	}
-	if len(sl) > maxCandidates {
-		return nil, tooMany("attestations in its sha256-<hex>.att tag", len(sl))
-	}
-	return sl, nil
 }
 
 // legacyStatement reads the in-toto statement of a legacy attestation layer (a DSSE envelope).

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -261,4 +262,60 @@ func (f *flight) finish(key string, c *call) {
 	delete(f.calls, key)
 	f.mu.Unlock()
 	close(c.done)
+}
+
+// deadlineReason is why a request got no answer: its own deadline came first.
+func deadlineReason(ctx context.Context) string {
+	return fmt.Sprintf("the registry did not answer before the request's deadline (%v); retry", context.Cause(ctx))
+}
+
+// lookupOnce runs work once for all concurrent callers with the same key, as a lookup of the
+// registry of repo: on the verifier's own budget (LookupTimeout and lookupBytes), never a
+// caller's deadline, in one of the slots of the process and of the namespace of the caller
+// that started it, and not while the registry's circuit is open. work says whether what it
+// found is a failure of the registry or the network (for the circuit breaker). A caller
+// whose deadline has passed starts nothing, and each caller waits no longer than its own
+// deadline. The error says why a caller got no value: its deadline, no slot, an open circuit;
+// such a failure is never cached.
+func lookupOnce[T any](v *Verifier, ctx context.Context, key, repo string, publicOnly bool, work func(context.Context) (T, bool)) (T, error) {
+	var zero T
+	host, _, _ := strings.Cut(repo, "/")
+	for attempt := 0; ; attempt++ {
+		if ctx.Err() != nil {
+			return zero, errors.New(deadlineReason(ctx))
+		}
+		c, leader := v.flight.join(key)
+		if leader {
+			release, err := v.limits.acquire(ctx, namespaceOf(ctx))
+			if err != nil {
+				c.err, c.quota = err, true
+				v.flight.finish(key, c)
+				return zero, err
+			}
+			go func() {
+				defer v.flight.finish(key, c)
+				defer release()
+				if c.err = v.breaker.allow(host); c.err != nil {
+					return
+				}
+				lctx, cancel := context.WithTimeout(withBudget(withOrigin(context.WithoutCancel(ctx), host, publicOnly), lookupBytes), v.timeout)
+				defer cancel()
+				val, transient := work(lctx)
+				v.breaker.record(host, transient)
+				c.val = val
+			}()
+		}
+		select {
+		case <-c.done:
+			if c.quota && attempt == 0 {
+				continue // the lookup never ran for its leader's namespace: run one for this one
+			}
+			if c.err != nil {
+				return zero, c.err
+			}
+			return c.val.(T), nil
+		case <-ctx.Done():
+			return zero, errors.New(deadlineReason(ctx))
+		}
+	}
 }

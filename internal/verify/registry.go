@@ -17,6 +17,9 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/imagegate/imagegate/internal/text"
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -433,4 +436,58 @@ func (t *limitedTransport) CloseIdleConnections() {
 	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
 	}
+}
+
+// remoteOptions reuses one registry client (its connections and token) per registry and
+// credentials, bounded by ctx.
+func (v *Verifier) remoteOptions(ctx context.Context, reg name.Registry, trust *Trust) []remote.Option {
+	key := reg.RegistryStr() + "|" + trust.credentials
+	pk := podKeychainOf(ctx)
+	if pk != nil {
+		key += "|" + pk.id
+	}
+	v.mu.Lock()
+	p := v.pullers[key]
+	if p == nil {
+		kc := v.keychain
+		if trust.keychain != nil {
+			kc = trust.keychain
+		}
+		if pk != nil {
+			// The policy's pull secrets first, then the Pod's own, then the default.
+			kcs := []authn.Keychain{pk.keychain, v.keychain}
+			if trust.keychain != nil {
+				kcs = append([]authn.Keychain{trust.keychain}, kcs...)
+			}
+			kc = authn.NewMultiKeychain(kcs...)
+		}
+		var err error
+		p, err = remote.NewPuller(remote.WithTransport(v.transport), remote.WithAuthFromKeychain(kc),
+			remote.WithRetryBackoff(remote.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Steps: 2}),
+			remote.WithUserAgent("imagegate"))
+		if err == nil {
+			if len(v.pullers) >= 1024 {
+				clear(v.pullers) // bounded: registries and credentials seldom reach this
+			}
+			v.pullers[key] = p
+		}
+	}
+	v.mu.Unlock()
+	opts := []remote.Option{remote.WithContext(ctx)}
+	if p != nil {
+		opts = append(opts, remote.Reuse(p))
+	}
+	return opts
+}
+
+// registryError says which registry failed, doing what, and how. An answer that is not a
+// registry's error document is said by its status only: its body could be anything that the
+// host named by a Pod's image (or a redirect) serves, and refusal messages reach whoever
+// created the Pod.
+func registryError(registry, operation string, err error) error {
+	var te *transport.Error
+	if errors.As(err, &te) && len(te.Errors) == 0 {
+		return fmt.Errorf("the registry %s failed while %s: unexpected status %d %s", registry, operation, te.StatusCode, http.StatusText(te.StatusCode))
+	}
+	return fmt.Errorf("the registry %s failed while %s: %s", registry, operation, text.Cut(err.Error(), maxReasonLength))
 }

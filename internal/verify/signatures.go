@@ -1,0 +1,192 @@
+package verify
+
+// Signatures: cosign's legacy .sig tag and sigstore bundles, checked against a rule's signers.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/sigstore/cosign/v3/pkg/cosign"
+	"github.com/sigstore/cosign/v3/pkg/oci"
+	ociremote "github.com/sigstore/cosign/v3/pkg/oci/remote"
+	"github.com/sigstore/cosign/v3/pkg/types"
+	sgbundle "github.com/sigstore/sigstore-go/pkg/bundle"
+
+	"github.com/imagegate/imagegate/internal/text"
+)
+
+// check verifies repo@digest against trust: a signature by any signer, in either format,
+// then each attestation rule.
+func (v *Verifier) check(ctx context.Context, trust *Trust, repo, digest string) *Outcome {
+	fail := func(format string, args ...any) *Outcome { return &Outcome{Reason: fmt.Sprintf(format, args...)} }
+	ref, err := name.NewDigest(repo+"@"+digest, name.StrictValidation)
+	if err != nil {
+		return fail("%q is not a reference the registry client takes: %v", repo+"@"+digest, err)
+	}
+	h, err := v1.NewHash(digest)
+	if err != nil {
+		return fail("its digest cannot be verified: %v", err)
+	}
+	ropts := v.remoteOptions(ctx, ref.Context().Registry, trust)
+	oopts := []ociremote.Option{ociremote.WithRemoteOptions(ropts...)}
+	registry := ref.RegistryStr()
+
+	start := time.Now()
+	legacy, legacyErr := legacyLayers(ref, oopts, ociremote.SignatureTag, "signatures in its sha256-<hex>.sig tag")
+	v.metrics.registry("signatures", start)
+	start = time.Now()
+	referrers, referrersErr := listReferrers(ref, oopts)
+	v.metrics.registry("referrers", start)
+	var descs []v1.Descriptor
+	bundleErr := referrersErr
+	if referrersErr == nil {
+		descs, bundleErr = bundleDescriptors(referrers, types.CosignSignPredicateType)
+	}
+	for _, err := range []error{legacyErr, bundleErr} {
+		if errors.Is(err, errTooManyCandidates) {
+			return fail("%s", text.Cut(err.Error(), maxReasonLength))
+		}
+	}
+	if legacyErr != nil && bundleErr != nil {
+		return &Outcome{Reason: registryError(registry, "listing signatures", legacyErr).Error(), transient: isTransient(legacyErr) || isTransient(bundleErr)}
+	}
+
+	if o := v.checkSignatures(ctx, trust, ref, h, ropts, oopts, legacy, descs, legacyErr, bundleErr, registry); o != nil {
+		return o
+	}
+	if len(trust.attestations) == 0 {
+		return &Outcome{}
+	}
+	return v.checkAttestations(ctx, trust, ref, h, ropts, oopts, referrers, referrersErr)
+}
+
+// checkSignatures looks for one signature by a trusted signer, one candidate at a time, and
+// stops at the first that verifies (nil then); bundles are fetched only as they are tried.
+func (v *Verifier) checkSignatures(ctx context.Context, trust *Trust, ref name.Digest, h v1.Hash, ropts []remote.Option, oopts []ociremote.Option,
+	legacy []oci.Signature, descs []v1.Descriptor, legacyErr, bundleErr error, registry string) *Outcome {
+	var problems []string
+	for _, sig := range legacy {
+		for i := range trust.signers {
+			s := &trust.signers[i]
+			co := checkOpts(trust, s, s.identities, oopts)
+			co.ClaimVerifier = cosign.SimpleClaimVerifier
+			if _, err := cosign.VerifyImageSignature(ctx, sig, h, co); err == nil {
+				return nil
+			} else {
+				problems = append(problems, err.Error())
+			}
+		}
+	}
+	start := time.Now()
+	verified := false
+	unread, transient := eachBundle(ref, descs, ropts, func(b *sgbundle.Bundle) bool {
+		for i := range trust.signers {
+			s := &trust.signers[i]
+			_, err := verifyBundle(ctx, trust, s, b, h, oopts, types.CosignSignPredicateType)
+			if err == nil {
+				verified = true
+				return true
+			}
+			problems = append(problems, err.Error())
+		}
+		return false
+	})
+	if len(descs) > 0 {
+		v.metrics.registry("bundles", start)
+	}
+	if verified {
+		return nil
+	}
+	problems = append(problems, unread...)
+	transient = transient || isTransient(legacyErr) || isTransient(bundleErr)
+	found := len(legacy) + len(descs)
+	var tried []string
+	for i := range trust.signers {
+		tried = append(tried, trust.signers[i].describe())
+	}
+	var b strings.Builder
+	b.WriteString("no signature by a trusted signer (tried: ")
+	b.WriteString(strings.Join(tried, ", "))
+	switch {
+	case found == 0 && legacyErr == nil && bundleErr == nil:
+		b.WriteString("; found no signature: neither a sha256-<hex>.sig tag nor a sigstore bundle among the referrers)")
+	case found == 0:
+		err := legacyErr
+		if err == nil {
+			err = bundleErr
+		}
+		fmt.Fprintf(&b, "; found no signature, and %s)", registryError(registry, "listing signatures", err))
+	default:
+		fmt.Fprintf(&b, "; found %d %s, none verified: %s)", found, text.Plural(found, "signature", "signatures"), firstProblem(problems))
+	}
+	return &Outcome{Reason: text.Cut(b.String(), maxReasonLength), transient: transient}
+}
+
+// firstProblem is the most telling verification error: cosign's errors repeat across
+// signers, so the first distinct one is said, with a count of the others.
+func firstProblem(problems []string) string {
+	if len(problems) == 0 {
+		return "unknown"
+	}
+	slices.Sort(problems)
+	problems = slices.Compact(problems)
+	if len(problems) == 1 {
+		return problems[0]
+	}
+	return fmt.Sprintf("%s (and %d other errors)", problems[0], len(problems)-1)
+}
+
+func checkOpts(trust *Trust, s *signer, ids []cosign.Identity, ropts []ociremote.Option) *cosign.CheckOpts {
+	return &cosign.CheckOpts{
+		RegistryClientOpts: ropts,
+		TrustedMaterial:    trust.root,
+		SigVerifier:        s.key,
+		Identities:         ids,
+		IgnoreTlog:         !trust.tlog,
+		// Certificates must carry SCTs when the trusted root lists CT logs (public Sigstore
+		// does); a root without CT logs is a private Fulcio without one.
+		IgnoreSCT: len(trust.root.CTLogs()) == 0,
+		// Never contact Rekor at admission: a log entry counts only as the signature carries it.
+		Offline: true,
+	}
+}
+
+// errTooManyCandidates refuses an image with more candidate signatures or attestations of
+// one kind than imagegate verifies. Whoever can push to the repository can add candidates;
+// choosing some of them by anything unsigned (an annotation's date, the registry's order)
+// would let them choose which are verified, so none is.
+var errTooManyCandidates = errors.New("more candidates than imagegate verifies")
+
+func tooMany(what string, n int) error {
+	return fmt.Errorf("the image has %d %s, more than the %d imagegate verifies; it is refused rather than verified on a part of them that its registry's order or unsigned annotations would choose (remove stale ones from the registry): %w",
+		n, what, maxCandidates, errTooManyCandidates)
+}
+
+// legacyLayers reads the layers of a legacy cosign tag of ref (tagOf names it: the
+// sha256-<hex>.sig or .att tag); none when the tag does not exist. More than maxCandidates
+// is an error naming what.
+func legacyLayers(ref name.Digest, ropts []ociremote.Option, tagOf func(name.Reference, ...ociremote.Option) (name.Tag, error), what string) ([]oci.Signature, error) {
+	tag, err := tagOf(ref, ropts...)
+	if err != nil {
+		return nil, err
+	}
+	layers, err := ociremote.Signatures(tag, ropts...)
+	if err != nil {
+		return nil, err
+	}
+	sl, err := layers.Get()
+	if err != nil {
+		return nil, err
+	}
+	if len(sl) > maxCandidates {
+		return nil, tooMany(what, len(sl))
+	}
+	return sl, nil
+}
