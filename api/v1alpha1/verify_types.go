@@ -1,0 +1,315 @@
+package v1alpha1
+
+import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+// The verify section of a policy: signers, trust material and attestation rules.
+
+// TransparencyLogPolicy says whether a signature must be recorded in a transparency log.
+// +kubebuilder:validation:Enum=Required;Skip
+type TransparencyLogPolicy string
+
+const (
+	// TransparencyLogRequired accepts only signatures with a transparency log entry (Rekor)
+	// that the trusted root vouches for, verified offline from the entry's signed timestamp.
+	TransparencyLogRequired TransparencyLogPolicy = "Required"
+	// TransparencyLogSkip accepts signatures without a transparency log entry. Only for
+	// private deployments that sign with keys and run no log: a stolen key then signs
+	// without a public trace.
+	TransparencyLogSkip TransparencyLogPolicy = "Skip"
+)
+
+// VerifyRules says which images must be signed, and by whom.
+// +kubebuilder:validation:MinProperties=1
+// +kubebuilder:validation:XValidation:rule="self.transparencyLog == 'Skip' || has(self.trustedRoot)",message="a transparency log is required (the default), so trustedRoot must name the ConfigMap holding trusted_root.json; or set transparencyLog: Skip for keys without a log"
+// +kubebuilder:validation:XValidation:rule="!self.signers.exists(s, has(s.keyless)) || has(self.trustedRoot)",message="keyless signers need trustedRoot: the ConfigMap holding trusted_root.json (cosign trusted-root create writes it)"
+// +kubebuilder:validation:XValidation:rule="!has(self.attestations) || self.attestations.all(a, !has(a.signers) || a.signers.all(n, self.signers.exists(s, s.name == n)))",message="each attestations[].signers entry must name one of verify.signers"
+type VerifyRules struct {
+	// images lists the image patterns that must be signed. Unset: every image the policy
+	// checks (exemptImages are not checked).
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=256
+	Images []ImagePattern `json:"images,omitempty"`
+
+	// signers are the trusted signers: a signature by any one of them suffices.
+	// +required
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	Signers []Signer `json:"signers,omitempty"`
+
+	// transparencyLog is `Required` (the default): a signature counts only with a
+	// transparency log entry that the trusted root vouches for. `Skip` accepts signatures
+	// without one, for private deployments that sign with keys and run no log.
+	// +optional
+	// +kubebuilder:default=Required
+	TransparencyLog TransparencyLogPolicy `json:"transparencyLog,omitempty"`
+
+	// trustedRoot names the ConfigMap, in imagegate's namespace, whose key holds a
+	// `trusted_root.json` (the file `cosign trusted-root create` writes): the Fulcio, Rekor
+	// and timestamp authority keys that keyless signatures and transparency log entries are
+	// checked against. Nothing contacts a TUF service at admission.
+	// +optional
+	TrustedRoot ConfigMapKeyReference `json:"trustedRoot,omitzero"`
+
+	// pullSecrets names Secrets of type kubernetes.io/dockerconfigjson in imagegate's
+	// namespace whose credentials imagegate uses to read the images and their signatures.
+	// Unset: anonymous access (public images), or the manager's --registry-secret. Only on
+	// ClusterImagePolicy.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=8
+	PullSecrets []ObjectName `json:"pullSecrets,omitempty"`
+
+	// attestations are the signed attestations each covered image must also carry (`cosign
+	// attest`), checked at the digest the Pod runs: a vulnerability scan with limits on its
+	// findings and its age, or any other predicate (for example SLSA provenance) that must
+	// exist and be signed by the policy's signers. Every listed attestation is required.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=8
+	Attestations []AttestationRule `json:"attestations,omitempty"`
+}
+
+// IsSet reports whether the policy has a verify section.
+func (v *VerifyRules) IsSet() bool {
+	return len(v.Signers) > 0 || len(v.Images) > 0 || v.TransparencyLog != "" || v.TrustedRoot.Name != "" || len(v.PullSecrets) > 0 || len(v.Attestations) > 0
+}
+
+// Predicate types imagegate reads the findings of.
+const (
+	// PredicateCosignVuln is cosign's vulnerability scan record (`cosign attest --type vuln`
+	// of what `trivy image --format cosign-vuln` writes).
+	PredicateCosignVuln = "https://cosign.sigstore.dev/attestation/vuln/v1"
+	// PredicateInTotoVulns is in-toto's vulnerabilities predicate, version 0.2.
+	PredicateInTotoVulns = "https://in-toto.io/attestation/vulns/v0.2"
+)
+
+// AttestationRule is one attestation each covered image must carry.
+// +kubebuilder:validation:XValidation:rule="!has(self.vulnerabilities) || self.predicateType in ['https://cosign.sigstore.dev/attestation/vuln/v1', 'https://in-toto.io/attestation/vulns/v0.2']",message="vulnerabilities applies to the vulnerability predicates only: https://cosign.sigstore.dev/attestation/vuln/v1 or https://in-toto.io/attestation/vulns/v0.2"
+type AttestationRule struct {
+	// name names the rule in messages.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name,omitempty"`
+
+	// predicateType is the in-toto predicate type the attestation must have, for example
+	// https://cosign.sigstore.dev/attestation/vuln/v1 (cosign's vulnerability scan),
+	// https://in-toto.io/attestation/vulns/v0.2, or https://slsa.dev/provenance/v1.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	PredicateType string `json:"predicateType,omitempty"`
+
+	// signers names which of the policy's signers may have signed the attestation (any one
+	// suffices). Unset: any of them.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=63
+	Signers []string `json:"signers,omitempty"`
+
+	// vulnerabilities limits what a vulnerability scan may have found, and how old it may be.
+	// The newest valid scan decides. Only for the two vulnerability predicate types.
+	// +optional
+	Vulnerabilities VulnerabilityRules `json:"vulnerabilities,omitzero"`
+}
+
+// Severity is a vulnerability's severity.
+// +kubebuilder:validation:Enum=None;Low;Medium;High;Critical
+type Severity string
+
+// Severities, lowest first.
+const (
+	SeverityNone     Severity = "None"
+	SeverityLow      Severity = "Low"
+	SeverityMedium   Severity = "Medium"
+	SeverityHigh     Severity = "High"
+	SeverityCritical Severity = "Critical"
+)
+
+// VulnerabilityRules are the limits on a vulnerability scan.
+// +kubebuilder:validation:MinProperties=1
+type VulnerabilityRules struct {
+	// maxSeverity is the highest severity a finding may have: a finding above it refuses
+	// the image. A finding without a severity the scanner could give (Trivy's UNKNOWN)
+	// counts as Critical. Unset: findings of any severity are allowed.
+	// +optional
+	MaxSeverity Severity `json:"maxSeverity,omitempty"`
+
+	// maxAgeSeconds is how old the scan may be, in seconds from its scanFinishedOn time, for
+	// example 86400 (a day) or 604800 (a week). A scan that old refuses the image, and the
+	// audit reports running Pods whose scan has aged past it. Unset: any age.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	MaxAgeSeconds int32 `json:"maxAgeSeconds,omitempty"`
+
+	// ignore lists findings that do not count, each with a reason and an optional expiry.
+	// +optional
+	// +listType=map
+	// +listMapKey=id
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=256
+	Ignore []IgnoredVulnerability `json:"ignore,omitempty"`
+
+	// scanners lists the scanners whose results count, by the predicate's scanner URI (a
+	// package URL such as pkg:github/aquasecurity/trivy); an entry without a version
+	// (`@...`) matches every version. Unset: any scanner whose result imagegate reads.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=512
+	Scanners []string `json:"scanners,omitempty"`
+}
+
+// IgnoredVulnerability is a finding that does not count, until it expires.
+type IgnoredVulnerability struct {
+	// id is the vulnerability's ID as the scanner reports it (CVE-2026-1111, GHSA-...).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	ID string `json:"id,omitempty"`
+
+	// reason says why it is ignored.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	Reason string `json:"reason,omitempty"`
+
+	// expires is when the finding counts again (RFC 3339). Unset: never.
+	// +optional
+	Expires *metav1.Time `json:"expires,omitempty"`
+}
+
+// IsSet reports whether the signer is a key signer.
+func (k *KeySigner) IsSet() bool { return k.PublicKey != "" || k.SecretRef.Name != "" }
+
+// IsSet reports whether the signer is a keyless signer.
+func (k *KeylessSigner) IsSet() bool { return len(k.Identities) > 0 }
+
+// ObjectName is the name of an object in imagegate's namespace.
+// +kubebuilder:validation:MinLength=1
+// +kubebuilder:validation:MaxLength=253
+// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
+type ObjectName string
+
+// ConfigMapKeyReference names one key of a ConfigMap in imagegate's namespace.
+type ConfigMapKeyReference struct {
+	// name is the ConfigMap's name.
+	// +required
+	Name ObjectName `json:"name,omitempty"`
+
+	// key is the key that holds the file. Default: trusted_root.json.
+	// +optional
+	// +kubebuilder:default=trusted_root.json
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key,omitempty"`
+}
+
+// SecretKeyReference names one key of a Secret in imagegate's namespace.
+type SecretKeyReference struct {
+	// name is the Secret's name.
+	// +required
+	Name ObjectName `json:"name,omitempty"`
+
+	// key is the key that holds the PEM public key. Default: cosign.pub.
+	// +optional
+	// +kubebuilder:default=cosign.pub
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key,omitempty"`
+}
+
+// Signer is one trusted signer: a public key, or keyless identities.
+// +kubebuilder:validation:XValidation:rule="has(self.key) != has(self.keyless)",message="a signer sets exactly one of key and keyless"
+type Signer struct {
+	// name names the signer in messages ("tried: key \"release\"").
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name,omitempty"`
+
+	// key trusts signatures made with one key pair (`cosign sign --key`).
+	// +optional
+	Key KeySigner `json:"key,omitzero"`
+
+	// keyless trusts signatures made with short-lived Fulcio certificates
+	// (`cosign sign` with an OIDC identity) whose identity matches one of these.
+	// +optional
+	Keyless KeylessSigner `json:"keyless,omitzero"`
+}
+
+// KeySigner is a public key, inline or from a Secret.
+// +kubebuilder:validation:MinProperties=1
+// +kubebuilder:validation:XValidation:rule="has(self.publicKey) != has(self.secretRef)",message="a key sets exactly one of publicKey and secretRef"
+type KeySigner struct {
+	// publicKey is the PEM-encoded public key (cosign.pub).
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=8192
+	PublicKey string `json:"publicKey,omitempty"`
+
+	// secretRef names the Secret, in imagegate's namespace, that holds the PEM public key.
+	// Only on ClusterImagePolicy.
+	// +optional
+	SecretRef SecretKeyReference `json:"secretRef,omitzero"`
+}
+
+// KeylessSigner lists the certificate identities trusted for keyless signatures.
+type KeylessSigner struct {
+	// identities are the trusted identities: a certificate matching any one suffices.
+	// +required
+	// +listType=atomic
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	//nolint:kubeapilinter // arrayofstruct: each Identity needs an issuer and a subject, each exact or a regular expression (CEL rules on Identity); the flat shape is cosign's, Kyverno's and policy-controller's, which users copy from.
+	Identities []Identity `json:"identities,omitempty"`
+}
+
+// Identity is an OIDC issuer and a subject (the certificate's SAN: an email, a URI such as
+// a GitHub workflow), each exact or a regular expression (RE2, matched in full).
+// +kubebuilder:validation:XValidation:rule="has(self.issuer) != has(self.issuerRegExp)",message="an identity sets exactly one of issuer and issuerRegExp"
+// +kubebuilder:validation:XValidation:rule="has(self.subject) != has(self.subjectRegExp)",message="an identity sets exactly one of subject and subjectRegExp"
+type Identity struct {
+	// issuer is the exact OIDC issuer, for example https://token.actions.githubusercontent.com.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	Issuer string `json:"issuer,omitempty"`
+
+	// issuerRegExp is a regular expression the issuer must match in full.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	IssuerRegExp string `json:"issuerRegExp,omitempty"`
+
+	// subject is the exact subject, for example
+	// https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	Subject string `json:"subject,omitempty"`
+
+	// subjectRegExp is a regular expression the subject must match in full.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	SubjectRegExp string `json:"subjectRegExp,omitempty"`
+}
+
+// Condition types and reasons of a policy's status.
