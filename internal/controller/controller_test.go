@@ -113,7 +113,7 @@ var _ = Describe("Background audit of hostile images", func() {
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
 		Expect(p.Status.Audit).NotTo(BeNil())
 		Expect(p.Status.Audit.Samples).To(HaveLen(1))
-		Expect(p.Status.Audit.Samples[0].Image).To(Equal(long[:imagegatev1alpha1.AuditSampleMaxImage-3] + "..."), "cut to the schema's maxLength, and marked")
+		Expect(p.Status.Audit.Samples[0].Image).To(Equal(long[:imagegatev1alpha1.AuditSampleMaxImage-3]+"..."), "cut to the schema's maxLength, and marked")
 	})
 })
 
