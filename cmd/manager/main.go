@@ -38,6 +38,7 @@ import (
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/controller"
 	"github.com/imagegate/imagegate/internal/podspec"
+	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
 	"github.com/imagegate/imagegate/internal/verify"
 	imagegateversion "github.com/imagegate/imagegate/internal/version"
@@ -180,11 +181,14 @@ func main() {
 	recorder := &telemetry.Recorder{Metrics: metrics, Events: telemetry.NewEvents(mgr.GetEventRecorder("imagegate"), o.eventInterval)}
 	excluded := splitList(o.excludedNamespaces)
 
-	reconciler := controller.NewPolicyReconciler(mgr.GetClient(), metrics)
-	reconciler.Trust = verify.Compiler(verify.NamespaceSources{Reader: mgr.GetCache(), Namespace: o.namespace})
-	reconciler.TrustNamespace = o.namespace
-	reconciler.Events = mgr.GetEventRecorder("imagegate")
-	reconciler.ExpiryWarning = o.exceptionExpiryWarning
+	snapshots := policy.NewStore()
+	reconciler := controller.NewPolicyReconciler(mgr.GetClient(), snapshots, controller.ReconcilerOptions{
+		Metrics:        metrics,
+		Trust:          verify.Compiler(verify.NamespaceSources{Reader: mgr.GetCache(), Namespace: o.namespace}),
+		TrustNamespace: o.namespace,
+		Events:         mgr.GetEventRecorder("imagegate"),
+		ExpiryWarning:  o.exceptionExpiryWarning,
+	})
 	must(log, reconciler.SetupWithManager(mgr), "setting up the policy reconciler")
 	tenantRegistries := map[string]bool{}
 	for _, r := range splitList(o.namespaceInternalRegistries) {
@@ -199,17 +203,17 @@ func main() {
 		podCredentials = &verify.PodCredentials{Reader: mgr.GetAPIReader()}
 		log.Info("Verify rules also use each Pod's own pull secrets (--pull-secrets-from-pods): the manager reads Secrets and ServiceAccounts in every namespace")
 	}
-	imagegatewebhook.SetupPinWebhookWithManager(mgr, reconciler, recorder, verifier, podCredentials)
-	imagegatewebhook.SetupPodWebhookWithManager(mgr, reconciler, recorder, verifier, podCredentials)
-	imagegatewebhook.SetupWorkloadWebhookWithManager(mgr, reconciler, o.checkWorkloads, recorder)
+	imagegatewebhook.SetupPinWebhookWithManager(mgr, snapshots, recorder, verifier, podCredentials)
+	imagegatewebhook.SetupPodWebhookWithManager(mgr, snapshots, recorder, verifier, podCredentials)
+	imagegatewebhook.SetupWorkloadWebhookWithManager(mgr, snapshots, o.checkWorkloads, recorder)
 	imagegatewebhook.SetupExceptionWebhookWithManager(mgr)
 	if o.imageReview {
-		imagegatewebhook.SetupImageReviewWithManager(mgr, reconciler, excluded, recorder, verifier)
+		imagegatewebhook.SetupImageReviewWithManager(mgr, snapshots, excluded, recorder, verifier)
 	}
 	var auditor *controller.Auditor
 	if o.auditInterval > 0 {
 		auditor = &controller.Auditor{
-			Client: mgr.GetClient(), Cache: mgr.GetCache(), Snapshots: reconciler,
+			Client: mgr.GetClient(), Cache: mgr.GetCache(), Snapshots: snapshots,
 			Interval: o.auditInterval, Excluded: excluded, Metrics: metrics,
 			Verifier: verifier, Events: recorder.Events,
 		}

@@ -42,11 +42,9 @@ type Auditor struct {
 	Client client.Client
 	// Cache lists Pods and reads Namespace labels (the manager's cache).
 	Cache client.Reader
-	// Snapshots gives the current policies and signals changes (the PolicyReconciler).
-	Snapshots interface {
-		Snapshot() *policy.Snapshot
-		Changed() <-chan struct{}
-	}
+	// Snapshots gives the current policies and signals changes (the PolicyReconciler
+	// publishes in it).
+	Snapshots *policy.Store
 	// Interval is the time between two runs without policy change.
 	Interval time.Duration
 	// Excluded namespaces are not audited, as the webhook does not cover them.

@@ -18,6 +18,7 @@ import (
 
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/controller"
+	"github.com/imagegate/imagegate/internal/policy"
 )
 
 var _ = Describe("Background audit", func() {
@@ -76,8 +77,8 @@ var _ = Describe("A replica that is not the leader", func() {
 			Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 		})
 		Expect(err).NotTo(HaveOccurred())
-		r := controller.NewPolicyReconciler(follower.GetClient(), nil)
-		Expect(r.SetupWithManager(follower)).To(Succeed())
+		r := policy.NewStore()
+		Expect(controller.NewPolicyReconciler(follower.GetClient(), r, controller.ReconcilerOptions{}).SetupWithManager(follower)).To(Succeed())
 		fctx, stop := context.WithCancel(ctx)
 		DeferCleanup(stop)
 		go func() {

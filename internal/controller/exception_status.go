@@ -31,15 +31,15 @@ const (
 const defaultExpiryWarning = 72 * time.Hour
 
 func (r *PolicyReconciler) now() time.Time {
-	if r.Now != nil {
-		return r.Now()
+	if r.opts.Now != nil {
+		return r.opts.Now()
 	}
 	return time.Now()
 }
 
 func (r *PolicyReconciler) expiryWarning() time.Duration {
-	if r.ExpiryWarning > 0 {
-		return r.ExpiryWarning
+	if r.opts.ExpiryWarning > 0 {
+		return r.opts.ExpiryWarning
 	}
 	return defaultExpiryWarning
 }
@@ -108,7 +108,7 @@ func (r *PolicyReconciler) exceptionMetrics(snap *policy.Snapshot, exs []v1alpha
 			at(e.Add(-r.expiryWarning()))
 		}
 	}
-	r.metrics.Exceptions(states, expiries)
+	r.opts.Metrics.Exceptions(states, expiries)
 	if next > 0 {
 		next += 100 * time.Millisecond // past the instant, not just before it
 	}
@@ -133,16 +133,16 @@ func (r *PolicyReconciler) writeExceptionStatus(ctx context.Context, snap *polic
 		}
 		return fmt.Errorf("patching the status of ImagePolicyException %s: %w", client.ObjectKeyFromObject(ex), err)
 	}
-	if r.Events != nil && (old == nil || old.Reason != cond.Reason) {
+	if r.opts.Events != nil && (old == nil || old.Reason != cond.Reason) {
 		obj := &v1alpha1.ImagePolicyException{
 			TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: policy.KindImagePolicyException},
 			ObjectMeta: metav1.ObjectMeta{Name: ex.Name, Namespace: ex.Namespace, UID: ex.UID},
 		}
 		switch cond.Reason {
 		case v1alpha1.ReasonExpired:
-			r.Events.Eventf(obj, nil, corev1.EventTypeWarning, EventExceptionExpired, "Expire", "%s", cond.Message)
+			r.opts.Events.Eventf(obj, nil, corev1.EventTypeWarning, EventExceptionExpired, "Expire", "%s", cond.Message)
 		case ReasonExpiringSoon:
-			r.Events.Eventf(obj, nil, corev1.EventTypeWarning, EventExceptionExpiringSoon, "Expire", "%s", cond.Message)
+			r.opts.Events.Eventf(obj, nil, corev1.EventTypeWarning, EventExceptionExpiringSoon, "Expire", "%s", cond.Message)
 		}
 	}
 	return nil

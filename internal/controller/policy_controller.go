@@ -38,20 +38,23 @@ import (
 var snapshotKey = reconcile.Request{NamespacedName: types.NamespacedName{Name: "snapshot"}}
 
 // PolicyReconciler compiles all ImagePolicies and ClusterImagePolicies from the manager's
-// cache into a policy.Snapshot whenever one of them changes, publishes it for the webhook,
-// and writes each policy's Ready condition.
+// cache into a policy.Snapshot whenever one of them changes, publishes it in a policy.Store
+// for the webhooks and the audit, and writes each policy's Ready condition.
 //
 // Every replica compiles (each serves the webhook); only the elected leader writes status.
 type PolicyReconciler struct {
 	client.Client
-	metrics    *telemetry.Metrics
-	current    atomic.Pointer[policy.Snapshot]
-	generation atomic.Int64
-	leader     atomic.Bool
+	store  *policy.Store
+	opts   ReconcilerOptions
+	leader atomic.Bool
 	// trigger queues a rebuild: at start, and when this replica becomes the leader.
 	trigger chan event.GenericEvent
-	// changed is signalled after each new snapshot (see Changed).
-	changed chan struct{}
+}
+
+// ReconcilerOptions configure a PolicyReconciler.
+type ReconcilerOptions struct {
+	// Metrics may be nil.
+	Metrics *telemetry.Metrics
 	// Trust compiles the trust material of verify sections (nil: none, see policy.Options).
 	Trust policy.TrustCompiler
 	// TrustNamespace is the namespace whose Secrets and ConfigMaps verify sections name; a
@@ -67,25 +70,20 @@ type PolicyReconciler struct {
 	Now func() time.Time
 }
 
-// NewPolicyReconciler returns a reconciler reading and writing through c; m may be nil.
-func NewPolicyReconciler(c client.Client, m *telemetry.Metrics) *PolicyReconciler {
-	return &PolicyReconciler{Client: c, metrics: m, trigger: make(chan event.GenericEvent, 2), changed: make(chan struct{}, 1)}
+// NewPolicyReconciler returns a reconciler reading and writing through c and publishing in
+// store.
+func NewPolicyReconciler(c client.Client, store *policy.Store, o ReconcilerOptions) *PolicyReconciler {
+	return &PolicyReconciler{Client: c, store: store, opts: o, trigger: make(chan event.GenericEvent, 2)}
 }
-
-// Changed is signalled (at most one pending signal) each time a new snapshot is published.
-func (r *PolicyReconciler) Changed() <-chan struct{} { return r.changed }
 
 // +kubebuilder:rbac:groups=imagegate.io,resources=imagepolicies;clusterimagepolicies;imagepolicyexceptions,verbs=get;list;watch
 // +kubebuilder:rbac:groups=imagegate.io,resources=imagepolicies/status;clusterimagepolicies/status;imagepolicyexceptions/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",namespace=imagegate-system,resources=secrets;configmaps,verbs=get;list;watch
 
-// Snapshot returns the current snapshot, or nil before the first one is built.
-func (r *PolicyReconciler) Snapshot() *policy.Snapshot { return r.current.Load() }
-
 // ReadyCheck fails until the first snapshot is built, so that no traffic reaches a webhook
 // that does not know the policies yet.
 func (r *PolicyReconciler) ReadyCheck(_ *http.Request) error {
-	if r.current.Load() == nil {
+	if r.store.Snapshot() == nil {
 		return errors.New("policies not loaded yet")
 	}
 	return nil
@@ -107,14 +105,9 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (
 	if err := r.List(ctx, &exs); err != nil {
 		return reconcile.Result{}, fmt.Errorf("listing ImagePolicyExceptions: %w", err)
 	}
-	snap := policy.CompileWith(cps.Items, nps.Items, policy.Options{Trust: r.Trust, Exceptions: exs.Items, Now: r.Now})
-	r.current.Store(snap)
-	gen := r.generation.Add(1)
-	r.metrics.Snapshot(gen, snap)
-	select {
-	case r.changed <- struct{}{}:
-	default:
-	}
+	snap := policy.CompileWith(cps.Items, nps.Items, policy.Options{Trust: r.opts.Trust, Exceptions: exs.Items, Now: r.opts.Now})
+	gen := r.store.Publish(snap)
+	r.opts.Metrics.Snapshot(gen, snap)
 	log.V(1).Info("Compiled policies", "generation", gen, "clusterImagePolicies", len(cps.Items), "imagePolicies", len(nps.Items),
 		"exceptions", len(exs.Items), "invalid", snap.Invalid())
 	// Every replica rebuilds when an exception reaches its warning time or its expiry, so
@@ -190,11 +183,11 @@ func (r *PolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&v1alpha1.ClusterImagePolicy{}, toSnapshot, onSpec).
 		Watches(&v1alpha1.ImagePolicy{}, toSnapshot, onSpec).
 		Watches(&v1alpha1.ImagePolicyException{}, toSnapshot, onSpec)
-	if r.TrustNamespace != "" {
+	if r.opts.TrustNamespace != "" {
 		// Keys, trusted roots and pull secrets: a rotated key or a fixed Secret takes effect
 		// (and a deleted one makes its policies refuse) without touching the policy.
 		inNamespace := builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
-			return o.GetNamespace() == r.TrustNamespace
+			return o.GetNamespace() == r.opts.TrustNamespace
 		}))
 		b = b.Watches(&corev1.Secret{}, toSnapshot, inNamespace).Watches(&corev1.ConfigMap{}, toSnapshot, inNamespace)
 	}

@@ -26,6 +26,7 @@ import (
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/controller"
 	"github.com/imagegate/imagegate/internal/podspec"
+	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
 	"github.com/imagegate/imagegate/test/utils/envtestutil"
 )
@@ -42,7 +43,7 @@ var (
 	metricsRegistry = prometheus.NewRegistry()
 	// auditor is not started: specs run it and read what it wrote.
 	auditor   *controller.Auditor
-	snapshots *controller.PolicyReconciler
+	snapshots *policy.Store
 	// auditorCache is the manager's cache, for specs that start an audit of their own.
 	auditorCache cache.Cache
 )
@@ -80,8 +81,8 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	metrics, err := telemetry.NewMetrics(metricsRegistry)
 	Expect(err).NotTo(HaveOccurred())
-	snapshots = controller.NewPolicyReconciler(mgr.GetClient(), metrics)
-	Expect(snapshots.SetupWithManager(mgr)).To(Succeed())
+	snapshots = policy.NewStore()
+	Expect(controller.NewPolicyReconciler(mgr.GetClient(), snapshots, controller.ReconcilerOptions{Metrics: metrics}).SetupWithManager(mgr)).To(Succeed())
 	auditorCache = mgr.GetCache()
 	auditor = &controller.Auditor{Client: mgr.GetClient(), Cache: mgr.GetCache(), Snapshots: snapshots, Interval: time.Hour, Excluded: []string{"kube-system"}, Metrics: metrics}
 

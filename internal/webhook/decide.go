@@ -26,7 +26,7 @@ const notLoaded = "imagegate has not loaded its policies yet; retry in a few sec
 // Subject: the current snapshot, the namespace's labels when a policy needs them, the engine,
 // telemetry and a log line.
 type decider struct {
-	snapshots  SnapshotSource
+	snapshots  policy.Source
 	namespaces client.Reader
 	recorder   *telemetry.Recorder
 	endpoint   telemetry.Endpoint

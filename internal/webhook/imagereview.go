@@ -50,7 +50,7 @@ type ImageReviewHandler struct {
 // manager's cache). Reviews of Pods in the excluded namespaces are allowed without a
 // decision: the plugin, unlike a webhook configuration, cannot leave namespaces out, and a
 // cluster must be able to restart imagegate and its own system Pods.
-func NewImageReviewHandler(snapshots SnapshotSource, namespaces client.Reader, excluded []string, recorder *telemetry.Recorder) *ImageReviewHandler {
+func NewImageReviewHandler(snapshots policy.Source, namespaces client.Reader, excluded []string, recorder *telemetry.Recorder) *ImageReviewHandler {
 	h := &ImageReviewHandler{
 		decider:  decider{snapshots: snapshots, namespaces: namespaces, recorder: recorder, endpoint: telemetry.EndpointImageReview},
 		excluded: map[string]bool{},
@@ -134,7 +134,7 @@ func gvkString(gvk schema.GroupVersionKind) string {
 
 // SetupImageReviewWithManager serves ImageReviews at ImageReviewPath on the manager's
 // webhook server (same port, TLS and certificate as the Pod webhook).
-func SetupImageReviewWithManager(mgr ctrl.Manager, snapshots SnapshotSource, excluded []string, recorder *telemetry.Recorder, v verify.Checker) {
+func SetupImageReviewWithManager(mgr ctrl.Manager, snapshots policy.Source, excluded []string, recorder *telemetry.Recorder, v verify.Checker) {
 	h := NewImageReviewHandler(snapshots, mgr.GetCache(), excluded, recorder)
 	h.SetVerifier(v)
 	register(mgr.GetWebhookServer(), ImageReviewPath, h)

@@ -34,7 +34,7 @@ type PodPinner struct {
 }
 
 // NewPodPinner returns a PodPinner.
-func NewPodPinner(snapshots SnapshotSource, namespaces client.Reader, recorder *telemetry.Recorder, v verify.Checker) *PodPinner {
+func NewPodPinner(snapshots policy.Source, namespaces client.Reader, recorder *telemetry.Recorder, v verify.Checker) *PodPinner {
 	p := &PodPinner{decider: decider{snapshots: snapshots, namespaces: namespaces, recorder: recorder, endpoint: telemetry.EndpointPod}}
 	p.SetVerifier(v)
 	return p
@@ -43,7 +43,7 @@ func NewPodPinner(snapshots SnapshotSource, namespaces client.Reader, recorder *
 // +kubebuilder:webhook:path=/mutate-v1-pod,mutating=true,failurePolicy=fail,sideEffects=None,groups="",resources=pods;pods/ephemeralcontainers,verbs=create;update,versions=v1,name=pin.pods.imagegate.io,admissionReviewVersions=v1,matchPolicy=Equivalent,timeoutSeconds=15,reinvocationPolicy=IfNeeded
 
 // SetupPinWebhookWithManager registers the mutating webhook on the manager's webhook server.
-func SetupPinWebhookWithManager(mgr ctrl.Manager, snapshots SnapshotSource, recorder *telemetry.Recorder, v verify.Checker, pc *verify.PodCredentials) {
+func SetupPinWebhookWithManager(mgr ctrl.Manager, snapshots policy.Source, recorder *telemetry.Recorder, v verify.Checker, pc *verify.PodCredentials) {
 	h := NewPodPinner(snapshots, mgr.GetCache(), recorder, v)
 	h.SetPodCredentials(pc)
 	register(mgr.GetWebhookServer(), PinWebhookPath, &ctrlwebhook.Admission{LogConstructor: requestLogger, Handler: h})

@@ -31,11 +31,6 @@ const PodWebhookPath = "/validate-v1-pod"
 // and checks in the response.
 var errNoUID = errors.New("the AdmissionReview has no request.uid")
 
-// SnapshotSource gives the current compiled policies; nil until they are first loaded.
-type SnapshotSource interface {
-	Snapshot() *policy.Snapshot
-}
-
 // PodValidator decides Pod CREATE and UPDATE requests, including the
 // pods/ephemeralcontainers subresource that `kubectl debug` writes. It is a raw
 // admission.Handler because the typed Validator sees neither the subresource nor what the
@@ -46,7 +41,7 @@ type PodValidator struct {
 
 // NewPodValidator returns a PodValidator that takes policies from snapshots and namespace
 // labels from namespaces (the manager's cache: no apiserver call per request).
-func NewPodValidator(snapshots SnapshotSource, namespaces client.Reader, recorder *telemetry.Recorder) *PodValidator {
+func NewPodValidator(snapshots policy.Source, namespaces client.Reader, recorder *telemetry.Recorder) *PodValidator {
 	return &PodValidator{
 		decider: decider{snapshots: snapshots, namespaces: namespaces, recorder: recorder, endpoint: telemetry.EndpointPod},
 	}
@@ -56,7 +51,7 @@ func NewPodValidator(snapshots SnapshotSource, namespaces client.Reader, recorde
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 
 // SetupPodWebhookWithManager registers the Pod webhook on the manager's webhook server.
-func SetupPodWebhookWithManager(mgr ctrl.Manager, snapshots SnapshotSource, recorder *telemetry.Recorder, v verify.Checker, pc *verify.PodCredentials) {
+func SetupPodWebhookWithManager(mgr ctrl.Manager, snapshots policy.Source, recorder *telemetry.Recorder, v verify.Checker, pc *verify.PodCredentials) {
 	h := NewPodValidator(snapshots, mgr.GetCache(), recorder)
 	h.SetVerifier(v)
 	h.SetPodCredentials(pc)

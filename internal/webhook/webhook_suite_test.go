@@ -28,6 +28,7 @@ import (
 
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/controller"
+	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
 	"github.com/imagegate/imagegate/internal/verify"
 )
@@ -118,16 +119,19 @@ var _ = BeforeSuite(func() {
 	metrics, err = telemetry.NewMetrics(metricsRegistry)
 	Expect(err).NotTo(HaveOccurred())
 	recorder := &telemetry.Recorder{Metrics: metrics, Events: telemetry.NewEvents(mgr.GetEventRecorder("imagegate"), time.Minute)}
-	reconciler := controller.NewPolicyReconciler(mgr.GetClient(), metrics)
-	reconciler.Trust = verify.Compiler(verify.NamespaceSources{Reader: mgr.GetCache(), Namespace: trustNamespace})
-	reconciler.TrustNamespace = trustNamespace
+	store := policy.NewStore()
+	reconciler := controller.NewPolicyReconciler(mgr.GetClient(), store, controller.ReconcilerOptions{
+		Metrics:        metrics,
+		Trust:          verify.Compiler(verify.NamespaceSources{Reader: mgr.GetCache(), Namespace: trustNamespace}),
+		TrustNamespace: trustNamespace,
+	})
 	Expect(reconciler.SetupWithManager(mgr)).To(Succeed())
 	verifier := verify.New(verify.Options{})
 	// Pods' own pull secrets on, as --pull-secrets-from-pods turns them on.
 	podCredentials := &verify.PodCredentials{Reader: mgr.GetAPIReader()}
-	SetupPinWebhookWithManager(mgr, reconciler, recorder, verifier, podCredentials)
-	SetupPodWebhookWithManager(mgr, reconciler, recorder, verifier, podCredentials)
-	SetupWorkloadWebhookWithManager(mgr, reconciler, true, recorder)
+	SetupPinWebhookWithManager(mgr, store, recorder, verifier, podCredentials)
+	SetupPodWebhookWithManager(mgr, store, recorder, verifier, podCredentials)
+	SetupWorkloadWebhookWithManager(mgr, store, true, recorder)
 
 	go func() {
 		defer GinkgoRecover()
@@ -142,7 +146,7 @@ var _ = BeforeSuite(func() {
 		}
 		return conn.Close()
 	}).Should(Succeed())
-	Eventually(reconciler.Snapshot).WithTimeout(20 * time.Second).ShouldNot(BeNil())
+	Eventually(store.Snapshot).WithTimeout(20 * time.Second).ShouldNot(BeNil())
 })
 
 var _ = AfterSuite(func() {

@@ -37,7 +37,7 @@ type WorkloadValidator struct {
 
 // NewWorkloadValidator returns the validator; with enabled false it admits everything (the
 // --check-workloads=false flag).
-func NewWorkloadValidator(scheme *runtime.Scheme, snapshots SnapshotSource, namespaces client.Reader, enabled bool, recorder *telemetry.Recorder) *WorkloadValidator {
+func NewWorkloadValidator(scheme *runtime.Scheme, snapshots policy.Source, namespaces client.Reader, enabled bool, recorder *telemetry.Recorder) *WorkloadValidator {
 	return &WorkloadValidator{
 		decider: decider{snapshots: snapshots, namespaces: namespaces, recorder: recorder, endpoint: telemetry.EndpointWorkload},
 		scheme:  scheme, decoder: admission.NewDecoder(scheme), enabled: enabled,
@@ -45,7 +45,7 @@ func NewWorkloadValidator(scheme *runtime.Scheme, snapshots SnapshotSource, name
 }
 
 // SetupWorkloadWebhookWithManager registers the workload webhook on the manager's server.
-func SetupWorkloadWebhookWithManager(mgr ctrl.Manager, snapshots SnapshotSource, enabled bool, recorder *telemetry.Recorder) {
+func SetupWorkloadWebhookWithManager(mgr ctrl.Manager, snapshots policy.Source, enabled bool, recorder *telemetry.Recorder) {
 	register(mgr.GetWebhookServer(), WorkloadWebhookPath, &ctrlwebhook.Admission{
 		LogConstructor: requestLogger,
 		Handler:        NewWorkloadValidator(mgr.GetScheme(), snapshots, mgr.GetCache(), enabled, recorder),
