@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"time"
@@ -20,11 +21,17 @@ const RuleVerify Rule = "verify"
 // what is verified is a digest, and only a pinned reference runs the verified bytes.
 const ReasonUnpinned = "it is not pinned by digest, and verify rules check digests: imagegate's mutating webhook pins the tags of the Pods it verifies (it did not run for this request); name the image by digest (@sha256:...)"
 
-// TrustCompiler turns a verify section into what the verifier checks signatures with (keys
-// parsed, the trusted root read from its ConfigMap), and a version that changes whenever that
-// material changes. An error makes the policy invalid: it refuses every Pod it covers, with
-// the error as the reason, until fixed.
-type TrustCompiler func(ref Ref, rules *v1alpha1.VerifyRules) (trust any, version string, err error)
+// Trust is what the verifier checks signatures with (internal/verify's *Trust): keys parsed,
+// the trusted root read from its ConfigMap, registry credentials.
+type Trust interface {
+	// Version changes whenever the material changes, so that results cached under the
+	// rule's key are checked again.
+	Version() string
+}
+
+// TrustCompiler turns a verify section into its Trust. An error makes the policy invalid: it
+// refuses every Pod it covers, with the error as the reason, until fixed.
+type TrustCompiler func(ref Ref, rules *v1alpha1.VerifyRules) (Trust, error)
 
 // Options tune Compile.
 type Options struct {
@@ -62,7 +69,7 @@ type VerifyRule struct {
 	// Spec is the verify section as written.
 	Spec *v1alpha1.VerifyRules
 	// Trust is what Options.Trust compiled; nil without one.
-	Trust any
+	Trust Trust
 
 	images []imageref.Pattern // nil: every image the policy checks
 }
@@ -124,6 +131,13 @@ func compileVerify(ref Ref, uid types.UID, generation int64, spec *v1alpha1.Veri
 	names := make([]string, len(spec.Signers))
 	for i := range spec.Signers {
 		names[i] = spec.Signers[i].Name
+		for j, id := range spec.Signers[i].Keyless.Identities {
+			for _, re := range []string{id.IssuerRegExp, id.SubjectRegExp} {
+				if _, err := regexp.Compile(re); re != "" && err != nil {
+					problems = append(problems, fmt.Sprintf("spec.verify.signers[%d] %q: identities[%d]: invalid regular expression %q: %v", i, names[i], j, re, err))
+				}
+			}
+		}
 	}
 	for i := range spec.Attestations {
 		if _, err := attest.Compile(&spec.Attestations[i], names); err != nil {
@@ -142,11 +156,12 @@ func compileVerify(ref Ref, uid types.UID, generation int64, spec *v1alpha1.Veri
 	}
 	version := ""
 	if len(problems) == 0 && opts.Trust != nil {
-		trust, v, err := opts.Trust(ref, spec)
+		trust, err := opts.Trust(ref, spec)
 		if err != nil {
 			problems = append(problems, "spec.verify: "+err.Error())
+		} else {
+			r.Trust, version = trust, trust.Version()
 		}
-		r.Trust, version = trust, v
 	}
 	r.Key = string(uid) + "/" + strconv.FormatInt(generation, 10) + "/" + version
 	return r, problems

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -48,7 +47,12 @@ type Trust struct {
 	attestations []*attestationRule
 	// namespaced: the rule is a namespace's ImagePolicy's (Options.NamespaceInternalRegistries).
 	namespaced bool
+	// version is a digest of the material (policy.Trust).
+	version string
 }
+
+// Version is a digest of the trust material: it changes whenever the material does.
+func (t *Trust) Version() string { return t.version }
 
 type signer struct {
 	name       string
@@ -66,17 +70,17 @@ func (s *signer) describe() string {
 
 // Compiler returns the policy.TrustCompiler that reads trust material from src.
 func Compiler(src Sources) policy.TrustCompiler {
-	return func(ref policy.Ref, rules *v1alpha1.VerifyRules) (any, string, error) {
-		t, version, err := compileTrust(src, rules)
+	return func(ref policy.Ref, rules *v1alpha1.VerifyRules) (policy.Trust, error) {
+		t, err := compileTrust(src, rules)
 		if err != nil {
-			return nil, "", err
+			return nil, err
 		}
 		t.namespaced = ref.Namespace != ""
-		return t, version, nil
+		return t, nil
 	}
 }
 
-func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, string, error) {
+func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, error) {
 	h := sha256.New()
 	t := &Trust{tlog: rules.TransparencyLog != v1alpha1.TransparencyLogSkip, root: root.TrustedMaterialCollection{}}
 	var keyless bool
@@ -93,40 +97,32 @@ func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, string, err
 				}
 				sec, err := src.Secret(string(ref.Name))
 				if err != nil {
-					return nil, "", fmt.Errorf("signers[%d] %q: Secret %q: %w", i, sp.Name, ref.Name, err)
+					return nil, fmt.Errorf("signers[%d] %q: Secret %q: %w", i, sp.Name, ref.Name, err)
 				}
 				var ok bool
 				if pem, ok = sec.Data[key]; !ok {
-					return nil, "", fmt.Errorf("signers[%d] %q: Secret %q has no key %q", i, sp.Name, ref.Name, key)
+					return nil, fmt.Errorf("signers[%d] %q: Secret %q has no key %q", i, sp.Name, ref.Name, key)
 				}
 			}
 			v, err := loadKey(pem)
 			if err != nil {
-				return nil, "", fmt.Errorf("signers[%d] %q: the public key does not parse: %w", i, sp.Name, err)
+				return nil, fmt.Errorf("signers[%d] %q: the public key does not parse: %w", i, sp.Name, err)
 			}
 			s.key = v
 			h.Write(pem)
 		case sp.Keyless.IsSet():
 			keyless = true
-			for j, id := range sp.Keyless.Identities {
-				for _, re := range []string{id.IssuerRegExp, id.SubjectRegExp} {
-					if re == "" {
-						continue
-					}
-					if _, err := regexp.Compile(re); err != nil {
-						return nil, "", fmt.Errorf("signers[%d] %q: identities[%d]: invalid regular expression %q: %w", i, sp.Name, j, re, err)
-					}
-				}
+			for _, id := range sp.Keyless.Identities {
 				s.identities = append(s.identities, cosign.Identity{
 					Issuer: id.Issuer, IssuerRegExp: anchored(id.IssuerRegExp),
 					Subject: id.Subject, SubjectRegExp: anchored(id.SubjectRegExp),
 				})
 			}
 			if len(s.identities) == 0 {
-				return nil, "", fmt.Errorf("signers[%d] %q: keyless needs at least one identity", i, sp.Name)
+				return nil, fmt.Errorf("signers[%d] %q: keyless needs at least one identity", i, sp.Name)
 			}
 		default:
-			return nil, "", fmt.Errorf("signers[%d] %q: set key or keyless", i, sp.Name)
+			return nil, fmt.Errorf("signers[%d] %q: set key or keyless", i, sp.Name)
 		}
 		t.signers = append(t.signers, s)
 	}
@@ -138,7 +134,7 @@ func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, string, err
 		ar := &rules.Attestations[i]
 		c, err := attest.Compile(ar, names)
 		if err != nil {
-			return nil, "", fmt.Errorf("attestations[%d]: %w", i, err)
+			return nil, fmt.Errorf("attestations[%d]: %w", i, err)
 		}
 		r := &attestationRule{Rule: c}
 		for j := range t.signers {
@@ -155,20 +151,20 @@ func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, string, err
 		}
 		cm, err := src.ConfigMap(string(ref.Name))
 		if err != nil {
-			return nil, "", fmt.Errorf("trustedRoot: ConfigMap %q: %w", ref.Name, err)
+			return nil, fmt.Errorf("trustedRoot: ConfigMap %q: %w", ref.Name, err)
 		}
 		data, ok := cm.Data[key]
 		if !ok {
-			return nil, "", fmt.Errorf("trustedRoot: ConfigMap %q has no key %q", ref.Name, key)
+			return nil, fmt.Errorf("trustedRoot: ConfigMap %q has no key %q", ref.Name, key)
 		}
 		tr, err := root.NewTrustedRootFromJSON([]byte(data))
 		if err != nil {
-			return nil, "", fmt.Errorf("trustedRoot: ConfigMap %q key %q is not a valid trusted_root.json: %w", ref.Name, key, err)
+			return nil, fmt.Errorf("trustedRoot: ConfigMap %q key %q is not a valid trusted_root.json: %w", ref.Name, key, err)
 		}
 		t.root = tr
 		h.Write([]byte(data))
 	} else if keyless || t.tlog {
-		return nil, "", errors.New("trustedRoot is required for keyless signers and for transparencyLog: Required")
+		return nil, errors.New("trustedRoot is required for keyless signers and for transparencyLog: Required")
 	}
 	if len(rules.PullSecrets) > 0 {
 		ch := sha256.New()
@@ -176,21 +172,22 @@ func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, string, err
 		for _, name := range rules.PullSecrets {
 			sec, err := src.Secret(string(name))
 			if err != nil {
-				return nil, "", fmt.Errorf("pullSecrets: Secret %q: %w", name, err)
+				return nil, fmt.Errorf("pullSecrets: Secret %q: %w", name, err)
 			}
 			if sec.Type != corev1.SecretTypeDockerConfigJson {
-				return nil, "", fmt.Errorf("pullSecrets: Secret %q is of type %q, not %s", name, sec.Type, corev1.SecretTypeDockerConfigJson)
+				return nil, fmt.Errorf("pullSecrets: Secret %q is of type %q, not %s", name, sec.Type, corev1.SecretTypeDockerConfigJson)
 			}
 			ch.Write(sec.Data[corev1.DockerConfigJsonKey])
 			secrets = append(secrets, sec)
 		}
 		kc, err := keychainFrom(secrets)
 		if err != nil {
-			return nil, "", fmt.Errorf("pullSecrets: %w", err)
+			return nil, fmt.Errorf("pullSecrets: %w", err)
 		}
 		t.keychain, t.credentials = kc, hex.EncodeToString(ch.Sum(nil))[:16]
 	}
-	return t, hex.EncodeToString(h.Sum(nil))[:16], nil
+	t.version = hex.EncodeToString(h.Sum(nil))[:16]
+	return t, nil
 }
 
 // anchored makes a regular expression match in full, as the API documents (cosign's
