@@ -54,9 +54,10 @@ fmt: ## Run gofmt; fails when a file was not formatted.
 	if [ -n "$$out" ]; then echo "gofmt would change: $$out"; gofmt -w $$out; exit 1; fi
 
 .PHONY: vet
-vet: ## Run go vet (the product, the e2e suite and the make bench harness).
+vet: ## Run go vet (the product and the modules of the e2e suite, the integration tests and the make bench harness).
 	go vet ./...
-	go vet -tags e2e ./test/e2e/
+	cd test/e2e && go vet -tags e2e ./...
+	cd test/integration && go vet ./...
 	cd test/bench && go vet ./...
 
 .PHONY: verify
@@ -71,11 +72,12 @@ setup-envtest: ## Build or find kube-apiserver, etcd, kubectl and kube-controlle
 	@hack/setup-envtest.sh
 
 .PHONY: test
-test: fmt vet verify ## Unit tests, fuzz seeds and envtest suites with -race (the Helm chart's lint and render tests among them), a coverage summary, and promtool on the alerts and the dashboard.
+test: fmt vet verify ## Unit tests, fuzz seeds and envtest suites with -race, a coverage summary, the integration tests (the Helm chart's lint and render, config/), and promtool on the alerts and the dashboard.
 	@assets=$$(hack/setup-envtest.sh | tail -n 1); \
 	echo "KUBEBUILDER_ASSETS=$$assets"; \
-	KUBEBUILDER_ASSETS=$$assets go test -race -count=1 -coverpkg=./internal/... -coverprofile=cover.out ./...
-	@go tool cover -func=cover.out | tail -n 1
+	KUBEBUILDER_ASSETS=$$assets go test -race -count=1 -coverpkg=./internal/... -coverprofile=cover.out ./... && \
+	go tool cover -func=cover.out | tail -n 1 && \
+	cd test/integration && KUBEBUILDER_ASSETS=$$assets go test -race -count=1 ./...
 	cd test/bench && go test -count=1 ./...
 	hack/check-monitoring.sh
 
@@ -91,13 +93,13 @@ test-e2e: build ## End-to-end suite: the real manager binary, control plane, kub
 	(cd hack/cainjector && go build -o ../../bin/cainjector .); \
 	E2E_BIN_DIR=$$assets E2E_CAINJECTOR=$(CURDIR)/bin/cainjector \
 	E2E_CERT_MANAGER_DIR=$$(cd hack/cainjector && go list -m -f '{{.Dir}}' github.com/cert-manager/cert-manager) \
-	go test -tags e2e -count=1 -timeout 20m ./test/e2e/ $(if $(V),-v -ginkgo.v)
+	cd test/e2e && go test -tags e2e -count=1 -timeout 20m . $(if $(V),-v -ginkgo.v)
 
 .PHONY: test-reliability
 test-reliability: build ## Hostile input, faults, certificate rotation, drain and HA, printing what each measured.
 	go test -count=1 -v -run 'TestHostileInput|TestSlowClientIsCutOff|TestBadRequestsDoNotGrowMemory' ./internal/webhook/ | grep -E '^(---|ok|FAIL)|RSS'
 	@assets=$$(hack/setup-envtest.sh --with-controller-manager | tail -n 1); \
-	E2E_BIN_DIR=$$assets go test -tags e2e -count=1 -timeout 20m -v ./test/e2e/ -ginkgo.focus 'Reliability|faults|High availability' | \
+	cd test/e2e && E2E_BIN_DIR=$$assets go test -tags e2e -count=1 -timeout 20m -v . -ginkgo.focus 'Reliability|faults|High availability' | \
 	grep -E -A2 'Report Entries|Ran |^(ok|FAIL|PASS)'
 
 .PHONY: fuzz
@@ -127,8 +129,10 @@ bench-engine: ## Run imagegate's own Go benchmarks (engine, parser, handler) and
 	go test -run '^$$' -bench . -benchmem ./internal/policy/ ./internal/imageref/ ./internal/webhook/
 
 .PHONY: lint
-lint: golangci-lint kube-api-linter ## Run golangci-lint, and kube-api-linter on api/ (.golangci-kal.yml).
+lint: golangci-lint kube-api-linter ## Run golangci-lint (the product, the e2e suite, the integration tests), and kube-api-linter on api/ (.golangci-kal.yml).
 	$(GOLANGCI_LINT) run ./...
+	cd test/e2e && $(GOLANGCI_LINT) run --config ../../.golangci.yml ./...
+	cd test/integration && $(GOLANGCI_LINT) run --config ../../.golangci.yml ./...
 	$(KUBE_API_LINTER) run -c .golangci-kal.yml ./api/...
 
 ##@ Build

@@ -57,7 +57,7 @@ var _ = Describe("The Helm chart", Ordered, func() {
 		return vals
 	}
 	// The CRDs are already in the cluster (the suite applies config/crd/bases; the chart's are
-	// the same files, test/chart checks): the release leaves them alone.
+	// the same files, test/integration/chart checks): the release leaves them alone.
 	baseValues := []string{"image.repository=ghcr.io/imagegate/imagegate", "image.tag=v0.1.0", "certManager.enabled=false", "crds.install=false"}
 
 	uninstall := func() *action.Uninstall {

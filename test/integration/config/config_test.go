@@ -1,4 +1,4 @@
-package webhook
+package config
 
 import (
 	"bytes"
@@ -234,7 +234,7 @@ var _ = Describe("config/default hardening", func() {
 			}
 		}
 		got := string(bytes.Join(rbac, []byte("\n---\n"))) + "\n"
-		golden := filepath.Join(root, "internal", "webhook", "testdata", "rbac.golden.yaml")
+		golden := filepath.Join("testdata", "rbac.golden.yaml")
 		if os.Getenv("UPDATE_GOLDEN") == "1" {
 			Expect(os.WriteFile(golden, []byte(got), 0o600)).To(Succeed())
 		}

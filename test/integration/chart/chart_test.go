@@ -31,7 +31,7 @@ import (
 )
 
 const (
-	chartDir  = "../../dist/chart"
+	chartDir  = "../../../dist/chart"
 	namespace = "imagegate-system"
 )
 
@@ -123,7 +123,7 @@ func parse(t *testing.T, stream []byte) []object {
 // kustomize renders a folder of config/ as `kubectl apply -k` would.
 func kustomize(t *testing.T, dir string) []object {
 	t.Helper()
-	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), filepath.Join("../../config", dir))
+	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), filepath.Join("../../../config", dir))
 	if err != nil {
 		t.Fatalf("kustomize build config/%s: %v", dir, err)
 	}
@@ -241,23 +241,23 @@ func TestChartFilesAreConfigs(t *testing.T) {
 		"config/prometheus/rules.yaml":  "dist/chart/files/prometheus/rules.yaml",
 		"config/grafana/imagegate.json": "dist/chart/files/grafana/imagegate.json",
 	}
-	crds, err := filepath.Glob("../../config/crd/bases/*.yaml")
+	crds, err := filepath.Glob("../../../config/crd/bases/*.yaml")
 	if err != nil || len(crds) == 0 {
 		t.Fatalf("no CRDs in config/crd/bases: %v", err)
 	}
-	copies, _ := filepath.Glob("../../dist/chart/files/crds/*.yaml")
+	copies, _ := filepath.Glob("../../../dist/chart/files/crds/*.yaml")
 	if len(copies) != len(crds) {
 		t.Errorf("dist/chart/files/crds has %d CRDs, config/crd/bases %d: run `make manifests`", len(copies), len(crds))
 	}
 	for _, c := range crds {
-		pairs[strings.TrimPrefix(c, "../../")] = "dist/chart/files/crds/" + filepath.Base(c)
+		pairs[strings.TrimPrefix(c, "../../../")] = "dist/chart/files/crds/" + filepath.Base(c)
 	}
 	for src, dst := range pairs {
-		a, err := os.ReadFile("../../" + src)
+		a, err := os.ReadFile("../../../" + src)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := os.ReadFile("../../" + dst)
+		b, err := os.ReadFile("../../../" + dst)
 		if err != nil || !bytes.Equal(a, b) {
 			t.Errorf("%s is not a copy of %s: run `make manifests`", dst, src)
 		}
@@ -463,7 +463,7 @@ func TestChartValues(t *testing.T) {
 		t.Error("prometheusRule.labels are not on the PrometheusRule")
 	}
 	var rules map[string]any
-	b, err := os.ReadFile("../../config/prometheus/rules.yaml")
+	b, err := os.ReadFile("../../../config/prometheus/rules.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -482,7 +482,7 @@ func TestChartValues(t *testing.T) {
 	if cm.meta()["labels"].(map[string]any)["grafana_dashboard"] != "1" {
 		t.Error("the dashboard ConfigMap lacks the label Grafana's sidecar looks for")
 	}
-	dash, err := os.ReadFile("../../config/grafana/imagegate.json")
+	dash, err := os.ReadFile("../../../config/grafana/imagegate.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -527,7 +527,7 @@ func TestMonitoringQueriesExistingMetrics(t *testing.T) {
 			} `json:"rules"`
 		} `json:"groups"`
 	}
-	b, err := os.ReadFile("../../config/prometheus/rules.yaml")
+	b, err := os.ReadFile("../../../config/prometheus/rules.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -547,7 +547,7 @@ func TestMonitoringQueriesExistingMetrics(t *testing.T) {
 			} `json:"targets"`
 		} `json:"panels"`
 	}
-	b, err = os.ReadFile("../../config/grafana/imagegate.json")
+	b, err = os.ReadFile("../../../config/grafana/imagegate.json")
 	if err != nil {
 		t.Fatal(err)
 	}
