@@ -137,7 +137,12 @@ type auditedPod struct {
 	pod *corev1.Pod
 	sub policy.Subject
 	d   policy.Decision
+	// unreached holds the verifications (field|policy) the pass ran out of budget before:
+	// reported as not verified, neither counted as refused nor recorded as Events.
+	unreached map[string]bool
 }
+
+func unreachedKey(field string, p policy.Ref) string { return field + "|" + p.String() }
 
 // ran is the verify.Checker that settles the audited Pods' decisions: it answers from the
 // verifications the pass ran, each distinct one once for every Pod that runs it.
@@ -243,7 +248,7 @@ func (a *Auditor) Run(ctx context.Context, snap *policy.Snapshot) error {
 	earliestScanExpiry = a.verifyRunning(ctx, snap, waiting, running)
 	for _, w := range waiting {
 		for k := range w.d.Violations {
-			if v := &w.d.Violations[k]; v.Rule == policy.RuleVerify {
+			if v := &w.d.Violations[k]; v.Rule == policy.RuleVerify && !w.unreached[unreachedKey(v.Field, v.Policy)] {
 				a.Events.Running(w.pod, snap, v)
 			}
 		}
@@ -348,15 +353,24 @@ func (a *Auditor) verifyRunning(ctx context.Context, snap *policy.Snapshot, wait
 		before := verifyViolations(&w.d)
 		r := verify.Decide(ctx, snap, &w.sub, answers, verify.Steps{Verify: true})
 		w.d = r.Decision
+		unreached := 0
 		for _, c := range r.Checked {
 			if c.Reason == "" && !c.ScanExpires.IsZero() && (earliest.IsZero() || c.ScanExpires.Before(earliest)) {
 				earliest = c.ScanExpires
 			}
+			if a.Verifier != nil && c.Reason == answers.missing {
+				if w.unreached == nil {
+					w.unreached = map[string]bool{}
+				}
+				w.unreached[unreachedKey(c.Image.Field, c.Rule.Policy)] = true
+				unreached++
+			}
 		}
 		// Settling adds one violation per failure that no exception's ignores lifted.
-		refused := verifyViolations(&w.d) - before
-		running[telemetry.VerdictRefused] += refused
-		running[telemetry.VerdictVerified] += len(r.Checked) - refused
+		failed := verifyViolations(&w.d) - before
+		running[telemetry.VerdictUnverified] += unreached
+		running[telemetry.VerdictRefused] += max(failed-unreached, 0)
+		running[telemetry.VerdictVerified] += len(r.Checked) - failed
 	}
 	return earliest
 }

@@ -74,6 +74,9 @@ func (r *PolicyReconciler) exceptionState(snap *policy.Snapshot, ex *v1alpha1.Im
 		if missing := snap.ExceptionMissing(ref); len(missing) > 0 {
 			c.Message += "; no such policy: " + refList(missing) + " (nothing is exempt from it until it exists)"
 		}
+		if unused := snap.ExceptionBreakGlassUnused(ref); len(unused) > 0 {
+			c.Message += "; allowBreakGlass changes nothing for " + refList(unused) + ", which do not set allowBreakGlass with breakGlassRequiresException"
+		}
 	}
 	return c
 }

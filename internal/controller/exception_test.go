@@ -6,6 +6,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
@@ -47,5 +48,33 @@ var _ = Describe("ImagePolicyException status", func() {
 		d := snapshots.Snapshot().Evaluate(sub)
 		Expect(d.Allowed()).To(BeFalse(), "an expired exception still exempted")
 		Expect(metricValue("imagegate_exceptions", map[string]string{"state": "Expired"})).To(BeNumerically(">=", 1))
+	})
+})
+
+var _ = Describe("ImagePolicyException status with allowBreakGlass", func() {
+	It("says where the grant changes nothing", func() {
+		ns := newNamespace(nil)
+		clusterPolicy(ns, "open", imagegatev1alpha1.ImagePolicySpec{AllowBreakGlass: ptr.To(true), Tags: imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}})
+		ex := &imagegatev1alpha1.ImagePolicyException{
+			ObjectMeta: metav1.ObjectMeta{Name: "grant", Namespace: ns},
+			Spec: imagegatev1alpha1.ImagePolicyExceptionSpec{
+				Reason: "incident", AllowBreakGlass: ptr.To(true),
+				Policies: []imagegatev1alpha1.ExceptedPolicy{{Kind: "ClusterImagePolicy", Name: ns + "-open"}},
+			},
+		}
+		Expect(k8sClient.Create(ctx, ex)).To(Succeed())
+		DeferCleanup(func() { _ = k8sClient.Delete(ctx, ex) })
+		Eventually(func() string {
+			var got imagegatev1alpha1.ImagePolicyException
+			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(ex), &got); err != nil {
+				return err.Error()
+			}
+			for _, c := range got.Status.Conditions {
+				if c.Type == imagegatev1alpha1.ConditionActive {
+					return c.Message
+				}
+			}
+			return ""
+		}).WithTimeout(10 * time.Second).Should(HaveSuffix(`; allowBreakGlass changes nothing for ClusterImagePolicy "` + ns + `-open", which do not set allowBreakGlass with breakGlassRequiresException`))
 	})
 })

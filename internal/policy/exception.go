@@ -283,6 +283,21 @@ func (s *Snapshot) ExceptionMissing(ref Ref) []Ref {
 	return s.exceptionTargets(ref, func(p Ref) bool { _, ok := s.uids[p]; return !ok })
 }
 
+// ExceptionBreakGlassUnused lists, for an exception that sets allowBreakGlass, the existing
+// policies it names whose break-glass needs no exception (they do not set allowBreakGlass
+// with breakGlassRequiresException): its grant changes nothing for them.
+func (s *Snapshot) ExceptionBreakGlassUnused(ref Ref) []Ref {
+	for _, c := range s.exceptions[ref.Namespace] {
+		if c.ref == ref && !c.breakGlass {
+			return nil
+		}
+	}
+	return s.exceptionTargets(ref, func(p Ref) bool {
+		_, exists := s.uids[p]
+		return exists && !s.glassNeedsException[p]
+	})
+}
+
 // exceptionTargets lists the policies a valid exception names that match.
 func (s *Snapshot) exceptionTargets(ref Ref, match func(Ref) bool) []Ref {
 	for _, c := range s.exceptions[ref.Namespace] {

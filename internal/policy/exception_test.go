@@ -200,6 +200,26 @@ func TestExceptionMissingPolicy(t *testing.T) {
 	}
 }
 
+// An exception's allowBreakGlass matters only for policies whose break-glass requires one;
+// for the others it changes nothing, and its status says so.
+func TestExceptionBreakGlassUnused(t *testing.T) {
+	cps, _ := policies(t,
+		cluster("gated", `{allowBreakGlass: true, breakGlassRequiresException: true, tags: {deny: [latest]}}`),
+		cluster("open", `{allowBreakGlass: true, tags: {deny: [latest]}}`),
+		cluster("none", `{tags: {deny: [latest]}}`))
+	grant := exception(t, `{metadata: {name: grant, namespace: shop}, spec: {reason: r, allowBreakGlass: true, policies: [{kind: ClusterImagePolicy, name: gated}, {kind: ClusterImagePolicy, name: open}, {kind: ClusterImagePolicy, name: none}, {kind: ClusterImagePolicy, name: typo}]}}`)
+	plain := exception(t, `{metadata: {name: plain, namespace: shop}, spec: {reason: r, policies: [{kind: ClusterImagePolicy, name: open}]}}`)
+	snap := CompileWith(cps, nil, Options{Exceptions: []v1alpha1.ImagePolicyException{grant, plain}})
+	got := snap.ExceptionBreakGlassUnused(Ref{Kind: KindImagePolicyException, Namespace: "shop", Name: "grant"})
+	want := []Ref{{Kind: KindClusterImagePolicy, Name: "open"}, {Kind: KindClusterImagePolicy, Name: "none"}}
+	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("ExceptionBreakGlassUnused = %v, want %v (a missing policy is ExceptionMissing's to report)", got, want)
+	}
+	if got := snap.ExceptionBreakGlassUnused(Ref{Kind: KindImagePolicyException, Namespace: "shop", Name: "plain"}); len(got) != 0 {
+		t.Errorf("an exception without allowBreakGlass: %v, want none", got)
+	}
+}
+
 // An exception that lifts a thousand violations warns with MaxMessages lines and a count.
 func TestExemptionMessagesAreCapped(t *testing.T) {
 	cps := benchPolicies(100)

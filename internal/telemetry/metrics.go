@@ -164,6 +164,8 @@ const (
 	VerdictVerified = "verified"
 	VerdictRefused  = "refused"
 	VerdictUnpinned = "unpinned"
+	// VerdictUnverified: the audit pass's budget for registry work ran out before it.
+	VerdictUnverified = "unverified"
 )
 
 // RunningImages records, after an audit, the running images verify rules cover by verdict and
@@ -172,7 +174,7 @@ func (m *Metrics) RunningImages(verdicts map[string]int, earliestScanExpiry time
 	if m == nil {
 		return
 	}
-	for _, v := range []string{VerdictVerified, VerdictRefused, VerdictUnpinned} {
+	for _, v := range []string{VerdictVerified, VerdictRefused, VerdictUnpinned, VerdictUnverified} {
 		m.runningImages.WithLabelValues(v).Set(float64(verdicts[v]))
 	}
 	if earliestScanExpiry.IsZero() {
