@@ -91,9 +91,9 @@ demo: build ## Run imagegate on a local control plane and show it at work; KEEP=
 test-e2e: build ## End-to-end suite: the real manager binary, control plane, kubectl and cert-manager's CA injector (test/e2e); V=1 for every kubectl line.
 	@assets=$$(hack/setup-envtest.sh --with-controller-manager | tail -n 1); \
 	(cd hack/cainjector && go build -o ../../bin/cainjector .); \
-	E2E_BIN_DIR=$$assets E2E_CAINJECTOR=$(CURDIR)/bin/cainjector \
-	E2E_CERT_MANAGER_DIR=$$(cd hack/cainjector && go list -m -f '{{.Dir}}' github.com/cert-manager/cert-manager) \
-	cd test/e2e && go test -tags e2e -count=1 -timeout 20m . $(if $(V),-v -ginkgo.v)
+	certmanager=$$(cd hack/cainjector && go list -m -f '{{.Dir}}' github.com/cert-manager/cert-manager); \
+	cd test/e2e && E2E_BIN_DIR=$$assets E2E_CAINJECTOR=$(CURDIR)/bin/cainjector E2E_CERT_MANAGER_DIR=$$certmanager \
+	go test -tags e2e -count=1 -timeout 20m . $(if $(V),-v -ginkgo.v)
 
 .PHONY: test-reliability
 test-reliability: build ## Hostile input, faults, certificate rotation, drain and HA, printing what each measured.

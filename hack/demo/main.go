@@ -6,8 +6,11 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -42,9 +45,25 @@ func main() {
 
 func run(ctx context.Context, root, binDir, manager string, keep bool) (err error) {
 	step("Starting a local control plane (etcd, kube-apiserver, kube-controller-manager)")
+	// The apiserver presents a client certificate to the webhooks, and the manager admits no
+	// other caller (docs/install.md, "Authenticating the apiserver").
+	webhookPort, err := localcluster.FreePort()
+	if err != nil {
+		return err
+	}
+	authDir, err := os.MkdirTemp("", "imagegate-demo-auth-")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = os.RemoveAll(authDir) }()
+	auth, err := localcluster.WebhookClientAuth(authDir, webhookPort)
+	if err != nil {
+		return err
+	}
 	cluster, err := localcluster.Start(ctx, localcluster.Options{
-		BinDir:   binDir,
-		Progress: func(f string, a ...any) { fmt.Printf("    "+f+"\n", a...) },
+		BinDir:             binDir,
+		ExtraAPIServerArgs: []string{auth.APIServerArg},
+		Progress:           func(f string, a ...any) { fmt.Printf("    "+f+"\n", a...) },
 	})
 	if err != nil {
 		return err
@@ -65,14 +84,20 @@ func run(ctx context.Context, root, binDir, manager string, keep bool) (err erro
 		return err
 	}
 
-	step("Starting the manager (bin/manager) with a serving certificate from the local CA")
+	step("Starting the manager (bin/manager) with a serving certificate from the local CA, admitting only the apiserver's client certificate")
 	// The audit runs every 10s here (default 5m), so that the demo can show it at work.
-	mgr, err := cluster.StartManager(ctx, localcluster.ManagerOptions{Binary: filepath.Join(root, manager), Args: []string{"--audit-interval=10s"}})
+	mgr, err := cluster.StartManager(ctx, localcluster.ManagerOptions{
+		Binary: filepath.Join(root, manager), WebhookPort: webhookPort,
+		Args: []string{"--audit-interval=10s", auth.ManagerArg},
+	})
 	if err != nil {
 		return err
 	}
 	fmt.Printf("    webhook https://127.0.0.1:%d, probes http://127.0.0.1:%d, log %s\n",
 		mgr.WebhookPort, mgr.HealthPort, filepath.Join(cluster.Dir, "manager.log"))
+	if err := refusedWithoutCertificate(cluster, webhookPort); err != nil {
+		return err
+	}
 
 	step("Registering the webhook from config/local (config/webhook with a loopback URL)")
 	if err := mgr.RegisterWebhook(root); err != nil {
@@ -458,6 +483,23 @@ type demo struct {
 }
 
 func step(s string) { fmt.Printf("\n==> %s\n", s) }
+
+// refusedWithoutCertificate shows that a caller other than the apiserver, trusting the
+// webhook's certificate but presenting none of its own, gets no decision.
+func refusedWithoutCertificate(cluster *localcluster.Cluster, port int) error {
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(cluster.CA.CertPEM)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}}
+	url := fmt.Sprintf("https://127.0.0.1:%d/validate-v1-pod", port)
+	fmt.Printf("$ curl --cacert ca.crt -X POST %s   # without the apiserver's client certificate\n", url)
+	resp, err := client.Post(url, "application/json", strings.NewReader("{}"))
+	if err == nil {
+		_ = resp.Body.Close()
+		return fmt.Errorf("a caller without a client certificate got an answer (%s)", resp.Status)
+	}
+	fmt.Printf("  refused at the TLS handshake: %v\n", err)
+	return nil
+}
 
 // kubectl runs kubectl, showing the command and its output as a terminal would.
 func (d *demo) kubectl(args ...string) error {

@@ -36,47 +36,15 @@ var _ = Describe("Authenticated webhook callers", Ordered, func() {
 		var err error
 		serverCA, err = localcluster.NewCA("imagegate-mtls-ca")
 		Expect(err).NotTo(HaveOccurred())
-		clientCA, err := localcluster.NewCA("apiserver-webhook-client-ca")
-		Expect(err).NotTo(HaveOccurred())
-		apiserverClient, err := clientCA.Client("kube-apiserver")
-		Expect(err).NotTo(HaveOccurred())
-		certFile, keyFile, err := apiserverClient.Write(dir, "apiserver-webhook-client")
-		Expect(err).NotTo(HaveOccurred())
-		clientCAFile := filepath.Join(dir, "client-ca.crt")
-		Expect(os.WriteFile(clientCAFile, clientCA.CertPEM, 0o600)).To(Succeed())
 		port, err = localcluster.FreePort()
 		Expect(err).NotTo(HaveOccurred())
-
-		// The apiserver picks the kubeconfig user by the webhook's host and port.
-		kubeconfig := filepath.Join(dir, "webhook-client.kubeconfig")
-		Expect(os.WriteFile(kubeconfig, []byte(`apiVersion: v1
-kind: Config
-users:
-- name: "127.0.0.1:`+strconv.Itoa(port)+`"
-  user:
-    client-certificate: `+certFile+`
-    client-key: `+keyFile+`
-`), 0o600)).To(Succeed())
-		admission := filepath.Join(dir, "admission.yaml")
-		Expect(os.WriteFile(admission, []byte(`apiVersion: apiserver.config.k8s.io/v1
-kind: AdmissionConfiguration
-plugins:
-- name: ValidatingAdmissionWebhook
-  configuration:
-    apiVersion: apiserver.config.k8s.io/v1
-    kind: WebhookAdmissionConfiguration
-    kubeConfigFile: `+kubeconfig+`
-- name: MutatingAdmissionWebhook
-  configuration:
-    apiVersion: apiserver.config.k8s.io/v1
-    kind: WebhookAdmissionConfiguration
-    kubeConfigFile: `+kubeconfig+`
-`), 0o600)).To(Succeed())
+		auth, err := localcluster.WebhookClientAuth(dir, port)
+		Expect(err).NotTo(HaveOccurred())
 
 		c, err = localcluster.Start(ctx, localcluster.Options{
 			BinDir:             os.Getenv("E2E_BIN_DIR"),
 			CA:                 serverCA,
-			ExtraAPIServerArgs: []string{"--admission-control-config-file=" + admission},
+			ExtraAPIServerArgs: []string{auth.APIServerArg},
 			Progress:           func(f string, a ...any) { GinkgoWriter.Printf(f+"\n", a...) },
 		})
 		Expect(err).NotTo(HaveOccurred())
@@ -88,7 +56,7 @@ plugins:
 		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
 		mgr, err := c.StartManager(ctx, localcluster.ManagerOptions{
 			Binary: filepath.Join(root, "bin", "manager"), WebhookPort: port,
-			Args: []string{"--webhook-client-ca=" + clientCAFile},
+			Args: []string{auth.ManagerArg},
 		})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(func() {
