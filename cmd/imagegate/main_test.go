@@ -333,3 +333,55 @@ spec:
 		t.Errorf("report:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// jsonOf is a YAML object on one line of JSON.
+func jsonOf(t *testing.T, y string) string {
+	t.Helper()
+	j, err := yaml.YAMLToJSON([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(j)
+}
+
+// JSON is read as kubectl reads it: one value after another (`jq -c '.items[]'`), and
+// arrays, in manifests and in policies. A refused Pod second in such a file is refused.
+func TestJSONStreams(t *testing.T) {
+	dir := t.TempDir()
+	ok := jsonOf(t, admittedPod)
+	bad := jsonOf(t, strings.ReplaceAll(strings.ReplaceAll(admittedPod, "ghcr.io/acme/app:1.0", "quay.io/evil/app:1"), "name: ok", "name: bad"))
+	for _, tc := range []struct {
+		name, content string
+		code          int
+		out           string
+	}{
+		{"concatenated, one per line", ok + "\n" + bad + "\n", check.ExitDenied, "stream.json#2: Pod/default/bad: denied"},
+		{"concatenated, no separator", ok + bad, check.ExitDenied, "stream.json#2: Pod/default/bad: denied"},
+		{"an array", "[" + ok + "," + bad + "]", check.ExitDenied, "stream.json#1 [1]: Pod/default/bad: denied"},
+		{"all admitted", ok + "\n" + ok, check.ExitAdmitted, "2 objects checked"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := write(t, dir, "stream.json", tc.content)
+			code, stdout, stderr := imagegate(t, "", "check", "--policy", "testdata/policies", path)
+			if code != tc.code || !strings.Contains(stdout, tc.out) {
+				t.Errorf("exit code %d (want %d), stdout lacks %q:\n%s\nstderr: %s", code, tc.code, tc.out, stdout, stderr)
+			}
+		})
+	}
+
+	// Policies exported with `kubectl get -o json | jq -c '.items[]'`: every one applies.
+	var policies []string
+	for _, f := range []string{"trusted.yaml", "no-latest.yaml"} {
+		b, err := os.ReadFile(filepath.Join("testdata", "policies", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		policies = append(policies, jsonOf(t, string(b)))
+	}
+	policyFile := write(t, dir, "policies.json", strings.Join(policies, "\n"))
+	latest := write(t, dir, "latest.yaml", strings.ReplaceAll(admittedPod, "ghcr.io/acme/app:1.0", "ghcr.io/acme/app:latest"))
+	code, stdout, stderr := imagegate(t, "", "check", "--policy", policyFile, latest)
+	if code != check.ExitAdmitted || !strings.Contains(stdout, "checked against 2 policies") || !strings.Contains(stdout, `ClusterImagePolicy "no-latest"`) {
+		t.Errorf("the second policy of a concatenated JSON file was not applied: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+}

@@ -1,5 +1,6 @@
 // Package manifest reads Kubernetes objects from files, folders and standard input, as
-// kubectl apply -f does: multi-document YAML, JSON, and List objects, with folders walked
+// kubectl apply -f does: multi-document YAML, JSON (one value after another, and arrays),
+// and List objects, with folders walked
 // recursively for .yaml, .yml and .json files. Every object keeps where it came from (file,
 // document, List item), so that reports and errors can name it.
 package manifest
@@ -7,6 +8,7 @@ package manifest
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -37,8 +39,10 @@ type Document struct {
 	// Index is the document's number in the file, from 1; documents that hold only comments
 	// or nothing are not counted.
 	Index int
-	// Item is the object's index in a List document, or -1.
+	// Item is the object's index in a List document or a JSON array, or -1.
 	Item int
+	// InArray: the document is a JSON array (Item indexes it), not a List.
+	InArray bool
 	// Object is the decoded object, or nil when the document is empty or not an object.
 	Object *unstructured.Unstructured
 }
@@ -46,7 +50,10 @@ type Document struct {
 // Location names the document for a reader: file#index, with the List item if any.
 func (d *Document) Location() string {
 	loc := fmt.Sprintf("%s#%d", displayName(d.File), d.Index)
-	if d.Item >= 0 {
+	switch {
+	case d.Item >= 0 && d.InArray:
+		loc += fmt.Sprintf(" [%d]", d.Item)
+	case d.Item >= 0:
 		loc += fmt.Sprintf(" items[%d]", d.Item)
 	}
 	return loc
@@ -186,6 +193,12 @@ func isBinary(data []byte) bool {
 }
 
 func decodeAll(name string, data []byte, fn func(*Document)) []error {
+	if first := bytes.TrimLeft(data, " \t\r\n\ufeff"); len(first) > 0 && (first[0] == '{' || first[0] == '[') {
+		if isJSONStream(data) {
+			return decodeJSONStream(name, data, fn)
+		}
+		// Not JSON from end to end: YAML (in flow style, or JSON documents between ---).
+	}
 	var errs []error
 	yr := utilyaml.NewYAMLReader(bufio.NewReaderSize(bytes.NewReader(data), 64<<10))
 	index := 0
@@ -219,6 +232,71 @@ func decodeAll(name string, data []byte, fn func(*Document)) []error {
 		errs = append(errs, expand(name, index, obj, fn)...)
 	}
 	return errs
+}
+
+// isJSONStream reports whether data is JSON values one after another, to its end.
+func isJSONStream(data []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return errors.Is(err, io.EOF)
+		}
+	}
+}
+
+// decodeJSONStream reads a JSON input as kubectl does: one value after another (concatenated
+// JSON, as `jq -c '.items[]'` writes it), each an object, a List, or an array of objects. Each
+// value is a document.
+func decodeJSONStream(name string, data []byte, fn func(*Document)) []error {
+	var errs []error
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for index := 1; ; index++ {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			if !errors.Is(err, io.EOF) {
+				errs = append(errs, &Error{File: name, Index: index, Err: err})
+			}
+			return errs
+		}
+		if len(raw) > maxDocumentSize {
+			errs = append(errs, &Error{File: name, Index: index, Err: fmt.Errorf("document larger than %d MiB", maxDocumentSize>>20)})
+			continue
+		}
+		if trimmed := bytes.TrimSpace(raw); len(trimmed) > 0 && trimmed[0] == '[' {
+			var items []json.RawMessage
+			if err := json.Unmarshal(raw, &items); err != nil {
+				errs = append(errs, &Error{File: name, Index: index, Err: err})
+				continue
+			}
+			for i, item := range items {
+				obj, err := decode(item)
+				if err != nil || obj == nil {
+					errs = append(errs, &Error{File: name, Index: index, Err: fmt.Errorf("[%d] is not an object: %v", i, orNotObject(err))})
+					continue
+				}
+				fn(&Document{File: name, Index: index, Item: i, InArray: true, Object: obj})
+			}
+			continue
+		}
+		obj, err := decode(raw)
+		if err != nil {
+			errs = append(errs, &Error{File: name, Index: index, Err: err})
+			continue
+		}
+		if obj == nil {
+			fn(&Document{File: name, Index: index, Item: -1})
+			continue
+		}
+		errs = append(errs, expand(name, index, obj, fn)...)
+	}
+}
+
+func orNotObject(err error) error {
+	if err == nil {
+		return errors.New("a JSON value that is not an object")
+	}
+	return err
 }
 
 func isEmptyDocument(raw []byte) bool {
