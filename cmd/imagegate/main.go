@@ -51,11 +51,12 @@ func newRoot(stdin io.Reader, code *int) *cobra.Command {
 
 func newCheck(stdin io.Reader, code *int) *cobra.Command {
 	var (
-		policies []string
-		excluded []string
-		output   string
-		maxSize  string
-		offline  bool
+		policies  []string
+		excluded  []string
+		output    string
+		namespace string
+		maxSize   string
+		offline   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "check --policy PATH [--policy PATH ...] [-o text|json] FILE_OR_DIR ...",
@@ -66,8 +67,9 @@ Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, CronJob and ReplicationCont
 given files and folders ("-" is standard input) with the webhook's own engine and messages.
 
 Namespace objects among the manifests supply the labels that namespaceSelector matches;
-objects without a namespace are in "default". Other kinds, and objects in the namespaces the
-installed webhook does not cover (--excluded-namespaces), are skipped and counted.
+objects without a namespace are in "default", or in --namespace. Other kinds, and objects in
+the namespaces the installed webhook does not cover (--excluded-namespaces), are skipped and
+counted; another group's kind with a pod template (Argo Rollouts, OpenKruise) gets a note.
 
 Verify rules are checked as the webhooks check them for the Pods: each tag is resolved to the
 digest it names now and the signatures are verified at that digest, in the registries, with
@@ -83,6 +85,7 @@ Exit status: 0 when everything would be admitted, 1 when anything would be denie
 input could not be read or a policy is invalid.`,
 		Example: `  imagegate check --policy config/samples deploy/
   kustomize build overlays/prod | imagegate check --policy policies/ -
+  imagegate check --policy policies/ -n argocd install.yaml
   imagegate check --policy policies/ -o json manifests/ > report.json`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -95,7 +98,7 @@ input could not be read or a policy is invalid.`,
 			}
 			report, err := check.Run(cmd.Context(), check.Options{
 				PolicyPaths: policies, Paths: args, Stdin: stdin, MaxFileSize: limit.Value(),
-				ExcludedNamespaces: excluded, Offline: offline,
+				ExcludedNamespaces: excluded, Offline: offline, Namespace: namespace,
 			})
 			if err != nil {
 				return err
@@ -120,6 +123,7 @@ input could not be read or a policy is invalid.`,
 		panic(err)
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", `the namespace of the manifests' objects that name none, as kubectl apply -n (default "default"); an object that names another is an input error`)
 	cmd.Flags().BoolVar(&offline, "offline", false, "skip verify rules: contact no registry, and report each image they cover as not verified")
 	cmd.Flags().StringVar(&maxSize, "max-file-size", resource.NewQuantity(manifest.DefaultMaxFileSize, resource.BinarySI).String(), "the largest input file read")
 	if err := cmd.MarkFlagRequired("policy"); err != nil {

@@ -385,3 +385,65 @@ func TestJSONStreams(t *testing.T) {
 		t.Errorf("the second policy of a concatenated JSON file was not applied: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
 	}
 }
+
+// -n puts objects without a namespace where kubectl apply -n would, so that the namespace's
+// ImagePolicy applies; an object naming another namespace is refused as kubectl refuses it.
+func TestNamespaceFlag(t *testing.T) {
+	dir := t.TempDir()
+	policy := write(t, dir, "team.yaml", `apiVersion: imagegate.io/v1alpha1
+kind: ImagePolicy
+metadata: {name: pinned, namespace: argocd}
+spec: {requireDigest: true}
+`)
+	pod := write(t, dir, "pod.yaml", admittedPod)
+	elsewhere := write(t, dir, "elsewhere.yaml", strings.Replace(admittedPod, "metadata: {name: ok}", "metadata: {name: ok, namespace: shop}", 1))
+	code, stdout, _ := imagegate(t, "", "check", "--policy", policy, pod)
+	if code != check.ExitAdmitted || !strings.Contains(stdout, "1 admitted") {
+		t.Errorf("without -n, in default: exit %d\n%s", code, stdout)
+	}
+	code, stdout, _ = imagegate(t, "", "check", "--policy", policy, "-n", "argocd", pod)
+	if code != check.ExitDenied || !strings.Contains(stdout, `Pod/argocd/ok: denied: spec.containers[0].image: image "ghcr.io/acme/app:1.0" is not allowed by ImagePolicy "pinned"`) {
+		t.Errorf("-n argocd: exit %d, want the namespace's ImagePolicy applied\n%s", code, stdout)
+	}
+	code, _, stderr := imagegate(t, "", "check", "--policy", policy, "-n", "argocd", elsewhere)
+	if code != check.ExitBadInput || !strings.Contains(stderr, `Pod "ok" is in namespace "shop", not "argocd" (--namespace): kubectl apply -n argocd refuses it`) {
+		t.Errorf("an object in another namespace: exit %d\n%s", code, stderr)
+	}
+}
+
+// Only Kubernetes' own groups are workloads: another project's kind of the same name is not
+// bad input and not checked (a note says so when it has a pod template); another project's
+// ClusterImagePolicy among the policies is skipped with a note, not applied.
+func TestOtherGroupsKinds(t *testing.T) {
+	dir := t.TempDir()
+	kruise := write(t, dir, "kruise.yaml", `apiVersion: apps.kruise.io/v1beta1
+kind: StatefulSet
+metadata: {name: web}
+spec:
+  template:
+    spec:
+      containers: [{name: c, image: quay.io/evil/app:1}]
+---
+apiVersion: batch.volcano.sh/v1alpha1
+kind: Job
+metadata: {name: train}
+spec: {tasks: []}
+`)
+	code, stdout, stderr := imagegate(t, "", "check", "--policy", "testdata/policies", kruise)
+	if code != check.ExitAdmitted || !strings.Contains(stdout, "0 objects checked") || !strings.Contains(stdout, "2 documents skipped") {
+		t.Errorf("other groups' kinds: exit %d, want 0 and both skipped\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	if !strings.Contains(stderr, `note: `+kruise+`#1: apps.kruise.io/v1beta1 StatefulSet "web" has a pod template but is not a Kubernetes workload`) || strings.Contains(stderr, `Job "train"`) {
+		t.Errorf("the note names the kind with a pod template, and only it:\n%s", stderr)
+	}
+	sigstore := write(t, dir, "sigstore.yaml", `apiVersion: policy.sigstore.dev/v1beta1
+kind: ClusterImagePolicy
+metadata: {name: theirs}
+spec: {images: [{glob: "**"}]}
+`)
+	ok := write(t, dir, "ok.yaml", admittedPod)
+	code, stdout, stderr = imagegate(t, "", "check", "--policy", "testdata/policies", "--policy", sigstore, ok)
+	if code != check.ExitAdmitted || !strings.Contains(stdout, "checked against 4 policies") || !strings.Contains(stderr, `ClusterImagePolicy "theirs" is policy.sigstore.dev's, not imagegate's (imagegate.io/v1alpha1): skipped`) {
+		t.Errorf("another project's ClusterImagePolicy: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+}

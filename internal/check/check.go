@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -49,6 +50,10 @@ type Options struct {
 	Verifier *verify.Verifier
 	// Now is the time exceptions are judged at (whether they have expired); nil: time.Now.
 	Now func() time.Time
+	// Namespace is where the manifests' objects without a namespace go (kubectl apply -n);
+	// empty: DefaultNamespace. An object that names another namespace is an input error, as
+	// kubectl refuses it.
+	Namespace string
 }
 
 // DefaultNamespace is where objects without a namespace go, as kubectl's default context.
@@ -90,7 +95,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			r.Summary.Skipped++
 			return
 		}
-		if p, ok := r.readWorkload(scheme, d); ok {
+		if p, ok := r.readWorkload(scheme, d, opts.Namespace); ok {
 			if slices.Contains(opts.ExcludedNamespaces, p.result.Namespace) {
 				r.Summary.Skipped++
 				return
@@ -133,8 +138,15 @@ func (r *Report) loadPolicies(ctx context.Context, reader *manifest.Reader, v *c
 		}
 		if d.Object != nil && d.Object.GroupVersionKind().Group != v1alpha1.GroupVersion.Group &&
 			(d.Object.GetKind() == policy.KindClusterImagePolicy || d.Object.GetKind() == policy.KindImagePolicy || d.Object.GetKind() == policy.KindImagePolicyException) {
-			// A policy with a wrong or missing apiVersion: the apiserver would not take it,
-			// and skipping it would check without it.
+			if group := d.Object.GroupVersionKind().Group; group != "" {
+				// Another project's kind of the same name (sigstore's policy.sigstore.dev
+				// ClusterImagePolicy): not imagegate's, so not applied.
+				r.addNote(d, fmt.Sprintf("%s %q is %s's, not imagegate's (%s): skipped", d.Object.GetKind(), d.Object.GetName(), group, v1alpha1.GroupVersion))
+				r.Summary.PolicyDocumentsSkipped++
+				continue
+			}
+			// A policy without apiVersion: the apiserver would not take it, and skipping it
+			// would check without it.
 			r.addError(d, fmt.Sprintf("%s %q has apiVersion %q; imagegate policies are %s", d.Object.GetKind(), d.Object.GetName(), d.Object.GetAPIVersion(), v1alpha1.GroupVersion))
 			continue
 		}
@@ -241,19 +253,23 @@ type pendingObject struct {
 	breakGlass bool
 }
 
-// readWorkload reads a Pod or workload document; anything else is counted as skipped.
-func (r *Report) readWorkload(scheme *runtime.Scheme, d *manifest.Document) (pendingObject, bool) {
+// readWorkload reads a Pod or workload document; anything else is counted as skipped. Objects
+// without a namespace go to namespace (DefaultNamespace when empty).
+func (r *Report) readWorkload(scheme *runtime.Scheme, d *manifest.Document, namespace string) (pendingObject, bool) {
 	if d.Object == nil {
 		r.Summary.Skipped++
 		return pendingObject{}, false
 	}
 	gvk := d.Object.GroupVersionKind()
 	if gvk != podGVK && !podspec.WorkloadKind(gvk) {
-		if served, ok := podspec.ServedVersion(gvk.Kind); ok && gvk.GroupVersion() != served {
+		if served, ok := podspec.ServedVersion(gvk); ok && gvk.GroupVersion() != served {
 			// An old API version (extensions/v1beta1 Deployment, batch/v1beta1 CronJob): the
 			// apiserver refuses it, so it must not pass here as "skipped".
 			r.addError(d, fmt.Sprintf("%s %q has apiVersion %q, which Kubernetes does not serve: use %s", gvk.Kind, d.Object.GetName(), d.Object.GetAPIVersion(), served))
 			return pendingObject{}, false
+		}
+		if hasPodTemplate(d.Object) {
+			r.addNote(d, fmt.Sprintf("%s %s %q has a pod template but is not a Kubernetes workload: its images are not checked here; the webhook checks its Pods when they are created", d.Object.GetAPIVersion(), gvk.Kind, d.Object.GetName()))
 		}
 		r.Summary.Skipped++
 		return pendingObject{}, false
@@ -274,7 +290,14 @@ func (r *Report) readWorkload(scheme *runtime.Scheme, d *manifest.Document) (pen
 	}
 	tmpl, _ := podspec.TemplateOf(typed)
 	ns := d.Object.GetNamespace()
-	if ns == "" {
+	switch {
+	case ns != "" && namespace != "" && ns != namespace:
+		// kubectl apply -n refuses it too.
+		r.addError(d, fmt.Sprintf("%s %q is in namespace %q, not %q (--namespace): kubectl apply -n %s refuses it", gvk.Kind, d.Object.GetName(), ns, namespace, namespace))
+		return pendingObject{}, false
+	case ns == "" && namespace != "":
+		ns = namespace
+	case ns == "":
 		ns = DefaultNamespace
 	}
 	p := pendingObject{
@@ -362,6 +385,18 @@ func (r *Report) decide(ctx context.Context, snap *policy.Snapshot, labels map[s
 	r.Objects = append(r.Objects, res)
 }
 
+// hasPodTemplate reports whether an object of another kind keeps a pod template where the
+// workloads keep theirs (spec.template.spec, or a CronJob's spec.jobTemplate.spec.template.spec):
+// Argo Rollouts, OpenKruise and the like.
+func hasPodTemplate(obj *unstructured.Unstructured) bool {
+	for _, path := range [][]string{{"spec", "template", "spec", "containers"}, {"spec", "jobTemplate", "spec", "template", "spec", "containers"}} {
+		if _, found, _ := unstructured.NestedSlice(obj.Object, path...); found {
+			return true
+		}
+	}
+	return false
+}
+
 // fileSources are the Secrets and ConfigMaps of the policy files, standing for those of
 // imagegate's namespace.
 type fileSources struct {
@@ -418,6 +453,12 @@ func (r *Report) readSource(d *manifest.Document, src *fileSources) bool {
 
 func (r *Report) addError(d *manifest.Document, msg string) {
 	r.Errors = append(r.Errors, InputError{File: d.File, Document: d.Index, Location: d.Location(), Message: msg})
+}
+
+// addNote records something the user should know that is not an error: what was skipped
+// that might look as if it were checked.
+func (r *Report) addNote(d *manifest.Document, msg string) {
+	r.Notes = append(r.Notes, InputError{File: d.File, Document: d.Index, Location: d.Location(), Message: msg})
 }
 
 func (r *Report) addInputErrors(errs []error) {

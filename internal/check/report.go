@@ -25,7 +25,10 @@ type Report struct {
 	SchemaVersion string         `json:"schemaVersion"`
 	Objects       []ObjectResult `json:"objects"`
 	Errors        []InputError   `json:"errors"`
-	Summary       Summary        `json:"summary"`
+	// Notes are what was skipped that might look checked: another project's policy kinds,
+	// another group's kinds with pod templates.
+	Notes   []InputError `json:"notes,omitempty"`
+	Summary Summary      `json:"summary"`
 
 	offline  bool
 	now      func() time.Time
@@ -159,6 +162,11 @@ func (r *Report) ExitCode() int {
 //
 //	deploy.yaml#2: Deployment/shop/api: denied: spec.template.spec.containers[0].image: image "..." is not allowed by ...
 func (r *Report) WriteText(out, errOut io.Writer) error {
+	for _, n := range r.Notes {
+		if _, err := fmt.Fprintf(errOut, "note: %s: %s\n", policy.Printable(n.Location), policy.Printable(n.Message)); err != nil {
+			return err
+		}
+	}
 	for _, e := range r.Errors {
 		loc := e.Location
 		if loc != "" {

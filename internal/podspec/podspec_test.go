@@ -13,6 +13,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
@@ -166,9 +167,21 @@ func TestTemplateOfEveryWorkload(t *testing.T) {
 		g.Expect(got.Labels).To(Equal(map[string]string{"app": "x"}), w.Kind)
 		g.Expect(got.Images()).To(Equal([]policy.Image{{Field: w.TemplateSpec + ".containers[0].image", Ref: "ghcr.io/acme/app:1", Container: "app"}}), w.Kind)
 		g.Expect(WorkloadKind(w.GroupVersionKind)).To(BeTrue(), w.Kind)
-		gv, ok := ServedVersion(w.Kind)
+		gv, ok := ServedVersion(w.GroupVersion().WithKind(w.Kind))
 		g.Expect(ok).To(BeTrue())
 		g.Expect(gv).To(Equal(w.GroupVersion()))
+		// Another group's kind of the same name is not Kubernetes' (OpenKruise, Volcano).
+		_, ok = ServedVersion(schema.GroupVersionKind{Group: "example.io", Version: "v1", Kind: w.Kind})
+		g.Expect(ok).To(BeFalse(), w.Kind)
+	}
+	for _, old := range []schema.GroupVersionKind{
+		{Group: "extensions", Version: "v1beta1", Kind: "Deployment"},
+		{Group: "apps", Version: "v1beta2", Kind: "StatefulSet"},
+		{Group: "batch", Version: "v1beta1", Kind: "CronJob"},
+	} {
+		gv, ok := ServedVersion(old)
+		g.Expect(ok).To(BeTrue(), old.String())
+		g.Expect(gv.Version).To(Equal("v1"), old.String())
 	}
 	_, ok := TemplateOf(&corev1.ConfigMap{})
 	g.Expect(ok).To(BeFalse())

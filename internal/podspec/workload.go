@@ -46,15 +46,23 @@ func WorkloadKind(gvk schema.GroupVersionKind) bool {
 	return false
 }
 
-// ServedVersion returns the group and version at which kind is served, for a Pod or a
-// workload kind, so that an object at an old version (extensions/v1beta1) is named as such.
-func ServedVersion(kind string) (schema.GroupVersion, bool) {
-	if kind == "Pod" {
+// ServedVersion returns the group and version at which Kubernetes serves gvk's kind, when
+// gvk is a Pod or a workload kind in a group that Kubernetes serves it in, or once did
+// (extensions for Deployments, ReplicaSets and DaemonSets), so that an object at an old
+// version (extensions/v1beta1, batch/v1beta1) is named as such. Another group's kind of the
+// same name (OpenKruise's apps.kruise.io StatefulSet, Volcano's batch.volcano.sh Job) is not
+// Kubernetes' and has no served version here.
+func ServedVersion(gvk schema.GroupVersionKind) (schema.GroupVersion, bool) {
+	if gvk.Kind == "Pod" && gvk.Group == corev1.GroupName {
 		return corev1.SchemeGroupVersion, true
 	}
 	for i := range workloads {
-		if workloads[i].Kind == kind {
-			return workloads[i].GroupVersion(), true
+		w := &workloads[i]
+		if w.Kind != gvk.Kind {
+			continue
+		}
+		if gvk.Group == w.Group || gvk.Group == "extensions" && w.Group == appsv1.GroupName && w.Kind != "StatefulSet" {
+			return w.GroupVersion(), true
 		}
 	}
 	return schema.GroupVersion{}, false

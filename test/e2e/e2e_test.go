@@ -28,7 +28,7 @@ metadata:
 spec:
   namespaceSelector:
     matchExpressions:
-    - {key: kubernetes.io/metadata.name, operator: NotIn, values: [e2e-verify, e2e-exceptions]}
+    - {key: kubernetes.io/metadata.name, operator: NotIn, values: [e2e-verify, e2e-verify-tenant, e2e-exceptions]}
   images:
     allow: ["ghcr.io/acme/**"]
 `
