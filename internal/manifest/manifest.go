@@ -272,7 +272,7 @@ func decodeJSONStream(name string, data []byte, fn func(*Document)) []error {
 			for i, item := range items {
 				obj, err := decode(item)
 				if err != nil || obj == nil {
-					errs = append(errs, &Error{File: name, Index: index, Err: fmt.Errorf("[%d] is not an object: %v", i, orNotObject(err))})
+					errs = append(errs, &Error{File: name, Index: index, Err: fmt.Errorf("[%d] is not an object: %w", i, orNotObject(err))})
 					continue
 				}
 				fn(&Document{File: name, Index: index, Item: i, InArray: true, Object: obj})
