@@ -447,3 +447,36 @@ spec: {images: [{glob: "**"}]}
 		t.Errorf("another project's ClusterImagePolicy: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
 	}
 }
+
+// A folder that holds a kustomization is rendered as kubectl apply -k renders it: its images
+// rewrites and namespace apply, so the overlay the cluster would get is what is decided.
+func TestKustomizeFolders(t *testing.T) {
+	dir := t.TempDir()
+	for name, content := range map[string]string{
+		"base/pod.yaml":           admittedPod,
+		"base/kustomization.yaml": "resources: [pod.yaml]\n",
+		"overlays/prod/kustomization.yaml": `resources: [../../base]
+namespace: prod
+images:
+- name: ghcr.io/acme/app
+  newName: quay.io/evil/app
+  newTag: "1"
+`,
+		"overlays/broken/kustomization.yaml": "resources: [missing.yaml]\n",
+	} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o750); err != nil {
+			t.Fatal(err)
+		}
+		write(t, dir, name, content)
+	}
+	prod := filepath.Join(dir, "overlays", "prod")
+	code, stdout, stderr := imagegate(t, "", "check", "--policy", "testdata/policies", prod)
+	want := prod + ` (kustomize)#1: Pod/prod/ok: denied: spec.containers[0].image: image "quay.io/evil/app:1"`
+	if code != check.ExitDenied || !strings.Contains(stdout, want) {
+		t.Errorf("the rendered overlay: exit %d, stdout lacks %q\nstdout: %s\nstderr: %s", code, want, stdout, stderr)
+	}
+	code, _, stderr = imagegate(t, "", "check", "--policy", "testdata/policies", filepath.Join(dir, "overlays", "broken"))
+	if code != check.ExitBadInput || !strings.Contains(stderr, "broken (kustomize): kustomize build failed:") {
+		t.Errorf("a kustomization that does not build: exit %d\n%s", code, stderr)
+	}
+}

@@ -75,6 +75,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		return nil, err
 	}
 	reader := &manifest.Reader{MaxFileSize: opts.MaxFileSize, Stdin: opts.Stdin}
+	// Manifests are what the cluster would get: a kustomization is rendered, as kubectl
+	// apply -k renders it. Policy folders are read file by file.
+	manifests := &manifest.Reader{MaxFileSize: opts.MaxFileSize, Stdin: opts.Stdin, Kustomize: true}
 	r := &Report{offline: opts.Offline, verifier: opts.Verifier, now: opts.Now}
 	if !opts.Offline && r.verifier == nil {
 		r.verifier = verify.New(verify.Options{Keychain: authn.DefaultKeychain})
@@ -88,7 +91,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	var pending []pendingObject
 	labels := map[string]map[string]string{}
 	documents := 0
-	errs := reader.Read(opts.Paths, func(d *manifest.Document) {
+	errs := manifests.Read(opts.Paths, func(d *manifest.Document) {
 		documents++
 		if ns, l, ok := namespaceLabels(d); ok {
 			labels[ns] = l

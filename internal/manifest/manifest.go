@@ -1,8 +1,9 @@
 // Package manifest reads Kubernetes objects from files, folders and standard input, as
 // kubectl apply -f does: multi-document YAML, JSON (one value after another, and arrays),
-// and List objects, with folders walked
-// recursively for .yaml, .yml and .json files. Every object keeps where it came from (file,
-// document, List item), so that reports and errors can name it.
+// and List objects, with folders walked recursively for .yaml, .yml and .json files, and a
+// folder that holds a kustomization rendered as kubectl kustomize renders it. Every object
+// keeps where it came from (file, document, List item), so that reports and errors can name
+// it.
 package manifest
 
 import (
@@ -20,6 +21,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 )
 
@@ -89,6 +92,9 @@ type Reader struct {
 	MaxFileSize int64
 	// Stdin is read for the path "-"; nil means os.Stdin.
 	Stdin io.Reader
+	// Kustomize renders each folder that holds a kustomization (kubectl apply -k) instead of
+	// reading its files (kubectl apply -f).
+	Kustomize bool
 }
 
 // Read reads every path in order (folders walked in lexical order), calls fn with each
@@ -127,7 +133,16 @@ func (r *Reader) Read(paths []string, fn func(*Document)) []error {
 				errs = append(errs, &Error{File: path, Err: unwrapPathError(err)})
 				return nil
 			}
-			if entry.IsDir() || !IsManifestFile(path) {
+			if entry.IsDir() {
+				if !r.Kustomize || !isKustomization(path) {
+					return nil
+				}
+				// What kubectl apply -k applies: the rendered objects, not the files.
+				found = true
+				errs = append(errs, r.kustomize(path, fn)...)
+				return filepath.SkipDir
+			}
+			if !IsManifestFile(path) {
 				return nil
 			}
 			found = true
@@ -138,7 +153,7 @@ func (r *Reader) Read(paths []string, fn func(*Document)) []error {
 			errs = append(errs, &Error{File: p, Err: walkErr})
 		}
 		if !found {
-			errs = append(errs, &Error{File: p, Err: errors.New("the folder holds no .yaml, .yml or .json file")})
+			errs = append(errs, &Error{File: p, Err: errors.New("the folder holds no .yaml, .yml or .json file and no kustomization")})
 		}
 	}
 	return errs
@@ -151,6 +166,41 @@ func IsManifestFile(path string) bool {
 		return true
 	}
 	return false
+}
+
+// kustomizationFiles are the names kustomize looks for in a folder.
+var kustomizationFiles = []string{"kustomization.yaml", "kustomization.yml", "Kustomization"}
+
+// isKustomization reports whether dir holds a kustomization.
+func isKustomization(dir string) bool {
+	for _, name := range kustomizationFiles {
+		if info, err := os.Stat(filepath.Join(dir, name)); err == nil && !info.IsDir() {
+			return true
+		}
+	}
+	return false
+}
+
+// kustomize renders the kustomization in dir as kubectl kustomize does (its images,
+// namespace and patches applied) and reads the result; documents are named after the folder.
+func (r *Reader) kustomize(dir string, fn func(*Document)) []error {
+	name := dir + " (kustomize)"
+	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		return []error{&Error{File: name, Err: fmt.Errorf("kustomize build failed: %w", err)}}
+	}
+	out, err := m.AsYaml()
+	if err != nil {
+		return []error{&Error{File: name, Err: fmt.Errorf("kustomize build failed: %w", err)}}
+	}
+	limit := r.MaxFileSize
+	if limit <= 0 {
+		limit = DefaultMaxFileSize
+	}
+	if int64(len(out)) > limit {
+		return []error{&Error{File: name, Err: fmt.Errorf("renders to more than %s: not read (raise --max-file-size if it really is that large)", size(limit))}}
+	}
+	return decodeAll(name, out, fn)
 }
 
 func (r *Reader) readFile(path string, fn func(*Document)) []error {
