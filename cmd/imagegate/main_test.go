@@ -480,3 +480,19 @@ images:
 		t.Errorf("a kustomization that does not build: exit %d\n%s", code, stderr)
 	}
 }
+
+// A pattern that is a registry host alone is surely a mistake: the CLI says what was meant.
+func TestBareHostPatternNote(t *testing.T) {
+	dir := t.TempDir()
+	p := write(t, dir, "deny.yaml", `apiVersion: imagegate.io/v1alpha1
+kind: ClusterImagePolicy
+metadata: {name: no-evil}
+spec: {images: {deny: [evil.io]}}
+`)
+	ok := write(t, dir, "ok.yaml", strings.ReplaceAll(admittedPod, "ghcr.io/acme/app:1.0", "evil.io/miner:1"))
+	code, _, stderr := imagegate(t, "", "check", "--policy", p, ok)
+	want := `note: ` + p + `#1: ClusterImagePolicy/no-evil: spec.images.deny[0]: "evil.io" names the Docker Hub image docker.io/library/evil.io, not the registry evil.io: did you mean "evil.io/**"?`
+	if code != check.ExitAdmitted || !strings.Contains(stderr, want) {
+		t.Errorf("exit %d (the policy is in force as written, so the image passes), stderr lacks %q:\n%s", code, want, stderr)
+	}
+}

@@ -230,6 +230,9 @@ func (r *Report) loadPolicies(ctx context.Context, reader *manifest.Reader, v *c
 		if msg != "" {
 			r.Errors = append(r.Errors, InputError{Location: seen[ref], Message: fmt.Sprintf("%s cannot be compiled: %s", ref, msg)})
 		}
+		for _, w := range snap.PolicyWarnings(ref) {
+			r.Notes = append(r.Notes, InputError{Location: seen[ref], Message: fmt.Sprintf("%s: %s", ref, w)})
+		}
 	}
 	return snap
 }

@@ -159,3 +159,11 @@ var _ = Describe("Background audit after a Namespace is relabelled", func() {
 		}).WithTimeout(20*time.Second).Should(Succeed(), "the audit ran after the relabelling, an hour before its interval")
 	})
 })
+
+var _ = Describe("Policy status", func() {
+	It("says, with the policy in force, what in it can only be a mistake", func() {
+		ns := newNamespace(nil)
+		p := clusterPolicy(ns, "bare-host", imagegatev1alpha1.ImagePolicySpec{Images: imagegatev1alpha1.ImageRules{Deny: []imagegatev1alpha1.ImagePattern{"evil.io"}}})
+		Eventually(func() string { return condition(p, imagegatev1alpha1.ConditionReady) }).WithTimeout(10 * time.Second).Should(Equal(`True/Compiled: the policy is in force; warning: spec.images.deny[0]: "evil.io" names the Docker Hub image docker.io/library/evil.io, not the registry evil.io: did you mean "evil.io/**"?`))
+	})
+})

@@ -64,17 +64,6 @@ var _ = Describe("ImagePolicyException status with allowBreakGlass", func() {
 		}
 		Expect(k8sClient.Create(ctx, ex)).To(Succeed())
 		DeferCleanup(func() { _ = k8sClient.Delete(ctx, ex) })
-		Eventually(func() string {
-			var got imagegatev1alpha1.ImagePolicyException
-			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(ex), &got); err != nil {
-				return err.Error()
-			}
-			for _, c := range got.Status.Conditions {
-				if c.Type == imagegatev1alpha1.ConditionActive {
-					return c.Message
-				}
-			}
-			return ""
-		}).WithTimeout(10 * time.Second).Should(HaveSuffix(`; allowBreakGlass changes nothing for ClusterImagePolicy "` + ns + `-open", which do not set allowBreakGlass with breakGlassRequiresException`))
+		Eventually(func() string { return condition(ex, imagegatev1alpha1.ConditionActive) }).WithTimeout(10 * time.Second).Should(HaveSuffix(`; allowBreakGlass changes nothing for ClusterImagePolicy "` + ns + `-open", which do not set allowBreakGlass with breakGlassRequiresException`))
 	})
 })

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +32,7 @@ import (
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
+	"github.com/imagegate/imagegate/internal/text"
 )
 
 // snapshotKey is the one work item: every policy change rebuilds the whole snapshot, so
@@ -121,12 +123,12 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (
 	for i := range cps.Items {
 		p := &cps.Items[i]
 		ref := policy.Ref{Kind: policy.KindClusterImagePolicy, Name: p.Name}
-		errs = append(errs, r.writeStatus(ctx, p, &p.Status, snap.PolicyError(ref)))
+		errs = append(errs, r.writeStatus(ctx, p, &p.Status, snap.PolicyError(ref), snap.PolicyWarnings(ref)))
 	}
 	for i := range nps.Items {
 		p := &nps.Items[i]
 		ref := policy.Ref{Kind: policy.KindImagePolicy, Namespace: p.Namespace, Name: p.Name}
-		errs = append(errs, r.writeStatus(ctx, p, &p.Status, snap.PolicyError(ref)))
+		errs = append(errs, r.writeStatus(ctx, p, &p.Status, snap.PolicyError(ref), snap.PolicyWarnings(ref)))
 	}
 	for i := range exs.Items {
 		errs = append(errs, r.writeExceptionStatus(ctx, snap, &exs.Items[i]))
@@ -135,11 +137,14 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (
 }
 
 // writeStatus sets the Ready condition of one policy, writing only when it changes.
-func (r *PolicyReconciler) writeStatus(ctx context.Context, obj client.Object, status *v1alpha1.ImagePolicyStatus, problem string) error {
+func (r *PolicyReconciler) writeStatus(ctx context.Context, obj client.Object, status *v1alpha1.ImagePolicyStatus, problem string, warnings []string) error {
 	want := status.DeepCopy()
 	cond := metav1.Condition{
 		Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonCompiled,
 		Message: "the policy is in force", ObservedGeneration: obj.GetGeneration(),
+	}
+	if len(warnings) > 0 {
+		cond.Message = text.Cut(cond.Message+"; warning: "+strings.Join(warnings, "; "), 30000) // the schema's maxLength is 32768
 	}
 	if problem != "" {
 		cond.Status, cond.Reason = metav1.ConditionFalse, v1alpha1.ReasonInvalid

@@ -11,6 +11,7 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/rand"
@@ -125,4 +126,25 @@ func clusterPolicy(ns, name string, spec imagegatev1alpha1.ImagePolicySpec) *ima
 func metricValue(name string, labels map[string]string) float64 {
 	GinkgoHelper()
 	return envtestutil.MetricValue(metricsRegistry, name, labels)
+}
+
+// condition reads obj (a ClusterImagePolicy or an ImagePolicyException) and returns its
+// condition of type typ as "Status/Reason: message", or why it could not.
+func condition(obj client.Object, typ string) string {
+	GinkgoHelper()
+	fresh := obj.DeepCopyObject().(client.Object)
+	if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(obj), fresh); err != nil {
+		return err.Error()
+	}
+	var conds []metav1.Condition
+	switch o := fresh.(type) {
+	case *imagegatev1alpha1.ClusterImagePolicy:
+		conds = o.Status.Conditions
+	case *imagegatev1alpha1.ImagePolicyException:
+		conds = o.Status.Conditions
+	}
+	if c := meta.FindStatusCondition(conds, typ); c != nil {
+		return string(c.Status) + "/" + c.Reason + ": " + c.Message
+	}
+	return ""
 }

@@ -107,6 +107,7 @@ type Snapshot struct {
 	byNamespace map[string][]int32 // indices of ImagePolicies by namespace
 	hosts       map[string]*node
 	errors      map[Ref]string
+	warnings    map[Ref][]string
 	// Policies by tag and digest rule, so that an image that breaks none of them is cleared
 	// without looking at every policy.
 	requireDigest []int32
@@ -173,6 +174,21 @@ func (s *Snapshot) SelectsNamespaces() bool { return s.selectsNamespaces }
 // (or is not in the snapshot).
 func (s *Snapshot) PolicyError(ref Ref) string { return s.errors[ref] }
 
+// PolicyWarnings are what in a valid policy can only be a mistake (a bare registry host as a
+// pattern); the policy is in force as written.
+func (s *Snapshot) PolicyWarnings(ref Ref) []string { return s.warnings[ref] }
+
+// bareHost reports whether a pattern is a registry host alone (evil.io, registry:5000,
+// localhost): by the reference grammar it names a Docker Hub image, which is surely not meant.
+func bareHost(raw string) bool {
+	if strings.Contains(raw, "/") {
+		return false
+	}
+	name, _, _ := strings.Cut(raw, "@")
+	name, _, _ = strings.Cut(name, ":") // a port, or a tag: redis:6 is an image
+	return strings.Contains(name, ".") || name == "localhost"
+}
+
 // Compile builds a snapshot from every policy in force. Policies that do not compile are kept,
 // marked invalid (see PolicyError); they never stop the others from compiling.
 func Compile(cluster []v1alpha1.ClusterImagePolicy, namespaced []v1alpha1.ImagePolicy) *Snapshot {
@@ -185,6 +201,7 @@ func CompileWith(cluster []v1alpha1.ClusterImagePolicy, namespaced []v1alpha1.Im
 		byNamespace: map[string][]int32{},
 		hosts:       map[string]*node{},
 		errors:      map[Ref]string{},
+		warnings:    map[Ref][]string{},
 		breakGlass:  map[Ref]bool{},
 		uids:        map[Ref]types.UID{},
 		tagDenied:   map[string][]int32{},
@@ -288,6 +305,10 @@ func (s *Snapshot) add(ref Ref, meta *metav1.ObjectMeta, spec *v1alpha1.ImagePol
 				continue
 			}
 			uses = append(uses, use{p, target{policy: idx, list: l, index: int32(i), hasAllow: cp.hasAllow}})
+			if bareHost(string(raw)) {
+				s.warnings[ref] = append(s.warnings[ref], fmt.Sprintf("spec.%s[%d]: %q names the Docker Hub image %s, not the registry %s: did you mean %q?",
+					field, i, raw, p.Normalized, strings.Split(string(raw), "@")[0], strings.Split(string(raw), "@")[0]+"/**"))
+			}
 		}
 	}
 	collect("images.allow", listAllow, spec.Images.Allow)

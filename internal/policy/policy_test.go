@@ -754,3 +754,23 @@ func TestRelabelIntoPodSelector(t *testing.T) {
 		})
 	}
 }
+
+// A pattern that is a registry host alone names a Docker Hub image: the policy is in force as
+// written, with a warning that says what was surely meant.
+func TestBareHostPatternsWarn(t *testing.T) {
+	cps, _ := policies(t, cluster("hosts", `{images: {allow: ["ghcr.io/acme/**", "redis:6", "nginx"], deny: ["evil.io", "registry.corp:5000", "localhost"]}}`))
+	snap := CompileWith(cps, nil, Options{})
+	ref := Ref{Kind: KindClusterImagePolicy, Name: "hosts"}
+	if e := snap.PolicyError(ref); e != "" {
+		t.Fatal(e)
+	}
+	got := strings.Join(snap.PolicyWarnings(ref), "\n")
+	want := strings.Join([]string{
+		`spec.images.deny[0]: "evil.io" names the Docker Hub image docker.io/library/evil.io, not the registry evil.io: did you mean "evil.io/**"?`,
+		`spec.images.deny[1]: "registry.corp:5000" names the Docker Hub image docker.io/library/registry.corp:5000, not the registry registry.corp:5000: did you mean "registry.corp:5000/**"?`,
+		`spec.images.deny[2]: "localhost" names the Docker Hub image docker.io/library/localhost, not the registry localhost: did you mean "localhost/**"?`,
+	}, "\n")
+	if got != want {
+		t.Errorf("warnings:\n%s\nwant:\n%s", got, want)
+	}
+}
