@@ -57,6 +57,8 @@ func newCheck(stdin io.Reader, code *int) *cobra.Command {
 		namespace string
 		maxSize   string
 		offline   bool
+
+		failOnWarn, failIfNothingChecked bool
 	)
 	cmd := &cobra.Command{
 		Use:   "check --policy PATH [--policy PATH ...] [-o text|json] FILE_OR_DIR ...",
@@ -81,8 +83,9 @@ ImagePolicyExceptions in the --policy files apply as in the cluster, judged at t
 check: an expired one exempts nothing. Each violation an exception lifts is reported as
 "exempt", with the exception and its expiry.
 
-Exit status: 0 when everything would be admitted, 1 when anything would be denied, 2 when an
-input could not be read or a policy is invalid.`,
+Exit status: 0 when everything would be admitted, 1 when anything would be denied (or, with
+--fail-on-warn, admitted with a warning), 2 when an input could not be read or a policy is
+invalid (or, with --fail-if-nothing-checked, nothing was checked).`,
 		Example: `  imagegate check --policy config/samples deploy/
   kustomize build overlays/prod | imagegate check --policy policies/ -
   imagegate check --policy policies/ -n argocd install.yaml
@@ -103,6 +106,7 @@ input could not be read or a policy is invalid.`,
 			if err != nil {
 				return err
 			}
+			report.Strict(failOnWarn, failIfNothingChecked)
 			if output == "json" {
 				err = report.WriteJSON(cmd.OutOrStdout())
 			} else {
@@ -124,6 +128,8 @@ input could not be read or a policy is invalid.`,
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", `the namespace of the manifests' objects that name none, as kubectl apply -n (default "default"); an object that names another is an input error`)
+	cmd.Flags().BoolVar(&failOnWarn, "fail-on-warn", false, "exit 1 when anything would be admitted with a warning (Warn-mode violations), as when denied")
+	cmd.Flags().BoolVar(&failIfNothingChecked, "fail-if-nothing-checked", false, "exit 2 when no Pod or workload was found to check (a wrong path, an empty render)")
 	cmd.Flags().BoolVar(&offline, "offline", false, "skip verify rules: contact no registry, and report each image they cover as not verified")
 	cmd.Flags().StringVar(&maxSize, "max-file-size", resource.NewQuantity(manifest.DefaultMaxFileSize, resource.BinarySI).String(), "the largest input file read")
 	if err := cmd.MarkFlagRequired("policy"); err != nil {

@@ -496,3 +496,54 @@ spec: {images: {deny: [evil.io]}}
 		t.Errorf("exit %d (the policy is in force as written, so the image passes), stderr lacks %q:\n%s", code, want, stderr)
 	}
 }
+
+// What a pipeline meets: strictness flags, stdin named twice, UTF-16 files, Helm templates,
+// generateName, overlapping paths, an expired exception.
+func TestPipelineEdges(t *testing.T) {
+	dir := t.TempDir()
+	warned := write(t, dir, "warned.yaml", strings.ReplaceAll(admittedPod, "ghcr.io/acme/app:1.0", "ghcr.io/acme/app:latest"))
+	configMap := write(t, dir, "cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n")
+	utf16 := write(t, dir, "utf16.yaml", "\xff\xfea\x00p\x00i\x00")
+	helm := write(t, dir, "helm.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: {{ .Release.Name }}}\n")
+	generated := write(t, dir, "generated.yaml", strings.Replace(strings.ReplaceAll(admittedPod, "ghcr.io/acme", "quay.io/evil"), "metadata: {name: ok}", "metadata: {generateName: job-}", 1))
+	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	inSub := write(t, dir, "sub/ok.yaml", admittedPod)
+	expired := write(t, dir, "expired.yaml", `apiVersion: imagegate.io/v1alpha1
+kind: ImagePolicyException
+metadata: {name: old, namespace: default}
+spec:
+  reason: r
+  expiresAt: "2020-01-01T00:00:00Z"
+  policies: [{kind: ClusterImagePolicy, name: no-latest}]
+`)
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		code  int
+		where *string
+		want  string
+	}{
+		{"--fail-on-warn", []string{"--fail-on-warn", warned}, check.ExitDenied, nil, "1 admitted (1 with warnings)"},
+		{"without it, a warning passes", []string{warned}, check.ExitAdmitted, nil, "1 admitted (1 with warnings)"},
+		{"--fail-if-nothing-checked", []string{"--fail-if-nothing-checked", configMap}, check.ExitBadInput, new(string), "no Pod or workload was checked (--fail-if-nothing-checked)"},
+		{"stdin named twice", []string{"--policy", "-", "-"}, check.ExitBadInput, new(string), "standard input is named twice (--policy - and -)"},
+		{"UTF-16", []string{utf16}, check.ExitBadInput, new(string), "UTF-16 text (what PowerShell's > writes): save it as UTF-8"},
+		{"a Helm template", []string{helm}, check.ExitBadInput, new(string), "a Helm template, not a manifest; render it first: helm template RELEASE CHART | imagegate check"},
+		{"generateName", []string{generated}, check.ExitDenied, nil, "Pod/default/job-*: denied"},
+		{"the same file through two paths", []string{filepath.Join(dir, "sub"), inSub}, check.ExitAdmitted, nil, "1 object checked"},
+		{"an expired exception", []string{"--policy", expired, warned}, check.ExitAdmitted, new(string), "ImagePolicyException default/old expired at 2020-01-01T00:00:00Z: it exempts nothing"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := imagegate(t, "", append([]string{"check", "--policy", "testdata/policies"}, tc.args...)...)
+			got := stdout
+			if tc.where != nil {
+				got = stderr
+			}
+			if code != tc.code || !strings.Contains(got, tc.want) {
+				t.Errorf("exit %d (want %d), output lacks %q\nstdout: %s\nstderr: %s", code, tc.code, tc.want, stdout, stderr)
+			}
+		})
+	}
+}

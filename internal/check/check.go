@@ -84,6 +84,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		defer r.verifier.Close()
 	}
 
+	if slices.Contains(opts.PolicyPaths, manifest.Stdin) && slices.Contains(opts.Paths, manifest.Stdin) {
+		r.Errors = append(r.Errors, InputError{Message: "standard input is named twice (--policy - and -): it can be read once; give the policies or the manifests as files"})
+		r.Summary.Errors = len(r.Errors)
+		return r, nil
+	}
 	snap := r.loadPolicies(ctx, reader, validator, opts.PolicyPaths)
 
 	// One pass: Namespaces supply labels, workloads are reduced to what the engine needs, and
@@ -195,6 +200,9 @@ func (r *Report) loadPolicies(ctx context.Context, reader *manifest.Reader, v *c
 			var e v1alpha1.ImagePolicyException
 			if err = runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, &e); err == nil {
 				exceptions = append(exceptions, e)
+				if e.Spec.ExpiresAt != nil && !r.clock().Before(e.Spec.ExpiresAt.Time) {
+					r.addNote(d, fmt.Sprintf("ImagePolicyException %s/%s expired at %s: it exempts nothing", e.Namespace, e.Name, e.Spec.ExpiresAt.UTC().Format(time.RFC3339)))
+				}
 			}
 		}
 		if err != nil {
@@ -308,7 +316,7 @@ func (r *Report) readWorkload(scheme *runtime.Scheme, d *manifest.Document, name
 	}
 	p := pendingObject{
 		result: ObjectResult{
-			File: d.File, Document: d.Index, Kind: gvk.Kind, Namespace: ns, Name: d.Object.GetName(),
+			File: d.File, Document: d.Index, Kind: gvk.Kind, Namespace: ns, Name: objectName(d.Object),
 			location: d.Location(),
 		},
 		podLabels:  tmpl.Labels,
@@ -389,6 +397,23 @@ func (r *Report) decide(ctx context.Context, snap *policy.Snapshot, labels map[s
 		r.Summary.Admitted++
 	}
 	r.Objects = append(r.Objects, res)
+}
+
+// clock is the time of the check.
+func (r *Report) clock() time.Time {
+	if r.now != nil {
+		return r.now()
+	}
+	return time.Now()
+}
+
+// objectName is the object's name, or its generateName followed by "*" (the apiserver adds
+// the rest).
+func objectName(obj *unstructured.Unstructured) string {
+	if name := obj.GetName(); name != "" || obj.GetGenerateName() == "" {
+		return name
+	}
+	return obj.GetGenerateName() + "*"
 }
 
 // hasPodTemplate reports whether an object of another kind keeps a pod template where the

@@ -30,9 +30,10 @@ type Report struct {
 	Notes   []InputError `json:"notes,omitempty"`
 	Summary Summary      `json:"summary"`
 
-	offline  bool
-	now      func() time.Time
-	verifier *verify.Verifier
+	offline    bool
+	failOnWarn bool
+	now        func() time.Time
+	verifier   *verify.Verifier
 }
 
 // ObjectResult is the decision about one Pod or workload.
@@ -145,15 +146,27 @@ type Summary struct {
 	Errors  int `json:"errors"`
 }
 
-// ExitCode is 2 when an input was bad, else 1 when an object would be denied, else 0.
+// ExitCode is 2 when an input was bad, else 1 when an object would be denied (or, with
+// Strict's failOnWarn, admitted with warnings), else 0.
 func (r *Report) ExitCode() int {
 	switch {
 	case len(r.Errors) > 0:
 		return ExitBadInput
-	case r.Summary.Denied > 0:
+	case r.Summary.Denied > 0, r.failOnWarn && r.Summary.Warned > 0:
 		return ExitDenied
 	default:
 		return ExitAdmitted
+	}
+}
+
+// Strict turns what a pipeline may want to fail on into failures: warnings (failOnWarn: exit
+// 1), and a run that decided nothing (failIfNothingChecked: bad input, exit 2; a path that
+// holds no Pod or workload, a render that went wrong).
+func (r *Report) Strict(failOnWarn, failIfNothingChecked bool) {
+	r.failOnWarn = failOnWarn
+	if failIfNothingChecked && r.Summary.Checked == 0 && len(r.Errors) == 0 {
+		r.Errors = append(r.Errors, InputError{Message: "no Pod or workload was checked (--fail-if-nothing-checked)"})
+		r.Summary.Errors = len(r.Errors)
 	}
 }
 

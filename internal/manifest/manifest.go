@@ -104,6 +104,18 @@ type Reader struct {
 func (r *Reader) Read(paths []string, fn func(*Document)) []error {
 	var errs []error
 	stdinRead := false
+	read := map[string]bool{} // files reached twice (overlapping paths) are read once
+	once := func(path string) bool {
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			abs = path
+		}
+		if read[abs] {
+			return false
+		}
+		read[abs] = true
+		return true
+	}
 	for _, p := range paths {
 		if p == Stdin {
 			if stdinRead {
@@ -124,7 +136,9 @@ func (r *Reader) Read(paths []string, fn func(*Document)) []error {
 			continue
 		}
 		if !info.IsDir() {
-			errs = append(errs, r.readFile(p, fn)...)
+			if once(p) {
+				errs = append(errs, r.readFile(p, fn)...)
+			}
 			continue
 		}
 		found := false
@@ -139,14 +153,18 @@ func (r *Reader) Read(paths []string, fn func(*Document)) []error {
 				}
 				// What kubectl apply -k applies: the rendered objects, not the files.
 				found = true
-				errs = append(errs, r.kustomize(path, fn)...)
+				if once(path) {
+					errs = append(errs, r.kustomize(path, fn)...)
+				}
 				return filepath.SkipDir
 			}
 			if !IsManifestFile(path) {
 				return nil
 			}
 			found = true
-			errs = append(errs, r.readFile(path, fn)...)
+			if once(path) {
+				errs = append(errs, r.readFile(path, fn)...)
+			}
 			return nil
 		})
 		if walkErr != nil {
@@ -224,6 +242,9 @@ func (r *Reader) readStream(name string, in io.Reader, fn func(*Document)) []err
 	if int64(len(data)) > limit {
 		return []error{&Error{File: name, Err: fmt.Errorf("larger than %s: not read (raise --max-file-size if it really is a manifest)", size(limit))}}
 	}
+	if bytes.HasPrefix(data, []byte{0xff, 0xfe}) || bytes.HasPrefix(data, []byte{0xfe, 0xff}) {
+		return []error{&Error{File: name, Err: errors.New("UTF-16 text (what PowerShell's > writes): save it as UTF-8, e.g. with Out-File -Encoding utf8")}}
+	}
 	if isBinary(data) {
 		return []error{&Error{File: name, Err: errors.New("not a text file (it holds NUL bytes): not YAML or JSON")}}
 	}
@@ -272,6 +293,9 @@ func decodeAll(name string, data []byte, fn func(*Document)) []error {
 		}
 		obj, err := decode(raw)
 		if err != nil {
+			if bytes.Contains(raw, []byte("{{")) {
+				err = fmt.Errorf("%w (it holds {{ }}: a Helm template, not a manifest; render it first: helm template RELEASE CHART | imagegate check --policy ... -)", err)
+			}
 			errs = append(errs, &Error{File: name, Index: index, Err: err})
 			continue
 		}
