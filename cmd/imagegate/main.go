@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -61,7 +63,7 @@ func newCheck(stdin io.Reader, code *int) *cobra.Command {
 		failOnWarn, failIfNothingChecked bool
 	)
 	cmd := &cobra.Command{
-		Use:   "check --policy PATH [--policy PATH ...] [-o text|json] FILE_OR_DIR ...",
+		Use:   "check --policy PATH [--policy PATH ...] [-n NAMESPACE] [-o text|json|sarif|junit|github] FILE_OR_DIR ...",
 		Short: "Decide the Pods and pod templates of manifests as the imagegate webhook would",
 		Long: `check reads ImagePolicies and ClusterImagePolicies from the --policy files and folders,
 validates them as the apiserver would, and decides every Pod and the pod template of every
@@ -92,8 +94,8 @@ invalid (or, with --fail-if-nothing-checked, nothing was checked).`,
   imagegate check --policy policies/ -o json manifests/ > report.json`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if output != "text" && output != "json" {
-				return fmt.Errorf("--output must be text or json, not %q", output)
+			if !slices.Contains(check.Formats, output) {
+				return fmt.Errorf("--output must be one of %s, not %q", strings.Join(check.Formats, ", "), output)
 			}
 			limit, err := resource.ParseQuantity(maxSize)
 			if err != nil || limit.Value() <= 0 {
@@ -107,12 +109,7 @@ invalid (or, with --fail-if-nothing-checked, nothing was checked).`,
 				return err
 			}
 			report.Strict(failOnWarn, failIfNothingChecked)
-			if output == "json" {
-				err = report.WriteJSON(cmd.OutOrStdout())
-			} else {
-				err = report.WriteText(cmd.OutOrStdout(), cmd.ErrOrStderr())
-			}
-			if err != nil {
+			if err := report.Write(output, imagegateversion.Of(version), cmd.OutOrStdout(), cmd.ErrOrStderr()); err != nil {
 				return fmt.Errorf("writing the report: %w", err)
 			}
 			*code = report.ExitCode()
@@ -126,7 +123,7 @@ invalid (or, with --fail-if-nothing-checked, nothing was checked).`,
 	if err := cmd.Flags().MarkDeprecated("exclude-namespace", "use --"+podspec.ExcludedNamespacesFlag); err != nil {
 		panic(err)
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text, json, sarif (SARIF 2.1.0, for code scanning), junit (JUnit XML) or github (GitHub Actions annotations)")
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", `the namespace of the manifests' objects that name none, as kubectl apply -n (default "default"); an object that names another is an input error`)
 	cmd.Flags().BoolVar(&failOnWarn, "fail-on-warn", false, "exit 1 when anything would be admitted with a warning (Warn-mode violations), as when denied")
 	cmd.Flags().BoolVar(&failIfNothingChecked, "fail-if-nothing-checked", false, "exit 2 when no Pod or workload was found to check (a wrong path, an empty render)")
@@ -135,7 +132,7 @@ invalid (or, with --fail-if-nothing-checked, nothing was checked).`,
 	if err := cmd.MarkFlagRequired("policy"); err != nil {
 		panic(err)
 	}
-	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(check.Formats, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 

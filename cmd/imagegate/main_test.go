@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"encoding/xml"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/santhosh-tekuri/jsonschema/v6"
 	"sigs.k8s.io/yaml"
 
 	"github.com/imagegate/imagegate/internal/check"
@@ -180,7 +182,7 @@ i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
 		{"wrong field type", []string{badType}, `badtype.yaml#1: Pod "x" cannot be read as v1: json: cannot unmarshal string into Go struct field PodSpec.spec.containers`},
 		{"folder without manifests", []string{noYAMLDir}, "nothing: the folder holds no .yaml, .yml or .json file"},
 		{"a Deployment at an API version no longer served", []string{oldAPI}, `old.yaml#1: Deployment "web" has apiVersion "extensions/v1beta1", which Kubernetes does not serve: use apps/v1`},
-		{"bad output format", []string{"-o", "xml", ok}, `--output must be text or json, not "xml"`},
+		{"bad output format", []string{"-o", "xml", ok}, `--output must be one of text, json, sarif, junit, github, not "xml"`},
 		{"bad size", []string{"--max-file-size", "lots", ok}, `--max-file-size must be a size such as 32Mi, not "lots"`},
 		{"no manifest argument", nil, "requires at least 1 arg"},
 		{"standard input twice", []string{"-", "-"}, "standard input is named more than once"},
@@ -545,5 +547,92 @@ spec:
 				t.Errorf("exit %d (want %d), output lacks %q\nstdout: %s\nstderr: %s", code, tc.code, tc.want, stdout, stderr)
 			}
 		})
+	}
+}
+
+// The CI formats: SARIF validates against the SARIF 2.1.0 JSON schema (from
+// @microsoft/jest-sarif's copy of the OASIS schema, testdata/sarif-schema-2.1.0.json) and
+// points each result at its file and line; JUnit XML reads back with a failed case per denied
+// object and an errored one per input error; GitHub annotations sit on the file and line.
+func TestCIFormats(t *testing.T) {
+	dir := t.TempDir()
+	bad := write(t, dir, "bad.yaml", "# a comment\n"+strings.ReplaceAll(admittedPod, "ghcr.io/acme/app:1.0", "quay.io/evil/app:1"))
+	warned := write(t, dir, "warned.yaml", strings.ReplaceAll(admittedPod, "ghcr.io/acme/app:1.0", "ghcr.io/acme/app:latest"))
+	broken := write(t, dir, "broken.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: x\n")
+	args := func(format string) []string {
+		return []string{"check", "--policy", "testdata/policies", "-o", format, bad, warned, broken}
+	}
+
+	code, stdout, stderr := imagegate(t, "", args("sarif")...)
+	if code != check.ExitBadInput {
+		t.Fatalf("exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	c := jsonschema.NewCompiler()
+	schemaFile, err := os.Open(filepath.Join("testdata", "sarif-schema-2.1.0.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = schemaFile.Close() }()
+	doc, err := jsonschema.UnmarshalJSON(schemaFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AddResource("sarif-2.1.0.json", doc); err != nil {
+		t.Fatal(err)
+	}
+	schema, err := c.Compile("sarif-2.1.0.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := jsonschema.UnmarshalJSON(strings.NewReader(stdout))
+	if err != nil {
+		t.Fatalf("the SARIF output is not JSON: %v\n%s", err, stdout)
+	}
+	if err := schema.Validate(out); err != nil {
+		t.Errorf("the SARIF output does not validate: %v", err)
+	}
+	for _, want := range []string{`"ruleId": "images.allow"`, `"level": "error"`, `"ruleId": "tags.deny"`, `"level": "warning"`, `"ruleId": "input-error"`, `"uri": "` + filepath.ToSlash(bad) + `"`, `"startLine": 2`} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("SARIF lacks %s:\n%s", want, stdout)
+		}
+	}
+
+	_, stdout, _ = imagegate(t, "", args("junit")...)
+	var suites struct {
+		Tests    int `xml:"tests,attr"`
+		Failures int `xml:"failures,attr"`
+		Errors   int `xml:"errors,attr"`
+		Suites   []struct {
+			Cases []struct {
+				Name    string `xml:"name,attr"`
+				File    string `xml:"file,attr"`
+				Line    int    `xml:"line,attr"`
+				Failure *struct {
+					Text string `xml:",chardata"`
+				} `xml:"failure"`
+				Error *struct {
+					Text string `xml:",chardata"`
+				} `xml:"error"`
+			} `xml:"testcase"`
+		} `xml:"testsuite"`
+	}
+	if err := xml.Unmarshal([]byte(stdout), &suites); err != nil {
+		t.Fatalf("the JUnit output is not XML: %v\n%s", err, stdout)
+	}
+	if suites.Tests != 3 || suites.Failures != 1 || suites.Errors != 1 || len(suites.Suites) != 1 || len(suites.Suites[0].Cases) != 3 {
+		t.Errorf("JUnit counts: %+v\n%s", suites, stdout)
+	} else if f := suites.Suites[0].Cases[0]; f.Name != "Pod/default/ok" || f.Line != 2 || f.Failure == nil || !strings.Contains(f.Failure.Text, `image "quay.io/evil/app:1" is not allowed`) {
+		t.Errorf("the denied object's case: %+v", f)
+	}
+
+	_, stdout, _ = imagegate(t, "", args("github")...)
+	for _, want := range []string{
+		"::error file=" + filepath.ToSlash(bad) + ",line=2,title=imagegate%3A Pod/default/ok denied::spec.containers[0].image: image \"quay.io/evil/app:1\"",
+		"::warning file=" + filepath.ToSlash(warned) + ",line=1,title=imagegate%3A Pod/default/ok warning::",
+		"::error file=" + filepath.ToSlash(broken) + ",line=1,title=imagegate%3A bad input::",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("GitHub annotations lack %q:\n%s", want, stdout)
+		}
 	}
 }

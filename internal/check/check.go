@@ -316,7 +316,7 @@ func (r *Report) readWorkload(scheme *runtime.Scheme, d *manifest.Document, name
 	}
 	p := pendingObject{
 		result: ObjectResult{
-			File: d.File, Document: d.Index, Kind: gvk.Kind, Namespace: ns, Name: objectName(d.Object),
+			File: d.File, Document: d.Index, Line: d.Line, Kind: gvk.Kind, Namespace: ns, Name: objectName(d.Object),
 			location: d.Location(),
 		},
 		podLabels:  tmpl.Labels,
@@ -326,6 +326,10 @@ func (r *Report) readWorkload(scheme *runtime.Scheme, d *manifest.Document, name
 	if d.Item >= 0 {
 		item := d.Item
 		p.result.Item = &item
+	}
+	p.result.Images = make([]InventoryImage, len(p.images))
+	for i, img := range p.images {
+		p.result.Images[i] = InventoryImage{Field: img.Field, Image: img.Ref}
 	}
 	return p, true
 }
@@ -483,13 +487,13 @@ func (r *Report) readSource(d *manifest.Document, src *fileSources) bool {
 }
 
 func (r *Report) addError(d *manifest.Document, msg string) {
-	r.Errors = append(r.Errors, InputError{File: d.File, Document: d.Index, Location: d.Location(), Message: msg})
+	r.Errors = append(r.Errors, InputError{File: d.File, Document: d.Index, Line: d.Line, Location: d.Location(), Message: msg})
 }
 
 // addNote records something the user should know that is not an error: what was skipped
 // that might look as if it were checked.
 func (r *Report) addNote(d *manifest.Document, msg string) {
-	r.Notes = append(r.Notes, InputError{File: d.File, Document: d.Index, Location: d.Location(), Message: msg})
+	r.Notes = append(r.Notes, InputError{File: d.File, Document: d.Index, Line: d.Line, Location: d.Location(), Message: msg})
 }
 
 func (r *Report) addInputErrors(errs []error) {
@@ -497,7 +501,7 @@ func (r *Report) addInputErrors(errs []error) {
 		ie := InputError{Message: err.Error()}
 		var me *manifest.Error
 		if errors.As(err, &me) {
-			ie = InputError{File: me.File, Document: me.Index, Location: strings.TrimSuffix(me.Error(), ": "+me.Err.Error()), Message: me.Err.Error()}
+			ie = InputError{File: me.File, Document: me.Index, Line: me.Line, Location: strings.TrimSuffix(me.Error(), ": "+me.Err.Error()), Message: me.Err.Error()}
 		}
 		r.Errors = append(r.Errors, ie)
 	}

@@ -42,7 +42,10 @@ type ObjectResult struct {
 	// Document is the document's number in the file, from 1.
 	Document int `json:"document"`
 	// Item is the index in a List document, when the object was in one.
-	Item      *int   `json:"item,omitempty"`
+	Item *int `json:"item,omitempty"`
+	// Line is where the object's document starts in the file, from 1 (0: unknown, as for a
+	// rendered kustomization).
+	Line      int    `json:"line,omitempty"`
 	Kind      string `json:"kind"`
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
@@ -60,6 +63,8 @@ type ObjectResult struct {
 	// Exempted lists the violations that ImagePolicyExceptions in the policy files lifted
 	// (those not expired at the time of the check).
 	Exempted []Exempted `json:"exempted,omitempty"`
+	// Images are every image of the object, admitted or not: an inventory.
+	Images []InventoryImage `json:"images"`
 
 	location string
 }
@@ -118,6 +123,12 @@ type PolicyRef struct {
 	Name      string `json:"name"`
 }
 
+// InventoryImage is one image an object names.
+type InventoryImage struct {
+	Field string `json:"field"`
+	Image string `json:"image"`
+}
+
 // InputError is an input that could not be used: an unreadable file, a document that is not
 // valid YAML or JSON, an invalid policy.
 type InputError struct {
@@ -125,7 +136,9 @@ type InputError struct {
 	Document int    `json:"document,omitempty"`
 	// Location is file#document as the text output prints it.
 	Location string `json:"location,omitempty"`
-	Message  string `json:"message"`
+	// Line is where the document starts in the file, from 1, when known.
+	Line    int    `json:"line,omitempty"`
+	Message string `json:"message"`
 }
 
 // Summary counts what was read and decided.
@@ -212,6 +225,11 @@ func (r *Report) WriteText(out, errOut io.Writer) error {
 			}
 		}
 	}
+	return r.writeSummary(out)
+}
+
+// writeSummary writes the summary line.
+func (r *Report) writeSummary(out io.Writer) error {
 	s := r.Summary
 	_, err := fmt.Fprintf(out, "%d %s checked against %d %s: %d denied, %d admitted (%d with warnings); %d %s skipped; %d input %s\n",
 		s.Checked, text.Plural(s.Checked, "object", "objects"), s.Policies, text.Plural(s.Policies, "policy", "policies"),

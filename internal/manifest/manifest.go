@@ -16,6 +16,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -46,6 +48,9 @@ type Document struct {
 	Item int
 	// InArray: the document is a JSON array (Item indexes it), not a List.
 	InArray bool
+	// Line is where the document starts in its file, from 1 (its first line that is not
+	// blank, a comment or ---); 0 when unknown.
+	Line int
 	// Object is the decoded object, or nil when the document is empty or not an object.
 	Object *unstructured.Unstructured
 }
@@ -67,7 +72,9 @@ func (d *Document) Location() string {
 type Error struct {
 	File  string
 	Index int
-	Err   error
+	// Line is where the document starts in the file, when known.
+	Line int
+	Err  error
 }
 
 func (e *Error) Error() string {
@@ -273,11 +280,13 @@ func decodeAll(name string, data []byte, fn func(*Document)) []error {
 	var errs []error
 	yr := utilyaml.NewYAMLReader(bufio.NewReaderSize(bytes.NewReader(data), 64<<10))
 	index := 0
+	lines := lineCounter{data: data}
 	for {
 		raw, err := yr.Read()
 		if errors.Is(err, io.EOF) {
 			break
 		}
+		line, rawLine := lines.find(raw)
 		if isEmptyDocument(raw) && err == nil {
 			continue
 		}
@@ -288,7 +297,7 @@ func decodeAll(name string, data []byte, fn func(*Document)) []error {
 			break
 		}
 		if len(raw) > maxDocumentSize {
-			errs = append(errs, &Error{File: name, Index: index, Err: fmt.Errorf("document larger than %d MiB", maxDocumentSize>>20)})
+			errs = append(errs, &Error{File: name, Index: index, Line: line, Err: fmt.Errorf("document larger than %d MiB", maxDocumentSize>>20)})
 			continue
 		}
 		obj, err := decode(raw)
@@ -296,14 +305,14 @@ func decodeAll(name string, data []byte, fn func(*Document)) []error {
 			if bytes.Contains(raw, []byte("{{")) {
 				err = fmt.Errorf("%w (it holds {{ }}: a Helm template, not a manifest; render it first: helm template RELEASE CHART | imagegate check --policy ... -)", err)
 			}
-			errs = append(errs, &Error{File: name, Index: index, Err: err})
+			errs = append(errs, &Error{File: name, Index: index, Line: line, Err: inFile(err, rawLine)})
 			continue
 		}
 		if obj == nil {
-			fn(&Document{File: name, Index: index, Item: -1})
+			fn(&Document{File: name, Index: index, Item: -1, Line: line})
 			continue
 		}
-		errs = append(errs, expand(name, index, obj, fn)...)
+		errs = append(errs, expand(name, index, line, obj, fn)...)
 	}
 	return errs
 }
@@ -327,42 +336,44 @@ func decodeJSONStream(name string, data []byte, fn func(*Document)) []error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	for index := 1; ; index++ {
 		var raw json.RawMessage
+		start := dec.InputOffset()
 		if err := dec.Decode(&raw); err != nil {
 			if !errors.Is(err, io.EOF) {
 				errs = append(errs, &Error{File: name, Index: index, Err: err})
 			}
 			return errs
 		}
+		line := lineAt(data, start)
 		if len(raw) > maxDocumentSize {
-			errs = append(errs, &Error{File: name, Index: index, Err: fmt.Errorf("document larger than %d MiB", maxDocumentSize>>20)})
+			errs = append(errs, &Error{File: name, Index: index, Line: line, Err: fmt.Errorf("document larger than %d MiB", maxDocumentSize>>20)})
 			continue
 		}
 		if trimmed := bytes.TrimSpace(raw); len(trimmed) > 0 && trimmed[0] == '[' {
 			var items []json.RawMessage
 			if err := json.Unmarshal(raw, &items); err != nil {
-				errs = append(errs, &Error{File: name, Index: index, Err: err})
+				errs = append(errs, &Error{File: name, Index: index, Line: line, Err: err})
 				continue
 			}
 			for i, item := range items {
 				obj, err := decode(item)
 				if err != nil || obj == nil {
-					errs = append(errs, &Error{File: name, Index: index, Err: fmt.Errorf("[%d] is not an object: %w", i, orNotObject(err))})
+					errs = append(errs, &Error{File: name, Index: index, Line: line, Err: fmt.Errorf("[%d] is not an object: %w", i, orNotObject(err))})
 					continue
 				}
-				fn(&Document{File: name, Index: index, Item: i, InArray: true, Object: obj})
+				fn(&Document{File: name, Index: index, Item: i, InArray: true, Line: line, Object: obj})
 			}
 			continue
 		}
 		obj, err := decode(raw)
 		if err != nil {
-			errs = append(errs, &Error{File: name, Index: index, Err: err})
+			errs = append(errs, &Error{File: name, Index: index, Line: line, Err: err})
 			continue
 		}
 		if obj == nil {
-			fn(&Document{File: name, Index: index, Item: -1})
+			fn(&Document{File: name, Index: index, Item: -1, Line: line})
 			continue
 		}
-		errs = append(errs, expand(name, index, obj, fn)...)
+		errs = append(errs, expand(name, index, line, obj, fn)...)
 	}
 }
 
@@ -371,6 +382,62 @@ func orNotObject(err error) error {
 		return errors.New("a JSON value that is not an object")
 	}
 	return err
+}
+
+// lineCounter finds, document after document, where each starts in data.
+type lineCounter struct {
+	data   []byte
+	offset int // where the previous document ended
+}
+
+// find returns the line of raw's first line that holds something (not blank, a comment or
+// ---), raw being the next document the YAML reader returned, and the line raw itself starts
+// at (where the YAML parser counts from); 0 when it cannot tell.
+func (c *lineCounter) find(raw []byte) (line, rawLine int) {
+	at := bytes.Index(c.data[c.offset:], raw)
+	if at < 0 {
+		return 0, 0
+	}
+	start := c.offset + at
+	c.offset = start + len(raw)
+	rawLine = 1 + bytes.Count(c.data[:start], []byte("\n"))
+	for _, l := range bytes.SplitAfter(raw, []byte("\n")) {
+		if t := bytes.TrimSpace(l); len(t) > 0 && t[0] != '#' && !bytes.Equal(t, []byte("---")) {
+			break
+		}
+		start += len(l)
+	}
+	return lineAt(c.data, int64(start)), rawLine
+}
+
+var yamlErrorLine = regexp.MustCompile(`yaml: line (\d+):`)
+
+// inFile rewrites the line a YAML error names, counted from the document's start, as a line
+// of the file (rawLine is where the document starts).
+func inFile(err error, rawLine int) error {
+	if rawLine <= 0 {
+		return err
+	}
+	msg := yamlErrorLine.ReplaceAllStringFunc(err.Error(), func(m string) string {
+		n, convErr := strconv.Atoi(yamlErrorLine.FindStringSubmatch(m)[1])
+		if convErr != nil {
+			return m
+		}
+		return fmt.Sprintf("yaml: line %d:", rawLine+n-1)
+	})
+	if msg == err.Error() {
+		return err
+	}
+	return errors.New(msg)
+}
+
+// lineAt returns the line, from 1, of the first byte at or after offset that is not space.
+func lineAt(data []byte, offset int64) int {
+	i := int(offset)
+	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\r' || data[i] == '\n') {
+		i++
+	}
+	return 1 + bytes.Count(data[:min(i, len(data))], []byte("\n"))
 }
 
 func isEmptyDocument(raw []byte) bool {
@@ -402,10 +469,10 @@ func decode(raw []byte) (*unstructured.Unstructured, error) {
 }
 
 // expand returns the items of a List (kind List, or any *List with items), else the object.
-func expand(name string, index int, obj *unstructured.Unstructured, fn func(*Document)) []error {
+func expand(name string, index, line int, obj *unstructured.Unstructured, fn func(*Document)) []error {
 	items, isList := obj.Object["items"].([]any)
 	if !isList || !strings.HasSuffix(obj.GetKind(), "List") {
-		fn(&Document{File: name, Index: index, Item: -1, Object: obj})
+		fn(&Document{File: name, Index: index, Item: -1, Line: line, Object: obj})
 		return nil
 	}
 	var errs []error
@@ -415,7 +482,7 @@ func expand(name string, index int, obj *unstructured.Unstructured, fn func(*Doc
 			errs = append(errs, &Error{File: name, Index: index, Err: fmt.Errorf("items[%d] is not an object", i)})
 			continue
 		}
-		fn(&Document{File: name, Index: index, Item: i, Object: &unstructured.Unstructured{Object: m}})
+		fn(&Document{File: name, Index: index, Item: i, Line: line, Object: &unstructured.Unstructured{Object: m}})
 	}
 	return errs
 }

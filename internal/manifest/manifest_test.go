@@ -1,6 +1,8 @@
 package manifest
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -94,5 +96,40 @@ func TestABadDocumentDoesNotHideTheOthers(t *testing.T) {
 	}
 	if len(got) != 2 || !strings.HasSuffix(got[1], "#3 Pod/c") {
 		t.Errorf("documents %v", got)
+	}
+}
+
+// Each document knows the line it starts at (its first line that holds something), for
+// reports that point into the file (SARIF, annotations).
+func TestDocumentLines(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		want     []int
+	}{
+		{"YAML", "# comment\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: a}\n---\n\n# note\napiVersion: v1\nkind: Pod\nmetadata: {name: b}\n", []int{3, 9}},
+		{"a List", "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Pod, metadata: {name: a}}\n", []int{1}},
+		{"concatenated JSON", "{\"apiVersion\":\"v1\",\"kind\":\"Pod\"}\n\n  {\"apiVersion\":\"v1\",\"kind\":\"Pod\"}\n", []int{1, 3}},
+	} {
+		var got []int
+		errs := (&Reader{Stdin: strings.NewReader(tc.in)}).Read([]string{Stdin}, func(d *Document) { got = append(got, d.Line) })
+		if len(errs) > 0 {
+			t.Fatal(tc.name, errs)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%s: lines %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// A YAML error names the line of the file, not of the document, and the document's line.
+func TestErrorLinesAreTheFiles(t *testing.T) {
+	in := "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n---\n# broken\napiVersion: v1\nkind: Pod\nmetadata: {name: b\n"
+	errs := (&Reader{Stdin: strings.NewReader(in)}).Read([]string{Stdin}, func(*Document) {})
+	if len(errs) != 1 {
+		t.Fatalf("errors: %v", errs)
+	}
+	var me *Error
+	if !errors.As(errs[0], &me) || me.Line != 6 || !strings.Contains(me.Error(), "yaml: line 8:") {
+		t.Errorf("got %v (line %d), want the error at the file's line 8, the document at line 6", errs[0], me.Line)
 	}
 }

@@ -132,6 +132,11 @@ func checkYAML(t *testing.T, where, text string, validator *crdschema.Validator)
 		if !ok {
 			continue // a fragment, such as a CI step list: parsing is all there is to check
 		}
+		_, hasAPIVersion := m["apiVersion"]
+		_, hasKind := m["kind"]
+		if !hasAPIVersion && !hasKind {
+			continue // not a Kubernetes object (a CI workflow, a values file): parsing is all there is to check
+		}
 		obj := &unstructured.Unstructured{Object: m}
 		if obj.GetAPIVersion() == "" || obj.GetKind() == "" {
 			t.Errorf("%s: document %d is an object without apiVersion and kind", where, doc)
