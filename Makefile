@@ -142,6 +142,18 @@ build: ## Build bin/manager and bin/imagegate (the CLI), both stamped with VERSI
 	go build -ldflags "-X main.version=$(VERSION)" -o bin/manager ./cmd/manager
 	go build -ldflags "-X main.version=$(VERSION)" -o bin/imagegate ./cmd/imagegate
 
+RELEASE_PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
+.PHONY: release
+release: ## Build the CLI (imagegate check) for every platform into dist/release, with SHA256SUMS, stamped with VERSION.
+	@rm -rf dist/release && mkdir -p dist/release
+	@for p in $(RELEASE_PLATFORMS); do \
+	  os=$${p%/*}; arch=$${p#*/}; ext=; [ $$os = windows ] && ext=.exe; \
+	  out=dist/release/imagegate_$(VERSION)_$${os}_$${arch}$$ext; \
+	  echo "go build $$out"; \
+	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $$out ./cmd/imagegate || exit 1; \
+	done
+	cd dist/release && sha256sum imagegate_* > SHA256SUMS && cat SHA256SUMS
+
 .PHONY: image
 image: ## Build the manager's OCI image (linux/amd64 and linux/arm64, non-root, the manager alone) into dist/image, without a Docker engine (hack/image, go-containerregistry).
 	go run ./hack/image --version $(VERSION) --out dist/image

@@ -8,10 +8,16 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/check"
 	"github.com/imagegate/imagegate/internal/manifest"
 	"github.com/imagegate/imagegate/internal/podspec"
@@ -61,6 +67,9 @@ func newCheck(stdin io.Reader, code *int) *cobra.Command {
 		offline   bool
 
 		failOnWarn, failIfNothingChecked bool
+
+		fromCluster                          bool
+		kubeconfig, kubeContext, imagegateNS string
 	)
 	cmd := &cobra.Command{
 		Use:   "check --policy PATH [--policy PATH ...] [-n NAMESPACE] [-o text|json|sarif|junit|github] FILE_OR_DIR ...",
@@ -101,7 +110,15 @@ invalid (or, with --fail-if-nothing-checked, nothing was checked).`,
 			if err != nil || limit.Value() <= 0 {
 				return fmt.Errorf("--max-file-size must be a size such as 32Mi, not %q", maxSize)
 			}
+			var cluster client.Reader
+			var clusterName string
+			if fromCluster {
+				if cluster, clusterName, err = clusterClient(kubeconfig, kubeContext); err != nil {
+					return err
+				}
+			}
 			report, err := check.Run(cmd.Context(), check.Options{
+				Cluster: cluster, ClusterName: clusterName, ClusterNamespace: imagegateNS,
 				PolicyPaths: policies, Paths: args, Stdin: stdin, MaxFileSize: limit.Value(),
 				ExcludedNamespaces: excluded, Offline: offline, Namespace: namespace,
 			})
@@ -129,11 +146,45 @@ invalid (or, with --fail-if-nothing-checked, nothing was checked).`,
 	cmd.Flags().BoolVar(&failIfNothingChecked, "fail-if-nothing-checked", false, "exit 2 when no Pod or workload was found to check (a wrong path, an empty render)")
 	cmd.Flags().BoolVar(&offline, "offline", false, "skip verify rules: contact no registry, and report each image they cover as not verified")
 	cmd.Flags().StringVar(&maxSize, "max-file-size", resource.NewQuantity(manifest.DefaultMaxFileSize, resource.BinarySI).String(), "the largest input file read")
-	if err := cmd.MarkFlagRequired("policy"); err != nil {
-		panic(err)
-	}
+	cmd.Flags().BoolVar(&fromCluster, "cluster", false, "also read the policies and exceptions in force, the Namespaces' labels and the Secrets and ConfigMaps of imagegate's namespace from the cluster of the current kubeconfig context (a policy in the --policy files replaces the cluster's of the same name)")
+	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "with --cluster: the kubeconfig file (default $KUBECONFIG, then ~/.kube/config)")
+	cmd.Flags().StringVar(&kubeContext, "context", "", "with --cluster: the kubeconfig context (default its current one)")
+	cmd.Flags().StringVar(&imagegateNS, "imagegate-namespace", "imagegate-system", "with --cluster: imagegate's namespace, whose Secrets and ConfigMaps verify rules name")
 	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(check.Formats, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
+}
+
+// clusterClient returns a client for the cluster of kubeconfig's context (both may be
+// empty: kubectl's defaults) and the context's name.
+func clusterClient(kubeconfig, kubeContext string) (client.Reader, string, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: kubeContext})
+	raw, err := cc.RawConfig()
+	if err != nil {
+		return nil, "", fmt.Errorf("--cluster: reading the kubeconfig: %w", err)
+	}
+	name := kubeContext
+	if name == "" {
+		name = raw.CurrentContext
+	}
+	cfg, err := cc.ClientConfig()
+	if err != nil {
+		return nil, "", fmt.Errorf("--cluster: the kubeconfig context %q: %w", name, err)
+	}
+	cfg.Timeout = 30 * time.Second
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, "", err
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		return nil, "", err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, "", fmt.Errorf("--cluster: the cluster of context %q: %w", name, err)
+	}
+	return c, name, nil
 }
 
 func newVersion() *cobra.Command {

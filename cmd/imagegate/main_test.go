@@ -255,7 +255,7 @@ func TestPolicyInputs(t *testing.T) {
 		})
 	}
 	code, _, stderr := imagegate(t, "", "check", ok)
-	if code != check.ExitBadInput || !strings.Contains(stderr, `required flag(s) "policy" not set`) {
+	if code != check.ExitBadInput || !strings.Contains(stderr, `no --policy given: name the files or folders that hold the policies, or read them with --cluster`) {
 		t.Errorf("without --policy: exit code %d, stderr %s", code, stderr)
 	}
 }

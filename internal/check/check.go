@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	kjson "sigs.k8s.io/json"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
@@ -50,6 +51,13 @@ type Options struct {
 	Verifier *verify.Verifier
 	// Now is the time exceptions are judged at (whether they have expired); nil: time.Now.
 	Now func() time.Time
+	// Cluster, when set, is read (beside PolicyPaths) for the policies and exceptions in
+	// force, the labels of its Namespaces, and the Secrets and ConfigMaps that verify rules
+	// name in imagegate's namespace (ClusterNamespace). A policy in the files replaces the
+	// cluster's of the same name (a change under review). ClusterName names it in messages.
+	Cluster          client.Reader
+	ClusterName      string
+	ClusterNamespace string
 	// Namespace is where the manifests' objects without a namespace go (kubectl apply -n);
 	// empty: DefaultNamespace. An object that names another namespace is an input error, as
 	// kubectl refuses it.
@@ -89,12 +97,21 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		r.Summary.Errors = len(r.Errors)
 		return r, nil
 	}
-	snap := r.loadPolicies(ctx, reader, validator, opts.PolicyPaths)
+	labels := map[string]map[string]string{}
+	var clusterDocs []manifest.Document
+	if opts.Cluster != nil {
+		var err error
+		if clusterDocs, err = readCluster(ctx, opts, labels); err != nil {
+			r.Errors = append(r.Errors, InputError{Message: err.Error()})
+			r.Summary.Errors = len(r.Errors)
+			return r, nil
+		}
+	}
+	snap := r.loadPolicies(ctx, reader, validator, opts.PolicyPaths, clusterDocs)
 
 	// One pass: Namespaces supply labels, workloads are reduced to what the engine needs, and
 	// decided once every Namespace is known (they may come after the workloads).
 	var pending []pendingObject
-	labels := map[string]map[string]string{}
 	documents := 0
 	errs := manifests.Read(opts.Paths, func(d *manifest.Document) {
 		documents++
@@ -127,13 +144,14 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 
 // loadPolicies reads, validates and compiles the policies; every problem becomes an input
 // error. A nil snapshot means none could be loaded.
-func (r *Report) loadPolicies(ctx context.Context, reader *manifest.Reader, v *crdschema.Validator, paths []string) *policy.Snapshot {
-	if len(paths) == 0 {
-		r.Errors = append(r.Errors, InputError{Message: "no --policy given: name the files or folders that hold the policies"})
+func (r *Report) loadPolicies(ctx context.Context, reader *manifest.Reader, v *crdschema.Validator, paths []string, clusterDocs []manifest.Document) *policy.Snapshot {
+	if len(paths) == 0 && clusterDocs == nil {
+		r.Errors = append(r.Errors, InputError{Message: "no --policy given: name the files or folders that hold the policies, or read them with --cluster"})
 		return nil
 	}
 	var docs []manifest.Document
 	r.addInputErrors(reader.Read(paths, func(d *manifest.Document) { docs = append(docs, *d) }))
+	docs = r.mergeCluster(docs, clusterDocs)
 	var cluster []v1alpha1.ClusterImagePolicy
 	var namespaced []v1alpha1.ImagePolicy
 	var exceptions []v1alpha1.ImagePolicyException
@@ -212,7 +230,11 @@ func (r *Report) loadPolicies(ctx context.Context, reader *manifest.Reader, v *c
 	r.Summary.Policies = len(cluster) + len(namespaced)
 	if r.Summary.Policies == 0 {
 		if len(r.Errors) == 0 {
-			r.Errors = append(r.Errors, InputError{Message: fmt.Sprintf("no ImagePolicy or ClusterImagePolicy in %s", strings.Join(paths, ", "))})
+			where := slices.Clone(paths)
+			if clusterDocs != nil {
+				where = append(where, "the cluster")
+			}
+			r.Errors = append(r.Errors, InputError{Message: fmt.Sprintf("no ImagePolicy or ClusterImagePolicy in %s", strings.Join(where, ", "))})
 		}
 		return nil
 	}
