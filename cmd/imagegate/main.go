@@ -5,7 +5,9 @@ package main
 import (
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -53,7 +55,7 @@ func newRoot(stdin io.Reader, code *int) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newCheck(stdin, code), newVersion())
+	root.AddCommand(newCheck(stdin, code), newTest(code), newVersion())
 	return root
 }
 
@@ -185,6 +187,60 @@ func clusterClient(kubeconfig, kubeContext string) (client.Reader, string, error
 		return nil, "", fmt.Errorf("--cluster: the cluster of context %q: %w", name, err)
 	}
 	return c, name, nil
+}
+
+func newTest(code *int) *cobra.Command {
+	return &cobra.Command{
+		Use:   "test FILE_OR_DIR ...",
+		Short: "Run policy tests: the decision each object of a test file must get",
+		Long: `test runs policy tests, as policy authors write them for their own CI. A test file
+(folders are searched for files named ` + check.TestFileName + `) names policies and
+resources, relative to itself, and the decision each object must get:
+
+  policies: [../policies]
+  resources: [pods.yaml]
+  results:
+  - kind: Pod
+    name: miner
+    decision: denied            # allowed, allowed-with-warnings, allowed-with-audit-violations
+    messages: ["matches no pattern in images.allow"]   # optional, each in a violation
+
+Objects are decided exactly as imagegate check decides them; verify rules are skipped unless
+the file sets verify: true. Exit status: 0 when every expectation holds, 1 when one does not,
+2 when an input could not be read.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var files []string
+			for _, a := range args {
+				info, err := os.Stat(a)
+				if err != nil {
+					return err
+				}
+				if !info.IsDir() {
+					files = append(files, a)
+					continue
+				}
+				if err := filepath.WalkDir(a, func(path string, d fs.DirEntry, err error) error {
+					if err == nil && !d.IsDir() && d.Name() == check.TestFileName {
+						files = append(files, path)
+					}
+					return err
+				}); err != nil {
+					return err
+				}
+			}
+			if len(files) == 0 {
+				return fmt.Errorf("no %s in %s", check.TestFileName, strings.Join(args, ", "))
+			}
+			outcomes := make([]check.TestOutcome, len(files))
+			for i, f := range files {
+				outcomes[i] = check.RunTest(cmd.Context(), f)
+			}
+			c, err := check.WriteTestOutcomes(cmd.OutOrStdout(), outcomes)
+			*code = c
+			return err
+		},
+	}
 }
 
 func newVersion() *cobra.Command {

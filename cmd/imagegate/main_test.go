@@ -636,3 +636,43 @@ func TestCIFormats(t *testing.T) {
 		}
 	}
 }
+
+// imagegate test: expectations that hold pass; one that does not fails with the decision and
+// the violations; a test file that cannot be used is an error.
+func TestPolicyTests(t *testing.T) {
+	code, stdout, stderr := imagegate(t, "", "test", "testdata/tests")
+	if code != check.ExitAdmitted || !strings.Contains(stdout, "PASS testdata/tests/registries/imagegate-test.yaml (3 results)") {
+		t.Errorf("the passing test: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	dir := t.TempDir()
+	pods, err := os.ReadFile("testdata/tests/registries/pods.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, dir, "pods.yaml", string(pods))
+	policies, _ := filepath.Abs("testdata/policies")
+	failing := write(t, dir, "imagegate-test.yaml", `policies: [`+policies+`]
+resources: [pods.yaml]
+results:
+- {kind: Pod, name: miner, decision: allowed}
+- {kind: Pod, name: web, decision: allowed, messages: [nothing like this]}
+- {kind: Pod, name: ghost, decision: allowed}
+`)
+	code, stdout, _ = imagegate(t, "", "test", failing)
+	for _, want := range []string{
+		"FAIL " + failing + " (3 results)",
+		"  Pod/default/miner: denied, want allowed",
+		`      denied: spec.containers[0].image: image "docker.io/cryptominer/xmrig:6.21" is not allowed by ClusterImagePolicy "trusted-registries"`,
+		`  Pod/default/web: no violation says "nothing like this"`,
+		"  Pod/default/ghost: not among the resources",
+	} {
+		if code != check.ExitDenied || !strings.Contains(stdout, want) {
+			t.Errorf("the failing test: exit %d, stdout lacks %q:\n%s", code, want, stdout)
+		}
+	}
+	broken := write(t, dir, "broken.yaml", "policies: [x]\nresource: [typo]\n")
+	code, stdout, _ = imagegate(t, "", "test", broken)
+	if code != check.ExitBadInput || !strings.Contains(stdout, `ERROR `+broken) || !strings.Contains(stdout, `unknown field "resource"`) {
+		t.Errorf("a broken test file: exit %d\n%s", code, stdout)
+	}
+}
