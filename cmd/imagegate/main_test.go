@@ -536,6 +536,7 @@ spec:
 		{"generateName", []string{generated}, check.ExitDenied, nil, "Pod/default/job-*: denied"},
 		{"the same file through two paths", []string{filepath.Join(dir, "sub"), inSub}, check.ExitAdmitted, nil, "1 object checked"},
 		{"an expired exception", []string{"--policy", expired, warned}, check.ExitAdmitted, new(string), "ImagePolicyException default/old expired at 2020-01-01T00:00:00Z: it exempts nothing"},
+		{"a Helm chart folder", []string{"../../dist/chart"}, check.ExitBadInput, new(string), "../../dist/chart: a Helm chart, not manifests: render it first, with the values you deploy: helm template RELEASE ../../dist/chart -f values.yaml | imagegate check --policy ... -"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, stdout, stderr := imagegate(t, "", append([]string{"check", "--policy", "testdata/policies"}, tc.args...)...)

@@ -89,6 +89,10 @@ spec:
 	if code != check.ExitDenied || !strings.Contains(stdout, "could not be pinned to a digest: the registry "+reg.Host+" failed while resolving the tag 1.4") {
 		t.Errorf("registry down: exit %d, want 1 naming the registry\n%s", code, stdout)
 	}
+	// The denial says what failed, not that a mutating webhook (there is none here) did not run.
+	if !strings.Contains(stdout, `is not allowed by ClusterImagePolicy "signed": it could not be pinned to a digest: the registry `) || strings.Contains(stdout, "mutating webhook") {
+		t.Errorf("registry down: the denial should say the image could not be pinned:\n%s", stdout)
+	}
 }
 
 // imagegate check -o json gives, per image, what each attestation rule found: the scan's

@@ -378,10 +378,18 @@ func (r *Report) decide(ctx context.Context, snap *policy.Snapshot, labels map[s
 		out := verify.Decide(ctx, snap, &sub, r.verifier, verify.Steps{Pin: true, Verify: true})
 		decision = out.Decision
 		for _, p := range out.Pins {
-			if p.Err != nil {
-				// Left unpinned, the image is refused as the webhook refuses it; the reason
-				// is said here.
-				res.NotVerified = append(res.NotVerified, NotVerified{Field: p.Image.Field, Image: p.Image.Ref, Reason: "could not be pinned to a digest: " + p.Err.Error()})
+			if p.Err == nil {
+				continue
+			}
+			// Left unpinned, the image is refused as the webhook refuses it. The engine's
+			// reason speaks of the mutating webhook, which is not here: the refusal says what
+			// failed instead, as the mutating webhook's would.
+			reason := "it could not be pinned to a digest: " + p.Err.Error()
+			res.NotVerified = append(res.NotVerified, NotVerified{Field: p.Image.Field, Image: p.Image.Ref, Reason: "could not be pinned to a digest: " + p.Err.Error()})
+			for i := range decision.Violations {
+				if v := &decision.Violations[i]; v.Field == p.Image.Field && v.Policy == p.Rule.Policy && v.Reason == policy.ReasonUnpinned {
+					v.Reason = reason
+				}
 			}
 		}
 		for _, c := range out.Checked {

@@ -155,6 +155,13 @@ func (r *Reader) Read(paths []string, fn func(*Document)) []error {
 				return nil
 			}
 			if entry.IsDir() {
+				if isHelmChart(path) {
+					// Its templates are not manifests: reading them would check nothing,
+					// or check what the chart's values never render.
+					found = true
+					errs = append(errs, &Error{File: path, Err: fmt.Errorf("a Helm chart, not manifests: render it first, with the values you deploy: helm template RELEASE %s -f values.yaml | imagegate check --policy ... -", path)})
+					return filepath.SkipDir
+				}
 				if !r.Kustomize || !isKustomization(path) {
 					return nil
 				}
@@ -191,6 +198,16 @@ func IsManifestFile(path string) bool {
 		return true
 	}
 	return false
+}
+
+// isHelmChart reports whether dir is a Helm chart (Chart.yaml beside templates/).
+func isHelmChart(dir string) bool {
+	chart, err := os.Stat(filepath.Join(dir, "Chart.yaml"))
+	if err != nil || chart.IsDir() {
+		return false
+	}
+	templates, err := os.Stat(filepath.Join(dir, "templates"))
+	return err == nil && templates.IsDir()
 }
 
 // kustomizationFiles are the names kustomize looks for in a folder.
