@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -70,6 +71,8 @@ func newCheck(stdin io.Reader, code *int) *cobra.Command {
 
 		failOnWarn, failIfNothingChecked bool
 
+		podTemplates []string
+
 		fromCluster                          bool
 		kubeconfig, kubeContext, imagegateNS string
 	)
@@ -112,6 +115,10 @@ invalid (or, with --fail-if-nothing-checked, nothing was checked).`,
 			if err != nil || limit.Value() <= 0 {
 				return fmt.Errorf("--max-file-size must be a size such as 32Mi, not %q", maxSize)
 			}
+			templates, err := parsePodTemplates(podTemplates)
+			if err != nil {
+				return err
+			}
 			var cluster client.Reader
 			var clusterName string
 			if fromCluster {
@@ -122,7 +129,7 @@ invalid (or, with --fail-if-nothing-checked, nothing was checked).`,
 			report, err := check.Run(cmd.Context(), check.Options{
 				Cluster: cluster, ClusterName: clusterName, ClusterNamespace: imagegateNS,
 				PolicyPaths: policies, Paths: args, Stdin: stdin, MaxFileSize: limit.Value(),
-				ExcludedNamespaces: excluded, Offline: offline, Namespace: namespace,
+				ExcludedNamespaces: excluded, Offline: offline, Namespace: namespace, PodTemplates: templates,
 			})
 			if err != nil {
 				return err
@@ -148,12 +155,27 @@ invalid (or, with --fail-if-nothing-checked, nothing was checked).`,
 	cmd.Flags().BoolVar(&failIfNothingChecked, "fail-if-nothing-checked", false, "exit 2 when no Pod or workload was found to check (a wrong path, an empty render)")
 	cmd.Flags().BoolVar(&offline, "offline", false, "skip verify rules: contact no registry, and report each image they cover as not verified")
 	cmd.Flags().StringVar(&maxSize, "max-file-size", resource.NewQuantity(manifest.DefaultMaxFileSize, resource.BinarySI).String(), "the largest input file read")
+	cmd.Flags().StringArrayVar(&podTemplates, "pod-template", nil, "KIND.GROUP=PATH: objects of that kind keep a pod template (metadata and spec) at PATH and are checked by it, e.g. Rollout.argoproj.io=spec.template (repeatable)")
 	cmd.Flags().BoolVar(&fromCluster, "cluster", false, "also read the policies and exceptions in force, the Namespaces' labels and the Secrets and ConfigMaps of imagegate's namespace from the cluster of the current kubeconfig context (a policy in the --policy files replaces the cluster's of the same name)")
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "with --cluster: the kubeconfig file (default $KUBECONFIG, then ~/.kube/config)")
 	cmd.Flags().StringVar(&kubeContext, "context", "", "with --cluster: the kubeconfig context (default its current one)")
 	cmd.Flags().StringVar(&imagegateNS, "imagegate-namespace", "imagegate-system", "with --cluster: imagegate's namespace, whose Secrets and ConfigMaps verify rules name")
 	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(check.Formats, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
+}
+
+// parsePodTemplates reads --pod-template values: KIND.GROUP=PATH.
+func parsePodTemplates(values []string) (map[schema.GroupKind]string, error) {
+	out := map[schema.GroupKind]string{}
+	for _, v := range values {
+		kindGroup, path, ok := strings.Cut(v, "=")
+		kind, group, dotted := strings.Cut(kindGroup, ".")
+		if !ok || !dotted || kind == "" || group == "" || path == "" || strings.HasPrefix(path, ".") || strings.HasSuffix(path, ".") {
+			return nil, fmt.Errorf("--pod-template must be KIND.GROUP=PATH, such as Rollout.argoproj.io=spec.template, not %q", v)
+		}
+		out[schema.GroupKind{Group: group, Kind: kind}] = path
+	}
+	return out, nil
 }
 
 // clusterClient returns a client for the cluster of kubeconfig's context (both may be

@@ -677,3 +677,35 @@ results:
 		t.Errorf("a broken test file: exit %d\n%s", code, stdout)
 	}
 }
+
+// --pod-template declares where another kind keeps its pod template (Argo Rollouts): such an
+// object is then decided by it, with the template's field paths in the messages.
+func TestDeclaredPodTemplates(t *testing.T) {
+	dir := t.TempDir()
+	rollout := write(t, dir, "rollout.yaml", `apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: shop}
+spec:
+  strategy: {canary: {}}
+  template:
+    metadata: {labels: {app: shop}}
+    spec:
+      containers: [{name: shop, image: quay.io/evil/shop:1}]
+`)
+	code, stdout, stderr := imagegate(t, "", "check", "--policy", "testdata/policies", rollout)
+	if code != check.ExitAdmitted || !strings.Contains(stderr, "--pod-template Rollout.argoproj.io=spec.template declares it") {
+		t.Errorf("undeclared: exit %d, want 0 and a note naming the flag\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	code, stdout, stderr = imagegate(t, "", "check", "--policy", "testdata/policies", "--pod-template", "Rollout.argoproj.io=spec.template", rollout)
+	if code != check.ExitDenied || !strings.Contains(stdout, `Rollout/default/shop: denied: spec.template.spec.containers[0].image: image "quay.io/evil/shop:1" is not allowed`) {
+		t.Errorf("declared: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	code, _, stderr = imagegate(t, "", "check", "--policy", "testdata/policies", "--pod-template", "Rollout.argoproj.io=spec.tmpl", rollout)
+	if code != check.ExitBadInput || !strings.Contains(stderr, `Rollout "shop" has no pod template at spec.tmpl (--pod-template)`) {
+		t.Errorf("a wrong path: exit %d\n%s", code, stderr)
+	}
+	code, _, stderr = imagegate(t, "", "check", "--policy", "testdata/policies", "--pod-template", "Rollout=spec.template", rollout)
+	if code != check.ExitBadInput || !strings.Contains(stderr, `--pod-template must be KIND.GROUP=PATH`) {
+		t.Errorf("a bad flag: exit %d\n%s", code, stderr)
+	}
+}

@@ -58,6 +58,10 @@ type Options struct {
 	Cluster          client.Reader
 	ClusterName      string
 	ClusterNamespace string
+	// PodTemplates says where other kinds keep a pod template (a PodTemplateSpec), by kind and
+	// group: {Kind: Rollout, Group: argoproj.io} -> "spec.template". Such objects are decided
+	// by that template, as a Deployment is by its own.
+	PodTemplates map[schema.GroupKind]string
 	// Namespace is where the manifests' objects without a namespace go (kubectl apply -n);
 	// empty: DefaultNamespace. An object that names another namespace is an input error, as
 	// kubectl refuses it.
@@ -120,7 +124,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			r.Summary.Skipped++
 			return
 		}
-		if p, ok := r.readWorkload(scheme, d, opts.Namespace); ok {
+		if p, ok := r.readWorkload(scheme, d, opts.Namespace, opts.PodTemplates); ok {
 			if slices.Contains(opts.ExcludedNamespaces, p.result.Namespace) {
 				r.Summary.Skipped++
 				return
@@ -291,13 +295,21 @@ type pendingObject struct {
 
 // readWorkload reads a Pod or workload document; anything else is counted as skipped. Objects
 // without a namespace go to namespace (DefaultNamespace when empty).
-func (r *Report) readWorkload(scheme *runtime.Scheme, d *manifest.Document, namespace string) (pendingObject, bool) {
+func (r *Report) readWorkload(scheme *runtime.Scheme, d *manifest.Document, namespace string, declared map[schema.GroupKind]string) (pendingObject, bool) {
 	if d.Object == nil {
 		r.Summary.Skipped++
 		return pendingObject{}, false
 	}
 	gvk := d.Object.GroupVersionKind()
-	if gvk != podGVK && !podspec.WorkloadKind(gvk) {
+	var tmpl podspec.Template
+	if path, ok := declared[gvk.GroupKind()]; ok {
+		t, found, err := podspec.TemplateAt(d.Object.Object, path)
+		if err != nil || !found {
+			r.addError(d, fmt.Sprintf("%s %q has no pod template at %s (--pod-template): %v", gvk.Kind, d.Object.GetName(), path, orMissing(err)))
+			return pendingObject{}, false
+		}
+		tmpl = t
+	} else if gvk != podGVK && !podspec.WorkloadKind(gvk) {
 		if served, ok := podspec.ServedVersion(gvk); ok && gvk.GroupVersion() != served {
 			// An old API version (extensions/v1beta1 Deployment, batch/v1beta1 CronJob): the
 			// apiserver refuses it, so it must not pass here as "skipped".
@@ -305,26 +317,27 @@ func (r *Report) readWorkload(scheme *runtime.Scheme, d *manifest.Document, name
 			return pendingObject{}, false
 		}
 		if hasPodTemplate(d.Object) {
-			r.addNote(d, fmt.Sprintf("%s %s %q has a pod template but is not a Kubernetes workload: its images are not checked here; the webhook checks its Pods when they are created", d.Object.GetAPIVersion(), gvk.Kind, d.Object.GetName()))
+			r.addNote(d, fmt.Sprintf("%s %s %q has a pod template but is not a Kubernetes workload: its images are not checked here (--pod-template %s.%s=spec.template declares it); the webhook checks its Pods when they are created", d.Object.GetAPIVersion(), gvk.Kind, d.Object.GetName(), gvk.Kind, gvk.Group))
 		}
 		r.Summary.Skipped++
 		return pendingObject{}, false
+	} else {
+		typed, err := scheme.New(gvk)
+		if err != nil {
+			r.addError(d, err.Error())
+			return pendingObject{}, false
+		}
+		// Through JSON, as the apiserver decodes a request, so that an error names the field.
+		data, err := d.Object.MarshalJSON()
+		if err == nil {
+			err = kjson.UnmarshalCaseSensitivePreserveInts(data, typed)
+		}
+		if err != nil {
+			r.addError(d, fmt.Sprintf("%s %q cannot be read as %s: %v", gvk.Kind, d.Object.GetName(), gvk.GroupVersion(), err))
+			return pendingObject{}, false
+		}
+		tmpl, _ = podspec.TemplateOf(typed)
 	}
-	typed, err := scheme.New(gvk)
-	if err != nil {
-		r.addError(d, err.Error())
-		return pendingObject{}, false
-	}
-	// Through JSON, as the apiserver decodes a request, so that an error names the field.
-	data, err := d.Object.MarshalJSON()
-	if err == nil {
-		err = kjson.UnmarshalCaseSensitivePreserveInts(data, typed)
-	}
-	if err != nil {
-		r.addError(d, fmt.Sprintf("%s %q cannot be read as %s: %v", gvk.Kind, d.Object.GetName(), gvk.GroupVersion(), err))
-		return pendingObject{}, false
-	}
-	tmpl, _ := podspec.TemplateOf(typed)
 	ns := d.Object.GetNamespace()
 	switch {
 	case ns != "" && namespace != "" && ns != namespace:
@@ -431,6 +444,13 @@ func (r *Report) decide(ctx context.Context, snap *policy.Snapshot, labels map[s
 		r.Summary.Admitted++
 	}
 	r.Objects = append(r.Objects, res)
+}
+
+func orMissing(err error) error {
+	if err == nil {
+		return errors.New("nothing there")
+	}
+	return err
 }
 
 // clock is the time of the check.

@@ -1,9 +1,13 @@
 package podspec
 
 import (
+	"fmt"
+	"strings"
+
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
@@ -105,6 +109,21 @@ func TemplateOf(obj runtime.Object) (Template, bool) {
 		return fromTemplate(o.Spec.Template, templateSpec), true
 	}
 	return Template{}, false
+}
+
+// TemplateAt reads the pod template (a PodTemplateSpec: metadata and spec) that an object of
+// another kind keeps at path (dotted, e.g. spec.template for an Argo Rollout), as the user
+// declared it; false when the object has nothing there.
+func TemplateAt(obj map[string]any, path string) (Template, bool, error) {
+	raw, found, err := unstructured.NestedMap(obj, strings.Split(path, ".")...)
+	if err != nil || !found {
+		return Template{}, false, err
+	}
+	var t corev1.PodTemplateSpec
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(raw, &t); err != nil {
+		return Template{}, false, fmt.Errorf("%s is not a pod template: %w", path, err)
+	}
+	return fromTemplate(&t, path+".spec"), true, nil
 }
 
 func fromTemplate(t *corev1.PodTemplateSpec, prefix string) Template {
