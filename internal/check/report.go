@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
@@ -189,7 +190,7 @@ func (r *Report) Strict(failOnWarn, failIfNothingChecked bool) {
 //	deploy.yaml#2: Deployment/shop/api: denied: spec.template.spec.containers[0].image: image "..." is not allowed by ...
 func (r *Report) WriteText(out, errOut io.Writer) error {
 	for _, n := range r.Notes {
-		if _, err := fmt.Fprintf(errOut, "note: %s: %s\n", policy.Printable(n.Location), policy.Printable(n.Message)); err != nil {
+		if _, err := fmt.Fprintf(errOut, "note: %s: %s\n", policy.Printable(n.Location), printableLines(n.Message)); err != nil {
 			return err
 		}
 	}
@@ -200,7 +201,7 @@ func (r *Report) WriteText(out, errOut io.Writer) error {
 		}
 		// File names, object names and parser errors come from the inputs: one line each,
 		// printable, so that a hostile manifest cannot forge report lines.
-		if _, err := fmt.Fprintf(errOut, "error: %s%s\n", policy.Printable(loc), policy.Printable(e.Message)); err != nil {
+		if _, err := fmt.Fprintf(errOut, "error: %s%s\n", policy.Printable(loc), printableLines(e.Message)); err != nil {
 			return err
 		}
 	}
@@ -226,6 +227,17 @@ func (r *Report) WriteText(out, errOut io.Writer) error {
 		}
 	}
 	return r.writeSummary(out)
+}
+
+// printableLines makes each line of a multi-line message (a kustomize or parser error)
+// printable and indents the ones after the first, so that it reads as it was written and
+// still cannot forge a report line of its own.
+func printableLines(msg string) string {
+	lines := strings.Split(strings.TrimRight(msg, "\n"), "\n")
+	for i, l := range lines {
+		lines[i] = policy.Printable(l)
+	}
+	return strings.Join(lines, "\n    ")
 }
 
 // writeSummary writes the summary line.
