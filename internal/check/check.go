@@ -301,42 +301,9 @@ func (r *Report) readWorkload(scheme *runtime.Scheme, d *manifest.Document, name
 		return pendingObject{}, false
 	}
 	gvk := d.Object.GroupVersionKind()
-	var tmpl podspec.Template
-	if path, ok := declared[gvk.GroupKind()]; ok {
-		t, found, err := podspec.TemplateAt(d.Object.Object, path)
-		if err != nil || !found {
-			r.addError(d, fmt.Sprintf("%s %q has no pod template at %s (--pod-template): %v", gvk.Kind, d.Object.GetName(), path, orMissing(err)))
-			return pendingObject{}, false
-		}
-		tmpl = t
-	} else if gvk != podGVK && !podspec.WorkloadKind(gvk) {
-		if served, ok := podspec.ServedVersion(gvk); ok && gvk.GroupVersion() != served {
-			// An old API version (extensions/v1beta1 Deployment, batch/v1beta1 CronJob): the
-			// apiserver refuses it, so it must not pass here as "skipped".
-			r.addError(d, fmt.Sprintf("%s %q has apiVersion %q, which Kubernetes does not serve: use %s", gvk.Kind, d.Object.GetName(), d.Object.GetAPIVersion(), served))
-			return pendingObject{}, false
-		}
-		if hasPodTemplate(d.Object) {
-			r.addNote(d, fmt.Sprintf("%s %s %q has a pod template but is not a Kubernetes workload: its images are not checked here (--pod-template %s.%s=spec.template declares it); the webhook checks its Pods when they are created", d.Object.GetAPIVersion(), gvk.Kind, d.Object.GetName(), gvk.Kind, gvk.Group))
-		}
-		r.Summary.Skipped++
+	tmpl, ok := r.templateOf(scheme, d, declared)
+	if !ok {
 		return pendingObject{}, false
-	} else {
-		typed, err := scheme.New(gvk)
-		if err != nil {
-			r.addError(d, err.Error())
-			return pendingObject{}, false
-		}
-		// Through JSON, as the apiserver decodes a request, so that an error names the field.
-		data, err := d.Object.MarshalJSON()
-		if err == nil {
-			err = kjson.UnmarshalCaseSensitivePreserveInts(data, typed)
-		}
-		if err != nil {
-			r.addError(d, fmt.Sprintf("%s %q cannot be read as %s: %v", gvk.Kind, d.Object.GetName(), gvk.GroupVersion(), err))
-			return pendingObject{}, false
-		}
-		tmpl, _ = podspec.TemplateOf(typed)
 	}
 	ns := d.Object.GetNamespace()
 	switch {
@@ -444,6 +411,50 @@ func (r *Report) decide(ctx context.Context, snap *policy.Snapshot, labels map[s
 		r.Summary.Admitted++
 	}
 	r.Objects = append(r.Objects, res)
+}
+
+// templateOf returns where the document's object keeps the pod spec it runs: a Pod's own, a
+// workload's template, or one --pod-template declared. false: the object is skipped (counted,
+// with a note when it has a pod template nobody declared) or bad input (reported).
+func (r *Report) templateOf(scheme *runtime.Scheme, d *manifest.Document, declared map[schema.GroupKind]string) (podspec.Template, bool) {
+	gvk := d.Object.GroupVersionKind()
+	if path, ok := declared[gvk.GroupKind()]; ok {
+		t, found, err := podspec.TemplateAt(d.Object.Object, path)
+		if err != nil || !found {
+			r.addError(d, fmt.Sprintf("%s %q has no pod template at %s (--pod-template): %v", gvk.Kind, d.Object.GetName(), path, orMissing(err)))
+			return podspec.Template{}, false
+		}
+		return t, true
+	}
+	if gvk != podGVK && !podspec.WorkloadKind(gvk) {
+		if served, ok := podspec.ServedVersion(gvk); ok && gvk.GroupVersion() != served {
+			// An old API version (extensions/v1beta1 Deployment, batch/v1beta1 CronJob): the
+			// apiserver refuses it, so it must not pass here as "skipped".
+			r.addError(d, fmt.Sprintf("%s %q has apiVersion %q, which Kubernetes does not serve: use %s", gvk.Kind, d.Object.GetName(), d.Object.GetAPIVersion(), served))
+			return podspec.Template{}, false
+		}
+		if hasPodTemplate(d.Object) {
+			r.addNote(d, fmt.Sprintf("%s %s %q has a pod template but is not a Kubernetes workload: its images are not checked here (--pod-template %s.%s=spec.template declares it); the webhook checks its Pods when they are created", d.Object.GetAPIVersion(), gvk.Kind, d.Object.GetName(), gvk.Kind, gvk.Group))
+		}
+		r.Summary.Skipped++
+		return podspec.Template{}, false
+	}
+	typed, err := scheme.New(gvk)
+	if err != nil {
+		r.addError(d, err.Error())
+		return podspec.Template{}, false
+	}
+	// Through JSON, as the apiserver decodes a request, so that an error names the field.
+	data, err := d.Object.MarshalJSON()
+	if err == nil {
+		err = kjson.UnmarshalCaseSensitivePreserveInts(data, typed)
+	}
+	if err != nil {
+		r.addError(d, fmt.Sprintf("%s %q cannot be read as %s: %v", gvk.Kind, d.Object.GetName(), gvk.GroupVersion(), err))
+		return podspec.Template{}, false
+	}
+	tmpl, _ := podspec.TemplateOf(typed)
+	return tmpl, true
 }
 
 func orMissing(err error) error {

@@ -40,8 +40,8 @@ func artifact(file string, line int) (string, int) {
 	switch {
 	case file == manifest.Stdin:
 		return "stdin", 0
-	case strings.HasSuffix(file, " (kustomize)"):
-		return filepath.ToSlash(filepath.Join(strings.TrimSuffix(file, " (kustomize)"), "kustomization.yaml")), 0
+	case strings.HasSuffix(file, manifest.RenderedSuffix):
+		return filepath.ToSlash(filepath.Join(strings.TrimSuffix(file, manifest.RenderedSuffix), "kustomization.yaml")), 0
 	}
 	return filepath.ToSlash(file), line
 }
@@ -183,15 +183,14 @@ func (r *Report) WriteJUnit(out io.Writer) error {
 // concerns, then the summary line.
 func (r *Report) WriteGitHub(out io.Writer) error {
 	annotate := func(kind, file string, line int, title, msg string) error {
-		uri, line := artifact(file, line)
-		props := "title=" + escapeProperty(title)
-		if uri != "" {
-			props = "file=" + escapeProperty(uri) + "," + props
+		var props string
+		if uri, line := artifact(file, line); uri != "" {
+			props = "file=" + escapeProperty(uri) + ","
 			if line > 0 {
-				props = fmt.Sprintf("file=%s,line=%d,title=%s", escapeProperty(uri), line, escapeProperty(title))
+				props += fmt.Sprintf("line=%d,", line)
 			}
 		}
-		_, err := fmt.Fprintf(out, "::%s %s::%s\n", kind, props, escapeData(msg))
+		_, err := fmt.Fprintf(out, "::%s %stitle=%s::%s\n", kind, props, escapeProperty(title), escapeData(msg))
 		return err
 	}
 	for _, n := range r.Notes {

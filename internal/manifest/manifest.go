@@ -210,6 +210,10 @@ func isHelmChart(dir string) bool {
 	return err == nil && templates.IsDir()
 }
 
+// RenderedSuffix ends the File of the documents a kustomization rendered: "overlays/prod
+// (kustomize)" (they have no file or line of their own).
+const RenderedSuffix = " (kustomize)"
+
 // kustomizationFiles are the names kustomize looks for in a folder.
 var kustomizationFiles = []string{"kustomization.yaml", "kustomization.yml", "Kustomization"}
 
@@ -226,7 +230,7 @@ func isKustomization(dir string) bool {
 // kustomize renders the kustomization in dir as kubectl kustomize does (its images,
 // namespace and patches applied) and reads the result; documents are named after the folder.
 func (r *Reader) kustomize(dir string, fn func(*Document)) []error {
-	name := dir + " (kustomize)"
+	name := dir + RenderedSuffix
 	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
 	if err != nil {
 		return []error{&Error{File: name, Err: fmt.Errorf("kustomize build failed: %w", err)}}
@@ -289,8 +293,8 @@ func isBinary(data []byte) bool {
 
 func decodeAll(name string, data []byte, fn func(*Document)) []error {
 	if first := bytes.TrimLeft(data, " \t\r\n\ufeff"); len(first) > 0 && (first[0] == '{' || first[0] == '[') {
-		if isJSONStream(data) {
-			return decodeJSONStream(name, data, fn)
+		if values, ok := jsonStream(data); ok {
+			return decodeJSONStream(name, data, values, fn)
 		}
 		// Not JSON from end to end: YAML (in flow style, or JSON documents between ---).
 	}
@@ -334,33 +338,35 @@ func decodeAll(name string, data []byte, fn func(*Document)) []error {
 	return errs
 }
 
-// isJSONStream reports whether data is JSON values one after another, to its end.
-func isJSONStream(data []byte) bool {
+// jsonValue is one value of a JSON stream and where it starts in the input.
+type jsonValue struct {
+	raw   json.RawMessage
+	start int64
+}
+
+// jsonStream splits data into its JSON values, one after another; ok is false when data is
+// not JSON from end to end.
+func jsonStream(data []byte) (values []jsonValue, ok bool) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	for {
+		start := dec.InputOffset()
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
-			return errors.Is(err, io.EOF)
+			return values, errors.Is(err, io.EOF)
 		}
+		values = append(values, jsonValue{raw: raw, start: start})
 	}
 }
 
 // decodeJSONStream reads a JSON input as kubectl does: one value after another (concatenated
 // JSON, as `jq -c '.items[]'` writes it), each an object, a List, or an array of objects. Each
 // value is a document.
-func decodeJSONStream(name string, data []byte, fn func(*Document)) []error {
+func decodeJSONStream(name string, data []byte, values []jsonValue, fn func(*Document)) []error {
 	var errs []error
-	dec := json.NewDecoder(bytes.NewReader(data))
-	for index := 1; ; index++ {
-		var raw json.RawMessage
-		start := dec.InputOffset()
-		if err := dec.Decode(&raw); err != nil {
-			if !errors.Is(err, io.EOF) {
-				errs = append(errs, &Error{File: name, Index: index, Err: err})
-			}
-			return errs
-		}
-		line := lineAt(data, start)
+	lines := lineCounter{data: data}
+	for n, v := range values {
+		index, raw := n+1, v.raw
+		line := lines.lineOf(skipSpace(data, int(v.start)))
 		if len(raw) > maxDocumentSize {
 			errs = append(errs, &Error{File: name, Index: index, Line: line, Err: fmt.Errorf("document larger than %d MiB", maxDocumentSize>>20)})
 			continue
@@ -373,11 +379,14 @@ func decodeJSONStream(name string, data []byte, fn func(*Document)) []error {
 			}
 			for i, item := range items {
 				obj, err := decode(item)
-				if err != nil || obj == nil {
-					errs = append(errs, &Error{File: name, Index: index, Line: line, Err: fmt.Errorf("[%d] is not an object: %w", i, orNotObject(err))})
-					continue
+				switch {
+				case err != nil:
+					errs = append(errs, &Error{File: name, Index: index, Line: line, Err: fmt.Errorf("[%d]: %w", i, err)})
+				case obj == nil:
+					errs = append(errs, &Error{File: name, Index: index, Line: line, Err: fmt.Errorf("[%d] is not an object", i)})
+				default:
+					fn(&Document{File: name, Index: index, Item: i, InArray: true, Line: line, Object: obj})
 				}
-				fn(&Document{File: name, Index: index, Item: i, InArray: true, Line: line, Object: obj})
 			}
 			continue
 		}
@@ -392,39 +401,47 @@ func decodeJSONStream(name string, data []byte, fn func(*Document)) []error {
 		}
 		errs = append(errs, expand(name, index, line, obj, fn)...)
 	}
+	return errs
 }
 
-func orNotObject(err error) error {
-	if err == nil {
-		return errors.New("a JSON value that is not an object")
-	}
-	return err
-}
-
-// lineCounter finds, document after document, where each starts in data.
+// lineCounter tells the lines of positions in data, which must come in order: each newline
+// is counted once, however many documents the input holds.
 type lineCounter struct {
 	data   []byte
-	offset int // where the previous document ended
+	pos    int // the position of the last answer
+	line   int // its line, from 1
+	search int // where the next YAML document is looked for
+}
+
+// lineOf returns the line, from 1, of position pos (at or after the previous one asked).
+func (c *lineCounter) lineOf(pos int) int {
+	if c.line == 0 {
+		c.line = 1
+	}
+	pos = min(max(pos, c.pos), len(c.data))
+	c.line += bytes.Count(c.data[c.pos:pos], []byte("\n"))
+	c.pos = pos
+	return c.line
 }
 
 // find returns the line of raw's first line that holds something (not blank, a comment or
 // ---), raw being the next document the YAML reader returned, and the line raw itself starts
 // at (where the YAML parser counts from); 0 when it cannot tell.
 func (c *lineCounter) find(raw []byte) (line, rawLine int) {
-	at := bytes.Index(c.data[c.offset:], raw)
+	at := bytes.Index(c.data[c.search:], raw)
 	if at < 0 {
 		return 0, 0
 	}
-	start := c.offset + at
-	c.offset = start + len(raw)
-	rawLine = 1 + bytes.Count(c.data[:start], []byte("\n"))
+	start := c.search + at
+	c.search = start + len(raw)
+	rawLine = c.lineOf(start)
 	for _, l := range bytes.SplitAfter(raw, []byte("\n")) {
 		if t := bytes.TrimSpace(l); len(t) > 0 && t[0] != '#' && !bytes.Equal(t, []byte("---")) {
 			break
 		}
 		start += len(l)
 	}
-	return lineAt(c.data, int64(start)), rawLine
+	return c.lineOf(skipSpace(c.data, start)), rawLine
 }
 
 var yamlErrorLine = regexp.MustCompile(`yaml: line (\d+):`)
@@ -448,13 +465,12 @@ func inFile(err error, rawLine int) error {
 	return errors.New(msg)
 }
 
-// lineAt returns the line, from 1, of the first byte at or after offset that is not space.
-func lineAt(data []byte, offset int64) int {
-	i := int(offset)
-	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\r' || data[i] == '\n') {
-		i++
+// skipSpace returns the position of the first byte at or after pos that is not space.
+func skipSpace(data []byte, pos int) int {
+	for pos < len(data) && (data[pos] == ' ' || data[pos] == '\t' || data[pos] == '\r' || data[pos] == '\n') {
+		pos++
 	}
-	return 1 + bytes.Count(data[:min(i, len(data))], []byte("\n"))
+	return pos
 }
 
 func isEmptyDocument(raw []byte) bool {

@@ -66,10 +66,21 @@ type Result struct {
 func Decide(ctx context.Context, snap *policy.Snapshot, sub *policy.Subject, c Checker, steps Steps) Result {
 	var r Result
 	r.Decision = snap.Evaluate(sub)
-	registry := sync1(ctx, steps.Registry)
+	// The registry context is made once, and only when there is registry work (a local
+	// closure: nothing is allocated for the many decisions that have none).
+	var rctx context.Context
+	registry := func() context.Context {
+		if rctx == nil {
+			rctx = ctx
+			if steps.Registry != nil {
+				rctx = steps.Registry(ctx)
+			}
+		}
+		return rctx
+	}
 	if steps.Pin {
 		if toPin := r.Decision.ToPin(sub); len(toPin) > 0 {
-			rctx := registry()
+			pinCtx := registry()
 			r.Pins = make([]Pin, len(toPin))
 			for i, u := range toPin {
 				r.Pins[i].Unpinned = u
@@ -77,7 +88,7 @@ func Decide(ctx context.Context, snap *policy.Snapshot, sub *policy.Subject, c C
 					r.Pins[i].Err = errors.New(Unavailable)
 					continue
 				}
-				r.Pins[i].Digest, r.Pins[i].Err = c.Resolve(rctx, u)
+				r.Pins[i].Digest, r.Pins[i].Err = c.Resolve(pinCtx, u)
 			}
 			if steps.Verify && r.pin(sub) {
 				r.Decision = snap.Evaluate(sub)
@@ -128,18 +139,4 @@ func (r *Result) pin(sub *policy.Subject) bool {
 	}
 	sub.Images = images
 	return true
-}
-
-// sync1 returns a function that makes the registry context once, when first asked.
-func sync1(ctx context.Context, registry func(context.Context) context.Context) func() context.Context {
-	var made context.Context
-	return func() context.Context {
-		if made == nil {
-			made = ctx
-			if registry != nil {
-				made = registry(ctx)
-			}
-		}
-		return made
-	}
 }

@@ -73,7 +73,12 @@ func (x *decider) decide(ctx context.Context, sub *policy.Subject, object teleme
 	}
 	start := time.Now()
 	x.namespaceOf(ctx, snap, sub)
-	d = verify.Decide(ctx, snap, sub, x.verifier, verify.Steps{Verify: true, Registry: x.registry(sub.Namespace, pod)}).Decision
+	steps := verify.Steps{Verify: true}
+	if snap.Verifies() {
+		// Only then can there be registry work; the closure would cost every request.
+		steps.Registry = x.registry(sub.Namespace, pod)
+	}
+	d = verify.Decide(ctx, snap, sub, x.verifier, steps).Decision
 	x.recorder.Decided(x.endpoint, object, snap, &d, time.Since(start))
 	if log := logf.FromContext(ctx).V(1); log.Enabled() {
 		log.Info("Decided", "endpoint", x.endpoint, "object", object.String(), "decision", d.Outcome(),
