@@ -53,6 +53,9 @@ func readCluster(ctx context.Context, opts Options, labels map[string]map[string
 		}
 	}
 	for _, kind := range []string{"ConfigMap", "Secret"} {
+		if opts.ClusterNamespace == "" {
+			break // never every namespace's Secrets: verify rules name imagegate's own only
+		}
 		if err := add(corev1.SchemeGroupVersion.WithKind(kind), opts.ClusterNamespace, true); err != nil {
 			return nil, err
 		}
