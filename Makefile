@@ -6,6 +6,8 @@ KUSTOMIZE_VERSION ?= v5.8.2
 GOLANGCI_LINT_VERSION ?= v2.15.0
 # kube-api-linter has no releases: a pinned pseudo-version of sigs.k8s.io/kube-api-linter.
 KUBE_API_LINTER_VERSION ?= v0.0.0-20260716143926-092fe0c72997
+# Writes a CycloneDX SBOM of each release binary from the module list Go stamps into it.
+CYCLONEDX_GOMOD_VERSION ?= v1.10.0
 
 # The manager's container image, for docker-build, deploy and build-installer. No default:
 # imagegate publishes no image yet, and a Deployment whose image cannot be pulled leaves a
@@ -20,6 +22,7 @@ CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 KUBE_API_LINTER ?= $(LOCALBIN)/golangci-lint-kube-api-linter-$(KUBE_API_LINTER_VERSION)
+CYCLONEDX_GOMOD ?= $(LOCALBIN)/cyclonedx-gomod-$(CYCLONEDX_GOMOD_VERSION)
 
 # Fuzz time per target: CI runs each for FUZZTIME; `make fuzz FUZZTIME=5m` for longer.
 FUZZTIME ?= 20s
@@ -55,6 +58,7 @@ fmt: ## Run gofmt; fails when a file was not formatted.
 
 .PHONY: vet
 vet: ## Run go vet (the product and the modules of the e2e suite, the integration tests and the make bench harness).
+	@hack/require-libxml2.sh
 	go vet ./...
 	cd test/e2e && go vet -tags e2e ./...
 	cd test/integration && go vet ./...
@@ -73,6 +77,7 @@ setup-envtest: ## Build or find kube-apiserver, etcd, kubectl and kube-controlle
 
 .PHONY: test
 test: fmt vet verify ## Unit tests, fuzz seeds and envtest suites with -race, a coverage summary, the integration tests (the Helm chart's lint and render, config/), and promtool on the alerts and the dashboard.
+	@hack/require-libxml2.sh
 	@assets=$$(hack/setup-envtest.sh | tail -n 1); \
 	echo "KUBEBUILDER_ASSETS=$$assets"; \
 	KUBEBUILDER_ASSETS=$$assets go test -race -count=1 -coverpkg=./internal/... -coverprofile=cover.out ./... && \
@@ -130,6 +135,7 @@ bench-engine: ## Run imagegate's own Go benchmarks (engine, parser, handler) and
 
 .PHONY: lint
 lint: golangci-lint kube-api-linter ## Run golangci-lint (the product, the e2e suite, the integration tests), and kube-api-linter on api/ (.golangci-kal.yml).
+	@hack/require-libxml2.sh
 	$(GOLANGCI_LINT) run ./...
 	cd test/e2e && $(GOLANGCI_LINT) run --config ../../.golangci.yml ./...
 	cd test/integration && $(GOLANGCI_LINT) run --config ../../.golangci.yml ./...
@@ -144,13 +150,14 @@ build: ## Build bin/manager and bin/imagegate (the CLI), both stamped with VERSI
 
 RELEASE_PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
 .PHONY: release
-release: ## Build the CLI (imagegate check) for every platform into dist/release, with SHA256SUMS, stamped with VERSION.
+release: cyclonedx-gomod ## Build the CLI (imagegate check) for every platform into dist/release, each with a CycloneDX SBOM (.cdx.json), and SHA256SUMS, stamped with VERSION.
 	@rm -rf dist/release && mkdir -p dist/release
 	@for p in $(RELEASE_PLATFORMS); do \
 	  os=$${p%/*}; arch=$${p#*/}; ext=; [ $$os = windows ] && ext=.exe; \
 	  out=dist/release/imagegate_$(VERSION)_$${os}_$${arch}$$ext; \
 	  echo "go build $$out"; \
 	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $$out ./cmd/imagegate || exit 1; \
+	  $(CYCLONEDX_GOMOD) bin -json -version $(VERSION) -output $${out%.exe}.cdx.json $$out || exit 1; \
 	done
 	cd dist/release && sha256sum imagegate_* > SHA256SUMS && cat SHA256SUMS
 
@@ -221,6 +228,11 @@ $(KUSTOMIZE):
 kube-api-linter: $(KUBE_API_LINTER)
 $(KUBE_API_LINTER):
 	$(call go-install-tool,$(KUBE_API_LINTER),sigs.k8s.io/kube-api-linter/cmd/golangci-lint-kube-api-linter,$(KUBE_API_LINTER_VERSION),golangci-lint-kube-api-linter)
+
+.PHONY: cyclonedx-gomod
+cyclonedx-gomod: $(CYCLONEDX_GOMOD)
+$(CYCLONEDX_GOMOD):
+	$(call go-install-tool,$(CYCLONEDX_GOMOD),github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod,$(CYCLONEDX_GOMOD_VERSION),cyclonedx-gomod)
 
 .PHONY: golangci-lint
 golangci-lint: $(GOLANGCI_LINT)

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+	xsdvalidate "github.com/terminalstatic/go-xsd-validate"
 	"sigs.k8s.io/yaml"
 
 	"github.com/imagegate/imagegate/internal/check"
@@ -254,7 +255,13 @@ func TestPolicyInputs(t *testing.T) {
 			}
 		})
 	}
-	code, _, stderr := imagegate(t, "", "check", ok)
+	// One document with two problems is one bad input, reported with both messages.
+	twoFields := write(t, dir, "two.yaml", string(trusted)+"  mdoe: Warn\n  tgas: {}\n")
+	code, stdout, stderr := imagegate(t, "", "check", "--policy", twoFields, ok)
+	if code != check.ExitBadInput || strings.Count(stderr, "two.yaml#1:") != 2 || !strings.Contains(stdout, "; 1 input error\n") {
+		t.Errorf("two errors in one document: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	code, _, stderr = imagegate(t, "", "check", ok)
 	if code != check.ExitBadInput || !strings.Contains(stderr, `no --policy given: name the files or folders that hold the policies, or read them with --cluster`) {
 		t.Errorf("without --policy: exit code %d, stderr %s", code, stderr)
 	}
@@ -553,8 +560,10 @@ spec:
 
 // The CI formats: SARIF validates against the SARIF 2.1.0 JSON schema (from
 // @microsoft/jest-sarif's copy of the OASIS schema, testdata/sarif-schema-2.1.0.json) and
-// points each result at its file and line; JUnit XML reads back with a failed case per denied
-// object and an errored one per input error; GitHub annotations sit on the file and line.
+// points each result at its file and line; JUnit XML validates against the JUnit schema of
+// Jenkins' xUnit plugin (testdata/junit-10.xsd, through libxml2) and reads back with a failed
+// case per denied object and an errored one per input error; GitHub annotations sit on the
+// file and line.
 func TestCIFormats(t *testing.T) {
 	dir := t.TempDir()
 	bad := write(t, dir, "bad.yaml", "# a comment\n"+strings.ReplaceAll(admittedPod, "ghcr.io/acme/app:1.0", "quay.io/evil/app:1"))
@@ -599,6 +608,7 @@ func TestCIFormats(t *testing.T) {
 	}
 
 	_, stdout, _ = imagegate(t, "", args("junit")...)
+	validateJUnit(t, stdout)
 	var suites struct {
 		Tests    int `xml:"tests,attr"`
 		Failures int `xml:"failures,attr"`
@@ -635,6 +645,23 @@ func TestCIFormats(t *testing.T) {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("GitHub annotations lack %q:\n%s", want, stdout)
 		}
+	}
+}
+
+// validateJUnit fails t unless report validates against testdata/junit-10.xsd.
+func validateJUnit(t *testing.T, report string) {
+	t.Helper()
+	if err := xsdvalidate.Init(); err != nil {
+		t.Fatal(err)
+	}
+	defer xsdvalidate.Cleanup()
+	xsd, err := xsdvalidate.NewXsdHandlerUrl(filepath.Join("testdata", "junit-10.xsd"), xsdvalidate.ParsErrVerbose)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer xsd.Free()
+	if err := xsd.ValidateMem([]byte(report), xsdvalidate.ValidErrDefault); err != nil {
+		t.Errorf("the JUnit output does not validate against junit-10.xsd: %v\n%s", err, report)
 	}
 }
 

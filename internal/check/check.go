@@ -98,7 +98,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 
 	if slices.Contains(opts.PolicyPaths, manifest.Stdin) && slices.Contains(opts.Paths, manifest.Stdin) {
 		r.Errors = append(r.Errors, InputError{Message: "standard input is named twice (--policy - and -): it can be read once; give the policies or the manifests as files"})
-		r.Summary.Errors = len(r.Errors)
+		r.countErrors()
 		return r, nil
 	}
 	labels := map[string]map[string]string{}
@@ -107,7 +107,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		var err error
 		if clusterDocs, err = readCluster(ctx, opts, labels); err != nil {
 			r.Errors = append(r.Errors, InputError{Message: err.Error()})
-			r.Summary.Errors = len(r.Errors)
+			r.countErrors()
 			return r, nil
 		}
 	}
@@ -142,7 +142,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			r.decide(ctx, snap, labels, &pending[i])
 		}
 	}
-	r.Summary.Errors = len(r.Errors)
+	r.countErrors()
 	return r, nil
 }
 

@@ -157,7 +157,27 @@ type Summary struct {
 	Warned int `json:"warned"`
 	// Skipped counts the documents that are neither Pods nor workloads.
 	Skipped int `json:"skipped"`
-	Errors  int `json:"errors"`
+	// Errors counts the bad inputs: each document (or file, or option) with at least one
+	// input error, however many messages it has in the report's errors.
+	Errors int `json:"errors"`
+}
+
+// countErrors sets Summary.Errors: one per document, file or option that has errors.
+func (r *Report) countErrors() {
+	type input struct {
+		file     string
+		document int
+		message  string
+	}
+	seen := make(map[input]bool, len(r.Errors))
+	for _, e := range r.Errors {
+		in := input{file: e.File, document: e.Document}
+		if e.File == "" {
+			in.message = e.Message // an error of no file is an input of its own
+		}
+		seen[in] = true
+	}
+	r.Summary.Errors = len(seen)
 }
 
 // ExitCode is 2 when an input was bad, else 1 when an object would be denied (or, with
@@ -180,7 +200,7 @@ func (r *Report) Strict(failOnWarn, failIfNothingChecked bool) {
 	r.failOnWarn = failOnWarn
 	if failIfNothingChecked && r.Summary.Checked == 0 && len(r.Errors) == 0 {
 		r.Errors = append(r.Errors, InputError{Message: "no Pod or workload was checked (--fail-if-nothing-checked)"})
-		r.Summary.Errors = len(r.Errors)
+		r.countErrors()
 	}
 }
 

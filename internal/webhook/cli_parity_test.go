@@ -46,10 +46,10 @@ var _ = Describe("imagegate check and the webhook", func() {
 		p := pod(ns, "parity", "ghcr.io/acme/app:1", "quay.io/evil/x:latest", "ubuntu", "nginx",
 			"ghcr.io/acme/db@sha256:8b7c3e5f2a1d4c6b9e0f7a8d3c2b1e4f5a6d7c8b9e0f1a2b3c4d5e6f7a8b9c0d")
 		p.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "busybox"}}
-		warnings.take()
+		warnings.Take()
 		webhookErr := createErr(p)
 		Expect(webhookErr).To(HavePrefix(denied))
-		webhookWarnings := warnings.take()
+		webhookWarnings := warnings.Take()
 		Expect(webhookWarnings).NotTo(BeEmpty())
 
 		dir := GinkgoT().TempDir()

@@ -119,18 +119,18 @@ var _ = Describe("Pod webhook", func() {
 	It("returns Warn-mode violations as warnings and admits", func() {
 		ns := newNamespace(nil)
 		clusterPolicy(ns, "warn-latest", imagegatev1alpha1.ImagePolicySpec{Mode: imagegatev1alpha1.ModeWarn, Tags: imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}})
-		warnings.take()
+		warnings.Take()
 		Expect(createErr(pod(ns, "w", "nginx"))).To(BeEmpty())
-		Expect(warnings.take()).To(ContainElement(
+		Expect(warnings.Take()).To(ContainElement(
 			`spec.containers[0].image: image "nginx" (docker.io/library/nginx) is not allowed by ClusterImagePolicy "` + ns + `-warn-latest": it has neither tag nor digest, so it runs as "latest", which is in tags.deny`))
 	})
 
 	It("admits silently in Audit mode", func() {
 		ns := newNamespace(nil)
 		clusterPolicy(ns, "audit", imagegatev1alpha1.ImagePolicySpec{Mode: imagegatev1alpha1.ModeAudit, Images: imagegatev1alpha1.ImageRules{Deny: []imagegatev1alpha1.ImagePattern{"docker.io/**"}}})
-		warnings.take()
+		warnings.Take()
 		Expect(createErr(pod(ns, "a", "nginx:1.27"))).To(BeEmpty())
-		Expect(warnings.take()).To(BeEmpty())
+		Expect(warnings.Take()).To(BeEmpty())
 	})
 
 	It("applies a ClusterImagePolicy only to the namespaces its namespaceSelector picks", func() {
@@ -287,11 +287,11 @@ var _ = Describe("Break-glass through the Pod webhook", func() {
 		spec := allowAcme
 		spec.AllowBreakGlass = ptr.To(true)
 		clusterPolicy(ns, "glass", spec)
-		warnings.take()
+		warnings.Take()
 		p := pod(ns, "hotfix", "quay.io/vendor/hotfix:1")
 		p.Annotations = map[string]string{"alpha.image-policy.k8s.io/break-glass": "true"}
 		Expect(createErr(p)).To(BeEmpty())
-		Expect(warnings.take()).To(ContainElement(
+		Expect(warnings.Take()).To(ContainElement(
 			`spec.containers[0].image: image "quay.io/vendor/hotfix:1" is not allowed by ClusterImagePolicy "` + ns + `-glass": it matches no pattern in images.allow; admitted by break-glass`))
 
 		clusterPolicy(ns, "strict", imagegatev1alpha1.ImagePolicySpec{Tags: imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}})

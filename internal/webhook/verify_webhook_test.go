@@ -60,14 +60,14 @@ var _ = Describe("Verifying signatures", Ordered, func() {
 	It("pins a signed tag to its digest and stores the Pod with it; refuses an unsigned one", func() {
 		p := clusterPolicy(ns, "signed", verifySpec("release-key"))
 		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, p))).To(Succeed()) })
-		warnings.take()
+		warnings.Take()
 
 		good := pod(ns, "signed", signed)
 		Expect(k8sClient.Create(ctx, good)).To(Succeed())
 		stored := &corev1.Pod{}
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(good), stored)).To(Succeed())
 		Expect(stored.Spec.Containers[0].Image).To(MatchRegexp(`^` + strings.ReplaceAll(signed, ".", `\.`) + `@sha256:[0-9a-f]{64}$`))
-		Expect(strings.Join(warnings.take(), "\n")).To(ContainSubstring(`imagegate pinned "` + signed + `" to sha256:`))
+		Expect(strings.Join(warnings.Take(), "\n")).To(ContainSubstring(`imagegate pinned "` + signed + `" to sha256:`))
 
 		err := createErr(pod(ns, "unsigned", unsigned))
 		Expect(err).To(ContainSubstring(denied))
@@ -77,7 +77,7 @@ var _ = Describe("Verifying signatures", Ordered, func() {
 	It("admits a Deployment with a warning: its Pods are verified and pinned when they are created", func() {
 		p := clusterPolicy(ns, "signed-workloads", verifySpec("release-key"))
 		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, p))).To(Succeed()) })
-		warnings.take()
+		warnings.Take()
 		dep := &appsv1.Deployment{
 			ObjectMeta: metav1.ObjectMeta{Name: "unsigned", Namespace: ns},
 			Spec: appsv1.DeploymentSpec{
@@ -89,7 +89,7 @@ var _ = Describe("Verifying signatures", Ordered, func() {
 			},
 		}
 		Expect(k8sClient.Create(ctx, dep)).To(Succeed())
-		Expect(warnings.take()).To(ContainElement(verifyDeferred))
+		Expect(warnings.Take()).To(ContainElement(verifyDeferred))
 	})
 
 	It("is Ready=False and refuses every image it covers while its key Secret is missing", func() {

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +30,7 @@ import (
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
 	"github.com/imagegate/imagegate/internal/verify"
+	"github.com/imagegate/imagegate/test/utils/envtestutil"
 )
 
 // The suite runs the real manager (reconciler and webhook server) against a real
@@ -42,7 +42,7 @@ var (
 	cancel    context.CancelFunc
 	testEnv   *envtest.Environment
 	k8sClient client.Client
-	warnings  *warningRecorder
+	warnings  *envtestutil.WarningRecorder
 	// metricsRegistry holds the metrics of this suite's manager (metrics).
 	metricsRegistry = prometheus.NewRegistry()
 	metrics         *telemetry.Metrics
@@ -55,26 +55,6 @@ var (
 func TestWebhook(t *testing.T) {
 	RegisterFailHandler(Fail)
 	RunSpecs(t, "Pod webhook suite")
-}
-
-// warningRecorder keeps the admission warnings the apiserver returns, as kubectl prints them.
-type warningRecorder struct {
-	mu   sync.Mutex
-	seen []string
-}
-
-func (w *warningRecorder) HandleWarningHeader(_ int, _ string, text string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.seen = append(w.seen, text)
-}
-
-func (w *warningRecorder) take() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := w.seen
-	w.seen = nil
-	return out
 }
 
 var _ = BeforeSuite(func() {
@@ -100,7 +80,7 @@ var _ = BeforeSuite(func() {
 	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
 	Expect(imagegatev1alpha1.AddToScheme(scheme)).To(Succeed())
 
-	warnings = &warningRecorder{}
+	warnings = &envtestutil.WarningRecorder{}
 	userCfg := rest.CopyConfig(cfg)
 	userCfg.WarningHandler = warnings
 	k8sClient, err = client.New(userCfg, client.Options{Scheme: scheme})

@@ -77,10 +77,10 @@ var _ = Describe("Workload webhook", func() {
 	It("returns Warn-mode warnings at apply time", func() {
 		ns := newNamespace(nil)
 		clusterPolicy(ns, "no-latest", imagegatev1alpha1.ImagePolicySpec{Mode: imagegatev1alpha1.ModeWarn, Tags: imagegatev1alpha1.TagRules{Deny: []imagegatev1alpha1.TagName{"latest"}}})
-		warnings.take()
+		warnings.Take()
 		d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns}, Spec: appsv1.DeploymentSpec{Selector: selector, Template: template("ghcr.io/acme/web:latest")}}
 		Expect(k8sClient.Create(ctx, d)).To(Succeed())
-		Expect(warnings.take()).To(ContainElement(
+		Expect(warnings.Take()).To(ContainElement(
 			`spec.template.spec.containers[0].image: image "ghcr.io/acme/web:latest" is not allowed by ClusterImagePolicy "` + ns + `-no-latest": its tag "latest" is in tags.deny`))
 	})
 

@@ -63,6 +63,15 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 
 	kubectl("apply", "-f", filepath.Join(root, "config", "crd", "bases"))
 	kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+	// config/default's ValidatingAdmissionPolicies, which the apiserver runs itself.
+	for _, kind := range []string{"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} {
+		docs := renderedOf(kind)
+		Expect(docs).NotTo(BeEmpty(), "config/default renders no %s", kind)
+		for _, doc := range docs {
+			r := apply(doc)
+			Expect(r.err).NotTo(HaveOccurred(), r.stderr)
+		}
+	}
 
 	// The serving certificate also covers the DNS names of config/default's Certificate, so
 	// that the cert-manager spec can serve it as the Secret cert-manager would write.

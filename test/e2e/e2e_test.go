@@ -56,6 +56,20 @@ var _ = Describe("imagegate through kubectl", Ordered, func() {
 		Expect(r.stderr).To(ContainSubstring(`spec.exemptImages[0]: Invalid value: "*.dkr.ecr.us-east-1.amazonaws.com/app": a registry host cannot contain * or **`))
 	})
 
+	It("warns at kubectl apply about a bare registry host as a pattern, and stores the policy", func() {
+		// config/admission-policies: a ValidatingAdmissionPolicy the apiserver runs itself.
+		// The apiserver loads it in the background, hence Eventually.
+		typo := "apiVersion: imagegate.io/v1alpha1\nkind: ImagePolicy\nmetadata: {name: typo, namespace: e2e}\nspec:\n  images: {deny: [evil.io]}\n"
+		Eventually(func() string {
+			return runIn([]byte(typo), "apply", "--dry-run=server", "-f", "-").stderr
+		}).WithTimeout(30 * time.Second).Should(ContainSubstring(`Warning: Validation failed for ValidatingAdmissionPolicy 'imagegate-pattern-warnings'`))
+		r := apply(typo)
+		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
+		Expect(r.stderr).To(ContainSubstring(`spec.images.deny: "evil.io" names the Docker Hub image docker.io/library/evil.io, not the registry evil.io: did you mean "evil.io/**"?`))
+		Expect(r.stdout).To(ContainSubstring("imagepolicy.imagegate.io/typo created"))
+		kubectl("delete", "imagepolicy", "typo", "-n", "e2e")
+	})
+
 	It("admits kubectl run of an allowed image and refuses a disallowed one with the whole message", func() {
 		Expect(kubectl("run", "web", "-n", "e2e", "--image=ghcr.io/acme/web:1.0")).To(ContainSubstring("pod/web created"))
 

@@ -238,8 +238,9 @@ func TestChartPodPullSecretsNeedClientCA(t *testing.T) {
 // manifests` runs it. This says which copy is stale.
 func TestChartFilesAreConfigs(t *testing.T) {
 	pairs := map[string]string{
-		"config/prometheus/rules.yaml":  "dist/chart/files/prometheus/rules.yaml",
-		"config/grafana/imagegate.json": "dist/chart/files/grafana/imagegate.json",
+		"config/prometheus/rules.yaml":                    "dist/chart/files/prometheus/rules.yaml",
+		"config/grafana/imagegate.json":                   "dist/chart/files/grafana/imagegate.json",
+		"config/admission-policies/pattern-warnings.yaml": "dist/chart/files/admission-policies/pattern-warnings.yaml",
 	}
 	crds, err := filepath.Glob("../../../config/crd/bases/*.yaml")
 	if err != nil || len(crds) == 0 {
