@@ -23,6 +23,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -61,6 +62,7 @@ type options struct {
 	namespace                                  string
 	pullSecretsFromPods                        bool
 	namespaceInternalRegistries                string
+	pinScope                                   string
 	auditInterval, eventInterval, drain        time.Duration
 	exceptionExpiryWarning                     time.Duration
 	zap                                        zap.Options
@@ -93,6 +95,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.StringVar(&o.keyName, "webhook-cert-key", "tls.key", "Key file name in --webhook-cert-path.")
 	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "Port the webhook server listens on.")
 	fs.StringVar(&o.clientCA, "webhook-client-ca", "", "PEM file of the CAs whose client certificates may call the webhook port (the apiserver's, given to it in its AdmissionConfiguration); every other caller is refused at the TLS handshake. Empty: any caller. Read at start: restart the manager after changing it.")
+	fs.StringVar(&o.pinScope, "pin-scope-configuration", "", "Name of the MutatingWebhookConfiguration of the pinning webhook (pin.pods.imagegate.io): the leader keeps its match condition verify-rules in step with the verify rules in force, so that the apiserver calls the pinning webhook only for Pods with an unpinned image a verify rule may cover, and never without a verify rule. Empty: the condition is not kept, and every Pod with an unpinned image is sent (the manager needs get and patch on that configuration).")
 	fs.BoolVar(&o.checkWorkloads, "check-workloads", true, "Check the pod templates of Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs, CronJobs and ReplicationControllers at create and update (the webhook workloads.imagegate.io); false admits them all, and the Pods are still checked.")
 	fs.BoolVar(&o.imageReview, "imagereview", true, "Also answer the kube-apiserver's ImagePolicyWebhook plugin (imagepolicy.k8s.io/v1alpha1 ImageReview) at /imagereview on the webhook port.")
 	fs.StringVar(&o.excludedNamespaces, podspec.ExcludedNamespacesFlag, podspec.DefaultExcludedNamespacesValue(),
@@ -209,6 +212,11 @@ func main() {
 	imagegatewebhook.SetupExceptionWebhookWithManager(mgr)
 	if o.imageReview {
 		imagegatewebhook.SetupImageReviewWithManager(mgr, snapshots, excluded, recorder, verifier)
+	}
+	if o.pinScope != "" {
+		clientset, err := kubernetes.NewForConfig(mgr.GetConfig())
+		must(log, err, "making the client of the pinning webhook's configuration")
+		must(log, mgr.Add(&controller.PinScopeSyncer{Client: clientset, Store: snapshots, Configuration: o.pinScope}), "adding the pinning webhook's scope")
 	}
 	var auditor *controller.Auditor
 	if o.auditInterval > 0 {

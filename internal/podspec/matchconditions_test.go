@@ -26,9 +26,14 @@ func pinMatcher(t *testing.T) matchconditions.Matcher {
 	if len(exprs) < 2 {
 		t.Fatalf("the pin webhook has %d matchConditions, want image-changed and image-without-digest", len(exprs))
 	}
+	return compileMatcher(exprs)
+}
+
+// compileMatcher compiles match conditions as the apiserver does for a webhook.
+func compileMatcher(exprs []celplugin.ExpressionAccessor) matchconditions.Matcher {
 	compiler := celplugin.NewConditionCompiler(environment.MustBaseEnvSet(environment.DefaultCompatibilityVersion()))
 	fail := admissionregistrationv1.Fail
-	return matchconditions.NewMatcher(compiler.CompileCondition(exprs, celplugin.OptionalVariableDeclarations{}, environment.StoredExpressions),
+	return matchconditions.NewMatcher(compiler.CompileCondition(exprs, celplugin.OptionalVariableDeclarations{HasAuthorizer: true}, environment.StoredExpressions),
 		&fail, "webhook", "admit", "pin.pods.imagegate.io")
 }
 
@@ -36,13 +41,19 @@ func pinMatcher(t *testing.T) matchconditions.Matcher {
 // for the UPDATE from old to pod.
 func sentToPin(t *testing.T, m matchconditions.Matcher, pod, old *corev1.Pod) bool {
 	t.Helper()
+	return sentToPinIn(t, m, "team-a", pod, old)
+}
+
+// sentToPinIn is sentToPin for a Pod in namespace.
+func sentToPinIn(t testing.TB, m matchconditions.Matcher, namespace string, pod, old *corev1.Pod) bool {
+	t.Helper()
 	op := admission.Create
 	var oldObj runtime.Object
 	if old != nil {
 		op, oldObj = admission.Update, old
 	}
 	gvk := corev1.SchemeGroupVersion.WithKind("Pod")
-	attr := admission.NewAttributesRecord(pod, oldObj, gvk, "team-a", "web", corev1.SchemeGroupVersion.WithResource("pods"), "", op, nil, false, nil)
+	attr := admission.NewAttributesRecord(pod, oldObj, gvk, namespace, "web", corev1.SchemeGroupVersion.WithResource("pods"), "", op, nil, false, nil)
 	// The objects are already at the webhook's version: nothing to convert.
 	va := &admission.VersionedAttributes{Attributes: attr, VersionedObject: admission.NewLazyObject(pod), VersionedKind: gvk}
 	if old != nil {

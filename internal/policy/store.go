@@ -1,6 +1,9 @@
 package policy
 
-import "sync/atomic"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // Source gives the snapshot in force; nil until the policies are first loaded. The webhooks,
 // the ImageReview endpoint and the audit read snapshots through it.
@@ -14,6 +17,9 @@ type Store struct {
 	current    atomic.Pointer[Snapshot]
 	generation atomic.Int64
 	changed    chan struct{}
+
+	mu          sync.Mutex
+	subscribers []chan struct{}
 }
 
 // NewStore returns an empty Store.
@@ -27,13 +33,32 @@ func (s *Store) Snapshot() *Snapshot { return s.current.Load() }
 // Changed is signalled (at most one pending signal) each time a snapshot is published.
 func (s *Store) Changed() <-chan struct{} { return s.changed }
 
+// Subscribe returns a channel of its own that is signalled (at most one pending signal)
+// each time a snapshot is published, for a reader other than the one of Changed.
+func (s *Store) Subscribe() <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.subscribers = append(s.subscribers, ch)
+	return ch
+}
+
 // Publish puts snap in force and returns its generation (1 for the first).
 func (s *Store) Publish(snap *Snapshot) int64 {
 	s.current.Store(snap)
 	gen := s.generation.Add(1)
-	select {
-	case s.changed <- struct{}{}:
-	default:
+	signal(s.changed)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ch := range s.subscribers {
+		signal(ch)
 	}
 	return gen
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
 }

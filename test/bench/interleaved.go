@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/imagegate/imagegate/internal/controller"
+	"github.com/imagegate/imagegate/internal/podspec"
 	"github.com/imagegate/imagegate/test/utils/localcluster"
 )
 
@@ -69,12 +72,24 @@ func (e *benchEnv) interleavedLayer(ctx context.Context) error {
 		{key: "none", name: "no admission webhook", setup: func(context.Context, *benchEnv) (func() error, error) { return nil, nil }},
 		{key: "vap", name: "ValidatingAdmissionPolicy (CEL)", enforces: true, setup: setupVAP},
 		{key: "noop", name: "no-op webhook", setup: setupNoop},
-		{key: "imagegate", name: "imagegate", enforces: true, setup: func(ctx context.Context, e *benchEnv) (func() error, error) {
+		// As installed: the manager keeps the pinning webhook's verify-rules condition, and the
+		// one verify rule in this cluster (ilvVerifyConfig's) covers other images than these.
+		{key: "imagegate", name: ilvInstalledConfig, enforces: true, setup: func(ctx context.Context, e *benchEnv) (func() error, error) {
 			return setupImagegateScoped(ctx, e, imagegateScope{startManager: true})
 		}},
-		// The same manager behind its validating webhook alone: the shipped configuration also
-		// calls the mutating one that pins verified tags, a second call per Pod.
-		{key: "imagegate-validating", name: "imagegate, validating webhook only", enforces: true, setup: func(ctx context.Context, e *benchEnv) (func() error, error) {
+		// As installed in a cluster without any verify rule: the condition is what the manager
+		// writes then (podspec.PinCondition of no rule), on a copy of the configuration (this
+		// cluster has a verify rule, for ilvVerifyConfig).
+		{key: "imagegate-noverify", name: ilvNoVerifyConfig, enforces: true, setup: func(ctx context.Context, e *benchEnv) (func() error, error) {
+			return setupImagegateScoped(ctx, e, imagegateScope{suffix: "-noverify", pinCondition: podspec.PinCondition(nil)})
+		}},
+		// The pinning webhook without the condition: called for every Pod with an unpinned
+		// image, as before the manager kept it.
+		{key: "imagegate-unscoped", name: ilvUnscopedConfig, enforces: true, setup: func(ctx context.Context, e *benchEnv) (func() error, error) {
+			return setupImagegateScoped(ctx, e, imagegateScope{suffix: "-unscoped"})
+		}},
+		// The same manager behind its validating webhook alone.
+		{key: "imagegate-validating", name: ilvValidatingConfig, enforces: true, setup: func(ctx context.Context, e *benchEnv) (func() error, error) {
 			return setupImagegateScoped(ctx, e, imagegateScope{suffix: "-validating-only", validatingOnly: true})
 		}},
 	}
@@ -124,6 +139,10 @@ func (e *benchEnv) interleavedLayer(ctx context.Context) error {
 		if probe != nil {
 			return fmt.Errorf("%s: %w", c.name, probe)
 		}
+	}
+	// The manager has written the pinning webhook's condition for the verify rule in force.
+	if err := e.waitPinCondition(ctx); err != nil {
+		return err
 	}
 	// Each configuration still covers only its own namespace: the no-op webhook's namespace
 	// admits what imagegate's refuses.
@@ -189,15 +208,56 @@ func (e *benchEnv) interleavedLayer(ctx context.Context) error {
 				progress("interleaved: %-24s %s minus the no-op webhook: median %+.3f ms (IQR %+.3f to %+.3f)", m.Name, ig, ms(d.median), ms(d.q1), ms(d.q3))
 			}
 		}
+		for _, ig := range ilvScopedConfigs {
+			if d, ok := rep.added(m.Name, ig, ilvValidatingConfig); ok {
+				progress("interleaved: %-24s %s minus the validating webhook alone: median %+.3f ms (IQR %+.3f to %+.3f)", m.Name, ig, ms(d.median), ms(d.q1), ms(d.q3))
+			}
+		}
 	}
 	return nil
 }
 
-// ilvVerifyConfig is the interleaved configuration with a warm verify cache.
-const ilvVerifyConfig = "imagegate, verify rule, warm cache"
+// waitPinCondition waits until the manager has written the pinning webhook's verify-rules
+// condition of the verify rules in force: before that, the installed configuration's Pods
+// would be sent to the pinning webhook.
+func (e *benchEnv) waitPinCondition(ctx context.Context) error {
+	want := ""
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		cfg, err := e.clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, localcluster.PinWebhookConfiguration, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for _, c := range cfg.Webhooks[0].MatchConditions {
+			if c.Name == controller.PinConditionName && c.Expression != "true" {
+				if c.Expression == "false" {
+					want = "a condition naming the verify rule"
+					break
+				}
+				progress("interleaved: the pinning webhook's %s condition is in place (%d characters)", c.Name, len(c.Expression))
+				return nil
+			}
+		}
+		time.Sleep(time.Second)
+	}
+	return fmt.Errorf("the manager did not write the pinning webhook's %s condition in 2 minutes (%s)", controller.PinConditionName, cmp.Or(want, "none"))
+}
+
+// The interleaved configurations that are imagegate.
+const (
+	ilvInstalledConfig  = "imagegate as installed, a verify rule for other images"
+	ilvNoVerifyConfig   = "imagegate as installed, no verify rule"
+	ilvUnscopedConfig   = "imagegate, pinning webhook for every unpinned Pod"
+	ilvValidatingConfig = "imagegate, validating webhook only"
+	ilvVerifyConfig     = "imagegate, verify rule, warm cache"
+)
 
 // ilvImagegateConfigs are the interleaved configurations that are imagegate.
-var ilvImagegateConfigs = []string{"imagegate", "imagegate, validating webhook only", ilvVerifyConfig}
+var ilvImagegateConfigs = []string{ilvInstalledConfig, ilvNoVerifyConfig, ilvUnscopedConfig, ilvValidatingConfig, ilvVerifyConfig}
+
+// ilvScopedConfigs are the installed configurations whose pinning webhook is not called for
+// their Pods: each must cost what the validating webhook alone costs.
+var ilvScopedConfigs = []string{ilvInstalledConfig, ilvNoVerifyConfig}
 
 // scopedNamespace makes the namespace of one interleaved configuration, labelled for it
 // only (and with labels).
@@ -217,6 +277,9 @@ type imagegateScope struct {
 	validatingOnly bool
 	// startManager starts the manager (and the teardown stops it).
 	startManager bool
+	// pinCondition, when set, is added to the pinning webhook as its verify-rules condition
+	// (a copy under suffix is not the configuration the manager keeps).
+	pinCondition string
 }
 
 // setupImagegateScoped is setupImagegate with config/local's webhooks narrowed to the
@@ -267,6 +330,10 @@ func setupImagegateScoped(ctx context.Context, e *benchEnv, scope imagegateScope
 			}
 			sel["matchLabels"] = e.selector
 			wh["namespaceSelector"] = sel
+			if scope.pinCondition != "" && cfg["kind"] == "MutatingWebhookConfiguration" {
+				conds, _ := wh["matchConditions"].([]any)
+				wh["matchConditions"] = append(conds, map[string]any{"name": controller.PinConditionName, "expression": scope.pinCondition})
+			}
 		}
 		b, err := yaml.Marshal(cfg)
 		if err != nil {

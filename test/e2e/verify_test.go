@@ -9,12 +9,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/imagegate/imagegate/test/utils/localcluster"
 	"github.com/imagegate/imagegate/test/utils/registrytest"
 )
 
@@ -32,8 +34,28 @@ var _ = Describe("Verifying signatures", Ordered, func() {
 	var (
 		host     string
 		registry *exec.Cmd
-		creds    = registrytest.Basic(user, password)
-		key      *registrytest.Key
+		// signedPolicy is the ClusterImagePolicy e2e-signed: the registry's acme/ images, in
+		// ns, must be signed by the release key.
+		signedPolicy = func() string {
+			return fmt.Sprintf(`apiVersion: imagegate.io/v1alpha1
+kind: ClusterImagePolicy
+metadata:
+  name: e2e-signed
+spec:
+  namespaceSelector:
+    matchLabels: {kubernetes.io/metadata.name: %s}
+  verify:
+    images: ["%s/acme/**"]
+    transparencyLog: Skip
+    pullSecrets: [e2e-registry]
+    signers:
+    - name: release
+      key:
+        secretRef: {name: e2e-release-key}
+`, ns, host)
+		}
+		creds = registrytest.Basic(user, password)
+		key   *registrytest.Key
 	)
 
 	BeforeAll(func() {
@@ -89,22 +111,7 @@ var _ = Describe("Verifying signatures", Ordered, func() {
 		DeferCleanup(func() { run("delete", "secret", "e2e-release-key", "e2e-registry", "-n", system) })
 
 		namespace(ns)
-		r := apply(fmt.Sprintf(`apiVersion: imagegate.io/v1alpha1
-kind: ClusterImagePolicy
-metadata:
-  name: e2e-signed
-spec:
-  namespaceSelector:
-    matchLabels: {kubernetes.io/metadata.name: %s}
-  verify:
-    images: ["%s/acme/**"]
-    transparencyLog: Skip
-    pullSecrets: [e2e-registry]
-    signers:
-    - name: release
-      key:
-        secretRef: {name: e2e-release-key}
-`, ns, host))
+		r := apply(signedPolicy())
 		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
 		DeferCleanup(func() { run("delete", "clusterimagepolicy", "e2e-signed") })
 		kubectl("wait", "--for=condition=Ready", "clusterimagepolicy/e2e-signed", "--timeout=30s")
@@ -158,6 +165,91 @@ spec:
 		Eventually(func() string {
 			return kubectl("get", "pods", "-n", ns, "-l", "app=signed", "-o=jsonpath={.items[*].spec.containers[0].image}")
 		}).WithTimeout(time.Minute).Should(MatchRegexp(`/acme/app:2\.0@sha256:[0-9a-f]{64}$`))
+	})
+
+	// The pinning webhook's match condition follows the verify rules: with none covering
+	// the registry, the apiserver no longer calls it for the registry's images; with one
+	// again, it pins within seconds. A Pod created meanwhile is pinned or refused, never
+	// admitted unpinned while the rule is in force.
+	It("calls the pinning webhook only while a verify rule covers the image, never admitting it unpinned under one", func() {
+		condition := func() string {
+			return kubectl("get", "mutatingwebhookconfiguration", localcluster.PinWebhookConfiguration,
+				"-o", `jsonpath={.webhooks[0].matchConditions[?(@.name=="verify-rules")].expression}`)
+		}
+		// e2e-signed's entry: any namespace (a ClusterImagePolicy), the registry's host, acme.
+		entry := "['', '" + strings.Split(host, ":")[0] + "', 'acme']"
+		Eventually(condition).WithTimeout(30 * time.Second).Should(ContainSubstring(entry))
+
+		type attempt struct {
+			start         time.Time
+			image, stderr string
+			failed        bool
+		}
+		var (
+			mu       sync.Mutex
+			attempts []attempt
+			stop     = make(chan struct{})
+			done     = make(chan struct{})
+		)
+		go func() {
+			defer GinkgoRecover()
+			defer close(done)
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				start := time.Now()
+				r := run("run", fmt.Sprintf("stream-%d", i), "-n", ns, "--image="+host+"/acme/app:3.0", "--dry-run=server", "-o", "jsonpath={.spec.containers[0].image}")
+				mu.Lock()
+				attempts = append(attempts, attempt{start: start, image: r.stdout, stderr: r.stderr, failed: r.err != nil})
+				mu.Unlock()
+			}
+		}()
+
+		kubectl("delete", "clusterimagepolicy", "e2e-signed")
+		deleted := time.Now()
+		Eventually(condition).WithTimeout(30 * time.Second).ShouldNot(ContainSubstring(entry))
+		GinkgoWriter.Printf("pinning stopped %v after the verify rule was deleted\n", time.Since(deleted))
+		Eventually(func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			if len(attempts) == 0 {
+				return false
+			}
+			last := attempts[len(attempts)-1]
+			return last.start.After(deleted) && !last.failed && !strings.Contains(last.image, "@")
+		}).WithTimeout(30*time.Second).Should(BeTrue(), "without a verify rule the tag is admitted as written")
+
+		r := apply(signedPolicy())
+		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
+		kubectl("wait", "--for=condition=Ready", "clusterimagepolicy/e2e-signed", "--timeout=30s")
+		ready := time.Now()
+		Eventually(func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			last := attempts[len(attempts)-1]
+			return last.start.After(ready) && strings.Contains(last.image, "@sha256:")
+		}).WithTimeout(30*time.Second).Should(BeTrue(), "pinning starts again")
+		GinkgoWriter.Printf("pinning started %v after the verify rule was Ready\n", time.Since(ready))
+		close(stop)
+		<-done
+
+		pinned, refused := 0, 0
+		for _, a := range attempts {
+			if !a.start.After(ready) {
+				continue
+			}
+			if a.failed {
+				Expect(a.stderr).To(ContainSubstring("it is not pinned by digest"), "a Pod the condition did not send yet is refused as not pinned")
+				refused++
+				continue
+			}
+			Expect(a.image).To(MatchRegexp(`/acme/app:3\.0@sha256:[0-9a-f]{64}$`), "admitted under the verify rule, so pinned")
+			pinned++
+		}
+		GinkgoWriter.Printf("%d creates in all; after the rule was Ready: %d pinned, %d refused as not pinned\n", len(attempts), pinned, refused)
 	})
 
 	It("refuses with the registry's failure while the registry does not answer, and admits again when it does", func() {

@@ -89,6 +89,8 @@ func (c *Cluster) StartManager(ctx context.Context, opts ManagerOptions) (*Manag
 		"--webhook-port=" + strconv.Itoa(m.WebhookPort),
 		"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(m.MetricsPort),
 		"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(m.HealthPort),
+		// As installed: the pinning webhook's match condition follows the verify rules.
+		"--pin-scope-configuration=" + PinWebhookConfiguration,
 	}, opts.Args...)
 	if err := m.Start(ctx); err != nil {
 		return nil, err
@@ -158,6 +160,9 @@ func (m *Manager) Log() string {
 	b, _ := os.ReadFile(m.proc.log)
 	return string(b)
 }
+
+// PinWebhookConfiguration is the name of config/local's MutatingWebhookConfiguration.
+const PinWebhookConfiguration = "imagegate-local-mutating-webhook-configuration"
 
 // RenderWebhook renders config/local with kubectl kustomize and points its webhook
 // configurations (validating and mutating) at this manager: the URL's port and the cluster CA as the

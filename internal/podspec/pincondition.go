@@ -1,0 +1,71 @@
+package podspec
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/imagegate/imagegate/internal/policy"
+)
+
+// maxPinEntries and maxPinCondition bound the pinning webhook's condition well within the
+// apiserver's limits (100,000 characters an expression, a cost budget per request): beyond,
+// it sends every Pod with an unpinned image, as an installation without the condition does.
+const (
+	maxPinEntries   = 512
+	maxPinCondition = 60000
+)
+
+// pinImages is every image reference of a Pod, in CEL: containers, init and ephemeral
+// containers, and image volumes (” where none is written).
+const pinImages = `(object.spec.containers.map(c, has(c.image) ? c.image : '') + ` +
+	`(has(object.spec.initContainers) ? object.spec.initContainers.map(c, has(c.image) ? c.image : '') : []) + ` +
+	`(has(object.spec.ephemeralContainers) ? object.spec.ephemeralContainers.map(c, has(c.image) ? c.image : '') : []) + ` +
+	`(has(object.spec.volumes) ? object.spec.volumes.filter(v, has(v.image)).map(v, has(v.image.reference) ? v.image.reference : '') : []))`
+
+// pinNormalize turns each unpinned image i into {h: host name without port, lowercased, with
+// Docker Hub's names as docker.io and '[' for any IPv6 literal; p: repository path, under
+// library/ for a one-segment Docker Hub name}, by the reference grammar's rule for the first
+// path component (a host when it has '.' or ':', is localhost, or has an uppercase letter).
+// Ports and IPv6 spellings are not told apart: a superset.
+const pinNormalize = `.map(i, string(i)).filter(i, !i.contains('@'))` +
+	`.map(i, {'i': i, 's': i.split('/')[0]})` +
+	`.map(m, {'i': m.i, 's': m.s, 'x': (m.i.contains('/') && (m.s.contains('.') || m.s.contains(':') || m.s == 'localhost' || m.s != m.s.lowerAscii())) ? 'y' : ''})` +
+	`.map(m, {'h': m.x == 'y' ? m.s.lowerAscii() : 'docker.io', 'r': (m.x == 'y' ? m.i.substring(size(m.s) + 1) : m.i).split(':')[0]})` +
+	`.map(m, {'h': m.h.startsWith('[') ? '[' : m.h.split(':')[0], 'r': m.r})` +
+	`.map(m, {'h': m.h in ['docker.io', 'index.docker.io', 'registry-1.docker.io', 'registry.hub.docker.com'] ? 'docker.io' : m.h, 'r': m.r})` +
+	`.map(m, {'h': m.h, 'p': m.h == 'docker.io' && !m.r.contains('/') ? 'library/' + m.r : m.r})`
+
+// PinCondition is the CEL match condition that sends a Pod to the pinning webhook only when
+// one of its images is not pinned by digest and a verify rule may cover it (entries, from
+// policy.Snapshot.PinScope): "false" with no verify rule at all. It is a superset of the
+// images the engine pins (FuzzPinCondition holds it to that): a Pod it lets through unpinned
+// that a verify rule covers is refused by the validating webhook ("not pinned"), never
+// admitted unverified.
+func PinCondition(entries []policy.PinEntry) string {
+	switch {
+	case len(entries) == 0:
+		return "false"
+	case len(entries) > maxPinEntries:
+		return "true"
+	}
+	var list strings.Builder
+	list.WriteByte('[')
+	for i, e := range entries {
+		if i > 0 {
+			list.WriteString(", ")
+		}
+		fmt.Fprintf(&list, "[%s, %s, %s]", celString(e.Namespace), celString(e.Host), celString(e.PathPrefix))
+	}
+	list.WriteByte(']')
+	if list.Len() > maxPinCondition {
+		return "true"
+	}
+	return pinImages + pinNormalize + `.exists(m, ` + list.String() +
+		`.exists(e, (e[0] == '' || e[0] == request.namespace) && (e[1] == '' || m.h == '[' || m.h == e[1]) && m.p.startsWith(e[2])))`
+}
+
+// celString quotes s as a CEL string literal. Policy names, hosts and paths hold no quote or
+// backslash (the API's grammar), but they are escaped anyway.
+func celString(s string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+}
