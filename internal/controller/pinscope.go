@@ -42,7 +42,7 @@ type PinScopeSyncer struct {
 	Resync time.Duration
 }
 
-// NeedLeaderElection: one replica writes the condition.
+// NeedLeaderElection is true: one replica writes the condition.
 func (s *PinScopeSyncer) NeedLeaderElection() bool { return true }
 
 // Start syncs until ctx ends.
