@@ -201,7 +201,7 @@ spec:
 				default:
 				}
 				start := time.Now()
-				r := run("run", fmt.Sprintf("stream-%d", i), "-n", ns, "--image="+host+"/acme/app:3.0", "--dry-run=server", "-o", "jsonpath={.spec.containers[0].image}")
+				r := run("run", fmt.Sprintf("stream-%d", i), "-n", ns, "--image="+host+"/acme/app:2.0", "--dry-run=server", "-o", "jsonpath={.spec.containers[0].image}")
 				mu.Lock()
 				attempts = append(attempts, attempt{start: start, image: r.stdout, stderr: r.stderr, failed: r.err != nil})
 				mu.Unlock()
@@ -246,7 +246,7 @@ spec:
 				refused++
 				continue
 			}
-			Expect(a.image).To(MatchRegexp(`/acme/app:3\.0@sha256:[0-9a-f]{64}$`), "admitted under the verify rule, so pinned")
+			Expect(a.image).To(MatchRegexp(`/acme/app:2\.0@sha256:[0-9a-f]{64}$`), "admitted under the verify rule, so pinned")
 			pinned++
 		}
 		GinkgoWriter.Printf("%d creates in all; after the rule was Ready: %d pinned, %d refused as not pinned\n", len(attempts), pinned, refused)
