@@ -63,15 +63,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 
 	kubectl("apply", "-f", filepath.Join(root, "config", "crd", "bases"))
 	kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-	// config/default's ValidatingAdmissionPolicies, which the apiserver runs itself.
-	for _, kind := range []string{"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} {
-		docs := renderedOf(kind)
-		Expect(docs).NotTo(BeEmpty(), "config/default renders no %s", kind)
-		for _, doc := range docs {
-			r := apply(doc)
-			Expect(r.err).NotTo(HaveOccurred(), r.stderr)
-		}
-	}
+	applyAdmissionPolicies()
 
 	// The serving certificate also covers the DNS names of config/default's Certificate, so
 	// that the cert-manager spec can serve it as the Secret cert-manager would write.
@@ -175,6 +167,20 @@ func certificateDNSNames() []string {
 	}
 	Fail("config/default renders no Certificate with dnsNames")
 	return nil
+}
+
+// applyAdmissionPolicies applies config/default's ValidatingAdmissionPolicies and their
+// bindings, which the apiserver runs itself. The uninstall spec deletes them: it applies them
+// again for the specs that run after it.
+func applyAdmissionPolicies() {
+	for _, kind := range []string{"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} {
+		docs := renderedOf(kind)
+		Expect(docs).NotTo(BeEmpty(), "config/default renders no %s", kind)
+		for _, doc := range docs {
+			r := apply(doc)
+			Expect(r.err).NotTo(HaveOccurred(), r.stderr)
+		}
+	}
 }
 
 // renderedOf returns the documents of config/default of the given kind.

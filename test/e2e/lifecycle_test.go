@@ -85,6 +85,8 @@ var _ = Describe("Install, upgrade and uninstall", Ordered, func() {
 		kubectl("delete", "validatingwebhookconfiguration", "imagegate-local-validating-webhook-configuration")
 		kubectl("delete", "mutatingwebhookconfiguration", "imagegate-local-mutating-webhook-configuration")
 		DeferCleanup(func() { Expect(manager.RegisterWebhook(root)).To(Succeed()) })
+		// The uninstall spec deletes config/default's ValidatingAdmissionPolicies too.
+		DeferCleanup(applyAdmissionPolicies)
 
 		DeferCleanup(func() { _ = os.Remove(previousManifest); _ = os.Remove(currentManifest) })
 		namespace(covered)
@@ -211,6 +213,7 @@ spec:
 		stop()
 		stop = nil
 		Expect(kubectl("get", "clusterimagepolicy", "e2e-lifecycle", "-o=name")).NotTo(BeEmpty(), "policies survive an uninstall")
+		Expect(run("get", "validatingadmissionpolicies,validatingadmissionpolicybindings", "-o=name").stdout).NotTo(ContainSubstring("imagegate-"), "the uninstall removes the ValidatingAdmissionPolicies")
 		// The uninstall deletes imagegate-system; the specs that run next create it again.
 		Eventually(func() error { return run("get", "namespace", ns).err }).WithTimeout(2 * time.Minute).Should(HaveOccurred())
 
