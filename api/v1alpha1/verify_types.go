@@ -23,6 +23,7 @@ const (
 // +kubebuilder:validation:XValidation:rule="self.transparencyLog == 'Skip' || has(self.trustedRoot)",message="a transparency log is required (the default), so trustedRoot must name the ConfigMap holding trusted_root.json; or set transparencyLog: Skip for keys without a log"
 // +kubebuilder:validation:XValidation:rule="!self.signers.exists(s, has(s.keyless)) || has(self.trustedRoot)",message="keyless signers need trustedRoot: the ConfigMap holding trusted_root.json (cosign trusted-root create writes it)"
 // +kubebuilder:validation:XValidation:rule="!has(self.attestations) || self.attestations.all(a, !has(a.signers) || a.signers.all(n, self.signers.exists(s, s.name == n)))",message="each attestations[].signers entry must name one of verify.signers"
+// +kubebuilder:validation:XValidation:rule="!has(self.requiredSigners) || self.requiredSigners <= size(self.signers)",message="requiredSigners cannot be more than the number of signers"
 type VerifyRules struct {
 	// images lists the image patterns that must be signed. Unset: every image the policy
 	// checks (exemptImages are not checked).
@@ -39,6 +40,14 @@ type VerifyRules struct {
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=16
 	Signers []Signer `json:"signers,omitempty"`
+
+	// requiredSigners is how many different signers must each have signed the image (the
+	// release key and the security team's key, say). Default 1: a signature by any one
+	// signer suffices. Attestations still need one signature by a signer their rule accepts.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=16
+	RequiredSigners int32 `json:"requiredSigners,omitempty"`
 
 	// transparencyLog is `Required` (the default): a signature counts only with a
 	// transparency log entry that the trusted root vouches for. `Skip` accepts signatures
@@ -277,14 +286,16 @@ type KeylessSigner struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=16
-	//nolint:kubeapilinter // arrayofstruct: each Identity needs an issuer and a subject, each exact or a regular expression (CEL rules on Identity); the flat shape is cosign's, Kyverno's and policy-controller's, which users copy from.
+	//nolint:kubeapilinter // arrayofstruct: each Identity needs an issuer and a subject (or a GitHub workflow), each exact or a regular expression (CEL rules on Identity); the flat shape is cosign's, Kyverno's and policy-controller's, which users copy from.
 	Identities []Identity `json:"identities,omitempty"`
 }
 
 // Identity is an OIDC issuer and a subject (the certificate's SAN: an email, a URI such as
-// a GitHub workflow), each exact or a regular expression (RE2, matched in full).
+// a GitHub workflow), each exact or a regular expression (RE2, matched in full), and
+// optionally the certificate extensions Fulcio writes from the token's claims.
 // +kubebuilder:validation:XValidation:rule="has(self.issuer) != has(self.issuerRegExp)",message="an identity sets exactly one of issuer and issuerRegExp"
-// +kubebuilder:validation:XValidation:rule="has(self.subject) != has(self.subjectRegExp)",message="an identity sets exactly one of subject and subjectRegExp"
+// +kubebuilder:validation:XValidation:rule="!(has(self.subject) && has(self.subjectRegExp))",message="an identity sets at most one of subject and subjectRegExp"
+// +kubebuilder:validation:XValidation:rule="has(self.subject) || has(self.subjectRegExp) || has(self.githubWorkflow)",message="an identity sets subject or subjectRegExp, or githubWorkflow (whose repository then identifies the signer)"
 type Identity struct {
 	// issuer is the exact OIDC issuer, for example https://token.actions.githubusercontent.com.
 	// +optional
@@ -310,6 +321,149 @@ type Identity struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=1024
 	SubjectRegExp string `json:"subjectRegExp,omitempty"`
+
+	// githubWorkflow requires the certificate of a GitHub Actions run to say, in Fulcio's
+	// extensions, which repository, workflow, ref, event, commit and runner it ran with.
+	// With it the subject may be left out: the repository identifies the signer.
+	// +optional
+	GitHubWorkflow GitHubWorkflow `json:"githubWorkflow,omitzero"`
+
+	// extensions requires Fulcio's certificate extensions (OIDs 1.3.6.1.4.1.57264.1.9 to .22)
+	// to have exactly these values, for any CI system Fulcio issues them for (GitLab,
+	// Buildkite, ...).
+	// +optional
+	Extensions CertificateExtensions `json:"extensions,omitzero"`
+}
+
+// GitHubRunnerEnvironment is where a GitHub Actions job ran.
+// +kubebuilder:validation:Enum=github-hosted;self-hosted
+type GitHubRunnerEnvironment string
+
+// GitHubWorkflow is what a keyless certificate from GitHub Actions must say about the run
+// that signed. Each value is read from Fulcio's extensions (the source repository, build
+// config, ref, trigger and digest ones; certificates issued before 2023 carry only the older
+// GitHub ones, which are read then).
+type GitHubWorkflow struct {
+	// repository is the repository the workflow ran in, owner/name, exactly:
+	// the path of the certificate's source repository URI.
+	// +required
+	// +kubebuilder:validation:MinLength=3
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$`
+	Repository string `json:"repository,omitempty"`
+
+	// workflow is the path of the workflow file in that repository, for example
+	// .github/workflows/release.yml, exactly (from the build config URI: the workflow that
+	// was triggered, even when a reusable workflow signed).
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	Workflow string `json:"workflow,omitempty"`
+
+	// ref is the git ref the workflow ran for, a glob as Go's path.Match reads it: `*`
+	// matches within one path segment, so refs/tags/v* matches refs/tags/v1.2.0 and not
+	// refs/heads/main.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	Ref string `json:"ref,omitempty"`
+
+	// trigger is the event that started the run, exactly: push, release, workflow_dispatch...
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[a-z_]+$`
+	Trigger string `json:"trigger,omitempty"`
+
+	// sha is the commit the run built, exactly (40 hexadecimal digits).
+	// +optional
+	// +kubebuilder:validation:MinLength=40
+	// +kubebuilder:validation:MaxLength=40
+	// +kubebuilder:validation:Pattern=`^[0-9a-f]{40}$`
+	SHA string `json:"sha,omitempty"`
+
+	// runnerEnvironment is github-hosted or self-hosted.
+	// +optional
+	RunnerEnvironment GitHubRunnerEnvironment `json:"runnerEnvironment,omitempty"`
+}
+
+// IsSet reports whether the identity requires GitHub workflow extensions.
+func (g *GitHubWorkflow) IsSet() bool { return g.Repository != "" }
+
+// CertificateExtensions are Fulcio's certificate extensions, each matched exactly when set.
+// +kubebuilder:validation:MinProperties=1
+type CertificateExtensions struct {
+	// buildSignerURI is the URI of the build instructions that signed (OID .1.9).
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	BuildSignerURI string `json:"buildSignerURI,omitempty"`
+	// buildSignerDigest is the digest of those instructions (OID .1.10).
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	BuildSignerDigest string `json:"buildSignerDigest,omitempty"`
+	// runnerEnvironment is where the build ran (OID .1.11).
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	RunnerEnvironment string `json:"runnerEnvironment,omitempty"`
+	// sourceRepositoryURI is the URI of the source repository (OID .1.12).
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	SourceRepositoryURI string `json:"sourceRepositoryURI,omitempty"`
+	// sourceRepositoryDigest is the commit built (OID .1.13).
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	SourceRepositoryDigest string `json:"sourceRepositoryDigest,omitempty"`
+	// sourceRepositoryRef is the git ref built (OID .1.14).
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	SourceRepositoryRef string `json:"sourceRepositoryRef,omitempty"`
+	// sourceRepositoryIdentifier is the repository's immutable ID (OID .1.15): unlike its
+	// name, it does not pass to another repository that takes the name after a rename.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	SourceRepositoryIdentifier string `json:"sourceRepositoryIdentifier,omitempty"`
+	// sourceRepositoryOwnerURI is the URI of the repository's owner (OID .1.16).
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	SourceRepositoryOwnerURI string `json:"sourceRepositoryOwnerURI,omitempty"`
+	// sourceRepositoryOwnerIdentifier is the owner's immutable ID (OID .1.17).
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	SourceRepositoryOwnerIdentifier string `json:"sourceRepositoryOwnerIdentifier,omitempty"`
+	// buildConfigURI is the URI of the top-level build instructions (OID .1.18).
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	BuildConfigURI string `json:"buildConfigURI,omitempty"`
+	// buildConfigDigest is the digest of those instructions (OID .1.19).
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	BuildConfigDigest string `json:"buildConfigDigest,omitempty"`
+	// buildTrigger is the event that started the build (OID .1.20).
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	BuildTrigger string `json:"buildTrigger,omitempty"`
+	// runInvocationURI is the URI of the run (OID .1.21).
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	RunInvocationURI string `json:"runInvocationURI,omitempty"`
+	// sourceRepositoryVisibilityAtSigning is public or private (OID .1.22).
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	SourceRepositoryVisibilityAtSigning string `json:"sourceRepositoryVisibilityAtSigning,omitempty"`
 }
 
 // Condition types and reasons of a policy's status.

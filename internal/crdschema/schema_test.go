@@ -25,8 +25,13 @@ func load(t *testing.T, path string) (*unstructured.Unstructured, string) {
 			want = rest
 		}
 	}
+	// Decoded as the apiserver decodes: integers stay integers.
+	js, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		t.Fatal(err)
+	}
 	obj := &unstructured.Unstructured{}
-	if err := yaml.Unmarshal(data, &obj.Object); err != nil {
+	if err := obj.UnmarshalJSON(js); err != nil {
 		t.Fatal(err)
 	}
 	// kubectl puts a namespaced object without one in the context's namespace.

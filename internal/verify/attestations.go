@@ -140,14 +140,25 @@ func verifyAttestations(ctx context.Context, trust *Trust, r *attestationRule, h
 	}
 	found += len(candidates)
 	for _, s := range r.signers {
-		if len(candidates) > 0 {
-			co := checkOpts(trust, s, s.identities, ropts)
+		for _, a := range s.attempts(false) {
+			if len(candidates) == 0 {
+				break
+			}
+			co := checkOpts(trust, s, a.ids, ropts)
 			co.ClaimVerifier = cosign.IntotoSubjectClaimVerifier
 			ok, _, err := cosign.VerifyImageAttestation(ctx, signatureList{list: candidates}, h, co)
 			if err != nil {
 				problems = append(problems, err.Error())
 			}
 			for _, att := range ok {
+				cert, err := att.Cert()
+				if err == nil {
+					err = a.accept(cert)
+				}
+				if err != nil {
+					problems = append(problems, err.Error())
+					continue
+				}
 				if st, err := legacyStatement(att); err == nil && st.PredicateType == r.PredicateType {
 					verified = append(verified, verifiedAttestation{predicate: st.Predicate})
 				}

@@ -148,18 +148,21 @@ func verifyBundle(ctx context.Context, trust *Trust, s *signer, b *sgbundle.Bund
 		return nil, err
 	}
 	policyOpt := sgverify.WithArtifactDigest(h.Algorithm, want)
-	attempts := [][]cosign.Identity{nil}
-	if s.key == nil {
-		attempts = attempts[:0]
-		for _, id := range s.identities {
-			attempts = append(attempts, []cosign.Identity{id})
-		}
-	}
 	var errs []error
-	for _, ids := range attempts {
-		if _, err := cosign.VerifyNewBundle(ctx, checkOpts(trust, s, ids, ropts), policyOpt, b); err != nil {
+	for _, a := range s.attempts(true) {
+		if _, err := cosign.VerifyNewBundle(ctx, checkOpts(trust, s, a.ids, ropts), policyOpt, b); err != nil {
 			errs = append(errs, err)
 			continue
+		}
+		if a.extensions != nil {
+			vc, err := b.VerificationContent()
+			if err == nil {
+				err = a.accept(vc.Certificate())
+			}
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
 		}
 		return bundleStatement(b, predicateType)
 	}

@@ -67,53 +67,75 @@ func (v *Verifier) check(ctx context.Context, trust *Trust, repo, digest string)
 	return v.checkAttestations(ctx, trust, ref, h, ropts, oopts, referrers, referrersErr)
 }
 
-// checkSignatures looks for one signature by a trusted signer, one candidate at a time, and
-// stops at the first that verifies (nil then); bundles are fetched only as they are tried.
+// checkSignatures looks for signatures by trust.required different trusted signers (one by
+// default), one candidate at a time, and stops as soon as enough verified (nil then); bundles
+// are fetched only as they are tried. A signature counts for one signer only: one
+// certificate matching two keyless signers is one signature, not two.
 func (v *Verifier) checkSignatures(ctx context.Context, trust *Trust, ref name.Digest, h v1.Hash, ropts []remote.Option, oopts []ociremote.Option,
 	legacy []oci.Signature, descs []v1.Descriptor, legacyErr, bundleErr error, registry string) *Outcome {
 	var problems []string
-	for _, sig := range legacy {
+	m := newSignerMatching(len(trust.signers))
+	// consider tries one candidate against the signers: with one signature required, until
+	// one verifies it; otherwise against each, so that the candidates can be matched to
+	// different signers. It reports whether enough signers are matched.
+	consider := func(verifies func(s *signer) error) bool {
+		var edges []int
 		for i := range trust.signers {
-			s := &trust.signers[i]
-			co := checkOpts(trust, s, s.identities, oopts)
-			co.ClaimVerifier = cosign.SimpleClaimVerifier
-			if _, err := cosign.VerifyImageSignature(ctx, sig, h, co); err == nil {
-				return nil
-			} else {
+			if err := verifies(&trust.signers[i]); err != nil {
 				problems = append(problems, err.Error())
+				continue
 			}
+			edges = append(edges, i)
+			if trust.required == 1 {
+				break
+			}
+		}
+		return m.add(edges) >= trust.required
+	}
+	for _, sig := range legacy {
+		if consider(func(s *signer) error { return verifyLegacySignature(ctx, trust, s, sig, h, oopts) }) {
+			return nil
 		}
 	}
 	start := time.Now()
-	verified := false
 	unread, transient := eachBundle(ref, descs, ropts, func(b *sgbundle.Bundle) bool {
-		for i := range trust.signers {
-			s := &trust.signers[i]
+		return consider(func(s *signer) error {
 			_, err := verifyBundle(ctx, trust, s, b, h, oopts, types.CosignSignPredicateType)
-			if err == nil {
-				verified = true
-				return true
-			}
-			problems = append(problems, err.Error())
-		}
-		return false
+			return err
+		})
 	})
 	if len(descs) > 0 {
 		v.metrics.registry("bundles", start)
 	}
-	if verified {
+	count := m.size
+	if count >= trust.required {
 		return nil
 	}
 	problems = append(problems, unread...)
 	transient = transient || isTransient(legacyErr) || isTransient(bundleErr)
 	found := len(legacy) + len(descs)
-	var tried []string
+	var tried, verified, missing []string
 	for i := range trust.signers {
-		tried = append(tried, trust.signers[i].describe())
+		d := trust.signers[i].describe()
+		tried = append(tried, d)
+		if m.matched(i) {
+			verified = append(verified, d)
+		} else {
+			missing = append(missing, d)
+		}
 	}
 	var b strings.Builder
-	b.WriteString("no signature by a trusted signer (tried: ")
-	b.WriteString(strings.Join(tried, ", "))
+	if trust.required > 1 {
+		fmt.Fprintf(&b, "signatures by %d different trusted signers are required, %d verified", trust.required, count)
+		if count > 0 {
+			fmt.Fprintf(&b, ": %s", strings.Join(verified, ", "))
+		}
+		b.WriteString(" (missing: ")
+		b.WriteString(strings.Join(missing, ", "))
+	} else {
+		b.WriteString("no signature by a trusted signer (tried: ")
+		b.WriteString(strings.Join(tried, ", "))
+	}
 	switch {
 	case found == 0 && legacyErr == nil && bundleErr == nil:
 		b.WriteString("; found no signature: neither a sha256-<hex>.sig tag nor a sigstore bundle among the referrers)")
@@ -123,10 +145,81 @@ func (v *Verifier) checkSignatures(ctx context.Context, trust *Trust, ref name.D
 			err = bundleErr
 		}
 		fmt.Fprintf(&b, "; found no signature, and %s)", registryError(registry, "listing signatures", err))
+	case count > 0:
+		fmt.Fprintf(&b, "; found %d %s, none verified for the missing signers: %s)", found, text.Plural(found, "signature", "signatures"), firstProblem(problems))
 	default:
 		fmt.Fprintf(&b, "; found %d %s, none verified: %s)", found, text.Plural(found, "signature", "signatures"), firstProblem(problems))
 	}
 	return &Outcome{Reason: text.Cut(b.String(), maxReasonLength), transient: transient}
+}
+
+// signerMatching matches verified signatures to the signers they verified under, each
+// signature to one signer and each signer to one signature (a bipartite matching, grown by
+// augmenting paths as signatures arrive), so that the number of different signers that
+// signed is counted right whatever the order of the candidates.
+type signerMatching struct {
+	edges  [][]int // per signature, the signers it verified under
+	signer []int   // per signer, the signature matched to it, or -1
+	size   int
+}
+
+func newSignerMatching(signers int) *signerMatching {
+	m := &signerMatching{signer: make([]int, signers)}
+	for i := range m.signer {
+		m.signer[i] = -1
+	}
+	return m
+}
+
+// add adds a signature and the signers it verified under, and returns the matching's size.
+func (m *signerMatching) add(edges []int) int {
+	if len(edges) == 0 {
+		return m.size
+	}
+	m.edges = append(m.edges, edges)
+	if m.augment(len(m.edges)-1, make([]bool, len(m.signer))) {
+		m.size++
+	}
+	return m.size
+}
+
+func (m *signerMatching) augment(sig int, seen []bool) bool {
+	for _, s := range m.edges[sig] {
+		if seen[s] {
+			continue
+		}
+		seen[s] = true
+		if m.signer[s] < 0 || m.augment(m.signer[s], seen) {
+			m.signer[s] = sig
+			return true
+		}
+	}
+	return false
+}
+
+func (m *signerMatching) matched(signer int) bool { return m.signer[signer] >= 0 }
+
+// verifyLegacySignature checks one signature of the .sig tag against s: nil when it verifies.
+func verifyLegacySignature(ctx context.Context, trust *Trust, s *signer, sig oci.Signature, h v1.Hash, oopts []ociremote.Option) error {
+	var errs []error
+	for _, a := range s.attempts(false) {
+		co := checkOpts(trust, s, a.ids, oopts)
+		co.ClaimVerifier = cosign.SimpleClaimVerifier
+		if _, err := cosign.VerifyImageSignature(ctx, sig, h, co); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		cert, err := sig.Cert()
+		if err == nil {
+			err = a.accept(cert)
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		return nil
+	}
+	return errors.Join(errs...)
 }
 
 // firstProblem is the most telling verification error: cosign's errors repeat across

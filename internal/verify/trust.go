@@ -9,7 +9,6 @@ import (
 	"slices"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/sigstore/cosign/v3/pkg/cosign"
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -18,6 +17,7 @@ import (
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/attest"
 	"github.com/imagegate/imagegate/internal/policy"
+	"github.com/imagegate/imagegate/internal/text"
 )
 
 // Sources reads the Secrets and ConfigMaps of imagegate's own namespace that verify sections
@@ -33,6 +33,8 @@ var ErrNotFound = errors.New("not found")
 // Trust is a verify section's trust material, ready to check signatures with.
 type Trust struct {
 	signers []signer
+	// required is how many different signers must have signed (requiredSigners, at least 1).
+	required int
 	// root holds the trusted root (Fulcio CAs, Rekor and CT log keys, TSAs); an empty
 	// collection without one.
 	root root.TrustedMaterial
@@ -57,7 +59,7 @@ func (t *Trust) Version() string { return t.version }
 type signer struct {
 	name       string
 	key        signature.Verifier // key signers
-	identities []cosign.Identity  // keyless signers
+	identities []identity         // keyless signers
 }
 
 // describe is how messages name the signer: key "release", keyless "github-actions".
@@ -82,7 +84,10 @@ func Compiler(src Sources) policy.TrustCompiler {
 
 func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, error) {
 	h := sha256.New()
-	t := &Trust{tlog: rules.TransparencyLog != v1alpha1.TransparencyLogSkip, root: root.TrustedMaterialCollection{}}
+	t := &Trust{tlog: rules.TransparencyLog != v1alpha1.TransparencyLogSkip, root: root.TrustedMaterialCollection{}, required: max(1, int(rules.RequiredSigners))}
+	if t.required > len(rules.Signers) {
+		return nil, fmt.Errorf("requiredSigners is %d, but the rule has %d %s", t.required, len(rules.Signers), text.Plural(len(rules.Signers), "signer", "signers"))
+	}
 	var keyless bool
 	for i := range rules.Signers {
 		sp := &rules.Signers[i]
@@ -112,11 +117,12 @@ func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, error) {
 			h.Write(pem)
 		case sp.Keyless.IsSet():
 			keyless = true
-			for _, id := range sp.Keyless.Identities {
-				s.identities = append(s.identities, cosign.Identity{
-					Issuer: id.Issuer, IssuerRegExp: anchored(id.IssuerRegExp),
-					Subject: id.Subject, SubjectRegExp: anchored(id.SubjectRegExp),
-				})
+			for j := range sp.Keyless.Identities {
+				id, err := compileIdentity(&sp.Keyless.Identities[j])
+				if err != nil {
+					return nil, fmt.Errorf("signers[%d] %q: identities[%d]: %w", i, sp.Name, j, err)
+				}
+				s.identities = append(s.identities, id)
 			}
 			if len(s.identities) == 0 {
 				return nil, fmt.Errorf("signers[%d] %q: keyless needs at least one identity", i, sp.Name)

@@ -149,17 +149,8 @@ func TestKeySignatures(t *testing.T) {
 }
 
 func TestKeylessBundles(t *testing.T) {
-	reg := registrytest.New(true)
-	defer reg.Close()
-	ss, err := registrytest.NewSigstore()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rootJSON, err := ss.TrustedRootJSON()
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := &sources{configMaps: map[string]*corev1.ConfigMap{"sigstore": {Data: map[string]string{"trusted_root.json": string(rootJSON)}}}}
+	f := newKeylessFixture(t)
+	reg, ss, src := f.reg, f.ss, f.src
 	const issuer = "https://token.actions.githubusercontent.com"
 	const subject = "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main"
 	rules := func(id v1alpha1.Identity) *v1alpha1.VerifyRules {

@@ -137,7 +137,17 @@ func checkYAML(t *testing.T, where, text string, validator *crdschema.Validator)
 		if !hasAPIVersion && !hasKind {
 			continue // not a Kubernetes object (a CI workflow, a values file): parsing is all there is to check
 		}
-		obj := &unstructured.Unstructured{Object: m}
+		// Decoded again as the apiserver decodes: integers stay integers.
+		js, err := yaml.YAMLToJSON(raw)
+		if err != nil {
+			t.Errorf("%s: document %d: %v", where, doc, err)
+			continue
+		}
+		obj := &unstructured.Unstructured{}
+		if err := obj.UnmarshalJSON(js); err != nil {
+			t.Errorf("%s: document %d: %v", where, doc, err)
+			continue
+		}
 		if obj.GetAPIVersion() == "" || obj.GetKind() == "" {
 			t.Errorf("%s: document %d is an object without apiVersion and kind", where, doc)
 			continue

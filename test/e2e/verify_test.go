@@ -132,6 +132,57 @@ spec:
 		Expect(stderr).To(ContainSubstring(`is not allowed by ClusterImagePolicy "e2e-signed": no signature by a trusted signer`))
 	})
 
+	It("requires signatures by two different signers where requiredSigners says so, and refuses more than it has at apply", func() {
+		security, err := registrytest.NewKey()
+		Expect(err).NotTo(HaveOccurred())
+		one, err := registrytest.PushTo(host, "acme/dual", "one", creds)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(key.Sign(one, creds)).To(Succeed())
+		both, err := registrytest.PushTo(host, "acme/dual", "both", creds)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(key.Sign(both, creds)).To(Succeed())
+		Expect(security.Sign(both, creds)).To(Succeed())
+
+		pem := strings.ReplaceAll(strings.TrimSpace(security.PublicKeyPEM()), "\n", "\n          ")
+		twoKeys := func(required int) string {
+			return fmt.Sprintf(`apiVersion: imagegate.io/v1alpha1
+kind: ClusterImagePolicy
+metadata:
+  name: e2e-two-keys
+spec:
+  namespaceSelector:
+    matchLabels: {kubernetes.io/metadata.name: %s}
+  verify:
+    images: ["%s/acme/dual"]
+    requiredSigners: %d
+    transparencyLog: Skip
+    pullSecrets: [e2e-registry]
+    signers:
+    - name: release
+      key:
+        secretRef: {name: e2e-release-key}
+    - name: security
+      key:
+        publicKey: |
+          %s
+`, ns, host, required, pem)
+		}
+		r := apply(twoKeys(3))
+		Expect(r.err).To(HaveOccurred())
+		Expect(r.stderr).To(ContainSubstring("requiredSigners cannot be more than the number of signers"))
+
+		r = apply(twoKeys(2))
+		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
+		DeferCleanup(func() { run("delete", "clusterimagepolicy", "e2e-two-keys") })
+		kubectl("wait", "--for=condition=Ready", "clusterimagepolicy/e2e-two-keys", "--timeout=30s")
+
+		Eventually(func() string {
+			return run("run", "dual-one", "-n", ns, "--image="+one.String(), "--dry-run=server").stderr
+		}).WithTimeout(30 * time.Second).Should(ContainSubstring(
+			`is not allowed by ClusterImagePolicy "e2e-two-keys": signatures by 2 different trusted signers are required, 1 verified: key "release" (missing: key "security"; found 1 signature`))
+		Expect(kubectl("run", "dual-both", "-n", ns, "--image="+both.String())).To(ContainSubstring("pod/dual-both created"))
+	})
+
 	It("refuses to let a namespace's ImagePolicy make imagegate read a registry on an internal address", func() {
 		const tenant = "e2e-verify-tenant"
 		namespace(tenant)

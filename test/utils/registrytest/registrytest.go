@@ -33,6 +33,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	ggcrstatic "github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 	"github.com/sigstore/cosign/v3/pkg/oci/mutate"
 	ociremote "github.com/sigstore/cosign/v3/pkg/oci/remote"
 	"github.com/sigstore/cosign/v3/pkg/oci/static"
@@ -323,6 +324,7 @@ func dssePAE(payloadType string, payload []byte) []byte {
 // Sigstore is a Fulcio, Rekor and CT log in memory (sigstore-go's VirtualSigstore).
 type Sigstore struct {
 	*ca.VirtualSigstore
+	fulcio *fulcio
 }
 
 // NewSigstore makes one.
@@ -331,7 +333,11 @@ func NewSigstore() (*Sigstore, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Sigstore{vs}, nil
+	f, err := newFulcio()
+	if err != nil {
+		return nil, err
+	}
+	return &Sigstore{VirtualSigstore: vs, fulcio: f}, nil
 }
 
 // TrustedRootJSON is its trusted_root.json, as `cosign trusted-root create` writes one.
@@ -357,7 +363,7 @@ func (s *Sigstore) TrustedRootJSON() ([]byte, error) {
 	}
 	// No CT log: VirtualSigstore's certificates carry no SCTs, like those of a private
 	// Fulcio without a CT log, and a trusted root without CT logs says so.
-	tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01, s.FulcioCertificateAuthorities(), nil, s.TimestampingAuthorities(), rekor)
+	tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01, append(s.FulcioCertificateAuthorities(), s.fulcio.authority()), nil, s.TimestampingAuthorities(), rekor)
 	if err != nil {
 		return nil, err
 	}
@@ -384,21 +390,25 @@ func (s *Sigstore) SignBundleAt(digest name.Digest, statement []byte, subject, i
 	if err != nil {
 		return err
 	}
-	cert := vc.Certificate()
 	sc, err := ent.SignatureContent()
 	if err != nil {
 		return err
 	}
-	env := sc.EnvelopeContent().RawEnvelope()
+	entries, err := ent.TlogEntries()
+	if err != nil {
+		return err
+	}
+	return s.writeSigned(digest, statement, vc.Certificate(), sc.EnvelopeContent().RawEnvelope(), entries)
+}
+
+// writeSigned stores a keyless DSSE signature as cosign does: a v0.3 bundle with the
+// certificate and the log entries, as a referrer of the image.
+func (s *Sigstore) writeSigned(digest name.Digest, statement []byte, cert *x509.Certificate, env *dsse.Envelope, entries []*tlog.Entry) error {
 	pl, err := base64.StdEncoding.DecodeString(env.Payload)
 	if err != nil {
 		return err
 	}
 	sig, err := base64.StdEncoding.DecodeString(env.Signatures[0].Sig)
-	if err != nil {
-		return err
-	}
-	entries, err := ent.TlogEntries()
 	if err != nil {
 		return err
 	}
