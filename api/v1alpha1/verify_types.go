@@ -65,8 +65,8 @@ type VerifyRules struct {
 
 	// pullSecrets names Secrets of type kubernetes.io/dockerconfigjson in imagegate's
 	// namespace whose credentials imagegate uses to read the images and their signatures.
-	// Unset: anonymous access (public images), or the manager's --registry-secret. Only on
-	// ClusterImagePolicy.
+	// Unset: the manager's image credential providers where they match the registry, else
+	// anonymous access (public images). Only on ClusterImagePolicy.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MinItems=1

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/check"
+	"github.com/imagegate/imagegate/internal/credentials"
 	"github.com/imagegate/imagegate/internal/manifest"
 	"github.com/imagegate/imagegate/internal/podspec"
 	imagegateversion "github.com/imagegate/imagegate/internal/version"
@@ -71,7 +74,8 @@ func newCheck(stdin io.Reader, code *int) *cobra.Command {
 
 		failOnWarn, failIfNothingChecked bool
 
-		podTemplates []string
+		podTemplates                   []string
+		providerConfig, providerBinDir string
 
 		fromCluster                          bool
 		kubeconfig, kubeContext, imagegateNS string
@@ -126,8 +130,23 @@ invalid (or, with --fail-if-nothing-checked, nothing was checked).`,
 					return err
 				}
 			}
+			var keychain authn.Keychain
+			if (providerConfig == "") != (providerBinDir == "") {
+				return errors.New("--image-credential-provider-config and --image-credential-provider-bin-dir go together")
+			}
+			if providerConfig != "" {
+				providers, err := credentials.Load(providerConfig, providerBinDir)
+				if err != nil {
+					return fmt.Errorf("--image-credential-provider-config: %w", err)
+				}
+				providers.Log = func(provider, stderr string) {
+					_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "image credential provider %q: %s\n", provider, strings.TrimSpace(stderr))
+				}
+				keychain = providers
+			}
 			report, err := check.Run(cmd.Context(), check.Options{
-				Cluster: cluster, ClusterName: clusterName, ClusterNamespace: imagegateNS,
+				Keychain: keychain,
+				Cluster:  cluster, ClusterName: clusterName, ClusterNamespace: imagegateNS,
 				PolicyPaths: policies, Paths: args, Stdin: stdin, MaxFileSize: limit.Value(),
 				ExcludedNamespaces: excluded, Offline: offline, Namespace: namespace, PodTemplates: templates,
 			})
@@ -156,6 +175,8 @@ invalid (or, with --fail-if-nothing-checked, nothing was checked).`,
 	cmd.Flags().BoolVar(&offline, "offline", false, "skip verify rules: contact no registry, and report each image they cover as not verified")
 	cmd.Flags().StringVar(&maxSize, "max-file-size", resource.NewQuantity(manifest.DefaultMaxFileSize, resource.BinarySI).String(), "the largest input file read")
 	cmd.Flags().StringArrayVar(&podTemplates, "pod-template", nil, "KIND.GROUP=PATH: objects of that kind keep a pod template (metadata and spec) at PATH and are checked by it, e.g. Rollout.argoproj.io=spec.template (repeatable)")
+	cmd.Flags().StringVar(&providerConfig, "image-credential-provider-config", "", "a kubelet CredentialProviderConfig file: its image credential provider plugins give the credentials of the registries they match, before the Docker credentials (as the manager's flag of the same name)")
+	cmd.Flags().StringVar(&providerBinDir, "image-credential-provider-bin-dir", "", "the directory holding the plugins --image-credential-provider-config names")
 	cmd.Flags().BoolVar(&fromCluster, "cluster", false, "also read the policies and exceptions in force, the Namespaces' labels and the Secrets and ConfigMaps of imagegate's namespace from the cluster of the current kubeconfig context (a policy in the --policy files replaces the cluster's of the same name)")
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "with --cluster: the kubeconfig file (default $KUBECONFIG, then ~/.kube/config)")
 	cmd.Flags().StringVar(&kubeContext, "context", "", "with --cluster: the kubeconfig context (default its current one)")

@@ -14,6 +14,8 @@ import (
 
 	"github.com/imagegate/imagegate/internal/check"
 	"github.com/imagegate/imagegate/internal/podspec"
+	"github.com/imagegate/imagegate/test/utils/credentialtest"
+	"github.com/imagegate/imagegate/test/utils/registrytest"
 )
 
 // imagegate runs the CLI in-process, exactly as main does, and returns its output.
@@ -734,5 +736,60 @@ spec:
 	code, _, stderr = imagegate(t, "", "check", "--policy", "testdata/policies", "--pod-template", "Rollout=spec.template", rollout)
 	if code != check.ExitBadInput || !strings.Contains(stderr, `--pod-template must be KIND.GROUP=PATH`) {
 		t.Errorf("a bad flag: exit %d\n%s", code, stderr)
+	}
+}
+
+// A private registry read with the credentials a kubelet image credential provider plugin
+// hands out (--image-credential-provider-config), as on a cloud CI runner; without them the
+// registry refuses and so does the check.
+func TestCheckWithImageCredentialProvider(t *testing.T) {
+	t.Setenv("DOCKER_CONFIG", t.TempDir()) // no local Docker credentials
+	reg := registrytest.New(true)
+	defer reg.Close()
+	reg.RequireBasicAuth("AWS", "t0ken")
+	creds := registrytest.Basic("AWS", "t0ken")
+	key, err := registrytest.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := registrytest.PushTo(reg.Host, "acme/app", "1", creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := key.Sign(d, creds); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	bin := credentialtest.Plugin(t)
+	config := credentialtest.Config(t, reg.Host, "AWS", "t0ken")
+	pem := strings.ReplaceAll(strings.TrimSpace(key.PublicKeyPEM()), "\n", "\n          ")
+	policy := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(policy, []byte(`apiVersion: imagegate.io/v1alpha1
+kind: ClusterImagePolicy
+metadata: {name: signed}
+spec:
+  verify:
+    transparencyLog: Skip
+    signers:
+    - name: release
+      key:
+        publicKey: |
+          `+pem+`
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pod := "apiVersion: v1\nkind: Pod\nmetadata: {name: app, namespace: shop}\nspec:\n  containers: [{name: app, image: " + d.String() + "}]\n"
+
+	code, stdout, stderr := imagegate(t, pod, "check", "--policy", policy, "-")
+	if code != check.ExitDenied || !strings.Contains(stdout+stderr, "UNAUTHORIZED") {
+		t.Errorf("without credentials: exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, stderr = imagegate(t, pod, "check", "--policy", policy, "--image-credential-provider-config", config, "--image-credential-provider-bin-dir", bin, "-")
+	if code != check.ExitAdmitted {
+		t.Errorf("with the plugin's credentials: exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, _, stderr = imagegate(t, pod, "check", "--policy", policy, "--image-credential-provider-config", config, "-")
+	if code == check.ExitAdmitted || !strings.Contains(stderr, "--image-credential-provider-config and --image-credential-provider-bin-dir go together") {
+		t.Errorf("without the bin dir: exit %d\n%s", code, stderr)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/google/go-containerregistry/pkg/authn"
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -38,6 +39,7 @@ import (
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/controller"
+	"github.com/imagegate/imagegate/internal/credentials"
 	"github.com/imagegate/imagegate/internal/podspec"
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
@@ -62,6 +64,8 @@ type options struct {
 	namespace                                  string
 	pullSecretsFromPods                        bool
 	namespaceInternalRegistries                string
+	credentialProviderConfig                   string
+	credentialProviderBinDir                   string
 	pinScope                                   string
 	auditInterval, eventInterval, drain        time.Duration
 	exceptionExpiryWarning                     time.Duration
@@ -70,6 +74,9 @@ type options struct {
 
 // validate refuses flag combinations that would weaken the gate.
 func (o *options) validate() error {
+	if (o.credentialProviderConfig == "") != (o.credentialProviderBinDir == "") {
+		return errors.New("--image-credential-provider-config and --image-credential-provider-bin-dir go together")
+	}
 	if o.pullSecretsFromPods && o.clientCA == "" {
 		// A review's namespace and pull-secret names are the caller's word: without client
 		// authentication, anyone who reaches the webhook port could make the manager use
@@ -88,6 +95,8 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", "imagegate-system"), "imagegate's own namespace, whose Secrets (keys, registry credentials) and ConfigMaps (trusted roots) verify rules may name; default $POD_NAMESPACE, else imagegate-system.")
 	fs.BoolVar(&o.pullSecretsFromPods, "pull-secrets-from-pods", false, "Also use each Pod's imagePullSecrets and its ServiceAccount's to read the images its verify rules check. Needs read access to Secrets and ServiceAccounts in every namespace: the config/pod-pull-secrets overlay grants it (see docs/security.md).")
 	fs.StringVar(&o.namespaceInternalRegistries, verify.NamespaceInternalRegistriesFlag, "", "Comma-separated registries (host or host:port, as images name them) on internal addresses that the verify rules of namespaces' ImagePolicies may make imagegate read, such as the cluster's own registry. For any other registry those rules reach only public addresses, so that a namespace cannot point imagegate at the cluster's network. ClusterImagePolicies are not limited.")
+	fs.StringVar(&o.credentialProviderConfig, "image-credential-provider-config", "", "A kubelet CredentialProviderConfig file (kubelet.config.k8s.io/v1): its image credential provider plugins give the credentials for the registries they match (ECR, Artifact Registry, ACR... through the manager's own cloud identity), for verify rules without pullSecrets. Empty: none.")
+	fs.StringVar(&o.credentialProviderBinDir, "image-credential-provider-bin-dir", "", "The directory holding the plugins that --image-credential-provider-config names.")
 	fs.BoolVar(&o.leaderElection, "leader-elect", false, "Elect a leader among replicas to write policy status and run the audit; every replica serves the webhook.")
 	fs.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease; empty: the manager's own namespace (in a cluster).")
 	fs.StringVar(&o.certDir, "webhook-cert-path", "", "Directory holding the webhook serving certificate, reloaded when it changes (the installation sets it). Empty: a self-signed certificate made at start, which no apiserver trusts unless told to; for `make run` and local development only.")
@@ -197,7 +206,17 @@ func main() {
 	for _, r := range splitList(o.namespaceInternalRegistries) {
 		tenantRegistries[strings.ToLower(r)] = true
 	}
+	var keychain authn.Keychain
+	if o.credentialProviderConfig != "" {
+		providers, err := credentials.Load(o.credentialProviderConfig, o.credentialProviderBinDir)
+		must(log, err, "reading --image-credential-provider-config")
+		providers.Log = func(provider, stderr string) {
+			log.Info("An image credential provider failed", "provider", provider, "stderr", stderr)
+		}
+		keychain = providers
+	}
 	verifier := verify.New(verify.Options{
+		Keychain:                    keychain,
 		Metrics:                     verify.NewMetrics(ctrlmetrics.Registry),
 		NamespaceInternalRegistries: func(r string) bool { return tenantRegistries[strings.ToLower(r)] },
 	})

@@ -173,3 +173,23 @@ func TestClientCAReload(t *testing.T) {
 		t.Fatal("a garbage CA file opened the port")
 	}
 }
+
+func TestCredentialProviderFlagsGoTogether(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		wantErr bool
+	}{
+		{[]string{"--image-credential-provider-config=/etc/cp.yaml"}, true},
+		{[]string{"--image-credential-provider-bin-dir=/usr/libexec/cp"}, true},
+		{[]string{"--image-credential-provider-config=/etc/cp.yaml", "--image-credential-provider-bin-dir=/usr/libexec/cp"}, false},
+	} {
+		fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+		o := bindFlags(fs)
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.validate(); (err != nil) != tc.wantErr || (err != nil && !strings.Contains(err.Error(), "go together")) {
+			t.Errorf("%v: validate() = %v, want an error: %v", tc.args, err, tc.wantErr)
+		}
+	}
+}

@@ -49,6 +49,9 @@ type Options struct {
 	// Verifier checks verify rules in registries; nil: one with the local Docker
 	// credentials (the keychain `docker login` writes).
 	Verifier *verify.Verifier
+	// Keychain, when set, gives registry credentials before the local Docker ones (the
+	// kubelet's image credential provider plugins: --image-credential-provider-config).
+	Keychain authn.Keychain
 	// Now is the time exceptions are judged at (whether they have expired); nil: time.Now.
 	Now func() time.Time
 	// Cluster, when set, is read (beside PolicyPaths) for the policies and exceptions in
@@ -92,7 +95,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	manifests := &manifest.Reader{MaxFileSize: opts.MaxFileSize, Stdin: opts.Stdin, Kustomize: true}
 	r := &Report{offline: opts.Offline, verifier: opts.Verifier, now: opts.Now}
 	if !opts.Offline && r.verifier == nil {
-		r.verifier = verify.New(verify.Options{Keychain: authn.DefaultKeychain})
+		var kc authn.Keychain = authn.DefaultKeychain
+		if opts.Keychain != nil {
+			kc = authn.NewMultiKeychain(opts.Keychain, authn.DefaultKeychain)
+		}
+		r.verifier = verify.New(verify.Options{Keychain: kc})
 		defer r.verifier.Close()
 	}
 

@@ -8,9 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/internal/credentials"
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/verify"
+	"github.com/imagegate/imagegate/test/utils/credentialtest"
 	"github.com/imagegate/imagegate/test/utils/registrytest"
 )
 
@@ -128,5 +133,66 @@ func BenchmarkCachedVerification(b *testing.B) {
 	}
 	if reg.Requests() != requests {
 		b.Fatalf("%d registry requests with a warm cache", reg.Requests()-requests)
+	}
+}
+
+// BenchmarkColdVerificationCredentials is a cold verification (empty caches) of a signed
+// image in a registry that wants a password: from a pull secret, and from a kubelet image
+// credential provider plugin run for it (a new process per verification: the provider's
+// cache is empty too). It reports p50, p99 and registry requests per verification.
+func BenchmarkColdVerificationCredentials(b *testing.B) {
+	reg := registrytest.New(true)
+	defer reg.Close()
+	reg.RequireBasicAuth("AWS", "t0ken")
+	creds := registrytest.Basic("AWS", "t0ken")
+	key, err := registrytest.NewKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	img, err := registrytest.PushTo(reg.Host, "acme/app", "1", creds)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := key.Sign(img, creds); err != nil {
+		b.Fatal(err)
+	}
+	dir := credentialtest.Plugin(b)
+	config := credentialtest.Config(b, reg.Host, "AWS", "t0ken")
+	secret := &corev1.Secret{Type: corev1.SecretTypeDockerConfigJson,
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"` + reg.Host + `":{"username":"AWS","password":"t0ken"}}}`)}}
+	for _, via := range []string{"pull secret", "credential provider"} {
+		b.Run(via, func(b *testing.B) {
+			rules := &v1alpha1.VerifyRules{Signers: []v1alpha1.Signer{keySigner("release", key.PublicKeyPEM())}, TransparencyLog: v1alpha1.TransparencyLogSkip}
+			if via == "pull secret" {
+				rules.PullSecrets = []v1alpha1.ObjectName{"registry"}
+			}
+			snap := policy.CompileWith([]v1alpha1.ClusterImagePolicy{clusterPolicy("signed", rules)}, nil,
+				policy.Options{Trust: verify.Compiler(&sources{secrets: map[string]*corev1.Secret{"registry": secret}})})
+			d := snap.Evaluate(&policy.Subject{Namespace: "default", Images: []policy.Image{{Field: "spec.containers[0].image", Ref: img.String()}}})
+			var took []time.Duration
+			requests := reg.Requests()
+			for b.Loop() {
+				var kc authn.Keychain
+				if via == "credential provider" {
+					providers, err := credentials.Load(config, dir)
+					if err != nil {
+						b.Fatal(err)
+					}
+					kc = providers
+				}
+				v := verify.New(verify.Options{Keychain: kc})
+				start := time.Now()
+				f := v.Outcomes(context.Background(), d.Pending)
+				took = append(took, time.Since(start))
+				v.Close()
+				if f[0].Reason != "" {
+					b.Fatal(f[0].Reason)
+				}
+			}
+			slices.Sort(took)
+			b.ReportMetric(float64(took[len(took)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(took[len(took)*99/100].Microseconds()), "p99-µs")
+			b.ReportMetric(float64(reg.Requests()-requests)/float64(b.N), "registry-requests/op")
+		})
 	}
 }

@@ -28,6 +28,8 @@ import (
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
+
+	"github.com/imagegate/imagegate/internal/credentials"
 )
 
 const (
@@ -610,5 +612,60 @@ func TestCertManagerNamespaceExcludedOnlyWithCertManager(t *testing.T) {
 		if !c.want && !strings.Contains(text, "--excluded-namespaces="+namespace+",kube-system,kube-node-lease") {
 			t.Errorf("%v: the manager's --excluded-namespaces still names cert-manager, or is missing", c.set)
 		}
+	}
+}
+
+// credentialProviders: the chart's ConfigMap is a CredentialProviderConfig the manager reads,
+// the plugins come from the nodes' directory read-only, and the ServiceAccount carries the
+// cloud identity's annotation.
+func TestChartCredentialProviders(t *testing.T) {
+	set := []string{
+		"image.repository=ghcr.io/imagegate/imagegate",
+		"serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::111122223333:role/imagegate",
+		"credentialProviders.config.apiVersion=kubelet.config.k8s.io/v1",
+		"credentialProviders.config.kind=CredentialProviderConfig",
+		"credentialProviders.config.providers[0].name=ecr-credential-provider",
+		"credentialProviders.config.providers[0].matchImages[0]=*.dkr.ecr.*.amazonaws.com",
+		"credentialProviders.config.providers[0].defaultCacheDuration=12h",
+		"credentialProviders.config.providers[0].apiVersion=credentialprovider.kubelet.k8s.io/v1",
+	}
+	if _, err := render(t, set...); err == nil || !strings.Contains(err.Error(), "credentialProviders.binDir.hostPath") {
+		t.Fatalf("config without binDir: %v, want an error naming credentialProviders.binDir.hostPath", err)
+	}
+	objs := index(mustRender(t, append(set, "credentialProviders.binDir.hostPath=/etc/eks/image-credential-provider")...))
+
+	sa := objs["ServiceAccount "+namespace+"/imagegate-controller-manager"]
+	if got := sa["metadata"].(map[string]any)["annotations"]; fmt.Sprint(got) != "map[eks.amazonaws.com/role-arn:arn:aws:iam::111122223333:role/imagegate]" {
+		t.Errorf("ServiceAccount annotations %v", got)
+	}
+	cm := objs["ConfigMap "+namespace+"/imagegate-credential-providers"]
+	if cm == nil {
+		t.Fatal("no ConfigMap imagegate-credential-providers")
+	}
+	dir := t.TempDir()
+	config := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(config, []byte(cm["data"].(map[string]any)["config.yaml"].(string)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ecr-credential-provider"), []byte("#!/bin/sh\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := credentials.Load(config, dir); err != nil {
+		t.Errorf("the manager does not read the chart's config: %v", err)
+	}
+
+	pod := objs["Deployment "+namespace+"/imagegate-controller-manager"]["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
+	container := pod["containers"].([]any)[0].(map[string]any)
+	args := fmt.Sprint(container["args"])
+	for _, want := range []string{"--image-credential-provider-config=/etc/imagegate/credential-providers/config.yaml", "--image-credential-provider-bin-dir=/etc/imagegate/credential-providers/bin"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("args %s lack %s", args, want)
+		}
+	}
+	if got := fmt.Sprint(pod["volumes"]); !strings.Contains(got, "hostPath:map[path:/etc/eks/image-credential-provider type:Directory]") {
+		t.Errorf("volumes %s", got)
+	}
+	if got := fmt.Sprint(container["volumeMounts"]); !strings.Contains(got, "mountPath:/etc/imagegate/credential-providers/bin name:credential-provider-bin readOnly:true") {
+		t.Errorf("volumeMounts %s", got)
 	}
 }
