@@ -51,7 +51,7 @@ type Providers struct {
 	cache map[string]entry
 	// locks serialize plugin runs per provider and registry (striped: a Pod's image names
 	// any number of hosts).
-	locks [64]sync.Mutex
+	locks [64]chan struct{}
 }
 
 type provider struct {
@@ -97,6 +97,9 @@ func Load(configPath, binDir string) (*Providers, error) {
 		return nil, fmt.Errorf("%s lists no providers", configPath)
 	}
 	ps := &Providers{now: time.Now, cache: map[string]entry{}}
+	for i := range ps.locks {
+		ps.locks[i] = make(chan struct{}, 1)
+	}
 	seen := map[string]bool{}
 	for i := range cfg.Providers {
 		p, err := newProvider(&cfg.Providers[i], binDir)
@@ -238,9 +241,14 @@ func (ps *Providers) credentials(ctx context.Context, p *provider, image string)
 	}
 	// One plugin run at a time per registry: concurrent callers wait for it and find its
 	// credentials cached (a Registry or Global answer), or run their own (an Image one).
-	lock := &ps.locks[fnv32(p.name+"|"+host)%uint32(len(ps.locks))]
-	lock.Lock()
-	defer lock.Unlock()
+	// The wait is bounded by the caller's deadline, as the run is.
+	lock := ps.locks[fnv32(p.name+"|"+host)%uint32(len(ps.locks))]
+	select {
+	case lock <- struct{}{}:
+		defer func() { <-lock }()
+	case <-ctx.Done():
+		return nil, fmt.Errorf("image credential provider %q: waiting for another run for %s: %w", p.name, host, ctx.Err())
+	}
 	if a, ok := ps.cached(keys[:]); ok {
 		return a, nil
 	}

@@ -214,3 +214,20 @@ func TestPluginFailures(t *testing.T) {
 		}
 	}
 }
+
+// A caller waits for another run of the same registry no longer than its own deadline.
+func TestWaitIsBoundedByTheDeadline(t *testing.T) {
+	ps, err := Load(writeConfig(t, config("registry.io", "")), plugin(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := ps.providers[0]
+	lock := ps.locks[fnv32(p.name+"|registry.io")%uint32(len(ps.locks))]
+	lock <- struct{}{} // another run holds the registry
+	defer func() { <-lock }()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := ps.credentials(ctx, p, "registry.io/acme/app"); err == nil || !strings.Contains(err.Error(), "waiting for another run for registry.io: context deadline exceeded") {
+		t.Errorf("got %v", err)
+	}
+}

@@ -142,7 +142,7 @@ func verifyAttestations(ctx context.Context, trust *Trust, r *attestationRule, h
 	for _, s := range r.signers {
 		for _, a := range s.attempts(false) {
 			if len(candidates) == 0 {
-				break
+				break // no legacy attestation of this type: the bundles below
 			}
 			co := checkOpts(trust, s, a.ids, ropts)
 			co.ClaimVerifier = cosign.IntotoSubjectClaimVerifier
@@ -151,11 +151,7 @@ func verifyAttestations(ctx context.Context, trust *Trust, r *attestationRule, h
 				problems = append(problems, err.Error())
 			}
 			for _, att := range ok {
-				cert, err := att.Cert()
-				if err == nil {
-					err = a.accept(cert)
-				}
-				if err != nil {
+				if err := a.accept(att.Cert); err != nil {
 					problems = append(problems, err.Error())
 					continue
 				}

@@ -5,6 +5,7 @@ package verify
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -154,15 +155,15 @@ func verifyBundle(ctx context.Context, trust *Trust, s *signer, b *sgbundle.Bund
 			errs = append(errs, err)
 			continue
 		}
-		if a.extensions != nil {
+		if err := a.accept(func() (*x509.Certificate, error) {
 			vc, err := b.VerificationContent()
-			if err == nil {
-				err = a.accept(vc.Certificate())
-			}
 			if err != nil {
-				errs = append(errs, err)
-				continue
+				return nil, err
 			}
+			return vc.Certificate(), nil
+		}); err != nil {
+			errs = append(errs, err)
+			continue
 		}
 		return bundleStatement(b, predicateType)
 	}

@@ -25,11 +25,15 @@ type attempt struct {
 	extensions *extensionRule
 }
 
-// accept says whether a certificate cosign verified under a.ids also has the extensions the
-// identity requires (nil when it does).
-func (a *attempt) accept(cert *x509.Certificate) error {
+// accept says whether the certificate cosign verified under a.ids also has the extensions
+// the identity requires (nil when it does); certOf is called only when there are some.
+func (a *attempt) accept(certOf func() (*x509.Certificate, error)) error {
 	if a.extensions == nil {
 		return nil
+	}
+	cert, err := certOf()
+	if err != nil {
+		return fmt.Errorf("the signature's certificate cannot be read: %w", err)
 	}
 	if cert == nil {
 		return errors.New("the signature has no certificate, so its extensions cannot be checked")
@@ -160,9 +164,9 @@ func checkGitHub(g *v1alpha1.GitHubWorkflow, ext *certificate.Extensions) error 
 	}
 	if g.Workflow != "" {
 		// https://github.com/acme/app/.github/workflows/release.yml@refs/tags/v1
-		workflow, _, _ := strings.Cut(strings.TrimPrefix(ext.BuildConfigURI, ext.SourceRepositoryURI+"/"), "@")
-		if ext.BuildConfigURI == "" || ext.SourceRepositoryURI == "" || !strings.HasPrefix(ext.BuildConfigURI, ext.SourceRepositoryURI+"/") {
-			workflow = ""
+		workflow := ""
+		if rest, ok := strings.CutPrefix(ext.BuildConfigURI, ext.SourceRepositoryURI+"/"); ok && ext.SourceRepositoryURI != "" {
+			workflow, _, _ = strings.Cut(rest, "@")
 		}
 		if workflow != g.Workflow {
 			return mismatch("githubWorkflow.workflow", g.Workflow, workflow)

@@ -110,6 +110,7 @@ func TestKeylessGitHubWorkflow(t *testing.T) {
 	otherIssuer := f.signed(t, "other-issuer", subject("acme/app", "refs/tags/v1.2.0"), "https://accounts.example.com",
 		registrytest.GitHubExtensions("acme/app", workflowPath, "refs/tags/v1.2.0", "push", releaseSHA))
 
+	acmeID := registrytest.GitHubExtensions("acme/app", workflowPath, "", "", "").SourceRepositoryIdentifier
 	full := v1alpha1.GitHubWorkflow{Repository: "acme/app", Workflow: workflowPath, Ref: "refs/tags/v*", Trigger: "push", SHA: releaseSHA, RunnerEnvironment: "github-hosted"}
 	id := func(g v1alpha1.GitHubWorkflow) v1alpha1.Identity {
 		return v1alpha1.Identity{Issuer: githubIssuer, GitHubWorkflow: g}
@@ -134,9 +135,9 @@ func TestKeylessGitHubWorkflow(t *testing.T) {
 		{"no extensions at all", id(v1alpha1.GitHubWorkflow{Repository: "acme/app"}), bare, `githubWorkflow.repository: the certificate says nothing (the extension is absent), not "acme/app"`},
 		{"the issuer still counts", id(full), otherIssuer, `expected issuer value "https://token.actions.githubusercontent.com", got "https://accounts.example.com"`},
 		{"the subject still counts", v1alpha1.Identity{Issuer: githubIssuer, Subject: "https://github.com/acme/app/.github/workflows/other.yml@refs/tags/v1.2.0", GitHubWorkflow: full}, release, `expected SAN value "https://github.com/acme/app/.github/workflows/other.yml@refs/tags/v1.2.0"`},
-		{"exact extensions", v1alpha1.Identity{Issuer: githubIssuer, SubjectRegExp: ".*", Extensions: v1alpha1.CertificateExtensions{SourceRepositoryIdentifier: "123456", BuildTrigger: "push"}}, release, ""},
-		{"exact extensions differ", v1alpha1.Identity{Issuer: githubIssuer, SubjectRegExp: ".*", Extensions: v1alpha1.CertificateExtensions{SourceRepositoryIdentifier: "123456"}}, fork, ""},
-		{"a renamed repository keeps its identifier", v1alpha1.Identity{Issuer: githubIssuer, SubjectRegExp: ".*", Extensions: v1alpha1.CertificateExtensions{SourceRepositoryIdentifier: "999"}}, release, `extensions.sourceRepositoryIdentifier: the certificate says "123456", not "999"`},
+		{"exact extensions", v1alpha1.Identity{Issuer: githubIssuer, SubjectRegExp: ".*", Extensions: v1alpha1.CertificateExtensions{SourceRepositoryIdentifier: acmeID, BuildTrigger: "push"}}, release, ""},
+		{"exact extensions differ", v1alpha1.Identity{Issuer: githubIssuer, SubjectRegExp: ".*", Extensions: v1alpha1.CertificateExtensions{SourceRepositoryIdentifier: acmeID}}, fork, `extensions.sourceRepositoryIdentifier: the certificate says "` + registrytest.GitHubExtensions("evil/app", workflowPath, "", "", "").SourceRepositoryIdentifier + `", not "` + acmeID + `"`},
+		{"another repository identifier", v1alpha1.Identity{Issuer: githubIssuer, SubjectRegExp: ".*", Extensions: v1alpha1.CertificateExtensions{SourceRepositoryIdentifier: "999"}}, release, `extensions.sourceRepositoryIdentifier: the certificate says "` + acmeID + `", not "999"`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			got := f.verdict(t, &v1alpha1.VerifyRules{Signers: []v1alpha1.Signer{keyless("github-actions", c.id)}}, c.image)

@@ -209,11 +209,7 @@ func verifyLegacySignature(ctx context.Context, trust *Trust, s *signer, sig oci
 			errs = append(errs, err)
 			continue
 		}
-		cert, err := sig.Cert()
-		if err == nil {
-			err = a.accept(cert)
-		}
-		if err != nil {
+		if err := a.accept(sig.Cert); err != nil {
 			errs = append(errs, err)
 			continue
 		}

@@ -10,6 +10,8 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/base64"
+	"fmt"
+	"hash/fnv"
 	"math/big"
 	"net/url"
 	"strings"
@@ -87,7 +89,7 @@ func GitHubExtensions(repository, workflow, ref, event, sha string) certificate.
 		GithubWorkflowRepository: repository, GithubWorkflowRef: ref,
 		BuildSignerURI: repoURI + "/" + workflow + "@" + ref, BuildSignerDigest: sha, RunnerEnvironment: "github-hosted",
 		SourceRepositoryURI: repoURI, SourceRepositoryDigest: sha, SourceRepositoryRef: ref,
-		SourceRepositoryIdentifier: "123456", SourceRepositoryOwnerURI: "https://github.com/" + owner,
+		SourceRepositoryIdentifier: fmt.Sprint(fnv32(repository)), SourceRepositoryOwnerURI: "https://github.com/" + owner,
 		SourceRepositoryOwnerIdentifier: "654321", BuildConfigURI: repoURI + "/" + workflow + "@" + ref, BuildConfigDigest: sha,
 		BuildTrigger: event, RunInvocationURI: repoURI + "/actions/runs/1/attempts/1", SourceRepositoryVisibilityAtSigning: "public",
 	}
@@ -144,4 +146,11 @@ func (s *Sigstore) SignBundleWithExtensions(digest name.Digest, statement []byte
 		return err
 	}
 	return s.writeSigned(digest, statement, cert, env, []*tlog.Entry{entry})
+}
+
+// fnv32 makes a repository's numeric identifier from its name, so that forks differ.
+func fnv32(s string) uint32 {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(s))
+	return h.Sum32()
 }
