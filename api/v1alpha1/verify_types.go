@@ -243,8 +243,9 @@ type SecretKeyReference struct {
 	Key string `json:"key,omitempty"`
 }
 
-// Signer is one trusted signer: a public key, or keyless identities.
-// +kubebuilder:validation:XValidation:rule="has(self.key) != has(self.keyless)",message="a signer sets exactly one of key and keyless"
+// Signer is one trusted signer: a public key, keyless identities, or certificates of a
+// private certificate authority.
+// +kubebuilder:validation:XValidation:rule="(has(self.key) ? 1 : 0) + (has(self.keyless) ? 1 : 0) + (has(self.certificate) ? 1 : 0) == 1",message="a signer sets exactly one of key, keyless and certificate"
 type Signer struct {
 	// name names the signer in messages ("tried: key \"release\"").
 	// +required
@@ -261,6 +262,80 @@ type Signer struct {
 	// (`cosign sign` with an OIDC identity) whose identity matches one of these.
 	// +optional
 	Keyless KeylessSigner `json:"keyless,omitzero"`
+
+	// certificate trusts signatures made with certificates that a private certificate
+	// authority issued (`cosign sign --key ... --certificate ... --certificate-chain ...`),
+	// whose subject alternative names match one of its identities.
+	// +optional
+	Certificate CertificateSigner `json:"certificate,omitzero"`
+}
+
+// CertificateSigner is a private certificate authority and the identities of the signing
+// certificates it is trusted for. The certificate chain is checked at the time of signing:
+// the transparency log's or timestamp authority's time where the signature has one,
+// otherwise now; the signing certificate must allow code signing (extended key usage).
+// +kubebuilder:validation:XValidation:rule="has(self.certificateChain) != has(self.configMapRef)",message="a certificate signer sets exactly one of certificateChain and configMapRef"
+type CertificateSigner struct {
+	// certificateChain is the PEM-encoded CA certificates: the roots (self-signed) and any
+	// intermediates between them and the signing certificates. Intermediates a signature
+	// carries are used too, but only the roots here are trusted.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=65536
+	CertificateChain string `json:"certificateChain,omitempty"`
+
+	// configMapRef names the key of a ConfigMap, in imagegate's namespace, that holds the
+	// same PEM certificates (a trust-manager Bundle, for example).
+	// +optional
+	ConfigMapRef CertificateConfigMapReference `json:"configMapRef,omitzero"`
+
+	// identities are the trusted signing certificates: one whose subject alternative names
+	// (email addresses and URIs, as Sigstore reads them) include a match of any one identity suffices.
+	// +required
+	// +listType=atomic
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	//nolint:kubeapilinter // arrayofstruct: each identity is exact or a regular expression, exactly one (a CEL rule); the same shape as keyless identities.
+	Identities []CertificateIdentity `json:"identities,omitempty"`
+}
+
+// IsSet reports whether the signer is a certificate signer.
+func (c *CertificateSigner) IsSet() bool {
+	return c.CertificateChain != "" || c.ConfigMapRef.Name != "" || len(c.Identities) > 0
+}
+
+// CertificateConfigMapReference names the key of a ConfigMap, in imagegate's namespace,
+// that holds PEM CA certificates.
+type CertificateConfigMapReference struct {
+	// name is the ConfigMap's name.
+	// +required
+	Name ObjectName `json:"name,omitempty"`
+
+	// key is the key that holds the certificates. Default: ca.crt.
+	// +optional
+	// +kubebuilder:default=ca.crt
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key,omitempty"`
+}
+
+// CertificateIdentity is a subject alternative name of a signing certificate, exact or a
+// regular expression (RE2, matched in full).
+// +kubebuilder:validation:XValidation:rule="has(self.subject) != has(self.subjectRegExp)",message="a certificate identity sets exactly one of subject and subjectRegExp"
+type CertificateIdentity struct {
+	// subject is the exact subject alternative name, for example release@acme.example or
+	// https://ci.acme.example/pipelines/release.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	Subject string `json:"subject,omitempty"`
+
+	// subjectRegExp is a regular expression a subject alternative name must match in full.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	SubjectRegExp string `json:"subjectRegExp,omitempty"`
 }
 
 // KeySigner is a public key, inline or from a Secret.

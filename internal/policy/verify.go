@@ -131,6 +131,11 @@ func compileVerify(ref Ref, uid types.UID, generation int64, spec *v1alpha1.Veri
 	names := make([]string, len(spec.Signers))
 	for i := range spec.Signers {
 		names[i] = spec.Signers[i].Name
+		for j, id := range spec.Signers[i].Certificate.Identities {
+			if _, err := regexp.Compile(id.SubjectRegExp); id.SubjectRegExp != "" && err != nil {
+				problems = append(problems, fmt.Sprintf("spec.verify.signers[%d] %q: certificate.identities[%d]: invalid regular expression %q: %v", i, names[i], j, id.SubjectRegExp, err))
+			}
+		}
 		for j, id := range spec.Signers[i].Keyless.Identities {
 			for _, re := range []string{id.IssuerRegExp, id.SubjectRegExp} {
 				if _, err := regexp.Compile(re); re != "" && err != nil {

@@ -152,6 +152,11 @@ func verifyBundle(ctx context.Context, trust *Trust, s *signer, b *sgbundle.Bund
 	var errs []error
 	for _, a := range s.attempts(true) {
 		if _, err := cosign.VerifyNewBundle(ctx, checkOpts(trust, s, a.ids, ropts), policyOpt, b); err != nil {
+			if s.pki != nil {
+				if vc, verr := b.VerificationContent(); verr == nil {
+					err = s.pki.explain(err, vc.Certificate(), trust.tlog)
+				}
+			}
 			errs = append(errs, err)
 			continue
 		}

@@ -19,16 +19,22 @@ import (
 )
 
 // attempt is one verification of a signature against a signer: cosign's check with ids (nil
-// for a key), then, when the certificate verified, extensions on it.
+// for a key), then, when the certificate verified, imagegate's own rule on it (Fulcio's
+// extensions for keyless, the subject alternative names for a certificate signer).
 type attempt struct {
-	ids        []cosign.Identity
-	extensions *extensionRule
+	ids  []cosign.Identity
+	rule certificateRule
 }
 
-// accept says whether the certificate cosign verified under a.ids also has the extensions
-// the identity requires (nil when it does); certOf is called only when there are some.
+// certificateRule is what imagegate checks on a certificate once cosign has verified it.
+type certificateRule interface {
+	check(*x509.Certificate) error
+}
+
+// accept says whether the certificate cosign verified under a.ids also satisfies the rule
+// (nil when it does); certOf is called only when there is a rule.
 func (a *attempt) accept(certOf func() (*x509.Certificate, error)) error {
-	if a.extensions == nil {
+	if a.rule == nil {
 		return nil
 	}
 	cert, err := certOf()
@@ -38,7 +44,7 @@ func (a *attempt) accept(certOf func() (*x509.Certificate, error)) error {
 	if cert == nil {
 		return errors.New("the signature has no certificate, so its extensions cannot be checked")
 	}
-	return a.extensions.check(cert)
+	return a.rule.check(cert)
 }
 
 // attempts lists the verifications a signature gets for s: one for a key; for keyless, the
@@ -46,8 +52,11 @@ func (a *attempt) accept(certOf func() (*x509.Certificate, error)) error {
 // (bundles take one identity at a time), then each identity with extension rules alone, so
 // that its extensions are checked on a certificate that matched its own issuer and subject.
 func (s *signer) attempts(perIdentity bool) []attempt {
-	if s.key != nil {
+	switch {
+	case s.key != nil:
 		return []attempt{{}}
+	case s.pki != nil:
+		return []attempt{{ids: anyCertificate, rule: s.names}}
 	}
 	var out []attempt
 	var plain []cosign.Identity
@@ -55,7 +64,11 @@ func (s *signer) attempts(perIdentity bool) []attempt {
 		id := &s.identities[i]
 		switch {
 		case id.extensions != nil || perIdentity:
-			out = append(out, attempt{ids: []cosign.Identity{id.match}, extensions: id.extensions})
+			a := attempt{ids: []cosign.Identity{id.match}}
+			if id.extensions != nil {
+				a.rule = id.extensions
+			}
+			out = append(out, a)
 		default:
 			plain = append(plain, id.match)
 		}

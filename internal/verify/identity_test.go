@@ -72,6 +72,7 @@ func (f *keylessFixture) verdict(t *testing.T, rules *v1alpha1.VerifyRules, imag
 // expectVerdict fails unless got (the refusals) is empty where want is, and says want.
 func expectVerdict(t *testing.T, got, want string) {
 	t.Helper()
+	t.Logf("refusals: %q", got)
 	switch {
 	case want == "" && got != "":
 		t.Errorf("refused: %s", got)

@@ -18,6 +18,7 @@ import (
 	ociremote "github.com/sigstore/cosign/v3/pkg/oci/remote"
 	"github.com/sigstore/cosign/v3/pkg/types"
 	sgbundle "github.com/sigstore/sigstore-go/pkg/bundle"
+	"github.com/sigstore/sigstore-go/pkg/root"
 
 	"github.com/imagegate/imagegate/internal/text"
 )
@@ -202,10 +203,31 @@ func (m *signerMatching) matched(signer int) bool { return m.signer[signer] >= 0
 // verifyLegacySignature checks one signature of the .sig tag against s: nil when it verifies.
 func verifyLegacySignature(ctx context.Context, trust *Trust, s *signer, sig oci.Signature, h v1.Hash, oopts []ociremote.Option) error {
 	var errs []error
+	var material root.TrustedMaterial
+	if s.pki != nil {
+		// The intermediates the signature carries (cosign sign --certificate-chain) help
+		// build a chain to the signer's roots; they are not trusted for themselves.
+		chain, err := sig.Chain()
+		if err != nil {
+			return fmt.Errorf("the signature's certificate chain does not parse: %w", err)
+		}
+		extra, err := signatureIntermediates(chain)
+		if err != nil {
+			return err
+		}
+		material = s.pki.withIntermediates(extra)
+	}
 	for _, a := range s.attempts(false) {
 		co := checkOpts(trust, s, a.ids, oopts)
+		if material != nil {
+			co.TrustedMaterial = material
+		}
 		co.ClaimVerifier = cosign.SimpleClaimVerifier
 		if _, err := cosign.VerifyImageSignature(ctx, sig, h, co); err != nil {
+			if s.pki != nil {
+				cert, _ := sig.Cert()
+				err = material.(*pkiMaterial).explain(err, cert, trust.tlog)
+			}
 			errs = append(errs, err)
 			continue
 		}
@@ -233,15 +255,20 @@ func firstProblem(problems []string) string {
 }
 
 func checkOpts(trust *Trust, s *signer, ids []cosign.Identity, ropts []ociremote.Option) *cosign.CheckOpts {
+	material := trust.root
+	if s.pki != nil {
+		material = s.pki
+	}
 	return &cosign.CheckOpts{
 		RegistryClientOpts: ropts,
-		TrustedMaterial:    trust.root,
+		TrustedMaterial:    material,
 		SigVerifier:        s.key,
 		Identities:         ids,
 		IgnoreTlog:         !trust.tlog,
 		// Certificates must carry SCTs when the trusted root lists CT logs (public Sigstore
 		// does); a root without CT logs is a private Fulcio without one.
-		IgnoreSCT: len(trust.root.CTLogs()) == 0,
+		// A private CA (a certificate signer) has none.
+		IgnoreSCT: len(material.CTLogs()) == 0,
 		// Never contact Rekor at admission: a log entry counts only as the signature carries it.
 		Offline: true,
 	}

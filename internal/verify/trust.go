@@ -60,12 +60,19 @@ type signer struct {
 	name       string
 	key        signature.Verifier // key signers
 	identities []identity         // keyless signers
+	// certificate signers: the private CA (with the trusted root's logs) and the names.
+	pki   *pkiMaterial
+	names *sanRule
 }
 
-// describe is how messages name the signer: key "release", keyless "github-actions".
+// describe is how messages name the signer: key "release", keyless "github-actions",
+// certificate "corp-pki".
 func (s *signer) describe() string {
-	if s.key != nil {
+	switch {
+	case s.key != nil:
 		return fmt.Sprintf("key %q", s.name)
+	case s.pki != nil:
+		return fmt.Sprintf("certificate %q", s.name)
 	}
 	return fmt.Sprintf("keyless %q", s.name)
 }
@@ -88,7 +95,26 @@ func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, error) {
 	if t.required > len(rules.Signers) {
 		return nil, fmt.Errorf("requiredSigners is %d, but the rule has %d %s", t.required, len(rules.Signers), text.Plural(len(rules.Signers), "signer", "signers"))
 	}
-	var keyless bool
+	if ref := rules.TrustedRoot; ref.Name != "" {
+		key := ref.Key
+		if key == "" {
+			key = "trusted_root.json"
+		}
+		cm, err := src.ConfigMap(string(ref.Name))
+		if err != nil {
+			return nil, fmt.Errorf("trustedRoot: ConfigMap %q: %w", ref.Name, err)
+		}
+		data, ok := cm.Data[key]
+		if !ok {
+			return nil, fmt.Errorf("trustedRoot: ConfigMap %q has no key %q", ref.Name, key)
+		}
+		tr, err := root.NewTrustedRootFromJSON([]byte(data))
+		if err != nil {
+			return nil, fmt.Errorf("trustedRoot: ConfigMap %q key %q is not a valid trusted_root.json: %w", ref.Name, key, err)
+		}
+		t.root = tr
+		h.Write([]byte(data))
+	}
 	for i := range rules.Signers {
 		sp := &rules.Signers[i]
 		s := signer{name: sp.Name}
@@ -116,7 +142,9 @@ func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, error) {
 			s.key = v
 			h.Write(pem)
 		case sp.Keyless.IsSet():
-			keyless = true
+			if rules.TrustedRoot.Name == "" {
+				return nil, fmt.Errorf("signers[%d] %q: keyless signers need trustedRoot", i, sp.Name)
+			}
 			for j := range sp.Keyless.Identities {
 				id, err := compileIdentity(&sp.Keyless.Identities[j])
 				if err != nil {
@@ -127,10 +155,20 @@ func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, error) {
 			if len(s.identities) == 0 {
 				return nil, fmt.Errorf("signers[%d] %q: keyless needs at least one identity", i, sp.Name)
 			}
+		case sp.Certificate.IsSet():
+			m, names, pem, err := compileCertificateSigner(src, &sp.Certificate, t.root)
+			if err != nil {
+				return nil, fmt.Errorf("signers[%d] %q: %w", i, sp.Name, err)
+			}
+			s.pki, s.names = m, names
+			h.Write(pem)
 		default:
-			return nil, fmt.Errorf("signers[%d] %q: set key or keyless", i, sp.Name)
+			return nil, fmt.Errorf("signers[%d] %q: set key, keyless or certificate", i, sp.Name)
 		}
 		t.signers = append(t.signers, s)
+	}
+	if t.tlog && rules.TrustedRoot.Name == "" {
+		return nil, errors.New("trustedRoot is required for transparencyLog: Required")
 	}
 	var names []string
 	for i := range t.signers {
@@ -149,28 +187,6 @@ func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, error) {
 			}
 		}
 		t.attestations = append(t.attestations, r)
-	}
-	if ref := rules.TrustedRoot; ref.Name != "" {
-		key := ref.Key
-		if key == "" {
-			key = "trusted_root.json"
-		}
-		cm, err := src.ConfigMap(string(ref.Name))
-		if err != nil {
-			return nil, fmt.Errorf("trustedRoot: ConfigMap %q: %w", ref.Name, err)
-		}
-		data, ok := cm.Data[key]
-		if !ok {
-			return nil, fmt.Errorf("trustedRoot: ConfigMap %q has no key %q", ref.Name, key)
-		}
-		tr, err := root.NewTrustedRootFromJSON([]byte(data))
-		if err != nil {
-			return nil, fmt.Errorf("trustedRoot: ConfigMap %q key %q is not a valid trusted_root.json: %w", ref.Name, key, err)
-		}
-		t.root = tr
-		h.Write([]byte(data))
-	} else if keyless || t.tlog {
-		return nil, errors.New("trustedRoot is required for keyless signers and for transparencyLog: Required")
 	}
 	if len(rules.PullSecrets) > 0 {
 		ch := sha256.New()

@@ -183,6 +183,64 @@ spec:
 		Expect(kubectl("run", "dual-both", "-n", ns, "--image="+both.String())).To(ContainSubstring("pod/dual-both created"))
 	})
 
+	It("admits an image signed with a certificate of the company's CA from a ConfigMap, refuses another CA's, and fails closed on a broken bundle", func() {
+		corp, err := registrytest.NewPKI("Corp")
+		Expect(err).NotTo(HaveOccurred())
+		other, err := registrytest.NewPKI("Other")
+		Expect(err).NotTo(HaveOccurred())
+		now := time.Now()
+		release, err := corp.Issue("release@corp.example", now.Add(-time.Hour), now.Add(time.Hour), true)
+		Expect(err).NotTo(HaveOccurred())
+		impostor, err := other.Issue("release@corp.example", now.Add(-time.Hour), now.Add(time.Hour), true)
+		Expect(err).NotTo(HaveOccurred())
+		signed, err := registrytest.PushTo(host, "corp/app", "signed", creds)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(release.SignLegacy(signed, true, creds)).To(Succeed())
+		foreign, err := registrytest.PushTo(host, "corp/app", "foreign", creds)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(impostor.SignLegacy(foreign, true, creds)).To(Succeed())
+
+		// The ConfigMap holds the root only: the signature carries the intermediate.
+		caFile := filepath.Join(GinkgoT().TempDir(), "ca.crt")
+		Expect(os.WriteFile(caFile, []byte(registrytest.PEM(corp.Root)), 0o600)).To(Succeed())
+		kubectl("create", "configmap", "e2e-corp-ca", "-n", system, "--from-file=ca.crt="+caFile)
+		DeferCleanup(func() { run("delete", "configmap", "e2e-corp-ca", "-n", system) })
+		r := apply(fmt.Sprintf(`apiVersion: imagegate.io/v1alpha1
+kind: ClusterImagePolicy
+metadata:
+  name: e2e-corp
+spec:
+  namespaceSelector:
+    matchLabels: {kubernetes.io/metadata.name: %s}
+  verify:
+    images: ["%s/corp/app"]
+    transparencyLog: Skip
+    pullSecrets: [e2e-registry]
+    signers:
+    - name: corp-pki
+      certificate:
+        configMapRef: {name: e2e-corp-ca}
+        identities:
+        - subject: release@corp.example
+`, ns, host))
+		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
+		DeferCleanup(func() { run("delete", "clusterimagepolicy", "e2e-corp") })
+		kubectl("wait", "--for=condition=Ready", "clusterimagepolicy/e2e-corp", "--timeout=30s")
+
+		Expect(kubectl("run", "corp-signed", "-n", ns, "--image="+signed.String())).To(ContainSubstring("pod/corp-signed created"))
+		stderr := kubectlRefused("run", "corp-foreign", "-n", ns, "--image="+foreign.String())
+		Expect(stderr).To(ContainSubstring(`is not allowed by ClusterImagePolicy "e2e-corp": no signature by a trusted signer (tried: certificate "corp-pki"; found 1 signature, none verified: the certificate does not chain to the signer's roots`))
+
+		// A bundle that is not PEM: the policy is not Ready, and refuses what it covers.
+		r = apply(fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: e2e-corp-ca, namespace: %s}\ndata: {ca.crt: not a certificate}\n", system))
+		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
+		kubectl("wait", "--for=condition=Ready=False", "clusterimagepolicy/e2e-corp", "--timeout=30s")
+		Expect(kubectl("get", "clusterimagepolicy", "e2e-corp", "-o=jsonpath={.status.conditions[?(@.type=='Ready')].message}")).
+			To(ContainSubstring(`certificate: certificate 1: not PEM`))
+		stderr = kubectlRefused("run", "corp-broken", "-n", ns, "--image="+signed.String())
+		Expect(stderr).To(ContainSubstring(`certificate 1: not PEM`))
+	})
+
 	It("refuses to let a namespace's ImagePolicy make imagegate read a registry on an internal address", func() {
 		const tenant = "e2e-verify-tenant"
 		namespace(tenant)

@@ -217,7 +217,13 @@ func (k *Key) sign(data []byte) ([]byte, error) {
 // simple-signing payload naming payloadDigest (normally the same digest), stored under the
 // sha256-<hex>.sig tag. No transparency log entry.
 func (k *Key) SignLegacy(digest, payloadDigest name.Digest, c ...Credentials) error {
-	o := credentials(c).oci()
+	return k.signLegacy(digest, payloadDigest, credentials(c))
+}
+
+// signLegacy writes a simple-signing payload naming payloadDigest, signed with k, to
+// digest's .sig tag, with the static options (a certificate and chain) given.
+func (k *Key) signLegacy(digest, payloadDigest name.Digest, c Credentials, opts ...static.Option) error {
+	o := c.oci()
 	p, err := (&payload.Cosign{Image: payloadDigest}).MarshalJSON()
 	if err != nil {
 		return err
@@ -226,7 +232,7 @@ func (k *Key) SignLegacy(digest, payloadDigest name.Digest, c ...Credentials) er
 	if err != nil {
 		return err
 	}
-	s, err := static.NewSignature(p, base64.StdEncoding.EncodeToString(sig))
+	s, err := static.NewSignature(p, base64.StdEncoding.EncodeToString(sig), opts...)
 	if err != nil {
 		return err
 	}
