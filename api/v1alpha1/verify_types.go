@@ -202,7 +202,7 @@ type IgnoredVulnerability struct {
 }
 
 // IsSet reports whether the signer is a key signer.
-func (k *KeySigner) IsSet() bool { return k.PublicKey != "" || k.SecretRef.Name != "" }
+func (k *KeySigner) IsSet() bool { return k.PublicKey != "" || k.SecretRef.Name != "" || k.KMS != "" }
 
 // IsSet reports whether the signer is a keyless signer.
 func (k *KeylessSigner) IsSet() bool { return len(k.Identities) > 0 }
@@ -338,9 +338,9 @@ type CertificateIdentity struct {
 	SubjectRegExp string `json:"subjectRegExp,omitempty"`
 }
 
-// KeySigner is a public key, inline or from a Secret.
+// KeySigner is a public key: inline, from a Secret, or in a key management service.
 // +kubebuilder:validation:MinProperties=1
-// +kubebuilder:validation:XValidation:rule="has(self.publicKey) != has(self.secretRef)",message="a key sets exactly one of publicKey and secretRef"
+// +kubebuilder:validation:XValidation:rule="(has(self.publicKey) ? 1 : 0) + (has(self.secretRef) ? 1 : 0) + (has(self.kms) ? 1 : 0) == 1",message="a key sets exactly one of publicKey, secretRef and kms"
 type KeySigner struct {
 	// publicKey is the PEM-encoded public key (cosign.pub).
 	// +optional
@@ -352,6 +352,20 @@ type KeySigner struct {
 	// Only on ClusterImagePolicy.
 	// +optional
 	SecretRef SecretKeyReference `json:"secretRef,omitzero"`
+
+	// kms names a key in a key management service, as `cosign sign --key` takes it:
+	// awskms:///alias/release (AWS KMS: a key ID, alias or ARN; the endpoint is the
+	// manager's, never the policy's), gcpkms://projects/P/locations/L/keyRings/R/cryptoKeys/K
+	// (optionally /cryptoKeyVersions/V), azurekms://VAULT.vault.azure.net/KEY (optionally
+	// /VERSION), or hashivault://KEY (Vault's transit engine at the manager's VAULT_ADDR).
+	// The manager fetches the public key with its own cloud identity, caches it and refreshes
+	// it in the background; nothing calls the KMS at admission. Only on ClusterImagePolicy.
+	// +optional
+	// +kubebuilder:validation:MinLength=10
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="self.matches('^(awskms|gcpkms|azurekms|hashivault)://[!-~]+$')",message="kms must be an awskms://, gcpkms://, azurekms:// or hashivault:// key reference"
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('awskms://') || self.startsWith('awskms:///')",message="an awskms reference names the key only (awskms:///alias/release): the KMS endpoint is the manager's (AWS_ENDPOINT_URL_KMS), not a policy's"
+	KMS string `json:"kms,omitempty"`
 }
 
 // KeylessSigner lists the certificate identities trusted for keyless signatures.

@@ -194,14 +194,20 @@ func main() {
 	excluded := splitList(o.excludedNamespaces)
 
 	snapshots := policy.NewStore()
+	// KMS keys are fetched with the manager's own identity, in the background.
+	kmsKeys := &verify.KMSKeys{Log: func(ref string, err error, cached bool) {
+		log.Info("A KMS public key could not be fetched", "key", ref, "error", err.Error(), "cachedKeyInUse", cached)
+	}}
+	must(log, mgr.Add(kmsKeys), "adding the KMS key cache")
 	reconciler := controller.NewPolicyReconciler(mgr.GetClient(), snapshots, controller.ReconcilerOptions{
 		Metrics:        metrics,
-		Trust:          verify.Compiler(verify.NamespaceSources{Reader: mgr.GetCache(), Namespace: o.namespace}),
+		Trust:          verify.Compiler(verify.NamespaceSources{Reader: mgr.GetCache(), Namespace: o.namespace, KMS: kmsKeys}),
 		TrustNamespace: o.namespace,
 		Events:         mgr.GetEventRecorder("imagegate"),
 		ExpiryWarning:  o.exceptionExpiryWarning,
 	})
 	must(log, reconciler.SetupWithManager(mgr), "setting up the policy reconciler")
+	kmsKeys.OnChange = reconciler.Rebuild
 	tenantRegistries := map[string]bool{}
 	for _, r := range splitList(o.namespaceInternalRegistries) {
 		tenantRegistries[strings.ToLower(r)] = true

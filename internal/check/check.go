@@ -6,6 +6,7 @@ package check
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"io"
@@ -505,6 +506,28 @@ func hasPodTemplate(obj *unstructured.Unstructured) bool {
 type fileSources struct {
 	secrets    map[string]*corev1.Secret
 	configMaps map[string]*corev1.ConfigMap
+	// kms holds the KMS keys fetched in this run, with the caller's cloud identity.
+	kms map[string]kmsResult
+}
+
+type kmsResult struct {
+	key crypto.PublicKey
+	err error
+}
+
+// KMSKey fetches the public key of a KMS reference, once per run (verify.KMSSource).
+func (f *fileSources) KMSKey(ref string) (crypto.PublicKey, error) {
+	if r, ok := f.kms[ref]; ok {
+		return r.key, r.err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	key, err := verify.FetchKMSKey(ctx, ref)
+	if f.kms == nil {
+		f.kms = map[string]kmsResult{}
+	}
+	f.kms[ref] = kmsResult{key, err}
+	return key, err
 }
 
 func (f *fileSources) Secret(name string) (*corev1.Secret, error) {

@@ -199,6 +199,15 @@ func (r *PolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return b.Complete(r)
 }
 
+// Rebuild queues a rebuild of the snapshot (a KMS key was fetched or changed, say); it
+// never blocks: a rebuild already queued covers this one.
+func (r *PolicyReconciler) Rebuild() {
+	select {
+	case r.trigger <- event.GenericEvent{Object: &v1alpha1.ClusterImagePolicy{}}:
+	default:
+	}
+}
+
 // leaderHook runs only on the elected leader (or at once without leader election): it lets
 // the reconciler write status from then on, and queues a rebuild that brings every status up
 // to date.

@@ -157,6 +157,9 @@ func compileVerify(ref Ref, uid types.UID, generation int64, spec *v1alpha1.Veri
 			if spec.Signers[i].Key.SecretRef.Name != "" {
 				problems = append(problems, fmt.Sprintf("spec.verify.signers[%d].key.secretRef: an ImagePolicy cannot use Secrets of imagegate's namespace; write publicKey inline", i))
 			}
+			if spec.Signers[i].Key.KMS != "" {
+				problems = append(problems, fmt.Sprintf("spec.verify.signers[%d].key.kms: an ImagePolicy cannot use KMS keys, which the manager reads with its own cloud identity; write publicKey inline", i))
+			}
 		}
 	}
 	version := ""

@@ -1,5 +1,7 @@
 package verify
 
+import "time"
+
 // NewWithLimits is New with other bounds on the lookups running at once (in the process, per
 // namespace), so that tests reach them with few requests.
 func NewWithLimits(o Options, all, perNamespace int) *Verifier {
@@ -14,3 +16,6 @@ func Lookups(v *Verifier, namespace string) int {
 	defer v.limits.mu.Unlock()
 	return len(v.limits.perNS[namespace])
 }
+
+// KMSTick runs one refresh tick of k at now.
+func KMSTick(k *KMSKeys, now time.Time) { k.tick(now) }

@@ -2,6 +2,8 @@ package verify
 
 import (
 	"context"
+	"crypto"
+	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -15,6 +17,16 @@ import (
 type NamespaceSources struct {
 	Reader    client.Reader
 	Namespace string
+	// KMS holds the public keys of kms key signers; nil: none are read.
+	KMS *KMSKeys
+}
+
+// KMSKey implements KMSSource.
+func (s NamespaceSources) KMSKey(ref string) (crypto.PublicKey, error) {
+	if s.KMS == nil {
+		return nil, fmt.Errorf("kms %q: this manager reads no KMS keys", ref)
+	}
+	return s.KMS.KMSKey(ref)
 }
 
 const sourceTimeout = 5 * time.Second

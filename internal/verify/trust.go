@@ -119,6 +119,13 @@ func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, error) {
 		sp := &rules.Signers[i]
 		s := signer{name: sp.Name}
 		switch {
+		case sp.Key.KMS != "":
+			v, material, err := loadKMSKey(src, sp.Key.KMS)
+			if err != nil {
+				return nil, fmt.Errorf("signers[%d] %q: %w", i, sp.Name, err)
+			}
+			s.key = v
+			h.Write(material)
 		case sp.Key.IsSet():
 			pem := []byte(sp.Key.PublicKey)
 			if ref := sp.Key.SecretRef; ref.Name != "" {

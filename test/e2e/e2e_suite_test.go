@@ -20,6 +20,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/imagegate/imagegate/test/utils/kmstest"
 	"github.com/imagegate/imagegate/test/utils/localcluster"
 )
 
@@ -31,7 +32,12 @@ var (
 	rendered [][]byte
 	// hostIP is a non-loopback address of this machine: EndpointSlices may not list loopback.
 	hostIP net.IP
+	// awsKMS is the AWS KMS the manager reads kms keys from, with its static credentials (on
+	// EKS the SDK's default chain finds IRSA's or Pod Identity's instead).
+	awsKMS *kmstest.AWS
 )
+
+const e2eAccessKeyID = "AKIAIMAGEGATEE2E0001"
 
 func TestE2E(t *testing.T) {
 	RegisterFailHandler(Fail)
@@ -70,6 +76,14 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	var ips []net.IP
 	if hostIP != nil {
 		ips = append(ips, hostIP)
+	}
+	awsKMS = kmstest.NewAWS(e2eAccessKeyID)
+	DeferCleanup(awsKMS.Close)
+	for k, v := range map[string]string{
+		"AWS_ENDPOINT_URL_KMS": awsKMS.URL, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": e2eAccessKeyID, "AWS_SECRET_ACCESS_KEY": "e2e",
+		"AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": os.DevNull, "AWS_SHARED_CREDENTIALS_FILE": os.DevNull,
+	} {
+		Expect(os.Setenv(k, v)).To(Succeed()) // the manager's environment
 	}
 	manager, err = cluster.StartManager(ctx, localcluster.ManagerOptions{
 		Binary:   filepath.Join(root, "bin", "manager"),

@@ -241,6 +241,59 @@ spec:
 		Expect(stderr).To(ContainSubstring(`certificate 1: not PEM`))
 	})
 
+	It("admits an image signed with a key held in AWS KMS, never calling the KMS at admission, and is not Ready for a key the KMS lacks", func() {
+		key, err := registrytest.NewKey()
+		Expect(err).NotTo(HaveOccurred())
+		awsKMS.SetKey("alias/e2e-release", key)
+		signed, err := registrytest.PushTo(host, "kms/app", "signed", creds)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(key.Sign(signed, creds)).To(Succeed())
+		other, err := registrytest.PushTo(host, "kms/app", "other", creds)
+		Expect(err).NotTo(HaveOccurred())
+
+		kmsPolicy := func(name, ref string) string {
+			return fmt.Sprintf(`apiVersion: imagegate.io/v1alpha1
+kind: ClusterImagePolicy
+metadata:
+  name: %s
+spec:
+  namespaceSelector:
+    matchLabels: {kubernetes.io/metadata.name: %s}
+  verify:
+    images: ["%s/kms/app"]
+    transparencyLog: Skip
+    pullSecrets: [e2e-registry]
+    signers:
+    - name: release
+      key:
+        kms: %s
+`, name, ns, host, ref)
+		}
+		r := apply(kmsPolicy("e2e-kms", "awskms://kms.attacker.example/alias/e2e-release"))
+		Expect(r.err).To(HaveOccurred())
+		Expect(r.stderr).To(ContainSubstring("an awskms reference names the key only"))
+
+		r = apply(kmsPolicy("e2e-kms", "awskms:///alias/e2e-release"))
+		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
+		DeferCleanup(func() { run("delete", "clusterimagepolicy", "e2e-kms") })
+		kubectl("wait", "--for=condition=Ready", "clusterimagepolicy/e2e-kms", "--timeout=30s")
+
+		before := awsKMS.Requests()
+		Expect(kubectl("run", "kms-signed", "-n", ns, "--image="+signed.String())).To(ContainSubstring("pod/kms-signed created"))
+		stderr := kubectlRefused("run", "kms-other", "-n", ns, "--image="+other.String())
+		Expect(stderr).To(ContainSubstring(`is not allowed by ClusterImagePolicy "e2e-kms": no signature by a trusted signer (tried: key "release"; found no signature`))
+		Expect(awsKMS.Requests()).To(Equal(before), "admissions called the KMS")
+
+		r = apply(kmsPolicy("e2e-kms-missing", "awskms:///alias/e2e-missing"))
+		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
+		DeferCleanup(func() { run("delete", "clusterimagepolicy", "e2e-kms-missing") })
+		kubectl("wait", "--for=condition=Ready=False", "clusterimagepolicy/e2e-kms-missing", "--timeout=30s")
+		Eventually(func() string {
+			return kubectl("get", "clusterimagepolicy", "e2e-kms-missing", "-o=jsonpath={.status.conditions[?(@.type=='Ready')].message}")
+		}).WithTimeout(30 * time.Second).Should(And(
+			ContainSubstring("the public key of awskms:///alias/e2e-missing could not be fetched"), ContainSubstring("NotFoundException")))
+	})
+
 	It("refuses to let a namespace's ImagePolicy make imagegate read a registry on an internal address", func() {
 		const tenant = "e2e-verify-tenant"
 		namespace(tenant)

@@ -669,3 +669,22 @@ func TestChartCredentialProviders(t *testing.T) {
 		t.Errorf("volumeMounts %s", got)
 	}
 }
+
+func TestChartExtraEnv(t *testing.T) {
+	set := []string{
+		"image.repository=ghcr.io/imagegate/imagegate",
+		"extraEnv[0].name=VAULT_ADDR", "extraEnv[0].value=https://vault.example:8200",
+		"extraEnv[1].name=VAULT_TOKEN", "extraEnv[1].valueFrom.secretKeyRef.name=vault-token", "extraEnv[1].valueFrom.secretKeyRef.key=token",
+	}
+	objs := index(mustRender(t, set...))
+	pod := objs["Deployment "+namespace+"/imagegate-controller-manager"]["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
+	env := fmt.Sprint(pod["containers"].([]any)[0].(map[string]any)["env"])
+	for _, want := range []string{"name:POD_NAMESPACE", "map[name:VAULT_ADDR value:https://vault.example:8200]", "map[name:VAULT_TOKEN valueFrom:map[secretKeyRef:map[key:token name:vault-token]]]"} {
+		if !strings.Contains(env, want) {
+			t.Errorf("env %s lacks %s", env, want)
+		}
+	}
+	if _, err := render(t, "image.repository=ghcr.io/imagegate/imagegate", "extraEnv[0].name=NOT VALID"); err == nil || !strings.Contains(err.Error(), "extraEnv") {
+		t.Errorf("an invalid variable name: %v, want an error naming extraEnv", err)
+	}
+}

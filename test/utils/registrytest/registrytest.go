@@ -6,6 +6,7 @@
 package registrytest
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -198,6 +199,9 @@ func NewKey() (*Key, error) {
 	}
 	return &Key{priv: priv}, nil
 }
+
+// Public is the public key.
+func (k *Key) Public() crypto.PublicKey { return &k.priv.PublicKey }
 
 // PublicKeyPEM is the public key as cosign.pub holds it.
 func (k *Key) PublicKeyPEM() string {
