@@ -273,6 +273,7 @@ const (
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.namespaceSelector)",fieldPath=".spec.namespaceSelector",message="namespaceSelector is not allowed on ImagePolicy, which covers only its own namespace: use a ClusterImagePolicy"
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.verify) || (!has(self.spec.verify.pullSecrets) && self.spec.verify.signers.all(s, !has(s.key) || !has(s.key.secretRef)))",fieldPath=".spec.verify",message="an ImagePolicy cannot use Secrets of imagegate's namespace (verify.pullSecrets, key.secretRef): write the public key inline, or ask for a ClusterImagePolicy"
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.verify) || !has(self.spec.verify.tufRoots)",fieldPath=".spec.verify",message="an ImagePolicy cannot use tufRoots, which make the manager fetch from the repositories they name: use trustedRoot, or ask for a ClusterImagePolicy"
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.verify) || self.spec.verify.signers.all(s, !has(s.key) || !has(s.key.kms))",fieldPath=".spec.verify",message="an ImagePolicy cannot use KMS keys (key.kms), which the manager reads with its own cloud identity: write the public key inline, or ask for a ClusterImagePolicy"
 type ImagePolicy struct {
 	metav1.TypeMeta `json:",inline"`

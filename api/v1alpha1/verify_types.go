@@ -20,8 +20,8 @@ const (
 
 // VerifyRules says which images must be signed, and by whom.
 // +kubebuilder:validation:MinProperties=1
-// +kubebuilder:validation:XValidation:rule="self.transparencyLog == 'Skip' || has(self.trustedRoot)",message="a transparency log is required (the default), so trustedRoot must name the ConfigMap holding trusted_root.json; or set transparencyLog: Skip for keys without a log"
-// +kubebuilder:validation:XValidation:rule="!self.signers.exists(s, has(s.keyless)) || has(self.trustedRoot)",message="keyless signers need trustedRoot: the ConfigMap holding trusted_root.json (cosign trusted-root create writes it)"
+// +kubebuilder:validation:XValidation:rule="self.transparencyLog == 'Skip' || has(self.trustedRoot) || has(self.tufRoots)",message="a transparency log is required (the default), so trustedRoot must name the ConfigMap holding trusted_root.json (or tufRoots a TUF repository); or set transparencyLog: Skip for keys without a log"
+// +kubebuilder:validation:XValidation:rule="!self.signers.exists(s, has(s.keyless)) || has(self.trustedRoot) || has(self.tufRoots)",message="keyless signers need trustedRoot: the ConfigMap holding trusted_root.json (cosign trusted-root create writes it), or tufRoots"
 // +kubebuilder:validation:XValidation:rule="!has(self.attestations) || self.attestations.all(a, !has(a.signers) || a.signers.all(n, self.signers.exists(s, s.name == n)))",message="each attestations[].signers entry must name one of verify.signers"
 // +kubebuilder:validation:XValidation:rule="!has(self.requiredSigners) || self.requiredSigners <= size(self.signers)",message="requiredSigners cannot be more than the number of signers"
 type VerifyRules struct {
@@ -63,6 +63,18 @@ type VerifyRules struct {
 	// +optional
 	TrustedRoot ConfigMapKeyReference `json:"trustedRoot,omitzero"`
 
+	// tufRoots are trusted roots kept fresh from TUF repositories (Sigstore's public
+	// instance, GitHub's, your own), besides trustedRoot or instead of it: the manager
+	// fetches each repository's trusted_root.json in the background, following its signed
+	// root rotations from the initial root.json given here, and refreshes it every 10
+	// minutes. Nothing contacts a TUF repository at admission. Only on ClusterImagePolicy.
+	// +optional
+	// +listType=map
+	// +listMapKey=mirror
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=4
+	TUFRoots []TUFRoot `json:"tufRoots,omitempty"`
+
 	// pullSecrets names Secrets of type kubernetes.io/dockerconfigjson in imagegate's
 	// namespace whose credentials imagegate uses to read the images and their signatures.
 	// Unset: the manager's image credential providers where they match the registry, else
@@ -87,7 +99,44 @@ type VerifyRules struct {
 
 // IsSet reports whether the policy has a verify section.
 func (v *VerifyRules) IsSet() bool {
-	return len(v.Signers) > 0 || len(v.Images) > 0 || v.TransparencyLog != "" || v.TrustedRoot.Name != "" || len(v.PullSecrets) > 0 || len(v.Attestations) > 0
+	return len(v.Signers) > 0 || len(v.Images) > 0 || v.TransparencyLog != "" || v.TrustedRoot.Name != "" || len(v.TUFRoots) > 0 || len(v.PullSecrets) > 0 || len(v.Attestations) > 0
+}
+
+// SigstoreMirror is the TUF repository of Sigstore's public instance, whose initial root
+// imagegate has built in (sigstore-go's).
+const SigstoreMirror = "https://tuf-repo-cdn.sigstore.dev"
+
+// TUFRoot is a TUF repository that publishes a trusted_root.json.
+// +kubebuilder:validation:XValidation:rule="has(self.root) || self.mirror == 'https://tuf-repo-cdn.sigstore.dev'",message="root is required: the ConfigMap holding the repository's initial root.json (only Sigstore's public instance, https://tuf-repo-cdn.sigstore.dev, has one built in)"
+type TUFRoot struct {
+	// mirror is the repository's HTTPS URL, for example https://tuf-repo-cdn.sigstore.dev.
+	// +required
+	// +kubebuilder:validation:MinLength=9
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:Pattern=`^https://[!-~]+$`
+	Mirror string `json:"mirror,omitempty"`
+
+	// root names the ConfigMap key, in imagegate's namespace, that holds the repository's
+	// initial root.json: the pinned trust anchor from which its later roots are verified.
+	// Unset: the one built in, for Sigstore's public instance only.
+	// +optional
+	Root TUFRootReference `json:"root,omitzero"`
+}
+
+// TUFRootReference names the key of a ConfigMap, in imagegate's namespace, holding a TUF
+// root.json.
+type TUFRootReference struct {
+	// name is the ConfigMap's name.
+	// +required
+	Name ObjectName `json:"name,omitempty"`
+
+	// key is the key that holds root.json. Default: root.json.
+	// +optional
+	// +kubebuilder:default=root.json
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key,omitempty"`
 }
 
 // Predicate types imagegate reads the findings of.

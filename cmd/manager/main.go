@@ -63,6 +63,7 @@ type options struct {
 	excludedNamespaces, leaderElectionNS       string
 	namespace                                  string
 	pullSecretsFromPods                        bool
+	tufCacheDir                                string
 	namespaceInternalRegistries                string
 	credentialProviderConfig                   string
 	credentialProviderBinDir                   string
@@ -93,6 +94,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.BoolVar(&o.secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, to callers that the apiserver authenticates and authorizes.")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
 	fs.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", "imagegate-system"), "imagegate's own namespace, whose Secrets (keys, registry credentials) and ConfigMaps (trusted roots) verify rules may name; default $POD_NAMESPACE, else imagegate-system.")
+	fs.StringVar(&o.tufCacheDir, "tuf-cache-dir", "", "Where the metadata of the TUF repositories that verify rules' tufRoots name is kept between fetches (a writable volume); empty: in memory only.")
 	fs.BoolVar(&o.pullSecretsFromPods, "pull-secrets-from-pods", false, "Also use each Pod's imagePullSecrets and its ServiceAccount's to read the images its verify rules check. Needs read access to Secrets and ServiceAccounts in every namespace: the config/pod-pull-secrets overlay grants it (see docs/security.md).")
 	fs.StringVar(&o.namespaceInternalRegistries, verify.NamespaceInternalRegistriesFlag, "", "Comma-separated registries (host or host:port, as images name them) on internal addresses that the verify rules of namespaces' ImagePolicies may make imagegate read, such as the cluster's own registry. For any other registry those rules reach only public addresses, so that a namespace cannot point imagegate at the cluster's network. ClusterImagePolicies are not limited.")
 	fs.StringVar(&o.credentialProviderConfig, "image-credential-provider-config", "", "A kubelet CredentialProviderConfig file (kubelet.config.k8s.io/v1): its image credential provider plugins give the credentials for the registries they match (ECR, Artifact Registry, ACR... through the manager's own cloud identity), for verify rules without pullSecrets. Empty: none.")
@@ -194,20 +196,21 @@ func main() {
 	excluded := splitList(o.excludedNamespaces)
 
 	snapshots := policy.NewStore()
-	// KMS keys are fetched with the manager's own identity, in the background.
-	kmsKeys := &verify.KMSKeys{Log: func(ref string, err error, cached bool) {
-		log.Info("A KMS public key could not be fetched", "key", ref, "error", err.Error(), "cachedKeyInUse", cached)
+	// KMS keys and TUF trusted roots are fetched with the manager's own identity, in the
+	// background.
+	remote := &verify.Remote{TUF: verify.TUFOptions{CacheDir: o.tufCacheDir}, Log: func(what string, err error, cached bool) {
+		log.Info("Trust material could not be fetched", "what", what, "error", err.Error(), "cachedCopyInUse", cached)
 	}}
-	must(log, mgr.Add(kmsKeys), "adding the KMS key cache")
+	must(log, mgr.Add(remote), "adding the KMS key and TUF root cache")
 	reconciler := controller.NewPolicyReconciler(mgr.GetClient(), snapshots, controller.ReconcilerOptions{
 		Metrics:        metrics,
-		Trust:          verify.Compiler(verify.NamespaceSources{Reader: mgr.GetCache(), Namespace: o.namespace, KMS: kmsKeys}),
+		Trust:          verify.Compiler(verify.NamespaceSources{Reader: mgr.GetCache(), Namespace: o.namespace, Remote: remote}),
 		TrustNamespace: o.namespace,
 		Events:         mgr.GetEventRecorder("imagegate"),
 		ExpiryWarning:  o.exceptionExpiryWarning,
 	})
 	must(log, reconciler.SetupWithManager(mgr), "setting up the policy reconciler")
-	kmsKeys.OnChange = reconciler.Rebuild
+	remote.OnChange = reconciler.Rebuild
 	tenantRegistries := map[string]bool{}
 	for _, r := range splitList(o.namespaceInternalRegistries) {
 		tenantRegistries[strings.ToLower(r)] = true

@@ -17,5 +17,5 @@ func Lookups(v *Verifier, namespace string) int {
 	return len(v.limits.perNS[namespace])
 }
 
-// KMSTick runs one refresh tick of k at now.
-func KMSTick(k *KMSKeys, now time.Time) { k.tick(now) }
+// RemoteTick runs one refresh tick of r at now.
+func RemoteTick(r *Remote, now time.Time) { r.tick(now) }

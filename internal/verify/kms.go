@@ -6,15 +6,12 @@ package verify
 // verify section compiles with the cached key, or is not Ready until the key is fetched.
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
 	awskms "github.com/sigstore/sigstore/pkg/signature/kms/aws"
@@ -26,7 +23,7 @@ import (
 	"github.com/imagegate/imagegate/internal/text"
 )
 
-// KMSSource gives the public key of a KMS reference: the manager's KMSKeys (cached), the
+// KMSSource gives the public key of a KMS reference: the manager's Remote (cached), the
 // CLI's direct fetch. A Sources that is not one compiles no kms key.
 type KMSSource interface {
 	KMSKey(ref string) (crypto.PublicKey, error)
@@ -134,173 +131,6 @@ func fetchKMSKey(ctx context.Context, ref string) (crypto.PublicKey, error) {
 	return sv.PublicKey(options.WithContext(ctx))
 }
 
-// KMSKeys is the manager's cache of KMS public keys. A key is fetched in the background the
-// first time a policy names it (the policy is not Ready until then), refreshed every Refresh
-// and, at most once a minute, when a policy naming it is compiled again; a failed refresh
-// keeps the key it had, so that a KMS outage never stops admissions. A key no compiled policy
-// has asked for since the last refresh round is dropped.
-type KMSKeys struct {
-	// Fetch fetches one key; nil: FetchKMSKey.
-	Fetch func(ctx context.Context, ref string) (crypto.PublicKey, error)
-	// Refresh is how often keys are fetched again (default 10 minutes); Retry how often a key
-	// that could not be fetched is tried again (default 30 seconds); Timeout bounds a fetch
-	// (default 10 seconds).
-	Refresh, Retry, Timeout time.Duration
-	// OnChange is called when a key was fetched, changed or failed differently: the policies
-	// must be compiled again.
-	OnChange func()
-	// Log reports fetches that failed; nil: none.
-	Log func(ref string, err error, cached bool)
-
-	mu      sync.Mutex
-	entries map[string]*kmsEntry
-	round   time.Time // when the last refresh round began
-}
-
-type kmsEntry struct {
-	key       crypto.PublicKey
-	der       []byte
-	err       error
-	attempted time.Time
-	requested time.Time
-	fetching  bool
-}
-
-const kmsRecompileRefresh = time.Minute
-
-func (k *KMSKeys) refresh() time.Duration { return durationOr(k.Refresh, 10*time.Minute) }
-func (k *KMSKeys) retry() time.Duration   { return durationOr(k.Retry, 30*time.Second) }
-func (k *KMSKeys) timeout() time.Duration { return durationOr(k.Timeout, 10*time.Second) }
-
-func durationOr(d, def time.Duration) time.Duration {
-	if d > 0 {
-		return d
-	}
-	return def
-}
-
-// KMSKey implements KMSSource from the cache.
-func (k *KMSKeys) KMSKey(ref string) (crypto.PublicKey, error) {
-	if err := ValidateKMSReference(ref); err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.entries == nil {
-		k.entries = map[string]*kmsEntry{}
-	}
-	e := k.entries[ref]
-	if e == nil {
-		e = &kmsEntry{}
-		k.entries[ref] = e
-	}
-	e.requested = now
-	switch {
-	case e.key != nil:
-		if !e.fetching && now.Sub(e.attempted) >= kmsRecompileRefresh {
-			k.start(ref, e)
-		}
-		return e.key, nil
-	case e.fetching || e.attempted.IsZero():
-		if !e.fetching {
-			k.start(ref, e)
-		}
-		return nil, fmt.Errorf("the public key of %s is being fetched from the KMS", ref)
-	default:
-		return nil, fmt.Errorf("the public key of %s could not be fetched (tried again every %s): %w", ref, k.retry(), e.err)
-	}
-}
-
-// start fetches ref in the background; k.mu is held.
-func (k *KMSKeys) start(ref string, e *kmsEntry) {
-	e.fetching = true
-	go k.fetch(ref, e)
-}
-
-func (k *KMSKeys) fetch(ref string, e *kmsEntry) {
-	ctx, cancel := context.WithTimeout(context.Background(), k.timeout())
-	defer cancel()
-	fetch := k.Fetch
-	if fetch == nil {
-		fetch = FetchKMSKey
-	}
-	key, err := fetch(ctx, ref)
-	var der []byte
-	if err == nil {
-		if der, err = x509.MarshalPKIXPublicKey(key); err != nil {
-			err = fmt.Errorf("the KMS returned a public key imagegate cannot use: %w", err)
-		}
-	}
-	k.mu.Lock()
-	e.fetching, e.attempted = false, time.Now()
-	var changed bool
-	if err == nil {
-		changed = e.key == nil || !bytes.Equal(der, e.der)
-		e.key, e.der, e.err = key, der, nil
-	} else {
-		// A key already fetched stays in use; a key never fetched reports the new failure.
-		changed = e.key == nil && (e.err == nil || e.err.Error() != err.Error())
-		e.err = err
-	}
-	cached := e.key != nil
-	k.mu.Unlock()
-	if err != nil && k.Log != nil {
-		k.Log(ref, err, cached)
-	}
-	if changed && k.OnChange != nil {
-		k.OnChange()
-	}
-}
-
-// Start refreshes the keys until ctx ends: a manager.Runnable.
-func (k *KMSKeys) Start(ctx context.Context) error {
-	k.mu.Lock()
-	k.round = time.Now()
-	k.mu.Unlock()
-	t := time.NewTicker(k.retry())
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case now := <-t.C:
-			k.tick(now)
-		}
-	}
-}
-
-// tick tries again the keys that could not be fetched and, every Refresh, begins a round:
-// keys no compilation asked for since the last round are dropped, the others fetched again,
-// and the policies compiled again (which asks for the keys still named).
-func (k *KMSKeys) tick(now time.Time) {
-	k.mu.Lock()
-	newRound := now.Sub(k.round) >= k.refresh()
-	for ref, e := range k.entries {
-		switch {
-		case e.fetching:
-		case newRound && !k.round.IsZero() && e.requested.Before(k.round):
-			delete(k.entries, ref)
-		case newRound, e.key == nil && now.Sub(e.attempted) >= k.retry():
-			k.start(ref, e)
-		}
-	}
-	if newRound {
-		k.round = now
-	}
-	k.mu.Unlock()
-	if newRound && k.OnChange != nil {
-		k.OnChange()
-	}
-}
-
-// Len is the number of keys cached or being fetched.
-func (k *KMSKeys) Len() int {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return len(k.entries)
-}
-
 // loadKMSKey makes the verifier of a KMS key signer, and the bytes its trust version hashes.
 func loadKMSKey(src Sources, ref string) (signature.Verifier, []byte, error) {
 	ks, ok := src.(KMSSource)
@@ -321,7 +151,3 @@ func loadKMSKey(src Sources, ref string) (signature.Verifier, []byte, error) {
 	}
 	return v, append([]byte(ref+"\n"), der...), nil
 }
-
-// NeedLeaderElection is false: every replica compiles the policies, so every replica needs
-// the keys.
-func (k *KMSKeys) NeedLeaderElection() bool { return false }

@@ -47,10 +47,10 @@ func TestValidateKMSReference(t *testing.T) {
 }
 
 // kmsFixture is a registry, and a policy whose one signer is a KMS key, compiled with a
-// KMSKeys that says when a key arrives.
+// Remote that says when a key arrives.
 type kmsFixture struct {
 	reg     *registrytest.Registry
-	keys    *verify.KMSKeys
+	keys    *verify.Remote
 	changed chan struct{}
 }
 
@@ -59,14 +59,14 @@ func newKMSFixture(t *testing.T) *kmsFixture {
 	reg := registrytest.New(true)
 	t.Cleanup(reg.Close)
 	f := &kmsFixture{reg: reg, changed: make(chan struct{}, 16)}
-	f.keys = &verify.KMSKeys{Timeout: 5 * time.Second, OnChange: func() { f.changed <- struct{}{} }}
+	f.keys = &verify.Remote{Timeout: 5 * time.Second, OnChange: func() { f.changed <- struct{}{} }}
 	return f
 }
 
 func (f *kmsFixture) compile(ref string) *policy.Snapshot {
 	rules := &v1alpha1.VerifyRules{Signers: []v1alpha1.Signer{{Name: "release", Key: v1alpha1.KeySigner{KMS: ref}}}, TransparencyLog: v1alpha1.TransparencyLogSkip}
 	return policy.CompileWith([]v1alpha1.ClusterImagePolicy{clusterPolicy("kms", rules)}, nil,
-		policy.Options{Trust: verify.Compiler(verify.NamespaceSources{KMS: f.keys})})
+		policy.Options{Trust: verify.Compiler(verify.NamespaceSources{Remote: f.keys})})
 }
 
 func policyError(snap *policy.Snapshot) string {
@@ -136,7 +136,7 @@ func TestKMSKeyAWS(t *testing.T) {
 
 	// The KMS fails: the key in the cache stays in use, and the policy stays in force.
 	aws.Fail(true)
-	verify.KMSTick(f.keys, time.Now().Add(time.Hour))
+	verify.RemoteTick(f.keys, time.Now().Add(time.Hour))
 	f.wait(t) // the round compiles again
 	time.Sleep(200 * time.Millisecond)
 	snap = f.compile(ref)
@@ -149,7 +149,7 @@ func TestKMSKeyAWS(t *testing.T) {
 	aws.Fail(false)
 	rotated, _ := registrytest.NewKey()
 	aws.SetKey("alias/release", rotated)
-	verify.KMSTick(f.keys, time.Now().Add(2*time.Hour))
+	verify.RemoteTick(f.keys, time.Now().Add(2*time.Hour))
 	f.wait(t) // the round
 	f.wait(t) // the changed key
 	snap = f.compile(ref)
@@ -158,8 +158,8 @@ func TestKMSKeyAWS(t *testing.T) {
 	expectVerdict(t, messages(ptr(decide(t, snap, v, f.signed(t, "rotated", rotated).String()))), "")
 
 	// A key no policy names any more is dropped at the round after next.
-	verify.KMSTick(f.keys, time.Now().Add(3*time.Hour))
-	verify.KMSTick(f.keys, time.Now().Add(4*time.Hour))
+	verify.RemoteTick(f.keys, time.Now().Add(3*time.Hour))
+	verify.RemoteTick(f.keys, time.Now().Add(4*time.Hour))
 	if n := f.keys.Len(); n != 0 {
 		t.Errorf("%d keys cached after no policy named them for a round", n)
 	}

@@ -17,16 +17,25 @@ import (
 type NamespaceSources struct {
 	Reader    client.Reader
 	Namespace string
-	// KMS holds the public keys of kms key signers; nil: none are read.
-	KMS *KMSKeys
+	// Remote holds the public keys of kms key signers and the trusted roots of TUF
+	// repositories; nil: none are read.
+	Remote *Remote
+}
+
+// TUFRoot implements TUFSource.
+func (s NamespaceSources) TUFRoot(mirror string, initialRoot []byte) ([]byte, error) {
+	if s.Remote == nil {
+		return nil, fmt.Errorf("the trusted root of %s: this manager reads no TUF repositories", mirror)
+	}
+	return s.Remote.TUFRoot(mirror, initialRoot)
 }
 
 // KMSKey implements KMSSource.
 func (s NamespaceSources) KMSKey(ref string) (crypto.PublicKey, error) {
-	if s.KMS == nil {
+	if s.Remote == nil {
 		return nil, fmt.Errorf("kms %q: this manager reads no KMS keys", ref)
 	}
-	return s.KMS.KMSKey(ref)
+	return s.Remote.KMSKey(ref)
 }
 
 const sourceTimeout = 5 * time.Second

@@ -115,6 +115,23 @@ func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, error) {
 		t.root = tr
 		h.Write([]byte(data))
 	}
+	tufRoots, raw, err := loadTUFRoots(src, rules.TUFRoots)
+	if err != nil {
+		return nil, err
+	}
+	if len(tufRoots) > 0 {
+		// Several roots at once (a ConfigMap's and each repository's): a signature counts
+		// when any of them vouches for it.
+		all := root.TrustedMaterialCollection(tufRoots)
+		if rules.TrustedRoot.Name != "" {
+			all = append(root.TrustedMaterialCollection{t.root}, all...)
+		}
+		t.root = all
+		for _, b := range raw {
+			h.Write(b)
+		}
+	}
+	hasRoot := rules.TrustedRoot.Name != "" || len(rules.TUFRoots) > 0
 	for i := range rules.Signers {
 		sp := &rules.Signers[i]
 		s := signer{name: sp.Name}
@@ -149,8 +166,8 @@ func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, error) {
 			s.key = v
 			h.Write(pem)
 		case sp.Keyless.IsSet():
-			if rules.TrustedRoot.Name == "" {
-				return nil, fmt.Errorf("signers[%d] %q: keyless signers need trustedRoot", i, sp.Name)
+			if !hasRoot {
+				return nil, fmt.Errorf("signers[%d] %q: keyless signers need trustedRoot or tufRoots", i, sp.Name)
 			}
 			for j := range sp.Keyless.Identities {
 				id, err := compileIdentity(&sp.Keyless.Identities[j])
@@ -174,8 +191,8 @@ func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, error) {
 		}
 		t.signers = append(t.signers, s)
 	}
-	if t.tlog && rules.TrustedRoot.Name == "" {
-		return nil, errors.New("trustedRoot is required for transparencyLog: Required")
+	if t.tlog && !hasRoot {
+		return nil, errors.New("trustedRoot or tufRoots is required for transparencyLog: Required")
 	}
 	var names []string
 	for i := range t.signers {
