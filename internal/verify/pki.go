@@ -97,17 +97,9 @@ func (r *sanRule) check(cert *x509.Certificate) error {
 func compileCertificateSigner(src Sources, c *v1alpha1.CertificateSigner, base root.TrustedMaterial) (*pkiMaterial, *sanRule, []byte, error) {
 	data := []byte(c.CertificateChain)
 	if ref := c.ConfigMapRef; ref.Name != "" {
-		key := ref.Key
-		if key == "" {
-			key = "ca.crt"
-		}
-		cm, err := src.ConfigMap(string(ref.Name))
+		s, err := configMapKey(src, "certificate.configMapRef", ref.Name, or(ref.Key, "ca.crt"))
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("certificate.configMapRef: ConfigMap %q: %w", ref.Name, err)
-		}
-		s, ok := cm.Data[key]
-		if !ok {
-			return nil, nil, nil, fmt.Errorf("certificate.configMapRef: ConfigMap %q has no key %q", ref.Name, key)
+			return nil, nil, nil, err
 		}
 		data = []byte(s)
 	}

@@ -96,17 +96,10 @@ func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, error) {
 		return nil, fmt.Errorf("requiredSigners is %d, but the rule has %d %s", t.required, len(rules.Signers), text.Plural(len(rules.Signers), "signer", "signers"))
 	}
 	if ref := rules.TrustedRoot; ref.Name != "" {
-		key := ref.Key
-		if key == "" {
-			key = "trusted_root.json"
-		}
-		cm, err := src.ConfigMap(string(ref.Name))
+		key := or(ref.Key, "trusted_root.json")
+		data, err := configMapKey(src, "trustedRoot", ref.Name, key)
 		if err != nil {
-			return nil, fmt.Errorf("trustedRoot: ConfigMap %q: %w", ref.Name, err)
-		}
-		data, ok := cm.Data[key]
-		if !ok {
-			return nil, fmt.Errorf("trustedRoot: ConfigMap %q has no key %q", ref.Name, key)
+			return nil, err
 		}
 		tr, err := root.NewTrustedRootFromJSON([]byte(data))
 		if err != nil {
@@ -234,6 +227,20 @@ func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, error) {
 	}
 	t.version = hex.EncodeToString(h.Sum(nil))[:16]
 	return t, nil
+}
+
+// configMapKey reads one key of a ConfigMap of imagegate's namespace; field names the
+// reference in errors.
+func configMapKey(src Sources, field string, name v1alpha1.ObjectName, key string) (string, error) {
+	cm, err := src.ConfigMap(string(name))
+	if err != nil {
+		return "", fmt.Errorf("%s: ConfigMap %q: %w", field, name, err)
+	}
+	data, ok := cm.Data[key]
+	if !ok {
+		return "", fmt.Errorf("%s: ConfigMap %q has no key %q", field, name, key)
+	}
+	return data, nil
 }
 
 // anchored makes a regular expression match in full, as the API documents (cosign's

@@ -89,17 +89,9 @@ func loadTUFRoots(src Sources, roots []v1alpha1.TUFRoot) ([]root.TrustedMaterial
 	for i, tr := range roots {
 		initial := tuf.DefaultRoot()
 		if ref := tr.Root; ref.Name != "" {
-			key := ref.Key
-			if key == "" {
-				key = "root.json"
-			}
-			cm, err := src.ConfigMap(string(ref.Name))
+			s, err := configMapKey(src, fmt.Sprintf("tufRoots[%d]: root", i), ref.Name, or(ref.Key, "root.json"))
 			if err != nil {
-				return nil, nil, fmt.Errorf("tufRoots[%d]: root: ConfigMap %q: %w", i, ref.Name, err)
-			}
-			s, ok := cm.Data[key]
-			if !ok {
-				return nil, nil, fmt.Errorf("tufRoots[%d]: root: ConfigMap %q has no key %q", i, ref.Name, key)
+				return nil, nil, err
 			}
 			initial = []byte(s)
 		} else if tr.Mirror != v1alpha1.SigstoreMirror {
