@@ -122,6 +122,8 @@ bench: build ## Measure imagegate against OPA (Gatekeeper Rego), cel-go (VAP), a
 	../../bin/bench -root ../.. -layers '$(LAYERS)' -out '$(BENCH_OUT)' -command 'make bench$(if $(filter-out engine$(comma)server$(comma)apiserver$(comma)interleaved$(comma)verify$(comma)podwatch,$(LAYERS)), LAYERS=$(LAYERS))$(if $(filter-out docs/benchmarks.md,$(BENCH_OUT)), BENCH_OUT=$(BENCH_OUT))' -k8s-bin "$$assets" -gatekeeper-module "$$gk" -kyverno-module "$$ky"
 	@echo "==> Signature and attestation verification: admission with a warm verify cache beside the same Pod without a verify rule, the pinning webhook, a cold verification on a loopback registry (signature alone, and with a 200-finding Trivy scan; p50, p99, registry requests), a cached one, and the audit's cost per running image with and without a verify rule"
 	go test -run '^$$' -bench 'BenchmarkPodHandler|BenchmarkColdVerification|BenchmarkCachedVerification' -benchmem ./internal/webhook/ ./internal/verify/
+	@echo "==> The memory of the caches of trust material and registry tokens: 1,000 KMS public keys, and the image credential providers' cache full (1,024 ECR-sized tokens)"
+	go test -run '^$$' -bench 'BenchmarkRemoteCacheMemory|BenchmarkCacheMemory' -benchtime 3x ./internal/verify/ ./internal/credentials/
 	go test -run '^$$' -bench 'BenchmarkAuditRunningImages' -benchtime 20x -benchmem ./internal/controller/
 
 .PHONY: sizing

@@ -74,8 +74,8 @@ func newCheck(stdin io.Reader, code *int) *cobra.Command {
 
 		failOnWarn, failIfNothingChecked bool
 
-		podTemplates                   []string
-		providerConfig, providerBinDir string
+		podTemplates                                     []string
+		providerConfig, providerBinDir, cloudCredentials string
 
 		fromCluster                          bool
 		kubeconfig, kubeContext, imagegateNS string
@@ -144,6 +144,21 @@ invalid (or, with --fail-if-nothing-checked, nothing was checked).`,
 				}
 				keychain = providers
 			}
+			if cloudCredentials != "" {
+				var list []string
+				for _, c := range strings.Split(cloudCredentials, ",") {
+					list = append(list, strings.TrimSpace(c))
+				}
+				cloud, err := credentials.NewCloud(list)
+				if err != nil {
+					return fmt.Errorf("--cloud-registry-credentials: %w", err)
+				}
+				if keychain != nil {
+					keychain = authn.NewMultiKeychain(keychain, cloud)
+				} else {
+					keychain = cloud
+				}
+			}
 			report, err := check.Run(cmd.Context(), check.Options{
 				Keychain: keychain,
 				Cluster:  cluster, ClusterName: clusterName, ClusterNamespace: imagegateNS,
@@ -177,6 +192,7 @@ invalid (or, with --fail-if-nothing-checked, nothing was checked).`,
 	cmd.Flags().StringArrayVar(&podTemplates, "pod-template", nil, "KIND.GROUP=PATH: objects of that kind keep a pod template (metadata and spec) at PATH and are checked by it, e.g. Rollout.argoproj.io=spec.template (repeatable)")
 	cmd.Flags().StringVar(&providerConfig, "image-credential-provider-config", "", "a kubelet CredentialProviderConfig file: its image credential provider plugins give the credentials of the registries they match, before the Docker credentials (as the manager's flag of the same name)")
 	cmd.Flags().StringVar(&providerBinDir, "image-credential-provider-bin-dir", "", "the directory holding the plugins --image-credential-provider-config names")
+	cmd.Flags().StringVar(&cloudCredentials, "cloud-registry-credentials", "", "comma-separated clouds whose registries are read with your cloud identity, before the Docker credentials: ecr, google, acr (as the manager's flag of the same name)")
 	cmd.Flags().BoolVar(&fromCluster, "cluster", false, "also read the policies and exceptions in force, the Namespaces' labels and the Secrets and ConfigMaps of imagegate's namespace from the cluster of the current kubeconfig context (a policy in the --policy files replaces the cluster's of the same name)")
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "with --cluster: the kubeconfig file (default $KUBECONFIG, then ~/.kube/config)")
 	cmd.Flags().StringVar(&kubeContext, "context", "", "with --cluster: the kubeconfig context (default its current one)")

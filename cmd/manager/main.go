@@ -67,6 +67,7 @@ type options struct {
 	namespaceInternalRegistries                string
 	credentialProviderConfig                   string
 	credentialProviderBinDir                   string
+	cloudRegistryCredentials                   string
 	pinScope                                   string
 	auditInterval, eventInterval, drain        time.Duration
 	exceptionExpiryWarning                     time.Duration
@@ -77,6 +78,11 @@ type options struct {
 func (o *options) validate() error {
 	if (o.credentialProviderConfig == "") != (o.credentialProviderBinDir == "") {
 		return errors.New("--image-credential-provider-config and --image-credential-provider-bin-dir go together")
+	}
+	if o.cloudRegistryCredentials != "" {
+		if _, err := credentials.NewCloud(splitList(o.cloudRegistryCredentials)); err != nil {
+			return fmt.Errorf("--cloud-registry-credentials: %w", err)
+		}
 	}
 	if o.pullSecretsFromPods && o.clientCA == "" {
 		// A review's namespace and pull-secret names are the caller's word: without client
@@ -99,6 +105,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.StringVar(&o.namespaceInternalRegistries, verify.NamespaceInternalRegistriesFlag, "", "Comma-separated registries (host or host:port, as images name them) on internal addresses that the verify rules of namespaces' ImagePolicies may make imagegate read, such as the cluster's own registry. For any other registry those rules reach only public addresses, so that a namespace cannot point imagegate at the cluster's network. ClusterImagePolicies are not limited.")
 	fs.StringVar(&o.credentialProviderConfig, "image-credential-provider-config", "", "A kubelet CredentialProviderConfig file (kubelet.config.k8s.io/v1): its image credential provider plugins give the credentials for the registries they match (ECR, Artifact Registry, ACR... through the manager's own cloud identity), for verify rules without pullSecrets. Empty: none.")
 	fs.StringVar(&o.credentialProviderBinDir, "image-credential-provider-bin-dir", "", "The directory holding the plugins that --image-credential-provider-config names.")
+	fs.StringVar(&o.cloudRegistryCredentials, "cloud-registry-credentials", "", "Comma-separated clouds whose registries the manager reads with its own cloud identity, for verify rules without pullSecrets (after the image credential providers): ecr (the AWS SDK's default chain: IRSA, EKS Pod Identity), google (application default credentials: GKE Workload Identity), acr (Azure workload identity exchanged for an ACR refresh token). Empty: none.")
 	fs.BoolVar(&o.leaderElection, "leader-elect", false, "Elect a leader among replicas to write policy status and run the audit; every replica serves the webhook.")
 	fs.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease; empty: the manager's own namespace (in a cluster).")
 	fs.StringVar(&o.certDir, "webhook-cert-path", "", "Directory holding the webhook serving certificate, reloaded when it changes (the installation sets it). Empty: a self-signed certificate made at start, which no apiserver trusts unless told to; for `make run` and local development only.")
@@ -223,6 +230,15 @@ func main() {
 			log.Info("An image credential provider failed", "provider", provider, "stderr", stderr)
 		}
 		keychain = providers
+	}
+	if o.cloudRegistryCredentials != "" {
+		cloud, err := credentials.NewCloud(splitList(o.cloudRegistryCredentials))
+		must(log, err, "reading --cloud-registry-credentials")
+		if keychain != nil {
+			keychain = authn.NewMultiKeychain(keychain, cloud)
+		} else {
+			keychain = cloud
+		}
 	}
 	verifier := verify.New(verify.Options{
 		Keychain:                    keychain,

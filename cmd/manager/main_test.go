@@ -193,3 +193,21 @@ func TestCredentialProviderFlagsGoTogether(t *testing.T) {
 		}
 	}
 }
+
+func TestCloudRegistryCredentialsFlag(t *testing.T) {
+	for args, want := range map[string]string{
+		"--cloud-registry-credentials=ecr,google,acr": "",
+		"--cloud-registry-credentials=ecr, acr":       "",
+		"--cloud-registry-credentials=ecr,quay":       `--cloud-registry-credentials: unknown cloud registry provider "quay" (ecr, google, acr)`,
+	} {
+		fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+		o := bindFlags(fs)
+		if err := fs.Parse([]string{args}); err != nil {
+			t.Fatal(err)
+		}
+		err := o.validate()
+		if (want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), want)) {
+			t.Errorf("%s: validate() = %v, want %q", args, err, want)
+		}
+	}
+}

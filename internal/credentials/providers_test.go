@@ -2,8 +2,11 @@ package credentials
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -230,4 +233,27 @@ func TestWaitIsBoundedByTheDeadline(t *testing.T) {
 	if _, err := ps.credentials(ctx, p, "registry.io/acme/app"); err == nil || !strings.Contains(err.Error(), "waiting for another run for registry.io: context deadline exceeded") {
 		t.Errorf("got %v", err)
 	}
+}
+
+// BenchmarkCacheMemory measures the credential cache full (maxCacheEntries), each entry an
+// ECR-sized token (an ECR password is about 2.5 KB of base64), and reports the heap it holds.
+func BenchmarkCacheMemory(b *testing.B) {
+	token := strings.Repeat("A", 2500)
+	var held float64
+	for b.Loop() {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		ps := &Providers{now: time.Now, cache: map[string]entry{}}
+		for i := range maxCacheEntries {
+			key := fmt.Sprintf("ecr-credential-provider/%012d.dkr.ecr.us-east-1.amazonaws.com", i)
+			ps.cache[key] = entry{auth: authn.AuthConfig{Username: "AWS", Password: token + strconv.Itoa(i)}, expires: time.Now().Add(12 * time.Hour)}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		held = float64(after.HeapAlloc) - float64(before.HeapAlloc)
+		runtime.KeepAlive(ps)
+	}
+	b.ReportMetric(held/1024, "KiB-full-cache")
+	b.ReportMetric(held/maxCacheEntries, "B/entry")
 }

@@ -2,8 +2,11 @@ package verify_test
 
 import (
 	"context"
+	"crypto"
 	"fmt"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -195,4 +198,43 @@ func BenchmarkColdVerificationCredentials(b *testing.B) {
 			b.ReportMetric(float64(reg.Requests()-requests)/float64(b.N), "registry-requests/op")
 		})
 	}
+}
+
+// BenchmarkRemoteCacheMemory measures the manager's cache of KMS public keys with 1,000 keys
+// fetched (ECDSA P-256, as cosign generates them in a KMS), and reports the heap it holds.
+func BenchmarkRemoteCacheMemory(b *testing.B) {
+	const n = 1000
+	keys := make([]crypto.PublicKey, n)
+	for i := range keys {
+		k, err := registrytest.NewKey()
+		if err != nil {
+			b.Fatal(err)
+		}
+		keys[i] = k.Public()
+	}
+	var held float64
+	for b.Loop() {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		r := &verify.Remote{FetchKMS: func(_ context.Context, ref string) (crypto.PublicKey, error) {
+			i, _ := strconv.Atoi(strings.TrimPrefix(ref, "hashivault://key-"))
+			return keys[i], nil
+		}}
+		for i := range n {
+			ref := fmt.Sprintf("hashivault://key-%d", i)
+			for {
+				if _, err := r.KMSKey(ref); err == nil {
+					break
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		held = float64(after.HeapAlloc) - float64(before.HeapAlloc)
+		runtime.KeepAlive(r)
+	}
+	b.ReportMetric(held/1024, "KiB-1000-keys")
+	b.ReportMetric(held/n, "B/key")
 }

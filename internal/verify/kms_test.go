@@ -12,7 +12,7 @@ import (
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/verify"
-	"github.com/imagegate/imagegate/test/utils/kmstest"
+	"github.com/imagegate/imagegate/test/utils/cloudtest"
 	"github.com/imagegate/imagegate/test/utils/registrytest"
 )
 
@@ -107,7 +107,7 @@ func hermeticAWS(t *testing.T, endpoint string) {
 
 func TestKMSKeyAWS(t *testing.T) {
 	f := newKMSFixture(t)
-	aws := kmstest.NewAWS("AKIAIMAGEGATESTATIC1")
+	aws := cloudtest.NewAWS("AKIAIMAGEGATESTATIC1")
 	t.Cleanup(aws.Close)
 	hermeticAWS(t, aws.URL)
 	t.Setenv("AWS_ACCESS_KEY_ID", "AKIAIMAGEGATESTATIC1")
@@ -167,7 +167,7 @@ func TestKMSKeyAWS(t *testing.T) {
 
 func TestKMSKeyAWSWebIdentity(t *testing.T) {
 	f := newKMSFixture(t)
-	aws := kmstest.NewAWS(kmstest.AssumedAccessKeyID)
+	aws := cloudtest.NewAWS(cloudtest.AssumedAccessKeyID)
 	t.Cleanup(aws.Close)
 	hermeticAWS(t, aws.URL)
 	// IRSA: the projected service account token and the role, as EKS's webhook sets them.
@@ -199,7 +199,7 @@ func TestKMSKeyAWSWebIdentity(t *testing.T) {
 
 func TestKMSKeyVault(t *testing.T) {
 	f := newKMSFixture(t)
-	vault := kmstest.NewVault("s.imagegate")
+	vault := cloudtest.NewVault("s.imagegate")
 	t.Cleanup(vault.Close)
 	t.Setenv("VAULT_ADDR", vault.URL)
 	t.Setenv("VAULT_TOKEN", "s.imagegate")

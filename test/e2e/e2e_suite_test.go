@@ -20,7 +20,8 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
-	"github.com/imagegate/imagegate/test/utils/kmstest"
+	"github.com/imagegate/imagegate/test/utils/cloudtest"
+	"github.com/imagegate/imagegate/test/utils/credentialtest"
 	"github.com/imagegate/imagegate/test/utils/localcluster"
 )
 
@@ -34,10 +35,20 @@ var (
 	hostIP net.IP
 	// awsKMS is the AWS KMS the manager reads kms keys from, with its static credentials (on
 	// EKS the SDK's default chain finds IRSA's or Pod Identity's instead).
-	awsKMS *kmstest.AWS
+	awsKMS *cloudtest.AWS
 )
 
 const e2eAccessKeyID = "AKIAIMAGEGATEE2E0001"
+
+// The registry of the verify specs wants a password; the manager's image credential provider
+// (a kubelet plugin, configured in BeforeSuite) answers for it.
+const (
+	verifyRegistryUser     = "ci"
+	verifyRegistryPassword = "e2e-s3cret"
+)
+
+// verifyRegistryHost is the address the verify specs' registry listens on.
+var verifyRegistryHost string
 
 func TestE2E(t *testing.T) {
 	RegisterFailHandler(Fail)
@@ -77,7 +88,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	if hostIP != nil {
 		ips = append(ips, hostIP)
 	}
-	awsKMS = kmstest.NewAWS(e2eAccessKeyID)
+	awsKMS = cloudtest.NewAWS(e2eAccessKeyID)
 	DeferCleanup(awsKMS.Close)
 	for k, v := range map[string]string{
 		"AWS_ENDPOINT_URL_KMS": awsKMS.URL, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": e2eAccessKeyID, "AWS_SECRET_ACCESS_KEY": "e2e",
@@ -85,10 +96,17 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	} {
 		Expect(os.Setenv(k, v)).To(Succeed()) // the manager's environment
 	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	verifyRegistryHost = l.Addr().String()
+	Expect(l.Close()).To(Succeed())
+	pluginDir := credentialtest.Plugin(GinkgoT())
+	providerConfig := credentialtest.Config(GinkgoT(), verifyRegistryHost, verifyRegistryUser, verifyRegistryPassword)
 	manager, err = cluster.StartManager(ctx, localcluster.ManagerOptions{
 		Binary:   filepath.Join(root, "bin", "manager"),
 		DNSNames: certificateDNSNames(),
 		IPs:      ips,
+		Args:     []string{"--image-credential-provider-config=" + providerConfig, "--image-credential-provider-bin-dir=" + pluginDir},
 	})
 	Expect(err).NotTo(HaveOccurred())
 	Expect(manager.RegisterWebhook(root)).To(Succeed())

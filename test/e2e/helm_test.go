@@ -135,8 +135,17 @@ var _ = Describe("The Helm chart", Ordered, func() {
 		Expect(json.Unmarshal([]byte(kubectl("get", "deployment", fullname+"-controller-manager", "-n", ns, "-o=json")), &dep)).To(Succeed())
 		pod := dep.Spec.Template.Spec
 		Expect(pod.Containers).To(HaveLen(1))
-		Expect(pod.Volumes).To(HaveLen(1))
-		Expect(pod.Volumes[0].Secret.SecretName).To(Equal("webhook-server-cert"))
+		// The serving certificate's Secret, and an emptyDir for the TUF metadata.
+		Expect(pod.Volumes).To(HaveLen(2))
+		volumes, mounts := map[string]string{}, map[string]string{}
+		for _, v := range pod.Volumes {
+			volumes[v.Name] = v.Secret.SecretName
+		}
+		for _, m := range pod.Containers[0].VolumeMounts {
+			mounts[m.Name] = m.MountPath
+		}
+		Expect(volumes).To(HaveKeyWithValue("webhook-certs", "webhook-server-cert"))
+		Expect(volumes).To(HaveKey("tuf-cache"))
 
 		// The mounted Secret.
 		certDir := filepath.Join(cluster.Dir, "helm-certs")
@@ -165,8 +174,11 @@ var _ = Describe("The Helm chart", Ordered, func() {
 			case strings.HasPrefix(a, "--metrics-bind-address="):
 				a = "--metrics-bind-address=127.0.0.1:" + strconv.Itoa(metricsPort)
 			case strings.HasPrefix(a, "--webhook-cert-path="):
-				Expect(a).To(Equal("--webhook-cert-path=" + pod.Containers[0].VolumeMounts[0].MountPath))
+				Expect(a).To(Equal("--webhook-cert-path=" + mounts["webhook-certs"]))
 				a = "--webhook-cert-path=" + certDir
+			case strings.HasPrefix(a, "--tuf-cache-dir="):
+				Expect(a).To(Equal("--tuf-cache-dir=" + mounts["tuf-cache"]))
+				a = "--tuf-cache-dir=" + filepath.Join(cluster.Dir, "helm-tuf-cache")
 			case a == "--shutdown-drain=10s":
 				a = "--shutdown-drain=500ms"
 			}

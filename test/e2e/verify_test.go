@@ -28,8 +28,8 @@ var _ = Describe("Verifying signatures", Ordered, func() {
 	const (
 		ns       = "e2e-verify"
 		system   = "imagegate-system"
-		user     = "ci"
-		password = "e2e-s3cret"
+		user     = verifyRegistryUser
+		password = verifyRegistryPassword
 	)
 	var (
 		host     string
@@ -64,10 +64,8 @@ spec:
 		build.Dir = root
 		out, err := build.CombinedOutput()
 		Expect(err).NotTo(HaveOccurred(), "building hack/registry: %s", out)
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		Expect(err).NotTo(HaveOccurred())
-		host = l.Addr().String()
-		Expect(l.Close()).To(Succeed())
+		// The address the manager's image credential provider answers for (BeforeSuite).
+		host = verifyRegistryHost
 		registry = exec.Command(bin, "--addr", host, "--user", user, "--password", password)
 		registry.Stdout, registry.Stderr = GinkgoWriter, GinkgoWriter
 		Expect(registry.Start()).To(Succeed())
@@ -292,6 +290,35 @@ spec:
 			return kubectl("get", "clusterimagepolicy", "e2e-kms-missing", "-o=jsonpath={.status.conditions[?(@.type=='Ready')].message}")
 		}).WithTimeout(30 * time.Second).Should(And(
 			ContainSubstring("the public key of awskms:///alias/e2e-missing could not be fetched"), ContainSubstring("NotFoundException")))
+	})
+
+	It("reads a registry that wants a password with the nodes' image credential provider, without a pull secret", func() {
+		d, err := registrytest.PushTo(host, "cred/app", "1", creds)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(key.Sign(d, creds)).To(Succeed())
+		pem := strings.ReplaceAll(strings.TrimSpace(key.PublicKeyPEM()), "\n", "\n          ")
+		r := apply(fmt.Sprintf(`apiVersion: imagegate.io/v1alpha1
+kind: ClusterImagePolicy
+metadata:
+  name: e2e-credential-provider
+spec:
+  namespaceSelector:
+    matchLabels: {kubernetes.io/metadata.name: %s}
+  verify:
+    images: ["%s/cred/app"]
+    transparencyLog: Skip
+    signers:
+    - name: release
+      key:
+        publicKey: |
+          %s
+`, ns, host, pem))
+		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
+		DeferCleanup(func() { run("delete", "clusterimagepolicy", "e2e-credential-provider") })
+		kubectl("wait", "--for=condition=Ready", "clusterimagepolicy/e2e-credential-provider", "--timeout=30s")
+		// The registry refuses anonymous reads: only the plugin's password gets the signature.
+		Expect(kubectl("run", "cred-signed", "-n", ns, "--image="+host+"/cred/app:1")).To(ContainSubstring("pod/cred-signed created"))
+		Expect(kubectl("get", "pod", "cred-signed", "-n", ns, "-o=jsonpath={.spec.containers[0].image}")).To(Equal(host + "/cred/app:1@" + d.DigestStr()))
 	})
 
 	It("refuses to let a namespace's ImagePolicy make imagegate read a registry on an internal address", func() {

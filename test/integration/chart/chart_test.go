@@ -688,3 +688,15 @@ func TestChartExtraEnv(t *testing.T) {
 		t.Errorf("an invalid variable name: %v, want an error naming extraEnv", err)
 	}
 }
+
+func TestChartCloudRegistryCredentials(t *testing.T) {
+	objs := index(mustRender(t, "image.repository=ghcr.io/imagegate/imagegate", "cloudRegistryCredentials={ecr,acr}"))
+	pod := objs["Deployment "+namespace+"/imagegate-controller-manager"]["spec"].(map[string]any)["template"].(map[string]any)
+	args := fmt.Sprint(pod["spec"].(map[string]any)["containers"].([]any)[0].(map[string]any)["args"])
+	if !strings.Contains(args, "--cloud-registry-credentials=ecr,acr") {
+		t.Errorf("args %s lack --cloud-registry-credentials=ecr,acr", args)
+	}
+	if _, err := render(t, "image.repository=ghcr.io/imagegate/imagegate", "cloudRegistryCredentials={quay}"); err == nil || !strings.Contains(err.Error(), "cloudRegistryCredentials") {
+		t.Errorf("an unknown cloud: %v, want an error naming cloudRegistryCredentials", err)
+	}
+}

@@ -6,14 +6,21 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"testing"
 )
+
+// TB is what the helpers need of a test: testing.TB, or Ginkgo's GinkgoT().
+type TB interface {
+	Helper()
+	TempDir() string
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+}
 
 // Name is the plugin's file name in the bin directory Plugin returns.
 const Name = "fake-provider"
 
 // Plugin builds the plugin into a new bin directory and returns the directory.
-func Plugin(tb testing.TB) string {
+func Plugin(tb TB) string {
 	tb.Helper()
 	dir := tb.TempDir()
 	out, err := exec.Command("go", "build", "-o", filepath.Join(dir, Name), "github.com/imagegate/imagegate/internal/credentials/testdata/plugin").CombinedOutput()
@@ -25,7 +32,7 @@ func Plugin(tb testing.TB) string {
 
 // Config writes a CredentialProviderConfig in which the plugin answers for host with user
 // and password, and returns its path.
-func Config(tb testing.TB, host, user, password string) string {
+func Config(tb TB, host, user, password string) string {
 	tb.Helper()
 	p := filepath.Join(tb.TempDir(), "config.yaml")
 	body := `apiVersion: kubelet.config.k8s.io/v1

@@ -1,9 +1,10 @@
-// Package kmstest serves the parts of key management services and cloud identity endpoints
-// that imagegate's KMS key signers use, as their documentation and SDKs define them: AWS
-// KMS's GetPublicKey and DescribeKey (JSON 1.1 over HTTP, SigV4-signed) with STS's
-// AssumeRoleWithWebIdentity (IRSA), and Vault's transit engine. Each checks the identity the
-// caller presents, counts requests, and can fail or rotate its key.
-package kmstest
+// Package cloudtest serves the parts of the clouds' APIs that imagegate uses, as their
+// documentation and SDKs define them: AWS KMS's GetPublicKey and DescribeKey and ECR's
+// GetAuthorizationToken (JSON 1.1 over HTTP, SigV4-signed) with STS's
+// AssumeRoleWithWebIdentity (IRSA); Vault's transit engine; the GCE metadata server's token;
+// Azure AD's token endpoint with ACR's token exchange. Each checks the identity the caller
+// presents, counts requests, and can fail or rotate its key.
+package cloudtest
 
 import (
 	"crypto/sha256"
@@ -96,8 +97,12 @@ func (a *AWS) serve(w http.ResponseWriter, r *http.Request) {
 		a.sts(w, r)
 		return
 	}
-	// SigV4: Authorization: AWS4-HMAC-SHA256 Credential=<key id>/<date>/<region>/kms/aws4_request, ...
+	// SigV4: Authorization: AWS4-HMAC-SHA256 Credential=<key id>/<date>/<region>/<service>/aws4_request, ...
 	auth := r.Header.Get("Authorization")
+	if strings.HasPrefix(r.Header.Get("X-Amz-Target"), "AmazonEC2ContainerRegistry") {
+		a.ecr(w, r, auth)
+		return
+	}
 	if !strings.Contains(auth, "Credential="+a.AccessKeyID+"/") || !strings.Contains(auth, "/kms/aws4_request") {
 		awsError(w, http.StatusBadRequest, "UnrecognizedClientException", "The security token included in the request is invalid.")
 		return
@@ -132,6 +137,34 @@ func (a *AWS) serve(w http.ResponseWriter, r *http.Request) {
 	default:
 		awsError(w, http.StatusBadRequest, "UnknownOperationException", r.Header.Get("X-Amz-Target"))
 	}
+}
+
+// ECRPassword is the password ECR's authorization tokens carry (user AWS).
+const ECRPassword = "ecr-t0ken"
+
+// ecr answers GetAuthorizationToken, as ECR does: a base64 "AWS:<password>" valid 12 hours.
+func (a *AWS) ecr(w http.ResponseWriter, r *http.Request, auth string) {
+	if !strings.Contains(auth, "Credential="+a.AccessKeyID+"/") || !strings.Contains(auth, "/ecr/aws4_request") {
+		awsError(w, http.StatusBadRequest, "UnrecognizedClientException", "The security token included in the request is invalid.")
+		return
+	}
+	a.mu.Lock()
+	failing := a.failing
+	a.mu.Unlock()
+	if failing {
+		awsError(w, http.StatusBadRequest, "AccessDeniedException", "User is not authorized to perform: ecr:GetAuthorizationToken")
+		return
+	}
+	if r.Header.Get("X-Amz-Target") != "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken" {
+		awsError(w, http.StatusBadRequest, "UnknownOperationException", r.Header.Get("X-Amz-Target"))
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+	_ = json.NewEncoder(w).Encode(map[string]any{"authorizationData": []map[string]any{{
+		"authorizationToken": base64.StdEncoding.EncodeToString([]byte("AWS:" + ECRPassword)),
+		"expiresAt":          float64(time.Now().Add(12 * time.Hour).Unix()),
+		"proxyEndpoint":      "https://111122223333.dkr.ecr.us-east-1.amazonaws.com",
+	}}})
 }
 
 // sts answers AssumeRoleWithWebIdentity (a form POST, unsigned) for the configured token.
