@@ -80,6 +80,12 @@ func render(t *testing.T, set ...string) ([]object, error) {
 			t.Fatalf("--set %s: %v", s, err)
 		}
 	}
+	return renderValues(t, vals)
+}
+
+// renderValues renders the chart with a values file's contents.
+func renderValues(t *testing.T, vals map[string]any) ([]object, error) {
+	t.Helper()
 	install := action.NewInstall(action.NewConfiguration())
 	install.DryRunStrategy = action.DryRunClient
 	install.Replace = true
