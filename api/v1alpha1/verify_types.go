@@ -85,6 +85,17 @@ type VerifyRules struct {
 	// +kubebuilder:validation:MaxItems=8
 	PullSecrets []ObjectName `json:"pullSecrets,omitempty"`
 
+	// cloudCredentials are cloud identities of the manager that this rule also reads its
+	// registries with, besides its pullSecrets and the manager's defaults
+	// (--cloud-registry-credentials): ECR (the AWS SDK's chain: IRSA, EKS Pod Identity),
+	// Google (application default credentials: GKE Workload Identity), ACR (Azure workload
+	// identity exchanged for an ACR refresh token). Only on ClusterImagePolicy.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=3
+	CloudCredentials []CloudCredentialProvider `json:"cloudCredentials,omitempty"`
+
 	// attestations are the signed attestations each covered image must also carry (`cosign
 	// attest`), checked at the digest the Pod runs: a vulnerability scan with limits on its
 	// findings and its age, or any other predicate (for example SLSA provenance) that must
@@ -97,9 +108,21 @@ type VerifyRules struct {
 	Attestations []AttestationRule `json:"attestations,omitempty"`
 }
 
+// CloudCredentialProvider is a cloud whose registries imagegate reads with the manager's
+// identity.
+// +kubebuilder:validation:Enum=ECR;Google;ACR
+type CloudCredentialProvider string
+
+// Cloud credential providers.
+const (
+	CloudECR    CloudCredentialProvider = "ECR"
+	CloudGoogle CloudCredentialProvider = "Google"
+	CloudACR    CloudCredentialProvider = "ACR"
+)
+
 // IsSet reports whether the policy has a verify section.
 func (v *VerifyRules) IsSet() bool {
-	return len(v.Signers) > 0 || len(v.Images) > 0 || v.TransparencyLog != "" || v.TrustedRoot.Name != "" || len(v.TUFRoots) > 0 || len(v.PullSecrets) > 0 || len(v.Attestations) > 0
+	return len(v.Signers) > 0 || len(v.Images) > 0 || v.TransparencyLog != "" || v.TrustedRoot.Name != "" || len(v.TUFRoots) > 0 || len(v.PullSecrets) > 0 || len(v.CloudCredentials) > 0 || len(v.Attestations) > 0
 }
 
 // SigstoreMirror is the TUF repository of Sigstore's public instance, whose initial root

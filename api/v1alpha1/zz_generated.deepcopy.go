@@ -733,6 +733,11 @@ func (in *VerifyRules) DeepCopyInto(out *VerifyRules) {
 		*out = make([]ObjectName, len(*in))
 		copy(*out, *in)
 	}
+	if in.CloudCredentials != nil {
+		in, out := &in.CloudCredentials, &out.CloudCredentials
+		*out = make([]CloudCredentialProvider, len(*in))
+		copy(*out, *in)
+	}
 	if in.Attestations != nil {
 		in, out := &in.Attestations, &out.Attestations
 		*out = make([]AttestationRule, len(*in))

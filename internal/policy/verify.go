@@ -153,6 +153,9 @@ func compileVerify(ref Ref, uid types.UID, generation int64, spec *v1alpha1.Veri
 		if len(spec.PullSecrets) > 0 {
 			problems = append(problems, "spec.verify.pullSecrets: an ImagePolicy cannot use Secrets of imagegate's namespace")
 		}
+		if len(spec.CloudCredentials) > 0 {
+			problems = append(problems, "spec.verify.cloudCredentials: an ImagePolicy cannot use the manager's cloud identities")
+		}
 		if len(spec.TUFRoots) > 0 {
 			problems = append(problems, "spec.verify.tufRoots: an ImagePolicy cannot use tufRoots, which make the manager fetch from the repositories they name; use trustedRoot")
 		}

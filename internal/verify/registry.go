@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/imagegate/imagegate/internal/credentials"
 	"github.com/imagegate/imagegate/internal/text"
 	corev1 "k8s.io/api/core/v1"
 )
@@ -453,11 +454,21 @@ func (v *Verifier) remoteOptions(ctx context.Context, reg name.Registry, trust *
 		if trust.keychain != nil {
 			kc = trust.keychain
 		}
-		if pk != nil {
-			// The policy's pull secrets first, then the Pod's own, then the default.
-			kcs := []authn.Keychain{pk.keychain, v.keychain}
+		if pk != nil || len(trust.cloud) > 0 {
+			// The policy's pull secrets first, then its cloud identities, then the Pod's own,
+			// then the default.
+			var kcs []authn.Keychain
 			if trust.keychain != nil {
-				kcs = append([]authn.Keychain{trust.keychain}, kcs...)
+				kcs = append(kcs, trust.keychain)
+			}
+			if len(trust.cloud) > 0 {
+				kcs = append(kcs, v.cloudKeychain(trust.cloud))
+			}
+			if pk != nil {
+				kcs = append(kcs, pk.keychain)
+			}
+			if v.keychain != nil && (trust.keychain == nil || pk != nil) {
+				kcs = append(kcs, v.keychain)
 			}
 			kc = authn.NewMultiKeychain(kcs...)
 		}
@@ -491,3 +502,26 @@ func registryError(registry, operation string, err error) error {
 	}
 	return fmt.Errorf("the registry %s failed while %s: %s", registry, operation, text.Cut(err.Error(), maxReasonLength))
 }
+
+// cloudKeychain is the keychain of the manager's identities in the named clouds, one per
+// list, so that its tokens are shared by every rule that names the same clouds. v.mu is held.
+func (v *Verifier) cloudKeychain(clouds []string) authn.Keychain {
+	key := strings.Join(clouds, ",")
+	if kc, ok := v.clouds[key]; ok {
+		return kc
+	}
+	kc, err := credentials.NewCloud(clouds)
+	if err != nil {
+		// The API's enum allows only known clouds; a keychain that refuses names the problem.
+		return refusingKeychain{err}
+	}
+	if v.clouds == nil {
+		v.clouds = map[string]authn.Keychain{}
+	}
+	v.clouds[key] = kc
+	return kc
+}
+
+type refusingKeychain struct{ err error }
+
+func (r refusingKeychain) Resolve(authn.Resource) (authn.Authenticator, error) { return nil, r.err }

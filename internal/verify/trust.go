@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/sigstore/sigstore-go/pkg/root"
@@ -42,9 +43,11 @@ type Trust struct {
 	tlog bool
 	// keychain holds the credentials of the pull secrets; nil: the Verifier's default.
 	keychain authn.Keychain
-	// credentials identifies keychain (a digest of the secrets), so that registry clients
-	// are shared only between rules with the same credentials.
+	// credentials identifies keychain (a digest of the secrets) and cloud, so that registry
+	// clients are shared only between rules with the same credentials.
 	credentials string
+	// cloud lists the manager's cloud identities the rule also reads with (ecr, google, acr).
+	cloud []string
 	// attestations are the attestation rules, each with the signers it accepts.
 	attestations []*attestationRule
 	// namespaced: the rule is a namespace's ImagePolicy's (Options.NamespaceInternalRegistries).
@@ -224,6 +227,14 @@ func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, error) {
 			return nil, fmt.Errorf("pullSecrets: %w", err)
 		}
 		t.keychain, t.credentials = kc, hex.EncodeToString(ch.Sum(nil))[:16]
+	}
+	for _, c := range rules.CloudCredentials {
+		t.cloud = append(t.cloud, strings.ToLower(string(c)))
+	}
+	if len(t.cloud) > 0 {
+		slices.Sort(t.cloud)
+		t.cloud = slices.Compact(t.cloud)
+		t.credentials += "|cloud=" + strings.Join(t.cloud, ",")
 	}
 	t.version = hex.EncodeToString(h.Sum(nil))[:16]
 	return t, nil

@@ -77,17 +77,19 @@ const NamespaceInternalRegistriesFlag = "namespace-internal-registries"
 type Verifier struct {
 	transport http.RoundTripper
 	keychain  authn.Keychain
-	metrics   *Metrics
-	results   *lru.Cache // string -> entry[*Outcome], passes
-	failures  *lru.Cache // string -> entry[*Outcome], definitive failures
-	tags      *lru.Cache // string -> entry[string], the digest a tag resolves to
-	flight    flight
-	limits    *limiter
-	breaker   *breaker
-	mu        sync.Mutex
-	pullers   map[string]*remote.Puller
-	now       func() time.Time
-	timeout   time.Duration
+	// clouds are the keychains of the manager's cloud identities that rules name, by list.
+	clouds   map[string]authn.Keychain
+	metrics  *Metrics
+	results  *lru.Cache // string -> entry[*Outcome], passes
+	failures *lru.Cache // string -> entry[*Outcome], definitive failures
+	tags     *lru.Cache // string -> entry[string], the digest a tag resolves to
+	flight   flight
+	limits   *limiter
+	breaker  *breaker
+	mu       sync.Mutex
+	pullers  map[string]*remote.Puller
+	now      func() time.Time
+	timeout  time.Duration
 	// tenantInternal is Options.NamespaceInternalRegistries.
 	tenantInternal func(string) bool
 }
