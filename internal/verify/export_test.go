@@ -19,3 +19,19 @@ func Lookups(v *Verifier, namespace string) int {
 
 // RemoteTick runs one refresh tick of r at now.
 func RemoteTick(r *Remote, now time.Time) { r.tick(now) }
+
+// RemoteFetching is how many items of r are being fetched now.
+func RemoteFetching(r *Remote) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, e := range r.entries {
+		if e.fetching {
+			n++
+		}
+	}
+	return n
+}
+
+// SetRemoteClock makes r read the time from now.
+func SetRemoteClock(r *Remote, now func() time.Time) { r.now = now }

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,14 +53,30 @@ type kmsFixture struct {
 	reg     *registrytest.Registry
 	keys    *verify.Remote
 	changed chan struct{}
+	mu      sync.Mutex
+	clock   time.Time
+}
+
+// tick moves the clock on by d and runs a refresh tick then.
+func (f *kmsFixture) tick(d time.Duration) {
+	f.mu.Lock()
+	f.clock = f.clock.Add(d)
+	now := f.clock
+	f.mu.Unlock()
+	verify.RemoteTick(f.keys, now)
 }
 
 func newKMSFixture(t *testing.T) *kmsFixture {
 	t.Helper()
 	reg := registrytest.New(true)
 	t.Cleanup(reg.Close)
-	f := &kmsFixture{reg: reg, changed: make(chan struct{}, 16)}
+	f := &kmsFixture{reg: reg, changed: make(chan struct{}, 16), clock: time.Now()}
 	f.keys = &verify.Remote{Timeout: 5 * time.Second, OnChange: func() { f.changed <- struct{}{} }}
+	verify.SetRemoteClock(f.keys, func() time.Time {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.clock
+	})
 	return f
 }
 
@@ -78,8 +95,20 @@ func (f *kmsFixture) wait(t *testing.T) {
 	t.Helper()
 	select {
 	case <-f.changed:
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("OnChange was not called")
+	}
+}
+
+// settle waits until no fetch is running (the AWS SDK retries a failing KMS for seconds).
+func (f *kmsFixture) settle(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for verify.RemoteFetching(f.keys) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a fetch is still running after a minute")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -136,9 +165,9 @@ func TestKMSKeyAWS(t *testing.T) {
 
 	// The KMS fails: the key in the cache stays in use, and the policy stays in force.
 	aws.Fail(true)
-	verify.RemoteTick(f.keys, time.Now().Add(time.Hour))
+	f.tick(time.Hour)
 	f.wait(t) // the round compiles again
-	time.Sleep(200 * time.Millisecond)
+	f.settle(t)
 	snap = f.compile(ref)
 	if e := policyError(snap); e != "" {
 		t.Fatalf("a KMS outage made the policy invalid: %s", e)
@@ -149,7 +178,7 @@ func TestKMSKeyAWS(t *testing.T) {
 	aws.Fail(false)
 	rotated, _ := registrytest.NewKey()
 	aws.SetKey("alias/release", rotated)
-	verify.RemoteTick(f.keys, time.Now().Add(2*time.Hour))
+	f.tick(time.Hour)
 	f.wait(t) // the round
 	f.wait(t) // the changed key
 	snap = f.compile(ref)
@@ -158,8 +187,9 @@ func TestKMSKeyAWS(t *testing.T) {
 	expectVerdict(t, messages(ptr(decide(t, snap, v, f.signed(t, "rotated", rotated).String()))), "")
 
 	// A key no policy names any more is dropped at the round after next.
-	verify.RemoteTick(f.keys, time.Now().Add(3*time.Hour))
-	verify.RemoteTick(f.keys, time.Now().Add(4*time.Hour))
+	f.tick(time.Hour)
+	f.settle(t)
+	f.tick(time.Hour)
 	if n := f.keys.Len(); n != 0 {
 		t.Errorf("%d keys cached after no policy named them for a round", n)
 	}

@@ -35,6 +35,9 @@ type Remote struct {
 	// Log reports fetches that failed; nil: none.
 	Log func(what string, err error, cached bool)
 
+	// now is the clock (tests); nil: time.Now.
+	now func() time.Time
+
 	mu      sync.Mutex
 	entries map[string]*remoteEntry
 	round   time.Time // when the last refresh round began
@@ -65,8 +68,15 @@ func durationOr(d, def time.Duration) time.Duration {
 
 // get returns the bytes cached under key, or why there are none: being fetched (what from
 // where), or the last failure. fetch fetches them; what names them in messages.
+func (r *Remote) clock() time.Time {
+	if r.now != nil {
+		return r.now()
+	}
+	return time.Now()
+}
+
 func (r *Remote) get(key, what, from string, fetch func(context.Context) ([]byte, error)) ([]byte, error) {
-	now := time.Now()
+	now := r.clock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.entries == nil {
@@ -122,7 +132,7 @@ func (r *Remote) fetch(e *remoteEntry) {
 		err = fmt.Errorf("no answer within %s", r.timeout())
 	}
 	r.mu.Lock()
-	e.fetching, e.attempted = false, time.Now()
+	e.fetching, e.attempted = false, r.clock()
 	var changed bool
 	if err == nil {
 		changed = e.value == nil || !bytes.Equal(value, e.value)
@@ -145,7 +155,7 @@ func (r *Remote) fetch(e *remoteEntry) {
 // Start refreshes the items until ctx ends: a manager.Runnable.
 func (r *Remote) Start(ctx context.Context) error {
 	r.mu.Lock()
-	r.round = time.Now()
+	r.round = r.clock()
 	r.mu.Unlock()
 	t := time.NewTicker(r.retry())
 	defer t.Stop()

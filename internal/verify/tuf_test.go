@@ -120,7 +120,11 @@ func TestTUFRoots(t *testing.T) {
 		defer publicRepo.Fail(false)
 		verify.RemoteTick(remote, time.Now().Add(time.Hour))
 		wait() // the round
-		time.Sleep(500 * time.Millisecond)
+		for deadline := time.Now().Add(60 * time.Second); verify.RemoteFetching(remote) > 0; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("a fetch is still running after a minute")
+			}
+		}
 		if e := policyError(roots(publicTUF)); e != "" {
 			t.Errorf("a TUF outage made the policy invalid: %s", e)
 		}
