@@ -250,6 +250,20 @@ func TestRequiredSigners(t *testing.T) {
 			expectVerdict(t, got, c.want)
 		})
 	}
+	t.Run("two signers with one key are refused where both must sign", func(t *testing.T) {
+		same := []v1alpha1.Signer{keySigner("release", release.PublicKeyPEM()), keySigner("security", release.PublicKeyPEM())}
+		rules := &v1alpha1.VerifyRules{Signers: same, RequiredSigners: 2, TransparencyLog: v1alpha1.TransparencyLogSkip}
+		snap := policy.CompileWith([]v1alpha1.ClusterImagePolicy{clusterPolicy("same", rules)}, nil, policy.Options{Trust: verify.Compiler(f.src)})
+		want := `signers[1] "security" has the same public key as signers[0] "release": with requiredSigners 2, whoever holds that one key would sign as both`
+		if e := snap.PolicyError(policy.Ref{Kind: policy.KindClusterImagePolicy, Name: "same"}); !strings.Contains(e, want) {
+			t.Errorf("got %q, want it to say %q", e, want)
+		}
+		rules.RequiredSigners = 0 // any one suffices: a duplicate is harmless
+		snap = policy.CompileWith([]v1alpha1.ClusterImagePolicy{clusterPolicy("same", rules)}, nil, policy.Options{Trust: verify.Compiler(f.src)})
+		if e := snap.PolicyError(policy.Ref{Kind: policy.KindClusterImagePolicy, Name: "same"}); e != "" {
+			t.Errorf("with one signature required: %s", e)
+		}
+	})
 	t.Run("one keyless signature matching two signers counts once; two do count twice in any order", func(t *testing.T) {
 		acme := keyless("any-acme-workflow", v1alpha1.Identity{Issuer: githubIssuer, SubjectRegExp: `https://github\.com/acme/app/.*`})
 		rel := keyless("release-workflow", v1alpha1.Identity{Issuer: githubIssuer, GitHubWorkflow: v1alpha1.GitHubWorkflow{Repository: "acme/app", Workflow: workflowPath}})

@@ -3,6 +3,7 @@ package verify
 import (
 	"crypto"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -187,6 +188,9 @@ func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, error) {
 		}
 		t.signers = append(t.signers, s)
 	}
+	if err := distinctKeys(t); err != nil {
+		return nil, err
+	}
 	if t.tlog && !hasRoot {
 		return nil, errors.New("trustedRoot or tufRoots is required for transparencyLog: Required")
 	}
@@ -261,6 +265,33 @@ func anchored(re string) string {
 		return ""
 	}
 	return "^(?:" + re + ")$"
+}
+
+// distinctKeys refuses, where several signers must each sign, two key signers with the same
+// public key: whoever holds that one key would sign as both.
+func distinctKeys(t *Trust) error {
+	if t.required < 2 {
+		return nil
+	}
+	seen := map[string]int{}
+	for i := range t.signers {
+		if t.signers[i].key == nil {
+			continue
+		}
+		pub, err := t.signers[i].key.PublicKey()
+		if err != nil {
+			continue
+		}
+		der, err := x509.MarshalPKIXPublicKey(pub)
+		if err != nil {
+			continue
+		}
+		if j, ok := seen[string(der)]; ok {
+			return fmt.Errorf("signers[%d] %q has the same public key as signers[%d] %q: with requiredSigners %d, whoever holds that one key would sign as both", i, t.signers[i].name, j, t.signers[j].name, t.required)
+		}
+		seen[string(der)] = i
+	}
+	return nil
 }
 
 func loadKey(pem []byte) (signature.Verifier, error) {
