@@ -70,8 +70,10 @@ func ParsePattern(s string) (Pattern, error) {
 		// The placeholders are longer than the globs they stand for, and the parser's length
 		// limit is on the path as the runtime would see it: check the grammar with one-character
 		// stand-ins (as valid wherever the placeholders are), and take the path as written. The
-		// host has no glob, so the parser's domain is exact.
-		named, err = reference.ParseNormalizedNamed(strings.ReplaceAll(strings.ReplaceAll(name, "**", "0"), "*", "0") + rest)
+		// host has no glob, so the parser's domain is exact. The stand-in is not a hex digit:
+		// "0" would turn 000...*0 into 64 hex digits, which the parser refuses as an image ID
+		// although the pattern is not one.
+		named, err = reference.ParseNormalizedNamed(strings.ReplaceAll(strings.ReplaceAll(name, "**", "z"), "*", "z") + rest)
 		writtenPath = remainder(name)
 	}
 	if err != nil {
