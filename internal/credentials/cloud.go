@@ -46,7 +46,8 @@ const acrUser = "00000000-0000-0000-0000-000000000000"
 // Cloud is an authn.Keychain for the registries of the clouds it is given, with the
 // manager's identity; for other registries it has nothing (Anonymous), so that it combines
 // with other keychains. Credentials are cached per registry until shortly before they expire
-// and shared by concurrent lookups; a failing identity is an error naming the cloud and why.
+// and shared by concurrent lookups, and fetched again in the background before then; a failing
+// identity is an error naming the cloud and why.
 type Cloud struct {
 	providers map[string]bool
 	// azure configures the Azure clients (tests: a transport that reaches local servers).
@@ -61,8 +62,8 @@ type Cloud struct {
 }
 
 type cloudEntry struct {
-	auth    authn.AuthConfig
-	expires time.Time
+	auth               authn.AuthConfig
+	expires, refreshAt time.Time
 }
 
 // NewCloud returns the keychain for the named providers (ecr, google, acr).
@@ -118,13 +119,7 @@ func (c *Cloud) ResolveContext(ctx context.Context, r authn.Resource) (authn.Aut
 		return authn.Anonymous, nil
 	}
 	key := provider + "/" + host
-	c.mu.Lock()
-	e, ok := c.cache[key]
-	c.mu.Unlock()
-	if ok && c.now().Before(e.expires) {
-		return authn.FromConfig(e.auth), nil
-	}
-	ch := c.group.DoChan(key, func() (any, error) {
+	refresh := func() (any, error) {
 		// The fetch outlives one caller's deadline, bounded by its own, so that the next
 		// lookup finds the token.
 		fctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -133,19 +128,33 @@ func (c *Cloud) ResolveContext(ctx context.Context, r authn.Resource) (authn.Aut
 		if err != nil {
 			return nil, err
 		}
-		// Used until a minute before it expires, at most an hour.
+		// Used until a minute before it expires, at most an hour; fetched again in the
+		// background from three quarters of that on.
+		now := c.now()
 		until := expires.Add(-time.Minute)
-		if limit := c.now().Add(time.Hour); until.After(limit) {
+		if limit := now.Add(time.Hour); until.After(limit) {
 			until = limit
 		}
 		c.mu.Lock()
 		if len(c.cache) >= maxCacheEntries {
 			clear(c.cache)
 		}
-		c.cache[key] = cloudEntry{auth: auth, expires: until}
+		c.cache[key] = cloudEntry{auth: auth, expires: until, refreshAt: now.Add(until.Sub(now) * 3 / 4)}
 		c.mu.Unlock()
 		return auth, nil
-	})
+	}
+	c.mu.Lock()
+	e, ok := c.cache[key]
+	c.mu.Unlock()
+	if now := c.now(); ok && now.Before(e.expires) {
+		if now.After(e.refreshAt) {
+			// Refresh ahead: this lookup keeps the valid token; one fetch replaces it (a
+			// failure leaves it, and the next lookup tries again).
+			c.group.DoChan(key, refresh)
+		}
+		return authn.FromConfig(e.auth), nil
+	}
+	ch := c.group.DoChan(key, refresh)
 	select {
 	case res := <-ch:
 		if res.Err != nil {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -73,6 +74,19 @@ func TestCloudECR(t *testing.T) {
 	wg.Wait()
 	if n := aws.Requests(); n != 1 {
 		t.Errorf("8 concurrent lookups and a cached token made %d requests to ECR, want 1", n)
+	}
+
+	// Past three quarters of the token's use (an hour at most), a lookup still gets the
+	// cached token at once, and a fetch in the background replaces it.
+	start := time.Now()
+	c.now = func() time.Time { return start.Add(50 * time.Minute) }
+	if a, err := resolve(t, c, registry); err != nil || a.Password != cloudtest.ECRPassword {
+		t.Fatalf("a lookup while refreshing: %+v, %v", a, err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); aws.Requests() != 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no refresh ahead of expiry: %d requests", aws.Requests())
+		}
 	}
 
 	// An identity ECR refuses: the error names the cloud, the registry and ECR's answer.
