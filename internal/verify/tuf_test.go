@@ -99,8 +99,12 @@ func TestTUFRoots(t *testing.T) {
 		t.Fatal(e)
 	}
 	v := verify.New(verify.Options{})
+	before := publicRepo.Requests()
 	expectVerdict(t, messages(ptr(decide(t, snap, v, byPublic.String()))), "")
 	expectVerdict(t, messages(ptr(decide(t, snap, v, byGitHub.String()))), "no signature by a trusted signer")
+	if n := publicRepo.Requests(); n != before {
+		t.Errorf("admissions made %d requests to the TUF repository", n-before)
+	}
 
 	t.Run("several roots at once", func(t *testing.T) {
 		drain()
