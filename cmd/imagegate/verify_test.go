@@ -1,14 +1,19 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	ctypes "github.com/sigstore/cosign/v3/pkg/types"
+
 	"github.com/imagegate/imagegate/internal/check"
+	"github.com/imagegate/imagegate/internal/verify"
 	"github.com/imagegate/imagegate/test/utils/registrytest"
+	"github.com/imagegate/imagegate/test/utils/tuftest"
 )
 
 // imagegate check verifies as the webhooks do: the tag of a Deployment's template is resolved
@@ -170,5 +175,87 @@ spec:
 	code, stdout, _ = imagegate(t, "", "check", "--policy", policies, pod("dirty"))
 	if code != check.ExitDenied || !strings.Contains(stdout, "has 1 vulnerability above High: CVE-2026-1111 (Critical)") {
 		t.Fatalf("dirty, text: exit %d\n%s", code, stdout)
+	}
+}
+
+// imagegate check reads a verify rule's tufRoots as the manager does: the trusted root a TUF
+// repository publishes, from the initial root.json in the policy files' ConfigMap.
+func TestCheckTUFRoots(t *testing.T) {
+	reg := registrytest.New(true)
+	defer reg.Close()
+	ss, err := registrytest.NewSigstore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := ss.TrustedRootJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := tuftest.New(tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer repo.Close()
+	signed, err := reg.Push("acme/app", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ss.SignBundle(signed, registrytest.Statement(signed, ctypes.CosignSignPredicateType), "ci@acme.example", "https://issuer.example"); err != nil {
+		t.Fatal(err)
+	}
+	unsigned, err := reg.Push("acme/app", "2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	root := strings.ReplaceAll(string(repo.InitialRoot()), "\n", "")
+	policies := write(t, dir, "policy.yaml", fmt.Sprintf(`apiVersion: imagegate.io/v1alpha1
+kind: ClusterImagePolicy
+metadata:
+  name: tuf
+spec:
+  verify:
+    tufRoots:
+    - mirror: %s
+      root: {name: tuf-root}
+    signers:
+    - name: ci
+      keyless:
+        identities: [{issuer: https://issuer.example, subject: ci@acme.example}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: tuf-root
+  namespace: imagegate-system
+data:
+  root.json: '%s'
+`, repo.URL, root))
+	pod := func(image string) string {
+		return write(t, dir, "pod.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: app}\nspec:\n  containers:\n  - {name: app, image: "+image+"}\n")
+	}
+	run := func(image string) *check.Report {
+		r, err := check.Run(context.Background(), check.Options{PolicyPaths: []string{policies}, Paths: []string{pod(image)}, TUF: verify.TUFOptions{HTTPClient: repo.Client()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := run(signed.String()); r.ExitCode() != check.ExitAdmitted {
+		b, _ := json.Marshal(r)
+		t.Errorf("signed under the repository's root: exit %d\n%s", r.ExitCode(), b)
+	}
+	if r := run(unsigned.String()); r.ExitCode() != check.ExitDenied {
+		b, _ := json.Marshal(r)
+		t.Errorf("unsigned: exit %d\n%s", r.ExitCode(), b)
+	}
+	// Without the client that trusts the local repository, the fetch fails: an input error
+	// naming the repository, not a verdict.
+	r, err := check.Run(context.Background(), check.Options{PolicyPaths: []string{policies}, Paths: []string{pod(signed.String())}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := json.Marshal(r); r.ExitCode() == check.ExitAdmitted || !strings.Contains(string(b), "the trusted root of "+repo.URL+" could not be fetched from its TUF repository") {
+		t.Errorf("an unreachable repository: exit %d\n%s", r.ExitCode(), b)
 	}
 }

@@ -53,6 +53,9 @@ type Options struct {
 	// Keychain, when set, gives registry credentials before the local Docker ones (the
 	// kubelet's image credential provider plugins: --image-credential-provider-config).
 	Keychain authn.Keychain
+	// TUF configures the TUF clients of verify rules' tufRoots (tests: a client that trusts a
+	// local repository); zero: in memory, the system's roots.
+	TUF verify.TUFOptions
 	// Now is the time exceptions are judged at (whether they have expired); nil: time.Now.
 	Now func() time.Time
 	// Cluster, when set, is read (beside PolicyPaths) for the policies and exceptions in
@@ -94,7 +97,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	// Manifests are what the cluster would get: a kustomization is rendered, as kubectl
 	// apply -k renders it. Policy folders are read file by file.
 	manifests := &manifest.Reader{MaxFileSize: opts.MaxFileSize, Stdin: opts.Stdin, Kustomize: true}
-	r := &Report{offline: opts.Offline, verifier: opts.Verifier, now: opts.Now}
+	r := &Report{offline: opts.Offline, verifier: opts.Verifier, now: opts.Now, tuf: opts.TUF}
 	if !opts.Offline && r.verifier == nil {
 		var kc authn.Keychain = authn.DefaultKeychain
 		if opts.Keychain != nil {
@@ -168,7 +171,7 @@ func (r *Report) loadPolicies(ctx context.Context, reader *manifest.Reader, v *c
 	var namespaced []v1alpha1.ImagePolicy
 	var exceptions []v1alpha1.ImagePolicyException
 	seen := map[policy.Ref]string{}
-	src := &fileSources{secrets: map[string]*corev1.Secret{}, configMaps: map[string]*corev1.ConfigMap{}}
+	src := &fileSources{secrets: map[string]*corev1.Secret{}, configMaps: map[string]*corev1.ConfigMap{}, tuf: r.tuf}
 	for i := range docs {
 		d := &docs[i]
 		if r.readSource(d, src) {
@@ -508,6 +511,33 @@ type fileSources struct {
 	configMaps map[string]*corev1.ConfigMap
 	// kms holds the KMS keys fetched in this run, with the caller's cloud identity.
 	kms map[string]kmsResult
+	// tuf configures the TUF clients; roots holds the trusted roots fetched in this run.
+	tuf   verify.TUFOptions
+	roots map[string]tufResult
+}
+
+type tufResult struct {
+	root []byte
+	err  error
+}
+
+// TUFRoot fetches a TUF repository's trusted_root.json, once per run (verify.TUFSource).
+func (f *fileSources) TUFRoot(mirror string, initialRoot []byte) ([]byte, error) {
+	key := mirror + "\x00" + string(initialRoot)
+	if r, ok := f.roots[key]; ok {
+		return r.root, r.err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	root, err := verify.FetchTUFRoot(ctx, mirror, initialRoot, f.tuf, "cli")
+	if err != nil {
+		err = fmt.Errorf("the trusted root of %s could not be fetched from its TUF repository: %w", mirror, err)
+	}
+	if f.roots == nil {
+		f.roots = map[string]tufResult{}
+	}
+	f.roots[key] = tufResult{root, err}
+	return root, err
 }
 
 type kmsResult struct {

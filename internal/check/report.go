@@ -35,6 +35,7 @@ type Report struct {
 	failOnWarn bool
 	now        func() time.Time
 	verifier   *verify.Verifier
+	tuf        verify.TUFOptions
 }
 
 // ObjectResult is the decision about one Pod or workload.
