@@ -86,8 +86,8 @@ type VerifyRules struct {
 	PullSecrets []ObjectName `json:"pullSecrets,omitempty"`
 
 	// cloudCredentials are cloud identities of the manager that this rule also reads its
-	// registries with, besides its pullSecrets and the manager's defaults
-	// (--cloud-registry-credentials): ECR (the AWS SDK's chain: IRSA, EKS Pod Identity),
+	// registries with: after its pullSecrets, before the manager's defaults
+	// (--cloud-registry-credentials, which a rule with pullSecrets does not use): ECR (the AWS SDK's chain: IRSA, EKS Pod Identity),
 	// Google (application default credentials: GKE Workload Identity), ACR (Azure workload
 	// identity exchanged for an ACR refresh token). Only on ClusterImagePolicy.
 	// +optional

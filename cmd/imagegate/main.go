@@ -3,7 +3,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -13,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -130,34 +128,11 @@ invalid (or, with --fail-if-nothing-checked, nothing was checked).`,
 					return err
 				}
 			}
-			var keychain authn.Keychain
-			if (providerConfig == "") != (providerBinDir == "") {
-				return errors.New("--image-credential-provider-config and --image-credential-provider-bin-dir go together")
-			}
-			if providerConfig != "" {
-				providers, err := credentials.Load(providerConfig, providerBinDir)
-				if err != nil {
-					return fmt.Errorf("--image-credential-provider-config: %w", err)
-				}
-				providers.Log = func(provider, stderr string) {
-					_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "image credential provider %q: %s\n", provider, strings.TrimSpace(stderr))
-				}
-				keychain = providers
-			}
-			if cloudCredentials != "" {
-				var list []string
-				for _, c := range strings.Split(cloudCredentials, ",") {
-					list = append(list, strings.TrimSpace(c))
-				}
-				cloud, err := credentials.NewCloud(list)
-				if err != nil {
-					return fmt.Errorf("--cloud-registry-credentials: %w", err)
-				}
-				if keychain != nil {
-					keychain = authn.NewMultiKeychain(keychain, cloud)
-				} else {
-					keychain = cloud
-				}
+			keychain, err := credentials.Keychain(providerConfig, providerBinDir, cloudCredentials, func(provider, stderr string) {
+				_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "image credential provider %q: %s\n", provider, strings.TrimSpace(stderr))
+			})
+			if err != nil {
+				return err
 			}
 			report, err := check.Run(cmd.Context(), check.Options{
 				Keychain: keychain,

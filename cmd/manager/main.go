@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/google/go-containerregistry/pkg/authn"
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -222,24 +221,10 @@ func main() {
 	for _, r := range splitList(o.namespaceInternalRegistries) {
 		tenantRegistries[strings.ToLower(r)] = true
 	}
-	var keychain authn.Keychain
-	if o.credentialProviderConfig != "" {
-		providers, err := credentials.Load(o.credentialProviderConfig, o.credentialProviderBinDir)
-		must(log, err, "reading --image-credential-provider-config")
-		providers.Log = func(provider, stderr string) {
-			log.Info("An image credential provider failed", "provider", provider, "stderr", stderr)
-		}
-		keychain = providers
-	}
-	if o.cloudRegistryCredentials != "" {
-		cloud, err := credentials.NewCloud(splitList(o.cloudRegistryCredentials))
-		must(log, err, "reading --cloud-registry-credentials")
-		if keychain != nil {
-			keychain = authn.NewMultiKeychain(keychain, cloud)
-		} else {
-			keychain = cloud
-		}
-	}
+	keychain, err := credentials.Keychain(o.credentialProviderConfig, o.credentialProviderBinDir, o.cloudRegistryCredentials, func(provider, stderr string) {
+		log.Info("An image credential provider failed", "provider", provider, "stderr", stderr)
+	})
+	must(log, err, "reading the registry credential flags")
 	verifier := verify.New(verify.Options{
 		Keychain:                    keychain,
 		Metrics:                     verify.NewMetrics(ctrlmetrics.Registry),

@@ -529,7 +529,7 @@ func (f *fileSources) TUFRoot(mirror string, initialRoot []byte) ([]byte, error)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	root, err := verify.FetchTUFRoot(ctx, mirror, initialRoot, f.tuf, "cli")
+	root, err := verify.FetchTUFRoot(ctx, mirror, initialRoot, f.tuf)
 	if err != nil {
 		err = fmt.Errorf("the trusted root of %s could not be fetched from its TUF repository: %w", mirror, err)
 	}
@@ -550,9 +550,15 @@ func (f *fileSources) KMSKey(ref string) (crypto.PublicKey, error) {
 	if r, ok := f.kms[ref]; ok {
 		return r.key, r.err
 	}
+	if err := verify.ValidateKMSReference(ref); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	key, err := verify.FetchKMSKey(ctx, ref)
+	if err != nil {
+		err = fmt.Errorf("the public key of %s could not be fetched from the KMS: %w", ref, err)
+	}
 	if f.kms == nil {
 		f.kms = map[string]kmsResult{}
 	}

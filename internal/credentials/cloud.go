@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -52,9 +51,7 @@ type Cloud struct {
 	providers map[string]bool
 	// azure configures the Azure clients (tests: a transport that reaches local servers).
 	azure azcore.ClientOptions
-	// isECR, isGoogle, isACR say whose a registry is (tests: local hosts).
-	isECR, isGoogle, isACR func(host string) bool
-	now                    func() time.Time
+	now   func() time.Time
 
 	mu    sync.Mutex
 	cache map[string]cloudEntry
@@ -68,8 +65,7 @@ type cloudEntry struct {
 
 // NewCloud returns the keychain for the named providers (ecr, google, acr).
 func NewCloud(providers []string) (*Cloud, error) {
-	c := &Cloud{providers: map[string]bool{}, cache: map[string]cloudEntry{}, now: time.Now,
-		isECR: isECRHost, isGoogle: isGoogleHost, isACR: isACRHost}
+	c := &Cloud{providers: map[string]bool{}, cache: map[string]cloudEntry{}, now: time.Now}
 	for _, p := range providers {
 		p = strings.TrimSpace(p)
 		if !slices.Contains(CloudProviders, p) {
@@ -109,11 +105,11 @@ func (c *Cloud) ResolveContext(ctx context.Context, r authn.Resource) (authn.Aut
 	var provider string
 	var fetch func(context.Context) (authn.AuthConfig, time.Time, error)
 	switch {
-	case c.providers[CloudECR] && c.isECR(host):
+	case c.providers[CloudECR] && isECRHost(host):
 		provider, fetch = CloudECR, func(ctx context.Context) (authn.AuthConfig, time.Time, error) { return c.ecr(ctx, host) }
-	case c.providers[CloudGoogle] && c.isGoogle(host):
+	case c.providers[CloudGoogle] && isGoogleHost(host):
 		provider, fetch = CloudGoogle, c.google
-	case c.providers[CloudACR] && c.isACR(host):
+	case c.providers[CloudACR] && isACRHost(host):
 		provider, fetch = CloudACR, func(ctx context.Context) (authn.AuthConfig, time.Time, error) { return c.acr(ctx, host) }
 	default:
 		return authn.Anonymous, nil
@@ -177,7 +173,11 @@ func (c *Cloud) ecr(ctx context.Context, host string) (authn.AuthConfig, time.Ti
 	if err != nil {
 		return authn.AuthConfig{}, time.Time{}, fmt.Errorf("loading the AWS configuration: %w", err)
 	}
-	client, err := ecrapi.DefaultClientFactory{}.NewClientWithOptions(ctx, ecrapi.Options{Config: cfg, CacheDir: filepath.Join(os.TempDir(), "imagegate-ecr")})
+	// The helper's own file cache in its default place (~/.ecr, private to the user, as
+	// docker-credential-ecr-login keeps it; unwritable in the manager's container, where it
+	// is skipped): never a shared directory such as /tmp, whose cache file another user could
+	// plant or read.
+	client, err := ecrapi.DefaultClientFactory{}.NewClientWithOptions(ctx, ecrapi.Options{Config: cfg})
 	if err != nil {
 		return authn.AuthConfig{}, time.Time{}, err
 	}
@@ -257,4 +257,43 @@ func or(a, b string) string {
 		return a
 	}
 	return b
+}
+
+// Keychain is the registry credentials the manager's and the CLI's flags name: the image
+// credential providers of a kubelet CredentialProviderConfig (providerConfig, binDir), then
+// the cloud identities of a comma-separated list (ecr, google, acr); nil when none. log
+// receives a failing plugin's stderr.
+func Keychain(providerConfig, binDir, clouds string, log func(provider, stderr string)) (authn.Keychain, error) {
+	var kcs []authn.Keychain
+	if (providerConfig == "") != (binDir == "") {
+		return nil, errors.New("--image-credential-provider-config and --image-credential-provider-bin-dir go together")
+	}
+	if providerConfig != "" {
+		providers, err := Load(providerConfig, binDir)
+		if err != nil {
+			return nil, fmt.Errorf("--image-credential-provider-config: %w", err)
+		}
+		providers.Log = log
+		kcs = append(kcs, providers)
+	}
+	var list []string
+	for _, c := range strings.Split(clouds, ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			list = append(list, c)
+		}
+	}
+	if len(list) > 0 {
+		cloud, err := NewCloud(list)
+		if err != nil {
+			return nil, fmt.Errorf("--cloud-registry-credentials: %w", err)
+		}
+		kcs = append(kcs, cloud)
+	}
+	switch len(kcs) {
+	case 0:
+		return nil, nil
+	case 1:
+		return kcs[0], nil
+	}
+	return authn.NewMultiKeychain(kcs...), nil
 }

@@ -1,7 +1,6 @@
 package credentials
 
 import (
-	"context"
 	"net/http"
 	"net/url"
 	"os"
@@ -50,13 +49,7 @@ func TestCloudProviders(t *testing.T) {
 func TestCloudECR(t *testing.T) {
 	aws := cloudtest.NewAWS("AKIAIMAGEGATEECR0001")
 	t.Cleanup(aws.Close)
-	for k, v := range map[string]string{
-		"AWS_ENDPOINT_URL_ECR": aws.URL, "AWS_ACCESS_KEY_ID": "AKIAIMAGEGATEECR0001", "AWS_SECRET_ACCESS_KEY": "secret",
-		"AWS_CONFIG_FILE": filepath.Join(t.TempDir(), "none"), "AWS_SHARED_CREDENTIALS_FILE": filepath.Join(t.TempDir(), "none"),
-		"AWS_EC2_METADATA_DISABLED": "true", "AWS_ECR_DISABLE_CACHE": "true",
-	} {
-		t.Setenv(k, v)
-	}
+	aws.Environment(t, true)
 	c, err := NewCloud([]string{"ecr"})
 	if err != nil {
 		t.Fatal(err)
@@ -173,5 +166,4 @@ func TestCloudACR(t *testing.T) {
 	if _, err := resolve(t, c2, "acme.azurecr.io"); err == nil || !strings.Contains(err.Error(), "the acr credentials of the manager's cloud identity for acme.azurecr.io: exchanging the Azure AD token for an ACR refresh token") {
 		t.Errorf("a refused exchange: %v", err)
 	}
-	_ = context.Background
 }

@@ -2,7 +2,6 @@ package verify_test
 
 import (
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -33,13 +32,7 @@ func TestCloudCredentialsPerPolicy(t *testing.T) {
 	const ecrHost = "111122223333.dkr.ecr.us-east-1.amazonaws.com"
 	aws := cloudtest.NewAWS("AKIAIMAGEGATEECR0002")
 	t.Cleanup(aws.Close)
-	for k, v := range map[string]string{
-		"AWS_ENDPOINT_URL_ECR": aws.URL, "AWS_ACCESS_KEY_ID": "AKIAIMAGEGATEECR0002", "AWS_SECRET_ACCESS_KEY": "secret",
-		"AWS_CONFIG_FILE": filepath.Join(t.TempDir(), "none"), "AWS_SHARED_CREDENTIALS_FILE": filepath.Join(t.TempDir(), "none"),
-		"AWS_EC2_METADATA_DISABLED": "true", "AWS_ECR_DISABLE_CACHE": "true",
-	} {
-		t.Setenv(k, v)
-	}
+	aws.Environment(t, true)
 	reg := registrytest.New(true)
 	t.Cleanup(reg.Close)
 	reg.RequireBasicAuth("AWS", cloudtest.ECRPassword)

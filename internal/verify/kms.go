@@ -91,21 +91,7 @@ func FetchKMSKey(ctx context.Context, ref string) (crypto.PublicKey, error) {
 	if err := ValidateKMSReference(ref); err != nil {
 		return nil, err
 	}
-	type result struct {
-		key crypto.PublicKey
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		k, err := fetchKMSKey(ctx, ref)
-		done <- result{k, err}
-	}()
-	select {
-	case r := <-done:
-		return r.key, r.err
-	case <-ctx.Done():
-		return nil, fmt.Errorf("fetching the public key of %s: %w", ref, ctx.Err())
-	}
+	return withinContext(ctx, func() (crypto.PublicKey, error) { return fetchKMSKey(ctx, ref) })
 }
 
 func fetchKMSKey(ctx context.Context, ref string) (crypto.PublicKey, error) {

@@ -121,26 +121,11 @@ func (f *kmsFixture) signed(t *testing.T, tag string, k *registrytest.Key) name.
 	return d
 }
 
-// hermeticAWS points the AWS SDK at the fake only: no shared files, no instance metadata.
-func hermeticAWS(t *testing.T, endpoint string) {
-	t.Helper()
-	for k, v := range map[string]string{
-		"AWS_ENDPOINT_URL_KMS": endpoint, "AWS_ENDPOINT_URL_STS": endpoint, "AWS_REGION": "us-east-1",
-		"AWS_CONFIG_FILE": filepath.Join(t.TempDir(), "none"), "AWS_SHARED_CREDENTIALS_FILE": filepath.Join(t.TempDir(), "none"),
-		"AWS_EC2_METADATA_DISABLED": "true", "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_ROLE_ARN": "", "AWS_WEB_IDENTITY_TOKEN_FILE": "",
-		"AWS_CONTAINER_CREDENTIALS_FULL_URI": "", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": "",
-	} {
-		t.Setenv(k, v)
-	}
-}
-
 func TestKMSKeyAWS(t *testing.T) {
 	f := newKMSFixture(t)
 	aws := cloudtest.NewAWS("AKIAIMAGEGATESTATIC1")
 	t.Cleanup(aws.Close)
-	hermeticAWS(t, aws.URL)
-	t.Setenv("AWS_ACCESS_KEY_ID", "AKIAIMAGEGATESTATIC1")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
+	aws.Environment(t, true)
 	release, _ := registrytest.NewKey()
 	aws.SetKey("alias/release", release)
 	const ref = "awskms:///alias/release"
@@ -199,7 +184,7 @@ func TestKMSKeyAWSWebIdentity(t *testing.T) {
 	f := newKMSFixture(t)
 	aws := cloudtest.NewAWS(cloudtest.AssumedAccessKeyID)
 	t.Cleanup(aws.Close)
-	hermeticAWS(t, aws.URL)
+	aws.Environment(t, false)
 	// IRSA: the projected service account token and the role, as EKS's webhook sets them.
 	token := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(token, []byte("eks-projected-token"), 0o600); err != nil {

@@ -202,6 +202,8 @@ const errLeafUnverified = "leaf certificate verification failed"
 // explain replaces sigstore-go's "leaf certificate verification failed" with why the
 // certificate does not chain to the signer's roots at the time it was checked at (now
 // without a transparency log, else when it was issued: the log's time is checked apart).
+// Each root is tried as sigstore-go tries it; the first one's reason is said, unless one
+// verifies (then the failure was another, and err stays).
 func (m *pkiMaterial) explain(err error, cert *x509.Certificate, tlog bool) error {
 	if err == nil || cert == nil || !strings.Contains(err.Error(), errLeafUnverified) {
 		return err
@@ -210,24 +212,22 @@ func (m *pkiMaterial) explain(err error, cert *x509.Certificate, tlog bool) erro
 	if tlog {
 		at = cert.NotBefore
 	}
+	var first error
 	for _, ca := range m.cas {
-		fca, ok := ca.(*root.FulcioCertificateAuthority)
-		if !ok {
-			continue
+		_, verr := ca.Verify(cert, at)
+		if verr == nil {
+			return err
 		}
-		roots, intermediates := x509.NewCertPool(), x509.NewCertPool()
-		roots.AddCert(fca.Root)
-		for _, c := range fca.Intermediates {
-			intermediates.AddCert(c)
+		if first == nil {
+			first = verr
 		}
-		_, verr := cert.Verify(x509.VerifyOptions{CurrentTime: at, Roots: roots, Intermediates: intermediates, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning}})
-		var unknown x509.UnknownAuthorityError
-		switch {
-		case errors.As(verr, &unknown):
-			return fmt.Errorf("the certificate does not chain to the signer's roots (an intermediate missing from certificateChain and from the signature's chain, or another CA): %w", verr)
-		case verr != nil:
-			return fmt.Errorf("the certificate does not chain to the signer's roots: %w", verr)
-		}
+	}
+	var unknown x509.UnknownAuthorityError
+	switch {
+	case errors.As(first, &unknown):
+		return fmt.Errorf("the certificate does not chain to the signer's roots (an intermediate missing from certificateChain and from the signature's chain, or another CA): %w", first)
+	case first != nil:
+		return fmt.Errorf("the certificate does not chain to the signer's roots: %w", first)
 	}
 	return err
 }

@@ -450,26 +450,23 @@ func (v *Verifier) remoteOptions(ctx context.Context, reg name.Registry, trust *
 	v.mu.Lock()
 	p := v.pullers[key]
 	if p == nil {
-		kc := v.keychain
+		// The policy's pull secrets first, then its cloud identities, then the Pod's own, then
+		// the manager's default, which pull secrets replace unless the Pod's own are read too.
+		var kcs []authn.Keychain
 		if trust.keychain != nil {
-			kc = trust.keychain
+			kcs = append(kcs, trust.keychain)
 		}
-		if pk != nil || len(trust.cloud) > 0 {
-			// The policy's pull secrets first, then its cloud identities, then the Pod's own,
-			// then the default.
-			var kcs []authn.Keychain
-			if trust.keychain != nil {
-				kcs = append(kcs, trust.keychain)
-			}
-			if len(trust.cloud) > 0 {
-				kcs = append(kcs, v.cloudKeychain(trust.cloud))
-			}
-			if pk != nil {
-				kcs = append(kcs, pk.keychain)
-			}
-			if v.keychain != nil && (trust.keychain == nil || pk != nil) {
-				kcs = append(kcs, v.keychain)
-			}
+		if len(trust.cloud) > 0 {
+			kcs = append(kcs, v.cloudKeychain(trust.cloud))
+		}
+		if pk != nil {
+			kcs = append(kcs, pk.keychain)
+		}
+		if trust.keychain == nil || pk != nil {
+			kcs = append(kcs, v.keychain)
+		}
+		kc := kcs[0]
+		if len(kcs) > 1 {
 			kc = authn.NewMultiKeychain(kcs...)
 		}
 		var err error

@@ -66,8 +66,6 @@ func durationOr(d, def time.Duration) time.Duration {
 	return def
 }
 
-// get returns the bytes cached under key, or why there are none: being fetched (what from
-// where), or the last failure. fetch fetches them; what names them in messages.
 func (r *Remote) clock() time.Time {
 	if r.now != nil {
 		return r.now()
@@ -75,6 +73,9 @@ func (r *Remote) clock() time.Time {
 	return time.Now()
 }
 
+// get returns the bytes cached under key, or why there are none: being fetched (what from
+// where), or the last failure. fetch fetches them, returning when its context ends; what
+// names them in messages.
 func (r *Remote) get(key, what, from string, fetch func(context.Context) ([]byte, error)) ([]byte, error) {
 	now := r.clock()
 	r.mu.Lock()
@@ -113,24 +114,7 @@ func (r *Remote) start(e *remoteEntry) {
 func (r *Remote) fetch(e *remoteEntry) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.timeout())
 	defer cancel()
-	// Some clients take no context (Vault's, TUF's): the wait is bounded here all the same.
-	type result struct {
-		value []byte
-		err   error
-	}
-	done := make(chan result, 1)
-	go func() {
-		v, err := e.fetch(ctx)
-		done <- result{v, err}
-	}()
-	var value []byte
-	var err error
-	select {
-	case res := <-done:
-		value, err = res.value, res.err
-	case <-ctx.Done():
-		err = fmt.Errorf("no answer within %s", r.timeout())
-	}
+	value, err := e.fetch(ctx)
 	r.mu.Lock()
 	e.fetching, e.attempted = false, r.clock()
 	var changed bool
@@ -228,4 +212,26 @@ func (r *Remote) KMSKey(ref string) (crypto.PublicKey, error) {
 		return nil, err
 	}
 	return x509.ParsePKIXPublicKey(der)
+}
+
+// withinContext runs f, a client call that may take no context (Vault's, TUF's), and returns
+// when ctx ends whether or not f has; f then finishes alone, bounded by its client's own
+// timeouts.
+func withinContext[T any](ctx context.Context, f func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := f()
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		var zero T
+		return zero, fmt.Errorf("no answer before the deadline: %w", ctx.Err())
+	}
 }

@@ -18,7 +18,6 @@ import (
 	ociremote "github.com/sigstore/cosign/v3/pkg/oci/remote"
 	"github.com/sigstore/cosign/v3/pkg/types"
 	sgbundle "github.com/sigstore/sigstore-go/pkg/bundle"
-	"github.com/sigstore/sigstore-go/pkg/root"
 
 	"github.com/imagegate/imagegate/internal/text"
 )
@@ -203,7 +202,7 @@ func (m *signerMatching) matched(signer int) bool { return m.signer[signer] >= 0
 // verifyLegacySignature checks one signature of the .sig tag against s: nil when it verifies.
 func verifyLegacySignature(ctx context.Context, trust *Trust, s *signer, sig oci.Signature, h v1.Hash, oopts []ociremote.Option) error {
 	var errs []error
-	var material root.TrustedMaterial
+	var material *pkiMaterial
 	if s.pki != nil {
 		// The intermediates the signature carries (cosign sign --certificate-chain) help
 		// build a chain to the signer's roots; they are not trusted for themselves.
@@ -224,9 +223,9 @@ func verifyLegacySignature(ctx context.Context, trust *Trust, s *signer, sig oci
 		}
 		co.ClaimVerifier = cosign.SimpleClaimVerifier
 		if _, err := cosign.VerifyImageSignature(ctx, sig, h, co); err != nil {
-			if s.pki != nil {
+			if material != nil {
 				cert, _ := sig.Cert()
-				err = material.(*pkiMaterial).explain(err, cert, trust.tlog)
+				err = material.explain(err, cert, trust.tlog)
 			}
 			errs = append(errs, err)
 			continue

@@ -35,22 +35,30 @@ type TUFSource interface {
 	TUFRoot(mirror string, initialRoot []byte) ([]byte, error)
 }
 
+// tufID names a repository as pinned by its initial root: its cache key and directory.
+func tufID(mirror string, initialRoot []byte) string {
+	sum := sha256.Sum256(append([]byte(mirror+"\x00"), initialRoot...))
+	return hex.EncodeToString(sum[:8])
+}
+
 // TUFRoot implements TUFSource from the cache.
 func (r *Remote) TUFRoot(mirror string, initialRoot []byte) ([]byte, error) {
-	sum := sha256.Sum256(append([]byte(mirror+"\x00"), initialRoot...))
-	id := hex.EncodeToString(sum[:8])
-	return r.get("tuf\x00"+id, "the trusted root of "+mirror, "from its TUF repository", func(ctx context.Context) ([]byte, error) {
-		return FetchTUFRoot(ctx, mirror, initialRoot, r.TUF, id)
+	return r.get("tuf\x00"+tufID(mirror, initialRoot), "the trusted root of "+mirror, "from its TUF repository", func(ctx context.Context) ([]byte, error) {
+		return FetchTUFRoot(ctx, mirror, initialRoot, r.TUF)
 	})
 }
 
 // FetchTUFRoot updates the repository's metadata from initialRoot (following its signed root
 // rotations, refusing expired or rolled-back metadata, as TUF specifies) and returns its
-// trusted_root.json target, checked to parse.
-func FetchTUFRoot(_ context.Context, mirror string, initialRoot []byte, o TUFOptions, id string) ([]byte, error) {
+// trusted_root.json target, checked to parse. It returns when ctx ends.
+func FetchTUFRoot(ctx context.Context, mirror string, initialRoot []byte, o TUFOptions) ([]byte, error) {
+	return withinContext(ctx, func() ([]byte, error) { return fetchTUFRoot(mirror, initialRoot, o) })
+}
+
+func fetchTUFRoot(mirror string, initialRoot []byte, o TUFOptions) ([]byte, error) {
 	opts := &tuf.Options{Root: initialRoot, RepositoryBaseURL: mirror, DisableLocalCache: true}
 	if o.CacheDir != "" {
-		opts.DisableLocalCache, opts.CachePath = false, filepath.Join(o.CacheDir, id)
+		opts.DisableLocalCache, opts.CachePath = false, filepath.Join(o.CacheDir, tufID(mirror, initialRoot))
 	}
 	hc := o.HTTPClient
 	if hc == nil {

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -226,4 +227,31 @@ func (v *Vault) serve(w http.ResponseWriter, r *http.Request) {
 		"name": name, "type": "ecdsa-p256", "latest_version": 1, "min_decryption_version": 1,
 		"keys": map[string]any{"1": map[string]any{"name": "P-256", "public_key": pub, "creation_time": time.Now().Format(time.RFC3339), "fingerprint": fmt.Sprintf("%x", sum[:8])}},
 	}})
+}
+
+// TB is what Environment needs of a test.
+type TB interface {
+	Helper()
+	Setenv(key, value string)
+	TempDir() string
+}
+
+// Environment points this process's AWS SDK at the fake only, for the test: KMS, ECR and STS
+// at its URL, no shared config files, no instance metadata, no ECR file cache, and, when
+// static, the access key it accepts (otherwise none: a web identity must supply one).
+func (a *AWS) Environment(t TB, static bool) {
+	t.Helper()
+	keyID, secret := "", ""
+	if static {
+		keyID, secret = a.AccessKeyID, "secret"
+	}
+	for k, v := range map[string]string{
+		"AWS_ENDPOINT_URL_KMS": a.URL, "AWS_ENDPOINT_URL_ECR": a.URL, "AWS_ENDPOINT_URL_STS": a.URL, "AWS_REGION": "us-east-1",
+		"AWS_CONFIG_FILE": filepath.Join(t.TempDir(), "none"), "AWS_SHARED_CREDENTIALS_FILE": filepath.Join(t.TempDir(), "none"),
+		"AWS_EC2_METADATA_DISABLED": "true", "AWS_ECR_DISABLE_CACHE": "true",
+		"AWS_ACCESS_KEY_ID": keyID, "AWS_SECRET_ACCESS_KEY": secret, "AWS_ROLE_ARN": "", "AWS_WEB_IDENTITY_TOKEN_FILE": "",
+		"AWS_CONTAINER_CREDENTIALS_FULL_URI": "", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": "",
+	} {
+		t.Setenv(k, v)
+	}
 }
