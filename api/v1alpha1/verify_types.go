@@ -20,7 +20,7 @@ const (
 
 // VerifyRules says which images must be signed, and by whom.
 // +kubebuilder:validation:MinProperties=1
-// +kubebuilder:validation:XValidation:rule="self.transparencyLog == 'Skip' || has(self.trustedRoot) || has(self.tufRoots)",message="a transparency log is required (the default), so trustedRoot must name the ConfigMap holding trusted_root.json (or tufRoots a TUF repository); or set transparencyLog: Skip for keys without a log"
+// +kubebuilder:validation:XValidation:rule="self.transparencyLog == 'Skip' || has(self.trustedRoot) || has(self.tufRoots) || self.signers.all(s, has(s.notation))",message="a transparency log is required (the default), so trustedRoot must name the ConfigMap holding trusted_root.json (or tufRoots a TUF repository); or set transparencyLog: Skip for keys without a log"
 // +kubebuilder:validation:XValidation:rule="!self.signers.exists(s, has(s.keyless)) || has(self.trustedRoot) || has(self.tufRoots)",message="keyless signers need trustedRoot: the ConfigMap holding trusted_root.json (cosign trusted-root create writes it), or tufRoots"
 // +kubebuilder:validation:XValidation:rule="!has(self.attestations) || self.attestations.all(a, !has(a.signers) || a.signers.all(n, self.signers.exists(s, s.name == n)))",message="each attestations[].signers entry must name one of verify.signers"
 // +kubebuilder:validation:XValidation:rule="!has(self.requiredSigners) || self.requiredSigners <= size(self.signers)",message="requiredSigners cannot be more than the number of signers"
@@ -315,9 +315,9 @@ type SecretKeyReference struct {
 	Key string `json:"key,omitempty"`
 }
 
-// Signer is one trusted signer: a public key, keyless identities, or certificates of a
-// private certificate authority.
-// +kubebuilder:validation:XValidation:rule="(has(self.key) ? 1 : 0) + (has(self.keyless) ? 1 : 0) + (has(self.certificate) ? 1 : 0) == 1",message="a signer sets exactly one of key, keyless and certificate"
+// Signer is one trusted signer: a public key, keyless identities, certificates of a
+// private certificate authority, or a Notation trust policy statement.
+// +kubebuilder:validation:XValidation:rule="(has(self.key) ? 1 : 0) + (has(self.keyless) ? 1 : 0) + (has(self.certificate) ? 1 : 0) + (has(self.notation) ? 1 : 0) == 1",message="a signer sets exactly one of key, keyless, certificate and notation"
 type Signer struct {
 	// name names the signer in messages ("tried: key \"release\"").
 	// +required
@@ -340,6 +340,172 @@ type Signer struct {
 	// whose subject alternative names match one of its identities.
 	// +optional
 	Certificate CertificateSigner `json:"certificate,omitzero"`
+
+	// notation trusts Notary Project signatures (`notation sign`; AWS Signer, Azure Key
+	// Vault, Azure Trusted Signing), found among the image's OCI referrers, as a Notation
+	// trust policy statement with its trust stores would.
+	// +optional
+	Notation NotationSigner `json:"notation,omitzero"`
+}
+
+// NotationSigner is one Notation trust policy statement: the trust stores the signatures'
+// certificate chains must lead to, the signing identities trusted, and the verification
+// level. No Notation plugin is run: revocation is checked against configured CRLs only.
+// +kubebuilder:validation:XValidation:rule="(has(self.signatureVerification) && has(self.signatureVerification.level) && self.signatureVerification.level == 'skip') || (has(self.trustStores) && self.trustStores.exists(s, s.type != 'tsa'))",message="a notation signer needs a trust store of type ca or signingAuthority (unless its level is skip)"
+// +kubebuilder:validation:XValidation:rule="(has(self.signatureVerification) && has(self.signatureVerification.level) && self.signatureVerification.level == 'skip') || has(self.trustedIdentities)",message="a notation signer needs trustedIdentities (unless its level is skip); \"*\" trusts any certificate the trust stores issued"
+// +kubebuilder:validation:XValidation:rule="!(has(self.signatureVerification) && has(self.signatureVerification.level) && self.signatureVerification.level == 'skip') || (!has(self.trustStores) && !has(self.trustedIdentities))",message="a notation signer with level skip verifies nothing, so it takes no trustStores or trustedIdentities (as in Notation)"
+type NotationSigner struct {
+	// trustStores are the named trust stores the signer trusts, each with its certificates:
+	// `ca` roots for signatures made with the notary.x509 scheme (Azure Key Vault, a
+	// company CA), `signingAuthority` roots for notary.x509.signingAuthority (AWS Signer),
+	// `tsa` roots for RFC 3161 timestamps.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +listMapKey=name
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=8
+	TrustStores []NotationTrustStore `json:"trustStores,omitempty"`
+
+	// trustedIdentities are the signing certificates trusted, as Notation writes them:
+	// "x509.subject: C=US, ST=WA, O=Acme, CN=release" (the full distinguished name, in
+	// any order), "*" for any certificate the trust stores issued, or for AWS Signer a
+	// signing profile ARN (arn:aws:signer:REGION:ACCOUNT:/signing-profiles/NAME, optionally
+	// with /VERSION).
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=1024
+	TrustedIdentities []string `json:"trustedIdentities,omitempty"`
+
+	// signatureVerification is the verification level, as in a Notation trust policy.
+	// +optional
+	SignatureVerification NotationSignatureVerification `json:"signatureVerification,omitzero"`
+
+	// crls names the ConfigMap key, in imagegate's namespace, holding the PEM certificate
+	// revocation lists of the trust stores' CAs: a certificate listed in its issuer's CRL
+	// is revoked. Nothing is fetched from the certificates' CRL or OCSP addresses. Unset:
+	// revocation is not checked.
+	// +optional
+	CRLs NotationCRLReference `json:"crls,omitzero"`
+}
+
+// NotationTrustStoreType is a Notation trust store type.
+// +kubebuilder:validation:Enum=ca;signingAuthority;tsa
+type NotationTrustStoreType string
+
+// Notation trust store types.
+const (
+	NotationStoreCA               NotationTrustStoreType = "ca"
+	NotationStoreSigningAuthority NotationTrustStoreType = "signingAuthority"
+	NotationStoreTSA              NotationTrustStoreType = "tsa"
+)
+
+// NotationTrustStore is a named trust store and its PEM certificates.
+// +kubebuilder:validation:XValidation:rule="has(self.certificates) != has(self.configMapRef)",message="a trust store sets exactly one of certificates and configMapRef"
+type NotationTrustStore struct {
+	// type is ca, signingAuthority or tsa.
+	// +required
+	Type NotationTrustStoreType `json:"type,omitempty"`
+
+	// name is the store's name, as the trust policy's "type:name" says it.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_.-]+$`
+	Name string `json:"name,omitempty"`
+
+	// certificates are the PEM CA certificates (roots for tsa).
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=65536
+	Certificates string `json:"certificates,omitempty"`
+
+	// configMapRef names the key of a ConfigMap, in imagegate's namespace, that holds the
+	// same PEM certificates.
+	// +optional
+	ConfigMapRef CertificateConfigMapReference `json:"configMapRef,omitzero"`
+}
+
+// NotationLevel is a Notation signature verification level.
+// +kubebuilder:validation:Enum=strict;permissive;audit;skip
+type NotationLevel string
+
+// Notation verification levels.
+const (
+	NotationStrict     NotationLevel = "strict"
+	NotationPermissive NotationLevel = "permissive"
+	NotationAudit      NotationLevel = "audit"
+	NotationSkip       NotationLevel = "skip"
+)
+
+// NotationAction is what a failed check does: enforce (refuse), log, or skip the check.
+// +kubebuilder:validation:Enum=enforce;log;skip
+type NotationAction string
+
+// NotationTimestamp says when a timestamp countersignature is verified.
+// +kubebuilder:validation:Enum=always;afterCertExpiry
+type NotationTimestamp string
+
+// NotationSignatureVerification is a trust policy's signatureVerification.
+type NotationSignatureVerification struct {
+	// level is strict (the default: every check enforced), permissive (authenticity and
+	// integrity enforced; expiry, timestamp and revocation failures only logged), audit
+	// (only integrity enforced: any intact signature of the digest counts) or skip (no
+	// signature is read: the signer counts as satisfied), as Notation defines them.
+	// +optional
+	// +kubebuilder:default=strict
+	Level NotationLevel `json:"level,omitempty"`
+
+	// override changes the action of single checks, as Notation's override does.
+	// +optional
+	Override NotationOverride `json:"override,omitzero"`
+
+	// verifyTimestamp is always (the default: a timestamp countersignature is verified
+	// whenever there is one) or afterCertExpiry (only once the signing certificate has
+	// expired).
+	// +optional
+	VerifyTimestamp NotationTimestamp `json:"verifyTimestamp,omitempty"`
+}
+
+// NotationOverride sets the action of single checks (integrity is always enforced).
+// +kubebuilder:validation:MinProperties=1
+type NotationOverride struct {
+	// authenticity: the certificate chain leads to a trust store and the identity is trusted.
+	// +optional
+	Authenticity NotationAction `json:"authenticity,omitempty"`
+	// authenticTimestamp: the certificates were valid when the signature was made.
+	// +optional
+	AuthenticTimestamp NotationAction `json:"authenticTimestamp,omitempty"`
+	// expiry: the signature's own expiry has not passed.
+	// +optional
+	Expiry NotationAction `json:"expiry,omitempty"`
+	// revocation: no certificate of the chain is listed in the configured CRLs.
+	// +optional
+	Revocation NotationAction `json:"revocation,omitempty"`
+}
+
+// NotationCRLReference names the key of a ConfigMap, in imagegate's namespace, that holds
+// PEM certificate revocation lists.
+type NotationCRLReference struct {
+	// name is the ConfigMap's name.
+	// +required
+	Name ObjectName `json:"name,omitempty"`
+
+	// key is the key that holds the CRLs. Default: crls.pem.
+	// +optional
+	// +kubebuilder:default=crls.pem
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key,omitempty"`
+}
+
+// IsSet reports whether the signer is a notation signer.
+func (n *NotationSigner) IsSet() bool {
+	return len(n.TrustStores) > 0 || len(n.TrustedIdentities) > 0 || n.SignatureVerification.Level != "" || n.CRLs.Name != ""
 }
 
 // CertificateSigner is a private certificate authority and the identities of the signing

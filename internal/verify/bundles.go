@@ -144,6 +144,9 @@ func compressed(b []byte) bool {
 // an in-toto statement whose subject is the digest and whose predicate type is predicateType.
 // It returns the statement.
 func verifyBundle(ctx context.Context, trust *Trust, s *signer, b *sgbundle.Bundle, h v1.Hash, ropts []ociremote.Option, predicateType string) (*statement, error) {
+	if s.notation != nil {
+		return nil, errOtherFormat
+	}
 	want, err := hex.DecodeString(h.Hex)
 	if err != nil {
 		return nil, err

@@ -19,6 +19,8 @@ import (
 	"github.com/sigstore/cosign/v3/pkg/types"
 	sgbundle "github.com/sigstore/sigstore-go/pkg/bundle"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
 	"github.com/imagegate/imagegate/internal/text"
 )
 
@@ -38,27 +40,42 @@ func (v *Verifier) check(ctx context.Context, trust *Trust, repo, digest string)
 	oopts := []ociremote.Option{ociremote.WithRemoteOptions(ropts...)}
 	registry := ref.RegistryStr()
 
+	// cosign's .sig tag is read only for signers that read cosign's formats; the referrers
+	// (sigstore bundles, Notary signatures) are listed once for every kind.
+	var c candidates
+	legacyErr := errNoCosignSigner
+	if trust.cosignSigners() {
+		start := time.Now()
+		c.legacy, legacyErr = legacyLayers(ref, oopts, ociremote.SignatureTag, "signatures in its sha256-<hex>.sig tag")
+		v.metrics.registry("signatures", start)
+	}
 	start := time.Now()
-	legacy, legacyErr := legacyLayers(ref, oopts, ociremote.SignatureTag, "signatures in its sha256-<hex>.sig tag")
-	v.metrics.registry("signatures", start)
-	start = time.Now()
 	referrers, referrersErr := listReferrers(ref, oopts)
 	v.metrics.registry("referrers", start)
-	var descs []v1.Descriptor
-	bundleErr := referrersErr
+	bundleErr, notationErr := referrersErr, referrersErr
 	if referrersErr == nil {
-		descs, bundleErr = bundleDescriptors(referrers, types.CosignSignPredicateType)
+		c.bundles, bundleErr = bundleDescriptors(referrers, types.CosignSignPredicateType)
+		c.notation, notationErr = notationDescriptors(referrers)
 	}
-	for _, err := range []error{legacyErr, bundleErr} {
+	for _, err := range []error{legacyErr, bundleErr, notationErr} {
 		if errors.Is(err, errTooManyCandidates) {
 			return fail("%s", text.Cut(err.Error(), maxReasonLength))
 		}
 	}
-	if legacyErr != nil && bundleErr != nil {
-		return &Outcome{Reason: registryError(registry, "listing signatures", legacyErr).Error(), transient: isTransient(legacyErr) || isTransient(bundleErr)}
+	if (legacyErr != nil || !trust.cosignSigners()) && referrersErr != nil {
+		err := legacyErr
+		if errors.Is(err, errNoCosignSigner) {
+			err = referrersErr
+		}
+		return &Outcome{Reason: registryError(registry, "listing signatures", err).Error(), transient: isTransient(legacyErr) || isTransient(referrersErr)}
 	}
+	if errors.Is(legacyErr, errNoCosignSigner) {
+		legacyErr = nil
+	}
+	c.legacyErr, c.referrersErr = legacyErr, referrersErr
+	c.repo = &notationRepository{ref: ref, ropts: ropts, referrers: referrers}
 
-	if o := v.checkSignatures(ctx, trust, ref, h, ropts, oopts, legacy, descs, legacyErr, bundleErr, registry); o != nil {
+	if o := v.checkSignatures(ctx, trust, ref, h, ropts, oopts, &c, registry); o != nil {
 		return o
 	}
 	if len(trust.attestations) == 0 {
@@ -72,8 +89,11 @@ func (v *Verifier) check(ctx context.Context, trust *Trust, repo, digest string)
 // are fetched only as they are tried. A signature counts for one signer only: one
 // certificate matching two keyless signers is one signature, not two.
 func (v *Verifier) checkSignatures(ctx context.Context, trust *Trust, ref name.Digest, h v1.Hash, ropts []remote.Option, oopts []ociremote.Option,
-	legacy []oci.Signature, descs []v1.Descriptor, legacyErr, bundleErr error, registry string) *Outcome {
+	c *candidates, registry string) *Outcome {
+	legacy, descs, legacyErr, bundleErr := c.legacy, c.bundles, c.legacyErr, c.referrersErr
 	var problems []string
+	// notationProblems are, per notation signer, why the Notary signatures did not verify.
+	notationProblems := map[int][]string{}
 	m := newSignerMatching(len(trust.signers))
 	// consider tries one candidate against the signers: with one signature required, until
 	// one verifies it; otherwise against each, so that the candidates can be matched to
@@ -82,7 +102,13 @@ func (v *Verifier) checkSignatures(ctx context.Context, trust *Trust, ref name.D
 		var edges []int
 		for i := range trust.signers {
 			if err := verifies(&trust.signers[i]); err != nil {
-				problems = append(problems, err.Error())
+				switch {
+				case errors.Is(err, errOtherFormat):
+				case trust.signers[i].notation != nil:
+					notationProblems[i] = append(notationProblems[i], err.Error())
+				default:
+					problems = append(problems, err.Error())
+				}
 				continue
 			}
 			edges = append(edges, i)
@@ -91,6 +117,12 @@ func (v *Verifier) checkSignatures(ctx context.Context, trust *Trust, ref name.D
 			}
 		}
 		return m.add(edges) >= trust.required
+	}
+	// A notation signer at level skip is satisfied without a signature, as in Notation.
+	for i := range trust.signers {
+		if n := trust.signers[i].notation; n != nil && n.skip && m.add([]int{i}) >= trust.required {
+			return nil
+		}
 	}
 	for _, sig := range legacy {
 		if consider(func(s *signer) error { return verifyLegacySignature(ctx, trust, s, sig, h, oopts) }) {
@@ -107,6 +139,31 @@ func (v *Verifier) checkSignatures(ctx context.Context, trust *Trust, ref name.D
 	if len(descs) > 0 {
 		v.metrics.registry("bundles", start)
 	}
+	if trust.notationSigners() && len(c.notation) > 0 {
+		start := time.Now()
+		done, nt := eachNotation(ctx, c, func(target ocispec.Descriptor, env notationEnvelope) bool {
+			return consider(func(s *signer) error {
+				if s.notation == nil {
+					return errOtherFormat
+				}
+				if s.notation.skip {
+					return errors.New("level skip reads no signature")
+				}
+				return s.notation.verify(ctx, target, ref.String(), env)
+			})
+		}, func(err string) {
+			for i := range trust.signers {
+				if trust.signers[i].notation != nil {
+					notationProblems[i] = append(notationProblems[i], err)
+				}
+			}
+		})
+		v.metrics.registry("notation", start)
+		if done {
+			return nil
+		}
+		transient = transient || nt
+	}
 	count := m.size
 	if count >= trust.required {
 		return nil
@@ -117,6 +174,9 @@ func (v *Verifier) checkSignatures(ctx context.Context, trust *Trust, ref name.D
 	var tried, verified, missing []string
 	for i := range trust.signers {
 		d := trust.signers[i].describe()
+		if trust.signers[i].notation != nil && !m.matched(i) {
+			d += notationSummary(len(c.notation), notationProblems[i], c.referrersErr)
+		}
 		tried = append(tried, d)
 		if m.matched(i) {
 			verified = append(verified, d)
@@ -137,6 +197,8 @@ func (v *Verifier) checkSignatures(ctx context.Context, trust *Trust, ref name.D
 		b.WriteString(strings.Join(tried, ", "))
 	}
 	switch {
+	case !trust.cosignSigners():
+		b.WriteString(")")
 	case found == 0 && legacyErr == nil && bundleErr == nil:
 		b.WriteString("; found no signature: neither a sha256-<hex>.sig tag nor a sigstore bundle among the referrers)")
 	case found == 0:
@@ -151,6 +213,66 @@ func (v *Verifier) checkSignatures(ctx context.Context, trust *Trust, ref name.D
 		fmt.Fprintf(&b, "; found %d %s, none verified: %s)", found, text.Plural(found, "signature", "signatures"), firstProblem(problems))
 	}
 	return &Outcome{Reason: text.Cut(b.String(), maxReasonLength), transient: transient}
+}
+
+// candidates are the signatures found for an image, by format.
+type candidates struct {
+	legacy   []oci.Signature // cosign's .sig tag
+	bundles  []v1.Descriptor // sigstore bundles among the referrers
+	notation []v1.Descriptor // Notary signatures among the referrers
+	// legacyErr and referrersErr say why the .sig tag or the referrers could not be read.
+	legacyErr, referrersErr error
+	repo                    *notationRepository
+}
+
+// errOtherFormat is what a signer answers for a signature of a format it does not read (a
+// notation signer and a cosign signature, a key and a Notary signature): not a problem to
+// report.
+var errOtherFormat = errors.New("a signature of another format")
+
+// errNoCosignSigner stands for the .sig tag that is not read when no signer reads it.
+var errNoCosignSigner = errors.New("no signer reads cosign signatures")
+
+// eachNotation reads the Notary signatures one at a time (notation-go's Repository over the
+// registry client) and hands each, with the descriptor of the manifest they must name, to use
+// until use returns true (done then). What cannot be read is told to unread; transient says
+// a failure was the registry's or the network's.
+func eachNotation(ctx context.Context, c *candidates, use func(ocispec.Descriptor, notationEnvelope) bool, unread func(string)) (done, transient bool) {
+	target, err := c.repo.Resolve(ctx, c.repo.ref.DigestStr())
+	if err != nil {
+		unread("the image's manifest could not be read: " + err.Error())
+		return false, isTransient(err)
+	}
+	err = c.repo.ListSignatures(ctx, target, func(descs []ocispec.Descriptor) error {
+		for _, d := range descs {
+			blob, sd, err := c.repo.FetchSignatureBlob(ctx, d)
+			if err != nil {
+				transient = transient || isTransient(err)
+				unread("a Notary signature could not be read: " + err.Error())
+				continue
+			}
+			if use(target, notationEnvelope{blob: blob, mediaType: sd.MediaType}) {
+				done = true
+				return nil
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		unread(err.Error())
+	}
+	return done, transient
+}
+
+// notationSummary says, after a notation signer's name, what its Notary signatures were.
+func notationSummary(found int, problems []string, listErr error) string {
+	switch {
+	case found == 0 && listErr != nil:
+		return " (no Notary signature found: the referrers could not be listed)"
+	case found == 0:
+		return " (no Notary signature found among the referrers)"
+	}
+	return fmt.Sprintf(" (%d Notary %s found: %s)", found, text.Plural(found, "signature", "signatures"), firstProblem(problems))
 }
 
 // signerMatching matches verified signatures to the signers they verified under, each
@@ -201,6 +323,9 @@ func (m *signerMatching) matched(signer int) bool { return m.signer[signer] >= 0
 
 // verifyLegacySignature checks one signature of the .sig tag against s: nil when it verifies.
 func verifyLegacySignature(ctx context.Context, trust *Trust, s *signer, sig oci.Signature, h v1.Hash, oopts []ociremote.Option) error {
+	if s.notation != nil {
+		return errOtherFormat
+	}
 	var errs []error
 	var material *pkiMaterial
 	if s.pki != nil {

@@ -57,6 +57,26 @@ type Trust struct {
 	version string
 }
 
+// cosignSigners reports whether any signer reads cosign's formats (all but notation signers).
+func (t *Trust) cosignSigners() bool {
+	for i := range t.signers {
+		if t.signers[i].notation == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// notationSigners reports whether any signer reads Notary signatures.
+func (t *Trust) notationSigners() bool {
+	for i := range t.signers {
+		if t.signers[i].notation != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // Version is a digest of the trust material: it changes whenever the material does.
 func (t *Trust) Version() string { return t.version }
 
@@ -67,6 +87,8 @@ type signer struct {
 	// certificate signers: the private CA (with the trusted root's logs) and the names.
 	pki   *pkiMaterial
 	names *sanRule
+	// notation signers: a Notation trust policy statement.
+	notation *notationSigner
 }
 
 // describe is how messages name the signer: key "release", keyless "github-actions",
@@ -77,6 +99,8 @@ func (s *signer) describe() string {
 		return fmt.Sprintf("key %q", s.name)
 	case s.pki != nil:
 		return fmt.Sprintf("certificate %q", s.name)
+	case s.notation != nil:
+		return fmt.Sprintf("notation %q", s.name)
 	}
 	return fmt.Sprintf("keyless %q", s.name)
 }
@@ -183,15 +207,22 @@ func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, error) {
 			}
 			s.pki, s.names = m, names
 			h.Write(pem)
+		case sp.Notation.IsSet():
+			ns, material, err := compileNotationSigner(src, sp.Name, &sp.Notation)
+			if err != nil {
+				return nil, fmt.Errorf("signers[%d] %q: %w", i, sp.Name, err)
+			}
+			s.notation = ns
+			h.Write(material)
 		default:
-			return nil, fmt.Errorf("signers[%d] %q: set key, keyless or certificate", i, sp.Name)
+			return nil, fmt.Errorf("signers[%d] %q: set key, keyless, certificate or notation", i, sp.Name)
 		}
 		t.signers = append(t.signers, s)
 	}
 	if err := distinctKeys(t); err != nil {
 		return nil, err
 	}
-	if t.tlog && !hasRoot {
+	if t.tlog && !hasRoot && t.cosignSigners() {
 		return nil, errors.New("trustedRoot or tufRoots is required for transparencyLog: Required")
 	}
 	var names []string
@@ -207,8 +238,17 @@ func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, error) {
 		r := &attestationRule{Rule: c}
 		for j := range t.signers {
 			if len(ar.Signers) == 0 || slices.Contains(ar.Signers, t.signers[j].name) {
+				if t.signers[j].notation != nil {
+					if len(ar.Signers) > 0 {
+						return nil, fmt.Errorf("attestations[%d] %q: signer %q is a notation signer, and attestations are read in cosign's formats only", i, ar.Name, t.signers[j].name)
+					}
+					continue
+				}
 				r.signers = append(r.signers, &t.signers[j])
 			}
+		}
+		if len(r.signers) == 0 {
+			return nil, fmt.Errorf("attestations[%d] %q: no signer can sign it: attestations are read in cosign's formats, and every signer is a notation signer", i, ar.Name)
 		}
 		t.attestations = append(t.attestations, r)
 	}

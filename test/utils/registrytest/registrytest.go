@@ -81,7 +81,7 @@ func Listen(addr string, referrers bool) (*Registry, error) {
 		return nil, err
 	}
 	r := &Registry{counts: map[string]int{}}
-	h := registry.New(registry.WithReferrersSupport(referrers), registry.Logger(log.New(io.Discard, "", 0)))
+	h := specReferrers(registry.New(registry.WithReferrersSupport(referrers), registry.Logger(log.New(io.Discard, "", 0))))
 	r.Server = &httptest.Server{Listener: l, Config: &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.requests.Add(1)
 		r.mu.Lock()
