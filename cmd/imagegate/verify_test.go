@@ -12,6 +12,7 @@ import (
 
 	"github.com/imagegate/imagegate/internal/check"
 	"github.com/imagegate/imagegate/internal/verify"
+	"github.com/imagegate/imagegate/test/utils/notationtest"
 	"github.com/imagegate/imagegate/test/utils/registrytest"
 	"github.com/imagegate/imagegate/test/utils/tuftest"
 )
@@ -257,5 +258,68 @@ data:
 	}
 	if b, _ := json.Marshal(r); r.ExitCode() == check.ExitAdmitted || !strings.Contains(string(b), "the trusted root of "+repo.URL+" could not be fetched from its TUF repository") {
 		t.Errorf("an unreachable repository: exit %d\n%s", r.ExitCode(), b)
+	}
+}
+
+// imagegate check verifies Notary signatures as the webhooks do: the trust store from a
+// ConfigMap in the policy files, the image's tag resolved and its signature verified at the
+// digest.
+func TestCheckNotation(t *testing.T) {
+	reg := registrytest.New(true)
+	defer reg.Close()
+	ca, err := notationtest.NewCA("Acme Release CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rogue, err := notationtest.NewCA("Acme Release CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for tag, issuer := range map[string]*notationtest.CA{"1": ca, "2": rogue} {
+		s, err := issuer.Issue("release", now.Add(-time.Hour), now.Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := reg.Push("acme/app", tag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SignWithNotation(context.Background(), d, notationtest.JWS); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := t.TempDir()
+	policies := write(t, dir, "policy.yaml", `apiVersion: imagegate.io/v1alpha1
+kind: ClusterImagePolicy
+metadata:
+  name: notation
+spec:
+  verify:
+    signers:
+    - name: release
+      notation:
+        trustStores:
+        - {type: ca, name: acme-release, configMapRef: {name: acme-release-ca}}
+        trustedIdentities: ["x509.subject: `+notationtest.Subject("release")+`"]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: acme-release-ca
+  namespace: imagegate-system
+data:
+  ca.crt: |
+    `+strings.ReplaceAll(strings.TrimSpace(ca.PEM()), "\n", "\n    ")+"\n")
+	pod := func(image string) string {
+		return write(t, dir, "pod.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: app}\nspec:\n  containers:\n  - {name: app, image: "+image+"}\n")
+	}
+	code, stdout, stderr := imagegate(t, "", "check", "--policy", policies, pod(reg.Host+"/acme/app:1"))
+	if code != check.ExitAdmitted {
+		t.Errorf("signed by the trusted CA: exit %d, want 0\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, _ = imagegate(t, "", "check", "--policy", policies, pod(reg.Host+"/acme/app:2"))
+	if code != check.ExitDenied || !strings.Contains(stdout, `no signature by a trusted signer (tried: notation "release" (1 Notary signature found: certificate chain not trusted by trust store "acme-release"`) {
+		t.Errorf("signed by another CA: exit %d, want 1 with the reason\n%s", code, stdout)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/imagegate/imagegate/test/utils/localcluster"
+	"github.com/imagegate/imagegate/test/utils/notationtest"
 	"github.com/imagegate/imagegate/test/utils/registrytest"
 )
 
@@ -237,6 +238,55 @@ spec:
 			To(ContainSubstring(`certificate: certificate 1: not PEM`))
 		stderr = kubectlRefused("run", "corp-broken", "-n", ns, "--image="+signed.String())
 		Expect(stderr).To(ContainSubstring(`certificate 1: not PEM`))
+	})
+
+	It("admits and pins a tag signed with Notation by the company's CA from a ConfigMap, and refuses another CA's signature, saying why", func() {
+		ca, err := notationtest.NewCA("Acme Release CA")
+		Expect(err).NotTo(HaveOccurred())
+		rogue, err := notationtest.NewCA("Acme Release CA")
+		Expect(err).NotTo(HaveOccurred())
+		now := time.Now()
+		release, err := ca.Issue("release", now.Add(-time.Hour), now.Add(time.Hour))
+		Expect(err).NotTo(HaveOccurred())
+		impostor, err := rogue.Issue("release", now.Add(-time.Hour), now.Add(time.Hour))
+		Expect(err).NotTo(HaveOccurred())
+		signed, err := registrytest.PushTo(host, "notary/app", "1.0", creds)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(release.Sign(signed, notationtest.Options{MediaType: notationtest.COSE}, creds)).To(Succeed())
+		forged, err := registrytest.PushTo(host, "notary/app", "forged", creds)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(impostor.Sign(forged, notationtest.Options{}, creds)).To(Succeed())
+
+		caFile := filepath.Join(GinkgoT().TempDir(), "ca.crt")
+		Expect(os.WriteFile(caFile, []byte(ca.PEM()), 0o600)).To(Succeed())
+		kubectl("create", "configmap", "e2e-notation-ca", "-n", system, "--from-file=ca.crt="+caFile)
+		DeferCleanup(func() { run("delete", "configmap", "e2e-notation-ca", "-n", system) })
+		r := apply(fmt.Sprintf(`apiVersion: imagegate.io/v1alpha1
+kind: ClusterImagePolicy
+metadata:
+  name: e2e-notation
+spec:
+  namespaceSelector:
+    matchLabels: {kubernetes.io/metadata.name: %s}
+  verify:
+    images: ["%s/notary/**"]
+    pullSecrets: [e2e-registry]
+    signers:
+    - name: acme-release
+      notation:
+        trustStores:
+        - {type: ca, name: acme-release-ca, configMapRef: {name: e2e-notation-ca}}
+        trustedIdentities: ["x509.subject: %s"]
+`, ns, host, notationtest.Subject("release")))
+		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
+		DeferCleanup(func() { run("delete", "clusterimagepolicy", "e2e-notation") })
+		kubectl("wait", "--for=condition=Ready", "clusterimagepolicy/e2e-notation", "--timeout=30s")
+
+		kubectl("run", "notation-signed", "-n", ns, "--image="+host+"/notary/app:1.0")
+		image := kubectl("get", "pod", "notation-signed", "-n", ns, "-o=jsonpath={.spec.containers[0].image}")
+		Expect(image).To(Equal(host + "/notary/app:1.0@" + signed.DigestStr()))
+		stderr := kubectlRefused("run", "notation-forged", "-n", ns, "--image="+forged.String())
+		Expect(stderr).To(ContainSubstring(`is not allowed by ClusterImagePolicy "e2e-notation": no signature by a trusted signer (tried: notation "acme-release" (1 Notary signature found: certificate chain not trusted by trust store "acme-release-ca"`))
 	})
 
 	It("admits an image signed with a key held in AWS KMS, never calling the KMS at admission, and is not Ready for a key the KMS lacks", func() {
