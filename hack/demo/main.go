@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/imagegate/imagegate/test/utils/localcluster"
+	"github.com/imagegate/imagegate/test/utils/notationtest"
 	"github.com/imagegate/imagegate/test/utils/registrytest"
 )
 
@@ -188,6 +189,9 @@ func run(ctx context.Context, root, binDir, manager string, keep bool) (err erro
 	if err := d.signatures(reg, key); err != nil {
 		return err
 	}
+	if err := d.notation(reg); err != nil {
+		return err
+	}
 	if err := d.vulnerabilities(reg, key); err != nil {
 		return err
 	}
@@ -301,6 +305,86 @@ spec:
 
 	step("The tag moved after signing: what it names now is not signed, so it is refused")
 	return d.kubectlFails("run", "payments-next", "--image="+reg.Host+"/acme/payments:1.1")
+}
+
+// notation shows Notary Project signatures: a test CA generated here, an image signed with
+// notation-go as `notation sign` signs it (a JWS envelope as an OCI referrer), a notation
+// signer trusting the CA from a ConfigMap, and a signature by another CA refused.
+func (d *demo) notation(reg *registrytest.Registry) error {
+	step("Notation signatures (AWS Signer, Azure Key Vault, your CA): a test CA, and images signed with notation-go")
+	ca, err := notationtest.NewCA("Acme Release CA")
+	if err != nil {
+		return err
+	}
+	rogue, err := notationtest.NewCA("Acme Release CA")
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	for _, im := range []struct {
+		tag, what string
+		ca        *notationtest.CA
+	}{{"2.0", "signed by Acme Release CA's certificate CN=release", ca}, {"2.0-forged", "signed by another CA with the same name", rogue}} {
+		s, err := im.ca.Issue("release", now.Add(-time.Hour), now.Add(24*time.Hour))
+		if err != nil {
+			return err
+		}
+		dg, err := reg.Push("notary/ledger", im.tag)
+		if err != nil {
+			return err
+		}
+		if err := s.SignWithNotation(context.Background(), dg, notationtest.JWS); err != nil {
+			return err
+		}
+		fmt.Printf("    pushed %s:%s (%s), %s\n", dg.Context(), im.tag, dg.DigestStr()[:19], im.what)
+	}
+	dir, err := os.MkdirTemp("", "imagegate-demo-")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	caFile := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(caFile, []byte(ca.PEM()), 0o600); err != nil {
+		return err
+	}
+	step("The CA's root goes into a ConfigMap (Notation's trust store); the policy is one trust policy statement")
+	if err := d.kubectl("create", "configmap", "acme-release-ca", "-n", "imagegate-system", "--from-file=ca.crt="+caFile); err != nil {
+		return err
+	}
+	policy := `apiVersion: imagegate.io/v1alpha1
+kind: ClusterImagePolicy
+metadata:
+  name: notation-signed
+spec:
+  verify:
+    images: ["` + reg.Host + `/notary/ledger"]
+    signers:
+    - name: acme-release
+      notation:
+        trustStores:
+        - {type: ca, name: acme-release-ca, configMapRef: {name: acme-release-ca}}
+        trustedIdentities: ["x509.subject: ` + notationtest.Subject("release") + `"]
+`
+	policyFile := filepath.Join(dir, "notation-signed.yaml")
+	if err := os.WriteFile(policyFile, []byte(policy), 0o600); err != nil {
+		return err
+	}
+	fmt.Print("    " + strings.ReplaceAll(strings.TrimSpace(policy), "\n", "\n    ") + "\n")
+	if err := d.kubectl("apply", "-f", policyFile); err != nil {
+		return err
+	}
+	if err := d.kubectl("wait", "--for=condition=Ready", "clusterimagepolicy/notation-signed", "--timeout=60s"); err != nil {
+		return err
+	}
+	step("The Notation-signed image is admitted and pinned to the digest that was verified")
+	if err := d.kubectl("run", "ledger", "--image="+reg.Host+"/notary/ledger:2.0"); err != nil {
+		return err
+	}
+	if err := d.kubectl("get", "pod", "ledger", "-o=jsonpath={.spec.containers[0].image}{\"\\n\"}"); err != nil {
+		return err
+	}
+	step("The image signed by another CA is refused, saying what was tried")
+	return d.kubectlFails("run", "ledger-forged", "--image="+reg.Host+"/notary/ledger:2.0-forged")
 }
 
 // vulnerabilities shows attestation rules: images signed and attested with vulnerability

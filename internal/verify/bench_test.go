@@ -19,6 +19,7 @@ import (
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/verify"
 	"github.com/imagegate/imagegate/test/utils/credentialtest"
+	"github.com/imagegate/imagegate/test/utils/notationtest"
 	"github.com/imagegate/imagegate/test/utils/registrytest"
 )
 
@@ -27,7 +28,7 @@ import (
 // and fetches and verifies the signatures. It reports the p50 and p99 of the iterations and
 // the registry requests each made. A real registry adds its round trips to this.
 func BenchmarkColdVerification(b *testing.B) {
-	for _, format := range []string{"bundle", "legacy", "bundle+scan", "legacy+scan"} {
+	for _, format := range []string{"bundle", "legacy", "bundle+scan", "legacy+scan", "notation-jws", "notation-cose"} {
 		b.Run(format, func(b *testing.B) {
 			reg := registrytest.New(true)
 			defer reg.Close()
@@ -40,15 +41,32 @@ func BenchmarkColdVerification(b *testing.B) {
 				b.Fatal(err)
 			}
 			legacy := strings.HasPrefix(format, "legacy")
-			if !legacy {
+			rules := &v1alpha1.VerifyRules{Signers: []v1alpha1.Signer{keySigner("release", key.PublicKeyPEM())}, TransparencyLog: v1alpha1.TransparencyLogSkip}
+			switch {
+			case strings.HasPrefix(format, "notation"):
+				// notation sign with a certificate of a company CA, the envelope as a referrer.
+				ca, cerr := notationtest.NewCA("Acme Release CA")
+				if cerr != nil {
+					b.Fatal(cerr)
+				}
+				s, cerr := ca.Issue("release", time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+				if cerr != nil {
+					b.Fatal(cerr)
+				}
+				mt := notationtest.JWS
+				if format == "notation-cose" {
+					mt = notationtest.COSE
+				}
+				err = s.Sign(img, notationtest.Options{MediaType: mt})
+				rules = &v1alpha1.VerifyRules{Signers: []v1alpha1.Signer{notationSigner("release", ca, "x509.subject: "+notationtest.Subject("release"))}}
+			case !legacy:
 				err = key.Sign(img)
-			} else {
+			default:
 				err = key.SignLegacy(img, img)
 			}
 			if err != nil {
 				b.Fatal(err)
 			}
-			rules := &v1alpha1.VerifyRules{Signers: []v1alpha1.Signer{keySigner("release", key.PublicKeyPEM())}, TransparencyLog: v1alpha1.TransparencyLogSkip}
 			if strings.HasSuffix(format, "+scan") {
 				// A Trivy scan with 200 findings (Low to High), as a signed attestation.
 				st := registrytest.AttestationStatement(img, registrytest.CosignVuln, registrytest.TrivyPredicate(time.Now(), findings(200)...))
