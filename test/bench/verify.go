@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/imagegate/imagegate/test/utils/notationtest"
 	"github.com/imagegate/imagegate/test/utils/registrytest"
 )
 
@@ -24,11 +25,14 @@ import (
 // rules of the other layers leave them alone, and the verify rules cover them.
 const signedLabel = "imagegate.io/bench-signed"
 
-// signing is the registry and the key.
+// signing is the registry, the key, and a CA whose certificate signs with Notation.
 type signing struct {
 	reg *registrytest.Registry
 	key *registrytest.Key
-	n   int
+	ca  *notationtest.CA
+	// notary signs as `notation sign` does, with a certificate the CA issued.
+	notary *notationtest.Signer
+	n      int
 }
 
 func (e *benchEnv) signing() (*signing, error) {
@@ -44,17 +48,96 @@ func (e *benchEnv) signing() (*signing, error) {
 		reg.Close()
 		return nil, err
 	}
-	e.sign = &signing{reg: reg, key: key}
+	ca, err := notationtest.NewCA("Bench Release CA")
+	if err != nil {
+		reg.Close()
+		return nil, err
+	}
+	notary, err := ca.Issue("release", time.Now().Add(-time.Hour), time.Now().Add(30*24*time.Hour))
+	if err != nil {
+		reg.Close()
+		return nil, err
+	}
+	e.sign = &signing{reg: reg, key: key, ca: ca, notary: notary}
 	return e.sign, nil
 }
 
-// signed pushes a new image to repo and signs it.
+// signed pushes a new image to repo and signs it: with Notation (a JWS envelope as a
+// referrer) when repo ends in -notation, else with the key in cosign's .sig tag.
 func (s *signing) signed(repo string) (string, error) {
 	d, err := s.push(repo)
 	if err != nil {
 		return "", err
 	}
+	if strings.HasSuffix(repo, "-notation") {
+		return d.String(), s.notary.Sign(d, notationtest.Options{})
+	}
 	return d.String(), s.key.SignLegacy(d, d)
+}
+
+// caBlock is the CA's root certificate indented for a YAML block scalar.
+func (s *signing) caBlock(indent int) string {
+	pad := strings.Repeat(" ", indent)
+	return pad + strings.ReplaceAll(strings.TrimSpace(s.ca.PEM()), "\n", "\n"+pad)
+}
+
+// imagegateNotationPolicy is imagegatePolicy with a notation signer trusting the CA for any
+// certificate it issued, as Kyverno's Notary attestor does.
+func (s *signing) imagegateNotationPolicy() string {
+	return fmt.Sprintf(`apiVersion: imagegate.io/v1alpha1
+kind: ClusterImagePolicy
+metadata:
+  name: bench-verify
+spec:
+  namespaceSelector:
+    matchExpressions: [{key: %s, operator: Exists}]
+  verify:
+    images: ["%s/acme/**"]
+    signers:
+    - name: release
+      notation:
+        trustStores:
+        - type: ca
+          name: bench
+          certificates: |
+%s
+        trustedIdentities: ["*"]
+`, signedLabel, s.reg.Host, s.caBlock(12))
+}
+
+// kyvernoNotationPolicy is Kyverno's verifyImages with its Notary attestor (a trust store of
+// the CA's certificate, any identity, level strict), in namespaces labelled
+// signedLabel=kyverno-notation.
+func (s *signing) kyvernoNotationPolicy() string {
+	return fmt.Sprintf(`apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata:
+  name: bench-verify
+spec:
+  background: false
+  webhookTimeoutSeconds: 15
+  rules:
+  - name: signed
+    match:
+      any:
+      - resources:
+          kinds: ["Pod"]
+          namespaceSelector:
+            matchLabels:
+              %s: kyverno-notation
+    verifyImages:
+    - type: Notary
+      imageReferences: ["%s/acme/*"]
+      failureAction: Enforce
+      mutateDigest: false
+      verifyDigest: true
+      required: true
+      attestors:
+      - entries:
+        - certificates:
+            cert: |
+%s
+`, signedLabel, s.reg.Host, s.caBlock(14))
 }
 
 // push pushes a new image to repo, unsigned.
@@ -224,6 +307,18 @@ func (e *benchEnv) verifyLayer(ctx context.Context) error {
 		{"kyverno", "Kyverno " + peerVersion(e.o.root, "kyverno") + " verifyImages", func(ctx context.Context) (func() error, error) {
 			return startKyverno(ctx, e, "bench-verify", s.kyvernoPolicy(), "--allowInsecureRegistry=true")
 		}},
+		{"imagegate-notation", "imagegate, Notation signature", func(ctx context.Context) (func() error, error) {
+			e.selector = map[string]string{signedLabel: "imagegate-notation"}
+			defer func() { e.selector = nil }()
+			teardown, err := setupImagegateScoped(ctx, e, imagegateScope{startManager: true, suffix: "-verify-notation"})
+			if err != nil {
+				return teardown, err
+			}
+			return teardown, e.kubectl([]byte(s.imagegateNotationPolicy()), "apply", "-f", "-")
+		}},
+		{"kyverno-notation", "Kyverno " + peerVersion(e.o.root, "kyverno") + " verifyImages, Notary attestor", func(ctx context.Context) (func() error, error) {
+			return startKyverno(ctx, e, "bench-verify", s.kyvernoNotationPolicy(), "--allowInsecureRegistry=true")
+		}},
 	}
 	rep := &verifyReport{ColdPods: verifyColdPods, WarmPods: verifyWarmPods, Concurrency: e.o.podConcurrency}
 	for _, c := range configs {
@@ -318,7 +413,10 @@ func (r *report) writeVerify(w func(string, ...any)) {
 	w("with an image signed just before and never seen, one at a time. Warm: %d Pods with an image\n", v.WarmPods)
 	w("already verified, one at a time and %d at a time. All are dry-run creates. imagegate\n", v.Concurrency)
 	w("is `config/local` as shipped (both webhooks), scoped to its namespace; Kyverno runs with the\n")
-	w("defaults of its chart (its verification cache on, 60 minutes).\n\n")
+	w("defaults of its chart (its verification cache on, 60 minutes). The Notation rows sign each\n")
+	w("image instead with `notation sign`'s format (a JWS envelope as an OCI referrer, by a\n")
+	w("certificate of a CA generated for the run): imagegate's `notation` signer and Kyverno's\n")
+	w("`type: Notary` attestor both trust that CA's certificate for any identity, at level strict.\n\n")
 	w("| Configuration | cold p50 | cold p99 | registry requests per cold Pod | warm p50 | warm p99 | warm, %d at a time: p50 | p99 | registry requests, all %d warm Pods |\n", v.Concurrency, 2*v.WarmPods)
 	w("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, res := range v.Results {
