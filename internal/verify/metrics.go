@@ -21,7 +21,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"kind", "result"}),
 		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "imagegate_registry_operation_duration_seconds",
-			Help:    "Time taken by registry operations of the verifier (resolve, signatures, referrers), each one or more HTTP requests.",
+			Help:    "Time taken by registry operations of the verifier (resolve, signatures, referrers, bundles, attestations, notation), each one or more HTTP requests.",
 			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
 		}, []string{"operation"}),
 	}

@@ -134,6 +134,14 @@ func TestNotationSignatures(t *testing.T) {
 			}}
 			mixed := rules(keySigner("release-key", key.PublicKeyPEM()), notationSigner("acme", ca, identity))
 			mixed.TransparencyLog = v1alpha1.TransparencyLogSkip
+			both := rules(keySigner("release-key", key.PublicKeyPEM()), notationSigner("acme", ca, identity))
+			both.TransparencyLog, both.RequiredSigners = v1alpha1.TransparencyLogSkip, 2
+			bothSigned := image("both", func(d name.Digest) error {
+				if err := key.Sign(d); err != nil {
+					return err
+				}
+				return release.Sign(d, notationtest.Options{})
+			})
 
 			for _, c := range []struct {
 				name  string
@@ -168,6 +176,8 @@ func TestNotationSignatures(t *testing.T) {
 				{"audit level: no signature at all is still refused", rules(audit), unsigned, `no Notary signature found`},
 				{"skip level: no signature is read", rules(skip), unsigned, ""},
 				{"a key signer and a notation signer: the Notary signature suffices", mixed, jwsSigned, ""},
+				{"requiredSigners 2: a cosign signature and a Notary signature", both, bothSigned, ""},
+				{"requiredSigners 2: the Notary signature alone", both, jwsSigned, `signatures by 2 different trusted signers are required, 1 verified: notation "acme" (missing: key "release-key"`},
 				{"a key signer and a notation signer: both tried", mixed, unsigned, `tried: key "release-key", notation "acme" (no Notary signature found among the referrers); found no signature`},
 			} {
 				t.Run(c.name, func(t *testing.T) {

@@ -1,7 +1,9 @@
 package webhook
 
 import (
+	"fmt"
 	"strings"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -12,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/test/utils/notationtest"
 	"github.com/imagegate/imagegate/test/utils/registrytest"
 )
 
@@ -150,5 +153,58 @@ var _ = Describe("Verifying with the Pod's own pull secrets (--pull-secrets-from
 		stored := &corev1.Pod{}
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(with), stored)).To(Succeed())
 		Expect(stored.Spec.Containers[0].Image).To(HavePrefix(image + "@sha256:"))
+	})
+})
+
+var _ = Describe("Verifying Notation signatures", func() {
+	It("pins a Notation-signed tag, and refuses it once the CA's CRL in the ConfigMap revokes the certificate", func() {
+		reg := registrytest.New(false) // the referrers tag, as notation writes it without the API
+		DeferCleanup(reg.Close)
+		ca, err := notationtest.NewCA("Acme Release CA")
+		Expect(err).NotTo(HaveOccurred())
+		now := time.Now()
+		release, err := ca.Issue("release", now.Add(-time.Hour), now.Add(time.Hour))
+		Expect(err).NotTo(HaveOccurred())
+		d, err := reg.Push("acme/ledger", "2.0")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(release.SignWithNotation(ctx, d, notationtest.COSE)).To(Succeed())
+		image := reg.Host + "/acme/ledger:2.0"
+
+		system := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: trustNamespace}}
+		if err := k8sClient.Create(ctx, system); err != nil && !apierrors.IsAlreadyExists(err) {
+			Expect(err).NotTo(HaveOccurred())
+		}
+		empty, err := ca.CRL(now.Add(24 * time.Hour))
+		Expect(err).NotTo(HaveOccurred())
+		crls := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "acme-crls", Namespace: trustNamespace}, Data: map[string]string{"crls.pem": empty}}
+		Expect(k8sClient.Create(ctx, crls)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, crls))).To(Succeed()) })
+		ns := newNamespace(nil)
+		p := clusterPolicy(ns, "notation", imagegatev1alpha1.ImagePolicySpec{Verify: imagegatev1alpha1.VerifyRules{
+			Signers: []imagegatev1alpha1.Signer{{Name: "acme-release", Notation: imagegatev1alpha1.NotationSigner{
+				TrustStores:       []imagegatev1alpha1.NotationTrustStore{{Type: imagegatev1alpha1.NotationStoreCA, Name: "acme", Certificates: ca.PEM()}},
+				TrustedIdentities: []string{"x509.subject: " + notationtest.Subject("release")},
+				CRLs:              imagegatev1alpha1.NotationCRLReference{Name: "acme-crls"},
+			}}},
+		}})
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, p))).To(Succeed()) })
+
+		good := pod(ns, "ledger", image)
+		Expect(k8sClient.Create(ctx, good)).To(Succeed())
+		stored := &corev1.Pod{}
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(good), stored)).To(Succeed())
+		Expect(stored.Spec.Containers[0].Image).To(Equal(image + "@" + d.DigestStr()))
+
+		By("revoking the certificate in the ConfigMap: the verified result cached before does not count")
+		revoked, err := ca.CRL(now.Add(24*time.Hour), release.Cert)
+		Expect(err).NotTo(HaveOccurred())
+		crls.Data["crls.pem"] = revoked
+		Expect(k8sClient.Update(ctx, crls)).To(Succeed())
+		attempt := 0
+		Eventually(func() string {
+			attempt++
+			return createErr(pod(ns, fmt.Sprintf("ledger-%d", attempt), image))
+		}).WithTimeout(10 * time.Second).
+			Should(ContainSubstring(`no signature by a trusted signer (tried: notation "acme-release" (1 Notary signature found: signing certificate with subject "CN=release,O=Acme,L=Seattle,ST=WA,C=US" is revoked))`))
 	})
 })
