@@ -351,6 +351,7 @@ type Signer struct {
 // NotationSigner is one Notation trust policy statement: the trust stores the signatures'
 // certificate chains must lead to, the signing identities trusted, and the verification
 // level. No Notation plugin is run: revocation is checked against configured CRLs only.
+// +kubebuilder:validation:MinProperties=1
 // +kubebuilder:validation:XValidation:rule="(has(self.signatureVerification) && has(self.signatureVerification.level) && self.signatureVerification.level == 'skip') || (has(self.trustStores) && self.trustStores.exists(s, s.type != 'tsa'))",message="a notation signer needs a trust store of type ca or signingAuthority (unless its level is skip)"
 // +kubebuilder:validation:XValidation:rule="(has(self.signatureVerification) && has(self.signatureVerification.level) && self.signatureVerification.level == 'skip') || has(self.trustedIdentities)",message="a notation signer needs trustedIdentities (unless its level is skip); \"*\" trusts any certificate the trust stores issued"
 // +kubebuilder:validation:XValidation:rule="!(has(self.signatureVerification) && has(self.signatureVerification.level) && self.signatureVerification.level == 'skip') || (!has(self.trustStores) && !has(self.trustedIdentities))",message="a notation signer with level skip verifies nothing, so it takes no trustStores or trustedIdentities (as in Notation)"
@@ -450,6 +451,7 @@ type NotationAction string
 type NotationTimestamp string
 
 // NotationSignatureVerification is a trust policy's signatureVerification.
+// +kubebuilder:validation:MinProperties=1
 type NotationSignatureVerification struct {
 	// level is strict (the default: every check enforced), permissive (authenticity and
 	// integrity enforced; expiry, timestamp and revocation failures only logged), audit
@@ -467,22 +469,27 @@ type NotationSignatureVerification struct {
 	// whenever there is one) or afterCertExpiry (only once the signing certificate has
 	// expired).
 	// +optional
+	//nolint:kubeapilinter // notimestamp: Notation's trust policy names it verifyTimestamp (an RFC 3161 timestamp), and the signer translates that policy one to one.
 	VerifyTimestamp NotationTimestamp `json:"verifyTimestamp,omitempty"`
 }
 
 // NotationOverride sets the action of single checks (integrity is always enforced).
 // +kubebuilder:validation:MinProperties=1
 type NotationOverride struct {
-	// authenticity: the certificate chain leads to a trust store and the identity is trusted.
+	// authenticity is the check that the certificate chain leads to a trust store and the
+	// identity is trusted.
 	// +optional
 	Authenticity NotationAction `json:"authenticity,omitempty"`
-	// authenticTimestamp: the certificates were valid when the signature was made.
+	// authenticTimestamp is the check that the certificates were valid when the signature
+	// was made (by its timestamp countersignature, or its authentic signing time).
 	// +optional
+	//nolint:kubeapilinter // notimestamp: Notation's name for the check, which a trust policy's override uses.
 	AuthenticTimestamp NotationAction `json:"authenticTimestamp,omitempty"`
-	// expiry: the signature's own expiry has not passed.
+	// expiry is the check that the signature's own expiry has not passed.
 	// +optional
 	Expiry NotationAction `json:"expiry,omitempty"`
-	// revocation: no certificate of the chain is listed in the configured CRLs.
+	// revocation is the check that no certificate of the chain is listed in the configured
+	// CRLs.
 	// +optional
 	Revocation NotationAction `json:"revocation,omitempty"`
 }

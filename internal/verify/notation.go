@@ -267,6 +267,9 @@ func revokedBy(crl *x509.RevocationList, cert *x509.Certificate, signed time.Tim
 	return false
 }
 
+// noPlugins begins the refusal of a signature that requires a Notation plugin.
+const noPlugins = "imagegate runs no Notation plugins"
+
 // awsSignerPlugin is the name of AWS Signer's Notation plugin, which AWS Signer's signatures
 // require for verification (a critical signed attribute).
 const awsSignerPlugin = "com.amazonaws.signer.notation.plugin"
@@ -280,7 +283,7 @@ func (builtinPlugins) Get(_ context.Context, name string) (pluginframework.Plugi
 	if name == awsSignerPlugin {
 		return awsSignerIdentity{}, nil
 	}
-	return nil, fmt.Errorf("imagegate runs no Notation plugins, and the signature requires the plugin %q", text.Cut(name, 128))
+	return nil, fmt.Errorf("%s, and the signature requires the plugin %q", noPlugins, text.Cut(name, 128))
 }
 
 func (builtinPlugins) List(context.Context) ([]string, error) { return []string{awsSignerPlugin}, nil }
@@ -475,11 +478,13 @@ func (n *notationSigner) explain(outcome *notation.VerificationOutcome, err erro
 		return fmt.Errorf("certificate chain not trusted by trust store %s (signing certificate %q)", quoteStores(n.stores), text.Cut(subject, 256))
 	case strings.Contains(msg, "does not match the X.509 trusted identities"):
 		return fmt.Errorf("signing certificate %q is not one of the trusted identities", text.Cut(subject, 256))
-	case strings.Contains(msg, "imagegate runs no Notation plugins"):
-		return errors.New(msg[strings.Index(msg, "imagegate runs no Notation plugins"):])
+	case strings.Contains(msg, noPlugins):
+		_, rest, _ := strings.Cut(msg, noPlugins)
+		return errors.New(noPlugins + rest)
 	case strings.Contains(msg, "failed with reason "):
 		// A plugin's (the in-process AWS Signer identity check's) reason, in its words.
-		if reason, err := strconv.Unquote(msg[strings.Index(msg, "failed with reason ")+len("failed with reason "):]); err == nil {
+		_, quoted, _ := strings.Cut(msg, "failed with reason ")
+		if reason, err := strconv.Unquote(quoted); err == nil {
 			return errors.New(reason)
 		}
 	case strings.Contains(msg, "no timestamp countersignature was found"):
