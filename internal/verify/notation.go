@@ -12,7 +12,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -135,35 +134,20 @@ func compileNotationSigner(src Sources, signerName string, n *v1alpha1.NotationS
 // parseTrustStore reads a trust store's PEM certificates, bounded, as Notation's file trust
 // store accepts them: CA certificates (or self-signed ones), and only roots for a TSA store.
 func parseTrustStore(data []byte, typ v1alpha1.NotationTrustStoreType) ([]*x509.Certificate, error) {
-	if len(data) > maxCertificatePEM {
-		return nil, fmt.Errorf("the certificates are %d bytes, more than the %d imagegate reads", len(data), maxCertificatePEM)
+	blocks, err := pemBlocks(data, "CERTIFICATE", "certificate", maxCACertificates)
+	if err != nil {
+		return nil, err
 	}
-	var certs []*x509.Certificate
-	rest := bytes.TrimSpace(data)
-	for n := 1; len(rest) > 0; n++ {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			return nil, fmt.Errorf("certificate %d: not PEM (expected -----BEGIN CERTIFICATE-----)", n)
-		}
-		rest = bytes.TrimSpace(rest)
-		if b.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("certificate %d: a PEM %q block, not a CERTIFICATE", n, text.Cut(b.Type, 64))
-		}
-		if n > maxCACertificates {
-			return nil, fmt.Errorf("more than %d certificates", maxCACertificates)
-		}
-		cert, err := x509.ParseCertificate(b.Bytes)
+	certs := make([]*x509.Certificate, 0, len(blocks))
+	for i, der := range blocks {
+		cert, err := x509.ParseCertificate(der)
 		if err != nil {
-			return nil, fmt.Errorf("certificate %d does not parse: %w", n, err)
+			return nil, fmt.Errorf("certificate %d does not parse: %w", i+1, err)
 		}
 		if typ == v1alpha1.NotationStoreTSA && !selfSigned(cert) {
-			return nil, fmt.Errorf("certificate %d (subject %q) is not a root: a tsa trust store holds the timestamp authorities' root certificates", n, text.Cut(cert.Subject.String(), 256))
+			return nil, fmt.Errorf("certificate %d (subject %q) is not a root: a tsa trust store holds the timestamp authorities' root certificates", i+1, text.Cut(cert.Subject.String(), 256))
 		}
 		certs = append(certs, cert)
-	}
-	if len(certs) == 0 {
-		return nil, errors.New("no certificate")
 	}
 	if err := truststore.ValidateCertificates(certs); err != nil {
 		return nil, err
@@ -185,32 +169,17 @@ func (m memoryTrustStore) GetCertificates(_ context.Context, typ truststore.Type
 
 // parseCRLs reads PEM certificate revocation lists ("X509 CRL" blocks), bounded.
 func parseCRLs(data []byte) ([]*x509.RevocationList, error) {
-	if len(data) > maxCertificatePEM {
-		return nil, fmt.Errorf("the CRLs are %d bytes, more than the %d imagegate reads", len(data), maxCertificatePEM)
+	blocks, err := pemBlocks(data, "X509 CRL", "CRL", maxCRLs)
+	if err != nil {
+		return nil, err
 	}
-	var out []*x509.RevocationList
-	rest := bytes.TrimSpace(data)
-	for n := 1; len(rest) > 0; n++ {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			return nil, fmt.Errorf("CRL %d: not PEM (expected -----BEGIN X509 CRL-----)", n)
-		}
-		rest = bytes.TrimSpace(rest)
-		if b.Type != "X509 CRL" {
-			return nil, fmt.Errorf("CRL %d: a PEM %q block, not an X509 CRL", n, text.Cut(b.Type, 64))
-		}
-		if n > maxCRLs {
-			return nil, fmt.Errorf("more than %d CRLs", maxCRLs)
-		}
-		crl, err := x509.ParseRevocationList(b.Bytes)
+	out := make([]*x509.RevocationList, 0, len(blocks))
+	for i, der := range blocks {
+		crl, err := x509.ParseRevocationList(der)
 		if err != nil {
-			return nil, fmt.Errorf("CRL %d does not parse: %w", n, err)
+			return nil, fmt.Errorf("CRL %d does not parse: %w", i+1, err)
 		}
 		out = append(out, crl)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no CRL")
 	}
 	return out, nil
 }

@@ -138,29 +138,17 @@ func compileCertificateSigner(src Sources, c *v1alpha1.CertificateSigner, base r
 // others intermediates. Anything else in the PEM (a key, a leaf certificate, text that is not
 // PEM) is refused, naming it: a bundle that says more than it should is a mistake to show.
 func parseCACertificates(data []byte) (roots, intermediates []*x509.Certificate, err error) {
-	if len(data) > maxCertificatePEM {
-		return nil, nil, fmt.Errorf("the certificates are %d bytes, more than the %d imagegate reads", len(data), maxCertificatePEM)
+	blocks, err := pemBlocks(data, "CERTIFICATE", "certificate", maxCACertificates)
+	if err != nil {
+		return nil, nil, err
 	}
-	rest := bytes.TrimSpace(data)
-	for n := 1; len(rest) > 0; n++ {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			return nil, nil, fmt.Errorf("certificate %d: not PEM (expected -----BEGIN CERTIFICATE-----)", n)
-		}
-		rest = bytes.TrimSpace(rest)
-		if b.Type != "CERTIFICATE" {
-			return nil, nil, fmt.Errorf("certificate %d: a PEM %q block, not a CERTIFICATE", n, text.Cut(b.Type, 64))
-		}
-		if n > maxCACertificates {
-			return nil, nil, fmt.Errorf("more than %d certificates", maxCACertificates)
-		}
-		cert, err := x509.ParseCertificate(b.Bytes)
+	for i, der := range blocks {
+		cert, err := x509.ParseCertificate(der)
 		if err != nil {
-			return nil, nil, fmt.Errorf("certificate %d does not parse: %w", n, err)
+			return nil, nil, fmt.Errorf("certificate %d does not parse: %w", i+1, err)
 		}
 		if !cert.BasicConstraintsValid || !cert.IsCA {
-			return nil, nil, fmt.Errorf("certificate %d (subject %q) is not a CA certificate: list the roots and intermediates, not the signing certificate", n, text.Cut(cert.Subject.String(), 256))
+			return nil, nil, fmt.Errorf("certificate %d (subject %q) is not a CA certificate: list the roots and intermediates, not the signing certificate", i+1, text.Cut(cert.Subject.String(), 256))
 		}
 		if selfSigned(cert) {
 			roots = append(roots, cert)
@@ -172,6 +160,41 @@ func parseCACertificates(data []byte) (roots, intermediates []*x509.Certificate,
 		return nil, nil, fmt.Errorf("no root: none of the %d certificates is self-signed", len(intermediates))
 	}
 	return roots, intermediates, nil
+}
+
+// pemBlocks reads the PEM blocks of data, each of type typ (what names one in errors), at
+// most maxBlocks of them and maxCertificatePEM bytes in all. Anything else (text that is not
+// PEM, a block of another type) is refused, naming it: a bundle that says more than it should
+// is a mistake to show.
+func pemBlocks(data []byte, typ, what string, maxBlocks int) ([][]byte, error) {
+	if len(data) > maxCertificatePEM {
+		return nil, fmt.Errorf("the %ss are %d bytes, more than the %d imagegate reads", what, len(data), maxCertificatePEM)
+	}
+	var out [][]byte
+	rest := bytes.TrimSpace(data)
+	for n := 1; len(rest) > 0; n++ {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			return nil, fmt.Errorf("%s %d: not PEM (expected -----BEGIN %s-----)", what, n, typ)
+		}
+		rest = bytes.TrimSpace(rest)
+		if b.Type != typ {
+			article := "a"
+			if strings.ContainsRune("AEIOUX", rune(typ[0])) {
+				article = "an" // an X509 CRL
+			}
+			return nil, fmt.Errorf("%s %d: a PEM %q block, not %s %s", what, n, text.Cut(b.Type, 64), article, typ)
+		}
+		if n > maxBlocks {
+			return nil, fmt.Errorf("more than %d %ss", maxBlocks, what)
+		}
+		out = append(out, b.Bytes)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no %s", what)
+	}
+	return out, nil
 }
 
 func selfSigned(c *x509.Certificate) bool {

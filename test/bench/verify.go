@@ -75,15 +75,27 @@ func (s *signing) signed(repo string) (string, error) {
 	return d.String(), s.key.SignLegacy(d, d)
 }
 
-// caBlock is the CA's root certificate indented for a YAML block scalar.
-func (s *signing) caBlock(indent int) string {
+// block indents PEM for a YAML block scalar.
+func block(pem string, indent int) string {
 	pad := strings.Repeat(" ", indent)
-	return pad + strings.ReplaceAll(strings.TrimSpace(s.ca.PEM()), "\n", "\n"+pad)
+	return pad + strings.ReplaceAll(strings.TrimSpace(pem), "\n", "\n"+pad)
+}
+
+// imagegatePolicy covers every namespace labelled signedLabel: the registry's images must
+// carry the key's signature (cosign's .sig tag, no transparency log).
+func (s *signing) imagegatePolicy() string {
+	return s.imagegateRule("    transparencyLog: Skip\n", "      key:\n        publicKey: |\n"+block(s.key.PublicKeyPEM(), 10))
 }
 
 // imagegateNotationPolicy is imagegatePolicy with a notation signer trusting the CA for any
 // certificate it issued, as Kyverno's Notary attestor does.
 func (s *signing) imagegateNotationPolicy() string {
+	return s.imagegateRule("", "      notation:\n        trustStores:\n        - type: ca\n          name: bench\n          certificates: |\n"+
+		block(s.ca.PEM(), 12)+"\n        trustedIdentities: [\"*\"]")
+}
+
+// imagegateRule is the ClusterImagePolicy bench-verify with one signer named release.
+func (s *signing) imagegateRule(extra, signer string) string {
 	return fmt.Sprintf(`apiVersion: imagegate.io/v1alpha1
 kind: ClusterImagePolicy
 metadata:
@@ -93,22 +105,29 @@ spec:
     matchExpressions: [{key: %s, operator: Exists}]
   verify:
     images: ["%s/acme/**"]
-    signers:
+%s    signers:
     - name: release
-      notation:
-        trustStores:
-        - type: ca
-          name: bench
-          certificates: |
 %s
-        trustedIdentities: ["*"]
-`, signedLabel, s.reg.Host, s.caBlock(12))
+`, signedLabel, s.reg.Host, extra, signer)
+}
+
+// kyvernoPolicy is the same rule as Kyverno's verifyImages, in namespaces labelled
+// signedLabel=kyverno. The images are pinned by digest, so nothing is mutated.
+func (s *signing) kyvernoPolicy() string {
+	return s.kyvernoRule("kyverno", "", "        - keys:\n            publicKeys: |\n"+block(s.key.PublicKeyPEM(), 14)+
+		"\n            rekor: {ignoreTlog: true}\n            ctlog: {ignoreSCT: true}")
 }
 
 // kyvernoNotationPolicy is Kyverno's verifyImages with its Notary attestor (a trust store of
 // the CA's certificate, any identity, level strict), in namespaces labelled
 // signedLabel=kyverno-notation.
 func (s *signing) kyvernoNotationPolicy() string {
+	return s.kyvernoRule("kyverno-notation", "      type: Notary\n", "        - certificates:\n            cert: |\n"+block(s.ca.PEM(), 14))
+}
+
+// kyvernoRule is the ClusterPolicy bench-verify for namespaces labelled signedLabel=label,
+// with one attestor entry.
+func (s *signing) kyvernoRule(label, verifyType, entry string) string {
 	return fmt.Sprintf(`apiVersion: kyverno.io/v1
 kind: ClusterPolicy
 metadata:
@@ -124,88 +143,23 @@ spec:
           kinds: ["Pod"]
           namespaceSelector:
             matchLabels:
-              %s: kyverno-notation
+              %s: %s
     verifyImages:
-    - type: Notary
-      imageReferences: ["%s/acme/*"]
-      failureAction: Enforce
+    - imageReferences: ["%s/acme/*"]
+%s      failureAction: Enforce
       mutateDigest: false
       verifyDigest: true
       required: true
       attestors:
       - entries:
-        - certificates:
-            cert: |
 %s
-`, signedLabel, s.reg.Host, s.caBlock(14))
+`, signedLabel, label, s.reg.Host, verifyType, entry)
 }
 
 // push pushes a new image to repo, unsigned.
 func (s *signing) push(repo string) (name.Digest, error) {
 	s.n++
 	return registrytest.PushTo(s.reg.Host, "acme/"+repo, fmt.Sprintf("v%d", s.n), registrytest.Anonymous)
-}
-
-// keyBlock is the public key indented for a YAML block scalar.
-func (s *signing) keyBlock(indent int) string {
-	pad := strings.Repeat(" ", indent)
-	return pad + strings.ReplaceAll(strings.TrimSpace(s.key.PublicKeyPEM()), "\n", "\n"+pad)
-}
-
-// imagegatePolicy covers every namespace labelled signedLabel: the registry's images must
-// carry the key's signature.
-func (s *signing) imagegatePolicy() string {
-	return fmt.Sprintf(`apiVersion: imagegate.io/v1alpha1
-kind: ClusterImagePolicy
-metadata:
-  name: bench-verify
-spec:
-  namespaceSelector:
-    matchExpressions: [{key: %s, operator: Exists}]
-  verify:
-    images: ["%s/acme/**"]
-    transparencyLog: Skip
-    signers:
-    - name: release
-      key:
-        publicKey: |
-%s
-`, signedLabel, s.reg.Host, s.keyBlock(10))
-}
-
-// kyvernoPolicy is the same rule as Kyverno's verifyImages, in namespaces labelled
-// signedLabel=kyverno. The images are pinned by digest, so nothing is mutated.
-func (s *signing) kyvernoPolicy() string {
-	return fmt.Sprintf(`apiVersion: kyverno.io/v1
-kind: ClusterPolicy
-metadata:
-  name: bench-verify
-spec:
-  background: false
-  webhookTimeoutSeconds: 15
-  rules:
-  - name: signed
-    match:
-      any:
-      - resources:
-          kinds: ["Pod"]
-          namespaceSelector:
-            matchLabels:
-              %s: kyverno
-    verifyImages:
-    - imageReferences: ["%s/acme/*"]
-      failureAction: Enforce
-      mutateDigest: false
-      verifyDigest: true
-      required: true
-      attestors:
-      - entries:
-        - keys:
-            publicKeys: |
-%s
-            rekor: {ignoreTlog: true}
-            ctlog: {ignoreSCT: true}
-`, signedLabel, s.reg.Host, s.keyBlock(14))
 }
 
 // setupImagegateVerify is setupImagegateScoped with the verify rule of imagegatePolicy.

@@ -60,6 +60,49 @@ func TestVerifyPoliciesAgree(t *testing.T) {
 	}
 }
 
+// The Notation rows trust the same CA: imagegate's notation signer (any identity) and
+// Kyverno's Notary attestor.
+func TestVerifyNotationPoliciesAgree(t *testing.T) {
+	s, err := (&benchEnv{}).signing()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.reg.Close()
+	want := strings.TrimSpace(s.ca.PEM())
+	var ig v1alpha1.ClusterImagePolicy
+	if err := yaml.UnmarshalStrict([]byte(s.imagegateNotationPolicy()), &ig); err != nil {
+		t.Fatalf("imagegate's policy: %v", err)
+	}
+	n := ig.Spec.Verify.Signers[0].Notation
+	if len(n.TrustStores) != 1 || strings.TrimSpace(n.TrustStores[0].Certificates) != want || len(n.TrustedIdentities) != 1 || n.TrustedIdentities[0] != "*" {
+		t.Fatalf("imagegate's policy does not trust the CA for any identity: %+v", n)
+	}
+	var ky struct {
+		Spec struct {
+			Rules []struct {
+				VerifyImages []struct {
+					Type            string   `json:"type"`
+					ImageReferences []string `json:"imageReferences"`
+					Attestors       []struct {
+						Entries []struct {
+							Certificates struct {
+								Cert string `json:"cert"`
+							} `json:"certificates"`
+						} `json:"entries"`
+					} `json:"attestors"`
+				} `json:"verifyImages"`
+			} `json:"rules"`
+		} `json:"spec"`
+	}
+	if err := yaml.Unmarshal([]byte(s.kyvernoNotationPolicy()), &ky); err != nil {
+		t.Fatalf("Kyverno's policy: %v", err)
+	}
+	vi := ky.Spec.Rules[0].VerifyImages[0]
+	if vi.Type != "Notary" || strings.TrimSpace(vi.Attestors[0].Entries[0].Certificates.Cert) != want {
+		t.Errorf("Kyverno's policy is not a Notary attestor of the CA: %+v", vi)
+	}
+}
+
 // "added" pairs each round's median with the same round's median without a Pod watch.
 func TestPodWatchAdded(t *testing.T) {
 	ms := func(f float64) time.Duration { return time.Duration(f * float64(time.Millisecond)) }
