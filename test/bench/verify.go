@@ -81,34 +81,38 @@ func block(pem string, indent int) string {
 	return pad + strings.ReplaceAll(strings.TrimSpace(pem), "\n", "\n"+pad)
 }
 
-// imagegatePolicy covers every namespace labelled signedLabel: the registry's images must
-// carry the key's signature (cosign's .sig tag, no transparency log).
+// imagegatePolicy covers the namespaces whose Pods run key-signed images (signedLabel
+// interleaved or imagegate): the registry's images must carry the key's signature (cosign's
+// .sig tag, no transparency log).
 func (s *signing) imagegatePolicy() string {
-	return s.imagegateRule("    transparencyLog: Skip\n", "      key:\n        publicKey: |\n"+block(s.key.PublicKeyPEM(), 10))
+	return s.imagegateRule("[interleaved, imagegate]", "    transparencyLog: Skip\n", "      key:\n        publicKey: |\n"+block(s.key.PublicKeyPEM(), 10))
 }
 
 // imagegateNotationPolicy is imagegatePolicy with a notation signer trusting the CA for any
-// certificate it issued, as Kyverno's Notary attestor does.
+// certificate it issued, as Kyverno's Notary attestor does, for the namespace whose Pods run
+// Notation-signed images only: the Pods the interleaved layer stored run key-signed images,
+// and the audit would re-verify each of them under this rule during the measurement.
 func (s *signing) imagegateNotationPolicy() string {
-	return s.imagegateRule("", "      notation:\n        trustStores:\n        - type: ca\n          name: bench\n          certificates: |\n"+
+	return s.imagegateRule("[imagegate-notation]", "", "      notation:\n        trustStores:\n        - type: ca\n          name: bench\n          certificates: |\n"+
 		block(s.ca.PEM(), 12)+"\n        trustedIdentities: [\"*\"]")
 }
 
-// imagegateRule is the ClusterImagePolicy bench-verify with one signer named release.
-func (s *signing) imagegateRule(extra, signer string) string {
+// imagegateRule is the ClusterImagePolicy bench-verify with one signer named release, for
+// the namespaces whose signedLabel is one of values (a YAML list).
+func (s *signing) imagegateRule(values, extra, signer string) string {
 	return fmt.Sprintf(`apiVersion: imagegate.io/v1alpha1
 kind: ClusterImagePolicy
 metadata:
   name: bench-verify
 spec:
   namespaceSelector:
-    matchExpressions: [{key: %s, operator: Exists}]
+    matchExpressions: [{key: %s, operator: In, values: %s}]
   verify:
     images: ["%s/acme/**"]
 %s    signers:
     - name: release
 %s
-`, signedLabel, s.reg.Host, extra, signer)
+`, signedLabel, values, s.reg.Host, extra, signer)
 }
 
 // kyvernoPolicy is the same rule as Kyverno's verifyImages, in namespaces labelled
