@@ -42,8 +42,8 @@ import (
 )
 
 const (
-	// NotationArtifactType is the artifact type of a Notary Project signature manifest.
-	NotationArtifactType = "application/vnd.cncf.notary.signature"
+	// notationArtifactType is the artifact type of a Notary Project signature manifest.
+	notationArtifactType = "application/vnd.cncf.notary.signature"
 	// maxNotationEnvelope bounds one signature envelope (a JWS or COSE envelope with its
 	// certificate chain and timestamp is a few kilobytes).
 	maxNotationEnvelope = 256 << 10
@@ -322,7 +322,7 @@ func (awsSignerIdentity) GenerateEnvelope(context.Context, *pluginframework.Gene
 func notationDescriptors(referrers []v1.Descriptor) ([]v1.Descriptor, error) {
 	var descs []v1.Descriptor
 	for _, d := range referrers {
-		if d.ArtifactType == NotationArtifactType {
+		if d.ArtifactType == notationArtifactType {
 			descs = append(descs, d)
 		}
 	}
@@ -333,11 +333,12 @@ func notationDescriptors(referrers []v1.Descriptor) ([]v1.Descriptor, error) {
 }
 
 // notationRepository is notation-go's registry.Repository over imagegate's registry client,
-// read-only, for one image: the referrers were listed once for every kind of signature.
+// read-only, for one image: the referrers were listed once for every kind of signature, and
+// signatures are the Notary ones among them.
 type notationRepository struct {
-	ref       name.Digest
-	ropts     []remote.Option
-	referrers []v1.Descriptor
+	ref        name.Digest
+	ropts      []remote.Option
+	signatures []v1.Descriptor
 }
 
 var _ registry.Repository = (*notationRepository)(nil)
@@ -360,12 +361,11 @@ func (r *notationRepository) Resolve(_ context.Context, reference string) (ocisp
 }
 
 func (r *notationRepository) ListSignatures(_ context.Context, _ ocispec.Descriptor, fn func([]ocispec.Descriptor) error) error {
-	descs, err := notationDescriptors(r.referrers)
-	if err != nil || len(descs) == 0 {
-		return err
+	if len(r.signatures) == 0 {
+		return nil
 	}
-	out := make([]ocispec.Descriptor, len(descs))
-	for i, d := range descs {
+	out := make([]ocispec.Descriptor, len(r.signatures))
+	for i, d := range r.signatures {
 		out[i] = ocispec.Descriptor{MediaType: string(d.MediaType), Digest: digest.Digest(d.Digest.String()), Size: d.Size, ArtifactType: d.ArtifactType}
 	}
 	return fn(out)
@@ -382,8 +382,8 @@ func (r *notationRepository) FetchSignatureBlob(_ context.Context, desc ocispec.
 	if err != nil {
 		return nil, ocispec.Descriptor{}, err
 	}
-	if m.ArtifactType != NotationArtifactType && string(m.Config.MediaType) != NotationArtifactType {
-		return nil, ocispec.Descriptor{}, fmt.Errorf("the signature manifest's artifact type is %q, not %s", text.Cut(m.ArtifactType, 128), NotationArtifactType)
+	if m.ArtifactType != notationArtifactType && string(m.Config.MediaType) != notationArtifactType {
+		return nil, ocispec.Descriptor{}, fmt.Errorf("the signature manifest's artifact type is %q, not %s", text.Cut(m.ArtifactType, 128), notationArtifactType)
 	}
 	if len(m.Layers) != 1 {
 		return nil, ocispec.Descriptor{}, fmt.Errorf("the signature manifest has %d layers, not 1", len(m.Layers))

@@ -313,6 +313,9 @@ func TestNotationHostileRegistry(t *testing.T) {
 			return registrytest.PushReferrer(d, notationtest.ArtifactType, layerType, layer, nil)
 		}
 	}
+	key, err := registrytest.NewKey()
+	must(t, err)
+	keyRules := &v1alpha1.VerifyRules{Signers: []v1alpha1.Signer{keySigner("release", key.PublicKeyPEM())}, TransparencyLog: v1alpha1.TransparencyLogSkip}
 	for _, c := range []struct {
 		name  string
 		image name.Digest
@@ -340,4 +343,15 @@ func TestNotationHostileRegistry(t *testing.T) {
 			expectVerdict(t, notationVerdict(t, &sources{}, rules, c.image), c.want)
 		})
 	}
+	t.Run("Notary signatures do not count against a key-only rule's bounds", func(t *testing.T) {
+		d := push("many-notary-key", func(d name.Digest) error {
+			for i := range 65 {
+				if err := registrytest.PushReferrer(d, notationtest.ArtifactType, notationtest.JWS, fmt.Appendf(nil, `{"n":%d}`, i), nil); err != nil {
+					return err
+				}
+			}
+			return key.Sign(d)
+		})
+		expectVerdict(t, notationVerdict(t, &sources{}, keyRules, d), "")
+	})
 }

@@ -13,13 +13,12 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/sigstore/cosign/v3/pkg/cosign"
 	"github.com/sigstore/cosign/v3/pkg/oci"
 	ociremote "github.com/sigstore/cosign/v3/pkg/oci/remote"
 	"github.com/sigstore/cosign/v3/pkg/types"
 	sgbundle "github.com/sigstore/sigstore-go/pkg/bundle"
-
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/imagegate/imagegate/internal/text"
 )
@@ -41,39 +40,39 @@ func (v *Verifier) check(ctx context.Context, trust *Trust, repo, digest string)
 	registry := ref.RegistryStr()
 
 	// cosign's .sig tag is read only for signers that read cosign's formats; the referrers
-	// (sigstore bundles, Notary signatures) are listed once for every kind.
+	// (sigstore bundles, Notary signatures) are listed once for every kind, and each kind is
+	// picked out (and bounded) only where a signer reads it.
+	cosign, notary := trust.cosignSigners(), trust.notationSigners()
 	var c candidates
-	legacyErr := errNoCosignSigner
-	if trust.cosignSigners() {
+	if cosign {
 		start := time.Now()
-		c.legacy, legacyErr = legacyLayers(ref, oopts, ociremote.SignatureTag, "signatures in its sha256-<hex>.sig tag")
+		c.legacy, c.legacyErr = legacyLayers(ref, oopts, ociremote.SignatureTag, "signatures in its sha256-<hex>.sig tag")
 		v.metrics.registry("signatures", start)
 	}
 	start := time.Now()
 	referrers, referrersErr := listReferrers(ref, oopts)
 	v.metrics.registry("referrers", start)
-	bundleErr, notationErr := referrersErr, referrersErr
-	if referrersErr == nil {
+	c.referrersErr = referrersErr
+	var bundleErr, notationErr error
+	if referrersErr == nil && cosign {
 		c.bundles, bundleErr = bundleDescriptors(referrers, types.CosignSignPredicateType)
+	}
+	if referrersErr == nil && notary {
 		c.notation, notationErr = notationDescriptors(referrers)
 	}
-	for _, err := range []error{legacyErr, bundleErr, notationErr} {
+	for _, err := range []error{c.legacyErr, bundleErr, notationErr} {
 		if errors.Is(err, errTooManyCandidates) {
 			return fail("%s", text.Cut(err.Error(), maxReasonLength))
 		}
 	}
-	if (legacyErr != nil || !trust.cosignSigners()) && referrersErr != nil {
-		err := legacyErr
-		if errors.Is(err, errNoCosignSigner) {
-			err = referrersErr
+	// Nothing could be listed: the referrers, and the .sig tag where it is read.
+	if referrersErr != nil && (c.legacyErr != nil || !cosign) {
+		err := referrersErr
+		if c.legacyErr != nil {
+			err = c.legacyErr
 		}
-		return &Outcome{Reason: registryError(registry, "listing signatures", err).Error(), transient: isTransient(legacyErr) || isTransient(referrersErr)}
+		return &Outcome{Reason: registryError(registry, "listing signatures", err).Error(), transient: isTransient(c.legacyErr) || isTransient(referrersErr)}
 	}
-	if errors.Is(legacyErr, errNoCosignSigner) {
-		legacyErr = nil
-	}
-	c.legacyErr, c.referrersErr = legacyErr, referrersErr
-	c.repo = &notationRepository{ref: ref, ropts: ropts, referrers: referrers}
 
 	if o := v.checkSignatures(ctx, trust, ref, h, ropts, oopts, &c, registry); o != nil {
 		return o
@@ -139,15 +138,12 @@ func (v *Verifier) checkSignatures(ctx context.Context, trust *Trust, ref name.D
 	if len(descs) > 0 {
 		v.metrics.registry("bundles", start)
 	}
-	if trust.notationSigners() && len(c.notation) > 0 {
+	if len(c.notation) > 0 {
 		start := time.Now()
-		done, nt := eachNotation(ctx, c, func(target ocispec.Descriptor, env notationEnvelope) bool {
+		done, nt := eachNotation(ctx, ref, ropts, c.notation, func(target ocispec.Descriptor, env notationEnvelope) bool {
 			return consider(func(s *signer) error {
-				if s.notation == nil {
+				if s.notation == nil || s.notation.skip { // skip: matched above, reads no signature
 					return errOtherFormat
-				}
-				if s.notation.skip {
-					return errors.New("level skip reads no signature")
 				}
 				return s.notation.verify(ctx, target, ref.String(), env)
 			})
@@ -222,7 +218,6 @@ type candidates struct {
 	notation []v1.Descriptor // Notary signatures among the referrers
 	// legacyErr and referrersErr say why the .sig tag or the referrers could not be read.
 	legacyErr, referrersErr error
-	repo                    *notationRepository
 }
 
 // errOtherFormat is what a signer answers for a signature of a format it does not read (a
@@ -230,22 +225,20 @@ type candidates struct {
 // report.
 var errOtherFormat = errors.New("a signature of another format")
 
-// errNoCosignSigner stands for the .sig tag that is not read when no signer reads it.
-var errNoCosignSigner = errors.New("no signer reads cosign signatures")
-
 // eachNotation reads the Notary signatures one at a time (notation-go's Repository over the
 // registry client) and hands each, with the descriptor of the manifest they must name, to use
 // until use returns true (done then). What cannot be read is told to unread; transient says
 // a failure was the registry's or the network's.
-func eachNotation(ctx context.Context, c *candidates, use func(ocispec.Descriptor, notationEnvelope) bool, unread func(string)) (done, transient bool) {
-	target, err := c.repo.Resolve(ctx, c.repo.ref.DigestStr())
+func eachNotation(ctx context.Context, ref name.Digest, ropts []remote.Option, descs []v1.Descriptor, use func(ocispec.Descriptor, notationEnvelope) bool, unread func(string)) (done, transient bool) {
+	repo := &notationRepository{ref: ref, ropts: ropts, signatures: descs}
+	target, err := repo.Resolve(ctx, ref.DigestStr())
 	if err != nil {
 		unread("the image's manifest could not be read: " + err.Error())
 		return false, isTransient(err)
 	}
-	err = c.repo.ListSignatures(ctx, target, func(descs []ocispec.Descriptor) error {
+	err = repo.ListSignatures(ctx, target, func(descs []ocispec.Descriptor) error {
 		for _, d := range descs {
-			blob, sd, err := c.repo.FetchSignatureBlob(ctx, d)
+			blob, sd, err := repo.FetchSignatureBlob(ctx, d)
 			if err != nil {
 				transient = transient || isTransient(err)
 				unread("a Notary signature could not be read: " + err.Error())
