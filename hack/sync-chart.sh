@@ -11,3 +11,7 @@ cp config/crd/bases/*.yaml "$files/crds/"
 cp config/prometheus/rules.yaml "$files/prometheus/rules.yaml"
 cp config/grafana/imagegate.json "$files/grafana/imagegate.json"
 cp config/admission-policies/pattern-warnings.yaml "$files/admission-policies/pattern-warnings.yaml"
+# The OpenReports Report CRD, from the reports-api module imagegate builds with (reports.installCRDs).
+mkdir -p "$files/openreports"
+cp "$(go list -m -f '{{.Dir}}' github.com/openreports/reports-api)/config/crd/openreports.io_reports.yaml" "$files/openreports/"
+chmod 644 "$files/openreports/openreports.io_reports.yaml"

@@ -17,6 +17,28 @@ const (
 	ModeAudit PolicyMode = "Audit"
 )
 
+// Enforcement says when an Enforce policy starts refusing.
+// +kubebuilder:validation:Enum=Immediately;AfterCleanAudit
+type Enforcement string
+
+const (
+	// EnforceImmediately refuses from the moment the policy is in force.
+	EnforceImmediately Enforcement = "Immediately"
+	// EnforceAfterCleanAudit acts as Audit until an audit pass finds no running Pod that the
+	// policy would refuse.
+	EnforceAfterCleanAudit Enforcement = "AfterCleanAudit"
+)
+
+// Reasons of status.enforcement.
+const (
+	// ReasonAwaitingCleanAudit: the policy acts as Audit until an audit pass finds no
+	// running Pod it would refuse.
+	ReasonAwaitingCleanAudit = "AwaitingCleanAudit"
+	// ReasonCleanAudit: an audit pass found no running Pod the policy would refuse, so it
+	// refuses.
+	ReasonCleanAudit = "CleanAudit"
+)
+
 // ImagePattern is an image pattern: an image reference in which a path segment may
 // contain `*` (any characters within that one segment, never `/`) or be `**` (any number of
 // segments, including none). The registry host is literal and matched as a whole host with
@@ -86,6 +108,7 @@ type TagRules struct {
 
 // ImagePolicySpec is the set of rules shared by ImagePolicy and ClusterImagePolicy.
 // +kubebuilder:validation:MinProperties=1
+// +kubebuilder:validation:XValidation:rule="!has(self.enforcement) || self.enforcement == 'Immediately' || !has(self.mode) || self.mode == 'Enforce'",fieldPath=".enforcement",message="enforcement AfterCleanAudit only applies to mode Enforce"
 // +kubebuilder:validation:XValidation:rule="has(self.images) || has(self.tags) || (has(self.requireDigest) && self.requireDigest) || has(self.verify)",message="the policy restricts nothing: set at least one of images.allow, images.deny, tags.deny, tags.requireTag, requireDigest or verify"
 type ImagePolicySpec struct {
 	// mode says what happens to a Pod that breaks this policy: `Enforce` (the default)
@@ -94,6 +117,14 @@ type ImagePolicySpec struct {
 	// +optional
 	// +kubebuilder:default=Enforce
 	Mode PolicyMode `json:"mode,omitempty"`
+
+	// enforcement says when an `Enforce` policy starts refusing: `Immediately` (the
+	// default), or `AfterCleanAudit`: the policy acts as `Audit` until a background audit
+	// pass finds no running Pod it would refuse, then refuses from then on
+	// (status.enforcement says which is in force and why). Each change of the spec waits for
+	// a clean audit again. Only with mode Enforce.
+	// +optional
+	Enforcement Enforcement `json:"enforcement,omitempty"`
 
 	// namespaceSelector picks the namespaces whose Pods this policy covers, by namespace
 	// labels (`kubernetes.io/metadata.name` holds the name). Empty or unset: every namespace
@@ -199,6 +230,39 @@ type ImagePolicyStatus struct {
 	// policy to `Enforce` would refuse.
 	// +optional
 	Audit *AuditStatus `json:"audit,omitempty"`
+
+	// enforcement, for a policy with enforcement AfterCleanAudit, says which mode is in
+	// force for the current generation of the spec, and why. The audit writes it.
+	// +optional
+	Enforcement *EnforcementStatus `json:"enforcement,omitempty"`
+}
+
+// EnforcementStatus is the mode in force of a policy that waits for a clean audit.
+type EnforcementStatus struct {
+	// mode is the mode in force: Audit while waiting, Enforce after a clean audit pass.
+	// +required
+	Mode PolicyMode `json:"mode,omitempty"`
+
+	// reason is AwaitingCleanAudit or CleanAudit.
+	// +required
+	// +kubebuilder:validation:Enum=AwaitingCleanAudit;CleanAudit
+	Reason string `json:"reason,omitempty"`
+
+	// message says why, in words: what the latest audit pass found.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=4096
+	Message string `json:"message,omitempty"`
+
+	// observedGeneration is the metadata.generation of the spec this applies to: a newer
+	// spec waits for a clean audit again.
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// lastTransitionTime is when mode last changed.
+	// +required
+	LastTransitionTime metav1.Time `json:"lastTransitionTime,omitzero"`
 }
 
 // AuditStatus is what one background audit found for one policy.
@@ -268,6 +332,7 @@ const (
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Namespaced,shortName=imgpol
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
+// +kubebuilder:printcolumn:name="In force",type=string,JSONPath=`.status.enforcement.mode`,description="The mode in force of a policy that waits for a clean audit (enforcement AfterCleanAudit)"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Violations",type=integer,JSONPath=`.status.audit.violations`,description="Pods that break the policy, as of the latest audit"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
@@ -306,6 +371,7 @@ type ImagePolicyList struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Cluster,shortName=cimgpol
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
+// +kubebuilder:printcolumn:name="In force",type=string,JSONPath=`.status.enforcement.mode`,description="The mode in force of a policy that waits for a clean audit (enforcement AfterCleanAudit)"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Violations",type=integer,JSONPath=`.status.audit.violations`,description="Pods that break the policy, as of the latest audit"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	reportsv1alpha1 "github.com/openreports/reports-api/apis/openreports.io/v1alpha1"
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -59,6 +60,7 @@ type options struct {
 	clientCA                                   string
 	webhookPort                                int
 	imageReview, checkWorkloads                bool
+	reports, preflight                         bool
 	excludedNamespaces, leaderElectionNS       string
 	namespace                                  string
 	pullSecretsFromPods                        bool
@@ -114,6 +116,8 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.StringVar(&o.clientCA, "webhook-client-ca", "", "PEM file of the CAs whose client certificates may call the webhook port (the apiserver's, given to it in its AdmissionConfiguration); every other caller is refused at the TLS handshake. Empty: any caller. Read at start: restart the manager after changing it.")
 	fs.StringVar(&o.pinScope, "pin-scope-configuration", "", "Name of the MutatingWebhookConfiguration of the pinning webhook (pin.pods.imagegate.io): the leader keeps its match condition verify-rules in step with the verify rules in force, so that the apiserver calls the pinning webhook only for Pods with an unpinned image a verify rule may cover, and never without a verify rule. Empty: the condition is not kept, and every Pod with an unpinned image is sent (the manager needs get and patch on that configuration).")
 	fs.BoolVar(&o.checkWorkloads, "check-workloads", true, "Check the pod templates of Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs, CronJobs and ReplicationControllers at create and update (the webhook workloads.imagegate.io); false admits them all, and the Pods are still checked.")
+	fs.BoolVar(&o.reports, "reports", false, "Write the audit's results as OpenReports Reports (openreports.io/v1alpha1), one per namespace, for Policy Reporter and other report readers; needs the Report CRD (the Helm chart's reports.installCRDs), else says so in the log and imagegate_reports_enabled. See docs/reports.md.")
+	fs.BoolVar(&o.preflight, "policy-preflight", true, "Answer each change of an ImagePolicy or ClusterImagePolicy (kubectl apply, --dry-run=server too) with warnings naming the running Pods it would refuse at their next restart (the webhook preflight.imagegate.io). Every replica then keeps the running Pods in its cache, as the leader does for the audit. See docs/reports.md.")
 	fs.BoolVar(&o.imageReview, "imagereview", true, "Also answer the kube-apiserver's ImagePolicyWebhook plugin (imagepolicy.k8s.io/v1alpha1 ImageReview) at /imagereview on the webhook port.")
 	fs.StringVar(&o.excludedNamespaces, podspec.ExcludedNamespacesFlag, podspec.DefaultExcludedNamespacesValue(),
 		"Comma-separated namespaces imagegate never decides: their ImageReviews are allowed and the audit skips them. Keep it equal to the namespaceSelector in config/webhook.")
@@ -141,6 +145,7 @@ func main() {
 	scheme := runtime.NewScheme()
 	must(log, clientgoscheme.AddToScheme(scheme), "registering the Kubernetes types")
 	must(log, v1alpha1.AddToScheme(scheme), "registering the imagegate types")
+	must(log, reportsv1alpha1.AddToScheme(scheme), "registering the OpenReports types")
 
 	tlsOpts := []func(*tls.Config){func(c *tls.Config) { c.MinVersion = tls.VersionTLS12 }}
 	if !o.enableHTTP2 {
@@ -239,6 +244,12 @@ func main() {
 	imagegatewebhook.SetupPodWebhookWithManager(mgr, snapshots, recorder, verifier, podCredentials)
 	imagegatewebhook.SetupWorkloadWebhookWithManager(mgr, snapshots, o.checkWorkloads, recorder)
 	imagegatewebhook.SetupExceptionWebhookWithManager(mgr)
+	if o.preflight {
+		imagegatewebhook.SetupPreflightWebhookWithManager(mgr, &imagegatewebhook.Preflight{
+			Cache: mgr.GetCache(), Client: mgr.GetClient(), Known: verifier.Known(), Excluded: excluded,
+			Trust: verify.Compiler(verify.NamespaceSources{Reader: mgr.GetCache(), Namespace: o.namespace, Remote: remote}),
+		})
+	}
 	if o.imageReview {
 		imagegatewebhook.SetupImageReviewWithManager(mgr, snapshots, excluded, recorder, verifier)
 	}
@@ -254,6 +265,10 @@ func main() {
 			Interval: o.auditInterval, Excluded: excluded, Metrics: metrics,
 			Verifier: verifier, Events: recorder.Events,
 		}
+		if o.reports {
+			must(log, metrics.RegisterReports(ctrlmetrics.Registry), "registering the report metrics")
+			auditor.Reports = &controller.Reporter{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Metrics: metrics}
+		}
 		must(log, mgr.Add(auditor), "adding the audit")
 	}
 
@@ -266,6 +281,12 @@ func main() {
 	must(log, err, "watching Namespaces")
 	if auditor != nil {
 		must(log, auditor.WatchNamespaces(namespaces), "auditing after Namespace label changes")
+	}
+	if o.preflight {
+		// Every replica answers the preflight from its own cache of the running Pods: start
+		// it with the manager rather than at the first policy change.
+		_, err := mgr.GetCache().GetInformer(ctx, &corev1.Pod{})
+		must(log, err, "watching Pods")
 	}
 
 	must(log, mgr.AddHealthzCheck("healthz", healthz.Ping), "adding the health check")

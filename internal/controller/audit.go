@@ -61,6 +61,8 @@ type Auditor struct {
 	// VerifyBudget bounds the registry work of one pass (default 2 minutes): what is not
 	// verified by then is reported as not verified, and the next pass tries again.
 	VerifyBudget time.Duration
+	// Reports, when set, writes the pass's results as OpenReports Reports.
+	Reports *Reporter
 
 	wakeOnce sync.Once
 	wake     chan struct{}
@@ -140,6 +142,9 @@ type auditedPod struct {
 	// unreached holds the verifications (field|policy) the pass ran out of budget before:
 	// reported as not verified, neither counted as refused nor recorded as Events.
 	unreached map[string]bool
+	// errored holds the verifications (field|policy) that could not be checked: unreached,
+	// or failed by the registry or the network rather than by what the image is.
+	errored map[string]bool
 }
 
 func unreachedKey(field string, p policy.Ref) string { return field + "|" + p.String() }
@@ -193,7 +198,20 @@ func (a *Auditor) Run(ctx context.Context, snap *policy.Snapshot) error {
 	var earliestScanExpiry time.Time
 	relying := map[string]int32{} // exception namespace/name -> Pods that need it
 	var waiting []*auditedPod     // Pods whose running images are verified below
-	account := func(pod *corev1.Pod, d *policy.Decision) {
+	var reports *reportBuilder
+	if a.Reports != nil {
+		reports = newReportBuilder()
+	}
+	uncertain := map[policy.Ref]int{} // verifications not checked, by policy
+	account := func(pod *corev1.Pod, sub *policy.Subject, d *policy.Decision, errored map[string]bool) {
+		if reports != nil {
+			reports.add(pod, snap.Covering(sub), sub, d, errored)
+		}
+		for k := range d.Violations {
+			if v := &d.Violations[k]; v.Rule == policy.RuleVerify && errored[unreachedKey(v.Field, v.Policy)] {
+				uncertain[v.Policy]++
+			}
+		}
 		for _, name := range d.ExceptionNames() {
 			relying[name]++
 		}
@@ -242,7 +260,7 @@ func (a *Auditor) Run(ctx context.Context, snap *policy.Snapshot) error {
 				continue
 			}
 			running[telemetry.VerdictUnpinned] += len(d.Unpinned)
-			account(pod, &d)
+			account(pod, &sub, &d, nil)
 		}
 	}
 	earliestScanExpiry = a.verifyRunning(ctx, snap, waiting, running)
@@ -252,7 +270,7 @@ func (a *Auditor) Run(ctx context.Context, snap *policy.Snapshot) error {
 				a.Events.Running(w.pod, snap, v)
 			}
 		}
-		account(w.pod, &w.d)
+		account(w.pod, &w.sub, &w.d, w.errored)
 	}
 	finished := time.Now()
 	counts := map[string]int{}
@@ -269,11 +287,24 @@ func (a *Auditor) Run(ctx context.Context, snap *policy.Snapshot) error {
 			errs = append(errs, err.Error())
 		}
 	}
+	for ref, generation := range snap.AwaitingCleanAudit() {
+		if err := a.writeEnforcement(ctx, ref, generation, results[ref], uncertain[ref], finished); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	log := logf.FromContext(ctx).WithName("audit")
+	if reports != nil {
+		writes, err := a.Reports.Write(ctx, log, reports)
+		if err != nil {
+			errs = append(errs, err.Error())
+		}
+		log.V(1).Info("Reports written", "namespaces", len(reports.namespaces), "writes", writes)
+	}
 	a.Metrics.Audit(counts, pods, finished, finished.Sub(started))
 	a.Metrics.RunningImages(running, earliestScanExpiry)
-	logf.FromContext(ctx).V(1).Info("Audited", "pods", pods, "policies", len(results), "took", finished.Sub(started))
+	log.V(1).Info("Audited", "pods", pods, "policies", len(results), "took", finished.Sub(started))
 	if len(errs) > 0 {
-		return fmt.Errorf("writing audit status: %s", strings.Join(errs, "; "))
+		return fmt.Errorf("writing the audit's results: %s", strings.Join(errs, "; "))
 	}
 	return nil
 }
@@ -365,6 +396,12 @@ func (a *Auditor) verifyRunning(ctx context.Context, snap *policy.Snapshot, wait
 				w.unreached[unreachedKey(c.Image.Field, c.Rule.Policy)] = true
 				unreached++
 			}
+			if c.Reason == answers.missing || c.Transient() {
+				if w.errored == nil {
+					w.errored = map[string]bool{}
+				}
+				w.errored[unreachedKey(c.Image.Field, c.Rule.Policy)] = true
+			}
 		}
 		// Settling adds one violation per failure that no exception's ignores lifted.
 		failed := verifyViolations(&w.d) - before
@@ -421,6 +458,77 @@ func (a *Auditor) write(ctx context.Context, ref policy.Ref, r *policyAudit, at 
 		return fmt.Errorf("%s: %w", ref, err)
 	}
 	return nil
+}
+
+// writeEnforcement writes status.enforcement of a policy that waits for a clean audit: Enforce
+// when the pass found no running Pod it would refuse and checked every image it covers, Audit
+// (still waiting) otherwise. It writes only what changed.
+func (a *Auditor) writeEnforcement(ctx context.Context, ref policy.Ref, generation int64, r *policyAudit, uncertain int, at time.Time) error {
+	var obj client.Object = &v1alpha1.ClusterImagePolicy{}
+	if ref.Kind == policy.KindImagePolicy {
+		obj = &v1alpha1.ImagePolicy{}
+	}
+	if err := a.Cache.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, obj); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if obj.GetGeneration() != generation {
+		return nil // a newer spec: the next pass judges it
+	}
+	status := &obj.(*v1alpha1.ClusterImagePolicy).Status
+	if p, ok := obj.(*v1alpha1.ImagePolicy); ok {
+		status = &p.Status
+	}
+	want := v1alpha1.EnforcementStatus{Mode: v1alpha1.ModeEnforce, Reason: v1alpha1.ReasonCleanAudit, ObservedGeneration: generation}
+	var violations int32
+	if r != nil {
+		violations = r.violations
+	}
+	switch {
+	case violations == 0 && uncertain == 0:
+		want.Message = fmt.Sprintf("the audit pass of %s found no running Pod that the policy refuses: it refuses from then on", at.UTC().Format(time.RFC3339))
+	default:
+		want.Mode, want.Reason = v1alpha1.ModeAudit, v1alpha1.ReasonAwaitingCleanAudit
+		var parts []string
+		if violations > 0 {
+			parts = append(parts, fmt.Sprintf("%d running Pods that it would refuse", violations))
+			if len(r.samples) > 0 {
+				first := r.samples[0]
+				parts[0] += fmt.Sprintf(" (%s/%s: %s)", first.Namespace, first.Pod, first.Rule)
+			}
+		}
+		if uncertain > 0 {
+			parts = append(parts, fmt.Sprintf("%d running images that it could not verify", uncertain))
+		}
+		want.Message = fmt.Sprintf("acting as Audit until an audit pass finds no running Pod that the policy would refuse; the pass of %s found %s (status.audit lists them)",
+			at.UTC().Format(time.RFC3339), strings.Join(parts, " and "))
+	}
+	want.LastTransitionTime = metav1.NewTime(at)
+	if cur := status.Enforcement; cur != nil && cur.ObservedGeneration == generation {
+		if cur.Mode == v1alpha1.ModeEnforce {
+			return nil // a clean pass of this spec was found: it stays in force
+		}
+		if want.Mode == v1alpha1.ModeAudit && sameCount(cur.Message, want.Message) {
+			return nil // the same finding as the previous pass: no write per pass
+		}
+		if cur.Mode == want.Mode {
+			want.LastTransitionTime = cur.LastTransitionTime
+		}
+	}
+	patch, err := json.Marshal(map[string]any{"status": map[string]any{"enforcement": want}})
+	if err != nil {
+		return err
+	}
+	if err := a.Client.Status().Patch(ctx, obj, client.RawPatch(types.MergePatchType, patch)); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("%s: %w", ref, err)
+	}
+	return nil
+}
+
+// sameCount reports whether two waiting messages say the same after their pass's time.
+func sameCount(a, b string) bool {
+	_, x, _ := strings.Cut(a, " found ")
+	_, y, _ := strings.Cut(b, " found ")
+	return x == y
 }
 
 // writeException merge-patches an exception's status.pods and lastAuditTime.

@@ -123,12 +123,12 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (
 	for i := range cps.Items {
 		p := &cps.Items[i]
 		ref := policy.Ref{Kind: policy.KindClusterImagePolicy, Name: p.Name}
-		errs = append(errs, r.writeStatus(ctx, p, &p.Status, snap.PolicyError(ref), snap.PolicyWarnings(ref)))
+		errs = append(errs, r.writeStatus(ctx, p, &p.Status, snap, ref))
 	}
 	for i := range nps.Items {
 		p := &nps.Items[i]
 		ref := policy.Ref{Kind: policy.KindImagePolicy, Namespace: p.Namespace, Name: p.Name}
-		errs = append(errs, r.writeStatus(ctx, p, &p.Status, snap.PolicyError(ref), snap.PolicyWarnings(ref)))
+		errs = append(errs, r.writeStatus(ctx, p, &p.Status, snap, ref))
 	}
 	for i := range exs.Items {
 		errs = append(errs, r.writeExceptionStatus(ctx, snap, &exs.Items[i]))
@@ -137,11 +137,15 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (
 }
 
 // writeStatus sets the Ready condition of one policy, writing only when it changes.
-func (r *PolicyReconciler) writeStatus(ctx context.Context, obj client.Object, status *v1alpha1.ImagePolicyStatus, problem string, warnings []string) error {
+func (r *PolicyReconciler) writeStatus(ctx context.Context, obj client.Object, status *v1alpha1.ImagePolicyStatus, snap *policy.Snapshot, ref policy.Ref) error {
+	problem, warnings := snap.PolicyError(ref), snap.PolicyWarnings(ref)
 	want := status.DeepCopy()
 	cond := metav1.Condition{
 		Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonCompiled,
 		Message: "the policy is in force", ObservedGeneration: obj.GetGeneration(),
+	}
+	if _, waiting := snap.AwaitingCleanAudit()[ref]; waiting {
+		cond.Message = "the policy is in force, acting as Audit until an audit pass finds no running Pod that it would refuse (status.enforcement)"
 	}
 	if len(warnings) > 0 {
 		cond.Message = text.Cut(cond.Message+"; warning: "+strings.Join(warnings, "; "), 30000) // the schema's maxLength is 32768
@@ -168,13 +172,33 @@ func (r *PolicyReconciler) writeStatus(ctx context.Context, obj client.Object, s
 	return nil
 }
 
+// enforcementOf is a policy's status.enforcement (nil for anything else).
+func enforcementOf(o client.Object) *v1alpha1.EnforcementStatus {
+	switch p := o.(type) {
+	case *v1alpha1.ClusterImagePolicy:
+		return p.Status.Enforcement
+	case *v1alpha1.ImagePolicy:
+		return p.Status.Enforcement
+	}
+	return nil
+}
+
 // SetupWithManager registers the reconciler. Status writes do not change the generation, so
 // they do not trigger a rebuild.
 func (r *PolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	toSnapshot := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{snapshotKey}
 	})
-	onSpec := builder.WithPredicates(predicate.GenerationChangedPredicate{})
+	// The spec, and status.enforcement: the audit switching a policy that waited for a clean
+	// audit to Enforce must reach every replica's snapshot.
+	onSpec := builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, predicate.Funcs{
+		CreateFunc:  func(event.CreateEvent) bool { return false },
+		DeleteFunc:  func(event.DeleteEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return !equality.Semantic.DeepEqual(enforcementOf(e.ObjectOld), enforcementOf(e.ObjectNew))
+		},
+	}))
 	// One event at start builds the first snapshot even when there is no policy at all.
 	r.trigger <- event.GenericEvent{Object: &v1alpha1.ClusterImagePolicy{}}
 	if err := mgr.Add(leaderHook{r}); err != nil {

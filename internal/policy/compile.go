@@ -122,6 +122,8 @@ type Snapshot struct {
 	// breakGlass holds the policies with allowBreakGlass.
 	breakGlass map[Ref]bool
 	uids       map[Ref]types.UID
+	// awaiting are the policies acting as Audit until a clean audit (AwaitingCleanAudit).
+	awaiting map[Ref]int64
 	// exceptions are the valid ImagePolicyExceptions by namespace; exceptionErrors why the
 	// others could not be compiled; noExceptions the policies with allowExceptions: false;
 	// glassNeedsException those with breakGlassRequiresException.
@@ -204,6 +206,7 @@ func CompileWith(cluster []v1alpha1.ClusterImagePolicy, namespaced []v1alpha1.Im
 		warnings:    map[Ref][]string{},
 		breakGlass:  map[Ref]bool{},
 		uids:        map[Ref]types.UID{},
+		awaiting:    map[Ref]int64{},
 		tagDenied:   map[string][]int32{},
 		refs:        imageref.NewCache(refCacheSize),
 
@@ -241,7 +244,7 @@ func CompileWith(cluster []v1alpha1.ClusterImagePolicy, namespaced []v1alpha1.Im
 		idx := s.next()
 		ref := Ref{Kind: KindClusterImagePolicy, Name: cluster[i].Name}
 		s.uids[ref] = cluster[i].UID
-		s.add(ref, &cluster[i].ObjectMeta, &cluster[i].Spec, shared, &opts)
+		s.add(ref, &cluster[i].ObjectMeta, &cluster[i].Spec, &cluster[i].Status, shared, &opts)
 		s.cluster = append(s.cluster, idx)
 		s.selectsNamespaces = s.selectsNamespaces || s.policies[idx].nsSelector != nil
 	}
@@ -250,7 +253,7 @@ func CompileWith(cluster []v1alpha1.ClusterImagePolicy, namespaced []v1alpha1.Im
 		idx := s.next()
 		ref := Ref{Kind: KindImagePolicy, Namespace: p.Namespace, Name: p.Name}
 		s.uids[ref] = p.UID
-		s.add(ref, &p.ObjectMeta, &p.Spec, shared, &opts)
+		s.add(ref, &p.ObjectMeta, &p.Spec, &p.Status, shared, &opts)
 		s.byNamespace[p.Namespace] = append(s.byNamespace[p.Namespace], idx)
 	}
 	s.prepareAdmit(opts.sparseOnly, opts.fastPathAlways)
@@ -263,13 +266,25 @@ func CompileWith(cluster []v1alpha1.ClusterImagePolicy, namespaced []v1alpha1.Im
 	return s
 }
 
+// cleanAudited reports whether the audit found, for the policy's current spec, no running Pod
+// that it would refuse (status.enforcement, which the audit writes).
+func cleanAudited(meta *metav1.ObjectMeta, status *v1alpha1.ImagePolicyStatus) bool {
+	e := status.Enforcement
+	return e != nil && e.Mode == v1alpha1.ModeEnforce && e.ObservedGeneration == meta.Generation
+}
+
+// AwaitingCleanAudit lists the policies with enforcement AfterCleanAudit that act as Audit
+// until an audit pass finds no running Pod they would refuse, with the generation of the spec
+// that pass must be of.
+func (s *Snapshot) AwaitingCleanAudit() map[Ref]int64 { return s.awaiting }
+
 // next is the index the next policy added gets.
 func (s *Snapshot) next() int32 {
 	return int32(len(s.policies)) //nolint:gosec // bounded: policies are apiserver objects, far fewer than 2^31
 }
 
 // add compiles one policy into the snapshot.
-func (s *Snapshot) add(ref Ref, meta *metav1.ObjectMeta, spec *v1alpha1.ImagePolicySpec, shared map[string]*matcher, opts *Options) {
+func (s *Snapshot) add(ref Ref, meta *metav1.ObjectMeta, spec *v1alpha1.ImagePolicySpec, status *v1alpha1.ImagePolicyStatus, shared map[string]*matcher, opts *Options) {
 	idx := s.next()
 	cp := compiledPolicy{ref: ref, idx: idx, mode: spec.Mode, hasAllow: len(spec.Images.Allow) > 0}
 	if ptr.Deref(spec.AllowBreakGlass, false) {
@@ -291,6 +306,11 @@ func (s *Snapshot) add(ref Ref, meta *metav1.ObjectMeta, spec *v1alpha1.ImagePol
 		// An unknown mode must not turn a rule into a silent one: refuse, as Enforce would.
 		problems = append(problems, fmt.Sprintf("spec.mode: %q is not Enforce, Warn or Audit", cp.mode))
 		cp.mode = v1alpha1.ModeEnforce
+	}
+	if cp.mode == v1alpha1.ModeEnforce && spec.Enforcement == v1alpha1.EnforceAfterCleanAudit && !opts.AsWritten && !cleanAudited(meta, status) {
+		// It refuses only once an audit pass of this very spec found nothing to refuse.
+		cp.mode = v1alpha1.ModeAudit
+		s.awaiting[ref] = meta.Generation
 	}
 	type use struct {
 		p imageref.Pattern
@@ -334,7 +354,7 @@ func (s *Snapshot) add(ref Ref, meta *metav1.ObjectMeta, spec *v1alpha1.ImagePol
 	}
 	if spec.Verify.IsSet() {
 		var vp []string
-		cp.verify, vp = compileVerify(ref, meta.UID, meta.Generation, &spec.Verify, opts)
+		cp.verify, vp = compileVerify(ref, meta.UID, &spec.Verify, opts)
 		problems = append(problems, vp...)
 	}
 	if !cp.hasAllow && len(cp.denyPatterns) == 0 && len(cp.tagDeny) == 0 && !cp.requireTag && !cp.requireDigest && cp.verify == nil {

@@ -379,3 +379,15 @@ func (sc *scratch) mark(targets []target) {
 		}
 	}
 }
+
+// Covering lists the valid policies that cover the subject (for reports, which say which
+// policies a Pod passes; the admission path never asks).
+func (s *Snapshot) Covering(sub *Subject) []Ref {
+	var d Decision
+	idx := s.covering(sub, nil, &d)
+	refs := make([]Ref, len(idx))
+	for i, p := range idx {
+		refs[i] = s.policies[p].ref
+	}
+	return refs
+}

@@ -1,10 +1,12 @@
 package policy
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"slices"
-	"strconv"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -43,6 +45,9 @@ type Options struct {
 	Exceptions []v1alpha1.ImagePolicyException
 	// Now is the clock exceptions expire by; nil: time.Now.
 	Now func() time.Time
+	// AsWritten compiles each policy in the mode its spec writes, even one that waits for a
+	// clean audit before it refuses (what the policy change preflight asks about).
+	AsWritten bool
 	// sparseOnly makes the fast path use lists, never sets, of the policies a pattern
 	// satisfies, so that tests reach both.
 	sparseOnly bool
@@ -63,8 +68,8 @@ type VerifyResult struct {
 type VerifyRule struct {
 	// Policy is the policy the rule belongs to.
 	Policy Ref
-	// Key changes whenever the policy's spec or its trust material changes: a result cached
-	// under it stays true until then.
+	// Key changes whenever the policy's verify section or its trust material changes: a
+	// result cached under it stays true until then.
 	Key string
 	// Spec is the verify section as written.
 	Spec *v1alpha1.VerifyRules
@@ -110,7 +115,7 @@ type Unpinned struct {
 	RequireDigest bool
 }
 
-func compileVerify(ref Ref, uid types.UID, generation int64, spec *v1alpha1.VerifyRules, opts *Options) (*VerifyRule, []string) {
+func compileVerify(ref Ref, uid types.UID, spec *v1alpha1.VerifyRules, opts *Options) (*VerifyRule, []string) {
 	r := &VerifyRule{Policy: ref, Spec: spec}
 	var problems []string
 	for i, raw := range spec.Images {
@@ -177,7 +182,12 @@ func compileVerify(ref Ref, uid types.UID, generation int64, spec *v1alpha1.Veri
 			r.Trust, version = trust, trust.Version()
 		}
 	}
-	r.Key = string(uid) + "/" + strconv.FormatInt(generation, 10) + "/" + version
+	// The verify section's content, not the policy's generation: an edit elsewhere in the
+	// spec (its mode, its allow list) keeps every result verified under the same rule, and
+	// the policy change preflight finds what the audit verified.
+	content, _ := json.Marshal(spec)
+	sum := sha256.Sum256(content)
+	r.Key = string(uid) + "/" + hex.EncodeToString(sum[:12]) + "/" + version
 	return r, problems
 }
 

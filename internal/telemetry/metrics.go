@@ -38,6 +38,8 @@ type Metrics struct {
 	scanExpiry      prometheus.Gauge
 	exceptions      *prometheus.GaugeVec
 	exceptionExpiry *prometheus.GaugeVec
+	reportsEnabled  prometheus.Gauge
+	reportWrites    *prometheus.CounterVec
 }
 
 // NewMetrics creates the collectors and registers them with reg.
@@ -102,6 +104,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		Name: "imagegate_exception_expiry_timestamp_seconds",
 		Help: "When each ImagePolicyException with an expiresAt expires (Unix time), by exception (namespace/name).",
 	}, []string{"exception"})
+	m.reportsEnabled = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "imagegate_reports_enabled",
+		Help: "1 when the audit writes OpenReports Reports (--reports, and the openreports.io CRDs installed), 0 when --reports is set but the CRDs are missing; absent without --reports.",
+	})
+	m.reportWrites = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "imagegate_report_writes_total",
+		Help: "Writes of OpenReports Reports by the audit, by operation (create, update, delete): a Report is written only when its results change.",
+	}, []string{"operation"})
 	for _, c := range []prometheus.Collector{m.decisions, m.dryRuns, m.violations, m.latency, m.generation, m.policies, m.auditViolations, m.auditLastRun, m.auditDuration, m.auditPods, m.runningImages, m.scanExpiry, m.exceptions, m.exceptionExpiry} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -182,6 +192,39 @@ func (m *Metrics) RunningImages(verdicts map[string]int, earliestScanExpiry time
 		return
 	}
 	m.scanExpiry.Set(float64(earliestScanExpiry.Unix()))
+}
+
+// RegisterReports registers the report metrics (only when reports are asked for).
+func (m *Metrics) RegisterReports(reg prometheus.Registerer) error {
+	if m == nil {
+		return nil
+	}
+	for _, c := range []prometheus.Collector{m.reportsEnabled, m.reportWrites} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Reports records whether reports can be written (the CRDs are installed).
+func (m *Metrics) Reports(enabled bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if enabled {
+		v = 1
+	}
+	m.reportsEnabled.Set(v)
+}
+
+// ReportWrite counts one write of a Report.
+func (m *Metrics) ReportWrite(operation string) {
+	if m == nil {
+		return
+	}
+	m.reportWrites.WithLabelValues(operation).Inc()
 }
 
 // Exception states, as the metric's label spells them.

@@ -14,6 +14,7 @@ package verify
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -216,6 +217,13 @@ var noTrust = &Outcome{Reason: "its verify rule has no trust material loaded, so
 // lookup answers from the cache: the outcome and true on a hit. A rule without trust material
 // is answered at once (it cannot verify anything).
 func (v *Verifier) lookup(ctx context.Context, pv *policy.Verification) (*Outcome, bool) {
+	o, hit := v.peek(ctx, pv)
+	v.metrics.cache("signature", hit)
+	return o, hit
+}
+
+// peek is lookup without counting in the cache metrics.
+func (v *Verifier) peek(ctx context.Context, pv *policy.Verification) (*Outcome, bool) {
 	if trust, ok := pv.Rule.Trust.(*Trust); !ok || trust == nil {
 		return noTrust, true
 	}
@@ -224,7 +232,6 @@ func (v *Verifier) lookup(ctx context.Context, pv *policy.Verification) (*Outcom
 	if !hit {
 		o, hit = cached[*Outcome](v, v.failures, key)
 	}
-	v.metrics.cache("signature", hit)
 	return o, hit
 }
 
@@ -336,4 +343,34 @@ func (v *Verifier) Close() {
 	if c, ok := v.transport.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
 	}
+}
+
+// Transient says the outcome is a failure of the registry or the network, not an answer
+// about the image (reports call it an error, not a refusal).
+func (o *Outcome) Transient() bool { return o.transient }
+
+// NotVerifiedYet is the reason Known gives for a verification nothing has checked yet.
+const NotVerifiedYet = "not verified yet: no admission or audit pass has checked this digest against this verify rule"
+
+// Known is a Checker that answers from what this verifier has already found (the audit's
+// passes and the admissions) and never calls a registry: anything not found is answered
+// with NotVerifiedYet. The policy change preflight asks it.
+func (v *Verifier) Known() Checker { return known{v} }
+
+type known struct{ v *Verifier }
+
+func (k known) Outcomes(ctx context.Context, pending []policy.Verification) []*Outcome {
+	out := make([]*Outcome, len(pending))
+	for i := range pending {
+		if o, hit := k.v.peek(ctx, &pending[i]); hit {
+			out[i] = o
+		} else {
+			out[i] = &Outcome{Reason: NotVerifiedYet}
+		}
+	}
+	return out
+}
+
+func (k known) Resolve(context.Context, *policy.Unpinned) (string, error) {
+	return "", errors.New(NotVerifiedYet)
 }

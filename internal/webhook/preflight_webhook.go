@@ -1,0 +1,225 @@
+package webhook
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/internal/podspec"
+	"github.com/imagegate/imagegate/internal/policy"
+	"github.com/imagegate/imagegate/internal/preflight"
+	"github.com/imagegate/imagegate/internal/verify"
+)
+
+// PreflightWebhookPath is where a change of an ImagePolicy or ClusterImagePolicy is answered
+// with what it would refuse among the running Pods (config/webhook/preflight_webhook.yaml
+// registers it, failurePolicy Ignore: it never blocks a change).
+const PreflightWebhookPath = "/preflight-imagepolicy"
+
+// PreflightTimeout bounds the work of one preflight, well within the webhook's timeout
+// (timeoutSeconds: 5): past it the change is admitted with a warning that says so.
+const PreflightTimeout = 3 * time.Second
+
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
+// Preflight answers each CREATE or UPDATE of a policy with warnings: the running Pods the new
+// version would refuse at their next creation, counted by namespace, the first ones named
+// with their first reason. It always admits. Pods come from the manager's cache (each
+// replica keeps the running Pods, trimmed); verify rules are answered from what the
+// verifier already found (verify.Verifier.Known), never from a registry. It names only Pods
+// that the requester may list.
+type Preflight struct {
+	// Cache lists Pods, Namespaces and ImagePolicyExceptions.
+	Cache client.Reader
+	// Client creates the SubjectAccessReviews that say whose Pods the requester may list.
+	Client client.Client
+	// Trust compiles the policy's verify section, as the reconciler does.
+	Trust policy.TrustCompiler
+	// Known answers verify rules from what is already known; nil: not verified yet.
+	Known verify.Checker
+	// Excluded namespaces are not judged, as the webhook does not cover them.
+	Excluded []string
+	// Timeout bounds one preflight; zero: PreflightTimeout.
+	Timeout time.Duration
+
+	decoder admission.Decoder
+}
+
+// SetupPreflightWebhookWithManager registers the preflight on the manager's server.
+func SetupPreflightWebhookWithManager(mgr ctrl.Manager, p *Preflight) {
+	p.decoder = admission.NewDecoder(mgr.GetScheme())
+	register(mgr.GetWebhookServer(), PreflightWebhookPath, &ctrlwebhook.Admission{LogConstructor: requestLogger, Handler: p})
+}
+
+// Handle judges one policy change; it always admits.
+func (p *Preflight) Handle(ctx context.Context, req admission.Request) admission.Response {
+	resp := admission.Allowed("")
+	warnings, err := p.warnings(ctx, req)
+	if err != nil {
+		warnings = []string{"imagegate could not tell which running Pods this policy would refuse: " + err.Error() + " (imagegate check --cluster --running answers from outside)"}
+	}
+	resp.Warnings = warnings
+	return resp
+}
+
+func (p *Preflight) warnings(ctx context.Context, req admission.Request) ([]string, error) {
+	if p.decoder == nil {
+		p.decoder = admission.NewDecoder(nil)
+	}
+	timeout := p.Timeout
+	if timeout <= 0 {
+		timeout = PreflightTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	var (
+		ref  policy.Ref
+		spec *v1alpha1.ImagePolicySpec
+		snap *policy.Snapshot
+	)
+	var exceptions v1alpha1.ImagePolicyExceptionList
+	if err := p.Cache.List(ctx, &exceptions); err != nil {
+		return nil, fmt.Errorf("listing the exceptions: %w", err)
+	}
+	opts := policy.Options{Trust: p.Trust, Exceptions: exceptions.Items, AsWritten: true}
+	switch req.Kind.Kind {
+	case policy.KindClusterImagePolicy:
+		var cp v1alpha1.ClusterImagePolicy
+		if err := p.decoder.Decode(req, &cp); err != nil {
+			return nil, err
+		}
+		ref, spec = policy.Ref{Kind: policy.KindClusterImagePolicy, Name: cp.Name}, &cp.Spec
+		snap = policy.CompileWith([]v1alpha1.ClusterImagePolicy{cp}, nil, opts)
+	case policy.KindImagePolicy:
+		var ip v1alpha1.ImagePolicy
+		if err := p.decoder.Decode(req, &ip); err != nil {
+			return nil, err
+		}
+		ref, spec = policy.Ref{Kind: policy.KindImagePolicy, Namespace: ip.Namespace, Name: ip.Name}, &ip.Spec
+		snap = policy.CompileWith(nil, []v1alpha1.ImagePolicy{ip}, opts)
+	default:
+		return nil, nil
+	}
+	if spec.Mode != "" && spec.Mode != v1alpha1.ModeEnforce {
+		return nil, nil // it refuses nothing
+	}
+	judge := preflight.New(snap, ref, spec.Mode, spec.Enforcement == v1alpha1.EnforceAfterCleanAudit, p.Known)
+
+	var namespaces metav1.PartialObjectMetadataList
+	namespaces.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NamespaceList"))
+	if err := p.Cache.List(ctx, &namespaces); err != nil {
+		return nil, fmt.Errorf("listing namespaces: %w", err)
+	}
+	for i := range namespaces.Items {
+		ns := &namespaces.Items[i]
+		if slices.Contains(p.Excluded, ns.Name) || (ref.Namespace != "" && ns.Name != ref.Namespace) {
+			continue
+		}
+		var pods corev1.PodList
+		if err := p.Cache.List(ctx, &pods, client.InNamespace(ns.Name), client.UnsafeDisableDeepCopy); err != nil {
+			return nil, fmt.Errorf("listing the Pods of %s: %w", ns.Name, err)
+		}
+		for j := range pods.Items {
+			pod := &pods.Items[j]
+			if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+				continue
+			}
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("it took longer than %v", timeout)
+			}
+			images := podspec.PodImages(&pod.Spec, "spec")
+			podspec.SetRunning(images, &pod.Status)
+			judge.Add(ctx, &preflight.Pod{Namespace: ns.Name, Name: pod.Name, Subject: policy.Subject{
+				Namespace: ns.Name, NamespaceLabels: ns.Labels, PodLabels: pod.Labels,
+				Images: images, BreakGlass: policy.BreakGlassRequested(pod.Annotations),
+			}})
+		}
+	}
+	result := judge.Result()
+	warnings := []string(nil)
+	hidden, err := p.restrict(ctx, req, result)
+	if err != nil {
+		return nil, err
+	}
+	warnings = append(warnings, result.Warnings(!isDryRun(&req.AdmissionRequest))...)
+	if hidden {
+		warnings = append(warnings, "Pods of namespaces where you may not list Pods are left out")
+	}
+	return warnings, nil
+}
+
+// restrict leaves out of result the namespaces whose Pods the requester may not list, and
+// reports whether it left any out. One SubjectAccessReview when the requester may list Pods
+// everywhere (or in the ImagePolicy's namespace); else one per namespace with a finding.
+func (p *Preflight) restrict(ctx context.Context, req admission.Request, result *preflight.Result) (bool, error) {
+	can := func(namespace string) (bool, error) {
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: req.UserInfo.Username, Groups: req.UserInfo.Groups, UID: req.UserInfo.UID,
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: namespace, Verb: "list", Resource: "pods"},
+		}}
+		if len(req.UserInfo.Extra) > 0 {
+			sar.Spec.Extra = map[string]authorizationv1.ExtraValue{}
+			for k, v := range req.UserInfo.Extra {
+				sar.Spec.Extra[k] = authorizationv1.ExtraValue(v)
+			}
+		}
+		if err := p.Client.Create(ctx, sar); err != nil {
+			return false, fmt.Errorf("asking whether %s may list Pods: %w", req.UserInfo.Username, err)
+		}
+		return sar.Status.Allowed, nil
+	}
+	if ok, err := can(result.Policy.Namespace); err != nil || ok {
+		return false, err
+	}
+	if result.Policy.Namespace != "" {
+		hidden := len(result.Namespaces) > 0
+		result.Keep(func(string) bool { return false })
+		return hidden, nil
+	}
+	allowed := map[string]bool{}
+	asked := 0
+	for _, ns := range slices.Sorted(maps.Keys(result.Namespaces)) {
+		found := result.Namespaces[ns]
+		if len(found.Refused)+len(found.Unverified) == 0 || asked == preflightMaxReviews {
+			continue
+		}
+		asked++
+		ok, err := can(ns)
+		if err != nil {
+			return false, err
+		}
+		allowed[ns] = ok
+	}
+	hidden := false
+	result.Keep(func(ns string) bool {
+		// Covered counts of namespaces without findings say nothing about their Pods but
+		// how many there are: left out too.
+		if !allowed[ns] {
+			hidden = true
+		}
+		return allowed[ns]
+	})
+	return hidden, nil
+}
+
+// preflightMaxReviews bounds the SubjectAccessReviews of one preflight: the namespaces past
+// it are left out.
+const preflightMaxReviews = 50
+
+var _ admission.Handler = &Preflight{}
+
+// isDryRun reports whether the request persists nothing.
+func isDryRun(req *admissionv1.AdmissionRequest) bool { return req.DryRun != nil && *req.DryRun }
