@@ -125,11 +125,13 @@ bench: build ## Measure imagegate against OPA (Gatekeeper Rego), cel-go (VAP), a
 	@echo "==> The memory of the caches of trust material and registry tokens: 1,000 KMS public keys, and the image credential providers' cache full (1,024 ECR-sized tokens)"
 	go test -run '^$$' -bench 'BenchmarkRemoteCacheMemory|BenchmarkCacheMemory' -benchtime 3x ./internal/verify/ ./internal/credentials/
 	go test -run '^$$' -bench 'BenchmarkAuditRunningImages' -benchtime 20x -benchmem ./internal/controller/
+	@echo "==> The policy change preflight: 10,000 running Pods of 200 namespaces judged against a changed policy (the webhook's work but for listing its cache)"
+	go test -run '^$$' -bench 'BenchmarkPreflight10000Pods' -benchtime 10x -benchmem ./internal/preflight/
 
 .PHONY: sizing
-sizing: build ## Measure the manager's memory with PODS Pods (default 10000) cached for the audit, after a burst of POLICIES ClusterImagePolicies (default none) and its peak.
+sizing: build ## Measure the manager's memory with PODS Pods (default 10000) in NAMESPACES namespaces (default 10) cached for the audit, after a burst of POLICIES ClusterImagePolicies (default none) and its peak; REPORTS=1 also counts the OpenReports writes per audit pass.
 	@assets=$$(hack/setup-envtest.sh --with-controller-manager | tail -n 1); \
-	go run ./hack/sizing --bin-dir "$$assets" --manager bin/manager $(if $(PODS),--pods $(PODS)) $(if $(POLICIES),--policies $(POLICIES))
+	go run ./hack/sizing --bin-dir "$$assets" --manager bin/manager $(if $(PODS),--pods $(PODS)) $(if $(POLICIES),--policies $(POLICIES)) $(if $(NAMESPACES),--namespaces $(NAMESPACES)) $(if $(REPORTS),--reports)
 
 .PHONY: bench-engine
 bench-engine: ## Run imagegate's own Go benchmarks (engine, parser, handler) and print ns/op and allocs/op.

@@ -231,10 +231,11 @@ type ImagePolicyStatus struct {
 	// +optional
 	Audit *AuditStatus `json:"audit,omitempty"`
 
-	// enforcement, for a policy with enforcement AfterCleanAudit, says which mode is in
+	// enforcement says, for a policy with enforcement AfterCleanAudit, which mode is in
 	// force for the current generation of the spec, and why. The audit writes it.
 	// +optional
-	Enforcement *EnforcementStatus `json:"enforcement,omitempty"`
+	Enforcement *EnforcementStatus `json:"enforcement,omitempty"` //nolint:kubeapilinter // absent (nil) for a policy that does not wait for a clean audit; when set, every field is required
+
 }
 
 // EnforcementStatus is the mode in force of a policy that waits for a clean audit.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -68,6 +69,28 @@ spec: {images: {allow: ["ghcr.io/acme/**", "quay.io/evil/**"]}}
 	code, stdout, stderr = imagegate(t, "", "check", "--cluster", "--kubeconfig", kubeconfig, "--policy", looser, bad)
 	if code != check.ExitAdmitted || !strings.Contains(stderr, "ClusterImagePolicy/trusted is replaced by the one in the --policy files") {
 		t.Errorf("a change under review: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+
+	// What runs now: a Pod started before the policy, judged without any manifest.
+	if err := corev1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	miner := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "miner"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "quay.io/evil/app:1"}}}}
+	if err := c.Create(ctx, miner); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr = imagegate(t, "", "check", "--offline", "--cluster", "--running", "--kubeconfig", kubeconfig)
+	if code != check.ExitDenied || !strings.Contains(stdout, "Pod/default/miner") || !strings.Contains(stdout, `image "quay.io/evil/app:1" (quay.io/evil/app:1) is not allowed by ClusterImagePolicy "trusted"`) && !strings.Contains(stdout, `image "quay.io/evil/app:1" is not allowed by ClusterImagePolicy "trusted"`) {
+		t.Errorf("the running Pods: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	code, stdout, stderr = imagegate(t, "", "check", "--offline", "--cluster", "--running", "--kubeconfig", kubeconfig, "--policy", looser)
+	if code != check.ExitAdmitted {
+		t.Errorf("the running Pods under the looser policy: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	code, _, stderr = imagegate(t, "", "check", "--running")
+	if code == 0 || !strings.Contains(stderr, "--running reads the cluster's Pods: it needs --cluster") {
+		t.Errorf("--running without --cluster: exit %d\n%s", code, stderr)
 	}
 
 	unreachable := write(t, dir, "unreachable", regexp.MustCompile(`server: \S+`).ReplaceAllString(string(kc), "server: https://127.0.0.1:1"))

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -75,7 +76,7 @@ func newCheck(stdin io.Reader, code *int) *cobra.Command {
 		podTemplates                                     []string
 		providerConfig, providerBinDir, cloudCredentials string
 
-		fromCluster                          bool
+		fromCluster, running                 bool
 		kubeconfig, kubeContext, imagegateNS string
 	)
 	cmd := &cobra.Command{
@@ -108,8 +109,14 @@ invalid (or, with --fail-if-nothing-checked, nothing was checked).`,
   kustomize build overlays/prod | imagegate check --policy policies/ -
   imagegate check --policy policies/ -n argocd install.yaml
   imagegate check --policy policies/ -o json manifests/ > report.json`,
-		Args: cobra.MinimumNArgs(1),
+		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 && !running {
+				return errors.New("name at least one manifest file or folder (or - for standard input), or check what runs with --cluster --running")
+			}
+			if running && !fromCluster {
+				return errors.New("--running reads the cluster's Pods: it needs --cluster")
+			}
 			if !slices.Contains(check.Formats, output) {
 				return fmt.Errorf("--output must be one of %s, not %q", strings.Join(check.Formats, ", "), output)
 			}
@@ -139,6 +146,7 @@ invalid (or, with --fail-if-nothing-checked, nothing was checked).`,
 				Cluster:  cluster, ClusterName: clusterName, ClusterNamespace: imagegateNS,
 				PolicyPaths: policies, Paths: args, Stdin: stdin, MaxFileSize: limit.Value(),
 				ExcludedNamespaces: excluded, Offline: offline, Namespace: namespace, PodTemplates: templates,
+				Running: running,
 			})
 			if err != nil {
 				return err
@@ -169,6 +177,7 @@ invalid (or, with --fail-if-nothing-checked, nothing was checked).`,
 	cmd.Flags().StringVar(&providerBinDir, "image-credential-provider-bin-dir", "", "the directory holding the plugins --image-credential-provider-config names")
 	cmd.Flags().StringVar(&cloudCredentials, "cloud-registry-credentials", "", "comma-separated clouds whose registries are read with your cloud identity, before the Docker credentials: ecr, google, acr (as the manager's flag of the same name)")
 	cmd.Flags().BoolVar(&fromCluster, "cluster", false, "also read the policies and exceptions in force, the Namespaces' labels and the Secrets and ConfigMaps of imagegate's namespace from the cluster of the current kubeconfig context (a policy in the --policy files replaces the cluster's of the same name)")
+	cmd.Flags().BoolVar(&running, "running", false, "with --cluster: also check the Pods running in the cluster, at the digests their containers run: what the policies (those of the --policy files replacing the cluster's) would refuse among what runs now, at the Pods' next restart; no manifest argument is then needed")
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "with --cluster: the kubeconfig file (default $KUBECONFIG, then ~/.kube/config)")
 	cmd.Flags().StringVar(&kubeContext, "context", "", "with --cluster: the kubeconfig context (default its current one)")
 	cmd.Flags().StringVar(&imagegateNS, "imagegate-namespace", "imagegate-system", "with --cluster: imagegate's namespace, whose Secrets and ConfigMaps verify rules name")

@@ -187,7 +187,7 @@ i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
 		{"a Deployment at an API version no longer served", []string{oldAPI}, `old.yaml#1: Deployment "web" has apiVersion "extensions/v1beta1", which Kubernetes does not serve: use apps/v1`},
 		{"bad output format", []string{"-o", "xml", ok}, `--output must be one of text, json, sarif, junit, github, not "xml"`},
 		{"bad size", []string{"--max-file-size", "lots", ok}, `--max-file-size must be a size such as 32Mi, not "lots"`},
-		{"no manifest argument", nil, "requires at least 1 arg"},
+		{"no manifest argument", nil, "name at least one manifest file or folder"},
 		{"standard input twice", []string{"-", "-"}, "standard input is named more than once"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -145,7 +145,7 @@ func main() {
 	scheme := runtime.NewScheme()
 	must(log, clientgoscheme.AddToScheme(scheme), "registering the Kubernetes types")
 	must(log, v1alpha1.AddToScheme(scheme), "registering the imagegate types")
-	must(log, reportsv1alpha1.AddToScheme(scheme), "registering the OpenReports types")
+	must(log, reportsv1alpha1.Install(scheme), "registering the OpenReports types")
 
 	tlsOpts := []func(*tls.Config){func(c *tls.Config) { c.MinVersion = tls.VersionTLS12 }}
 	if !o.enableHTTP2 {

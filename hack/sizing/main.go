@@ -42,18 +42,20 @@ import (
 func main() {
 	var binDir, manager string
 	var pods, namespaces, policies int
+	var reports bool
 	flag.StringVar(&binDir, "bin-dir", "", "Folder with etcd, kube-apiserver, kube-controller-manager and kubectl (make setup-envtest prints it).")
 	flag.StringVar(&manager, "manager", "bin/manager", "The manager binary.")
 	flag.IntVar(&pods, "pods", 10000, "How many Pods to create.")
 	flag.IntVar(&namespaces, "namespaces", 10, "Over how many namespaces.")
 	flag.IntVar(&policies, "policies", 0, "How many ClusterImagePolicies to apply in one burst first (0: none).")
+	flag.BoolVar(&reports, "reports", false, "Run the manager with --reports (the Report CRD installed) and print how many Report writes each audit pass makes, before and after a policy change.")
 	flag.Parse()
 	if binDir == "" {
 		fmt.Fprintln(os.Stderr, "sizing: --bin-dir is required (make sizing sets it)")
 		os.Exit(2)
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, binDir, manager, pods, namespaces, policies)
+	err := run(ctx, binDir, manager, pods, namespaces, policies, reports)
 	cancel()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "sizing: %v\n", err)
@@ -61,7 +63,7 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, binDir, manager string, pods, namespaces, policies int) error {
+func run(ctx context.Context, binDir, manager string, pods, namespaces, policies int, reports bool) error {
 	cluster, err := localcluster.Start(ctx, localcluster.Options{BinDir: binDir})
 	if err != nil {
 		return err
@@ -74,12 +76,19 @@ func run(ctx context.Context, binDir, manager string, pods, namespaces, policies
 	if out, err := cluster.Kubectl("apply", "-f", filepath.Join(root, "config/crd/bases")).CombinedOutput(); err != nil {
 		return fmt.Errorf("installing the CRDs: %w: %s", err, out)
 	}
+	args := []string{"--audit-interval=15s", "--zap-log-level=debug"}
+	if reports {
+		if out, err := cluster.Kubectl("apply", "-f", filepath.Join(root, "dist/chart/files/openreports")).CombinedOutput(); err != nil {
+			return fmt.Errorf("installing the Report CRD: %w: %s", err, out)
+		}
+		args = append(args, "--reports")
+	}
 	if out, err := cluster.Kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s").CombinedOutput(); err != nil {
 		return fmt.Errorf("waiting for the CRDs: %w: %s", err, out)
 	}
 	// A short audit interval, so that the audit lists the Pods (and its informer caches them)
 	// soon after they exist.
-	mgr, err := cluster.StartManager(ctx, localcluster.ManagerOptions{Binary: filepath.Join(root, manager), Args: []string{"--audit-interval=15s", "--zap-log-level=debug"}})
+	mgr, err := cluster.StartManager(ctx, localcluster.ManagerOptions{Binary: filepath.Join(root, manager), Args: args})
 	if err != nil {
 		return err
 	}
@@ -143,6 +152,37 @@ func run(ctx context.Context, binDir, manager string, pods, namespaces, policies
 		scanned, created.UTC().Format(time.RFC3339), mib(after))
 	fmt.Printf("growth: %.1f MiB for %d Pods, %.1f MiB per 10,000 Pods (Go %s, %s/%s)\n",
 		mib(after-before), pods, mib(after-before)*10000/float64(pods), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	if reports {
+		return reportWrites(cluster, mgr, namespaces)
+	}
+	return nil
+}
+
+var reportsWritten = regexp.MustCompile(`"Reports written".*?"namespaces":(\d+),"writes":(\d+)`)
+
+// reportWrites prints the Report writes of each audit pass so far, then changes a policy
+// (trusted-registries to mode Warn) and prints those of the passes after it.
+func reportWrites(cluster *localcluster.Cluster, mgr *localcluster.Manager, namespaces int) error {
+	passes := func(log string) []string {
+		var out []string
+		for _, m := range reportsWritten.FindAllStringSubmatch(log, -1) {
+			out = append(out, m[2])
+		}
+		return out
+	}
+	before := passes(mgr.Log())
+	fmt.Printf("Report writes per audit pass (%d namespaces), from the first: %s\n", namespaces, strings.Join(before, ", "))
+	if out, err := cluster.Kubectl("patch", "clusterimagepolicy", "trusted-registries", "--type=merge", "-p", `{"spec":{"mode":"Warn"}}`).CombinedOutput(); err != nil {
+		return fmt.Errorf("changing a policy: %w: %s", err, out)
+	}
+	time.Sleep(25 * time.Second)
+	after := passes(mgr.Log())[len(before):]
+	fmt.Printf("Report writes per audit pass after trusted-registries moved to mode Warn: %s\n", strings.Join(after, ", "))
+	var count int
+	if out, err := cluster.Kubectl("get", "reports.openreports.io", "-A", "--no-headers").Output(); err == nil {
+		count = strings.Count(string(out), "\n")
+	}
+	fmt.Printf("Reports in the cluster: %d\n", count)
 	return nil
 }
 

@@ -73,6 +73,10 @@ type Options struct {
 	// empty: DefaultNamespace. An object that names another namespace is an input error, as
 	// kubectl refuses it.
 	Namespace string
+	// Running, with Cluster, also checks the Pods running in the cluster, as the audit and
+	// the policy change preflight judge them (the digests their containers run): what the
+	// policies would refuse among what runs now, at the Pods' next creation.
+	Running bool
 }
 
 // DefaultNamespace is where objects without a namespace go, as kubectl's default context.
@@ -144,9 +148,16 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		}
 	})
 	r.addInputErrors(errs)
-	if documents == 0 && len(errs) == 0 {
+	if documents == 0 && len(errs) == 0 && len(opts.Paths) > 0 {
 		// An empty render (a broken kustomize build piped in, say) must not pass as clean.
 		r.Errors = append(r.Errors, InputError{Message: fmt.Sprintf("no documents in %s: nothing to check", strings.Join(opts.Paths, ", "))})
+	}
+	if opts.Running && opts.Cluster != nil {
+		running, err := readRunning(ctx, opts)
+		if err != nil {
+			r.Errors = append(r.Errors, InputError{Message: err.Error()})
+		}
+		pending = append(pending, running...)
 	}
 	if snap != nil {
 		for i := range pending {

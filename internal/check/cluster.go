@@ -3,6 +3,7 @@ package check
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/manifest"
+	"github.com/imagegate/imagegate/internal/podspec"
 	"github.com/imagegate/imagegate/internal/policy"
 )
 
@@ -112,4 +114,35 @@ func refOf(d *manifest.Document) (policy.Ref, bool) {
 		ref.Namespace = DefaultNamespace
 	}
 	return ref, true
+}
+
+// readRunning lists the Pods running in the cluster (every namespace but the excluded ones),
+// each reduced to what a decision needs, with the digests its containers run.
+func readRunning(ctx context.Context, opts Options) ([]pendingObject, error) {
+	var pods corev1.PodList
+	if err := opts.Cluster.List(ctx, &pods); err != nil {
+		return nil, fmt.Errorf("reading the running Pods of cluster %s: %w", opts.ClusterName, err)
+	}
+	var out []pendingObject
+	for i := range pods.Items {
+		pod := &pods.Items[i]
+		if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed || slices.Contains(opts.ExcludedNamespaces, pod.Namespace) {
+			continue
+		}
+		images := podspec.PodImages(&pod.Spec, "spec")
+		podspec.SetRunning(images, &pod.Status)
+		p := pendingObject{
+			result: ObjectResult{
+				File: fmt.Sprintf("cluster %s: running Pods", opts.ClusterName), Kind: "Pod", Namespace: pod.Namespace, Name: pod.Name,
+				location: fmt.Sprintf("cluster %s: Pod %s/%s", opts.ClusterName, pod.Namespace, pod.Name),
+			},
+			podLabels: pod.Labels, images: images, breakGlass: policy.BreakGlassRequested(pod.Annotations),
+		}
+		p.result.Images = make([]InventoryImage, len(images))
+		for j, img := range images {
+			p.result.Images[j] = InventoryImage{Field: img.Field, Image: img.Ref}
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }

@@ -402,7 +402,7 @@ func contentHash(rep *reportsv1alpha1.Report) string {
 		h.Write([]byte(resultKey(&rep.Results[i])))
 		h.Write([]byte{1})
 	}
-	fmt.Fprintf(h, "%+v|%s", rep.Summary, rep.Annotations[ResultsOmittedAnnotation])
+	_, _ = fmt.Fprintf(h, "%+v|%s", rep.Summary, rep.Annotations[ResultsOmittedAnnotation])
 	return hex.EncodeToString(h.Sum(nil))
 }
 

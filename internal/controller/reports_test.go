@@ -163,6 +163,10 @@ var _ = Describe("Enforcement after a clean audit", func() {
 			Images: []policy.Image{{Field: "spec.containers[0].image", Ref: "quay.io/legacy/app:1", Container: "c0"}}})
 		Expect(d.Allowed()).To(BeFalse(), "it refuses now")
 
+		By("the API refuses AfterCleanAudit with a mode that refuses nothing")
+		bad := clusterPolicyObject(ns+"-bad", imagegatev1alpha1.ImagePolicySpec{Mode: imagegatev1alpha1.ModeWarn, Enforcement: imagegatev1alpha1.EnforceAfterCleanAudit, Images: allowAcme.Images})
+		Expect(createErr(bad)).To(ContainSubstring("enforcement AfterCleanAudit only applies to mode Enforce"))
+
 		By("a new spec waits for a clean audit again")
 		base := client.MergeFrom(p.DeepCopy())
 		p.Spec.Images.Allow = append(p.Spec.Images.Allow, "docker.io/library/**")
@@ -170,3 +174,7 @@ var _ = Describe("Enforcement after a clean audit", func() {
 		Eventually(func() map[policy.Ref]int64 { return snapshots.Snapshot().AwaitingCleanAudit() }).WithTimeout(10 * time.Second).Should(HaveKey(ref))
 	})
 })
+
+func clusterPolicyObject(name string, spec imagegatev1alpha1.ImagePolicySpec) *imagegatev1alpha1.ClusterImagePolicy {
+	return &imagegatev1alpha1.ClusterImagePolicy{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: spec}
+}

@@ -70,7 +70,7 @@ var _ = BeforeSuite(func() {
 	scheme := runtime.NewScheme()
 	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
 	Expect(imagegatev1alpha1.AddToScheme(scheme)).To(Succeed())
-	Expect(reportsv1alpha1.AddToScheme(scheme)).To(Succeed())
+	Expect(reportsv1alpha1.Install(scheme)).To(Succeed())
 	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
 

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -71,6 +72,7 @@ func (p *Preflight) Handle(ctx context.Context, req admission.Request) admission
 		warnings = []string{"imagegate could not tell which running Pods this policy would refuse: " + err.Error() + " (imagegate check --cluster --running answers from outside)"}
 	}
 	resp.Warnings = warnings
+	logf.FromContext(ctx).V(1).Info("Preflight", "kind", req.Kind.Kind, "name", req.Name, "warnings", len(warnings))
 	return resp
 }
 

@@ -112,6 +112,10 @@ var _ = BeforeSuite(func() {
 	SetupPinWebhookWithManager(mgr, store, recorder, verifier, podCredentials)
 	SetupPodWebhookWithManager(mgr, store, recorder, verifier, podCredentials)
 	SetupWorkloadWebhookWithManager(mgr, store, true, recorder)
+	SetupPreflightWebhookWithManager(mgr, &Preflight{
+		Cache: mgr.GetCache(), Client: mgr.GetClient(), Known: verifier.Known(), Excluded: []string{"kube-system"},
+		Trust: verify.Compiler(verify.NamespaceSources{Reader: mgr.GetCache(), Namespace: trustNamespace}),
+	})
 
 	go func() {
 		defer GinkgoRecover()

@@ -379,8 +379,8 @@ func TestChartWithoutCertManagerIssuesItsOwnCertificate(t *testing.T) {
 			}
 		}
 	}
-	if webhooks != 4 {
-		t.Errorf("%d webhooks, want 4", webhooks)
+	if webhooks != 5 {
+		t.Errorf("%d webhooks, want 5", webhooks)
 	}
 }
 

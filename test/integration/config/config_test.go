@@ -72,7 +72,11 @@ var _ = Describe("config/default", func() {
 		Expect(services).To(HaveKey("imagegate-controller-manager-metrics-service"), "Prometheus scrapes the metrics through a Service")
 		vwc := byKind["ValidatingWebhookConfiguration"][0]
 		Expect(vwc.Metadata.Annotations).To(HaveKeyWithValue("cert-manager.io/inject-ca-from", "imagegate-system/"+cert.Metadata.Name))
-		Expect(vwc.Webhooks).To(HaveLen(3))
+		Expect(vwc.Webhooks).To(HaveLen(4))
+		// The policy change preflight: warnings only, so it fails open.
+		pre := vwc.Webhooks[3]
+		Expect(pre.Name).To(Equal("preflight.imagegate.io"))
+		Expect(pre.FailurePolicy).To(Equal("Ignore"))
 		// Exceptions: validated fail-closed; no namespace is left out (an exception in
 		// imagegate-system exempts from nothing there, but must still be valid).
 		exc := vwc.Webhooks[2]
