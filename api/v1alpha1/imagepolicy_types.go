@@ -333,7 +333,7 @@ const (
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Namespaced,shortName=imgpol
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
-// +kubebuilder:printcolumn:name="In force",type=string,JSONPath=`.status.enforcement.mode`,description="The mode in force of a policy that waits for a clean audit (enforcement AfterCleanAudit)"
+// +kubebuilder:printcolumn:name="In force",type=string,priority=1,JSONPath=`.status.enforcement.mode`,description="The mode in force of a policy that waits for a clean audit (enforcement AfterCleanAudit)"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Violations",type=integer,JSONPath=`.status.audit.violations`,description="Pods that break the policy, as of the latest audit"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
@@ -372,7 +372,7 @@ type ImagePolicyList struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Cluster,shortName=cimgpol
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
-// +kubebuilder:printcolumn:name="In force",type=string,JSONPath=`.status.enforcement.mode`,description="The mode in force of a policy that waits for a clean audit (enforcement AfterCleanAudit)"
+// +kubebuilder:printcolumn:name="In force",type=string,priority=1,JSONPath=`.status.enforcement.mode`,description="The mode in force of a policy that waits for a clean audit (enforcement AfterCleanAudit)"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Violations",type=integer,JSONPath=`.status.audit.violations`,description="Pods that break the policy, as of the latest audit"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
