@@ -126,17 +126,17 @@ func readRunning(ctx context.Context, opts Options) ([]pendingObject, error) {
 	var out []pendingObject
 	for i := range pods.Items {
 		pod := &pods.Items[i]
-		if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed || slices.Contains(opts.ExcludedNamespaces, pod.Namespace) {
+		sub, ok := podspec.RunningSubject(pod, nil)
+		if !ok || slices.Contains(opts.ExcludedNamespaces, pod.Namespace) {
 			continue
 		}
-		images := podspec.PodImages(&pod.Spec, "spec")
-		podspec.SetRunning(images, &pod.Status)
+		images := sub.Images
 		p := pendingObject{
 			result: ObjectResult{
 				File: fmt.Sprintf("cluster %s: running Pods", opts.ClusterName), Kind: "Pod", Namespace: pod.Namespace, Name: pod.Name,
 				location: fmt.Sprintf("cluster %s: Pod %s/%s", opts.ClusterName, pod.Namespace, pod.Name),
 			},
-			podLabels: pod.Labels, images: images, breakGlass: policy.BreakGlassRequested(pod.Annotations),
+			podLabels: sub.PodLabels, images: images, breakGlass: sub.BreakGlass,
 		}
 		p.result.Images = make([]InventoryImage, len(images))
 		for j, img := range images {

@@ -244,16 +244,11 @@ func (a *Auditor) Run(ctx context.Context, snap *policy.Snapshot) error {
 		}
 		for j := range list.Items {
 			pod := &list.Items[j]
-			if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+			sub, ok := podspec.RunningSubject(pod, ns.Labels)
+			if !ok {
 				continue
 			}
 			pods++
-			images := podspec.PodImages(&pod.Spec, "spec")
-			podspec.SetRunning(images, &pod.Status)
-			sub := policy.Subject{
-				Namespace: ns.Name, NamespaceLabels: ns.Labels, PodLabels: pod.Labels,
-				Images: images, BreakGlass: policy.BreakGlassRequested(pod.Annotations),
-			}
 			d := snap.Evaluate(&sub)
 			if len(d.Pending) > 0 {
 				waiting = append(waiting, &auditedPod{pod: pod, sub: sub, d: d})
@@ -499,15 +494,16 @@ func (a *Auditor) writeEnforcement(ctx context.Context, ref policy.Ref, generati
 		if uncertain > 0 {
 			parts = append(parts, fmt.Sprintf("%d running images that it could not verify", uncertain))
 		}
-		want.Message = fmt.Sprintf("acting as Audit until an audit pass finds no running Pod that the policy would refuse; the pass of %s found %s (status.audit lists them)",
-			at.UTC().Format(time.RFC3339), strings.Join(parts, " and "))
+		// No time in it: the same finding pass after pass is the same message, and no write.
+		want.Message = "acting as Audit until an audit pass finds no running Pod that the policy would refuse; the latest pass found " +
+			strings.Join(parts, " and ") + " (status.audit lists them, with the time of that pass)"
 	}
 	want.LastTransitionTime = metav1.NewTime(at)
 	if cur := status.Enforcement; cur != nil && cur.ObservedGeneration == generation {
 		if cur.Mode == v1alpha1.ModeEnforce {
 			return nil // a clean pass of this spec was found: it stays in force
 		}
-		if want.Mode == v1alpha1.ModeAudit && sameCount(cur.Message, want.Message) {
+		if cur.Message == want.Message {
 			return nil // the same finding as the previous pass: no write per pass
 		}
 		if cur.Mode == want.Mode {
@@ -522,13 +518,6 @@ func (a *Auditor) writeEnforcement(ctx context.Context, ref policy.Ref, generati
 		return fmt.Errorf("%s: %w", ref, err)
 	}
 	return nil
-}
-
-// sameCount reports whether two waiting messages say the same after their pass's time.
-func sameCount(a, b string) bool {
-	_, x, _ := strings.Cut(a, " found ")
-	_, y, _ := strings.Cut(b, " found ")
-	return x == y
 }
 
 // writeException merge-patches an exception's status.pods and lastAuditTime.

@@ -119,13 +119,24 @@ func (b *reportBuilder) add(pod *corev1.Pod, covering []policy.Ref, sub *policy.
 		entries = map[string]*reportEntry{}
 		b.namespaces[pod.Namespace] = entries
 	}
-	running := func(field string) string {
+	// What a result says of the image a violation is about.
+	about := func(v *policy.Violation) map[string]string {
+		props := map[string]string{"mode": string(v.Mode)}
+		if v.Field != "" {
+			props["field"] = v.Field
+		}
+		if v.Container != "" {
+			props["container"] = v.Container
+		}
+		if v.Image != "" {
+			props["image"] = policy.Printable(v.Image)
+		}
 		for i := range sub.Images {
-			if sub.Images[i].Field == field {
-				return sub.Images[i].Running
+			if sub.Images[i].Field == v.Field && sub.Images[i].Running != "" {
+				props["digest"] = sub.Images[i].Running
 			}
 		}
-		return ""
+		return props
 	}
 	put := func(ref policy.Ref, rule policy.Rule, result reportsv1alpha1.Result, message string, props map[string]string) {
 		props["policyKind"] = ref.Kind
@@ -146,19 +157,7 @@ func (b *reportBuilder) add(pod *corev1.Pod, covering []policy.Ref, sub *policy.
 	for i := range d.Violations {
 		v := &d.Violations[i]
 		broken[v.Policy] = true
-		props := map[string]string{"mode": string(v.Mode)}
-		if v.Field != "" {
-			props["field"] = v.Field
-		}
-		if v.Container != "" {
-			props["container"] = v.Container
-		}
-		if v.Image != "" {
-			props["image"] = policy.Printable(v.Image)
-		}
-		if digest := running(v.Field); digest != "" {
-			props["digest"] = digest
-		}
+		props := about(v)
 		result := resultFail
 		switch {
 		case v.Rule == policy.RuleVerify && errored[unreachedKey(v.Field, v.Policy)]:
@@ -175,13 +174,8 @@ func (b *reportBuilder) add(pod *corev1.Pod, covering []policy.Ref, sub *policy.
 		e := &d.Exempted[i]
 		v := &e.Violation
 		broken[v.Policy] = true
-		props := map[string]string{"mode": string(v.Mode), "exception": e.Exception.Namespace + "/" + e.Exception.Name}
-		if v.Field != "" {
-			props["field"] = v.Field
-		}
-		if v.Image != "" {
-			props["image"] = policy.Printable(v.Image)
-		}
+		props := about(v)
+		props["exception"] = e.Exception.Namespace + "/" + e.Exception.Name
 		put(v.Policy, v.Rule, resultSkip, e.Message(), props)
 	}
 	for _, ref := range covering {

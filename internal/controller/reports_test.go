@@ -64,7 +64,9 @@ var _ = Describe("OpenReports", func() {
 		Expect(fail.Result).To(BeEquivalentTo("fail"))
 		Expect(fail.Policy).To(Equal(p.Name))
 		Expect(fail.Rule).To(Equal("images.allow"))
-		Expect(fail.Subjects).To(Equal([]corev1.ObjectReference{{APIVersion: "v1", Kind: "Pod", Namespace: ns, Name: "stray", UID: fail.Subjects[0].UID}}))
+		var stray corev1.Pod
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "stray"}, &stray)).To(Succeed())
+		Expect(fail.Subjects).To(Equal([]corev1.ObjectReference{{APIVersion: "v1", Kind: "Pod", Namespace: ns, Name: "stray", UID: stray.UID}}))
 		Expect(fail.Description).To(ContainSubstring(`spec.containers[0].image: image "quay.io/evil/miner:1" is not allowed by ClusterImagePolicy "` + p.Name + `"`))
 		Expect(fail.Properties).To(HaveKeyWithValue("field", "spec.containers[0].image"))
 		Expect(fail.Properties).To(HaveKeyWithValue("image", "quay.io/evil/miner:1"))

@@ -63,10 +63,13 @@ type Judge struct {
 // New judges the policy ref of snap, a snapshot compiled with policy.Options.AsWritten (the
 // policy, and the exceptions in force, are enough). known answers verify rules from what is
 // already known (verify.Verifier.Known); nil: every image a verify rule covers is not
-// verified yet.
+// verified yet (verify.NothingKnown).
 func New(snap *policy.Snapshot, ref policy.Ref, mode v1alpha1.PolicyMode, afterCleanAudit bool, known verify.Checker) *Judge {
 	if mode == "" {
 		mode = v1alpha1.ModeEnforce
+	}
+	if known == nil {
+		known = verify.NothingKnown
 	}
 	return &Judge{snap: snap, known: known, result: Result{Policy: ref, Mode: mode, AfterCleanAudit: afterCleanAudit, Namespaces: map[string]*Namespace{}}}
 }
@@ -74,7 +77,7 @@ func New(snap *policy.Snapshot, ref policy.Ref, mode v1alpha1.PolicyMode, afterC
 // Add judges one running Pod.
 func (j *Judge) Add(ctx context.Context, p *Pod) {
 	covering := j.snap.Covering(&p.Subject)
-	d := j.snap.Evaluate(&p.Subject)
+	d := verify.Decide(ctx, j.snap, &p.Subject, j.known, verify.Steps{Verify: true}).Decision
 	if len(covering) == 0 && len(d.Violations) == 0 {
 		return
 	}
@@ -84,13 +87,6 @@ func (j *Judge) Add(ctx context.Context, p *Pod) {
 		j.result.Namespaces[p.Namespace] = ns
 	}
 	ns.Covered++
-	if len(d.Pending) > 0 {
-		known := j.known
-		if known == nil {
-			known = unknown{}
-		}
-		d = verify.Decide(ctx, j.snap, &p.Subject, known, verify.Steps{Verify: true}).Decision
-	}
 	var refused, unverified string
 	for i := range d.Violations {
 		v := &d.Violations[i]
@@ -99,7 +95,7 @@ func (j *Judge) Add(ctx context.Context, p *Pod) {
 		}
 		// Not judged yet: a digest nothing has verified, or a tag the pinning webhook would
 		// pin at the next creation.
-		if v.Rule == policy.RuleVerify && (strings.Contains(v.Reason, verify.NotVerifiedYet) || v.Reason == policy.ReasonUnpinned) {
+		if v.Rule == policy.RuleVerify && (v.Reason == verify.NotVerifiedYet || v.Reason == policy.ReasonUnpinned) {
 			if unverified == "" {
 				unverified = v.Field + " " + policy.Printable(v.Image)
 			}
@@ -221,19 +217,4 @@ func (r *Result) byNamespace(count func(*Namespace) int) string {
 		parts = append(parts, fmt.Sprintf("%d more namespaces", len(list)-listedNames))
 	}
 	return strings.Join(parts, ", ")
-}
-
-// unknown answers every verification with verify.NotVerifiedYet.
-type unknown struct{}
-
-func (unknown) Outcomes(_ context.Context, pending []policy.Verification) []*verify.Outcome {
-	out := make([]*verify.Outcome, len(pending))
-	for i := range out {
-		out[i] = &verify.Outcome{Reason: verify.NotVerifiedYet}
-	}
-	return out
-}
-
-func (unknown) Resolve(context.Context, *policy.Unpinned) (string, error) {
-	return "", fmt.Errorf("%s", verify.NotVerifiedYet)
 }

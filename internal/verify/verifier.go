@@ -357,16 +357,21 @@ const NotVerifiedYet = "not verified yet: no admission or audit pass has checked
 // with NotVerifiedYet. The policy change preflight asks it.
 func (v *Verifier) Known() Checker { return known{v} }
 
-type known struct{ v *Verifier }
+// NothingKnown is the Checker that knows nothing: every verification is NotVerifiedYet.
+var NothingKnown Checker = known{}
+
+type known struct{ v *Verifier } // nil: nothing is known
 
 func (k known) Outcomes(ctx context.Context, pending []policy.Verification) []*Outcome {
 	out := make([]*Outcome, len(pending))
 	for i := range pending {
-		if o, hit := k.v.peek(ctx, &pending[i]); hit {
-			out[i] = o
-		} else {
-			out[i] = &Outcome{Reason: NotVerifiedYet}
+		if k.v != nil {
+			if o, hit := k.v.peek(ctx, &pending[i]); hit {
+				out[i] = o
+				continue
+			}
 		}
+		out[i] = &Outcome{Reason: NotVerifiedYet}
 	}
 	return out
 }

@@ -77,9 +77,6 @@ func (p *Preflight) Handle(ctx context.Context, req admission.Request) admission
 }
 
 func (p *Preflight) warnings(ctx context.Context, req admission.Request) ([]string, error) {
-	if p.decoder == nil {
-		p.decoder = admission.NewDecoder(nil)
-	}
 	timeout := p.Timeout
 	if timeout <= 0 {
 		timeout = PreflightTimeout
@@ -88,36 +85,37 @@ func (p *Preflight) warnings(ctx context.Context, req admission.Request) ([]stri
 	defer cancel()
 
 	var (
-		ref  policy.Ref
-		spec *v1alpha1.ImagePolicySpec
-		snap *policy.Snapshot
+		ref     policy.Ref
+		spec    *v1alpha1.ImagePolicySpec
+		cluster []v1alpha1.ClusterImagePolicy
+		inNs    []v1alpha1.ImagePolicy
 	)
-	var exceptions v1alpha1.ImagePolicyExceptionList
-	if err := p.Cache.List(ctx, &exceptions); err != nil {
-		return nil, fmt.Errorf("listing the exceptions: %w", err)
-	}
-	opts := policy.Options{Trust: p.Trust, Exceptions: exceptions.Items, AsWritten: true}
 	switch req.Kind.Kind {
 	case policy.KindClusterImagePolicy:
-		var cp v1alpha1.ClusterImagePolicy
-		if err := p.decoder.Decode(req, &cp); err != nil {
+		cluster = make([]v1alpha1.ClusterImagePolicy, 1)
+		if err := p.decoder.Decode(req, &cluster[0]); err != nil {
 			return nil, err
 		}
-		ref, spec = policy.Ref{Kind: policy.KindClusterImagePolicy, Name: cp.Name}, &cp.Spec
-		snap = policy.CompileWith([]v1alpha1.ClusterImagePolicy{cp}, nil, opts)
+		ref, spec = policy.Ref{Kind: policy.KindClusterImagePolicy, Name: cluster[0].Name}, &cluster[0].Spec
 	case policy.KindImagePolicy:
-		var ip v1alpha1.ImagePolicy
-		if err := p.decoder.Decode(req, &ip); err != nil {
+		inNs = make([]v1alpha1.ImagePolicy, 1)
+		if err := p.decoder.Decode(req, &inNs[0]); err != nil {
 			return nil, err
 		}
-		ref, spec = policy.Ref{Kind: policy.KindImagePolicy, Namespace: ip.Namespace, Name: ip.Name}, &ip.Spec
-		snap = policy.CompileWith(nil, []v1alpha1.ImagePolicy{ip}, opts)
+		ref, spec = policy.Ref{Kind: policy.KindImagePolicy, Namespace: inNs[0].Namespace, Name: inNs[0].Name}, &inNs[0].Spec
 	default:
 		return nil, nil
 	}
 	if spec.Mode != "" && spec.Mode != v1alpha1.ModeEnforce {
 		return nil, nil // it refuses nothing
 	}
+	// The policy alone, with the exceptions in force: its violations are the same as among
+	// all the others.
+	var exceptions v1alpha1.ImagePolicyExceptionList
+	if err := p.Cache.List(ctx, &exceptions); err != nil {
+		return nil, fmt.Errorf("listing the exceptions: %w", err)
+	}
+	snap := policy.CompileWith(cluster, inNs, policy.Options{Trust: p.Trust, Exceptions: exceptions.Items, AsWritten: true})
 	judge := preflight.New(snap, ref, spec.Mode, spec.Enforcement == v1alpha1.EnforceAfterCleanAudit, p.Known)
 
 	var namespaces metav1.PartialObjectMetadataList
@@ -135,19 +133,13 @@ func (p *Preflight) warnings(ctx context.Context, req admission.Request) ([]stri
 			return nil, fmt.Errorf("listing the Pods of %s: %w", ns.Name, err)
 		}
 		for j := range pods.Items {
-			pod := &pods.Items[j]
-			if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
-				continue
-			}
 			if ctx.Err() != nil {
 				return nil, fmt.Errorf("it took longer than %v", timeout)
 			}
-			images := podspec.PodImages(&pod.Spec, "spec")
-			podspec.SetRunning(images, &pod.Status)
-			judge.Add(ctx, &preflight.Pod{Namespace: ns.Name, Name: pod.Name, Subject: policy.Subject{
-				Namespace: ns.Name, NamespaceLabels: ns.Labels, PodLabels: pod.Labels,
-				Images: images, BreakGlass: policy.BreakGlassRequested(pod.Annotations),
-			}})
+			pod := &pods.Items[j]
+			if sub, ok := podspec.RunningSubject(pod, ns.Labels); ok {
+				judge.Add(ctx, &preflight.Pod{Namespace: ns.Name, Name: pod.Name, Subject: sub})
+			}
 		}
 	}
 	result := judge.Result()
