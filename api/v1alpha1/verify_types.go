@@ -173,6 +173,7 @@ const (
 
 // AttestationRule is one attestation each covered image must carry.
 // +kubebuilder:validation:XValidation:rule="!has(self.vulnerabilities) || self.predicateType in ['https://cosign.sigstore.dev/attestation/vuln/v1', 'https://in-toto.io/attestation/vulns/v0.2']",message="vulnerabilities applies to the vulnerability predicates only: https://cosign.sigstore.dev/attestation/vuln/v1 or https://in-toto.io/attestation/vulns/v0.2"
+// +kubebuilder:validation:XValidation:rule="!has(self.provenance) || self.predicateType in ['https://slsa.dev/provenance/v1', 'https://slsa.dev/provenance/v0.2']",message="provenance applies to SLSA provenance only: https://slsa.dev/provenance/v1 or https://slsa.dev/provenance/v0.2"
 type AttestationRule struct {
 	// name names the rule in messages.
 	// +required
@@ -203,6 +204,102 @@ type AttestationRule struct {
 	// The newest valid scan decides. Only for the two vulnerability predicate types.
 	// +optional
 	Vulnerabilities VulnerabilityRules `json:"vulnerabilities,omitzero"`
+
+	// provenance pins what SLSA provenance says about the build: the builder, the source
+	// repository and ref, the build type, and whether the workflow took inputs. An
+	// attestation counts only when it meets every field set. Only for
+	// https://slsa.dev/provenance/v1 and https://slsa.dev/provenance/v0.2.
+	// +optional
+	Provenance ProvenanceRules `json:"provenance,omitzero"`
+
+	// conditions are CEL expressions over the attestation's in-toto statement
+	// (`predicateType`, `subject`, `predicate`), each of which must be true for the
+	// attestation to count. They are compiled and cost-checked when the policy is applied,
+	// and evaluated with the same cost limits as the kube-apiserver's CEL.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	Conditions []AttestationCondition `json:"conditions,omitempty"`
+}
+
+// Predicate types of SLSA provenance that provenance rules read.
+const (
+	// PredicateSLSAProvenanceV1 is SLSA provenance v1 (GitHub's attest-build-provenance, the
+	// SLSA GitHub generator v2, Tekton Chains).
+	PredicateSLSAProvenanceV1 = "https://slsa.dev/provenance/v1"
+	// PredicateSLSAProvenanceV02 is SLSA provenance v0.2, which older generators write.
+	PredicateSLSAProvenanceV02 = "https://slsa.dev/provenance/v0.2"
+)
+
+// WorkflowInputs says whether a build may have taken inputs from whoever started it.
+// +kubebuilder:validation:Enum=Allowed;Forbidden
+type WorkflowInputs string
+
+// Whether workflow inputs are allowed.
+const (
+	// WorkflowInputsAllowed accepts any inputs.
+	WorkflowInputsAllowed WorkflowInputs = "Allowed"
+	// WorkflowInputsForbidden refuses provenance that records inputs set at the build's
+	// start (a manual dispatch with parameters).
+	WorkflowInputsForbidden WorkflowInputs = "Forbidden"
+)
+
+// ProvenanceRules are what SLSA provenance must say.
+// +kubebuilder:validation:MinProperties=1
+type ProvenanceRules struct {
+	// builderID is the builder's ID (runDetails.builder.id; v0.2: builder.id), exact or a
+	// glob in which `*` matches any characters but `/`, for example
+	// https://github.com/acme/app/.github/workflows/release.yml@refs/tags/*.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	BuilderID string `json:"builderID,omitempty"`
+
+	// sourceRepository is the repository the image was built from, as a URI
+	// (https://github.com/acme/app): a `git+` prefix, a `.git` suffix and the host's case do
+	// not matter.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	SourceRepository string `json:"sourceRepository,omitempty"`
+
+	// sourceRef is the source's ref, exact or a glob in which `*` matches any characters but
+	// `/`, for example refs/tags/v* or refs/heads/main.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	SourceRef string `json:"sourceRef,omitempty"`
+
+	// buildType is the provenance's build type, exactly, for example
+	// https://actions.github.io/buildtypes/workflow/v1.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	BuildType string `json:"buildType,omitempty"`
+
+	// workflowInputs: Forbidden refuses provenance that records inputs given when the build
+	// was started (a workflow_dispatch with inputs). Default: Allowed.
+	// +optional
+	WorkflowInputs WorkflowInputs `json:"workflowInputs,omitempty"`
+}
+
+// AttestationCondition is one CEL expression an attestation must satisfy.
+type AttestationCondition struct {
+	// expression is a CEL expression that must evaluate to true, over `predicateType`
+	// (string), `subject` (list of {name, digest}) and `predicate` (the predicate, as JSON
+	// values), for example `predicate.buildDefinition.externalParameters.workflow.path ==
+	// '.github/workflows/release.yml'`. Kubernetes' CEL libraries are available.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=4096
+	Expression string `json:"expression,omitempty"`
+
+	// message is what a refusal says when the expression is false. Default: the expression.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	Message string `json:"message,omitempty"`
 }
 
 // Severity is a vulnerability's severity.

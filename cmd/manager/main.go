@@ -244,12 +244,12 @@ func main() {
 	imagegatewebhook.SetupPodWebhookWithManager(mgr, snapshots, recorder, verifier, podCredentials)
 	imagegatewebhook.SetupWorkloadWebhookWithManager(mgr, snapshots, o.checkWorkloads, recorder)
 	imagegatewebhook.SetupExceptionWebhookWithManager(mgr)
-	if o.preflight {
-		imagegatewebhook.SetupPreflightWebhookWithManager(mgr, &imagegatewebhook.Preflight{
-			Cache: mgr.GetCache(), Client: mgr.GetClient(), Known: verifier.Known(), Excluded: excluded,
-			Trust: verify.Compiler(verify.NamespaceSources{Reader: mgr.GetCache(), Namespace: o.namespace, Remote: remote}),
-		})
-	}
+	// The policy webhook refuses CEL conditions that do not compile, and, with the preflight
+	// on, warns of the running Pods a change would refuse.
+	imagegatewebhook.SetupPreflightWebhookWithManager(mgr, &imagegatewebhook.Preflight{
+		Cache: mgr.GetCache(), Client: mgr.GetClient(), Known: verifier.Known(), Excluded: excluded, Warn: o.preflight,
+		Trust: verify.Compiler(verify.NamespaceSources{Reader: mgr.GetCache(), Namespace: o.namespace, Remote: remote}),
+	})
 	if o.imageReview {
 		imagegatewebhook.SetupImageReviewWithManager(mgr, snapshots, excluded, recorder, verifier)
 	}

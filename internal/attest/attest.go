@@ -1,6 +1,8 @@
 // Package attest reads the predicates of signed attestations and judges them against a
 // policy's attestation rules: the vulnerability scans of Trivy (cosign's vuln/v1 predicate,
-// whose result is Trivy's JSON report) and of any scanner that writes in-toto's vulns v0.2.
+// whose result is Trivy's JSON report) and of any scanner that writes in-toto's vulns v0.2,
+// SLSA provenance (v1 and v0.2) against typed provenance rules, and any statement against
+// CEL conditions, compiled and cost-limited as the kube-apiserver does.
 // It is pure: bytes and a clock in, a verdict out. internal/verify finds and verifies the
 // attestations in registries and hands their predicates here.
 package attest
@@ -108,6 +110,9 @@ type Rule struct {
 	maxAge      time.Duration
 	ignore      map[string]ignored
 	scanners    []string
+
+	provenance *provenanceRule
+	conditions []*condition
 }
 
 type ignored struct {
@@ -156,6 +161,14 @@ func Compile(r *v1alpha1.AttestationRule, signers []string) (*Rule, error) {
 		c.ignore[ig.ID] = ignored{expires: e}
 	}
 	c.scanners = v.Scanners
+	prov, err := compileProvenance(r.Name, r.PredicateType, &r.Provenance)
+	if err != nil {
+		return nil, err
+	}
+	c.provenance = prov
+	if c.conditions, err = compileConditions(r); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 

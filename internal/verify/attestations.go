@@ -30,8 +30,8 @@ type attestationRule struct {
 
 // verifiedAttestation is an attestation whose signature, subject and predicate type checked.
 type verifiedAttestation struct {
-	predicate json.RawMessage
-	finished  time.Time // the scan's finish time, for vulnerability predicates
+	*statement
+	finished time.Time // the scan's finish time, for vulnerability predicates
 }
 
 // checkAttestations checks every attestation rule of trust for the image: each must find a
@@ -86,6 +86,15 @@ func (v *Verifier) checkAttestations(ctx context.Context, trust *Trust, ref name
 			out.Attestations = append(out.Attestations, report)
 			return out
 		}
+		if r.Inspects() {
+			var why string
+			verified, report.Provenance, why = admitted(ctx, r, verified)
+			if len(verified) == 0 {
+				out.Reason, out.Findings = why, nil
+				out.Attestations = append(out.Attestations, report)
+				return out
+			}
+		}
 		if !r.Vulnerabilities() {
 			out.Attestations = append(out.Attestations, report)
 			continue
@@ -116,6 +125,32 @@ func (v *Verifier) checkAttestations(ctx context.Context, trust *Trust, ref name
 	}
 	out.Reason = findingsReason
 	return out
+}
+
+// admitted keeps the verified attestations that meet the rule's provenance and conditions,
+// with the provenance of the first; when none does, it says why the first does not (and how
+// many others fail too).
+func admitted(ctx context.Context, r *attestationRule, verified []verifiedAttestation) ([]verifiedAttestation, *attest.Provenance, string) {
+	var kept []verifiedAttestation
+	var prov *attest.Provenance
+	var first string
+	for _, a := range verified {
+		p, why := r.Admits(ctx, &attest.RawStatement{PredicateType: a.PredicateType, Subject: a.Subject, Predicate: a.Predicate})
+		if why != "" {
+			if first == "" {
+				first = why
+			}
+			continue
+		}
+		if prov == nil {
+			prov = p
+		}
+		kept = append(kept, a)
+	}
+	if len(kept) == 0 && len(verified) > 1 {
+		first = fmt.Sprintf("%s (and %d more verified attestation%s of that type fail%s the rule)", first, len(verified)-1, text.Plural(len(verified)-1, "", "s"), text.Plural(len(verified)-1, "s", ""))
+	}
+	return kept, prov, text.Cut(first, maxReasonLength)
 }
 
 func earliest(a, b time.Time) time.Time {
@@ -156,7 +191,7 @@ func verifyAttestations(ctx context.Context, trust *Trust, r *attestationRule, h
 					continue
 				}
 				if st, err := legacyStatement(att); err == nil && st.PredicateType == r.PredicateType {
-					verified = append(verified, verifiedAttestation{predicate: st.Predicate})
+					verified = append(verified, verifiedAttestation{statement: st})
 				}
 			}
 		}
@@ -166,7 +201,7 @@ func verifyAttestations(ctx context.Context, trust *Trust, r *attestationRule, h
 				problems = append(problems, err.Error())
 				continue
 			}
-			verified = append(verified, verifiedAttestation{predicate: st.Predicate})
+			verified = append(verified, verifiedAttestation{statement: st})
 		}
 	}
 	return found, verified, problems
@@ -178,7 +213,7 @@ func judgeScans(r *attestationRule, verified []verifiedAttestation, now time.Tim
 	var trusted []verifiedAttestation
 	var untrusted []string
 	for _, a := range verified {
-		uri, finished := attest.ReadHeader(a.predicate)
+		uri, finished := attest.ReadHeader(a.Predicate)
 		if !r.TrustsScanner(uri) {
 			untrusted = append(untrusted, fmt.Sprintf("%q", text.Cut(uri, 128)))
 			continue
@@ -192,7 +227,7 @@ func judgeScans(r *attestationRule, verified []verifiedAttestation, now time.Tim
 		return nil, attest.Verdict{Problem: fmt.Sprintf("its signed vulnerability scans (attestation %q) are by %s, none a trusted scanner", r.Name, strings.Join(untrusted, ", "))}
 	}
 	newest := slices.MaxFunc(trusted, func(a, b verifiedAttestation) int { return a.finished.Compare(b.finished) })
-	scan, err := attest.ReadScan(r.PredicateType, newest.predicate)
+	scan, err := attest.ReadScan(r.PredicateType, newest.Predicate)
 	if err != nil {
 		return nil, attest.Verdict{Problem: fmt.Sprintf("attestation %q: %v", r.Name, err)}
 	}

@@ -280,3 +280,84 @@ func TestKeylessAttestationAndProvenance(t *testing.T) {
 		t.Fatalf("outcome = %+v", o)
 	}
 }
+
+// TestProvenanceAndConditions: what provenance says, judged through both storage formats,
+// with CEL conditions, and the first accepted provenance in the CLI's report.
+func TestProvenanceAndConditions(t *testing.T) {
+	reg := rt.New(true)
+	defer reg.Close()
+	key, _ := rt.NewKey()
+	rules := &v1alpha1.VerifyRules{
+		Signers: []v1alpha1.Signer{keySigner("ci", key.PublicKeyPEM())}, TransparencyLog: v1alpha1.TransparencyLogSkip,
+		Attestations: []v1alpha1.AttestationRule{{
+			Name: "built-by-release", PredicateType: rt.SLSAProvenanceV1,
+			Provenance: v1alpha1.ProvenanceRules{
+				BuilderID:        "https://github.com/acme/app/.github/workflows/release.yml@refs/tags/*",
+				SourceRepository: "https://github.com/acme/app", SourceRef: "refs/tags/v*",
+			},
+			Conditions: []v1alpha1.AttestationCondition{{
+				Expression: "predicate.buildDefinition.internalParameters.github.runner_environment == 'github-hosted'",
+				Message:    "must be built on GitHub-hosted runners",
+			}},
+		}},
+	}
+	snap := policy.CompileWith([]v1alpha1.ClusterImagePolicy{clusterPolicy("provenance", rules)}, nil, policy.Options{Trust: verify.Compiler(&sources{})})
+	if e := snap.PolicyError(policy.Ref{Kind: policy.KindClusterImagePolicy, Name: "provenance"}); e != "" {
+		t.Fatal(e)
+	}
+	release := rt.Build{Repository: "https://github.com/acme/app", Workflow: ".github/workflows/release.yml", Ref: "refs/tags/v1.2.3", Event: "push"}
+	fork := release
+	fork.Repository = "https://github.com/evil/app"
+	selfHosted := rt.GitHubProvenance(release)
+	selfHosted = []byte(strings.Replace(string(selfHosted), `"github-hosted"`, `"self-hosted"`, 1))
+	n := 0
+	image := func(attest func(name.Digest, []byte) error, predicates ...[]byte) name.Digest {
+		n++
+		d := mustPush(t, reg, "acme/app", "v"+string(rune('a'+n)))
+		if err := key.Sign(d); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range predicates {
+			if err := attest(d, rt.AttestationStatement(d, rt.SLSAProvenanceV1, p)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return d
+	}
+	v := verify.New(verify.Options{})
+	for _, format := range []struct {
+		name   string
+		attest func(name.Digest, []byte) error
+	}{{"bundles", func(d name.Digest, st []byte) error { return key.Attest(d, st) }}, {"legacy .att", func(d name.Digest, st []byte) error { return key.AttestLegacy(d, st) }}} {
+		for _, c := range []struct {
+			name  string
+			image name.Digest
+			want  string
+		}{
+			{"release", image(format.attest, rt.GitHubProvenance(release)), ""},
+			{"from a fork", image(format.attest, rt.GitHubProvenance(fork)),
+				`not allowed by ClusterImagePolicy "provenance": attestation "built-by-release": provenance builderID is "https://github.com/evil/app/.github/workflows/release.yml@refs/tags/v1.2.3"; want one matching "https://github.com/acme/app/.github/workflows/release.yml@refs/tags/*"`},
+			{"condition false", image(format.attest, selfHosted), `attestation "built-by-release": must be built on GitHub-hosted runners`},
+			{"one of two meets the rule", image(format.attest, rt.GitHubProvenance(fork), rt.GitHubProvenance(release)), ""},
+			{"neither of two", image(format.attest, rt.GitHubProvenance(fork), selfHosted), "(and 1 more verified attestation of that type fails the rule)"},
+		} {
+			t.Run(format.name+"/"+c.name, func(t *testing.T) {
+				d := decide(t, snap, v, c.image.String())
+				got := messages(&d)
+				if (c.want == "") != (got == "") || !strings.Contains(got, c.want) {
+					t.Fatalf("got  %q\nwant %q", got, c.want)
+				}
+				if c.want != "" {
+					return
+				}
+				pv := snap.Evaluate(&policy.Subject{Namespace: "default", Images: []policy.Image{{Field: "f", Ref: c.image.String()}}}).Pending
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				o := v.Outcomes(ctx, pv)[0]
+				if len(o.Attestations) != 1 || o.Attestations[0].Provenance == nil || o.Attestations[0].Provenance.SourceRef != "refs/tags/v1.2.3" {
+					t.Fatalf("report = %+v", o.Attestations)
+				}
+			})
+		}
+	}
+}

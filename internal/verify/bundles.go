@@ -181,6 +181,7 @@ func verifyBundle(ctx context.Context, trust *Trust, s *signer, b *sgbundle.Bund
 // statement is the part of an in-toto statement imagegate reads.
 type statement struct {
 	PredicateType string          `json:"predicateType"`
+	Subject       json.RawMessage `json:"subject"`
 	Predicate     json.RawMessage `json:"predicate"`
 }
 

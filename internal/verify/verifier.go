@@ -130,6 +130,8 @@ type AttestationReport struct {
 	// its findings; Verdict says which of them refuse and which are ignored.
 	Scan    *attest.Scan   `json:"scan,omitempty"`
 	Verdict attest.Verdict `json:"verdict,omitzero"`
+	// Provenance is what the first accepted SLSA provenance says (provenance rules only).
+	Provenance *attest.Provenance `json:"provenance,omitempty"`
 }
 
 // New returns a Verifier.

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -18,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/internal/attest"
 	"github.com/imagegate/imagegate/internal/podspec"
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/preflight"
@@ -54,6 +56,9 @@ type Preflight struct {
 	Excluded []string
 	// Timeout bounds one preflight; zero: PreflightTimeout.
 	Timeout time.Duration
+	// Warn turns the preflight's warnings on (--policy-preflight); off, the webhook only
+	// checks the CEL conditions, and needs none of the fields above.
+	Warn bool
 
 	decoder admission.Decoder
 }
@@ -64,9 +69,17 @@ func SetupPreflightWebhookWithManager(mgr ctrl.Manager, p *Preflight) {
 	register(mgr.GetWebhookServer(), PreflightWebhookPath, &ctrlwebhook.Admission{LogConstructor: requestLogger, Handler: p})
 }
 
-// Handle judges one policy change; it always admits.
+// Handle judges one policy change. It refuses only a policy whose CEL conditions do not
+// compile or may cost too much, as the kube-apiserver refuses such CEL in a CRD; else it
+// admits, with the preflight's warnings when Warn is on.
 func (p *Preflight) Handle(ctx context.Context, req admission.Request) admission.Response {
+	if why := p.refusal(req); why != "" {
+		return admission.Denied(why)
+	}
 	resp := admission.Allowed("")
+	if !p.Warn {
+		return resp
+	}
 	warnings, err := p.warnings(ctx, req)
 	if err != nil {
 		warnings = []string{"imagegate could not tell which running Pods this policy would refuse: " + err.Error() + " (imagegate check --cluster --running answers from outside)"}
@@ -74,6 +87,38 @@ func (p *Preflight) Handle(ctx context.Context, req admission.Request) admission
 	resp.Warnings = warnings
 	logf.FromContext(ctx).V(1).Info("Preflight", "kind", req.Kind.Kind, "name", req.Name, "warnings", len(warnings))
 	return resp
+}
+
+// refusal says why the policy's CEL conditions cannot be stored ("" when they can, or when
+// the request is not a policy the decoder reads: the API's own validation answers those).
+func (p *Preflight) refusal(req admission.Request) string {
+	var spec *v1alpha1.ImagePolicySpec
+	switch req.Kind.Kind {
+	case policy.KindClusterImagePolicy:
+		var o v1alpha1.ClusterImagePolicy
+		if p.decoder.Decode(req, &o) != nil {
+			return ""
+		}
+		spec = &o.Spec
+	case policy.KindImagePolicy:
+		var o v1alpha1.ImagePolicy
+		if p.decoder.Decode(req, &o) != nil {
+			return ""
+		}
+		spec = &o.Spec
+	default:
+		return ""
+	}
+	for i := range spec.Verify.Attestations {
+		if err := attest.CheckConditions(&spec.Verify.Attestations[i]); err != nil {
+			var ce *attest.ConditionError
+			if errors.As(err, &ce) {
+				return fmt.Sprintf("spec.verify.attestations[%d].conditions[%d]: Invalid value: %s", i, ce.Index, ce.Err)
+			}
+			return fmt.Sprintf("spec.verify.attestations[%d]: %v", i, err)
+		}
+	}
+	return ""
 }
 
 func (p *Preflight) warnings(ctx context.Context, req admission.Request) ([]string, error) {

@@ -16,9 +16,61 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/test/utils/registrytest"
 )
 
 var _ = Describe("Policy change preflight", func() {
+	It("refuses, through kubectl and the apiserver, attestation conditions that do not compile or cost too much, and stores one that does", func() {
+		admin, err := testEnv.AddUser(envtest.User{Name: "admin-" + rand.String(4), Groups: []string{"system:masters"}}, nil)
+		Expect(err).NotTo(HaveOccurred())
+		kubectl, err := admin.Kubectl()
+		Expect(err).NotTo(HaveOccurred())
+		name := "cel-" + rand.String(5)
+		key, err := registrytest.NewKey()
+		Expect(err).NotTo(HaveOccurred())
+		pem := "          " + strings.ReplaceAll(strings.TrimSpace(key.PublicKeyPEM()), "\n", "\n          ") + "\n"
+		manifest := filepath.Join(GinkgoT().TempDir(), "policy.yaml")
+		apply := func(expression string) (string, error) {
+			Expect(os.WriteFile(manifest, []byte(`apiVersion: imagegate.io/v1alpha1
+kind: ClusterImagePolicy
+metadata:
+  name: `+name+`
+spec:
+  verify:
+    images: ["ghcr.io/acme/**"]
+    transparencyLog: Skip
+    signers:
+    - name: ci
+      key:
+        publicKey: |
+`+pem+`    attestations:
+    - name: provenance
+      predicateType: https://slsa.dev/provenance/v1
+      provenance:
+        sourceRepository: https://github.com/acme/app
+      conditions:
+      - expression: `+expression+`
+`), 0o600)).To(Succeed())
+			_, stderr, err := kubectl.Run("apply", "-f", manifest)
+			return readAll(stderr), err
+		}
+		out, err := apply(`"predicate.buildDefinition.buildType =="`)
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(ContainSubstring(`admission webhook "preflight.imagegate.io" denied the request: spec.verify.attestations[0].conditions[0]: Invalid value: compilation failed: ERROR: <input>:1:39: Syntax error`))
+		out, err = apply(`"predicate.materials.all(m, predicate.materials.all(n, m != n))"`)
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(ContainSubstring(`spec.verify.attestations[0].conditions[0]: Invalid value: its estimated cost exceeds the limit by a factor of`))
+		var cip imagegatev1alpha1.ClusterImagePolicy
+		Expect(client.IgnoreNotFound(k8sClient.Get(ctx, client.ObjectKey{Name: name}, &cip))).To(Succeed())
+		Expect(cip.Name).To(BeEmpty(), "refused policies are not stored")
+
+		out, err = apply(`"predicate.buildDefinition.externalParameters.workflow.path == '.github/workflows/release.yml'"`)
+		Expect(err).NotTo(HaveOccurred(), out)
+		DeferCleanup(func() { Expect(k8sClient.Delete(ctx, &imagegatev1alpha1.ClusterImagePolicy{ObjectMeta: metav1.ObjectMeta{Name: name}})).To(Succeed()) })
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Name: name}, &cip)).To(Succeed())
+		Expect(cip.Spec.Verify.Attestations[0].Provenance.SourceRepository).To(Equal("https://github.com/acme/app"))
+	})
+
 	It("warns, through kubectl and the apiserver, which running Pods a policy would refuse, naming only Pods the requester may list", func() {
 		nsA, nsB := "pf-a-"+rand.String(5), "pf-b-"+rand.String(5)
 		for _, ns := range []string{nsA, nsB} {

@@ -113,7 +113,7 @@ var _ = BeforeSuite(func() {
 	SetupPodWebhookWithManager(mgr, store, recorder, verifier, podCredentials)
 	SetupWorkloadWebhookWithManager(mgr, store, true, recorder)
 	SetupPreflightWebhookWithManager(mgr, &Preflight{
-		Cache: mgr.GetCache(), Client: mgr.GetClient(), Known: verifier.Known(), Excluded: []string{"kube-system"},
+		Cache: mgr.GetCache(), Client: mgr.GetClient(), Known: verifier.Known(), Excluded: []string{"kube-system"}, Warn: true,
 		Trust: verify.Compiler(verify.NamespaceSources{Reader: mgr.GetCache(), Namespace: trustNamespace}),
 	})
 

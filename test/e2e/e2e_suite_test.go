@@ -106,7 +106,10 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 		Binary:   filepath.Join(root, "bin", "manager"),
 		DNSNames: certificateDNSNames(),
 		IPs:      ips,
-		Args:     []string{"--image-credential-provider-config=" + providerConfig, "--image-credential-provider-bin-dir=" + pluginDir},
+		// Reports on, and an audit pass every 15 s so that the reports specs see a pod's
+		// deletion without waiting the default 5 minutes.
+		Args: []string{"--image-credential-provider-config=" + providerConfig, "--image-credential-provider-bin-dir=" + pluginDir,
+			"--reports", "--audit-interval=15s"},
 	})
 	Expect(err).NotTo(HaveOccurred())
 	Expect(manager.RegisterWebhook(root)).To(Succeed())
