@@ -27,18 +27,18 @@ func TestReadProvenance(t *testing.T) {
 			SourceRepository: "https://github.com/acme/app", SourceRef: "refs/tags/v1.2.3",
 		}},
 		{"slsa-github-generator v1, dispatched", rt.SLSAProvenanceV1, rt.SLSAGeneratorProvenance(dispatched), Provenance{
-			BuilderID: "https://github.com/slsa-framework/slsa-github-generator/.github/workflows/builder_container-based_slsa3.yml@refs/tags/v2.1.0",
-			BuildType: "https://slsa-framework.github.io/github-actions-buildtypes/workflow/v1",
+			BuilderID:        "https://github.com/slsa-framework/slsa-github-generator/.github/workflows/builder_container-based_slsa3.yml@refs/tags/v2.1.0",
+			BuildType:        "https://slsa-framework.github.io/github-actions-buildtypes/workflow/v1",
 			SourceRepository: "https://github.com/acme/app", SourceRef: "refs/tags/v1.2.3", Inputs: []string{"skip-tests", "version"},
 		}},
 		{"generator v0.2", rt.SLSAProvenanceV02, rt.GenericProvenanceV02(release), Provenance{
-			BuilderID: "https://github.com/slsa-framework/slsa-github-generator/.github/workflows/generator_container_slsa3.yml@refs/tags/v1.10.0",
-			BuildType: "https://github.com/slsa-framework/slsa-github-generator/container@v1",
+			BuilderID:        "https://github.com/slsa-framework/slsa-github-generator/.github/workflows/generator_container_slsa3.yml@refs/tags/v1.10.0",
+			BuildType:        "https://github.com/slsa-framework/slsa-github-generator/container@v1",
 			SourceRepository: "https://github.com/acme/app", SourceRef: "refs/tags/v1.2.3",
 		}},
 		{"generator v0.2, dispatched", rt.SLSAProvenanceV02, rt.GenericProvenanceV02(dispatched), Provenance{
-			BuilderID: "https://github.com/slsa-framework/slsa-github-generator/.github/workflows/generator_container_slsa3.yml@refs/tags/v1.10.0",
-			BuildType: "https://github.com/slsa-framework/slsa-github-generator/container@v1",
+			BuilderID:        "https://github.com/slsa-framework/slsa-github-generator/.github/workflows/generator_container_slsa3.yml@refs/tags/v1.10.0",
+			BuildType:        "https://github.com/slsa-framework/slsa-github-generator/container@v1",
 			SourceRepository: "https://github.com/acme/app", SourceRef: "refs/tags/v1.2.3", Inputs: []string{"skip-tests", "version"},
 		}},
 		// Tekton Chains: no workflow, the source is the first git dependency (no ref).

@@ -66,7 +66,9 @@ spec:
 
 		out, err = apply(`"predicate.buildDefinition.externalParameters.workflow.path == '.github/workflows/release.yml'"`)
 		Expect(err).NotTo(HaveOccurred(), out)
-		DeferCleanup(func() { Expect(k8sClient.Delete(ctx, &imagegatev1alpha1.ClusterImagePolicy{ObjectMeta: metav1.ObjectMeta{Name: name}})).To(Succeed()) })
+		DeferCleanup(func() {
+			Expect(k8sClient.Delete(ctx, &imagegatev1alpha1.ClusterImagePolicy{ObjectMeta: metav1.ObjectMeta{Name: name}})).To(Succeed())
+		})
 		Expect(k8sClient.Get(ctx, client.ObjectKey{Name: name}, &cip)).To(Succeed())
 		Expect(cip.Spec.Verify.Attestations[0].Provenance.SourceRepository).To(Equal("https://github.com/acme/app"))
 	})
