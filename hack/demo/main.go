@@ -195,6 +195,9 @@ func run(ctx context.Context, root, binDir, manager string, keep bool) (err erro
 	if err := d.vulnerabilities(reg, key); err != nil {
 		return err
 	}
+	if err := d.provenance(reg, key); err != nil {
+		return err
+	}
 
 	step("What was admitted")
 	if err := d.kubectl("get", "pods", "-A", "-o=custom-columns=NAMESPACE:.metadata.namespace,NAME:.metadata.name,IMAGE:.spec.containers[0].image"); err != nil {
@@ -385,6 +388,78 @@ spec:
 	}
 	step("The image signed by another CA is refused, saying what was tried")
 	return d.kubectlFails("run", "ledger-forged", "--image="+reg.Host+"/notary/ledger:2.0-forged")
+}
+
+// provenance shows provenance rules: two images attested with SLSA provenance as GitHub's
+// actions/attest-build-provenance writes it, one built by the release workflow of the right
+// repository at a tag, one by the same workflow in another repository.
+func (d *demo) provenance(reg *registrytest.Registry, key *registrytest.Key) error {
+	step("Provenance: images attested with SLSA provenance v1, as GitHub's attest-build-provenance writes it")
+	for _, im := range []struct {
+		tag   string
+		build registrytest.Build
+		what  string
+	}{
+		{"v1.4.0", registrytest.Build{Repository: "https://github.com/acme/api", Workflow: ".github/workflows/release.yml", Ref: "refs/tags/v1.4.0", Event: "push"}, "built by acme/api's release workflow at refs/tags/v1.4.0"},
+		{"v1.4.0-fork", registrytest.Build{Repository: "https://github.com/mallory/api", Workflow: ".github/workflows/release.yml", Ref: "refs/tags/v1.4.0", Event: "push"}, "built by the same workflow in a fork, mallory/api"},
+	} {
+		dg, err := reg.Push("acme/api", im.tag)
+		if err != nil {
+			return err
+		}
+		if err := key.Sign(dg); err != nil {
+			return err
+		}
+		if err := key.Attest(dg, registrytest.AttestationStatement(dg, registrytest.SLSAProvenanceV1, registrytest.GitHubProvenance(im.build))); err != nil {
+			return err
+		}
+		fmt.Printf("    pushed %s:%s, signed and attested: %s\n", dg.Context(), im.tag, im.what)
+	}
+	dir, err := os.MkdirTemp("", "imagegate-demo-")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	policyFile := filepath.Join(dir, "built-by-release.yaml")
+	policy := `apiVersion: imagegate.io/v1alpha1
+kind: ClusterImagePolicy
+metadata:
+  name: built-by-release
+spec:
+  verify:
+    images: ["` + reg.Host + `/acme/api"]
+    signers:
+    - name: release
+      key:
+        secretRef: {name: release-key}
+    transparencyLog: Skip
+    attestations:
+    - name: provenance
+      predicateType: https://slsa.dev/provenance/v1
+      provenance:
+        builderID: https://github.com/acme/api/.github/workflows/release.yml@refs/tags/*
+        sourceRepository: https://github.com/acme/api
+        sourceRef: refs/tags/v*
+      conditions:
+      - expression: predicate.buildDefinition.internalParameters.github.runner_environment == 'github-hosted'
+        message: must be built on GitHub-hosted runners
+`
+	if err := os.WriteFile(policyFile, []byte(policy), 0o600); err != nil {
+		return err
+	}
+	fmt.Print("    " + strings.ReplaceAll(strings.TrimSpace(policy), "\n", "\n    ") + "\n")
+	if err := d.kubectl("apply", "-f", policyFile); err != nil {
+		return err
+	}
+	if err := d.kubectl("wait", "--for=condition=Ready", "clusterimagepolicy/built-by-release", "--timeout=60s"); err != nil {
+		return err
+	}
+	step("The image built by the release workflow of acme/api at a tag is admitted")
+	if err := d.kubectl("run", "api", "--image="+reg.Host+"/acme/api:v1.4.0"); err != nil {
+		return err
+	}
+	step("The image built from another repository is refused, naming the field and both values")
+	return d.kubectlFails("run", "api-fork", "--image="+reg.Host+"/acme/api:v1.4.0-fork")
 }
 
 // vulnerabilities shows attestation rules: images signed and attested with vulnerability
