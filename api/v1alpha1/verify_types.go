@@ -220,7 +220,7 @@ type AttestationRule struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=16
-	Conditions []AttestationCondition `json:"conditions,omitempty"`
+	Conditions []AttestationCondition `json:"conditions,omitempty"` //nolint:kubeapilinter // CEL match conditions, as in admission webhooks' matchConditions: not status conditions
 }
 
 // Predicate types of SLSA provenance that provenance rules read.
@@ -278,8 +278,8 @@ type ProvenanceRules struct {
 	// +kubebuilder:validation:MaxLength=1024
 	BuildType string `json:"buildType,omitempty"`
 
-	// workflowInputs: Forbidden refuses provenance that records inputs given when the build
-	// was started (a workflow_dispatch with inputs). Default: Allowed.
+	// workflowInputs says whether the build may have been started with inputs: Forbidden
+	// refuses provenance that records them (a workflow_dispatch with inputs). Default: Allowed.
 	// +optional
 	WorkflowInputs WorkflowInputs `json:"workflowInputs,omitempty"`
 }
@@ -349,6 +349,26 @@ type VulnerabilityRules struct {
 	// +kubebuilder:validation:items:MinLength=1
 	// +kubebuilder:validation:items:MaxLength=512
 	Scanners []string `json:"scanners,omitempty"`
+
+	// vex trusts VEX statements attached to the image: OpenVEX documents as in-toto
+	// attestations (predicate type https://openvex.dev/ns, or https://openvex.dev/ns/v0.2.0),
+	// signed by the signers named here. A finding whose newest statement for this image says
+	// not_affected or fixed does not refuse.
+	// +optional
+	VEX VEXRules `json:"vex,omitzero"`
+}
+
+// VEXRules says whose VEX statements count.
+type VEXRules struct {
+	// signers names the policy's signers whose VEX statements count (a supplier's key for
+	// the supplier's statements, or the policy's own).
+	// +required
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=63
+	Signers []string `json:"signers,omitempty"`
 }
 
 // IgnoredVulnerability is a finding that does not count, until it expires.

@@ -478,6 +478,7 @@ func (d *demo) vulnerabilities(reg *registrytest.Registry, key *registrytest.Key
 		{"clean", now.Add(-20 * time.Second), []registrytest.Vuln{{ID: "CVE-2026-3333", Severity: "LOW"}}, "one Low finding, scanned 20s ago"},
 		{"critical", now, []registrytest.Vuln{{ID: "CVE-2026-1111", Severity: "CRITICAL"}, {ID: "CVE-2026-2222", Severity: "CRITICAL"}, {ID: "CVE-2026-4444", Severity: "HIGH"}}, "two Critical findings and a High one"},
 		{"stale", now.Add(-72 * time.Hour), nil, "clean, but scanned 3 days ago"},
+		{"vexed", now.Add(-20 * time.Second), []registrytest.Vuln{{ID: "CVE-2026-5555", Severity: "CRITICAL"}}, "one Critical finding, and a signed OpenVEX statement: not_affected"},
 	} {
 		dg, err := reg.Push("acme/web", im.tag)
 		if err != nil {
@@ -488,6 +489,15 @@ func (d *demo) vulnerabilities(reg *registrytest.Registry, key *registrytest.Key
 		}
 		if err := key.Attest(dg, registrytest.AttestationStatement(dg, registrytest.CosignVuln, registrytest.TrivyPredicate(im.finished, im.vulns...))); err != nil {
 			return err
+		}
+		if im.tag == "vexed" {
+			// As `vexctl attest` does: the supplier says the vulnerable code is never run.
+			doc := registrytest.OpenVEX("https://acme.example/vex/web-2026-12", now, registrytest.VEXStatement{
+				Vulnerability: "CVE-2026-5555", Product: dg.String(), Status: "not_affected", Justification: "vulnerable_code_not_in_execute_path",
+			})
+			if err := key.Attest(dg, registrytest.AttestationStatement(dg, registrytest.OpenVEXType, doc)); err != nil {
+				return err
+			}
 		}
 		fmt.Printf("    pushed %s:%s, signed and attested: %s\n", dg.Context(), im.tag, im.what)
 	}
@@ -516,6 +526,8 @@ spec:
         maxSeverity: High
         maxAgeSeconds: 60   # a demo's; 86400 (a day) or 604800 (a week) in a real cluster
         scanners: ["pkg:github/aquasecurity/trivy"]
+        vex:
+          signers: [release]   # whose OpenVEX statements count (a supplier's key, or yours)
 `
 	if err := os.WriteFile(policyFile, []byte(policy), 0o600); err != nil {
 		return err
@@ -538,6 +550,14 @@ spec:
 	}
 	step("The image whose newest scan is older than maxAge is refused")
 	if err := d.kubectlFails("run", "storefront-stale", "--image="+reg.Host+"/acme/web:stale"); err != nil {
+		return err
+	}
+	step("The image whose Critical finding a signed VEX statement rules out (not_affected) is admitted")
+	if err := d.kubectl("run", "storefront-vexed", "--image="+reg.Host+"/acme/web:vexed"); err != nil {
+		return err
+	}
+	// Gone again: the audit below follows one running Pod, storefront.
+	if err := d.kubectl("delete", "pod", "storefront-vexed", "--wait=false"); err != nil {
 		return err
 	}
 

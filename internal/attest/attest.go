@@ -55,6 +55,8 @@ func parseSeverity(s v1alpha1.Severity) (Severity, bool) {
 type Finding struct {
 	ID       string   `json:"id"`
 	Severity Severity `json:"severity"`
+	// Packages are the package URLs the scanner found it in (Trivy's PkgIdentifier.PURL).
+	Packages []string `json:"packages,omitempty"`
 }
 
 // Scan is a vulnerability scan as a predicate records it.
@@ -103,6 +105,8 @@ type Rule struct {
 	Name, PredicateType string
 	// Signers names the policy's signers that may sign it; nil: any.
 	Signers []string
+	// VEXSigners names the policy's signers whose VEX statements count; nil: VEX is not read.
+	VEXSigners []string
 
 	vuln        bool
 	maxSeverity Severity
@@ -131,7 +135,7 @@ func Compile(r *v1alpha1.AttestationRule, signers []string) (*Rule, error) {
 	v := &r.Vulnerabilities
 	if IsVulnerabilityPredicate(r.PredicateType) {
 		c.vuln = true
-	} else if v.MaxSeverity != "" || v.MaxAgeSeconds != 0 || len(v.Ignore) > 0 || len(v.Scanners) > 0 {
+	} else if v.MaxSeverity != "" || v.MaxAgeSeconds != 0 || len(v.Ignore) > 0 || len(v.Scanners) > 0 || len(v.VEX.Signers) > 0 {
 		return nil, fmt.Errorf("attestation %q: vulnerabilities applies to %s and %s only, not %q", r.Name, v1alpha1.PredicateCosignVuln, v1alpha1.PredicateInTotoVulns, r.PredicateType)
 	}
 	if v.MaxSeverity != "" {
@@ -161,6 +165,12 @@ func Compile(r *v1alpha1.AttestationRule, signers []string) (*Rule, error) {
 		c.ignore[ig.ID] = ignored{expires: e}
 	}
 	c.scanners = v.Scanners
+	for _, s := range v.VEX.Signers {
+		if !slices.Contains(signers, s) {
+			return nil, fmt.Errorf("attestation %q: vex signer %q is not one of the policy's signers (%s)", r.Name, s, strings.Join(signers, ", "))
+		}
+	}
+	c.VEXSigners = v.VEX.Signers
 	prov, err := compileProvenance(r.Name, r.PredicateType, &r.Provenance)
 	if err != nil {
 		return nil, err
@@ -196,6 +206,9 @@ type Verdict struct {
 	Refusing []Finding `json:"refusing,omitempty"`
 	// Ignored are the IDs of findings the rule ignores now.
 	Ignored []string `json:"ignored,omitempty"`
+	// RuledOut are the findings above maxSeverity that VEX statements rule out, with the
+	// statement that does.
+	RuledOut []VEXDecision `json:"ruledOut,omitempty"`
 	// Expires is when a passing verdict stops holding: the scan reaches maxAge, or an
 	// ignored finding's exception ends. Zero: never.
 	Expires time.Time `json:"expires,omitzero"`
@@ -209,8 +222,9 @@ const maxListed = 10
 // clockSkew is how far in the future a scan's finish time may be (clocks differ).
 const clockSkew = 5 * time.Minute
 
-// Judge judges a scan against the rule at now.
-func (r *Rule) Judge(s *Scan, now time.Time) Verdict {
+// Judge judges a scan against the rule at now, with what the image's VEX documents say
+// (nil: none).
+func (r *Rule) Judge(s *Scan, now time.Time, x *VEX) Verdict {
 	var v Verdict
 	what := fmt.Sprintf("its newest vulnerability scan (%s, finished %s)", s.Name(), s.Finished.UTC().Format(time.RFC3339))
 	if s.Finished.After(now.Add(clockSkew)) {
@@ -225,8 +239,13 @@ func (r *Rule) Judge(s *Scan, now time.Time) Verdict {
 		}
 		v.Expires = v.ScanExpires
 	}
-	for _, f := range s.Findings {
+	for i := range s.Findings {
+		f := s.Findings[i]
 		if !r.limited || f.Severity <= r.maxSeverity {
+			continue
+		}
+		if d := x.Decide(&f); d != nil && d.RulesOut() {
+			v.RuledOut = append(v.RuledOut, *d)
 			continue
 		}
 		if ig, ok := r.ignore[f.ID]; ok {
@@ -258,6 +277,19 @@ func (r *Rule) Judge(s *Scan, now time.Time) Verdict {
 				b.WriteString(", ")
 			}
 			fmt.Fprintf(&b, "%s (%s)", printable(f.ID), f.Severity)
+		}
+		if len(v.RuledOut) > 0 {
+			fmt.Fprintf(&b, "; VEX ruled out %d: ", len(v.RuledOut))
+			for i := range v.RuledOut {
+				if i == maxListed {
+					fmt.Fprintf(&b, " and %d more", len(v.RuledOut)-maxListed)
+					break
+				}
+				if i > 0 {
+					b.WriteString(", ")
+				}
+				b.WriteString(v.RuledOut[i].describe())
+			}
 		}
 		v.Problem = b.String()
 		v.Expires = time.Time{}

@@ -34,7 +34,10 @@ func TestReadTrivyReport(t *testing.T) {
 		t.Fatalf("scan = %q finished %s", s.Name(), s.Finished)
 	}
 	// CVE-2026-1111 is in two packages (Critical and High): one finding, at Critical.
-	want := []Finding{{"CVE-2026-1111", Critical}, {"CVE-2026-3333", Low}, {"GHSA-aaaa-bbbb-cccc", High}}
+	want := []Finding{{"CVE-2026-1111", Critical, nil}, {"CVE-2026-3333", Low, nil}, {"GHSA-aaaa-bbbb-cccc", High, nil}}
+	for i := range s.Findings {
+		s.Findings[i].Packages = nil // TestReadTrivyPackages
+	}
 	if fmt.Sprint(s.Findings) != fmt.Sprint(want) {
 		t.Fatalf("findings = %v, want %v", s.Findings, want)
 	}
@@ -58,7 +61,7 @@ func TestReadInTotoVulns(t *testing.T) {
 	if s.Name() != "grype 0.84.0" {
 		t.Fatalf("scanner = %q", s.Name())
 	}
-	want := []Finding{{"CVE-2026-2222", Critical}, {"GHSA-xxxx-yyyy-zzzz", Medium}}
+	want := []Finding{{"CVE-2026-2222", Critical, nil}, {"GHSA-xxxx-yyyy-zzzz", Medium, nil}}
 	if fmt.Sprint(s.Findings) != fmt.Sprint(want) {
 		t.Fatalf("findings = %v, want %v", s.Findings, want)
 	}
@@ -118,7 +121,7 @@ func rule(t *testing.T, v v1alpha1.VulnerabilityRules) *Rule {
 
 func TestJudge(t *testing.T) {
 	scan := &Scan{Scanner: "pkg:github/aquasecurity/trivy@0.58.1", Version: "0.58.1", Finished: finished, Findings: []Finding{
-		{"CVE-2026-1111", Critical}, {"CVE-2026-2222", Critical}, {"CVE-2026-3333", High}, {"CVE-2026-4444", Low},
+		{ID: "CVE-2026-1111", Severity: Critical}, {ID: "CVE-2026-2222", Severity: Critical}, {ID: "CVE-2026-3333", Severity: High}, {ID: "CVE-2026-4444", Severity: Low},
 	}}
 	day := 24 * time.Hour
 	at := finished.Add
@@ -155,7 +158,7 @@ func TestJudge(t *testing.T) {
 			problem: "finished in the future"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			v := rule(t, c.rules).Judge(scan, c.now)
+			v := rule(t, c.rules).Judge(scan, c.now, nil)
 			if c.problem == "" && v.Problem != "" || !strings.Contains(v.Problem, c.problem) {
 				t.Fatalf("problem = %q, want %q", v.Problem, c.problem)
 			}
@@ -169,9 +172,9 @@ func TestJudge(t *testing.T) {
 func TestJudgeCapsTheList(t *testing.T) {
 	scan := &Scan{Scanner: "pkg:github/aquasecurity/trivy@0.58.1", Finished: finished}
 	for i := range 1000 {
-		scan.Findings = append(scan.Findings, Finding{fmt.Sprintf("CVE-2026-%04d", i), Critical})
+		scan.Findings = append(scan.Findings, Finding{ID: fmt.Sprintf("CVE-2026-%04d", i), Severity: Critical})
 	}
-	v := rule(t, v1alpha1.VulnerabilityRules{MaxSeverity: v1alpha1.SeverityHigh}).Judge(scan, finished)
+	v := rule(t, v1alpha1.VulnerabilityRules{MaxSeverity: v1alpha1.SeverityHigh}).Judge(scan, finished, nil)
 	if !strings.Contains(v.Problem, "has 1000 vulnerabilities above High") || !strings.HasSuffix(v.Problem, "CVE-2026-0009 (Critical) and 990 more") || len(v.Problem) > 500 {
 		t.Fatalf("problem = %q", v.Problem)
 	}

@@ -28,17 +28,20 @@ import (
 // binding may, celconfig.RuntimeCELCostBudget), whatever the statement's real size.
 const (
 	costLimit = celconfig.RuntimeCELCostBudget
-	// evalTimeout bounds the time of one rule's conditions on one attestation, about what
+	// defaultEvalTimeout bounds the time of one rule's conditions on one attestation, about what
 	// costLimit takes (the kube-apiserver's comment on RuntimeCELCostBudget: roughly one
 	// second). It is needed besides the cost limit: cel-go's cost tracker (v0.29 to v0.31)
 	// makes a comprehension's time grow with the square of its list (40,000 elements: 2 s),
 	// while the cost it counts grows linearly.
-	evalTimeout = time.Second
+	defaultEvalTimeout = time.Second
 	// maxElements is the list and map size the estimate assumes.
 	maxElements = 100_000
 	// maxStringBytes is the string size it assumes.
 	maxStringBytes = 1 << 20
 )
+
+// evalTimeout is defaultEvalTimeout; a test of the cost limit alone raises it.
+var evalTimeout = defaultEvalTimeout
 
 // ConditionError is a condition that does not compile or may cost too much: the API refuses
 // the policy (the preflight webhook), and the reconciler marks it not Ready.

@@ -62,7 +62,7 @@ func FuzzReadScan(f *testing.F) {
 				rated++
 			}
 		}
-		v := strict.Judge(s, s.Finished.Add(time.Minute))
+		v := strict.Judge(s, s.Finished.Add(time.Minute), nil)
 		if (v.Problem == "") != (rated == 0) || len(v.Refusing) != rated {
 			t.Fatalf("with maxSeverity None, %d findings above None judged %q (%d refusing)", rated, v.Problem, len(v.Refusing))
 		}

@@ -119,6 +119,9 @@ type trivyReport struct {
 		Vulnerabilities []struct {
 			VulnerabilityID string `json:"VulnerabilityID"`
 			Severity        string `json:"Severity"`
+			PkgIdentifier   struct {
+				PURL string `json:"PURL"`
+			} `json:"PkgIdentifier"`
 		} `json:"Vulnerabilities"`
 	} `json:"Results"`
 }
@@ -150,6 +153,7 @@ func readTrivy(raw json.RawMessage) ([]Finding, *time.Time, error) {
 			if err := f.add(v.VulnerabilityID, sev); err != nil {
 				return nil, nil, err
 			}
+			f.addPackage(v.VulnerabilityID, v.PkgIdentifier.PURL)
 		}
 	}
 	return f.list(), r.CreatedAt, nil
@@ -249,6 +253,18 @@ func scoreSeverity(score string) (Severity, bool) {
 type findings struct {
 	order []string
 	sev   map[string]Severity
+	pkgs  map[string][]string // package URLs of each finding, when the scanner gives them
+}
+
+// addPackage records a package URL a finding was reported in (VEX statements may name it).
+func (f *findings) addPackage(id, purl string) {
+	if purl == "" {
+		return
+	}
+	if f.pkgs == nil {
+		f.pkgs = map[string][]string{}
+	}
+	f.pkgs[id] = append(f.pkgs[id], purl)
 }
 
 func (f *findings) add(id string, s Severity) error {
@@ -269,7 +285,7 @@ func (f *findings) add(id string, s Severity) error {
 func (f *findings) list() []Finding {
 	out := make([]Finding, len(f.order))
 	for i, id := range f.order {
-		out[i] = Finding{ID: id, Severity: f.sev[id]}
+		out[i] = Finding{ID: id, Severity: f.sev[id], Packages: f.pkgs[id]}
 	}
 	return out
 }

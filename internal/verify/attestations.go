@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/openvex/go-vex/pkg/vex"
 	"github.com/sigstore/cosign/v3/pkg/cosign"
 	"github.com/sigstore/cosign/v3/pkg/oci"
 	ociremote "github.com/sigstore/cosign/v3/pkg/oci/remote"
@@ -26,6 +27,8 @@ import (
 type attestationRule struct {
 	*attest.Rule
 	signers []*signer
+	// vexSigners are the signers whose VEX documents count (vulnerability rules only).
+	vexSigners []*signer
 }
 
 // verifiedAttestation is an attestation whose signature, subject and predicate type checked.
@@ -99,7 +102,11 @@ func (v *Verifier) checkAttestations(ctx context.Context, trust *Trust, ref name
 			out.Attestations = append(out.Attestations, report)
 			continue
 		}
-		scan, verdict := judgeScans(r, verified, now)
+		var vexDocs *attest.VEX
+		if len(r.vexSigners) > 0 {
+			vexDocs = v.vexDocuments(ctx, trust, r, ref, h, ropts, oopts, legacy, referrers, referrersErr)
+		}
+		scan, verdict := judgeScans(r, verified, now, vexDocs)
 		report.Verdict = verdict
 		if scan != nil {
 			s := *scan
@@ -151,6 +158,35 @@ func admitted(ctx context.Context, r *attestationRule, verified []verifiedAttest
 		first = fmt.Sprintf("%s (and %d more verified attestation%s of that type fail%s the rule)", first, len(verified)-1, text.Plural(len(verified)-1, "", "s"), text.Plural(len(verified)-1, "s", ""))
 	}
 	return kept, prov, text.Cut(first, maxReasonLength)
+}
+
+// vexDocuments finds the image's OpenVEX documents that a VEX signer of the rule signed over
+// its digest, in both storage formats. A document that cannot be found, verified or read
+// does not count: VEX only ever removes findings, so what is not read refuses as before.
+func (v *Verifier) vexDocuments(ctx context.Context, trust *Trust, r *attestationRule, ref name.Digest, h v1.Hash, ropts []remote.Option, oopts []ociremote.Option,
+	legacy []oci.Signature, referrers []v1.Descriptor, referrersErr error) *attest.VEX {
+	var docs []*vex.VEX
+	for _, pt := range attest.VEXPredicateTypes {
+		rule := &attestationRule{Rule: &attest.Rule{Name: r.Name + " (VEX)", PredicateType: pt}, signers: r.vexSigners}
+		var bundles []*sgbundle.Bundle
+		if referrersErr == nil {
+			if descs, err := bundleDescriptors(referrers, pt); err == nil {
+				start := time.Now()
+				eachBundle(ref, descs, ropts, func(b *sgbundle.Bundle) bool {
+					bundles = append(bundles, b)
+					return false
+				})
+				v.metrics.registry("bundles", start)
+			}
+		}
+		_, verified, _ := verifyAttestations(ctx, trust, rule, h, oopts, legacy, bundles)
+		for _, a := range verified {
+			if doc, err := attest.ReadVEX(a.Predicate); err == nil {
+				docs = append(docs, doc)
+			}
+		}
+	}
+	return attest.NewVEX(ref.Context().Name(), ref.DigestStr(), docs)
 }
 
 func earliest(a, b time.Time) time.Time {
@@ -209,7 +245,7 @@ func verifyAttestations(ctx context.Context, trust *Trust, r *attestationRule, h
 
 // judgeScans reads the verified scans, keeps those of trusted scanners, and judges the newest:
 // it decides, and an unreadable newest scan refuses.
-func judgeScans(r *attestationRule, verified []verifiedAttestation, now time.Time) (*attest.Scan, attest.Verdict) {
+func judgeScans(r *attestationRule, verified []verifiedAttestation, now time.Time, vexDocs *attest.VEX) (*attest.Scan, attest.Verdict) {
 	var trusted []verifiedAttestation
 	var untrusted []string
 	for _, a := range verified {
@@ -231,7 +267,7 @@ func judgeScans(r *attestationRule, verified []verifiedAttestation, now time.Tim
 	if err != nil {
 		return nil, attest.Verdict{Problem: fmt.Sprintf("attestation %q: %v", r.Name, err)}
 	}
-	return scan, r.Judge(scan, now)
+	return scan, r.Judge(scan, now, vexDocs)
 }
 
 func noAttestation(r *attestationRule, found int, problems []string, legacyErr, bundleErr error, registry string) string {

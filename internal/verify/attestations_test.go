@@ -342,22 +342,110 @@ func TestProvenanceAndConditions(t *testing.T) {
 			{"neither of two", image(format.attest, rt.GitHubProvenance(fork), selfHosted), "(and 1 more verified attestation of that type fails the rule)"},
 		} {
 			t.Run(format.name+"/"+c.name, func(t *testing.T) {
-				d := decide(t, snap, v, c.image.String())
-				got := messages(&d)
-				if (c.want == "") != (got == "") || !strings.Contains(got, c.want) {
-					t.Fatalf("got  %q\nwant %q", got, c.want)
-				}
-				if c.want != "" {
+				o := decideAndReport(t, snap, v, c.image, c.want)
+				if o == nil {
 					return
 				}
-				pv := snap.Evaluate(&policy.Subject{Namespace: "default", Images: []policy.Image{{Field: "f", Ref: c.image.String()}}}).Pending
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				o := v.Outcomes(ctx, pv)[0]
 				if len(o.Attestations) != 1 || o.Attestations[0].Provenance == nil || o.Attestations[0].Provenance.SourceRef != "refs/tags/v1.2.3" {
 					t.Fatalf("report = %+v", o.Attestations)
 				}
 			})
 		}
 	}
+}
+
+// TestVEXThroughTheRegistry: a Critical finding ruled out by an OpenVEX document attached to
+// the image, in both storage formats; a document by a signer the rule does not trust, or
+// about another image, rules nothing out.
+func TestVEXThroughTheRegistry(t *testing.T) {
+	reg := rt.New(true)
+	defer reg.Close()
+	release, _ := rt.NewKey()
+	vendor, _ := rt.NewKey()
+	stranger, _ := rt.NewKey()
+	rules := &v1alpha1.VerifyRules{
+		Signers:         []v1alpha1.Signer{keySigner("release", release.PublicKeyPEM()), keySigner("vendor", vendor.PublicKeyPEM())},
+		TransparencyLog: v1alpha1.TransparencyLogSkip,
+		Attestations: []v1alpha1.AttestationRule{{
+			Name: "scan", PredicateType: v1alpha1.PredicateCosignVuln, Signers: []string{"release"},
+			Vulnerabilities: v1alpha1.VulnerabilityRules{MaxSeverity: v1alpha1.SeverityHigh, VEX: v1alpha1.VEXRules{Signers: []string{"vendor"}}},
+		}},
+	}
+	snap := policy.CompileWith([]v1alpha1.ClusterImagePolicy{clusterPolicy("vex", rules)}, nil, policy.Options{Trust: verify.Compiler(&sources{})})
+	if e := snap.PolicyError(policy.Ref{Kind: policy.KindClusterImagePolicy, Name: "vex"}); e != "" {
+		t.Fatal(e)
+	}
+	clk := &clock{t: scanned.Add(time.Hour)}
+	n := 0
+	image := func(vex func(d name.Digest) (*rt.Key, []byte, bool)) name.Digest {
+		n++
+		d := mustPush(t, reg, "acme/vexed", "v"+string(rune('a'+n)))
+		if err := release.Sign(d); err != nil {
+			t.Fatal(err)
+		}
+		if err := release.Attest(d, rt.AttestationStatement(d, rt.CosignVuln, rt.TrivyPredicate(scanned, rt.Vuln{ID: "CVE-2026-1111", Severity: "CRITICAL"}))); err != nil {
+			t.Fatal(err)
+		}
+		if vex != nil {
+			k, doc, legacy := vex(d)
+			st := rt.AttestationStatement(d, rt.OpenVEXType, doc)
+			attest := k.Attest
+			if legacy {
+				attest = k.AttestLegacy
+			}
+			if err := attest(d, st); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return d
+	}
+	notAffected := func(product string) []byte {
+		return rt.OpenVEX("https://acme.example/vex/1", scanned, rt.VEXStatement{Vulnerability: "CVE-2026-1111", Product: product, Status: "not_affected", Justification: "vulnerable_code_not_in_execute_path"})
+	}
+	purlOf := func(d name.Digest) string {
+		return "pkg:oci/vexed@" + strings.Replace(d.DigestStr(), ":", "%3A", 1) + "?repository_url=" + strings.ReplaceAll(d.Context().Name(), "/", "%2F")
+	}
+	v := verify.New(verify.Options{Now: clk.Now})
+	for _, c := range []struct {
+		name  string
+		image name.Digest
+		want  string
+	}{
+		{"no VEX", image(nil), "has 1 vulnerability above High: CVE-2026-1111 (Critical)"},
+		{"ruled out (bundle)", image(func(d name.Digest) (*rt.Key, []byte, bool) { return vendor, notAffected(purlOf(d)), false }), ""},
+		{"ruled out (legacy .att)", image(func(d name.Digest) (*rt.Key, []byte, bool) { return vendor, notAffected(d.String()), true }), ""},
+		{"by a stranger", image(func(d name.Digest) (*rt.Key, []byte, bool) { return stranger, notAffected(purlOf(d)), false }), "CVE-2026-1111 (Critical)"},
+		{"by the scan's signer, not a VEX signer", image(func(d name.Digest) (*rt.Key, []byte, bool) { return release, notAffected(purlOf(d)), false }), "CVE-2026-1111 (Critical)"},
+		{"about another image", image(func(d name.Digest) (*rt.Key, []byte, bool) {
+			return vendor, notAffected("pkg:oci/other?repository_url=" + strings.ReplaceAll(d.Context().RegistryStr()+"/acme/other", "/", "%2F")), false
+		}), "CVE-2026-1111 (Critical)"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			o := decideAndReport(t, snap, v, c.image, c.want)
+			if o == nil {
+				return
+			}
+			if len(o.Attestations) != 1 || len(o.Attestations[0].Verdict.RuledOut) != 1 || o.Attestations[0].Verdict.RuledOut[0].Document != "https://acme.example/vex/1" {
+				t.Fatalf("report = %+v", o.Attestations)
+			}
+		})
+	}
+}
+
+// decideAndReport decides on the image and checks the message says want ("": admitted); for
+// an admitted image it returns the outcome the CLI reports, else nil.
+func decideAndReport(t *testing.T, snap *policy.Snapshot, v *verify.Verifier, image name.Digest, want string) *verify.Outcome {
+	t.Helper()
+	d := decide(t, snap, v, image.String())
+	got := messages(&d)
+	if (want == "") != (got == "") || !strings.Contains(got, want) {
+		t.Fatalf("got  %q\nwant %q", got, want)
+	}
+	if want != "" {
+		return nil
+	}
+	pv := snap.Evaluate(&policy.Subject{Namespace: "default", Images: []policy.Image{{Field: "f", Ref: image.String()}}}).Pending
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return v.Outcomes(ctx, pv)[0]
 }

@@ -250,6 +250,14 @@ func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, error) {
 		if len(r.signers) == 0 {
 			return nil, fmt.Errorf("attestations[%d] %q: no signer can sign it: attestations are read in cosign's formats, and every signer is a notation signer", i, ar.Name)
 		}
+		for j := range t.signers {
+			if slices.Contains(c.VEXSigners, t.signers[j].name) {
+				if t.signers[j].notation != nil {
+					return nil, fmt.Errorf("attestations[%d] %q: vex signer %q is a notation signer, and VEX documents are read as in-toto attestations only", i, ar.Name, t.signers[j].name)
+				}
+				r.vexSigners = append(r.vexSigners, &t.signers[j])
+			}
+		}
 		t.attestations = append(t.attestations, r)
 	}
 	if len(rules.PullSecrets) > 0 {

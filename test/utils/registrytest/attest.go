@@ -37,7 +37,11 @@ func AttestationStatement(subject name.Digest, predicateType string, predicate [
 
 // Vuln is one finding of a scan: an ID and Trivy's severity (CRITICAL, HIGH, MEDIUM, LOW,
 // UNKNOWN).
-type Vuln struct{ ID, Severity string }
+type Vuln struct {
+	ID, Severity string
+	// PURL is the package it is in (Trivy's PkgIdentifier.PURL); empty: a Debian libexample.
+	PURL string
+}
 
 // TrivyPredicate is what `trivy image --format cosign-vuln` writes for a scan that finished
 // at finished with these findings (Trivy 0.58.1's layout: cosign's vuln/v1 predicate whose
@@ -45,8 +49,14 @@ type Vuln struct{ ID, Severity string }
 func TrivyPredicate(finished time.Time, vulns ...Vuln) []byte {
 	var vs []map[string]any
 	for _, v := range vulns {
+		purl := v.PURL
+		if purl == "" {
+			purl = "pkg:deb/debian/libexample@1.0.0?arch=amd64&distro=debian-12.8"
+		}
 		vs = append(vs, map[string]any{
-			"VulnerabilityID": v.ID, "PkgName": "libexample", "InstalledVersion": "1.0.0", "FixedVersion": "1.0.1",
+			"VulnerabilityID": v.ID, "PkgID": "libexample@1.0.0", "PkgName": "libexample",
+			"PkgIdentifier":    map[string]any{"PURL": purl, "UID": "5a4e0c4bb0cd5c1b"},
+			"InstalledVersion": "1.0.0", "FixedVersion": "1.0.1",
 			"Status": "fixed", "Severity": v.Severity, "PrimaryURL": "https://avd.aquasec.com/nvd/" + strings.ToLower(v.ID),
 		})
 	}
