@@ -106,7 +106,27 @@ type VerifyRules struct {
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=8
 	Attestations []AttestationRule `json:"attestations,omitempty"`
+
+	// indexTrust says how an image index (a multi-architecture image) is trusted. Index
+	// (the default): the index itself must be signed, and its attestations attached to it.
+	// Platforms: each platform manifest the index lists for a platform the cluster's nodes
+	// run (every platform it lists when no node is known) must be signed and carry the
+	// attestations, which are looked up on that manifest. Either: Index or Platforms. An
+	// image that is not an index is checked as itself in every mode.
+	// +optional
+	IndexTrust IndexTrust `json:"indexTrust,omitempty"`
 }
+
+// IndexTrust is how an image index is trusted.
+// +kubebuilder:validation:Enum=Index;Platforms;Either
+type IndexTrust string
+
+// Ways to trust an image index.
+const (
+	IndexTrustIndex     IndexTrust = "Index"
+	IndexTrustPlatforms IndexTrust = "Platforms"
+	IndexTrustEither    IndexTrust = "Either"
+)
 
 // CloudCredentialProvider is a cloud whose registries imagegate reads with the manager's
 // identity.
@@ -122,7 +142,7 @@ const (
 
 // IsSet reports whether the policy has a verify section.
 func (v *VerifyRules) IsSet() bool {
-	return len(v.Signers) > 0 || len(v.Images) > 0 || v.TransparencyLog != "" || v.TrustedRoot.Name != "" || len(v.TUFRoots) > 0 || len(v.PullSecrets) > 0 || len(v.CloudCredentials) > 0 || len(v.Attestations) > 0
+	return len(v.Signers) > 0 || len(v.Images) > 0 || v.TransparencyLog != "" || v.TrustedRoot.Name != "" || len(v.TUFRoots) > 0 || len(v.PullSecrets) > 0 || len(v.CloudCredentials) > 0 || len(v.Attestations) > 0 || v.IndexTrust != ""
 }
 
 // SigstoreMirror is the TUF repository of Sigstore's public instance, whose initial root

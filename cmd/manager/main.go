@@ -230,10 +230,13 @@ func main() {
 		log.Info("An image credential provider failed", "provider", provider, "stderr", stderr)
 	})
 	must(log, err, "reading the registry credential flags")
+	// The nodes' platforms, for verify rules that trust an image index by its platforms.
+	nodePlatforms := &controller.NodePlatforms{}
 	verifier := verify.New(verify.Options{
 		Keychain:                    keychain,
 		Metrics:                     verify.NewMetrics(ctrlmetrics.Registry),
 		NamespaceInternalRegistries: func(r string) bool { return tenantRegistries[strings.ToLower(r)] },
+		Platforms:                   nodePlatforms.Platforms,
 	})
 	var podCredentials *verify.PodCredentials
 	if o.pullSecretsFromPods {
@@ -282,6 +285,9 @@ func main() {
 	if auditor != nil {
 		must(log, auditor.WatchNamespaces(namespaces), "auditing after Namespace label changes")
 	}
+	nodes, err := mgr.GetCache().GetInformer(ctx, controller.NodeMetadata())
+	must(log, err, "watching Nodes")
+	must(log, nodePlatforms.Watch(nodes), "following the nodes' platforms")
 	if o.preflight {
 		// Every replica answers the preflight from its own cache of the running Pods: start
 		// it with the manager rather than at the first policy change.

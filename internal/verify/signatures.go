@@ -23,9 +23,9 @@ import (
 	"github.com/imagegate/imagegate/internal/text"
 )
 
-// check verifies repo@digest against trust: a signature by any signer, in either format,
-// then each attestation rule.
-func (v *Verifier) check(ctx context.Context, trust *Trust, repo, digest string) *Outcome {
+// checkDigest verifies repo@digest against trust: a signature by any signer, in either
+// format, then each attestation rule.
+func (v *Verifier) checkDigest(ctx context.Context, trust *Trust, repo, digest string) *Outcome {
 	fail := func(format string, args ...any) *Outcome { return &Outcome{Reason: fmt.Sprintf(format, args...)} }
 	ref, err := name.NewDigest(repo+"@"+digest, name.StrictValidation)
 	if err != nil {

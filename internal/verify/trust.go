@@ -55,6 +55,8 @@ type Trust struct {
 	namespaced bool
 	// version is a digest of the material (policy.Trust).
 	version string
+	// indexTrust is how an image index is trusted (Index when unset).
+	indexTrust v1alpha1.IndexTrust
 }
 
 // cosignSigners reports whether any signer reads cosign's formats (all but notation signers).
@@ -119,7 +121,8 @@ func Compiler(src Sources) policy.TrustCompiler {
 
 func compileTrust(src Sources, rules *v1alpha1.VerifyRules) (*Trust, error) {
 	h := sha256.New()
-	t := &Trust{tlog: rules.TransparencyLog != v1alpha1.TransparencyLogSkip, root: root.TrustedMaterialCollection{}, required: max(1, int(rules.RequiredSigners))}
+	t := &Trust{tlog: rules.TransparencyLog != v1alpha1.TransparencyLogSkip, root: root.TrustedMaterialCollection{}, required: max(1, int(rules.RequiredSigners)),
+		indexTrust: rules.IndexTrust}
 	if t.required > len(rules.Signers) {
 		return nil, fmt.Errorf("requiredSigners is %d, but the rule has %d %s", t.required, len(rules.Signers), text.Plural(len(rules.Signers), "signer", "signers"))
 	}

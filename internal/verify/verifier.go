@@ -68,6 +68,9 @@ type Options struct {
 	// cluster's network. Cluster policies' rules are not limited. nil: no limit (the CLI,
 	// which runs on its user's network).
 	NamespaceInternalRegistries func(registry string) bool
+	// Platforms lists the platforms ("linux/amd64") the cluster's nodes run, sorted, for
+	// rules with indexTrust Platforms or Either; nil or empty: every platform an index lists.
+	Platforms func() []string
 }
 
 // NamespaceInternalRegistriesFlag is the manager flag that sets
@@ -93,6 +96,8 @@ type Verifier struct {
 	timeout  time.Duration
 	// tenantInternal is Options.NamespaceInternalRegistries.
 	tenantInternal func(string) bool
+	// platforms is Options.Platforms.
+	platforms func() []string
 }
 
 // entry is a cached value and the time it stops being one.
@@ -130,6 +135,9 @@ type AttestationReport struct {
 	// its findings; Verdict says which of them refuse and which are ignored.
 	Scan    *attest.Scan   `json:"scan,omitempty"`
 	Verdict attest.Verdict `json:"verdict,omitzero"`
+	// Platform is the platform ("linux/arm64") of the manifest the attestation was found on,
+	// for a rule that trusts an index by its platforms; empty: the image itself.
+	Platform string `json:"platform,omitempty"`
 	// Provenance is what the first accepted SLSA provenance says (provenance rules only).
 	Provenance *attest.Provenance `json:"provenance,omitempty"`
 }
@@ -156,7 +164,7 @@ func New(o Options) *Verifier {
 		results: lru.New(o.CacheEntries), failures: lru.New(failureEntries), tags: lru.New(o.CacheEntries),
 		limits: newLimiter(maxLookups, namespaceLookups), breaker: newBreaker(o.Now),
 		pullers: map[string]*remote.Puller{}, now: o.Now, timeout: o.LookupTimeout,
-		tenantInternal: o.NamespaceInternalRegistries,
+		tenantInternal: o.NamespaceInternalRegistries, platforms: o.Platforms,
 	}
 }
 
@@ -206,8 +214,11 @@ func (v *Verifier) fetchAll(ctx context.Context, pending []policy.Verification, 
 // resultKey is what a verification's result is cached under: the rule's key (policy,
 // generation, trust material), the image's digest, and the Pod's own credentials when they
 // were used (results obtained with them are that Pod's, its failures above all).
-func resultKey(ctx context.Context, pv *policy.Verification) string {
+func (v *Verifier) resultKey(ctx context.Context, pv *policy.Verification) string {
 	key := pv.Rule.Key + "|" + pv.Repository + "@" + pv.Digest
+	if t, ok := pv.Rule.Trust.(*Trust); ok && t != nil && t.byPlatform() {
+		key += "|" + strings.Join(v.nodePlatforms(), ",") // what is checked depends on the nodes
+	}
 	if pk := podKeychainOf(ctx); pk != nil {
 		key += "|" + pk.id
 	}
@@ -229,7 +240,7 @@ func (v *Verifier) peek(ctx context.Context, pv *policy.Verification) (*Outcome,
 	if trust, ok := pv.Rule.Trust.(*Trust); !ok || trust == nil {
 		return noTrust, true
 	}
-	key := resultKey(ctx, pv)
+	key := v.resultKey(ctx, pv)
 	o, hit := cached[*Outcome](v, v.results, key)
 	if !hit {
 		o, hit = cached[*Outcome](v, v.failures, key)
@@ -243,7 +254,7 @@ func (v *Verifier) peek(ctx context.Context, pv *policy.Verification) (*Outcome,
 // passes; a transient one (the registry or the network failed) not at all.
 func (v *Verifier) fetch(ctx context.Context, pv *policy.Verification) *Outcome {
 	trust := pv.Rule.Trust.(*Trust)
-	key := resultKey(ctx, pv)
+	key := v.resultKey(ctx, pv)
 	o, err := lookupOnce(v, ctx, "outcome|"+key, pv.Repository, v.publicOnly(trust, pv.Repository), func(ctx context.Context) (*Outcome, bool) {
 		o := v.check(ctx, trust, pv.Repository, pv.Digest)
 		return o, o.transient

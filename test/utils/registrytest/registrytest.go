@@ -30,6 +30,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	ggcrmutate "github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	ggcrstatic "github.com/google/go-containerregistry/pkg/v1/static"
@@ -462,4 +464,42 @@ func writeBundle(digest name.Digest, b *protobundle.Bundle, statement []byte, c 
 		pt, _, _ = strings.Cut(rest, `"`)
 	}
 	return ociremote.WriteAttestationNewBundleFormat(digest, raw, pt, c.oci())
+}
+
+// PushIndex writes a multi-architecture image as repo:tag: an OCI image index with a small
+// random image per platform ("linux/amd64"), and, as BuildKit writes provenance, an
+// attestation manifest for platform unknown/unknown. It returns the index's digest and each
+// platform manifest's.
+func (r *Registry) PushIndex(repo, tag string, platforms ...string) (name.Digest, map[string]name.Digest, error) {
+	ref, err := name.NewTag(r.Host + "/" + repo + ":" + tag)
+	if err != nil {
+		return name.Digest{}, nil, err
+	}
+	var idx v1.ImageIndex = empty.Index
+	idx = ggcrmutate.IndexMediaType(idx, types.OCIImageIndex)
+	digests := map[string]name.Digest{}
+	for _, p := range append(platforms, "unknown/unknown") {
+		img, err := random.Image(256, 1)
+		if err != nil {
+			return name.Digest{}, nil, err
+		}
+		img = ggcrmutate.MediaType(img, types.OCIManifestSchema1)
+		os, arch, _ := strings.Cut(p, "/")
+		idx = ggcrmutate.AppendManifests(idx, ggcrmutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: os, Architecture: arch}}})
+		if p != "unknown/unknown" {
+			d, err := img.Digest()
+			if err != nil {
+				return name.Digest{}, nil, err
+			}
+			digests[p] = ref.Context().Digest(d.String())
+		}
+	}
+	if err := remote.WriteIndex(ref, idx); err != nil {
+		return name.Digest{}, nil, err
+	}
+	d, err := idx.Digest()
+	if err != nil {
+		return name.Digest{}, nil, err
+	}
+	return ref.Context().Digest(d.String()), digests, nil
 }
