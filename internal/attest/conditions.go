@@ -127,7 +127,7 @@ func compileCondition(c v1alpha1.AttestationCondition) (*condition, error) {
 	}
 	ast, issues := env.Compile(c.Expression)
 	if issues.Err() != nil {
-		return nil, fmt.Errorf("compilation failed: %v", issues.Err())
+		return nil, fmt.Errorf("compilation failed: %w", issues.Err())
 	}
 	if !ast.OutputType().IsExactType(cel.BoolType) && !ast.OutputType().IsExactType(cel.DynType) {
 		return nil, fmt.Errorf("the expression must evaluate to a bool, not %s", ast.OutputType())

@@ -45,7 +45,7 @@ func ReadProvenance(predicateType string, predicate []byte) (*Provenance, error)
 	case v1alpha1.PredicateSLSAProvenanceV1:
 		var p provv1.Provenance
 		if err := protoJSON.Unmarshal(predicate, &p); err != nil {
-			return nil, fmt.Errorf("its SLSA provenance v1 cannot be read: %v", err)
+			return nil, fmt.Errorf("its SLSA provenance v1 cannot be read: %w", err)
 		}
 		out := &Provenance{BuilderID: p.GetRunDetails().GetBuilder().GetId(), BuildType: p.GetBuildDefinition().GetBuildType()}
 		ext := p.GetBuildDefinition().GetExternalParameters().GetFields()
@@ -66,7 +66,7 @@ func ReadProvenance(predicateType string, predicate []byte) (*Provenance, error)
 	case v1alpha1.PredicateSLSAProvenanceV02:
 		var p provv02.Provenance
 		if err := protoJSON.Unmarshal(predicate, &p); err != nil {
-			return nil, fmt.Errorf("its SLSA provenance v0.2 cannot be read: %v", err)
+			return nil, fmt.Errorf("its SLSA provenance v0.2 cannot be read: %w", err)
 		}
 		out := &Provenance{BuilderID: p.GetBuilder().GetId(), BuildType: p.GetBuildType()}
 		if repo, ref, ok := gitURI(p.GetInvocation().GetConfigSource().GetUri()); ok {
@@ -145,7 +145,7 @@ func compileProvenance(name, predicateType string, p *v1alpha1.ProvenanceRules) 
 	}
 	for field, pattern := range map[string]string{"builderID": p.BuilderID, "sourceRef": p.SourceRef} {
 		if _, err := path.Match(pattern, ""); err != nil {
-			return nil, fmt.Errorf("attestation %q: provenance.%s %q is not a valid glob: %v", name, field, pattern, err)
+			return nil, fmt.Errorf("attestation %q: provenance.%s %q is not a valid glob: %w", name, field, pattern, err)
 		}
 	}
 	if p.WorkflowInputs != "" && p.WorkflowInputs != v1alpha1.WorkflowInputsAllowed && p.WorkflowInputs != v1alpha1.WorkflowInputsForbidden {

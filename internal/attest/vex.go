@@ -180,3 +180,23 @@ func (x *VEX) applies(st *vex.Statement, f *Finding) bool {
 	}
 	return false
 }
+
+// RuledOutNote says what VEX ruled out of a passing scan, for a warning: "" when nothing.
+func (v *Verdict) RuledOutNote(rule string) string {
+	if len(v.RuledOut) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "attestation %q: VEX ruled out %d finding%s above maxSeverity: ", rule, len(v.RuledOut), map[bool]string{true: "", false: "s"}[len(v.RuledOut) == 1])
+	for i := range v.RuledOut {
+		if i == maxListed {
+			fmt.Fprintf(&b, " and %d more", len(v.RuledOut)-maxListed)
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(v.RuledOut[i].describe())
+	}
+	return b.String()
+}

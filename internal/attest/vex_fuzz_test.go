@@ -54,7 +54,8 @@ func FuzzVEX(f *testing.F) {
 			return
 		}
 		for _, st := range d.Statements {
-			if string(st.Status) != got.Status || !(string(st.Vulnerability.Name) == finding.ID || slices.Contains(st.Vulnerability.Aliases, vex.VulnerabilityID(finding.ID))) {
+			about := string(st.Vulnerability.Name) == finding.ID || slices.Contains(st.Vulnerability.Aliases, vex.VulnerabilityID(finding.ID))
+			if string(st.Status) != got.Status || !about {
 				continue
 			}
 			for _, p := range st.Products {

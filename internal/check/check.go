@@ -422,6 +422,7 @@ func (r *Report) decide(ctx context.Context, snap *policy.Snapshot, labels map[s
 			Message: e.Message(),
 		})
 	}
+	res.Notes = decision.NoteMessages()
 	r.Summary.Checked++
 	switch res.Decision {
 	case policy.DecisionDenied:

@@ -65,6 +65,9 @@ type ObjectResult struct {
 	// Exempted lists the violations that ImagePolicyExceptions in the policy files lifted
 	// (those not expired at the time of the check).
 	Exempted []Exempted `json:"exempted,omitempty"`
+	// Notes are what the webhook would also warn of for images it admits: the findings
+	// VEX statements ruled out, with the statements that did.
+	Notes []string `json:"notes,omitempty"`
 	// Images are every image of the object, admitted or not: an inventory.
 	Images []InventoryImage `json:"images"`
 
@@ -237,6 +240,12 @@ func (r *Report) WriteText(out, errOut io.Writer) error {
 		for _, e := range o.Exempted {
 			where := policy.Printable(o.location + ": " + o.Kind + "/" + o.Namespace + "/" + o.Name)
 			if _, err := fmt.Fprintf(out, "%s: exempt: %s\n", where, policy.Printable(e.Message)); err != nil {
+				return err
+			}
+		}
+		for _, n := range o.Notes {
+			where := policy.Printable(o.location + ": " + o.Kind + "/" + o.Namespace + "/" + o.Name)
+			if _, err := fmt.Fprintf(out, "%s: note: %s\n", where, policy.Printable(n)); err != nil {
 				return err
 			}
 		}

@@ -469,8 +469,11 @@ func (a *Auditor) writeEnforcement(ctx context.Context, ref policy.Ref, generati
 	if obj.GetGeneration() != generation {
 		return nil // a newer spec: the next pass judges it
 	}
-	status := &obj.(*v1alpha1.ClusterImagePolicy).Status
-	if p, ok := obj.(*v1alpha1.ImagePolicy); ok {
+	var status *v1alpha1.ImagePolicyStatus
+	switch p := obj.(type) {
+	case *v1alpha1.ClusterImagePolicy:
+		status = &p.Status
+	case *v1alpha1.ImagePolicy:
 		status = &p.Status
 	}
 	want := v1alpha1.EnforcementStatus{Mode: v1alpha1.ModeEnforce, Reason: v1alpha1.ReasonCleanAudit, ObservedGeneration: generation}

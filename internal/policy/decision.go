@@ -90,6 +90,9 @@ type Decision struct {
 	VerifyDeferred bool
 	// Exempted are the violations that active ImagePolicyExceptions lifted.
 	Exempted []Exemption
+	// Notes are what verify rules found worth saying about images they admitted (the
+	// findings VEX ruled out): warnings, not violations.
+	Notes []string
 }
 
 // FirstOfPolicy reports whether violation i is the first of its policy in d, so that a

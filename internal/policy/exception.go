@@ -335,6 +335,21 @@ func (d *Decision) ExemptionMessages() []string {
 	return out
 }
 
+// NoteMessages are the decision's notes as warnings, once each, at most MaxMessages.
+func (d *Decision) NoteMessages() []string {
+	var out []string
+	for _, n := range d.Notes {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	if len(out) > MaxMessages {
+		more := len(out) - MaxMessages
+		out = append(out[:MaxMessages], fmt.Sprintf("... and %d more notes", more))
+	}
+	return out
+}
+
 // ExceptionNames lists the exceptions a decision relied on, once each, sorted.
 func (d *Decision) ExceptionNames() []string {
 	var out []string

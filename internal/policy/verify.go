@@ -62,6 +62,9 @@ type VerifyResult struct {
 	// Findings, when set, are the vulnerability IDs that failed it and the only reason it
 	// failed: an exception that ignores every one of them lets it pass.
 	Findings []string
+	// Notes are what an admission should still say about a verified image (the findings
+	// VEX ruled out, with the statements that did); only when Reason is "".
+	Notes []string
 }
 
 // VerifyRule is a policy's verify section, compiled. It is shared, read-only.
@@ -272,7 +275,15 @@ func (s *Snapshot) collectVerify(img *Image, ref *imageref.Reference, sc *scratc
 func (s *Snapshot) Settle(sub *Subject, d *Decision, results []VerifyResult) {
 	added := false
 	for i, r := range results {
-		if i >= len(d.Pending) || r.Reason == "" {
+		if i >= len(d.Pending) {
+			continue
+		}
+		if r.Reason == "" {
+			if v := &d.Pending[i]; len(r.Notes) > 0 {
+				for _, n := range r.Notes {
+					d.Notes = append(d.Notes, fmt.Sprintf("%s: image %q is admitted by %s %q: %s", v.Image.Field, Printable(v.Image.Ref), v.Rule.Policy.Kind, v.Rule.Policy.Name, Printable(n)))
+				}
+			}
 			continue
 		}
 		v := &d.Pending[i]

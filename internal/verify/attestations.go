@@ -129,6 +129,9 @@ func (v *Verifier) checkAttestations(ctx context.Context, trust *Trust, ref name
 		}
 		out.Expires = earliest(out.Expires, verdict.Expires)
 		out.ScanExpires = earliest(out.ScanExpires, verdict.ScanExpires)
+		if note := verdict.RuledOutNote(r.Name); note != "" {
+			out.Notes = append(out.Notes, text.Cut(note, maxReasonLength))
+		}
 	}
 	out.Reason = findingsReason
 	return out

@@ -428,6 +428,12 @@ func TestVEXThroughTheRegistry(t *testing.T) {
 			if len(o.Attestations) != 1 || len(o.Attestations[0].Verdict.RuledOut) != 1 || o.Attestations[0].Verdict.RuledOut[0].Document != "https://acme.example/vex/1" {
 				t.Fatalf("report = %+v", o.Attestations)
 			}
+			// The admission says what VEX ruled out, and by which statement.
+			d := decide(t, snap, v, c.image.String())
+			want := `spec.containers[0].image: image "` + c.image.String() + `" is admitted by ClusterImagePolicy "vex": attestation "scan": VEX ruled out 1 finding above maxSeverity: CVE-2026-1111 (not_affected, https://acme.example/vex/1)`
+			if notes := d.NoteMessages(); len(notes) != 1 || notes[0] != want {
+				t.Fatalf("notes = %q\nwant %q", notes, want)
+			}
 		})
 	}
 }

@@ -1,6 +1,10 @@
 package verify
 
-import "time"
+import (
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
 
 // NewWithLimits is New with other bounds on the lookups running at once (in the process, per
 // namespace), so that tests reach them with few requests.
@@ -35,3 +39,13 @@ func RemoteFetching(r *Remote) int {
 
 // SetRemoteClock makes r read the time from now.
 func SetRemoteClock(r *Remote, now func() time.Time) { r.now = now }
+
+// SelectPlatforms is selectPlatforms, as "platform digest" pairs.
+func SelectPlatforms(m *v1.IndexManifest, nodes []string) ([][2]string, string) {
+	ps, why := selectPlatforms(m, nodes)
+	var out [][2]string
+	for _, p := range ps {
+		out = append(out, [2]string{p.platform, p.digest})
+	}
+	return out, why
+}

@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
@@ -86,6 +88,9 @@ func (v *Verifier) check(ctx context.Context, trust *Trust, repo, digest string)
 			a.Platform = p.platform
 			out.Attestations = append(out.Attestations, a)
 		}
+		for _, n := range o.Notes {
+			out.Notes = append(out.Notes, p.platform+": "+n)
+		}
 		out.Expires = earliest(out.Expires, o.Expires)
 		out.ScanExpires = earliest(out.ScanExpires, o.ScanExpires)
 	}
@@ -97,15 +102,16 @@ func (v *Verifier) check(ctx context.Context, trust *Trust, repo, digest string)
 // manifest (platform unknown/unknown, as BuildKit writes) or a nested index. It says why
 // none can be checked, or too many.
 func (v *Verifier) platformManifests(desc *remote.Descriptor) ([]platformManifest, string) {
-	idx, err := desc.ImageIndex()
+	m, err := v1.ParseIndexManifest(bytes.NewReader(desc.Manifest))
 	if err != nil {
 		return nil, fmt.Sprintf("its index cannot be read: %v", err)
 	}
-	m, err := idx.IndexManifest()
-	if err != nil {
-		return nil, fmt.Sprintf("its index cannot be read: %v", err)
-	}
-	nodes := v.nodePlatforms()
+	return selectPlatforms(m, v.nodePlatforms())
+}
+
+// selectPlatforms picks the manifests of index m to check for the nodes' platforms (every
+// platform when nodes is empty).
+func selectPlatforms(m *v1.IndexManifest, nodes []string) ([]platformManifest, string) {
 	var out []platformManifest
 	var listed []string
 	for _, d := range m.Manifests {

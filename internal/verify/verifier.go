@@ -121,6 +121,9 @@ type Outcome struct {
 	// Findings, when set, are the vulnerability IDs that failed the image, and the only
 	// reason it failed (an exception may ignore them).
 	Findings []string `json:"-"`
+	// Notes are what an admission of the image should still say: the findings VEX ruled
+	// out, with the statements that did.
+	Notes []string `json:"notes,omitempty"`
 	// transient says the failure is the registry's or the network's, not an answer about
 	// the image: it is not cached, and it counts towards the registry's circuit breaker.
 	transient bool
@@ -170,7 +173,11 @@ func New(o Options) *Verifier {
 
 // Result is the outcome as the engine's Settle takes it.
 func (o *Outcome) Result() policy.VerifyResult {
-	return policy.VerifyResult{Reason: o.Reason, Findings: o.Findings}
+	r := policy.VerifyResult{Reason: o.Reason, Findings: o.Findings}
+	if o.Reason == "" {
+		r.Notes = o.Notes
+	}
+	return r
 }
 
 // Outcomes verifies each pending verification and returns, per item, what it found: why it

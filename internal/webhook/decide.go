@@ -112,6 +112,7 @@ func admissionResponse(d *policy.Decision) admission.Response {
 		resp.Warnings = append(resp.Warnings, verifyDeferred)
 	}
 	resp.Warnings = append(resp.Warnings, d.ExemptionMessages()...)
+	resp.Warnings = append(resp.Warnings, d.NoteMessages()...)
 	resp.AuditAnnotations = d.AuditAnnotations()
 	return resp
 }

@@ -63,7 +63,7 @@ spec:
 
 		r = runIn([]byte(policy("Enforce", "")), "apply", "--dry-run=server", "-f", "-")
 		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
-		Expect(r.stderr).To(ContainSubstring(`Warning: ImagePolicy "` + ns + `/no-latest" would refuse 1 of the 2 running Pods it covers at their next restart (` + ns + `: 1)`))
+		Expect(r.stderr).To(ContainSubstring(`Warning: ImagePolicy "no-latest" would refuse 1 of the 2 running Pods it covers at their next restart (` + ns + `: 1)`))
 		Expect(r.stderr).To(ContainSubstring("Warning: would refuse " + ns + `/web: spec.containers[0].image: image "ghcr.io/acme/web:latest"`))
 		Expect(r.stdout).To(ContainSubstring("(server dry run)"))
 		// A dry run changes nothing.

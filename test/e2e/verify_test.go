@@ -342,6 +342,68 @@ spec:
 			ContainSubstring("the public key of awskms:///alias/e2e-missing could not be fetched"), ContainSubstring("NotFoundException")))
 	})
 
+	It("trusts a multi-architecture image by its index, its platform manifests or either, as indexTrust says", func() {
+		push := func(tag string, signIndex, signPlatforms bool) {
+			idx, platforms, err := registrytest.PushIndexTo(host, "multi/app", tag, creds, "linux/amd64", "linux/arm64")
+			Expect(err).NotTo(HaveOccurred())
+			if signIndex {
+				Expect(key.Sign(idx, creds)).To(Succeed())
+			}
+			if signPlatforms {
+				for _, d := range platforms {
+					Expect(key.Sign(d, creds)).To(Succeed())
+				}
+			}
+		}
+		push("index", true, false)
+		push("platforms", false, true)
+		push("both", true, true)
+		push("unsigned", false, false)
+		pem := strings.ReplaceAll(strings.TrimSpace(key.PublicKeyPEM()), "\n", "\n          ")
+		DeferCleanup(func() { run("delete", "clusterimagepolicy", "e2e-multiarch") })
+		for _, c := range []struct {
+			trust    string
+			admitted []string
+			refused  map[string]string
+		}{
+			{"Index", []string{"index", "both"}, map[string]string{"platforms": "no signature by a trusted signer", "unsigned": "no signature by a trusted signer"}},
+			{"Platforms", []string{"platforms", "both"}, map[string]string{"index": "its linux/amd64 manifest sha256:", "unsigned": "its linux/amd64 manifest sha256:"}},
+			{"Either", []string{"index", "platforms", "both"}, map[string]string{"unsigned": "the index is not trusted itself (no signature by a trusted signer"}},
+		} {
+			By("indexTrust: " + c.trust)
+			r := apply(fmt.Sprintf(`apiVersion: imagegate.io/v1alpha1
+kind: ClusterImagePolicy
+metadata:
+  name: e2e-multiarch
+spec:
+  namespaceSelector:
+    matchLabels: {kubernetes.io/metadata.name: %s}
+  verify:
+    images: ["%s/multi/app"]
+    indexTrust: %s
+    transparencyLog: Skip
+    signers:
+    - name: release
+      key:
+        publicKey: |
+          %s
+`, ns, host, c.trust, pem))
+			Expect(r.err).NotTo(HaveOccurred(), r.stderr)
+			kubectl("wait", "--for=condition=Ready", "clusterimagepolicy/e2e-multiarch", "--timeout=30s")
+			// The manager follows the change within moments: the refusals, each worded as this
+			// mode words it, are awaited; then the mode is in force for the admissions.
+			for tag, why := range c.refused {
+				Eventually(func() string {
+					return run("run", "multi-"+strings.ToLower(c.trust)+"-"+tag, "-n", ns, "--dry-run=server", "--image="+host+"/multi/app:"+tag).stderr
+				}).WithTimeout(15 * time.Second).Should(ContainSubstring(`is not allowed by ClusterImagePolicy "e2e-multiarch": ` + why))
+			}
+			for _, tag := range c.admitted {
+				r := run("run", "multi-"+strings.ToLower(c.trust)+"-"+tag, "-n", ns, "--dry-run=server", "--image="+host+"/multi/app:"+tag)
+				Expect(r.err).NotTo(HaveOccurred(), "indexTrust %s should admit %s: %s", c.trust, tag, r.stderr)
+			}
+		}
+	})
+
 	It("reads a registry that wants a password with the nodes' image credential provider, without a pull secret", func() {
 		d, err := registrytest.PushTo(host, "cred/app", "1", creds)
 		Expect(err).NotTo(HaveOccurred())

@@ -471,7 +471,12 @@ func writeBundle(digest name.Digest, b *protobundle.Bundle, statement []byte, c 
 // attestation manifest for platform unknown/unknown. It returns the index's digest and each
 // platform manifest's.
 func (r *Registry) PushIndex(repo, tag string, platforms ...string) (name.Digest, map[string]name.Digest, error) {
-	ref, err := name.NewTag(r.Host + "/" + repo + ":" + tag)
+	return PushIndexTo(r.Host, repo, tag, Anonymous, platforms...)
+}
+
+// PushIndexTo is PushIndex to host/repo:tag, with these credentials.
+func PushIndexTo(host, repo, tag string, c Credentials, platforms ...string) (name.Digest, map[string]name.Digest, error) {
+	ref, err := name.NewTag(host + "/" + repo + ":" + tag)
 	if err != nil {
 		return name.Digest{}, nil, err
 	}
@@ -494,7 +499,7 @@ func (r *Registry) PushIndex(repo, tag string, platforms ...string) (name.Digest
 			digests[p] = ref.Context().Digest(d.String())
 		}
 	}
-	if err := remote.WriteIndex(ref, idx); err != nil {
+	if err := remote.WriteIndex(ref, idx, remote.WithAuth(c.Authenticator)); err != nil {
 		return name.Digest{}, nil, err
 	}
 	d, err := idx.Digest()
