@@ -370,9 +370,10 @@ type VulnerabilityRules struct {
 	// +kubebuilder:validation:items:MaxLength=512
 	Scanners []string `json:"scanners,omitempty"`
 
-	// vex trusts VEX statements attached to the image: OpenVEX documents as in-toto
-	// attestations (predicate type https://openvex.dev/ns, or https://openvex.dev/ns/v0.2.0),
-	// signed by the signers named here. A finding whose newest statement for this image says
+	// vex trusts VEX statements attached to the image as in-toto attestations, signed by the
+	// signers named here: OpenVEX (predicate type https://openvex.dev/ns, or
+	// https://openvex.dev/ns/v0.2.0) and CycloneDX (https://cyclonedx.org/bom or
+	// https://cyclonedx.org/vex). A finding whose newest statement for this image says
 	// not_affected or fixed does not refuse.
 	// +optional
 	VEX VEXRules `json:"vex,omitzero"`

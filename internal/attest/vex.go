@@ -16,8 +16,8 @@ const (
 	PredicateOpenVEX02 = vex.TypeURI + "/v" + vex.SpecVersion
 )
 
-// VEXPredicateTypes are the predicate types VEX documents are read from.
-var VEXPredicateTypes = []string{PredicateOpenVEX, PredicateOpenVEX02}
+// VEXPredicateTypes are the predicate types VEX documents are read from (ReadVEXAs).
+var VEXPredicateTypes = []string{PredicateOpenVEX, PredicateOpenVEX02, PredicateCycloneDXVEX, PredicateCycloneDXBOM}
 
 // VEXDecision is what VEX says of one finding: the newest statement about it for the image.
 type VEXDecision struct {

@@ -184,7 +184,7 @@ func (v *Verifier) vexDocuments(ctx context.Context, trust *Trust, r *attestatio
 		}
 		_, verified, _ := verifyAttestations(ctx, trust, rule, h, oopts, legacy, bundles)
 		for _, a := range verified {
-			if doc, err := attest.ReadVEX(a.Predicate); err == nil {
+			if doc, err := attest.ReadVEXAs(pt, a.Predicate); err == nil {
 				docs = append(docs, doc)
 			}
 		}
