@@ -280,16 +280,7 @@ func (r *Rule) Judge(s *Scan, now time.Time, x *VEX) Verdict {
 		}
 		if len(v.RuledOut) > 0 {
 			fmt.Fprintf(&b, "; VEX ruled out %d: ", len(v.RuledOut))
-			for i := range v.RuledOut {
-				if i == maxListed {
-					fmt.Fprintf(&b, " and %d more", len(v.RuledOut)-maxListed)
-					break
-				}
-				if i > 0 {
-					b.WriteString(", ")
-				}
-				b.WriteString(v.RuledOut[i].describe())
-			}
+			writeRuledOut(&b, v.RuledOut)
 		}
 		v.Problem = b.String()
 		v.Expires = time.Time{}

@@ -7,6 +7,8 @@ import (
 
 	"github.com/openvex/go-vex/pkg/vex"
 	"github.com/package-url/packageurl-go"
+
+	"github.com/imagegate/imagegate/internal/text"
 )
 
 // VEX predicate types: OpenVEX documents as in-toto attestations (`vexctl attest`, `cosign
@@ -187,16 +189,21 @@ func (v *Verdict) RuledOutNote(rule string) string {
 		return ""
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "attestation %q: VEX ruled out %d finding%s above maxSeverity: ", rule, len(v.RuledOut), map[bool]string{true: "", false: "s"}[len(v.RuledOut) == 1])
-	for i := range v.RuledOut {
+	fmt.Fprintf(&b, "attestation %q: VEX ruled out %d %s above maxSeverity: ", rule, len(v.RuledOut), text.Plural(len(v.RuledOut), "finding", "findings"))
+	writeRuledOut(&b, v.RuledOut)
+	return b.String()
+}
+
+// writeRuledOut lists the decisions, each with its statement, cut after maxListed.
+func writeRuledOut(b *strings.Builder, ds []VEXDecision) {
+	for i := range ds {
 		if i == maxListed {
-			fmt.Fprintf(&b, " and %d more", len(v.RuledOut)-maxListed)
+			fmt.Fprintf(b, " and %d more", len(ds)-maxListed)
 			break
 		}
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString(v.RuledOut[i].describe())
+		b.WriteString(ds[i].describe())
 	}
-	return b.String()
 }
