@@ -278,15 +278,13 @@ func (s *Snapshot) Settle(sub *Subject, d *Decision, results []VerifyResult) {
 		if i >= len(d.Pending) {
 			continue
 		}
+		v := &d.Pending[i]
 		if r.Reason == "" {
-			if v := &d.Pending[i]; len(r.Notes) > 0 {
-				for _, n := range r.Notes {
-					d.Notes = append(d.Notes, fmt.Sprintf("%s: image %q is admitted by %s %q: %s", v.Image.Field, Printable(v.Image.Ref), v.Rule.Policy.Kind, v.Rule.Policy.Name, Printable(n)))
-				}
+			for _, n := range r.Notes {
+				d.Notes = append(d.Notes, fmt.Sprintf("%s: image %q is admitted by %s %q: %s", v.Image.Field, Printable(v.Image.Ref), v.Rule.Policy.Kind, v.Rule.Policy.Name, Printable(n)))
 			}
 			continue
 		}
-		v := &d.Pending[i]
 		viol := Violation{
 			Field: v.Image.Field, Image: v.Image.Ref, Container: v.Image.Container, Normalized: v.normalized,
 			Policy: v.Rule.Policy, policyIdx: v.policyIdx, Mode: v.mode, Rule: RuleVerify, Reason: r.Reason,
