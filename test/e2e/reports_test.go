@@ -38,7 +38,7 @@ spec:
 		kubectl("run", "pinned", "-n", ns, "--image=ghcr.io/acme/pinned:1.0")
 	})
 
-	It("writes one Report per namespace with the audit's results, and deletes it when nothing is left", func() {
+	It("writes one Report per namespace with the audit's results, and drops a deleted policy's", func() {
 		r := apply(policy("Audit", ""))
 		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
 		Eventually(func() string {
@@ -54,9 +54,11 @@ spec:
 		Expect(kubectl("get", "report", "imagegate", "-n", ns, `-o=jsonpath={.results[?(@.result=="fail")].policy}`)).To(Equal(ns + "/no-latest"))
 
 		kubectl("delete", "imagepolicy", "no-latest", "-n", ns)
+		// Cluster policies other specs left in force may still pass these Pods, so the Report
+		// may stay: only this policy's results must go (the last spec sees it deleted).
 		Eventually(func() string {
-			return run("get", "report", "imagegate", "-n", ns).stderr
-		}).WithTimeout(60 * time.Second).Should(ContainSubstring("NotFound"))
+			return run("get", "report", "imagegate", "-n", ns, `-o=jsonpath={.results[?(@.policy=="`+ns+`/no-latest")].result}`).stdout
+		}).WithTimeout(60 * time.Second).Should(BeEmpty())
 	})
 
 	It("lists with kubectl apply --dry-run=server the running Pods an Enforce change would refuse", func() {
@@ -106,5 +108,11 @@ spec:
 		}).WithTimeout(90 * time.Second).Should(Equal("Enforce CleanAudit"))
 		Expect(kubectlRefused("run", "web3", "-n", ns, "--image=ghcr.io/acme/web:latest")).To(
 			ContainSubstring(`denied the request: spec.containers[0].image: image "ghcr.io/acme/web:latest"`))
+
+		By("no Pod left in the namespace: its Report is deleted")
+		kubectl("delete", "pod", "pinned", "-n", ns, "--wait=false", "--grace-period=0", "--force")
+		Eventually(func() string {
+			return run("get", "report", "imagegate", "-n", ns).stderr
+		}).WithTimeout(60 * time.Second).Should(ContainSubstring("NotFound"))
 	})
 })
