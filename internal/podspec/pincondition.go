@@ -42,6 +42,18 @@ const pinNormalize = `.map(i, string(i)).filter(i, !i.contains('@'))` +
 // that a verify rule covers is refused by the validating webhook ("not pinned"), never
 // admitted unverified.
 func PinCondition(entries []policy.PinEntry) string {
+	return scopeCondition(entries, pinNormalize)
+}
+
+// VerifyCondition is the CEL that is true for a Pod with an image, pinned or not, that a verify
+// rule may cover (entries, from policy.Snapshot.PinScope): "false" with no verify rule at all.
+// It is the same superset as PinCondition, without leaving out pinned images, which the
+// validating webhook still verifies.
+func VerifyCondition(entries []policy.PinEntry) string {
+	return scopeCondition(entries, `.map(i, string(i).split('@')[0])`+strings.TrimPrefix(pinNormalize, `.map(i, string(i)).filter(i, !i.contains('@'))`))
+}
+
+func scopeCondition(entries []policy.PinEntry, normalize string) string {
 	switch {
 	case len(entries) == 0:
 		return "false"
@@ -60,7 +72,7 @@ func PinCondition(entries []policy.PinEntry) string {
 	if list.Len() > maxPinCondition {
 		return "true"
 	}
-	return pinImages + pinNormalize + `.exists(m, ` + list.String() +
+	return pinImages + normalize + `.exists(m, ` + list.String() +
 		`.exists(e, (e[0] == '' || e[0] == request.namespace) && (e[1] == '' || m.h == '[' || m.h == e[1]) && m.p.startsWith(e[2])))`
 }
 

@@ -70,6 +70,8 @@ type compiledPolicy struct {
 	// invalid, when set, is why the policy could not be compiled. Such a policy refuses (in
 	// its mode) every Pod it may cover: a broken rule must not silently admit.
 	invalid string
+	// names is the policy's name rules, for NameRules (nil for an invalid policy).
+	names *NameRules
 }
 
 // target is one use of a pattern: policy, list and position in that list.
@@ -337,6 +339,17 @@ func (s *Snapshot) add(ref Ref, meta *metav1.ObjectMeta, spec *v1alpha1.ImagePol
 		cp.denyPatterns = append(cp.denyPatterns, string(d))
 	}
 	collect("exemptImages", listExempt, spec.ExemptImages)
+	names := &NameRules{Ref: ref, NamespaceSelector: spec.NamespaceSelector, PodSelector: spec.PodSelector, BreakGlass: ptr.Deref(spec.AllowBreakGlass, false)}
+	for _, u := range uses {
+		switch u.t.list {
+		case listAllow:
+			names.Allow = append(names.Allow, u.p)
+		case listDeny:
+			names.Deny = append(names.Deny, u.p)
+		default:
+			names.Exempt = append(names.Exempt, u.p)
+		}
+	}
 	for _, t := range spec.Tags.Deny {
 		cp.tagDeny = append(cp.tagDeny, string(t))
 	}
@@ -368,6 +381,9 @@ func (s *Snapshot) add(ref Ref, meta *metav1.ObjectMeta, spec *v1alpha1.ImagePol
 		s.policies = append(s.policies, cp)
 		return
 	}
+	names.Mode, names.DenyWritten, names.TagDeny = cp.mode, cp.denyPatterns, cp.tagDeny
+	names.RequireTag, names.RequireDigest, names.Verifies = cp.requireTag, cp.requireDigest, cp.verify != nil
+	cp.names = names
 	s.policies = append(s.policies, cp)
 	if cp.requireDigest {
 		s.requireDigest = append(s.requireDigest, idx)

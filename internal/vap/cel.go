@@ -1,0 +1,207 @@
+package vap
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/imagegate/imagegate/internal/imageref"
+)
+
+// The reference grammar's pieces, for the references these policies decide themselves
+// ("plain" ones): a lowercase DNS host with an optional port without leading zeros, lowercase
+// path components, a tag, and a sha256 digest. Everything else (IPv6 hosts, uppercase, other
+// digest algorithms, odd spellings, over-long names, strings that do not parse) is left to the
+// webhook, which the webhook's match condition then calls (WebhookCondition): CEL decides only
+// what it normalizes exactly as the engine does.
+const (
+	hostRE      = `[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*(?::[1-9][0-9]{0,4})?`
+	componentRE = `[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*`
+	tagDigestRE = `(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?`
+	// plainWithHost and plainWithoutHost are the two shapes, told apart by the runtime's rule
+	// for the first path component (see hostRule).
+	plainWithHost    = `^` + hostRE + `/` + componentRE + `(?:/` + componentRE + `)*` + tagDigestRE + `$`
+	plainWithoutHost = `^` + componentRE + `(?:/` + componentRE + `)*` + tagDigestRE + `$`
+	// maxPlain bounds a plain reference, so that its name with Docker Hub's prefixes added
+	// (docker.io/library/) stays within the grammar's 255 characters.
+	maxPlain = 237
+	// imageIDRE is imageref.ImageIDLike; quotableRE, a string that Go's %q writes as it is
+	// between its quotes (printable ASCII but the quote and the backslash).
+	imageIDRE  = `^(?:sha256|sha384|sha512|blake3):[\s\S]`
+	quotableRE = `^[ !#-\[\]-~]*$`
+	// bareHexRE is what the grammar refuses as a 64-digit image ID without a name.
+	bareHexRE = `^[a-f0-9]{64}$`
+)
+
+// hostRule is the runtime's rule, in CEL on the name part f (the first path component s):
+// a host when there is a slash and it has '.' or ':', or is localhost (an uppercase letter
+// also makes one, but no plain reference has one).
+func hostRule(name, first string) string {
+	return fmt.Sprintf(`(%[1]s.contains('/') && (%[2]s.contains('.') || %[2]s.contains(':') || %[2]s == 'localhost'))`, name, first)
+}
+
+// kindOf is the CEL that classifies an image string i: 'id' when the runtime could take it
+// as an image ID (refused by every policy, and quotable so that the message is exact), 'p'
+// when it is plain, 'x' otherwise (the webhook decides).
+func kindOf(i string) string {
+	first := i + `.split('/')[0]`
+	return fmt.Sprintf(`(%[1]s.matches('%[2]s') ? (%[1]s.matches('%[3]s') ? 'id' : 'x') : `+
+		`(size(%[1]s) <= %[4]d && !%[1]s.matches('%[5]s') && (%[6]s ? %[1]s.matches('%[7]s') : %[1]s.matches('%[8]s')) ? 'p' : 'x'))`,
+		i, celRegex(imageIDRE), celRegex(quotableRE), maxPlain, bareHexRE, hostRule(i, first), celRegex(plainWithHost), celRegex(plainWithoutHost))
+}
+
+// celRegex writes a regular expression for a single-quoted CEL string.
+func celRegex(re string) string { return strings.ReplaceAll(re, `\`, `\\`) }
+
+// imagesVar lists every image of the Pod as {f: field path, i: image ('' where none is
+// written), c: 'y' when the engine checks it whatever the labels (a CREATE, or an image whose
+// field did not exist before or held another image)}, in the engine's order: init containers,
+// containers, ephemeral containers, image volumes (internal/podspec.PodImages).
+var imagesVar = containersOf("initContainers") + " + " + containersOf("containers") + " + " + containersOf("ephemeralContainers") + " + " + volumesOf()
+
+func containersOf(list string) string {
+	img := `string(has(c.image) ? c.image : '')`
+	old := `(has(oldObject.spec.` + list + `[k].image) ? oldObject.spec.` + list + `[k].image : '')`
+	changed := `request.operation != 'UPDATE' || !has(oldObject.spec.` + list + `) || k >= size(oldObject.spec.` + list + `) || ` + old + ` != ` + img
+	entry := `{'f': 'spec.` + list + `[' + string(k) + '].image', 'i': ` + img + `, 'c': (` + changed + `) ? 'y' : 'n'}`
+	if list == "containers" {
+		return `object.spec.containers.transformList(k, c, ` + entry + `)`
+	}
+	return `(has(object.spec.` + list + `) ? object.spec.` + list + `.transformList(k, c, ` + entry + `) : [])`
+}
+
+func volumesOf() string {
+	img := `string(has(c.image.reference) ? c.image.reference : '')`
+	oldV := `oldObject.spec.volumes[k]`
+	changed := `request.operation != 'UPDATE' || !has(oldObject.spec.volumes) || k >= size(oldObject.spec.volumes) || !has(` + oldV + `.image) || ` +
+		`(has(` + oldV + `.image.reference) ? ` + oldV + `.image.reference : '') != ` + img
+	entry := `{'f': 'spec.volumes[' + string(k) + '].image.reference', 'i': ` + img + `, 'c': (` + changed + `) ? 'y' : 'n'}`
+	return `(has(object.spec.volumes) ? object.spec.volumes.transformList(k, c, has(c.image), ` + entry + `) : [])`
+}
+
+// refsVar normalizes each of variables.images as the engine does (imageref.Parse,
+// CanonicalHost) into {f, i, c, k: kindOf, h: canonical host, p: path, t: tag, d: digest,
+// q: the message's opening, "FIELD: image "I"" and " (NORMALIZED)" unless the same}. Only
+// plain references (k == 'p') have h, p, t and d that mean anything.
+var refsVar = `variables.images.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': ` + kindOf("m.i") + `})` +
+	// s: the name and tag; d: the digest.
+	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 's': m.i.split('@')[0], 'd': m.i.contains('@') ? m.i.substring(m.i.indexOf('@') + 1) : ''})` +
+	// t: the tag, after the last ':' of the last path component.
+	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 's': m.s, 'd': m.d, 't': m.s.substring(m.s.lastIndexOf('/') + 1).contains(':') ? m.s.substring(m.s.lastIndexOf(':') + 1) : ''})` +
+	// n: the name; x: its first path component.
+	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 'd': m.d, 't': m.t, 'n': m.t == '' ? m.s : m.s.substring(0, size(m.s) - size(m.t) - 1)})` +
+	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 'd': m.d, 't': m.t, 'n': m.n, 'x': m.n.split('/')[0]})` +
+	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 'd': m.d, 't': m.t, 'h': ` + hostRule("m.n", "m.x") + ` ? m.x : 'docker.io', 'p': ` + hostRule("m.n", "m.x") + ` ? m.n.substring(size(m.x) + 1) : m.n})` +
+	// The default HTTPS port, then Docker Hub's names.
+	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 'd': m.d, 't': m.t, 'p': m.p, 'h': m.h.endsWith(':443') ? m.h.substring(0, size(m.h) - 4) : m.h})` +
+	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 'd': m.d, 't': m.t, 'p': m.p, 'h': m.h in ['docker.io', 'index.docker.io', 'registry-1.docker.io', 'registry.hub.docker.com'] ? 'docker.io' : m.h})` +
+	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 'd': m.d, 't': m.t, 'h': m.h, 'p': m.h == 'docker.io' && !m.p.contains('/') ? 'library/' + m.p : m.p})` +
+	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 'd': m.d, 't': m.t, 'h': m.h, 'p': m.p, 'n': m.h + '/' + m.p + (m.t != '' ? ':' + m.t : '') + (m.d != '' ? '@' + m.d : '')})` +
+	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 'd': m.d, 't': m.t, 'h': m.h, 'p': m.p, 'q': m.f + ': image "' + m.i + '"' + (m.k == 'p' && m.n != m.i ? ' (' + m.n + ')' : '')})`
+
+// podImages is every image string of the Pod, for the webhook's match condition.
+const podImages = `(object.spec.containers.map(c, has(c.image) ? c.image : '') + ` +
+	`(has(object.spec.initContainers) ? object.spec.initContainers.map(c, has(c.image) ? c.image : '') : []) + ` +
+	`(has(object.spec.ephemeralContainers) ? object.spec.ephemeralContainers.map(c, has(c.image) ? c.image : '') : []) + ` +
+	`(has(object.spec.volumes) ? object.spec.volumes.filter(v, has(v.image)).map(v, has(v.image.reference) ? v.image.reference : '') : []))`
+
+// patternMatch is the CEL that says whether the pattern matches the plain reference r
+// (imageref.Pattern.Match): the same canonical host, a path the globs match, and the
+// pattern's tag or digest when it names one.
+func patternMatch(p *imageref.Pattern, r string) string {
+	var parts []string
+	parts = append(parts, r+".h == "+quote(p.Host))
+	switch {
+	case len(p.Segments) == 1 && p.Segments[0] == "**":
+	case !slices.ContainsFunc(p.Segments, imageref.HasGlob):
+		parts = append(parts, r+".p == "+quote(p.Path))
+	default:
+		parts = append(parts, "('/' + "+r+".p).matches("+quote(segmentsRegex(p.Segments))+")")
+	}
+	switch {
+	case p.Digest != "":
+		parts = append(parts, r+".d == "+quote(p.Digest))
+	case p.Tag != "":
+		parts = append(parts, r+".d == '' && ("+r+".t == '' ? 'latest' : "+r+".t) == "+quote(p.Tag))
+	}
+	return "(" + strings.Join(parts, " && ") + ")"
+}
+
+// segmentsRegex is imageref.MatchSegments as an RE2 expression over "/" + path: "**" is any
+// number of whole segments, "*" any run of characters but "/".
+func segmentsRegex(segs []string) string {
+	var b strings.Builder
+	b.WriteByte('^')
+	for _, s := range segs {
+		if s == "**" {
+			b.WriteString(`(?:/[^/]+)*`)
+			continue
+		}
+		b.WriteByte('/')
+		for i, lit := range strings.Split(s, "*") {
+			if i > 0 {
+				b.WriteString(`[^/]*`)
+			}
+			b.WriteString(regexp.QuoteMeta(lit))
+		}
+	}
+	b.WriteByte('$')
+	return b.String()
+}
+
+// selectorCEL is a label selector over the labels expression l, in CEL (labels.Selector's
+// semantics: NotIn and DoesNotExist hold where the key is absent). "true" for nil or empty.
+func selectorCEL(ls *metav1.LabelSelector, l string) string {
+	if ls == nil {
+		return "true"
+	}
+	var parts []string
+	for _, k := range slices.Sorted(mapsKeys(ls.MatchLabels)) {
+		parts = append(parts, fmt.Sprintf("(%[2]s in %[1]s && %[1]s[%[2]s] == %[3]s)", l, quote(k), quote(ls.MatchLabels[k])))
+	}
+	for _, e := range ls.MatchExpressions {
+		k := quote(e.Key)
+		switch e.Operator {
+		case metav1.LabelSelectorOpIn:
+			parts = append(parts, fmt.Sprintf("(%[2]s in %[1]s && %[1]s[%[2]s] in %[3]s)", l, k, quoteList(e.Values)))
+		case metav1.LabelSelectorOpNotIn:
+			parts = append(parts, fmt.Sprintf("(!(%[2]s in %[1]s) || !(%[1]s[%[2]s] in %[3]s))", l, k, quoteList(e.Values)))
+		case metav1.LabelSelectorOpExists:
+			parts = append(parts, fmt.Sprintf("(%s in %s)", k, l))
+		case metav1.LabelSelectorOpDoesNotExist:
+			parts = append(parts, fmt.Sprintf("!(%s in %s)", k, l))
+		default:
+			parts = append(parts, "false") // never compiled: the engine refuses such a policy as invalid
+		}
+	}
+	if len(parts) == 0 {
+		return "true"
+	}
+	return "(" + strings.Join(parts, " && ") + ")"
+}
+
+func mapsKeys(m map[string]string) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// quote writes s as a single-quoted CEL string literal.
+func quote(s string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`, "\n", `\n`, "\r", `\r`).Replace(s) + "'"
+}
+
+func quoteList(vals []string) string {
+	q := make([]string, len(vals))
+	for i, v := range vals {
+		q[i] = quote(v)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
