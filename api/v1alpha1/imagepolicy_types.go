@@ -206,6 +206,17 @@ const (
 	ReasonCompiled = "Compiled"
 	// ReasonInvalid says the policy could not be compiled; the message says why.
 	ReasonInvalid = "Invalid"
+	// ConditionInAPIServer is set while the manager runs with --admission-policies: True when
+	// the kube-apiserver decides the policy's name rules itself (ValidatingAdmissionPolicies),
+	// False when the webhook does (the message says why).
+	ConditionInAPIServer = "InAPIServer"
+	// ReasonAdmissionPolicy says the name rules are in ValidatingAdmissionPolicies.
+	ReasonAdmissionPolicy = "AdmissionPolicy"
+	// ReasonWebhook says the name rules stay in the webhook.
+	ReasonWebhook = "Webhook"
+	// ReasonNoNameRules says the policy has no name rule (only verify rules, which need the
+	// webhook).
+	ReasonNoNameRules = "NoNameRules"
 )
 
 // ImagePolicyStatus is the observed state of a policy.

@@ -70,6 +70,8 @@ type options struct {
 	credentialProviderBinDir                   string
 	cloudRegistryCredentials                   string
 	pinScope                                   string
+	admissionPolicies                          bool
+	validatingConfiguration                    string
 	auditInterval, eventInterval, drain        time.Duration
 	exceptionExpiryWarning                     time.Duration
 	zap                                        zap.Options
@@ -115,6 +117,8 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "Port the webhook server listens on.")
 	fs.StringVar(&o.clientCA, "webhook-client-ca", "", "PEM file of the CAs whose client certificates may call the webhook port (the apiserver's, given to it in its AdmissionConfiguration); every other caller is refused at the TLS handshake. Empty: any caller. Read at start: restart the manager after changing it.")
 	fs.StringVar(&o.pinScope, "pin-scope-configuration", "", "Name of the MutatingWebhookConfiguration of the pinning webhook (pin.pods.imagegate.io): the leader keeps its match condition verify-rules in step with the verify rules in force, so that the apiserver calls the pinning webhook only for Pods with an unpinned image a verify rule may cover, and never without a verify rule. Empty: the condition is not kept, and every Pod with an unpinned image is sent (the manager needs get and patch on that configuration).")
+	fs.BoolVar(&o.admissionPolicies, "admission-policies", false, "Compile the policies' name rules (patterns, tags, digests, selectors, modes, break-glass) into ValidatingAdmissionPolicies that the kube-apiserver evaluates itself, and keep a match condition on the Pod webhook so that it is called only for Pods a verify rule may cover, with an image CEL does not normalize exactly, or covered by a policy kept in the webhook (each policy's InAPIServer condition says which). Name rules then cost no webhook call and hold while imagegate is down. Off: removes what an earlier run in this mode wrote. See docs/admission-policies.md.")
+	fs.StringVar(&o.validatingConfiguration, "validating-webhook-configuration", "imagegate-validating-webhook-configuration", "Name of the ValidatingWebhookConfiguration of the Pod webhook (pods.imagegate.io), whose match condition --admission-policies keeps. Empty: neither --admission-policies nor its removal runs.")
 	fs.BoolVar(&o.checkWorkloads, "check-workloads", true, "Check the pod templates of Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs, CronJobs and ReplicationControllers at create and update (the webhook workloads.imagegate.io); false admits them all, and the Pods are still checked.")
 	fs.BoolVar(&o.reports, "reports", false, "Write the audit's results as OpenReports Reports (openreports.io/v1alpha1), one per namespace, for Policy Reporter and other report readers; needs the Report CRD (the Helm chart's reports.installCRDs), else says so in the log and imagegate_reports_enabled. See docs/reports.md.")
 	fs.BoolVar(&o.preflight, "policy-preflight", true, "Answer each change of an ImagePolicy or ClusterImagePolicy (kubectl apply, --dry-run=server too) with warnings naming the running Pods it would refuse at their next restart (the webhook preflight.imagegate.io). Every replica then keeps the running Pods in its cache, as the leader does for the audit. See docs/reports.md.")
@@ -219,6 +223,8 @@ func main() {
 		TrustNamespace: o.namespace,
 		Events:         mgr.GetEventRecorder("imagegate"),
 		ExpiryWarning:  o.exceptionExpiryWarning,
+
+		AdmissionPolicies: o.admissionPolicies,
 	})
 	must(log, reconciler.SetupWithManager(mgr), "setting up the policy reconciler")
 	remote.OnChange = reconciler.Rebuild
@@ -260,6 +266,15 @@ func main() {
 		clientset, err := kubernetes.NewForConfig(mgr.GetConfig())
 		must(log, err, "making the client of the pinning webhook's configuration")
 		must(log, mgr.Add(&controller.PinScopeSyncer{Client: clientset, Store: snapshots, Configuration: o.pinScope}), "adding the pinning webhook's scope")
+	}
+	if o.validatingConfiguration != "" {
+		clientset, err := kubernetes.NewForConfig(mgr.GetConfig())
+		must(log, err, "making the client of the admission policies")
+		must(log, mgr.Add(&controller.AdmissionPolicySyncer{
+			Client: clientset, Store: snapshots, Enabled: o.admissionPolicies, Configuration: o.validatingConfiguration, Excluded: excluded,
+		}), "adding the admission policies")
+	} else if o.admissionPolicies {
+		must(log, errors.New("--admission-policies needs --validating-webhook-configuration"), "reading the flags")
 	}
 	var auditor *controller.Auditor
 	if o.auditInterval > 0 {

@@ -33,6 +33,7 @@ import (
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
 	"github.com/imagegate/imagegate/internal/text"
+	"github.com/imagegate/imagegate/internal/vap"
 )
 
 // snapshotKey is the one work item: every policy change rebuilds the whole snapshot, so
@@ -70,6 +71,9 @@ type ReconcilerOptions struct {
 	ExpiryWarning time.Duration
 	// Now is the clock exceptions expire by; nil: time.Now.
 	Now func() time.Time
+	// AdmissionPolicies says name rules are compiled into ValidatingAdmissionPolicies
+	// (AdmissionPolicySyncer): each policy's InAPIServer condition then says whether its are.
+	AdmissionPolicies bool
 }
 
 // NewPolicyReconciler returns a reconciler reading and writing through c and publishing in
@@ -119,16 +123,25 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (
 		return reconcile.Result{RequeueAfter: requeue}, nil
 	}
 
+	var plan *vap.Plan
+	if r.opts.AdmissionPolicies {
+		now := time.Now
+		if r.opts.Now != nil {
+			now = r.opts.Now
+		}
+		p := vap.Build(snap.NameRules(now()), vap.Options{})
+		plan = &p
+	}
 	var errs []error
 	for i := range cps.Items {
 		p := &cps.Items[i]
 		ref := policy.Ref{Kind: policy.KindClusterImagePolicy, Name: p.Name}
-		errs = append(errs, r.writeStatus(ctx, p, &p.Status, snap, ref))
+		errs = append(errs, r.writeStatus(ctx, p, &p.Status, snap, ref, plan))
 	}
 	for i := range nps.Items {
 		p := &nps.Items[i]
 		ref := policy.Ref{Kind: policy.KindImagePolicy, Namespace: p.Namespace, Name: p.Name}
-		errs = append(errs, r.writeStatus(ctx, p, &p.Status, snap, ref))
+		errs = append(errs, r.writeStatus(ctx, p, &p.Status, snap, ref, plan))
 	}
 	for i := range exs.Items {
 		errs = append(errs, r.writeExceptionStatus(ctx, snap, &exs.Items[i]))
@@ -137,7 +150,7 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (
 }
 
 // writeStatus sets the Ready condition of one policy, writing only when it changes.
-func (r *PolicyReconciler) writeStatus(ctx context.Context, obj client.Object, status *v1alpha1.ImagePolicyStatus, snap *policy.Snapshot, ref policy.Ref) error {
+func (r *PolicyReconciler) writeStatus(ctx context.Context, obj client.Object, status *v1alpha1.ImagePolicyStatus, snap *policy.Snapshot, ref policy.Ref, plan *vap.Plan) error {
 	problem, warnings := snap.PolicyError(ref), snap.PolicyWarnings(ref)
 	want := status.DeepCopy()
 	cond := metav1.Condition{
@@ -155,6 +168,11 @@ func (r *PolicyReconciler) writeStatus(ctx context.Context, obj client.Object, s
 		cond.Message = "the policy is invalid and refuses every Pod it may cover: " + problem
 	}
 	meta.SetStatusCondition(&want.Conditions, cond)
+	if plan != nil {
+		meta.SetStatusCondition(&want.Conditions, inAPIServer(plan, ref, obj.GetGeneration()))
+	} else {
+		meta.RemoveStatusCondition(&want.Conditions, v1alpha1.ConditionInAPIServer)
+	}
 	want.ObservedGeneration = obj.GetGeneration()
 	if equality.Semantic.DeepEqual(want, status) {
 		return nil
@@ -170,6 +188,25 @@ func (r *PolicyReconciler) writeStatus(ctx context.Context, obj client.Object, s
 		return fmt.Errorf("patching the status of %s %s: %w", obj.GetObjectKind().GroupVersionKind().Kind, client.ObjectKeyFromObject(obj), err)
 	}
 	return nil
+}
+
+// inAPIServer is the InAPIServer condition of one policy under plan.
+func inAPIServer(plan *vap.Plan, ref policy.Ref, generation int64) metav1.Condition {
+	c := metav1.Condition{Type: v1alpha1.ConditionInAPIServer, ObservedGeneration: generation}
+	if names, ok := plan.Compiled[ref]; ok {
+		c.Status, c.Reason = metav1.ConditionTrue, v1alpha1.ReasonAdmissionPolicy
+		c.Message = "the kube-apiserver decides the name rules itself, with ValidatingAdmissionPolicy " + strings.Join(names, " and ") +
+			"; the webhook is called only for images a verify rule may cover or that CEL does not normalize exactly"
+		return c
+	}
+	if why, ok := plan.Webhook[ref]; ok {
+		c.Status, c.Reason = metav1.ConditionFalse, v1alpha1.ReasonWebhook
+		c.Message = text.Cut("the webhook decides this policy's name rules, for every Pod it may cover: "+why, 30000)
+		return c
+	}
+	c.Status, c.Reason = metav1.ConditionFalse, v1alpha1.ReasonNoNameRules
+	c.Message = "the policy has no name rule; its verify rules need the webhook"
+	return c
 }
 
 // enforcementOf is a policy's status.enforcement (nil for anything else).

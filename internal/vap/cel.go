@@ -56,7 +56,7 @@ func kindOf(i string) string {
 // celRegex writes a regular expression for a single-quoted CEL string.
 func celRegex(re string) string { return strings.ReplaceAll(re, `\`, `\\`) }
 
-// imagesVar lists every image of the Pod as {f: field path, i: image ('' where none is
+// imagesVar lists every image of the Pod as {f: field path, i: image (empty where none is
 // written), c: 'y' when the engine checks it whatever the labels (a CREATE, or an image whose
 // field did not exist before or held another image)}, in the engine's order: init containers,
 // containers, ephemeral containers, image volumes (internal/podspec.PodImages).

@@ -109,7 +109,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 		// Reports on, and an audit pass every 15 s so that the reports specs see a pod's
 		// deletion without waiting the default 5 minutes.
 		Args: []string{"--image-credential-provider-config=" + providerConfig, "--image-credential-provider-bin-dir=" + pluginDir,
-			"--reports", "--audit-interval=15s"},
+			"--reports", "--audit-interval=15s", "--validating-webhook-configuration=" + localValidating},
 	})
 	Expect(err).NotTo(HaveOccurred())
 	Expect(manager.RegisterWebhook(root)).To(Succeed())
@@ -119,6 +119,9 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 		}
 	})
 }, NodeTimeout(5*time.Minute))
+
+// localValidating is the ValidatingWebhookConfiguration that config/local registers.
+const localValidating = "imagegate-local-validating-webhook-configuration"
 
 // result is what a kubectl run printed.
 type result struct {
