@@ -14,8 +14,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/controller"
 	"github.com/imagegate/imagegate/internal/podspec"
+	"github.com/imagegate/imagegate/internal/policy"
+	"github.com/imagegate/imagegate/internal/vap"
 	"github.com/imagegate/imagegate/test/utils/localcluster"
 )
 
@@ -106,6 +109,10 @@ func (e *benchEnv) interleavedLayer(ctx context.Context) error {
 			return err
 		}
 	}
+	// Name rules in ValidatingAdmissionPolicies (--admission-policies): what the manager
+	// writes in that mode (internal/vap), with the webhooks' conditions it keeps.
+	configs = append(configs, ilvConfig{key: "imagegate-vap", name: ilvVAPConfig, enforces: true,
+		setup: func(ctx context.Context, e *benchEnv) (func() error, error) { return setupImagegateVAP(ctx, e, s) }})
 	configs = append(configs, ilvConfig{key: "imagegate-verify", name: ilvVerifyConfig, images: signedImages,
 		labels: map[string]string{signedLabel: "interleaved"},
 		setup: func(ctx context.Context, e *benchEnv) (func() error, error) {
@@ -250,6 +257,7 @@ const (
 	ilvUnscopedConfig   = "imagegate, pinning webhook for every unpinned Pod"
 	ilvValidatingConfig = "imagegate, validating webhook only"
 	ilvVerifyConfig     = "imagegate, verify rule, warm cache"
+	ilvVAPConfig        = "imagegate --admission-policies, a verify rule for other images"
 )
 
 // ilvImagegateConfigs are the interleaved configurations that are imagegate.
@@ -280,6 +288,62 @@ type imagegateScope struct {
 	// pinCondition, when set, is added to the pinning webhook as its verify-rules condition
 	// (a copy under suffix is not the configuration the manager keeps).
 	pinCondition string
+	// validatingCondition, when set, is added to the Pod webhook as the condition the manager
+	// keeps with --admission-policies.
+	validatingCondition string
+}
+
+// setupImagegateVAP registers what the manager writes with --admission-policies for the
+// bench policy: its ValidatingAdmissionPolicies (bound to e.selector's namespaces), and the
+// webhooks with the conditions the manager keeps for the policies in force (the bench policy,
+// and the verify rule of ilvVerifyConfig, which covers other images).
+func setupImagegateVAP(ctx context.Context, e *benchEnv, s *signing) (func() error, error) {
+	var verifying v1alpha1.ClusterImagePolicy
+	if err := yaml.Unmarshal([]byte(s.imagegatePolicy()), &verifying); err != nil {
+		return nil, err
+	}
+	inForce := policy.Compile(append(imagegatePolicies(1), verifying), nil)
+	plan := vap.Build(policy.Compile(imagegatePolicies(1), nil).NameRules(time.Now()), vap.Options{})
+	var out []byte
+	var names []string
+	for i := range plan.Policies {
+		p := plan.Policies[i]
+		p.TypeMeta = metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicy"}
+		p.Name += "-bench"
+		p.Labels = nil // not the manager's: it removes its own when it starts without the mode
+		b, err := yaml.Marshal(p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(append(out, b...), "---\n"...)
+		names = append(names, p.Name)
+	}
+	for i := range plan.Bindings {
+		b := plan.Bindings[i]
+		b.TypeMeta = metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicyBinding"}
+		b.Name += "-bench"
+		b.Spec.PolicyName += "-bench"
+		b.Labels = nil
+		b.Spec.MatchResources.NamespaceSelector = &metav1.LabelSelector{MatchLabels: e.selector}
+		y, err := yaml.Marshal(b)
+		if err != nil {
+			return nil, err
+		}
+		out = append(append(out, y...), "---\n"...)
+	}
+	teardown, err := setupImagegateScoped(ctx, e, imagegateScope{suffix: "-vap",
+		pinCondition: podspec.PinCondition(inForce.PinScope()), validatingCondition: vap.WebhookCondition(&plan, inForce.PinScope())})
+	remove := func() error {
+		err := teardown()
+		for _, n := range names {
+			err = errors.Join(err, e.kubectl(nil, "delete", "validatingadmissionpolicy,validatingadmissionpolicybinding", n, "--ignore-not-found"))
+		}
+		return err
+	}
+	if err != nil {
+		return remove, err
+	}
+	return remove, e.kubectl(out, "apply", "-f", "-")
 }
 
 // setupImagegateScoped is setupImagegate with config/local's webhooks narrowed to the
@@ -330,6 +394,10 @@ func setupImagegateScoped(ctx context.Context, e *benchEnv, scope imagegateScope
 			}
 			sel["matchLabels"] = e.selector
 			wh["namespaceSelector"] = sel
+			if scope.validatingCondition != "" && cfg["kind"] == "ValidatingWebhookConfiguration" && wh["name"] == controller.PodWebhookName {
+				conds, _ := wh["matchConditions"].([]any)
+				wh["matchConditions"] = append(conds, map[string]any{"name": controller.ScopeConditionName, "expression": scope.validatingCondition})
+			}
 			if scope.pinCondition != "" && cfg["kind"] == "MutatingWebhookConfiguration" {
 				conds, _ := wh["matchConditions"].([]any)
 				wh["matchConditions"] = append(conds, map[string]any{"name": controller.PinConditionName, "expression": scope.pinCondition})
