@@ -149,8 +149,7 @@ func (s *AdmissionPolicySyncer) apply(ctx context.Context, plan vap.Plan, condit
 		want := &plan.Policies[i]
 		have := existing[want.Name]
 		delete(existing, want.Name)
-		same := have != nil && samePolicy(have, want)
-		want.Annotations[specHashAnnotation] = specHash(want.Spec)
+		same := samePolicy(orEmpty(have), want)
 		switch {
 		case have == nil:
 			_, err = api.ValidatingAdmissionPolicies().Create(ctx, want, metav1.CreateOptions{FieldManager: admissionPolicyFieldManager})
@@ -178,8 +177,7 @@ func (s *AdmissionPolicySyncer) apply(ctx context.Context, plan vap.Plan, condit
 		want := &plan.Bindings[i]
 		have := existingB[want.Name]
 		delete(existingB, want.Name)
-		same := have != nil && sameBinding(have, want)
-		want.Annotations[specHashAnnotation] = specHash(want.Spec)
+		same := sameBinding(orEmptyBinding(have), want)
 		switch {
 		case have == nil:
 			_, err = api.ValidatingAdmissionPolicyBindings().Create(ctx, want, metav1.CreateOptions{FieldManager: admissionPolicyFieldManager})
@@ -212,6 +210,20 @@ func (s *AdmissionPolicySyncer) apply(ctx context.Context, plan vap.Plan, condit
 	return writes, errors.Join(errs...)
 }
 
+func orEmpty(p *admissionregistrationv1.ValidatingAdmissionPolicy) *admissionregistrationv1.ValidatingAdmissionPolicy {
+	if p == nil {
+		return &admissionregistrationv1.ValidatingAdmissionPolicy{}
+	}
+	return p
+}
+
+func orEmptyBinding(b *admissionregistrationv1.ValidatingAdmissionPolicyBinding) *admissionregistrationv1.ValidatingAdmissionPolicyBinding {
+	if b == nil {
+		return &admissionregistrationv1.ValidatingAdmissionPolicyBinding{}
+	}
+	return b
+}
+
 // specHashAnnotation holds a hash of the spec as written: the apiserver defaults fields, so the
 // stored spec never equals the generated one, and comparing them would rewrite every Resync.
 const specHashAnnotation = "imagegate.io/spec-hash"
@@ -223,11 +235,17 @@ func specHash(spec any) string {
 }
 
 func samePolicy(have, want *admissionregistrationv1.ValidatingAdmissionPolicy) bool {
+	if want.Annotations == nil {
+		want.Annotations = map[string]string{}
+	}
 	want.Annotations[specHashAnnotation] = specHash(want.Spec)
 	return maps.Equal(have.Labels, want.Labels) && maps.Equal(have.Annotations, want.Annotations)
 }
 
 func sameBinding(have, want *admissionregistrationv1.ValidatingAdmissionPolicyBinding) bool {
+	if want.Annotations == nil {
+		want.Annotations = map[string]string{}
+	}
 	want.Annotations[specHashAnnotation] = specHash(want.Spec)
 	return maps.Equal(have.Labels, want.Labels) && maps.Equal(have.Annotations, want.Annotations)
 }

@@ -34,7 +34,7 @@ type compiled struct {
 	policy    *admissionregistrationv1.ValidatingAdmissionPolicy
 	binding   *admissionregistrationv1.ValidatingAdmissionPolicyBinding
 	validator validating.Validator
-	matcher   matchconditions.Matcher
+	refs      []string // the imagegate policy of each validation
 	nsSel     labels.Selector
 	objSel    labels.Selector
 }
@@ -87,7 +87,7 @@ func compilePlan(t testing.TB, plan *Plan) []compiled {
 	for i := range plan.Bindings {
 		b := &plan.Bindings[i]
 		p := byName[b.Spec.PolicyName]
-		v, m := compilePolicy(t, p)
+		v, _ := compilePolicy(t, p)
 		nsSel, err := metav1.LabelSelectorAsSelector(b.Spec.MatchResources.NamespaceSelector)
 		if err != nil {
 			t.Fatal(err)
@@ -98,7 +98,11 @@ func compilePlan(t testing.TB, plan *Plan) []compiled {
 				t.Fatal(err)
 			}
 		}
-		out = append(out, compiled{policy: p, binding: b, validator: v, matcher: m, nsSel: nsSel, objSel: objSel})
+		var refs []string
+		for _, r := range plan.Validations[p.Name] {
+			refs = append(refs, r.String())
+		}
+		out = append(out, compiled{policy: p, binding: b, validator: v, refs: refs, nsSel: nsSel, objSel: objSel})
 	}
 	return out
 }
@@ -146,14 +150,14 @@ func evaluate(t testing.TB, cs []compiled, pod, old *corev1.Pod, nsLabels map[st
 			continue
 		}
 		res := c.validator.Validate(context.Background(), podsGVR, va, nil, ns, celconfig.RuntimeCELCostBudget, nil)
-		for _, d := range res.Decisions {
+		for i, d := range res.Decisions {
 			if d.Evaluation == validating.EvalError {
 				t.Fatalf("%s: evaluation error: %s", c.policy.Name, d.Message)
 			}
 			if d.Action != validating.ActionDeny {
 				continue
 			}
-			msg := c.policy.Annotations[PolicyAnnotation] + ": " + d.Message
+			msg := c.refs[i] + ": " + d.Message
 			for _, a := range c.binding.Spec.ValidationActions {
 				switch a {
 				case admissionregistrationv1.Deny:

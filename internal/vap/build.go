@@ -8,8 +8,6 @@
 package vap
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"strings"
 
@@ -27,7 +25,8 @@ const (
 	// updates and deletes only those.
 	ManagedByLabel = "app.kubernetes.io/managed-by"
 	ManagedByValue = "imagegate"
-	// PolicyAnnotation names the imagegate policy an object was compiled from.
+	// PolicyAnnotation names the imagegate policies a generated object decides, in the order
+	// of its validations, comma-separated.
 	PolicyAnnotation = "imagegate.io/policy"
 
 	// maxExpression bounds one generated expression, well within the apiserver's limit of
@@ -49,6 +48,9 @@ type Options struct {
 type Plan struct {
 	Policies []admissionregistrationv1.ValidatingAdmissionPolicy
 	Bindings []admissionregistrationv1.ValidatingAdmissionPolicyBinding
+	// Validations names, per generated ValidatingAdmissionPolicy, the imagegate policy of
+	// each of its validations, in order.
+	Validations map[string][]policy.Ref
 	// Compiled names, per policy, the ValidatingAdmissionPolicies that decide its name rules.
 	Compiled map[policy.Ref][]string
 	// Webhook says, per policy left to the webhook, why.
@@ -59,9 +61,28 @@ type Plan struct {
 	KeptNamespaces  []string
 }
 
+// A group is the policies that share generated objects: the same validation action, and the
+// same part in break-glass. Within a group, policies are chunked so that one object stays
+// far below etcd's 1.5 MiB and one evaluation far below the apiserver's cost budget per
+// binding (10,000,000): each policy is one validation, and all share the one normalization
+// of the Pod's images (variables.images and variables.refs), which is most of the cost.
+type group struct {
+	name   string
+	action admissionregistrationv1.ValidationAction
+	// glass: "" for policies without break-glass; "deny" for the denials of policies that
+	// allow it, which a Pod asking for break-glass is spared; "warn" for those same denials
+	// as warnings, for such a Pod.
+	glass string
+}
+
+const (
+	maxChunkPolicies = 100
+	maxChunkBytes    = 512 << 10
+)
+
 // Build compiles rules (policy.Snapshot.NameRules) into a Plan.
 func Build(rules []policy.NameRules, opts Options) Plan {
-	plan := Plan{Compiled: map[policy.Ref][]string{}, Webhook: map[policy.Ref]string{}}
+	plan := Plan{Compiled: map[policy.Ref][]string{}, Webhook: map[policy.Ref]string{}, Validations: map[string][]policy.Ref{}}
 	kept := map[string]bool{}
 	keep := func(r *policy.NameRules, why string) {
 		plan.Webhook[r.Ref] = why
@@ -72,6 +93,14 @@ func Build(rules []policy.NameRules, opts Options) Plan {
 			plan.KeptNamespaces = append(plan.KeptNamespaces, r.Ref.Namespace)
 		}
 	}
+	groups := []group{
+		{name: "deny", action: admissionregistrationv1.Deny},
+		{name: "warn", action: admissionregistrationv1.Warn},
+		{name: "audit", action: admissionregistrationv1.Audit},
+		{name: "deny-unless-break-glass", action: admissionregistrationv1.Deny, glass: "deny"},
+		{name: "break-glass", action: admissionregistrationv1.Warn, glass: "warn"},
+	}
+	members := make([][]member, len(groups))
 	for i := range rules {
 		r := &rules[i]
 		if r.Webhook != "" {
@@ -81,43 +110,74 @@ func Build(rules []policy.NameRules, opts Options) Plan {
 		if !restricts(r) {
 			continue // verify rules only: the webhook's verify scope covers it
 		}
-		base := objectName(r.Ref)
 		glass := r.BreakGlass && r.Mode == v1alpha1.ModeEnforce
-		objs := []struct {
-			name, suffix string
-			action       admissionregistrationv1.ValidationAction
-			when         string // the extra condition under which the violations count
-		}{{name: base, action: actionOf(r.Mode)}}
-		if glass {
-			objs[0].when = "!variables.breakGlass"
-			objs = append(objs, struct {
-				name, suffix string
-				action       admissionregistrationv1.ValidationAction
-				when         string
-			}{name: base + "-break-glass", suffix: "; admitted by break-glass", action: admissionregistrationv1.Warn, when: "variables.breakGlass"})
+		var in []int
+		switch {
+		case glass:
+			in = []int{3, 4}
+		case r.Mode == v1alpha1.ModeWarn:
+			in = []int{1}
+		case r.Mode == v1alpha1.ModeAudit:
+			in = []int{2}
+		default:
+			in = []int{0}
 		}
-		var made []admissionregistrationv1.ValidatingAdmissionPolicy
+		var made []member
 		tooLong := ""
-		for _, o := range objs {
-			p := policyObject(r, o.name, o.suffix, o.when, glass)
-			for _, v := range p.Spec.Variables {
-				if len(v.Expression) > maxExpression {
-					tooLong = fmt.Sprintf("its rules make a CEL expression of %d characters, more than %d", len(v.Expression), maxExpression)
-				}
+		for _, g := range in {
+			suffix := ""
+			if groups[g].glass == "warn" {
+				suffix = "; admitted by break-glass"
 			}
-			made = append(made, p)
+			m := member{rules: r, violations: violations(r, suffix), covers: covers(r)}
+			if len(m.violations) > maxExpression {
+				tooLong = fmt.Sprintf("its rules make a CEL expression of %d characters, more than %d", len(m.violations), maxExpression)
+			}
+			made = append(made, m)
 		}
 		if tooLong != "" {
 			keep(r, tooLong)
 			continue
 		}
-		for j, o := range objs {
-			plan.Policies = append(plan.Policies, made[j])
-			plan.Bindings = append(plan.Bindings, bindingObject(r, o.name, o.action, opts))
-			plan.Compiled[r.Ref] = append(plan.Compiled[r.Ref], o.name)
+		for j, g := range in {
+			members[g] = append(members[g], made[j])
 		}
 	}
+	for gi, g := range groups {
+		var chunk []member
+		size, n := 0, 0
+		flush := func() {
+			if len(chunk) == 0 {
+				return
+			}
+			name := fmt.Sprintf("imagegate-%s-%d", g.name, n)
+			n++
+			p := chunkPolicy(name, g, chunk)
+			plan.Policies = append(plan.Policies, p)
+			plan.Bindings = append(plan.Bindings, bindingObject(name, g.action, opts))
+			for _, m := range chunk {
+				plan.Validations[name] = append(plan.Validations[name], m.rules.Ref)
+				plan.Compiled[m.rules.Ref] = append(plan.Compiled[m.rules.Ref], name)
+			}
+			chunk, size = nil, 0
+		}
+		for _, m := range members[gi] {
+			if len(chunk) == maxChunkPolicies || size+len(m.violations) > maxChunkBytes {
+				flush()
+			}
+			chunk = append(chunk, m)
+			size += len(m.violations)
+		}
+		flush()
+	}
 	return plan
+}
+
+// member is one policy's part in a generated object.
+type member struct {
+	rules      *policy.NameRules
+	violations string // CEL: the messages for one image r
+	covers     string // CEL: whether the policy covers the Pod ("true": every Pod it is sent)
 }
 
 // restricts reports whether the policy has a name rule (a verify-only policy has none).
@@ -125,69 +185,84 @@ func restricts(r *policy.NameRules) bool {
 	return len(r.Allow) > 0 || len(r.Deny) > 0 || len(r.TagDeny) > 0 || r.RequireTag || r.RequireDigest
 }
 
-func actionOf(m v1alpha1.PolicyMode) admissionregistrationv1.ValidationAction {
-	switch m {
-	case v1alpha1.ModeWarn:
-		return admissionregistrationv1.Warn
-	case v1alpha1.ModeAudit:
-		return admissionregistrationv1.Audit
-	default:
-		return admissionregistrationv1.Deny
+const (
+	podLabelsCEL       = `(has(object.metadata.labels) ? object.metadata.labels : {})`
+	oldPodLabelsCEL    = `(has(oldObject.metadata.labels) ? oldObject.metadata.labels : {})`
+	namespaceLabelsCEL = `(has(namespaceObject.metadata.labels) ? namespaceObject.metadata.labels : {})`
+)
+
+// covers is whether the policy covers the Pod, in CEL: its namespace (an ImagePolicy's own,
+// a ClusterImagePolicy's namespaceSelector) and its podSelector, on the Pod's labels now.
+func covers(r *policy.NameRules) string {
+	var parts []string
+	if r.Ref.Kind == policy.KindImagePolicy {
+		parts = append(parts, "request.namespace == "+quote(r.Ref.Namespace))
+	} else if sel := selectorCEL(r.NamespaceSelector, namespaceLabelsCEL); sel != "true" {
+		parts = append(parts, sel)
 	}
+	if sel := selectorCEL(r.PodSelector, podLabelsCEL); sel != "true" {
+		parts = append(parts, sel)
+	}
+	if len(parts) == 0 {
+		return "true"
+	}
+	return strings.Join(parts, " && ")
 }
 
-// objectName is the generated objects' name: a hash of the policy's identity, so that any
-// namespace and name fit and two policies never share one.
-func objectName(ref policy.Ref) string {
-	sum := sha256.Sum256([]byte(ref.Kind + "/" + ref.Namespace + "/" + ref.Name))
-	return "imagegate-" + hex.EncodeToString(sum[:8])
-}
-
-func meta(r *policy.NameRules, name string) metav1.ObjectMeta {
-	return metav1.ObjectMeta{
-		Name:        name,
-		Labels:      map[string]string{ManagedByLabel: ManagedByValue},
-		Annotations: map[string]string{PolicyAnnotation: r.Ref.String()},
-	}
+// meta is the metadata of a generated object.
+func meta(name string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Name: name, Labels: map[string]string{ManagedByLabel: ManagedByValue}}
 }
 
 // breakGlassCEL is policy.BreakGlassRequested on the Pod's annotations.
 var breakGlassCEL = fmt.Sprintf(`has(object.metadata.annotations) && object.metadata.annotations.exists(k, k.endsWith(%[1]s) && size(k) > %[2]d && object.metadata.annotations[k] == 'true')`,
 	quote(policy.BreakGlassKeySuffix), len(policy.BreakGlassKeySuffix))
 
-func policyObject(r *policy.NameRules, name, suffix, when string, glass bool) admissionregistrationv1.ValidatingAdmissionPolicy {
-	labels := `(has(object.metadata.labels) ? object.metadata.labels : {})`
-	oldLabels := `(has(oldObject.metadata.labels) ? oldObject.metadata.labels : {})`
-	// The images the engine checks: all of a new Pod's, the new or changed ones of an updated
-	// Pod, and then, for a Pod relabelled into the podSelector, every other one (Evaluate's
-	// order).
-	each := "(r, " + violations(r, suffix) + ")"
-	list := "variables.refs.filter(r, r.c == 'y').map" + each
-	if sel := selectorCEL(r.PodSelector, oldLabels); sel != "true" {
-		list += " + (request.operation == 'UPDATE' && !" + sel + " ? variables.refs.filter(r, r.c != 'y').map" + each + " : [])"
-	}
+func chunkPolicy(name string, g group, chunk []member) admissionregistrationv1.ValidatingAdmissionPolicy {
 	vars := []admissionregistrationv1.Variable{
 		{Name: "images", Expression: imagesVar},
 		{Name: "refs", Expression: refsVar},
 	}
-	if glass {
+	if g.glass != "" {
 		vars = append(vars, admissionregistrationv1.Variable{Name: "breakGlass", Expression: breakGlassCEL})
 	}
-	vars = append(vars,
-		admissionregistrationv1.Variable{Name: "violations", Expression: list},
-		admissionregistrationv1.Variable{Name: "count", Expression: "variables.violations.map(l, size(l)).sum()"},
-	)
-	ok := "variables.count == 0"
-	if when != "" {
-		ok = "!(" + when + ") || " + ok
+	var validations []admissionregistrationv1.Validation
+	var refs []string
+	for i, m := range chunk {
+		r := m.rules
+		v := fmt.Sprintf("p%d", i)
+		// The images the engine checks: all of a new Pod's, the new or changed ones of an
+		// updated Pod, and then, for a Pod relabelled into the podSelector, every other one
+		// (Evaluate's order).
+		each := "(r, " + m.violations + ")"
+		list := "variables.refs.filter(r, r.c == 'y').map" + each
+		if sel := selectorCEL(r.PodSelector, oldPodLabelsCEL); sel != "true" {
+			list += " + (request.operation == 'UPDATE' && !" + sel + " ? variables.refs.filter(r, r.c != 'y').map" + each + " : [])"
+		}
+		if m.covers != "true" {
+			list = "!(" + m.covers + ") ? [] : " + list
+		}
+		vars = append(vars, admissionregistrationv1.Variable{Name: v, Expression: list})
+		ok := "variables." + v + ".all(l, size(l) == 0)"
+		switch g.glass {
+		case "deny":
+			ok = "variables.breakGlass || " + ok
+		case "warn":
+			ok = "!variables.breakGlass || " + ok
+		}
+		// All of the policy's violations, as the webhook words them, on one line (the
+		// apiserver refuses a message with a newline, or longer than 5 KiB).
+		all := "variables." + v + ".filter(l, size(l) > 0).map(l, l.join('; ')).join('; ')"
+		message := fmt.Sprintf(`%[1]s.size() <= %[2]d ? %[1]s : variables.%[3]s.filter(l, size(l) > 0)[0][0].substring(0, %[4]d) + '; and ' + string(variables.%[3]s.map(l, size(l)).sum() - 1) + ' more violations of this policy'`,
+			all, maxMessage, v, maxMessage/2)
+		validations = append(validations, admissionregistrationv1.Validation{
+			Expression: ok, MessageExpression: message,
+			Message: fmt.Sprintf("an image is not allowed by %s %q", r.Ref.Kind, r.Ref.Name),
+		})
+		refs = append(refs, r.Ref.String())
 	}
-	// All of the policy's violations, as the webhook words them, on one line (the apiserver
-	// refuses a message with a newline, or longer than 5 KiB).
-	message := fmt.Sprintf(`variables.violations.filter(l, size(l) > 0).map(l, l.join('; ')).join('; ').size() <= %d ? `+
-		`variables.violations.filter(l, size(l) > 0).map(l, l.join('; ')).join('; ') : `+
-		`variables.violations.filter(l, size(l) > 0)[0][0].substring(0, %d) + '; and ' + string(variables.count - 1) + ' more violations of this policy'`, maxMessage, maxMessage/2)
 	p := admissionregistrationv1.ValidatingAdmissionPolicy{
-		ObjectMeta: meta(r, name),
+		ObjectMeta: meta(name),
 		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
 			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
 			MatchConstraints: &admissionregistrationv1.MatchResources{
@@ -202,26 +277,20 @@ func policyObject(r *policy.NameRules, name, suffix, when string, glass bool) ad
 					},
 				}},
 			},
-			Variables: vars,
-			Validations: []admissionregistrationv1.Validation{{
-				Expression:        ok,
-				MessageExpression: message,
-				Message:           fmt.Sprintf("an image is not allowed by %s %q", r.Ref.Kind, r.Ref.Name),
-			}},
+			Variables:   vars,
+			Validations: validations,
 		},
 	}
-	if sel := selectorCEL(r.PodSelector, labels); sel != "true" {
-		p.Spec.MatchConditions = []admissionregistrationv1.MatchCondition{{Name: "pod-selector", Expression: sel}}
-	}
+	p.Annotations = map[string]string{PolicyAnnotation: strings.Join(refs, ",")}
 	return p
 }
 
 // violations is the CEL list of the messages the policy gives one image r (Evaluate's
 // evaluateImage and checkVersion, in their order), each ending with suffix.
 func violations(r *policy.NameRules, suffix string) string {
-	opening := fmt.Sprintf(" is not allowed by %s %q: ", r.Ref.Kind, r.Ref.Name)
+	by := fmt.Sprintf(" is not allowed by %s %q: ", r.Ref.Kind, r.Ref.Name)
 	msg := func(reason string) string {
-		return "r.q + " + quote(opening+policy.Printable(reason)+suffix)
+		return opening + " + " + quote(by+policy.Printable(reason)+suffix)
 	}
 	var rules []string
 	if len(r.Deny) > 0 {
@@ -249,8 +318,8 @@ func violations(r *policy.NameRules, suffix string) string {
 				latest = "[" + msg(`it has neither tag nor digest, so it runs as "latest", which is in tags.deny`) + "]"
 			}
 		}
-		tagRules = append(tagRules, fmt.Sprintf(`(r.t == '' ? %s : (r.t in %s ? [r.q + %s + r.t + %s] : []))`,
-			latest, quoteList(r.TagDeny), quote(opening+`its tag "`), quote(`" is in tags.deny`+suffix)))
+		tagRules = append(tagRules, fmt.Sprintf(`(r.t == '' ? %s : (r.t in %s ? [%s + %s + r.t + %s] : []))`,
+			latest, quoteList(r.TagDeny), opening, quote(by+`its tag "`), quote(`" is in tags.deny`+suffix)))
 	}
 	if len(tagRules) > 0 {
 		rules = append(rules, "(r.d != '' ? [] : "+strings.Join(tagRules, " + ")+")")
@@ -275,27 +344,19 @@ func anyMatch(patterns []imageref.Pattern, r string) string {
 	return "(" + strings.Join(parts, " || ") + ")"
 }
 
-func bindingObject(r *policy.NameRules, name string, action admissionregistrationv1.ValidationAction, opts Options) admissionregistrationv1.ValidatingAdmissionPolicyBinding {
+func bindingObject(name string, action admissionregistrationv1.ValidationAction, opts Options) admissionregistrationv1.ValidatingAdmissionPolicyBinding {
 	ns := &metav1.LabelSelector{}
-	if r.Ref.Kind == policy.KindImagePolicy {
-		ns.MatchLabels = map[string]string{"kubernetes.io/metadata.name": r.Ref.Namespace}
-	} else if r.NamespaceSelector != nil {
-		ns = r.NamespaceSelector.DeepCopy()
-	}
 	if len(opts.ExcludedNamespaces) > 0 {
-		ns.MatchExpressions = append(ns.MatchExpressions, metav1.LabelSelectorRequirement{
+		ns.MatchExpressions = []metav1.LabelSelectorRequirement{{
 			Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: opts.ExcludedNamespaces,
-		})
+		}}
 	}
 	return admissionregistrationv1.ValidatingAdmissionPolicyBinding{
-		ObjectMeta: meta(r, name),
+		ObjectMeta: meta(name),
 		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
 			PolicyName:        name,
 			ValidationActions: []admissionregistrationv1.ValidationAction{action},
-			MatchResources: &admissionregistrationv1.MatchResources{
-				NamespaceSelector: ns,
-				ObjectSelector:    r.PodSelector.DeepCopy(),
-			},
+			MatchResources:    &admissionregistrationv1.MatchResources{NamespaceSelector: ns},
 		},
 	}
 }

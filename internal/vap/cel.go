@@ -83,24 +83,34 @@ func volumesOf() string {
 }
 
 // refsVar normalizes each of variables.images as the engine does (imageref.Parse,
-// CanonicalHost) into {f, i, c, k: kindOf, h: canonical host, p: path, t: tag, d: digest,
-// q: the message's opening, "FIELD: image "I"" and " (NORMALIZED)" unless the same}. Only
-// plain references (k == 'p') have h, p, t and d that mean anything.
-var refsVar = `variables.images.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': ` + kindOf("m.i") + `})` +
+// CanonicalHost) into {f, i, c, k: kindOf, h: canonical host, p: path, t: tag, d: digest}.
+// Only plain references (k == 'p') have h, p, t and d that mean anything. Five steps: each
+// makes a map per image, which is most of what the normalization costs the apiserver.
+var refsVar = `variables.images.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': ` + kindOf("m.i") + `, ` +
 	// s: the name and tag; d: the digest.
-	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 's': m.i.split('@')[0], 'd': m.i.contains('@') ? m.i.substring(m.i.indexOf('@') + 1) : ''})` +
+	`'s': m.i.split('@')[0], 'd': m.i.contains('@') ? m.i.substring(m.i.indexOf('@') + 1) : ''})` +
 	// t: the tag, after the last ':' of the last path component.
 	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 's': m.s, 'd': m.d, 't': m.s.substring(m.s.lastIndexOf('/') + 1).contains(':') ? m.s.substring(m.s.lastIndexOf(':') + 1) : ''})` +
 	// n: the name; x: its first path component.
-	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 'd': m.d, 't': m.t, 'n': m.t == '' ? m.s : m.s.substring(0, size(m.s) - size(m.t) - 1)})` +
-	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 'd': m.d, 't': m.t, 'n': m.n, 'x': m.n.split('/')[0]})` +
-	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 'd': m.d, 't': m.t, 'h': ` + hostRule("m.n", "m.x") + ` ? m.x : 'docker.io', 'p': ` + hostRule("m.n", "m.x") + ` ? m.n.substring(size(m.x) + 1) : m.n})` +
-	// The default HTTPS port, then Docker Hub's names.
-	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 'd': m.d, 't': m.t, 'p': m.p, 'h': m.h.endsWith(':443') ? m.h.substring(0, size(m.h) - 4) : m.h})` +
-	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 'd': m.d, 't': m.t, 'p': m.p, 'h': m.h in ['docker.io', 'index.docker.io', 'registry-1.docker.io', 'registry.hub.docker.com'] ? 'docker.io' : m.h})` +
-	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 'd': m.d, 't': m.t, 'h': m.h, 'p': m.h == 'docker.io' && !m.p.contains('/') ? 'library/' + m.p : m.p})` +
-	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 'd': m.d, 't': m.t, 'h': m.h, 'p': m.p, 'n': m.h + '/' + m.p + (m.t != '' ? ':' + m.t : '') + (m.d != '' ? '@' + m.d : '')})` +
-	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 'd': m.d, 't': m.t, 'h': m.h, 'p': m.p, 'q': m.f + ': image "' + m.i + '"' + (m.k == 'p' && m.n != m.i ? ' (' + m.n + ')' : '')})`
+	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 'd': m.d, 't': m.t, 'n': ` + nameOf + `, 'x': ` + nameOf + `.split('/')[0]})` +
+	// h: the host by the runtime's rule, without the default HTTPS port, Docker Hub's names as
+	// one; p: the path as that host reads it.
+	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 'd': m.d, 't': m.t, 'h': ` + hostOf + ` in ['docker.io', 'index.docker.io', 'registry-1.docker.io', 'registry.hub.docker.com'] ? 'docker.io' : ` + hostOf + `, ` +
+	`'p': ` + hostRule("m.n", "m.x") + ` ? m.n.substring(size(m.x) + 1) : m.n})` +
+	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 'd': m.d, 't': m.t, 'h': m.h, 'p': m.h == 'docker.io' && !m.p.contains('/') ? 'library/' + m.p : m.p})`
+
+// nameOf is the name part of m.s (without the tag m.t); hostOf the host of m.n by the runtime's
+// rule, without the default HTTPS port.
+const nameOf = `(m.t == '' ? m.s : m.s.substring(0, size(m.s) - size(m.t) - 1))`
+
+var hostOf = `(` + hostRule("m.n", "m.x") + ` ? (m.x.endsWith(':443') ? m.x.substring(0, size(m.x) - 4) : m.x) : 'docker.io')`
+
+// opening is the start of every message about the image r: "FIELD: image "I"", and
+// " (NORMALIZED)" unless the same (policy.Violation.Message).
+const opening = `r.f + ': image "' + r.i + '"' + (r.k == 'p' && ` + normalized + ` != r.i ? ' (' + ` + normalized + ` + ')' : '')`
+
+// normalized is the normalized form of the plain reference r (imageref.Reference.Normalized).
+const normalized = `(r.h + '/' + r.p + (r.t != '' ? ':' + r.t : '') + (r.d != '' ? '@' + r.d : ''))`
 
 // podImages is every image string of the Pod, for the webhook's match condition.
 const podImages = `(object.spec.containers.map(c, has(c.image) ? c.image : '') + ` +
@@ -118,6 +128,11 @@ func patternMatch(p *imageref.Pattern, r string) string {
 	case len(p.Segments) == 1 && p.Segments[0] == "**":
 	case !slices.ContainsFunc(p.Segments, imageref.HasGlob):
 		parts = append(parts, r+".p == "+quote(p.Path))
+	case p.Segments[len(p.Segments)-1] == "**" && !slices.ContainsFunc(p.Segments[:len(p.Segments)-1], imageref.HasGlob):
+		// The common a/b/** : the path itself or anything below it, without a regular
+		// expression.
+		prefix := strings.Join(p.Segments[:len(p.Segments)-1], "/")
+		parts = append(parts, "("+r+".p == "+quote(prefix)+" || "+r+".p.startsWith("+quote(prefix+"/")+"))")
 	default:
 		parts = append(parts, "('/' + "+r+".p).matches("+quote(segmentsRegex(p.Segments))+")")
 	}

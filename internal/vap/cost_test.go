@@ -1,0 +1,140 @@
+package vap
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	plugincel "k8s.io/apiserver/pkg/admission/plugin/cel"
+	"k8s.io/apiserver/pkg/admission/plugin/policy/validating"
+	celconfig "k8s.io/apiserver/pkg/apis/cel"
+	"k8s.io/apiserver/pkg/cel/environment"
+
+	"github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/internal/policy"
+)
+
+// costPolicies are n policies of the shape the benchmarks use (docs/benchmarks.md): allow
+// the shared registry and the team's own, refuse the tag latest; every tenth also denies a
+// digest and exempts a vendor image, so that every kind of rule is in the figures.
+func costPolicies(n int) []v1alpha1.ClusterImagePolicy {
+	out := make([]v1alpha1.ClusterImagePolicy, n)
+	for i := range out {
+		spec := v1alpha1.ImagePolicySpec{
+			Images: v1alpha1.ImageRules{Allow: patterns("ghcr.io/acme/**", fmt.Sprintf("registry-%d.corp/**", i))},
+			Tags:   v1alpha1.TagRules{Deny: tags("latest")},
+		}
+		if i%10 == 0 {
+			spec.Images.Deny = patterns("ghcr.io/acme/legacy@sha256:" + fmt.Sprintf("%064x", i))
+			spec.ExemptImages = patterns("ghcr.io/vendor/agent")
+		}
+		out[i] = cluster(fmt.Sprintf("p-%04d", i), spec)
+	}
+	return out
+}
+
+// costPod has n containers, each with an image every policy must normalize and match.
+func costPod(n int) *corev1.Pod {
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "big", Namespace: "ns"}}
+	for i := range n {
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: fmt.Sprintf("c%d", i), Image: fmt.Sprintf("ghcr.io/acme/team-%d/app-%d:1.%d", i%7, i, i)})
+	}
+	return p
+}
+
+// costMeter evaluates one generated policy as the apiserver does (cost says how much of the
+// per-binding budget, celconfig.RuntimeCELCostBudget, it used).
+type costMeter struct {
+	filter plugincel.ConditionEvaluator
+}
+
+func newCostMeter(t testing.TB, p *admissionregistrationv1.ValidatingAdmissionPolicy) *costMeter {
+	t.Helper()
+	env := environment.MustBaseEnvSet(environment.DefaultCompatibilityVersion())
+	c, err := plugincel.NewCompositedCompiler(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := plugincel.OptionalVariableDeclarations{HasAuthorizer: true}
+	for _, v := range p.Spec.Variables {
+		if res := c.CompileAndStoreVariable(&validating.Variable{Name: v.Name, Expression: v.Expression}, opts, environment.StoredExpressions); res.Error != nil {
+			t.Fatal(res.Error)
+		}
+	}
+	var exprs []plugincel.ExpressionAccessor
+	for _, v := range p.Spec.Validations {
+		exprs = append(exprs, &validating.ValidationCondition{Expression: v.Expression})
+	}
+	return &costMeter{filter: c.CompileCondition(exprs, opts, environment.StoredExpressions)}
+}
+
+func (m *costMeter) cost(t testing.TB, pod *corev1.Pod) int64 {
+	va := attributes(pod, nil)
+	req := plugincel.CreateAdmissionRequest(va.Attributes, metav1.GroupVersionResource(podsGVR), metav1.GroupVersionKind(schema.GroupVersionKind{Version: "v1", Kind: "Pod"}))
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: pod.Namespace}}
+	res, remaining, err := m.filter.ForInput(context.Background(), va, req, plugincel.OptionalVariableBindings{}, plugincel.CreateNamespaceObject(ns), celconfig.RuntimeCELCostBudget)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		if r.Error != nil {
+			t.Fatal(r.Error)
+		}
+	}
+	return celconfig.RuntimeCELCostBudget - remaining
+}
+
+func metersFor(t testing.TB, n int) []*costMeter {
+	snap := policy.Compile(costPolicies(n), nil)
+	plan := Build(snap.NameRules(fixedNow), Options{})
+	if len(plan.Webhook) > 0 {
+		t.Fatalf("policies left to the webhook: %v", plan.Webhook)
+	}
+	meters := make([]*costMeter, len(plan.Policies))
+	for i := range plan.Policies {
+		meters[i] = newCostMeter(t, &plan.Policies[i])
+	}
+	return meters
+}
+
+// TestCostWithinLimits holds the generated policies to the apiserver's limits at a Pod of 50
+// containers: a full chunk (maxChunkPolicies policies share one object and one binding,
+// whatever their number in all) within the runtime budget per binding (10,000,000), with room
+// to spare. It logs what it measured.
+func TestCostWithinLimits(t *testing.T) {
+	meters := metersFor(t, maxChunkPolicies)
+	if len(meters) != 1 {
+		t.Fatalf("%d policies made %d objects, not one chunk", maxChunkPolicies, len(meters))
+	}
+	c := meters[0].cost(t, costPod(50))
+	t.Logf("%d policies, 50 containers: cost %d of one binding's budget of %d (%.1f%%)", maxChunkPolicies, c, celconfig.RuntimeCELCostBudget,
+		100*float64(c)/float64(celconfig.RuntimeCELCostBudget))
+	if c > celconfig.RuntimeCELCostBudget/10 {
+		t.Fatalf("a chunk costs %d at 50 containers: beyond a tenth of the apiserver's budget of %d, a Pod of 500 containers would fail closed", c, celconfig.RuntimeCELCostBudget)
+	}
+}
+
+// BenchmarkAdmissionPolicies evaluates, per op, every generated policy on one Pod, as the
+// apiserver does for one request (in process, with its CEL environment and cost tracking):
+// the CPU one Pod costs the apiserver, and the CEL cost per request and per policy.
+func BenchmarkAdmissionPolicies(b *testing.B) {
+	for _, c := range []struct{ policies, containers int }{{1, 3}, {10, 5}, {100, 50}, {1000, 50}} {
+		b.Run(fmt.Sprintf("policies=%d/containers=%d", c.policies, c.containers), func(b *testing.B) {
+			meters := metersFor(b, c.policies)
+			pod := costPod(c.containers)
+			var total int64
+			for b.Loop() {
+				total = 0
+				for _, m := range meters {
+					total += m.cost(b, pod)
+				}
+			}
+			b.ReportMetric(float64(total), "cost/request")
+			b.ReportMetric(float64(total)/float64(c.policies), "cost/policy")
+		})
+	}
+}
