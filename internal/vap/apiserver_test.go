@@ -112,7 +112,6 @@ type outcome struct {
 	denied   []string // "policy name: message", in binding order
 	warnings []string
 	audits   []string
-	cost     int64 // the highest cost one policy's evaluation used
 }
 
 func attributes(pod, old *corev1.Pod) *admission.VersionedAttributes {

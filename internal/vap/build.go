@@ -24,6 +24,7 @@ const (
 	// ManagedByLabel marks the objects the manager owns (value ManagedByValue): it lists,
 	// updates and deletes only those.
 	ManagedByLabel = "app.kubernetes.io/managed-by"
+	// ManagedByValue is ManagedByLabel's value on the generated objects.
 	ManagedByValue = "imagegate"
 	// PolicyAnnotation names the imagegate policies a generated object decides, in the order
 	// of its validations, comma-separated.

@@ -103,10 +103,10 @@ func (h *harness) differ(t *testing.T, pod, old *corev1.Pod, nsLabels map[string
 			continue
 		}
 		b := "denied"
-		switch {
-		case v.Mode == v1alpha1.ModeWarn:
+		switch v.Mode {
+		case v1alpha1.ModeWarn:
 			b = "warnings"
-		case v.Mode == v1alpha1.ModeAudit:
+		case v1alpha1.ModeAudit:
 			b = "audits"
 		}
 		k := key{v.Policy, b}
