@@ -39,7 +39,9 @@ type compiled struct {
 	objSel    labels.Selector
 }
 
-func compilePolicy(t testing.TB, p *admissionregistrationv1.ValidatingAdmissionPolicy) (validating.Validator, matchconditions.Matcher) {
+// variablesCompiler is the apiserver's compiler with the policy's variables compiled and
+// stored, as compilePolicy in its validating plugin does.
+func variablesCompiler(t testing.TB, p *admissionregistrationv1.ValidatingAdmissionPolicy) (*plugincel.CompositedCompiler, plugincel.OptionalVariableDeclarations) {
 	t.Helper()
 	env := environment.MustBaseEnvSet(environment.DefaultCompatibilityVersion())
 	c, err := plugincel.NewCompositedCompiler(env)
@@ -53,6 +55,12 @@ func compilePolicy(t testing.TB, p *admissionregistrationv1.ValidatingAdmissionP
 			t.Fatalf("%s: variable %s does not compile: %v", p.Name, v.Name, res.Error)
 		}
 	}
+	return c, opts
+}
+
+func compilePolicy(t testing.TB, p *admissionregistrationv1.ValidatingAdmissionPolicy) (validating.Validator, matchconditions.Matcher) {
+	t.Helper()
+	c, opts := variablesCompiler(t, p)
 	var validations, messages []plugincel.ExpressionAccessor
 	for _, v := range p.Spec.Validations {
 		validations = append(validations, &validating.ValidationCondition{Expression: v.Expression, Message: v.Message})

@@ -54,17 +54,7 @@ type costMeter struct {
 
 func newCostMeter(t testing.TB, p *admissionregistrationv1.ValidatingAdmissionPolicy) *costMeter {
 	t.Helper()
-	env := environment.MustBaseEnvSet(environment.DefaultCompatibilityVersion())
-	c, err := plugincel.NewCompositedCompiler(env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := plugincel.OptionalVariableDeclarations{HasAuthorizer: true}
-	for _, v := range p.Spec.Variables {
-		if res := c.CompileAndStoreVariable(&validating.Variable{Name: v.Name, Expression: v.Expression}, opts, environment.StoredExpressions); res.Error != nil {
-			t.Fatal(res.Error)
-		}
-	}
+	c, opts := variablesCompiler(t, p)
 	var exprs []plugincel.ExpressionAccessor
 	for _, v := range p.Spec.Validations {
 		exprs = append(exprs, &validating.ValidationCondition{Expression: v.Expression})
