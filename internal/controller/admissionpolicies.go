@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -38,8 +39,8 @@ const (
 // policies' name rules (internal/vap) in the apiserver, and the Pod webhook's match condition
 // that sends it only the Pods they cannot decide. It owns the objects labelled
 // app.kubernetes.io/managed-by=imagegate: it creates, updates and deletes them, on every new
-// snapshot, when an exception starts or stops applying, and every Resync (which also repairs
-// an object edited or deleted by hand). It runs on the leader.
+// snapshot, when an exception expires, and every Resync (which also recreates
+// an object deleted by hand). It runs on the leader.
 //
 // Disabled, it runs once at start and removes what an earlier run in this mode left: the
 // objects and the match condition, so that turning the mode off gives the webhook back every
@@ -117,137 +118,120 @@ func (s *AdmissionPolicySyncer) Start(ctx context.Context) error {
 
 // apply makes the apiserver hold exactly plan's objects and condition as the Pod webhook's
 // ScopeConditionName match condition ("" removes it), and returns how many writes it made.
-// The webhook gets its condition first and loses it last: a Pod is never decided by neither.
+//
+// The order keeps every Pod decided by one or the other: the objects are written first, then
+// the condition narrows (or widens) what the webhook sees, and only then are the objects no
+// longer planned deleted. When an object cannot be written, the condition becomes "true", so
+// the webhook decides every Pod until a later pass succeeds; when the condition cannot be
+// removed, nothing is deleted.
 func (s *AdmissionPolicySyncer) apply(ctx context.Context, plan vap.Plan, condition string) (int, error) {
-	// The condition first: with it, the webhook stops seeing what the policies below decide;
-	// without it (removed, or never applied), the webhook sees every Pod again, so the
-	// policies may go. A condition that cannot be applied leaves the webhook deciding every
-	// Pod: the policies are still written, and only a removal waits for it.
-	n, err := s.syncCondition(ctx, condition)
-	writes := n
-	var errs []error
-	if err != nil {
-		if condition == "" {
-			return writes, err
-		}
-		errs = append(errs, err)
-	}
 	api := s.Client.AdmissionregistrationV1()
 	sel := metav1.ListOptions{LabelSelector: vap.ManagedByLabel + "=" + vap.ManagedByValue}
-
-	// Policies before bindings (a binding to a missing policy refuses every request it
-	// matches); deletions the other way round.
 	havePolicies, err := api.ValidatingAdmissionPolicies().List(ctx, sel)
 	if err != nil {
-		return writes, fmt.Errorf("listing ValidatingAdmissionPolicies: %w", err)
-	}
-	existing := map[string]*admissionregistrationv1.ValidatingAdmissionPolicy{}
-	for i := range havePolicies.Items {
-		existing[havePolicies.Items[i].Name] = &havePolicies.Items[i]
-	}
-	for i := range plan.Policies {
-		want := &plan.Policies[i]
-		have := existing[want.Name]
-		delete(existing, want.Name)
-		same := samePolicy(orEmpty(have), want)
-		switch {
-		case have == nil:
-			_, err = api.ValidatingAdmissionPolicies().Create(ctx, want, metav1.CreateOptions{FieldManager: admissionPolicyFieldManager})
-		case !same:
-			want.ResourceVersion = have.ResourceVersion
-			_, err = api.ValidatingAdmissionPolicies().Update(ctx, want, metav1.UpdateOptions{FieldManager: admissionPolicyFieldManager})
-		default:
-			continue
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("writing ValidatingAdmissionPolicy %s (%s): %w", want.Name, want.Annotations[vap.PolicyAnnotation], err))
-			continue
-		}
-		writes++
+		return 0, fmt.Errorf("listing ValidatingAdmissionPolicies: %w", err)
 	}
 	haveBindings, err := api.ValidatingAdmissionPolicyBindings().List(ctx, sel)
 	if err != nil {
-		return writes, errors.Join(append(errs, fmt.Errorf("listing ValidatingAdmissionPolicyBindings: %w", err))...)
+		return 0, fmt.Errorf("listing ValidatingAdmissionPolicyBindings: %w", err)
 	}
-	existingB := map[string]*admissionregistrationv1.ValidatingAdmissionPolicyBinding{}
-	for i := range haveBindings.Items {
-		existingB[haveBindings.Items[i].Name] = &haveBindings.Items[i]
+	// Policies before bindings: a binding to a missing policy refuses every request it
+	// matches.
+	writes, stalePolicies, errs := syncKind(ctx, api.ValidatingAdmissionPolicies(), "ValidatingAdmissionPolicy", plan.Policies, havePolicies.Items,
+		func(p *admissionregistrationv1.ValidatingAdmissionPolicy) any { return p.Spec })
+	n, staleBindings, e := syncKind(ctx, api.ValidatingAdmissionPolicyBindings(), "ValidatingAdmissionPolicyBinding", plan.Bindings, haveBindings.Items,
+		func(b *admissionregistrationv1.ValidatingAdmissionPolicyBinding) any { return b.Spec })
+	writes += n
+	errs = append(errs, e...)
+	if len(errs) > 0 && condition != "" {
+		condition = "true"
 	}
-	for i := range plan.Bindings {
-		want := &plan.Bindings[i]
-		have := existingB[want.Name]
-		delete(existingB, want.Name)
-		same := sameBinding(orEmptyBinding(have), want)
-		switch {
-		case have == nil:
-			_, err = api.ValidatingAdmissionPolicyBindings().Create(ctx, want, metav1.CreateOptions{FieldManager: admissionPolicyFieldManager})
-		case !same:
-			want.ResourceVersion = have.ResourceVersion
-			_, err = api.ValidatingAdmissionPolicyBindings().Update(ctx, want, metav1.UpdateOptions{FieldManager: admissionPolicyFieldManager})
-		default:
-			continue
+	n, err = s.syncCondition(ctx, condition)
+	writes += n
+	if err != nil {
+		errs = append(errs, err)
+		if condition == "" {
+			return writes, errors.Join(errs...)
 		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("writing ValidatingAdmissionPolicyBinding %s: %w", want.Name, err))
-			continue
-		}
-		writes++
 	}
-	for name := range existingB {
-		if err := api.ValidatingAdmissionPolicyBindings().Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-			errs = append(errs, fmt.Errorf("deleting ValidatingAdmissionPolicyBinding %s: %w", name, err))
-			continue
-		}
-		writes++
-	}
-	for name := range existing {
-		if err := api.ValidatingAdmissionPolicies().Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-			errs = append(errs, fmt.Errorf("deleting ValidatingAdmissionPolicy %s: %w", name, err))
-			continue
-		}
-		writes++
-	}
+	// Bindings before their policies.
+	n, e = deleteAll(ctx, api.ValidatingAdmissionPolicyBindings(), "ValidatingAdmissionPolicyBinding", staleBindings)
+	writes += n
+	errs = append(errs, e...)
+	n, e = deleteAll(ctx, api.ValidatingAdmissionPolicies(), "ValidatingAdmissionPolicy", stalePolicies)
+	writes += n
+	errs = append(errs, e...)
 	return writes, errors.Join(errs...)
 }
 
-func orEmpty(p *admissionregistrationv1.ValidatingAdmissionPolicy) *admissionregistrationv1.ValidatingAdmissionPolicy {
-	if p == nil {
-		return &admissionregistrationv1.ValidatingAdmissionPolicy{}
-	}
-	return p
-}
-
-func orEmptyBinding(b *admissionregistrationv1.ValidatingAdmissionPolicyBinding) *admissionregistrationv1.ValidatingAdmissionPolicyBinding {
-	if b == nil {
-		return &admissionregistrationv1.ValidatingAdmissionPolicyBinding{}
-	}
-	return b
+// objectAPI is what syncKind needs of a typed client (ValidatingAdmissionPolicies,
+// ValidatingAdmissionPolicyBindings).
+type objectAPI[T any] interface {
+	Create(ctx context.Context, obj *T, opts metav1.CreateOptions) (*T, error)
+	Update(ctx context.Context, obj *T, opts metav1.UpdateOptions) (*T, error)
+	Delete(ctx context.Context, name string, opts metav1.DeleteOptions) error
 }
 
 // specHashAnnotation holds a hash of the spec as written: the apiserver defaults fields, so the
 // stored spec never equals the generated one, and comparing them would rewrite every Resync.
 const specHashAnnotation = "imagegate.io/spec-hash"
 
-func specHash(spec any) string {
-	b, _ := json.Marshal(spec)
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:16])
+// syncKind creates or updates the objects of want that have (what the apiserver holds) lacks
+// or holds otherwise, and returns how many it wrote and the names of the objects of have that
+// want no longer has, for the caller to delete in its order.
+func syncKind[T any, P interface {
+	*T
+	metav1.Object
+}](ctx context.Context, api objectAPI[T], kind string, want, have []T, spec func(P) any) (int, []string, []error) {
+	existing := map[string]P{}
+	for i := range have {
+		existing[P(&have[i]).GetName()] = &have[i]
+	}
+	writes := 0
+	var errs []error
+	for i := range want {
+		w := P(&want[i])
+		annotations := maps.Clone(w.GetAnnotations())
+		if annotations == nil {
+			annotations = map[string]string{}
+		}
+		b, _ := json.Marshal(spec(w))
+		sum := sha256.Sum256(b)
+		annotations[specHashAnnotation] = hex.EncodeToString(sum[:16])
+		w.SetAnnotations(annotations)
+		h, ok := existing[w.GetName()]
+		delete(existing, w.GetName())
+		var err error
+		switch {
+		case !ok:
+			_, err = api.Create(ctx, w, metav1.CreateOptions{FieldManager: admissionPolicyFieldManager})
+		case !maps.Equal(h.GetLabels(), w.GetLabels()) || !maps.Equal(h.GetAnnotations(), w.GetAnnotations()):
+			w.SetResourceVersion(h.GetResourceVersion())
+			_, err = api.Update(ctx, w, metav1.UpdateOptions{FieldManager: admissionPolicyFieldManager})
+		default:
+			continue
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("writing %s %s: %w", kind, w.GetName(), err))
+			continue
+		}
+		writes++
+	}
+	return writes, slices.Sorted(maps.Keys(existing)), errs
 }
 
-func samePolicy(have, want *admissionregistrationv1.ValidatingAdmissionPolicy) bool {
-	if want.Annotations == nil {
-		want.Annotations = map[string]string{}
+// deleteAll deletes the named objects of one kind.
+func deleteAll[T any](ctx context.Context, api objectAPI[T], kind string, names []string) (int, []error) {
+	writes := 0
+	var errs []error
+	for _, name := range names {
+		if err := api.Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("deleting %s %s: %w", kind, name, err))
+			continue
+		}
+		writes++
 	}
-	want.Annotations[specHashAnnotation] = specHash(want.Spec)
-	return maps.Equal(have.Labels, want.Labels) && maps.Equal(have.Annotations, want.Annotations)
-}
-
-func sameBinding(have, want *admissionregistrationv1.ValidatingAdmissionPolicyBinding) bool {
-	if want.Annotations == nil {
-		want.Annotations = map[string]string{}
-	}
-	want.Annotations[specHashAnnotation] = specHash(want.Spec)
-	return maps.Equal(have.Labels, want.Labels) && maps.Equal(have.Annotations, want.Annotations)
+	return writes, errs
 }
 
 // syncCondition applies expression as the Pod webhook's ScopeConditionName match condition,

@@ -2,11 +2,15 @@ package controller
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	clienttesting "k8s.io/client-go/testing"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/policy"
@@ -66,4 +70,30 @@ func conditionOf(t *testing.T, cs *fake.Clientset) string {
 		}
 	}
 	return ""
+}
+
+// TestAdmissionPolicySyncerSendsEveryPodOnFailure: when an object cannot be written, the
+// webhook's condition is "true" (every Pod goes to the webhook), never the narrower one that
+// would leave the unwritten policy's Pods to neither.
+func TestAdmissionPolicySyncerSendsEveryPodOnFailure(t *testing.T) {
+	ctx := context.Background()
+	cs := fake.NewClientset(&admissionregistrationv1.ValidatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: "cfg"},
+		Webhooks:   []admissionregistrationv1.ValidatingWebhook{{Name: PodWebhookName}},
+	})
+	cs.PrependReactor("create", "validatingadmissionpolicies", func(clienttesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errors.New("etcd is full")
+	})
+	s := &AdmissionPolicySyncer{Client: cs, Configuration: "cfg", Enabled: true}
+	snap := policy.Compile([]v1alpha1.ClusterImagePolicy{{
+		ObjectMeta: metav1.ObjectMeta{Name: "trusted"},
+		Spec:       v1alpha1.ImagePolicySpec{Images: v1alpha1.ImageRules{Allow: []v1alpha1.ImagePattern{"ghcr.io/acme/**"}}},
+	}}, nil)
+	plan := vap.Build(snap.NameRules(metav1.Now().Time), vap.Options{})
+	if _, err := s.apply(ctx, plan, vap.WebhookCondition(&plan, snap.PinScope())); err == nil || !strings.Contains(err.Error(), "etcd is full") {
+		t.Fatalf("apply: %v, want the create's error", err)
+	}
+	if got := conditionOf(t, cs); got != "true" {
+		t.Fatalf("the webhook's condition is %q after a failed write, want \"true\"", got)
+	}
 }

@@ -15,20 +15,26 @@ const (
 	maxPinCondition = 60000
 )
 
-// pinImages is every image reference of a Pod, in CEL: containers, init and ephemeral
-// containers, and image volumes (” where none is written).
-const pinImages = `(object.spec.containers.map(c, has(c.image) ? c.image : '') + ` +
+// ImagesCEL is every image reference of a Pod, in CEL: containers, init and ephemeral
+// containers, and image volumes (an empty string where none is written).
+const ImagesCEL = `(object.spec.containers.map(c, has(c.image) ? c.image : '') + ` +
 	`(has(object.spec.initContainers) ? object.spec.initContainers.map(c, has(c.image) ? c.image : '') : []) + ` +
 	`(has(object.spec.ephemeralContainers) ? object.spec.ephemeralContainers.map(c, has(c.image) ? c.image : '') : []) + ` +
 	`(has(object.spec.volumes) ? object.spec.volumes.filter(v, has(v.image)).map(v, has(v.image.reference) ? v.image.reference : '') : []))`
 
-// pinNormalize turns each unpinned image i into {h: host name without port, lowercased, with
+// unpinned keeps the images not pinned by digest; named drops the digest of every image,
+// keeping its name and tag.
+const (
+	unpinned = `.map(i, string(i)).filter(i, !i.contains('@'))`
+	named    = `.map(i, string(i).split('@')[0])`
+)
+
+// scopeNormalize turns each image name i into {h: host name without port, lowercased, with
 // Docker Hub's names as docker.io and '[' for any IPv6 literal; p: repository path, under
 // library/ for a one-segment Docker Hub name}, by the reference grammar's rule for the first
 // path component (a host when it has '.' or ':', is localhost, or has an uppercase letter).
 // Ports and IPv6 spellings are not told apart: a superset.
-const pinNormalize = `.map(i, string(i)).filter(i, !i.contains('@'))` +
-	`.map(i, {'i': i, 's': i.split('/')[0]})` +
+const scopeNormalize = `.map(i, {'i': i, 's': i.split('/')[0]})` +
 	`.map(m, {'i': m.i, 's': m.s, 'x': (m.i.contains('/') && (m.s.contains('.') || m.s.contains(':') || m.s == 'localhost' || m.s != m.s.lowerAscii())) ? 'y' : ''})` +
 	`.map(m, {'h': m.x == 'y' ? m.s.lowerAscii() : 'docker.io', 'r': (m.x == 'y' ? m.i.substring(size(m.s) + 1) : m.i).split(':')[0]})` +
 	`.map(m, {'h': m.h.startsWith('[') ? '[' : m.h.split(':')[0], 'r': m.r})` +
@@ -42,7 +48,7 @@ const pinNormalize = `.map(i, string(i)).filter(i, !i.contains('@'))` +
 // that a verify rule covers is refused by the validating webhook ("not pinned"), never
 // admitted unverified.
 func PinCondition(entries []policy.PinEntry) string {
-	return scopeCondition(entries, pinNormalize)
+	return scopeCondition(entries, unpinned+scopeNormalize)
 }
 
 // VerifyCondition is the CEL that is true for a Pod with an image, pinned or not, that a verify
@@ -50,7 +56,7 @@ func PinCondition(entries []policy.PinEntry) string {
 // It is the same superset as PinCondition, without leaving out pinned images, which the
 // validating webhook still verifies.
 func VerifyCondition(entries []policy.PinEntry) string {
-	return scopeCondition(entries, `.map(i, string(i).split('@')[0])`+strings.TrimPrefix(pinNormalize, `.map(i, string(i)).filter(i, !i.contains('@'))`))
+	return scopeCondition(entries, named+scopeNormalize)
 }
 
 func scopeCondition(entries []policy.PinEntry, normalize string) string {
@@ -72,7 +78,7 @@ func scopeCondition(entries []policy.PinEntry, normalize string) string {
 	if list.Len() > maxPinCondition {
 		return "true"
 	}
-	return pinImages + normalize + `.exists(m, ` + list.String() +
+	return ImagesCEL + normalize + `.exists(m, ` + list.String() +
 		`.exists(e, (e[0] == '' || e[0] == request.namespace) && (e[1] == '' || m.h == '[' || m.h == e[1]) && m.p.startsWith(e[2])))`
 }
 

@@ -141,7 +141,9 @@ func TestPinConditionLargest(t *testing.T) {
 }
 
 // FuzzPinCondition: whenever the engine would pin an image (a verify rule covers it and it
-// is not pinned), the condition sends the Pod to the pinning webhook. It may send more.
+// is not pinned), the condition sends the Pod to the pinning webhook; whenever it would
+// verify one (pinned or not), VerifyCondition sends it to the validating webhook. Both may
+// send more.
 func FuzzPinCondition(f *testing.F) {
 	f.Add("ghcr.io/acme/**", "ghcr.io/acme/app:1", false, "a")
 	f.Add("docker.io/library/nginx", "index.docker.io:443/nginx", false, "b")
@@ -149,12 +151,17 @@ func FuzzPinCondition(f *testing.F) {
 	f.Add("[::1]/x/**", "[0::1]:443/x/y", false, "a")
 	f.Add("**", "acme/app", false, "a")
 	f.Add("docker.io/library/nginx", "nginx:1.27", false, "a")
+	f.Add("ghcr.io/acme/**", "ghcr.io/acme/app@sha256:"+strings.Repeat("a", 64), false, "a")
+	f.Add("ghcr.io/acme/**", "GHCR.io:443/acme/app:1@sha256:"+strings.Repeat("b", 64), true, "b")
 	f.Fuzz(func(t *testing.T, pattern, img string, namespaced bool, ns string) {
 		if ns != "a" && ns != "b" {
 			return
 		}
 		snap := verifying(t, namespaced, pattern)
 		d := snap.Evaluate(&policy.Subject{Namespace: ns, Images: []policy.Image{{Field: "spec.containers[0].image", Ref: img}}})
+		if len(d.Pending) > 0 && !pinMatches(t, VerifyCondition(snap.PinScope()), ns, podOf(img)) {
+			t.Fatalf("verify %q checks %q in namespace %s, but the validating webhook's condition does not send the Pod", pattern, img, ns)
+		}
 		if len(d.Unpinned) == 0 {
 			return
 		}

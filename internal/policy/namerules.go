@@ -70,8 +70,8 @@ func (s *Snapshot) NameRules(now time.Time) []NameRules {
 	return out
 }
 
-// NextExceptionChange is the first time after now at which an exception starts or stops
-// applying (zero: none), when NameRules may change without a new snapshot.
+// NextExceptionChange is the first expiry of an exception after now (zero: none), when
+// NameRules may change without a new snapshot.
 func (s *Snapshot) NextExceptionChange(now time.Time) time.Time {
 	var next time.Time
 	for _, list := range s.exceptions {

@@ -130,9 +130,9 @@ func Build(rules []policy.NameRules, opts Options) Plan {
 			if groups[g].glass == "warn" {
 				suffix = "; admitted by break-glass"
 			}
-			m := member{rules: r, violations: violations(r, suffix), covers: covers(r)}
-			if len(m.violations) > maxExpression {
-				tooLong = fmt.Sprintf("its rules make a CEL expression of %d characters, more than %d", len(m.violations), maxExpression)
+			m := member{rules: r, expression: violationsOf(r, suffix)}
+			if len(m.expression) > maxExpression {
+				tooLong = fmt.Sprintf("its rules make a CEL expression of %d characters, more than %d", len(m.expression), maxExpression)
 			}
 			made = append(made, m)
 		}
@@ -163,11 +163,11 @@ func Build(rules []policy.NameRules, opts Options) Plan {
 			chunk, size = nil, 0
 		}
 		for _, m := range members[gi] {
-			if len(chunk) == maxChunkPolicies || size+len(m.violations) > maxChunkBytes {
+			if len(chunk) == maxChunkPolicies || size+len(m.expression) > maxChunkBytes {
 				flush()
 			}
 			chunk = append(chunk, m)
-			size += len(m.violations)
+			size += len(m.expression)
 		}
 		flush()
 	}
@@ -176,9 +176,26 @@ func Build(rules []policy.NameRules, opts Options) Plan {
 
 // member is one policy's part in a generated object.
 type member struct {
-	rules      *policy.NameRules
-	violations string // CEL: the messages for one image r
-	covers     string // CEL: whether the policy covers the Pod ("true": every Pod it is sent)
+	rules *policy.NameRules
+	// expression is its variable: per image, the list of its messages.
+	expression string
+}
+
+// violationsOf is the CEL of a policy's variable: for each image the engine checks, the list
+// of the policy's messages about it, each ending with suffix; an empty list for a Pod the
+// policy does not cover. The images the engine checks: all of a new Pod's, the new or changed
+// ones of an updated Pod, and then, for a Pod relabelled into the podSelector, every other one
+// (Evaluate's order).
+func violationsOf(r *policy.NameRules, suffix string) string {
+	each := "(r, " + violations(r, suffix) + ")"
+	list := "variables.refs.filter(r, r.c == 'y').map" + each
+	if sel := selectorCEL(r.PodSelector, oldPodLabelsCEL); sel != "true" {
+		list += " + (request.operation == 'UPDATE' && !" + sel + " ? variables.refs.filter(r, r.c != 'y').map" + each + " : [])"
+	}
+	if c := covers(r); c != "true" {
+		list = "!(" + c + ") ? [] : " + list
+	}
+	return list
 }
 
 // restricts reports whether the policy has a name rule (a verify-only policy has none).
@@ -232,18 +249,7 @@ func chunkPolicy(name string, g group, chunk []member) admissionregistrationv1.V
 	for i, m := range chunk {
 		r := m.rules
 		v := fmt.Sprintf("p%d", i)
-		// The images the engine checks: all of a new Pod's, the new or changed ones of an
-		// updated Pod, and then, for a Pod relabelled into the podSelector, every other one
-		// (Evaluate's order).
-		each := "(r, " + m.violations + ")"
-		list := "variables.refs.filter(r, r.c == 'y').map" + each
-		if sel := selectorCEL(r.PodSelector, oldPodLabelsCEL); sel != "true" {
-			list += " + (request.operation == 'UPDATE' && !" + sel + " ? variables.refs.filter(r, r.c != 'y').map" + each + " : [])"
-		}
-		if m.covers != "true" {
-			list = "!(" + m.covers + ") ? [] : " + list
-		}
-		vars = append(vars, admissionregistrationv1.Variable{Name: v, Expression: list})
+		vars = append(vars, admissionregistrationv1.Variable{Name: v, Expression: m.expression})
 		ok := "variables." + v + ".all(l, size(l) == 0)"
 		switch g.glass {
 		case "deny":

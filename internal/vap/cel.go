@@ -2,6 +2,7 @@ package vap
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -112,12 +113,6 @@ const opening = `r.f + ': image "' + r.i + '"' + (r.k == 'p' && ` + normalized +
 // normalized is the normalized form of the plain reference r (imageref.Reference.Normalized).
 const normalized = `(r.h + '/' + r.p + (r.t != '' ? ':' + r.t : '') + (r.d != '' ? '@' + r.d : ''))`
 
-// podImages is every image string of the Pod, for the webhook's match condition.
-const podImages = `(object.spec.containers.map(c, has(c.image) ? c.image : '') + ` +
-	`(has(object.spec.initContainers) ? object.spec.initContainers.map(c, has(c.image) ? c.image : '') : []) + ` +
-	`(has(object.spec.ephemeralContainers) ? object.spec.ephemeralContainers.map(c, has(c.image) ? c.image : '') : []) + ` +
-	`(has(object.spec.volumes) ? object.spec.volumes.filter(v, has(v.image)).map(v, has(v.image.reference) ? v.image.reference : '') : []))`
-
 // patternMatch is the CEL that says whether the pattern matches the plain reference r
 // (imageref.Pattern.Match): the same canonical host, a path the globs match, and the
 // pattern's tag or digest when it names one.
@@ -174,7 +169,7 @@ func selectorCEL(ls *metav1.LabelSelector, l string) string {
 		return "true"
 	}
 	var parts []string
-	for _, k := range slices.Sorted(mapsKeys(ls.MatchLabels)) {
+	for _, k := range slices.Sorted(maps.Keys(ls.MatchLabels)) {
 		parts = append(parts, fmt.Sprintf("(%[2]s in %[1]s && %[1]s[%[2]s] == %[3]s)", l, quote(k), quote(ls.MatchLabels[k])))
 	}
 	for _, e := range ls.MatchExpressions {
@@ -196,16 +191,6 @@ func selectorCEL(ls *metav1.LabelSelector, l string) string {
 		return "true"
 	}
 	return "(" + strings.Join(parts, " && ") + ")"
-}
-
-func mapsKeys(m map[string]string) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // quote writes s as a single-quoted CEL string literal.

@@ -27,7 +27,7 @@ func WebhookCondition(plan *Plan, verify []policy.PinEntry) string {
 		}
 		parts = append(parts, v)
 	}
-	parts = append(parts, podImages+".exists(i, "+kindOf("i")+" == 'x')")
+	parts = append(parts, podspec.ImagesCEL+".exists(i, "+kindOf("i")+" == 'x')")
 	if len(plan.KeptNamespaces) > 0 {
 		parts = append(parts, "request.namespace in "+quoteList(plan.KeptNamespaces))
 	}
