@@ -40,6 +40,7 @@ import (
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/controller"
 	"github.com/imagegate/imagegate/internal/credentials"
+	"github.com/imagegate/imagegate/internal/podcache"
 	"github.com/imagegate/imagegate/internal/podspec"
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
@@ -185,10 +186,9 @@ func main() {
 		LeaderElection:          o.leaderElection,
 		LeaderElectionID:        "imagegate.imagegate.io",
 		LeaderElectionNamespace: o.leaderElectionNS,
-		// The audit reads Pods from the cache: keep only what it needs of each. Nothing reads
-		// managedFields, so no cached object keeps them (about 1 KiB per policy).
+		// Nothing reads managedFields, so no cached object keeps them (about 1 KiB per
+		// policy). Pods have a cache of their own (podcache).
 		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ByObject: map[client.Object]cache.ByObject{
-			&corev1.Pod{}: {Transform: podspec.SlimPod},
 			// Verify rules read keys, trusted roots and credentials from imagegate's own
 			// namespace only (a Role there, never cluster-wide read of Secrets).
 			&corev1.Secret{}:    {Namespaces: map[string]cache.Config{o.namespace: {}}},
@@ -249,6 +249,13 @@ func main() {
 		podCredentials = &verify.PodCredentials{Reader: mgr.GetAPIReader()}
 		log.Info("Verify rules also use each Pod's own pull secrets (--pull-secrets-from-pods): the manager reads Secrets and ServiceAccounts in every namespace")
 	}
+	// The running Pods, for the audit (on the leader) and the preflight (on every replica).
+	var pods *podcache.Cache
+	if o.auditInterval > 0 || o.preflight {
+		pods, err = podcache.New(mgr.GetConfig(), !o.preflight)
+		must(log, err, "making the Pod cache")
+		must(log, mgr.Add(pods), "adding the Pod cache")
+	}
 	imagegatewebhook.SetupPinWebhookWithManager(mgr, snapshots, recorder, verifier, podCredentials)
 	imagegatewebhook.SetupPodWebhookWithManager(mgr, snapshots, recorder, verifier, podCredentials)
 	imagegatewebhook.SetupWorkloadWebhookWithManager(mgr, snapshots, o.checkWorkloads, recorder)
@@ -256,7 +263,7 @@ func main() {
 	// The policy webhook refuses CEL conditions that do not compile, and, with the preflight
 	// on, warns of the running Pods a change would refuse.
 	imagegatewebhook.SetupPreflightWebhookWithManager(mgr, &imagegatewebhook.Preflight{
-		Cache: mgr.GetCache(), Client: mgr.GetClient(), Known: verifier.Known(), Excluded: excluded, Warn: o.preflight,
+		Cache: mgr.GetCache(), Pods: pods, Client: mgr.GetClient(), Known: verifier.Known(), Excluded: excluded, Warn: o.preflight,
 		Trust: verify.Compiler(verify.NamespaceSources{Reader: mgr.GetCache(), Namespace: o.namespace, Remote: remote}),
 	})
 	if o.imageReview {
@@ -279,7 +286,7 @@ func main() {
 	var auditor *controller.Auditor
 	if o.auditInterval > 0 {
 		auditor = &controller.Auditor{
-			Client: mgr.GetClient(), Cache: mgr.GetCache(), Snapshots: snapshots,
+			Client: mgr.GetClient(), Cache: mgr.GetCache(), Pods: pods, Snapshots: snapshots,
 			Interval: o.auditInterval, Excluded: excluded, Metrics: metrics,
 			Verifier: verifier, Events: recorder.Events,
 		}
@@ -303,12 +310,6 @@ func main() {
 	nodes, err := mgr.GetCache().GetInformer(ctx, controller.NodeMetadata())
 	must(log, err, "watching Nodes")
 	must(log, nodePlatforms.Watch(nodes), "following the nodes' platforms")
-	if o.preflight {
-		// Every replica answers the preflight from its own cache of the running Pods: start
-		// it with the manager rather than at the first policy change.
-		_, err := mgr.GetCache().GetInformer(ctx, &corev1.Pod{})
-		must(log, err, "watching Pods")
-	}
 
 	must(log, mgr.AddHealthzCheck("healthz", healthz.Ping), "adding the health check")
 	must(log, mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()), "adding the webhook readiness check")

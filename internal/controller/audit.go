@@ -40,7 +40,7 @@ const AuditSamples = 20
 type Auditor struct {
 	// Client writes the status.
 	Client client.Client
-	// Cache lists Pods and reads Namespace labels (the manager's cache).
+	// Cache lists Namespaces and reads policies (the manager's cache).
 	Cache client.Reader
 	// Snapshots gives the current policies and signals changes (the PolicyReconciler
 	// publishes in it).
@@ -63,9 +63,26 @@ type Auditor struct {
 	VerifyBudget time.Duration
 	// Reports, when set, writes the pass's results as OpenReports Reports.
 	Reports *Reporter
+	// Pods lists the Pods to audit and tells which namespaces' Pods changed (the manager's
+	// podcache.Cache).
+	Pods PodSource
+	// Now is the clock of the passes, which must be the snapshots' (exceptions expire by
+	// it); nil: time.Now.
+	Now func() time.Time
+
+	memo auditMemo
 
 	wakeOnce sync.Once
 	wake     chan struct{}
+}
+
+// PodSource lists the Pods of a namespace, and follows which namespaces' Pods change
+// (podcache.Cache; podcache.Reader knows no changes).
+type PodSource interface {
+	Pods(ctx context.Context, namespace string) ([]*podspec.Running, error)
+	// Follow returns take, which returns the namespaces whose Pods changed since its previous
+	// call (nil: possibly all).
+	Follow() (take func() map[string]bool)
 }
 
 func (a *Auditor) woken() chan struct{} {
@@ -136,9 +153,13 @@ const (
 
 // auditedPod is a Pod whose decision waits for its running images to be verified.
 type auditedPod struct {
-	pod *corev1.Pod
+	pod *podspec.Running
 	sub policy.Subject
-	d   policy.Decision
+	// first is the decision before verification: its Pending verifications are run at every
+	// pass (scans age, signatures go), while it is kept.
+	first policy.Decision
+	// d is this pass's decision, verifications settled.
+	d policy.Decision
 	// unreached holds the verifications (field|policy) the pass ran out of budget before:
 	// reported as not verified, neither counted as refused nor recorded as Events.
 	unreached map[string]bool
@@ -181,96 +202,158 @@ type policyAudit struct {
 	samples    []v1alpha1.AuditSample
 }
 
-// Run audits once with snap and writes the result.
-func (a *Auditor) Run(ctx context.Context, snap *policy.Snapshot) error {
-	started := time.Now()
-	results := map[policy.Ref]*policyAudit{}
-	for _, ref := range snap.Refs() {
-		results[ref] = &policyAudit{}
-	}
-	var namespaces metav1.PartialObjectMetadataList
-	namespaces.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NamespaceList"))
-	if err := a.Cache.List(ctx, &namespaces); err != nil {
-		return fmt.Errorf("listing namespaces: %w", err)
-	}
-	pods := 0
-	running := map[string]int{}
-	var earliestScanExpiry time.Time
-	relying := map[string]int32{} // exception namespace/name -> Pods that need it
-	var waiting []*auditedPod     // Pods whose running images are verified below
-	var reports *reportBuilder
-	if a.Reports != nil {
-		reports = newReportBuilder()
-	}
-	uncertain := map[policy.Ref]int{} // verifications not checked, by policy
-	account := func(pod *corev1.Pod, sub *policy.Subject, d *policy.Decision, errored map[string]bool) {
-		if reports != nil {
-			reports.add(pod, snap.Covering(sub), sub, d, errored)
-		}
-		for k := range d.Violations {
-			if v := &d.Violations[k]; v.Rule == policy.RuleVerify && errored[unreachedKey(v.Field, v.Policy)] {
-				uncertain[v.Policy]++
-			}
-		}
-		for _, name := range d.ExceptionNames() {
-			relying[name]++
-		}
-		for k := range d.Violations {
-			v := &d.Violations[k]
-			r := results[v.Policy]
-			if r == nil {
-				continue
-			}
-			if d.FirstOfPolicy(k) {
-				r.violations++
-			}
-			r.samples = append(r.samples, v1alpha1.AuditSample{
-				Namespace: pod.Namespace, Pod: pod.Name, Rule: string(v.Rule),
-				Container: text.Cut(v.Container, v1alpha1.AuditSampleMaxContainer-3), Image: text.Cut(v.Image, v1alpha1.AuditSampleMaxImage-3),
-			})
-			if len(r.samples) > 4*AuditSamples {
-				r.samples = keepFirst(r.samples)
-			}
+// tally is what Pods add to a pass: violations and samples by policy, the Pods that need each
+// exception, the verifications not checked by policy, the Report results, the images
+// pinned nowhere.
+type tally struct {
+	pods      int
+	unpinned  int
+	results   map[policy.Ref]*policyAudit
+	relying   map[string]int32 // exception namespace/name -> Pods that need it
+	uncertain map[policy.Ref]int
+}
+
+func newTally() *tally {
+	return &tally{results: map[policy.Ref]*policyAudit{}, relying: map[string]int32{}, uncertain: map[policy.Ref]int{}}
+}
+
+// account adds one judged Pod.
+func (t *tally) account(pod *podspec.Running, d *policy.Decision, errored map[string]bool) {
+	for k := range d.Violations {
+		if v := &d.Violations[k]; v.Rule == policy.RuleVerify && errored[unreachedKey(v.Field, v.Policy)] {
+			t.uncertain[v.Policy]++
 		}
 	}
-	for i := range namespaces.Items {
-		ns := &namespaces.Items[i]
-		if slices.Contains(a.Excluded, ns.Name) {
+	for _, name := range d.ExceptionNames() {
+		t.relying[name]++
+	}
+	for k := range d.Violations {
+		v := &d.Violations[k]
+		r := t.results[v.Policy]
+		if r == nil {
+			r = &policyAudit{}
+			t.results[v.Policy] = r
+		}
+		if d.FirstOfPolicy(k) {
+			r.violations++
+		}
+		r.samples = append(r.samples, v1alpha1.AuditSample{
+			Namespace: pod.Namespace, Pod: pod.Name, Rule: string(v.Rule),
+			Container: text.Cut(v.Container, v1alpha1.AuditSampleMaxContainer-3), Image: text.Cut(v.Image, v1alpha1.AuditSampleMaxImage-3),
+		})
+		if len(r.samples) > 4*AuditSamples {
+			r.samples = keepFirst(r.samples)
+		}
+	}
+}
+
+// merge adds o to t.
+func (t *tally) merge(o *tally) {
+	t.pods += o.pods
+	t.unpinned += o.unpinned
+	for ref, r := range o.results {
+		m := t.results[ref]
+		if m == nil {
+			m = &policyAudit{}
+			t.results[ref] = m
+		}
+		m.violations += r.violations
+		m.samples = append(m.samples, r.samples...)
+		if len(m.samples) > 4*AuditSamples {
+			m.samples = keepFirst(m.samples)
+		}
+	}
+	for name, n := range o.relying {
+		t.relying[name] += n
+	}
+	for ref, n := range o.uncertain {
+		t.uncertain[ref] += n
+	}
+}
+
+// namespaceAudit is one namespace's part of a pass: the tally and Report results of its
+// Pods that wait for no verification, and those that do. The audit keeps it for the next
+// passes while its Pods, its labels, the policies and the exceptions in force stay the same:
+// then only the waiting Pods' images are verified again. A pass over 150,000 unchanged Pods
+// is a sum over namespaces.
+type namespaceAudit struct {
+	labels  map[string]string
+	settled *tally
+	report  *reportNamespace
+	waiting []*auditedPod
+}
+
+// judgeNamespace judges the Pods of one namespace.
+func (a *Auditor) judgeNamespace(ctx context.Context, snap *policy.Snapshot, ns *metav1.PartialObjectMetadata, reports bool) (*namespaceAudit, error) {
+	pods, err := a.Pods.Pods(ctx, ns.Name)
+	if err != nil {
+		return nil, fmt.Errorf("listing the Pods of %s: %w", ns.Name, err)
+	}
+	out := &namespaceAudit{labels: ns.Labels, settled: newTally()}
+	if reports {
+		out.report = &reportNamespace{entries: map[string]*reportEntry{}}
+	}
+	for _, pod := range pods {
+		sub, ok := pod.Subject(ns.Labels)
+		if !ok {
 			continue
 		}
-		var list corev1.PodList
-		if err := a.Cache.List(ctx, &list, client.InNamespace(ns.Name), client.UnsafeDisableDeepCopy); err != nil {
-			return fmt.Errorf("listing the Pods of %s: %w", ns.Name, err)
+		out.settled.pods++
+		d := snap.Evaluate(&sub)
+		if len(d.Pending) > 0 {
+			out.waiting = append(out.waiting, &auditedPod{pod: pod, sub: sub, first: d})
+			continue
 		}
-		for j := range list.Items {
-			pod := &list.Items[j]
-			sub, ok := podspec.RunningSubject(pod, ns.Labels)
-			if !ok {
-				continue
-			}
-			pods++
-			d := snap.Evaluate(&sub)
-			if len(d.Pending) > 0 {
-				waiting = append(waiting, &auditedPod{pod: pod, sub: sub, d: d})
-				continue
-			}
-			running[telemetry.VerdictUnpinned] += len(d.Unpinned)
-			account(pod, &sub, &d, nil)
-		}
+		out.settled.unpinned += len(d.Unpinned)
+		out.settled.account(pod, &d, nil)
+		out.report.add(pod, snap.Covering(&sub), &sub, &d, nil)
 	}
-	earliestScanExpiry = a.verifyRunning(ctx, snap, waiting, running)
-	for _, w := range waiting {
+	for _, r := range out.settled.results {
+		r.samples = keepFirst(r.samples)
+	}
+	return out, nil
+}
+
+// auditMemo is what the audit keeps between passes.
+type auditMemo struct {
+	snap       *policy.Snapshot
+	at         time.Time
+	reports    bool
+	namespaces map[string]*namespaceAudit
+	// take returns the namespaces whose Pods changed since the previous pass (nil: all).
+	take func() map[string]bool
+}
+
+// Run audits once with snap and writes the result. It judges again only the namespaces
+// whose Pods or labels changed since the previous pass, all of them when the policies or the
+// exceptions in force changed, and verifies again the running images of every Pod that a
+// verify rule covers.
+func (a *Auditor) Run(ctx context.Context, snap *policy.Snapshot) error {
+	now := time.Now
+	if a.Now != nil {
+		now = a.Now
+	}
+	started := now()
+	res, err := a.pass(ctx, snap, started)
+	if err != nil {
+		return err
+	}
+	total, reports := res.total, res.reports
+	for _, w := range res.waiting {
 		for k := range w.d.Violations {
 			if v := &w.d.Violations[k]; v.Rule == policy.RuleVerify && !w.unreached[unreachedKey(v.Field, v.Policy)] {
 				a.Events.Running(w.pod, snap, v)
 			}
 		}
-		account(w.pod, &w.sub, &w.d, w.errored)
 	}
-	finished := time.Now()
+	finished := now()
 	counts := map[string]int{}
 	var errs []string
-	for ref, r := range results {
+	for _, ref := range snap.Refs() {
+		r := total.results[ref]
+		if r == nil {
+			r = &policyAudit{}
+		}
 		r.samples = keepFirst(r.samples)
 		counts[ref.String()] = int(r.violations)
 		if err := a.write(ctx, ref, r, finished); err != nil {
@@ -278,12 +361,12 @@ func (a *Auditor) Run(ctx context.Context, snap *policy.Snapshot) error {
 		}
 	}
 	for _, ref := range snap.ExceptionRefs() {
-		if err := a.writeException(ctx, ref, relying[ref.Namespace+"/"+ref.Name], finished); err != nil {
+		if err := a.writeException(ctx, ref, total.relying[ref.Namespace+"/"+ref.Name], finished); err != nil {
 			errs = append(errs, err.Error())
 		}
 	}
 	for ref, generation := range snap.AwaitingCleanAudit() {
-		if err := a.writeEnforcement(ctx, ref, generation, results[ref], uncertain[ref], finished); err != nil {
+		if err := a.writeEnforcement(ctx, ref, generation, total.results[ref], total.uncertain[ref], finished); err != nil {
 			errs = append(errs, err.Error())
 		}
 	}
@@ -295,13 +378,93 @@ func (a *Auditor) Run(ctx context.Context, snap *policy.Snapshot) error {
 		}
 		log.V(1).Info("Reports written", "namespaces", len(reports.namespaces), "writes", writes)
 	}
-	a.Metrics.Audit(counts, pods, finished, finished.Sub(started))
-	a.Metrics.RunningImages(running, earliestScanExpiry)
-	log.V(1).Info("Audited", "pods", pods, "policies", len(results), "took", finished.Sub(started))
+	a.Metrics.Audit(counts, total.pods, finished, finished.Sub(started))
+	a.Metrics.RunningImages(res.running, res.earliest)
+	log.V(1).Info("Audited", "pods", total.pods, "policies", len(counts), "namespacesJudged", res.judged, "verified", len(res.waiting), "took", finished.Sub(started))
 	if len(errs) > 0 {
 		return fmt.Errorf("writing the audit's results: %s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// passResult is what one pass found.
+type passResult struct {
+	total    *tally
+	reports  *reportBuilder
+	running  map[string]int // running images by verdict
+	earliest time.Time      // the earliest scan expiry
+	waiting  []*auditedPod  // the Pods whose running images were verified
+	judged   int            // namespaces judged (the others' verdicts were kept)
+}
+
+// pass judges what changed since the previous pass and verifies the running images.
+func (a *Auditor) pass(ctx context.Context, snap *policy.Snapshot, started time.Time) (*passResult, error) {
+	m := &a.memo
+	if m.take == nil {
+		m.take = a.Pods.Follow()
+	}
+	changed := m.take()
+	if m.snap != snap || m.reports != (a.Reports != nil) || exceptionsChanged(snap, m.at, started) {
+		m.namespaces = nil
+	}
+	m.snap, m.at, m.reports = snap, started, a.Reports != nil
+	var namespaces metav1.PartialObjectMetadataList
+	namespaces.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NamespaceList"))
+	if err := a.Cache.List(ctx, &namespaces); err != nil {
+		m.snap = nil // the changes taken are lost: judge everything next time
+		return nil, fmt.Errorf("listing namespaces: %w", err)
+	}
+	total := newTally()
+	var waiting []*auditedPod // Pods whose running images are verified below
+	var reports *reportBuilder
+	if a.Reports != nil {
+		reports = newReportBuilder()
+	}
+	kept := make(map[string]*namespaceAudit, len(namespaces.Items))
+	judged := 0
+	for i := range namespaces.Items {
+		ns := &namespaces.Items[i]
+		if slices.Contains(a.Excluded, ns.Name) {
+			continue
+		}
+		n := m.namespaces[ns.Name]
+		if n == nil || changed == nil || changed[ns.Name] || !maps.Equal(n.labels, ns.Labels) {
+			var err error
+			if n, err = a.judgeNamespace(ctx, snap, ns, reports != nil); err != nil {
+				m.snap = nil
+				return nil, err
+			}
+			judged++
+		}
+		kept[ns.Name] = n
+		total.merge(n.settled)
+		waiting = append(waiting, n.waiting...)
+		if reports != nil {
+			reports.namespaces[ns.Name] = n.report
+		}
+	}
+	m.namespaces = kept
+	running := map[string]int{telemetry.VerdictUnpinned: total.unpinned}
+	earliestScanExpiry := a.verifyRunning(ctx, snap, waiting, running)
+	for _, w := range waiting {
+		total.account(w.pod, &w.d, w.errored)
+		if reports != nil {
+			rn := reports.namespaces[w.pod.Namespace]
+			if rn == kept[w.pod.Namespace].report {
+				rn = rn.clone() // the kept results stay as judged
+				reports.namespaces[w.pod.Namespace] = rn
+			}
+			rn.add(w.pod, snap.Covering(&w.sub), &w.sub, &w.d, w.errored)
+		}
+	}
+	return &passResult{total: total, reports: reports, running: running, earliest: earliestScanExpiry, waiting: waiting, judged: judged}, nil
+}
+
+// exceptionsChanged reports whether an exception of snap came into force or ended between
+// since and now: verdicts judged before then may be stale.
+func exceptionsChanged(snap *policy.Snapshot, since, now time.Time) bool {
+	next := snap.NextExceptionChange(since)
+	return !next.IsZero() && !next.After(now)
 }
 
 // verifyRunning verifies what the waiting Pods' containers run against the verify rules that
@@ -317,9 +480,9 @@ func (a *Auditor) verifyRunning(ctx context.Context, snap *policy.Snapshot, wait
 	index := map[string]int{}
 	perNamespace := map[string][]int{}
 	for _, w := range waiting {
-		running[telemetry.VerdictUnpinned] += len(w.d.Unpinned)
-		for i := range w.d.Pending {
-			pv := &w.d.Pending[i]
+		running[telemetry.VerdictUnpinned] += len(w.first.Unpinned)
+		for i := range w.first.Pending {
+			pv := &w.first.Pending[i]
 			key := verificationKey(pv)
 			if _, ok := index[key]; !ok {
 				index[key] = len(jobs)
@@ -376,7 +539,8 @@ func (a *Auditor) verifyRunning(ctx context.Context, snap *policy.Snapshot, wait
 	}
 	var earliest time.Time
 	for _, w := range waiting {
-		before := verifyViolations(&w.d)
+		before := verifyViolations(&w.first)
+		w.unreached, w.errored = nil, nil
 		r := verify.Decide(ctx, snap, &w.sub, answers, verify.Steps{Verify: true})
 		w.d = r.Decision
 		unreached := 0

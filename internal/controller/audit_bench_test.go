@@ -14,6 +14,7 @@ import (
 
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/controller"
+	"github.com/imagegate/imagegate/internal/podcache"
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/verify"
 	"github.com/imagegate/imagegate/test/utils/registrytest"
@@ -22,7 +23,7 @@ import (
 // BenchmarkAuditRunningImages is one audit of 1,000 running Pods whose images a verify rule
 // with a vulnerability attestation covers, 10 distinct digests among them, with the verify
 // cache warm (every run but the first each 10 minutes): it reports the cost per running image.
-// Pods come from a fake client here (the manager lists its informer cache the same way).
+// Pods come from a fake client here, and every pass judges them all.
 func BenchmarkAuditRunningImages(b *testing.B) {
 	const pods, digests = 1000, 10
 	reg := registrytest.New(true)
@@ -80,7 +81,7 @@ func BenchmarkAuditRunningImages(b *testing.B) {
 	}{{"name-rule", named}, {"verify-rule", p}} {
 		b.Run(c2.name, func(b *testing.B) {
 			snap := policy.CompileWith([]imagegatev1alpha1.ClusterImagePolicy{c2.policy}, nil, policy.Options{Trust: verify.Compiler(noSources{})})
-			a := &controller.Auditor{Client: c, Cache: c, Interval: time.Hour, Verifier: verify.New(verify.Options{})}
+			a := &controller.Auditor{Client: c, Cache: c, Pods: podcache.Reader{Reader: c}, Interval: time.Hour, Verifier: verify.New(verify.Options{})}
 			ctx := context.Background()
 			start := time.Now()
 			requests := reg.Requests()

@@ -16,6 +16,7 @@ import (
 
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/controller"
+	"github.com/imagegate/imagegate/internal/podspec"
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/verify"
 	"github.com/imagegate/imagegate/test/utils/registrytest"
@@ -71,13 +72,11 @@ var _ = Describe("Continuous verification of running images", func() {
 			po.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "c0", Image: image, ImageID: imageID, Ready: true}}
 			Expect(k8sClient.Status().Update(ctx, po)).To(Succeed())
 			Eventually(func() string {
-				var cached corev1.Pod
-				_ = auditor.Cache.Get(ctx, client.ObjectKeyFromObject(po), &cached)
-				if len(cached.Status.ContainerStatuses) == 0 {
-					return ""
+				if cached := cachedPod(ns, name); cached != nil {
+					return cached.Images[0].Running
 				}
-				return cached.Status.ContainerStatuses[0].ImageID
-			}).WithTimeout(10 * time.Second).Should(Equal(imageID))
+				return ""
+			}).WithTimeout(10 * time.Second).Should(Equal(podspec.RunningDigest(imageID)))
 		}
 		repo := reg.Host + "/acme/app"
 		running("by-tag", repo+":1.0", "docker-pullable://"+app.String())
@@ -87,7 +86,7 @@ var _ = Describe("Continuous verification of running images", func() {
 		running("moved", repo+":1.0@"+app.DigestStr(), repo+"@"+other.DigestStr())
 
 		clk := &testClock{t: time.Now()}
-		a := &controller.Auditor{Client: auditor.Client, Cache: auditor.Cache, Snapshots: snapshots, Interval: time.Hour,
+		a := &controller.Auditor{Client: auditor.Client, Cache: auditor.Cache, Pods: auditor.Pods, Snapshots: snapshots, Interval: time.Hour,
 			Metrics: auditor.Metrics, Verifier: verify.New(verify.Options{Now: clk.Now})}
 		Expect(a.Run(ctx, snap)).To(Succeed())
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
@@ -141,11 +140,7 @@ var _ = Describe("Continuous verification of running images", func() {
 		Eventually(func() int {
 			n := 0
 			for _, ns := range []string{noisy, quiet} {
-				var list corev1.PodList
-				if err := auditor.Cache.List(ctx, &list, client.InNamespace(ns)); err != nil {
-					return -1
-				}
-				n += len(list.Items)
+				n += len(cachedPods(ns))
 			}
 			return n
 		}).WithTimeout(10 * time.Second).Should(Equal(41))
@@ -158,7 +153,7 @@ var _ = Describe("Continuous verification of running images", func() {
 			}}}
 		snap := policy.CompileWith([]imagegatev1alpha1.ClusterImagePolicy{p}, nil, policy.Options{Trust: verify.Compiler(noSources{})})
 		Expect(snap.PolicyError(policy.Ref{Kind: policy.KindClusterImagePolicy, Name: p.Name})).To(BeEmpty())
-		a := &controller.Auditor{Client: auditor.Client, Cache: auditor.Cache, Snapshots: snapshots, Interval: time.Hour,
+		a := &controller.Auditor{Client: auditor.Client, Cache: auditor.Cache, Pods: auditor.Pods, Snapshots: snapshots, Interval: time.Hour,
 			Metrics: auditor.Metrics, Verifier: verify.New(verify.Options{LookupTimeout: time.Second}), VerifyBudget: 3 * time.Second}
 		Expect(a.Run(ctx, snap)).To(Succeed())
 		// The quiet namespace's image verified; the silent registry's 40 were each tried at

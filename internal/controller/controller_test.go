@@ -18,6 +18,7 @@ import (
 
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/controller"
+	"github.com/imagegate/imagegate/internal/podspec"
 	"github.com/imagegate/imagegate/internal/policy"
 )
 
@@ -38,11 +39,10 @@ var _ = Describe("Background audit", func() {
 		spec.Mode = imagegatev1alpha1.ModeAudit
 		p := clusterPolicy(ns, "audit", spec)
 		// The cache must have seen the Pods and the status change before the run.
-		Eventually(func() corev1.PodPhase {
-			var cached corev1.Pod
-			_ = auditor.Cache.Get(ctx, client.ObjectKey{Namespace: ns, Name: "c"}, &cached)
-			return cached.Status.Phase
-		}).WithTimeout(10 * time.Second).Should(Equal(corev1.PodSucceeded))
+		Eventually(func() bool {
+			c := cachedPod(ns, "c")
+			return c != nil && c.Finished
+		}).WithTimeout(10 * time.Second).Should(BeTrue())
 		Expect(auditor.Run(ctx, snapshots.Snapshot())).To(Succeed())
 
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
@@ -107,9 +107,7 @@ var _ = Describe("Background audit of hostile images", func() {
 		long := "ghcr.io/evil/" + strings.Repeat("a", 2000) + ":1"
 		Expect(createErr(pod(ns, "long", long))).To(BeEmpty())
 		p := clusterPolicy(ns, "audit-long", imagegatev1alpha1.ImagePolicySpec{Mode: imagegatev1alpha1.ModeAudit, Images: allowAcme.Images})
-		Eventually(func() error {
-			return auditor.Cache.Get(ctx, client.ObjectKey{Namespace: ns, Name: "long"}, &corev1.Pod{})
-		}).WithTimeout(10 * time.Second).Should(Succeed())
+		Eventually(func() *podspec.Running { return cachedPod(ns, "long") }).WithTimeout(10 * time.Second).ShouldNot(BeNil())
 		Expect(auditor.Run(ctx, snapshots.Snapshot())).To(Succeed())
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
 		Expect(p.Status.Audit).NotTo(BeNil())
@@ -127,7 +125,7 @@ var _ = Describe("Background audit after a Namespace is relabelled", func() {
 			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"env-" + ns: "prod"}},
 			Images:            allowAcme.Images,
 		})
-		running := &controller.Auditor{Client: k8sClient, Cache: auditor.Cache, Snapshots: snapshots, Interval: time.Hour, Metrics: auditor.Metrics}
+		running := &controller.Auditor{Client: k8sClient, Cache: auditor.Cache, Pods: auditor.Pods, Snapshots: snapshots, Interval: time.Hour, Metrics: auditor.Metrics}
 		ns0 := &metav1.PartialObjectMetadata{}
 		ns0.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
 		informer, err := auditorCache.GetInformer(ctx, ns0)

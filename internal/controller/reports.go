@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/internal/podspec"
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
 	"github.com/imagegate/imagegate/internal/text"
@@ -69,11 +70,22 @@ type reportEntry struct {
 
 // reportBuilder collects one audit pass's results, by namespace.
 type reportBuilder struct {
-	namespaces map[string]map[string]*reportEntry
+	namespaces map[string]*reportNamespace
 }
 
 func newReportBuilder() *reportBuilder {
-	return &reportBuilder{namespaces: map[string]map[string]*reportEntry{}}
+	return &reportBuilder{namespaces: map[string]*reportNamespace{}}
+}
+
+// reportNamespace is the results of one namespace, by key. The audit keeps a namespace's
+// results from one pass to the next while nothing they depend on changed: the Reporter then
+// knows the Report it wrote from them is current without building it again.
+type reportNamespace struct {
+	entries map[string]*reportEntry
+}
+
+func (n *reportNamespace) clone() *reportNamespace {
+	return &reportNamespace{entries: maps.Clone(n.entries)}
 }
 
 // reportSubject is what a Pod's results are reported on: its workload (a Deployment, a
@@ -81,8 +93,8 @@ func newReportBuilder() *reportBuilder {
 // the Pod itself when nothing controls it. Reporting by workload keeps one result per
 // workload however many replicas it has, and keeps Reports still when Pods are replaced (a
 // rollout, a reschedule or a node drain renames every Pod, but not its workload).
-func reportSubject(pod *corev1.Pod) corev1.ObjectReference {
-	owner := metav1.GetControllerOfNoCopy(pod)
+func reportSubject(pod *podspec.Running) corev1.ObjectReference {
+	owner := pod.Controller()
 	if owner == nil {
 		return corev1.ObjectReference{APIVersion: "v1", Kind: "Pod", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID}
 	}
@@ -109,16 +121,12 @@ func policyName(ref policy.Ref) string {
 // result per violation (fail in Enforce and Audit, warn in Warn, error when its image could
 // not be verified) and per exemption (skip). errored holds field|policy of the verifications
 // that could not be checked.
-func (b *reportBuilder) add(pod *corev1.Pod, covering []policy.Ref, sub *policy.Subject, d *policy.Decision, errored map[string]bool) {
-	if b == nil {
+func (n *reportNamespace) add(pod *podspec.Running, covering []policy.Ref, sub *policy.Subject, d *policy.Decision, errored map[string]bool) {
+	if n == nil {
 		return
 	}
 	subject := reportSubject(pod)
-	entries := b.namespaces[pod.Namespace]
-	if entries == nil {
-		entries = map[string]*reportEntry{}
-		b.namespaces[pod.Namespace] = entries
-	}
+	entries := n.entries
 	// What a result says of the image a violation is about.
 	about := func(v *policy.Violation) map[string]string {
 		props := map[string]string{"mode": string(v.Mode)}
@@ -223,6 +231,8 @@ type Reporter struct {
 
 // writtenReport is what a namespace's Report holds, as last written or read.
 type writtenReport struct {
+	// from is the results it was last built from, when this leader built it.
+	from   *reportNamespace
 	hash   string
 	stamps map[string]metav1.Timestamp // when each result was first reported
 }
@@ -272,9 +282,9 @@ func (r *Reporter) Write(ctx context.Context, log logr.Logger, b *reportBuilder)
 		}
 	}
 	for _, ns := range namespaces {
-		entries := b.namespaces[ns]
+		results := b.namespaces[ns]
 		prev := r.written[ns]
-		if len(entries) == 0 {
+		if results == nil || len(results.entries) == 0 {
 			if prev == nil {
 				continue
 			}
@@ -289,8 +299,13 @@ func (r *Reporter) Write(ctx context.Context, log logr.Logger, b *reportBuilder)
 			r.Metrics.ReportWrite("delete")
 			continue
 		}
-		report, want := buildReport(ns, entries, prev, stamp)
+		if prev != nil && prev.from == results {
+			continue // written from these very results
+		}
+		report, want := buildReport(ns, results.entries, prev, stamp)
+		want.from = results
 		if prev != nil && prev.hash == want.hash {
+			prev.from = results
 			continue
 		}
 		op, err := r.put(ctx, report)

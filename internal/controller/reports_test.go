@@ -33,7 +33,7 @@ func ownedPod(ns, deployment, hash, name, image string) *corev1.Pod {
 // new leader).
 func reportingAuditor() *controller.Auditor {
 	return &controller.Auditor{
-		Client: auditor.Client, Cache: auditor.Cache, Snapshots: snapshots, Interval: time.Hour, Excluded: auditor.Excluded,
+		Client: auditor.Client, Cache: auditor.Cache, Pods: auditor.Pods, Snapshots: snapshots, Interval: time.Hour, Excluded: auditor.Excluded,
 		Reports: &controller.Reporter{Client: auditor.Client, Reader: k8sClient},
 	}
 }
@@ -46,9 +46,7 @@ var _ = Describe("OpenReports", func() {
 		Expect(createErr(pod(ns, "stray", "quay.io/evil/miner:1"))).To(BeEmpty())
 		p := clusterPolicy(ns, "acme", allowAcme)
 		Eventually(func() int {
-			var pods corev1.PodList
-			_ = auditorCache.List(ctx, &pods, client.InNamespace(ns))
-			return len(pods.Items)
+			return len(cachedPods(ns))
 		}).WithTimeout(10 * time.Second).Should(Equal(3))
 
 		audit := reportingAuditor()
@@ -110,9 +108,7 @@ var _ = Describe("OpenReports", func() {
 		By("nothing left to report: the Report goes")
 		Expect(k8sClient.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(ns), client.GracePeriodSeconds(0))).To(Succeed())
 		Eventually(func() int {
-			var pods corev1.PodList
-			_ = auditorCache.List(ctx, &pods, client.InNamespace(ns))
-			return len(pods.Items)
+			return len(cachedPods(ns))
 		}).WithTimeout(10 * time.Second).Should(BeZero())
 		Expect(fresh.Run(ctx, snapshots.Snapshot())).To(Succeed())
 		Expect(apierrors.IsNotFound(k8sClient.Get(ctx, key, &report))).To(BeTrue())
@@ -130,9 +126,7 @@ var _ = Describe("Enforcement after a clean audit", func() {
 		Expect(snapshots.Snapshot().AwaitingCleanAudit()).To(HaveKey(ref))
 		Expect(condition(p, imagegatev1alpha1.ConditionReady)).To(ContainSubstring("acting as Audit until an audit pass finds no running Pod"))
 		Eventually(func() int {
-			var pods corev1.PodList
-			_ = auditorCache.List(ctx, &pods, client.InNamespace(ns))
-			return len(pods.Items)
+			return len(cachedPods(ns))
 		}).WithTimeout(10 * time.Second).Should(Equal(1))
 
 		Expect(auditor.Run(ctx, snapshots.Snapshot())).To(Succeed())
@@ -151,9 +145,7 @@ var _ = Describe("Enforcement after a clean audit", func() {
 		By("the Pod is gone: the next pass switches the policy to Enforce, on every replica")
 		Expect(k8sClient.Delete(ctx, pod(ns, "legacy"), client.GracePeriodSeconds(0))).To(Succeed())
 		Eventually(func() int {
-			var pods corev1.PodList
-			_ = auditorCache.List(ctx, &pods, client.InNamespace(ns))
-			return len(pods.Items)
+			return len(cachedPods(ns))
 		}).WithTimeout(10 * time.Second).Should(BeZero())
 		Expect(auditor.Run(ctx, snapshots.Snapshot())).To(Succeed())
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())

@@ -27,6 +27,7 @@ import (
 
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/controller"
+	"github.com/imagegate/imagegate/internal/podcache"
 	"github.com/imagegate/imagegate/internal/podspec"
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
@@ -34,7 +35,7 @@ import (
 )
 
 // The suite runs the reconciler and the audit in a real manager against a real kube-apiserver
-// and etcd, with the Pod cache trimmed as the manager's is (podspec.SlimPod). No webhook: Pods
+// and etcd, with the manager's own Pod cache (podcache). No webhook: Pods
 // are created directly, as if admitted before any policy existed.
 
 var (
@@ -48,6 +49,8 @@ var (
 	snapshots *policy.Store
 	// auditorCache is the manager's cache, for specs that start an audit of their own.
 	auditorCache cache.Cache
+	// podCache is the audit's cache of Pods.
+	podCache *podcache.Cache
 )
 
 func TestController(t *testing.T) {
@@ -78,9 +81,6 @@ var _ = BeforeSuite(func() {
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Pod{}: {Transform: podspec.SlimPod},
-		}},
 	})
 	Expect(err).NotTo(HaveOccurred())
 	metrics, err := telemetry.NewMetrics(metricsRegistry)
@@ -88,7 +88,10 @@ var _ = BeforeSuite(func() {
 	snapshots = policy.NewStore()
 	Expect(controller.NewPolicyReconciler(mgr.GetClient(), snapshots, controller.ReconcilerOptions{Metrics: metrics}).SetupWithManager(mgr)).To(Succeed())
 	auditorCache = mgr.GetCache()
-	auditor = &controller.Auditor{Client: mgr.GetClient(), Cache: mgr.GetCache(), Snapshots: snapshots, Interval: time.Hour, Excluded: []string{"kube-system"}, Metrics: metrics}
+	podCache, err = podcache.New(cfg, false)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(mgr.Add(podCache)).To(Succeed())
+	auditor = &controller.Auditor{Client: mgr.GetClient(), Cache: mgr.GetCache(), Pods: podCache, Snapshots: snapshots, Interval: time.Hour, Excluded: []string{"kube-system"}, Metrics: metrics}
 
 	go func() {
 		defer GinkgoRecover()
@@ -150,4 +153,23 @@ func condition(obj client.Object, typ string) string {
 		return string(c.Status) + "/" + c.Reason + ": " + c.Message
 	}
 	return ""
+}
+
+// cachedPods is what the audit's cache holds of a namespace's Pods, once it holds every Pod.
+func cachedPods(ns string) []*podspec.Running {
+	GinkgoHelper()
+	pods, err := podCache.Pods(ctx, ns)
+	Expect(err).NotTo(HaveOccurred())
+	return pods
+}
+
+// cachedPod is what the audit's cache holds of a Pod, or nil.
+func cachedPod(ns, name string) *podspec.Running {
+	GinkgoHelper()
+	for _, p := range cachedPods(ns) {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
 }

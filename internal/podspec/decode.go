@@ -3,10 +3,8 @@ package podspec
 import (
 	"errors"
 	"fmt"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kjson "sigs.k8s.io/json"
 )
 
@@ -89,72 +87,4 @@ func containers(in []containerView) []corev1.Container {
 		out[i].Name, out[i].Image = c.Name, c.Image
 	}
 	return out
-}
-
-// SlimPod is a cache transform (controller-runtime's cache.ByObject Transform) that trims Pods
-// to what the audit reads: name, namespace, labels, the controller's owner reference, the
-// break-glass annotations, the names and images of containers, the names of volumes and the
-// references of image volumes, the phase, and the name and imageID of each container's
-// status: a cached Pod holds only those (make sizing measures about 7.6 KiB of resident
-// memory per cached Pod, Go's structs and GC headroom included). Objects that are not Pods pass unchanged.
-func SlimPod(obj any) (any, error) {
-	pod, ok := obj.(*corev1.Pod)
-	if !ok {
-		return obj, nil
-	}
-	slim := &corev1.Pod{
-		TypeMeta: pod.TypeMeta,
-		ObjectMeta: metav1.ObjectMeta{
-			Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID, ResourceVersion: pod.ResourceVersion, Labels: pod.Labels,
-		},
-		Status: corev1.PodStatus{Phase: pod.Status.Phase},
-	}
-	// The controller (a ReplicaSet, a StatefulSet...), which reports name results by.
-	if owner := metav1.GetControllerOfNoCopy(pod); owner != nil {
-		slim.OwnerReferences = []metav1.OwnerReference{{APIVersion: owner.APIVersion, Kind: owner.Kind, Name: owner.Name, UID: owner.UID, Controller: owner.Controller}}
-	}
-	// What each container runs, for the audit's verify rules.
-	slimStatuses := func(in []corev1.ContainerStatus) []corev1.ContainerStatus {
-		var out []corev1.ContainerStatus
-		for _, c := range in {
-			if c.ImageID != "" {
-				out = append(out, corev1.ContainerStatus{Name: c.Name, ImageID: c.ImageID})
-			}
-		}
-		return out
-	}
-	slim.Status.InitContainerStatuses = slimStatuses(pod.Status.InitContainerStatuses)
-	slim.Status.ContainerStatuses = slimStatuses(pod.Status.ContainerStatuses)
-	slim.Status.EphemeralContainerStatuses = slimStatuses(pod.Status.EphemeralContainerStatuses)
-	for k, v := range pod.Annotations {
-		if strings.Contains(k, ".image-policy.k8s.io/") {
-			if slim.Annotations == nil {
-				slim.Annotations = map[string]string{}
-			}
-			slim.Annotations[k] = v
-		}
-	}
-	spec := &slim.Spec
-	for _, c := range pod.Spec.InitContainers {
-		spec.InitContainers = append(spec.InitContainers, corev1.Container{Name: c.Name, Image: c.Image})
-	}
-	for _, c := range pod.Spec.Containers {
-		spec.Containers = append(spec.Containers, corev1.Container{Name: c.Name, Image: c.Image})
-	}
-	for _, c := range pod.Spec.EphemeralContainers {
-		spec.EphemeralContainers = append(spec.EphemeralContainers, corev1.EphemeralContainer{
-			EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: c.Name, Image: c.Image},
-		})
-	}
-	// Every volume stays, by name, so that an image volume keeps its index (its field path).
-	if n := len(pod.Spec.Volumes); n > 0 {
-		spec.Volumes = make([]corev1.Volume, n)
-		for i, v := range pod.Spec.Volumes {
-			spec.Volumes[i].Name = v.Name
-			if v.Image != nil {
-				spec.Volumes[i].Image = &corev1.ImageVolumeSource{Reference: v.Image.Reference}
-			}
-		}
-	}
-	return slim, nil
 }

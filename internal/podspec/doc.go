@@ -1,7 +1,8 @@
 // Package podspec is the one place that knows where images live in Kubernetes objects: the
 // image fields of a pod spec (PodImages), the workload kinds that carry a pod template and
 // where (Workloads, TemplateOf), the slim decoding of a Pod from an AdmissionReview
-// (DecodePod), the cache transform that keeps only what the audit reads (SlimPod), and the
+// (DecodePod), the purpose-built record of a Pod in the cluster that the audit and the preflight read
+// (Running, and Slim, the cache transform that makes it), and the
 // namespaces the shipped webhook configuration leaves out (DefaultExcludedNamespaces).
 //
 // Copies of this knowledge that cannot be Go (the webhook configuration's matchConditions and

@@ -96,17 +96,9 @@ func RunningDigest(imageID string) string {
 }
 
 // RunningSubject is a running Pod as the audit, the policy change preflight and imagegate
-// check --running judge it: its images with the digests its containers run (SetRunning), its
-// labels and its break-glass request, in a namespace with labels nsLabels. false for a Pod
-// that has finished (Succeeded or Failed), which nothing restarts.
+// check --running judge it (Running.Subject): its images with the digests its containers run
+// (SetRunning), its labels and its break-glass request, in a namespace with labels nsLabels.
+// false for a Pod that has finished (Succeeded or Failed), which nothing restarts.
 func RunningSubject(pod *corev1.Pod, nsLabels map[string]string) (policy.Subject, bool) {
-	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
-		return policy.Subject{}, false
-	}
-	images := PodImages(&pod.Spec, "spec")
-	SetRunning(images, &pod.Status)
-	return policy.Subject{
-		Namespace: pod.Namespace, NamespaceLabels: nsLabels, PodLabels: pod.Labels,
-		Images: images, BreakGlass: policy.BreakGlassRequested(pod.Annotations),
-	}, true
+	return NewRunning(pod).Subject(nsLabels)
 }

@@ -12,8 +12,10 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/utils/ptr"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
@@ -68,21 +70,47 @@ func TestDecodePodReadsWhatAFullDecodeReads(t *testing.T) {
 	}
 }
 
-// The audit reads Pods through SlimPod: what it reads must be what the full Pod says.
-func TestSlimPodKeepsWhatTheAuditReads(t *testing.T) {
+// The audit reads Pods through Slim: what it reads must be what the full Pod says.
+func TestSlimKeepsWhatTheAuditReads(t *testing.T) {
 	g := NewWithT(t)
 	full := decodeFull(t)
-	out, err := SlimPod(full.DeepCopy())
+	full.Status.Phase = corev1.PodRunning
+	full.OwnerReferences = []metav1.OwnerReference{
+		{APIVersion: "v1", Kind: "ConfigMap", Name: "not-the-controller", UID: "u0"},
+		{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "web-7d9f8b6c5", UID: "u1", Controller: ptr.To(true)},
+	}
+	full.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: full.Spec.Containers[0].Name, ImageID: "ghcr.io/acme/web@sha256:" + strings.Repeat("a", 64)}}
+	out, err := Slim(full.DeepCopy())
 	g.Expect(err).NotTo(HaveOccurred())
-	slim := out.(*corev1.Pod)
-	g.Expect(PodImages(&slim.Spec, "spec")).To(Equal(PodImages(&full.Spec, "spec")))
-	g.Expect(slim.Labels).To(Equal(full.Labels))
-	g.Expect(policy.BreakGlassRequested(slim.Annotations)).To(Equal(policy.BreakGlassRequested(full.Annotations)))
-	g.Expect(slim.Status.Phase).To(Equal(full.Status.Phase))
-	g.Expect([]string{slim.Name, slim.Namespace}).To(Equal([]string{full.Name, full.Namespace}))
-	g.Expect(slim.Annotations).NotTo(HaveKey("other"), "only break-glass annotations are kept")
+	slim := out.(*Running)
+	want := policy.Subject{Namespace: full.Namespace, NamespaceLabels: map[string]string{"team": "a"}, PodLabels: full.Labels,
+		Images: PodImages(&full.Spec, "spec"), BreakGlass: policy.BreakGlassRequested(full.Annotations)}
+	SetRunning(want.Images, &full.Status)
+	g.Expect(want.Images[1].Running).To(HavePrefix("sha256:aaaa"))
+	got, ok := slim.Subject(map[string]string{"team": "a"})
+	g.Expect(ok).To(BeTrue())
+	g.Expect(got).To(Equal(want))
+	g.Expect([]any{slim.Name, slim.Namespace, slim.UID, slim.ResourceVersion}).To(Equal([]any{full.Name, full.Namespace, full.UID, full.ResourceVersion}))
+	g.Expect(slim.Controller()).To(Equal(&metav1.OwnerReference{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "web-7d9f8b6c5", UID: "u1", Controller: ptr.To(true)}))
+	g.Expect(slim.Annotations).To(BeNil(), "only the break-glass request is kept")
+	g.Expect(slim.DeepCopyObject()).To(Equal(slim))
+	g.Expect(slim.Same(slim.DeepCopyObject().(*Running))).To(BeTrue())
+	moved := full.DeepCopy()
+	moved.Status.ContainerStatuses[0].ImageID = "ghcr.io/acme/web@sha256:" + strings.Repeat("b", 64)
+	g.Expect(slim.Same(NewRunning(moved))).To(BeFalse(), "another running digest is another verdict")
+	moved = full.DeepCopy()
+	moved.ResourceVersion = "999"
+	moved.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+	g.Expect(slim.Same(NewRunning(moved))).To(BeTrue(), "a status update that changes no verdict")
+
+	full.Status.Phase = corev1.PodSucceeded
+	done := NewRunning(full)
+	g.Expect(done.Finished).To(BeTrue())
+	g.Expect(done.Images).To(BeNil())
+	_, ok = done.Subject(nil)
+	g.Expect(ok).To(BeFalse())
 	other := &corev1.Namespace{}
-	g.Expect(SlimPod(other)).To(BeIdenticalTo(other))
+	g.Expect(Slim(other)).To(BeIdenticalTo(other))
 }
 
 // imageFields walks a type and returns the paths of every field that names an image: a string
@@ -134,7 +162,7 @@ func TestEveryImageFieldOfAPodSpecIsKnown(t *testing.T) {
 	slices.Sort(want)
 	if !slices.Equal(found, want) {
 		t.Fatalf("corev1.PodSpec holds images at %v; imagegate reads %v. A new image field must be added to "+
-			"imageLists, PodImages, DecodePod's view and SlimPod (this package), and to the Pod webhook's "+
+			"imageLists, PodImages, DecodePod's view and NewRunning (this package), and to the Pod webhook's "+
 			"matchConditions in config/webhook/scope_patch.yaml", found, want)
 	}
 	for _, l := range imageLists {

@@ -125,18 +125,18 @@ func (e *Events) Decision(object Object, snap *policy.Snapshot, d *policy.Decisi
 
 // Running emits, on the Pod, that the audit found an image it runs failing a policy's verify
 // rule; at most once per Pod, container and policy per interval.
-func (e *Events) Running(pod *corev1.Pod, snap *policy.Snapshot, v *policy.Violation) {
+func (e *Events) Running(pod metav1.Object, snap *policy.Snapshot, v *policy.Violation) {
 	if e == nil {
 		return
 	}
-	if _, ok := e.allow(eventKey{v.Policy, ReasonRunningImageRefused + "/" + string(pod.UID) + "/" + v.Container}); !ok {
+	if _, ok := e.allow(eventKey{v.Policy, ReasonRunningImageRefused + "/" + string(pod.GetUID()) + "/" + v.Container}); !ok {
 		return
 	}
 	note := "container " + policy.Printable(v.Container) + ": " + v.Message()
 	if len(note) > maxNote {
 		note = strings.ToValidUTF8(note[:maxNote-3], "") + "..."
 	}
-	ref := &corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}, ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID}}
+	ref := &corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}, ObjectMeta: metav1.ObjectMeta{Name: pod.GetName(), Namespace: pod.GetNamespace(), UID: pod.GetUID()}}
 	e.recorder.Eventf(ref, policyObject(v.Policy, snap), corev1.EventTypeWarning, ReasonRunningImageRefused, "Audit", "%s", note)
 }
 

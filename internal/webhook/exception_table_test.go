@@ -24,6 +24,7 @@ import (
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/check"
 	"github.com/imagegate/imagegate/internal/controller"
+	"github.com/imagegate/imagegate/internal/podcache"
 	"github.com/imagegate/imagegate/internal/policy"
 )
 
@@ -167,7 +168,7 @@ func TestExceptionsDecideAlikeEverywhere(t *testing.T) {
 			}
 			ac := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).
 				WithStatusSubresource(&imagegatev1alpha1.ClusterImagePolicy{}, &imagegatev1alpha1.ImagePolicyException{}).Build()
-			a := &controller.Auditor{Client: ac, Cache: ac, Interval: time.Hour}
+			a := &controller.Auditor{Client: ac, Cache: ac, Pods: podcache.Reader{Reader: ac}, Interval: time.Hour}
 			if err := a.Run(context.Background(), snap); err != nil {
 				t.Fatal(err)
 			}

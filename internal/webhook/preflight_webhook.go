@@ -44,8 +44,10 @@ const PreflightTimeout = 3 * time.Second
 // verifier already found (verify.Verifier.Known), never from a registry. It names only Pods
 // that the requester may list.
 type Preflight struct {
-	// Cache lists Pods, Namespaces and ImagePolicyExceptions.
+	// Cache lists Namespaces and ImagePolicyExceptions.
 	Cache client.Reader
+	// Pods lists the running Pods of a namespace (the manager's podcache.Cache).
+	Pods PodLister
 	// Client creates the SubjectAccessReviews that say whose Pods the requester may list.
 	Client client.Client
 	// Trust compiles the policy's verify section, as the reconciler does.
@@ -173,16 +175,15 @@ func (p *Preflight) warnings(ctx context.Context, req admission.Request) ([]stri
 		if slices.Contains(p.Excluded, ns.Name) || (ref.Namespace != "" && ns.Name != ref.Namespace) {
 			continue
 		}
-		var pods corev1.PodList
-		if err := p.Cache.List(ctx, &pods, client.InNamespace(ns.Name), client.UnsafeDisableDeepCopy); err != nil {
+		pods, err := p.Pods.Pods(ctx, ns.Name)
+		if err != nil {
 			return nil, fmt.Errorf("listing the Pods of %s: %w", ns.Name, err)
 		}
-		for j := range pods.Items {
+		for _, pod := range pods {
 			if ctx.Err() != nil {
 				return nil, fmt.Errorf("it took longer than %v", timeout)
 			}
-			pod := &pods.Items[j]
-			if sub, ok := podspec.RunningSubject(pod, ns.Labels); ok {
+			if sub, ok := pod.Subject(ns.Labels); ok {
 				judge.Add(ctx, &preflight.Pod{Namespace: ns.Name, Name: pod.Name, Subject: sub})
 			}
 		}
@@ -259,6 +260,11 @@ func (p *Preflight) restrict(ctx context.Context, req admission.Request, result 
 const preflightMaxReviews = 50
 
 var _ admission.Handler = &Preflight{}
+
+// PodLister lists the running Pods of a namespace.
+type PodLister interface {
+	Pods(ctx context.Context, namespace string) ([]*podspec.Running, error)
+}
 
 // isDryRun reports whether the request persists nothing.
 func isDryRun(req *admissionv1.AdmissionRequest) bool { return req.DryRun != nil && *req.DryRun }

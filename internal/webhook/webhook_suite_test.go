@@ -27,6 +27,7 @@ import (
 
 	imagegatev1alpha1 "github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/controller"
+	"github.com/imagegate/imagegate/internal/podcache"
 	"github.com/imagegate/imagegate/internal/policy"
 	"github.com/imagegate/imagegate/internal/telemetry"
 	"github.com/imagegate/imagegate/internal/verify"
@@ -112,8 +113,11 @@ var _ = BeforeSuite(func() {
 	SetupPinWebhookWithManager(mgr, store, recorder, verifier, podCredentials)
 	SetupPodWebhookWithManager(mgr, store, recorder, verifier, podCredentials)
 	SetupWorkloadWebhookWithManager(mgr, store, true, recorder)
+	pods, err := podcache.New(cfg, false)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(mgr.Add(pods)).To(Succeed())
 	SetupPreflightWebhookWithManager(mgr, &Preflight{
-		Cache: mgr.GetCache(), Client: mgr.GetClient(), Known: verifier.Known(), Excluded: []string{"kube-system"}, Warn: true,
+		Cache: mgr.GetCache(), Pods: pods, Client: mgr.GetClient(), Known: verifier.Known(), Excluded: []string{"kube-system"}, Warn: true,
 		Trust: verify.Compiler(verify.NamespaceSources{Reader: mgr.GetCache(), Namespace: trustNamespace}),
 	})
 

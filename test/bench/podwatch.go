@@ -280,7 +280,7 @@ func servePodWatcher(args []string) error {
 			return err
 		}
 		informer = informers.NewSharedInformerFactory(cs, 0).Core().V1().Pods().Informer()
-		if err := informer.SetTransform(podspec.SlimPod); err != nil {
+		if err := informer.SetTransform(podspec.Slim); err != nil {
 			return err
 		}
 	case "metadata":

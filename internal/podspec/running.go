@@ -1,0 +1,130 @@
+package podspec
+
+import (
+	"maps"
+	"slices"
+	"unique"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/imagegate/imagegate/internal/policy"
+)
+
+// Running is what imagegate keeps of a Pod in the cluster: what the audit, the policy change
+// preflight and the Reports read, and nothing else. It is purpose-built so that a cache of
+// every Pod of a cluster at Kubernetes' scalability limit (150,000) stays small: about a
+// tenth of a corev1.Pod trimmed to the same fields, whose Go structs alone (a PodSpec, a
+// PodStatus, one Container per image) cost kilobytes. The strings many Pods share (label
+// keys and values, image references, container names, digests, owners, field paths) are
+// interned, so a Deployment's thousand replicas hold one copy of each.
+//
+// It is a runtime.Object and a metav1.Object (its ObjectMeta holds the name, the namespace,
+// the UID, the resourceVersion, the labels and the controller alone), so a client-go
+// informer stores it in place of the Pod (see Slim).
+type Running struct {
+	metav1.ObjectMeta
+	// Finished says the Pod has ended (Succeeded or Failed): nothing restarts it, nothing
+	// judges it, and it keeps no labels and no images.
+	Finished bool
+	// BreakGlass says the Pod asks for break-glass (policy.BreakGlassRequested).
+	BreakGlass bool
+	// Images are PodImages(spec, "spec") with the digest each container runs (SetRunning).
+	Images []policy.Image
+}
+
+var _ runtime.Object = &Running{}
+
+// GetObjectKind has no kind to tell: a Running is never encoded.
+func (r *Running) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
+
+// DeepCopyObject copies r; the strings it shares with other records are immutable.
+func (r *Running) DeepCopyObject() runtime.Object {
+	out := *r
+	r.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
+	out.Images = slices.Clone(r.Images)
+	return &out
+}
+
+// Controller is the Pod's controller (a ReplicaSet, a Job...), or nil.
+func (r *Running) Controller() *metav1.OwnerReference {
+	if len(r.OwnerReferences) == 0 {
+		return nil
+	}
+	return &r.OwnerReferences[0]
+}
+
+// Subject is the Pod as the audit, the preflight and imagegate check --running judge it, in a
+// namespace with labels nsLabels; false for a finished Pod. The Subject shares r's labels and
+// images: it must not be changed.
+func (r *Running) Subject(nsLabels map[string]string) (policy.Subject, bool) {
+	if r.Finished {
+		return policy.Subject{}, false
+	}
+	return policy.Subject{
+		Namespace: r.Namespace, NamespaceLabels: nsLabels, PodLabels: r.Labels,
+		Images: r.Images, BreakGlass: r.BreakGlass,
+	}, true
+}
+
+// Same reports whether r and o would be judged alike: same labels, images, running digests,
+// break-glass request, phase and controller. An update of a Pod that changes none of them
+// (most status updates) changes no verdict.
+func (r *Running) Same(o *Running) bool {
+	return r.Finished == o.Finished && r.BreakGlass == o.BreakGlass && r.UID == o.UID &&
+		maps.Equal(r.Labels, o.Labels) && slices.Equal(r.Images, o.Images) &&
+		slices.EqualFunc(r.OwnerReferences, o.OwnerReferences, func(a, b metav1.OwnerReference) bool {
+			return a.APIVersion == b.APIVersion && a.Kind == b.Kind && a.Name == b.Name && a.UID == b.UID
+		})
+}
+
+// Slim is a cache transform (client-go's SharedInformer SetTransform) that turns a
+// *corev1.Pod into a *Running; anything else is returned as it is.
+func Slim(obj any) (any, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	return NewRunning(pod), nil
+}
+
+// NewRunning keeps of pod what Running holds.
+func NewRunning(pod *corev1.Pod) *Running {
+	r := &Running{ObjectMeta: metav1.ObjectMeta{
+		Name: pod.Name, Namespace: intern(pod.Namespace), UID: pod.UID, ResourceVersion: pod.ResourceVersion,
+	}}
+	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		r.Finished = true
+		return r
+	}
+	if len(pod.Labels) > 0 {
+		r.Labels = make(map[string]string, len(pod.Labels))
+		for k, v := range pod.Labels {
+			r.Labels[intern(k)] = intern(v)
+		}
+	}
+	// The controller, which Reports name results by.
+	if owner := metav1.GetControllerOfNoCopy(pod); owner != nil {
+		r.OwnerReferences = []metav1.OwnerReference{{
+			APIVersion: intern(owner.APIVersion), Kind: intern(owner.Kind), Name: intern(owner.Name), UID: owner.UID, Controller: owner.Controller,
+		}}
+	}
+	r.BreakGlass = policy.BreakGlassRequested(pod.Annotations)
+	r.Images = PodImages(&pod.Spec, "spec")
+	SetRunning(r.Images, &pod.Status)
+	for i := range r.Images {
+		img := &r.Images[i]
+		img.Field, img.Ref, img.Container, img.Running = intern(img.Field), intern(img.Ref), intern(img.Container), intern(img.Running)
+	}
+	return r
+}
+
+// intern returns the canonical copy of s: the records of many Pods share it.
+func intern(s string) string {
+	if s == "" {
+		return ""
+	}
+	return unique.Make(s).Value()
+}
