@@ -4,8 +4,9 @@
 // resident memory during the burst, the memory once it settled and how many snapshots the
 // manager compiled for it; then creates --pods Pods (server-side only: there is no kubelet,
 // and no webhook is registered, so this measures the cache, not admission), lets the audit
-// run over them, and prints the resident memory again and the growth per 10,000 Pods.
-// `make sizing` runs it.
+// run over them, and prints the resident memory again and the growth per 10,000 Pods; then
+// the CPU and the duration of audit passes while nothing changes, and the time from a new
+// policy to its audit results over every Pod. `make sizing` runs it.
 package main
 
 import (
@@ -33,6 +34,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
@@ -65,7 +67,9 @@ func main() {
 }
 
 func run(ctx context.Context, binDir, manager string, pods, namespaces, policies int, reports bool) error {
-	cluster, err := localcluster.Start(ctx, localcluster.Options{BinDir: binDir})
+	// The Pods name a ReplicaSet that does not exist, as a Deployment's Pods name theirs:
+	// without the garbage collector, which would delete them.
+	cluster, err := localcluster.Start(ctx, localcluster.Options{BinDir: binDir, Controllers: "*,-garbage-collector-controller"})
 	if err != nil {
 		return err
 	}
@@ -153,9 +157,76 @@ func run(ctx context.Context, binDir, manager string, pods, namespaces, policies
 		scanned, created.UTC().Format(time.RFC3339), mib(after))
 	fmt.Printf("growth: %.1f MiB for %d Pods, %.1f MiB per 10,000 Pods (Go %s, %s/%s)\n",
 		mib(after-before), pods, mib(after-before)*10000/float64(pods), runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	if reports {
-		return reportWrites(cluster, mgr, namespaces)
+	if peak, err := procStatus(mgr.Pid(), "VmHWM:"); err == nil {
+		fmt.Printf("manager peak RSS so far (the Pods' initial list included): %.1f MiB\n", mib(peak))
 	}
+	if err := idlePasses(mgr); err != nil {
+		return err
+	}
+	if reports {
+		if err := reportWrites(cluster, mgr, namespaces); err != nil {
+			return err
+		}
+	}
+	return policyToResults(ctx, cluster, mgr, pods)
+}
+
+var audited = regexp.MustCompile(`"Audited".*?"pods":(\d+).*?"namespacesJudged":(\d+).*?"took":"?([^",}]+)`)
+
+// idlePasses measures the audit while nothing changes: the manager's CPU over 60 s (four
+// passes at the 15 s interval) and what each pass logged.
+func idlePasses(mgr *localcluster.Manager) error {
+	seen := len(audited.FindAllString(mgr.Log(), -1))
+	cpu0, err := processCPU(mgr.Pid())
+	if err != nil {
+		return err
+	}
+	const window = 60 * time.Second
+	time.Sleep(window)
+	cpu, err := processCPU(mgr.Pid())
+	if err != nil {
+		return err
+	}
+	var passes []string
+	for _, m := range audited.FindAllStringSubmatch(mgr.Log(), -1)[seen:] {
+		passes = append(passes, fmt.Sprintf("%s Pods, %s namespaces judged, %s", m[1], m[2], m[3]))
+	}
+	fmt.Printf("nothing changing for %s: manager CPU %.2f s (%.1f%% of one core) for %d audit passes [%s]\n",
+		window, (cpu - cpu0).Seconds(), 100*(cpu-cpu0).Seconds()/window.Seconds(), len(passes), strings.Join(passes, "; "))
+	return nil
+}
+
+// policyToResults creates a ClusterImagePolicy in mode Audit that every Pod breaks, and
+// prints the time until its status.audit counts them all, and the pass that found them.
+func policyToResults(ctx context.Context, cluster *localcluster.Cluster, mgr *localcluster.Manager, pods int) error {
+	const name = "sizing-change"
+	policy := `{"apiVersion":"imagegate.io/v1alpha1","kind":"ClusterImagePolicy","metadata":{"name":"` + name + `"},` +
+		`"spec":{"mode":"Audit","images":{"allow":["registry.example/only/**"]}}}`
+	cmd := cluster.Kubectl("apply", "-f", "-")
+	cmd.Stdin = strings.NewReader(policy)
+	seen := len(audited.FindAllString(mgr.Log(), -1))
+	start := time.Now()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("creating a policy: %w: %s", err, out)
+	}
+	want := strconv.Itoa(pods)
+	for {
+		out, _ := cluster.Kubectl("get", "clusterimagepolicy", name, "-o=jsonpath={.status.audit.violations}").Output()
+		if string(out) == want {
+			break
+		}
+		if ctx.Err() != nil || time.Since(start) > 10*time.Minute {
+			return fmt.Errorf("the audit never counted the %d Pods that break %s (last: %q)", pods, name, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	took := time.Since(start)
+	var passes []string
+	for _, m := range audited.FindAllStringSubmatch(mgr.Log(), -1)[seen:] {
+		passes = append(passes, fmt.Sprintf("%s Pods, %s namespaces judged, %s", m[1], m[2], m[3]))
+	}
+	fmt.Printf("a new policy that every Pod breaks: its status.audit counted all %d Pods %s after kubectl apply (the audit waits 2 s for edits to settle) [passes: %s]\n",
+		pods, took.Round(100*time.Millisecond), strings.Join(passes, "; "))
 	return nil
 }
 
@@ -217,25 +288,32 @@ func reportWrites(cluster *localcluster.Cluster, mgr *localcluster.Manager, name
 func controlPlaneCPU(cluster *localcluster.Cluster) time.Duration {
 	var total time.Duration
 	for _, name := range []string{"kube-apiserver", "etcd"} {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cluster.Pid(name)))
-		if err != nil {
-			continue
+		if cpu, err := processCPU(cluster.Pid(name)); err == nil {
+			total += cpu
 		}
-		// Fields after the command's closing parenthesis: utime and stime are the 12th and
-		// 13th, in clock ticks (100 per second on Linux).
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-		if len(f) < 13 {
-			continue
-		}
-		u, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		total += time.Duration(u+st) * 10 * time.Millisecond
 	}
 	return total
 }
 
-// realisticPod is a Pod as a Deployment makes it: labels, annotations, two containers with
-// resources, env and probes, a volume: the fields the cache transform drops, so that the
+// processCPU is the CPU time a process has used so far.
+func processCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command's closing parenthesis: utime and stime are the 12th and 13th,
+	// in clock ticks (100 per second on Linux).
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: too few fields", pid)
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+st) * 10 * time.Millisecond, nil
+}
+
+// realisticPod is a Pod as a Deployment makes it: labels, annotations, its ReplicaSet, two
+// containers with env and probes, a volume: the fields the cache transform drops, so that the
 // measure says what it saves.
 func realisticPod(i int) *corev1.Pod {
 	probe := &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(8080)}}}
@@ -248,9 +326,11 @@ func realisticPod(i int) *corev1.Pod {
 	}
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:        fmt.Sprintf("web-%05d", i),
+			Name:        fmt.Sprintf("web-7d9f8b6c5-%06d", i),
 			Labels:      map[string]string{"app": "web", "pod-template-hash": "7d9f8b6c5", "team": "payments"},
 			Annotations: map[string]string{"kubectl.kubernetes.io/restartedAt": "2026-11-26T10:00:00Z", "prometheus.io/scrape": "true"},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "web-7d9f8b6c5",
+				UID: "3f6b1a52-2d0c-4c8e-9a7e-5b1f0c2d9e41", Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}},
 		},
 		Spec: corev1.PodSpec{
 			Containers: []corev1.Container{c("app", "ghcr.io/acme/web:1.4.2"), c("proxy", "ghcr.io/acme/envoy:1.31")},

@@ -1,11 +1,13 @@
 package podspec
 
 import (
+	"fmt"
 	"os"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 
 	. "github.com/onsi/gomega"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -435,4 +437,27 @@ func TestSetRunning(t *testing.T) {
 	} {
 		g.Expect(RunningDigest(id)).To(Equal(want), id)
 	}
+}
+
+// Replicas share their labels' map and their strings; a record never sees another's labels.
+func TestRunningRecordsShareWhatReplicasShare(t *testing.T) {
+	g := NewWithT(t)
+	a, b := decodeFull(t), decodeFull(t)
+	b.Name = "web-2"
+	ra, rb := NewRunning(a), NewRunning(b)
+	g.Expect(reflect.ValueOf(ra.Labels).UnsafePointer()).To(Equal(reflect.ValueOf(rb.Labels).UnsafePointer()), "one map for equal labels")
+	g.Expect(unsafe.StringData(ra.Images[0].Ref)).To(Equal(unsafe.StringData(rb.Images[0].Ref)), "one copy of an image reference")
+	b.Labels = map[string]string{"app": "web", "track": "canary"}
+	rc := NewRunning(b)
+	g.Expect(rc.Labels).To(Equal(map[string]string{"app": "web", "track": "canary"}))
+	g.Expect(ra.Labels).To(Equal(a.Labels))
+	b.Labels = nil
+	g.Expect(NewRunning(b).Labels).To(BeNil())
+	// The table starts again when full; records keep their maps.
+	for i := range labelSetsMax + 1 {
+		b.Labels = map[string]string{"i": fmt.Sprint(i)}
+		NewRunning(b)
+	}
+	g.Expect(len(labelSets.sets)).To(BeNumerically("<=", labelSetsMax))
+	g.Expect(ra.Labels).To(Equal(a.Labels))
 }

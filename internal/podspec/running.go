@@ -3,6 +3,8 @@ package podspec
 import (
 	"maps"
 	"slices"
+	"strings"
+	"sync"
 	"unique"
 
 	corev1 "k8s.io/api/core/v1"
@@ -19,7 +21,8 @@ import (
 // tenth of a corev1.Pod trimmed to the same fields, whose Go structs alone (a PodSpec, a
 // PodStatus, one Container per image) cost kilobytes. The strings many Pods share (label
 // keys and values, image references, container names, digests, owners, field paths) are
-// interned, so a Deployment's thousand replicas hold one copy of each.
+// interned, and Pods with the same labels share one map of them, so a Deployment's thousand
+// replicas hold one copy of each.
 //
 // It is a runtime.Object and a metav1.Object (its ObjectMeta holds the name, the namespace,
 // the UID, the resourceVersion, the labels and the controller alone), so a client-go
@@ -99,16 +102,11 @@ func NewRunning(pod *corev1.Pod) *Running {
 		r.Finished = true
 		return r
 	}
-	if len(pod.Labels) > 0 {
-		r.Labels = make(map[string]string, len(pod.Labels))
-		for k, v := range pod.Labels {
-			r.Labels[intern(k)] = intern(v)
-		}
-	}
+	r.Labels = labelSets.get(pod.Labels)
 	// The controller, which Reports name results by.
 	if owner := metav1.GetControllerOfNoCopy(pod); owner != nil {
 		r.OwnerReferences = []metav1.OwnerReference{{
-			APIVersion: intern(owner.APIVersion), Kind: intern(owner.Kind), Name: intern(owner.Name), UID: owner.UID, Controller: owner.Controller,
+			APIVersion: intern(owner.APIVersion), Kind: intern(owner.Kind), Name: intern(owner.Name), UID: owner.UID, Controller: &isController,
 		}}
 	}
 	r.BreakGlass = policy.BreakGlassRequested(pod.Annotations)
@@ -119,6 +117,52 @@ func NewRunning(pod *corev1.Pod) *Running {
 		img.Field, img.Ref, img.Container, img.Running = intern(img.Field), intern(img.Ref), intern(img.Container), intern(img.Running)
 	}
 	return r
+}
+
+// isController is the Controller field of every record's owner reference.
+var isController = true
+
+// labelSets shares one map between the records of Pods with the same labels (the replicas of
+// a ReplicaSet, a StatefulSet, a DaemonSet, a Job): a map of three labels costs more than
+// the rest of a record. It holds at most labelSetsMax sets and starts again when full, so
+// Pods that come and go never grow it; a record keeps its map whatever the table forgets.
+var labelSets = &labelTable{}
+
+const labelSetsMax = 4096
+
+type labelTable struct {
+	mu   sync.Mutex
+	sets map[string]map[string]string
+}
+
+// get returns a map equal to labels that other records may share: it must not be changed.
+func (t *labelTable) get(labels map[string]string) map[string]string {
+	if len(labels) == 0 {
+		return nil
+	}
+	keys := slices.Sorted(maps.Keys(labels))
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(labels[k])
+		b.WriteByte(0)
+	}
+	key := b.String()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if m, ok := t.sets[key]; ok {
+		return m
+	}
+	if t.sets == nil || len(t.sets) >= labelSetsMax {
+		t.sets = make(map[string]map[string]string, 64)
+	}
+	m := make(map[string]string, len(labels))
+	for k, v := range labels {
+		m[intern(k)] = intern(v)
+	}
+	t.sets[key] = m
+	return m
 }
 
 // intern returns the canonical copy of s: the records of many Pods share it.

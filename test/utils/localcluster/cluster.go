@@ -9,6 +9,7 @@ package localcluster
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -34,6 +35,8 @@ type Options struct {
 	Dir string
 	// ExtraAPIServerArgs are appended to the apiserver's flags.
 	ExtraAPIServerArgs []string
+	// Controllers is the controller-manager's --controllers; empty: "*".
+	Controllers string
 	// CA signs the cluster's certificates; nil: a new one. Given, it lets files that the
 	// apiserver reads at start (an admission configuration) trust a manager not yet started.
 	CA *CA
@@ -187,7 +190,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		"--bind-address=127.0.0.1", "--secure-port=0",
 		"--leader-elect=false",
 		"--service-account-private-key-file="+saKey, "--root-ca-file="+caFile,
-		"--controllers=*",
+		"--controllers="+cmp.Or(opts.Controllers, "*"),
 		"--v=1")
 	if err != nil {
 		return nil, err
