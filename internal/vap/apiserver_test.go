@@ -180,8 +180,8 @@ func evaluate(t testing.TB, cs []compiled, pod, old *corev1.Pod, nsLabels map[st
 	return out
 }
 
-// webhookCalled evaluates the webhook's match condition as the apiserver does.
-func webhookCalled(t testing.TB, expression string, pod, old *corev1.Pod) bool {
+// newConditionMatcher compiles a webhook match condition as the apiserver does.
+func newConditionMatcher(t testing.TB, expression string) matchconditions.Matcher {
 	t.Helper()
 	env := environment.MustBaseEnvSet(environment.DefaultCompatibilityVersion())
 	c, err := plugincel.NewCompositedCompiler(env)
@@ -189,9 +189,14 @@ func webhookCalled(t testing.TB, expression string, pod, old *corev1.Pod) bool {
 		t.Fatal(err)
 	}
 	mc := admissionregistrationv1.MatchCondition{Name: "vap-scope", Expression: expression}
-	m := matchconditions.NewMatcher(c.CompileCondition([]plugincel.ExpressionAccessor{(*matchconditions.MatchCondition)(&mc)},
+	return matchconditions.NewMatcher(c.CompileCondition([]plugincel.ExpressionAccessor{(*matchconditions.MatchCondition)(&mc)},
 		plugincel.OptionalVariableDeclarations{HasAuthorizer: true}, environment.StoredExpressions), ptr.To(admissionregistrationv1.Fail), "webhook", "validating", "pods.imagegate.io")
-	res := m.Match(context.Background(), attributes(pod, old), nil, nil)
+}
+
+// webhookCalled evaluates the webhook's match condition as the apiserver does.
+func webhookCalled(t testing.TB, expression string, pod, old *corev1.Pod) bool {
+	t.Helper()
+	res := newConditionMatcher(t, expression).Match(context.Background(), attributes(pod, old), nil, nil)
 	if res.Error != nil {
 		t.Fatalf("match condition: %v", res.Error)
 	}

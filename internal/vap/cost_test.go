@@ -128,3 +128,65 @@ func BenchmarkAdmissionPolicies(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRequestParts splits the apiserver's CPU for one Pod of 3 containers in the mode
+// (make bench's interleaved configuration: one policy allowing two registries and refusing
+// the tag latest, one verify rule for other images) into its parts, next to the hand-written
+// ValidatingAdmissionPolicy that make bench compares with (startsWith and endsWith on the
+// image strings as written, with no normalization):
+//   - generated: the generated ValidatingAdmissionPolicy (normalization and matching);
+//   - condition: the Pod webhook's match condition that the mode writes;
+//   - hand-written: the hand-written policy.
+func BenchmarkRequestParts(b *testing.B) {
+	allow := cluster("bench", v1alpha1.ImagePolicySpec{
+		Images: v1alpha1.ImageRules{Allow: patterns("ghcr.io/acme/**", "registry.corp:5000/**")},
+		Tags:   v1alpha1.TagRules{Deny: tags("latest")},
+	})
+	verifying := cluster("verify", v1alpha1.ImagePolicySpec{Verify: v1alpha1.VerifyRules{
+		Images:          patterns("quay.io/signed/**"),
+		Signers:         []v1alpha1.Signer{{Name: "ci", Key: v1alpha1.KeySigner{PublicKey: "unused"}}},
+		TransparencyLog: v1alpha1.TransparencyLogSkip,
+	}})
+	snap := policy.Compile([]v1alpha1.ClusterImagePolicy{allow, verifying}, nil)
+	plan := Build(snap.NameRules(fixedNow), Options{})
+	if len(plan.Policies) != 1 {
+		b.Fatalf("%d generated policies, want 1", len(plan.Policies))
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "ns"}}
+	for i, img := range []string{"ghcr.io/acme/web:1.4.2", "ghcr.io/acme/envoy:1.31", "registry.corp:5000/tools/agent:2"} {
+		pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: fmt.Sprint("c", i), Image: img})
+	}
+	generated := newCostMeter(b, &plan.Policies[0])
+	handWritten := newCostMeter(b, &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "bench-images"},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			Variables: []admissionregistrationv1.Variable{
+				{Name: "repos", Expression: "['ghcr.io/acme/', 'registry.corp:5000/']"},
+				{Name: "tags", Expression: "['latest']"},
+			},
+			Validations: []admissionregistrationv1.Validation{{Expression: `object.spec.containers.all(c, variables.repos.exists(r, c.image.startsWith(r)) && !variables.tags.exists(t, c.image.endsWith(':' + t))) &&
+(!has(object.spec.initContainers) || object.spec.initContainers.all(c, variables.repos.exists(r, c.image.startsWith(r)) && !variables.tags.exists(t, c.image.endsWith(':' + t))))`}},
+		},
+	})
+	condition := WebhookCondition(&plan, snap.PinScope())
+	if webhookCalled(b, condition, pod, nil) {
+		b.Fatal("the webhook is called for a Pod no verify rule covers")
+	}
+	matcher := newConditionMatcher(b, condition)
+	b.Run("generated", func(b *testing.B) {
+		for b.Loop() {
+			generated.cost(b, pod)
+		}
+	})
+	b.Run("condition", func(b *testing.B) {
+		va := attributes(pod, nil)
+		for b.Loop() {
+			matcher.Match(context.Background(), va, nil, nil)
+		}
+	})
+	b.Run("hand-written", func(b *testing.B) {
+		for b.Loop() {
+			handWritten.cost(b, pod)
+		}
+	})
+}
