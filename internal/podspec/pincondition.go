@@ -87,3 +87,55 @@ func scopeCondition(entries []policy.PinEntry, normalize string) string {
 func celString(s string) string {
 	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
 }
+
+// VerifyHint is a CEL predicate on one image reference (the CEL variable named i) that holds
+// whenever a verify rule (entries, from policy.Snapshot.PinScope) may cover the image, and
+// for more: some entry's host and repository path prefix both appear in the reference as
+// written, lowercased (Docker Hub's host and library/ are not looked for, since a reference
+// may leave them out). It reads no part of the reference's structure, so it costs a few
+// substring searches per image where VerifyCondition normalizes each one: a coarser superset,
+// for a condition that also sends every image it cannot be sure of (--admission-policies). It
+// is "false" with no entries and "true" when an entry covers every image.
+func VerifyHint(entries []policy.PinEntry, i string) string {
+	if len(entries) == 0 {
+		return "false"
+	}
+	if len(entries) > maxPinEntries {
+		return "true"
+	}
+	seen := map[string]bool{}
+	var alternatives []string
+	for _, e := range entries {
+		var needles []string
+		switch {
+		case e.Host == "" || e.Host == "docker.io":
+		case strings.HasPrefix(e.Host, "["):
+			needles = append(needles, "[")
+		default:
+			needles = append(needles, strings.ToLower(e.Host))
+		}
+		// A Docker Hub reference may leave library/ out: look for what follows it.
+		if p := strings.ToLower(e.PathPrefix); p != "" && !strings.HasPrefix("library/", p) {
+			if t := strings.TrimPrefix(p, "library/"); t != "" {
+				needles = append(needles, t)
+			}
+		}
+		if len(needles) == 0 {
+			return "true"
+		}
+		var all []string
+		for _, n := range needles {
+			all = append(all, i+".lowerAscii().contains("+celString(n)+")")
+		}
+		alt := strings.Join(all, " && ")
+		if !seen[alt] {
+			seen[alt] = true
+			alternatives = append(alternatives, "("+alt+")")
+		}
+	}
+	out := strings.Join(alternatives, " || ")
+	if len(out) > maxPinCondition {
+		return "true"
+	}
+	return out
+}

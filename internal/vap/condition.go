@@ -9,9 +9,11 @@ import (
 
 // WebhookCondition is the match condition that the validating Pod webhook gets while the
 // name rules are in ValidatingAdmissionPolicies: the webhook is called only for a Pod that
-//   - has an image a verify rule may cover (podspec.VerifyCondition, a superset);
-//   - has an image the generated policies leave to it (not plain, see kindOf): the webhook
-//     decides every rule for such a Pod, so nothing is decided by a weaker rule;
+//   - has an image a verify rule may cover (podspec.VerifyHint, a superset: every plain
+//     image a verify rule covers names the rule's host and path prefix as written);
+//   - has an image the generated policies leave to it (not plain, see kindOf), or an image
+//     ID (every covering policy refuses it, those without a generated object included): the
+//     webhook decides every rule for such a Pod, so nothing is decided by a weaker rule;
 //   - is in a namespace a policy kept in the webhook may cover (any, for a
 //     ClusterImagePolicy).
 //
@@ -21,13 +23,18 @@ func WebhookCondition(plan *Plan, verify []policy.PinEntry) string {
 		return "true"
 	}
 	var parts []string
-	if v := podspec.VerifyCondition(verify); v != "false" {
-		if v == "true" {
-			return "true"
-		}
-		parts = append(parts, v)
+	// One pass over the images: not plain, an image ID, or maybe covered by a verify rule.
+	// Image IDs go to the webhook too: every policy that covers a Pod refuses them, those
+	// with no name rule (verify rules only) included, which have no generated object.
+	image := kindOf("i") + " != 'p'"
+	switch hint := podspec.VerifyHint(verify, "i"); hint {
+	case "true":
+		return "true"
+	case "false":
+	default:
+		image = hint + " || " + image
 	}
-	parts = append(parts, podspec.ImagesCEL+".exists(i, "+kindOf("i")+" == 'x')")
+	parts = append(parts, podspec.ImagesCEL+".exists(i, "+image+")")
 	if len(plan.KeptNamespaces) > 0 {
 		parts = append(parts, "request.namespace in "+quoteList(plan.KeptNamespaces))
 	}

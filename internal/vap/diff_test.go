@@ -87,18 +87,22 @@ func (h *harness) differ(t *testing.T, pod, old *corev1.Pod, nsLabels map[string
 		sub.Updated(podspec.PodImages(&old.Spec, "spec"), old.Labels)
 	}
 	d := snap.Evaluate(&sub)
+	// What a verify rule covers is the webhook's to decide.
+	needsWebhook := len(d.Pending) > 0
 	type key struct {
 		ref    policy.Ref
 		bucket string
 	}
 	lines := map[key][]string{}
 	var order []key
-	needsWebhook := false
 	for _, v := range d.Violations {
 		if v.Rule == policy.RuleVerify {
 			continue
 		}
-		if _, kept := plan.Webhook[v.Policy]; kept || (v.Image != "" && goKind(v.Image) == "x") || v.Image == "" {
+		// An image ID under a policy with no generated object (verify rules only) is the
+		// webhook's: its match condition sends every Pod with an image ID.
+		_, compiled := plan.Compiled[v.Policy]
+		if _, kept := plan.Webhook[v.Policy]; kept || (v.Image != "" && goKind(v.Image) == "x") || v.Image == "" || (!compiled && goKind(v.Image) == "id") {
 			needsWebhook = true
 			continue
 		}
@@ -134,7 +138,7 @@ func (h *harness) differ(t *testing.T, pod, old *corev1.Pod, nsLabels map[string
 		t.Fatalf("images %q (old %v): the generated policies and the engine disagree\nCEL:\n%s\nengine:\n%s", imagesOf(pod), old != nil, got, want)
 	}
 	for _, img := range sub.Images {
-		if goKind(img.Ref) == "x" {
+		if goKind(img.Ref) != "p" {
 			needsWebhook = true
 		}
 	}
@@ -190,6 +194,12 @@ func tableWorld() world {
 			cluster("no-evil", v1alpha1.ImagePolicySpec{Mode: v1alpha1.ModeWarn, Images: v1alpha1.ImageRules{Deny: patterns("ghcr.io/acme/evil*", "docker.io/cryptominer/**", "nginx:1.25")}}),
 			cluster("no-latest", v1alpha1.ImagePolicySpec{Mode: v1alpha1.ModeAudit, Tags: v1alpha1.TagRules{Deny: tags("latest", "dev"), RequireTag: ptr.To(true)},
 				ExemptImages: patterns("ghcr.io/acme/vendor")}),
+			// Verify rules: the webhook must be sent every Pod whose images they cover.
+			cluster("signed", v1alpha1.ImagePolicySpec{Verify: v1alpha1.VerifyRules{
+				Images:          patterns("ghcr.io/acme/signed/**", "docker.io/library/nginx", "registry.corp:5000/team/*"),
+				Signers:         []v1alpha1.Signer{{Name: "ci", Key: v1alpha1.KeySigner{PublicKey: "unused"}}},
+				TransparencyLog: v1alpha1.TransparencyLogSkip,
+			}}),
 			cluster("pinned-prod", v1alpha1.ImagePolicySpec{RequireDigest: ptr.To(true), AllowBreakGlass: ptr.To(true),
 				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"env": "prod"}},
 				PodSelector:       &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "tier", Operator: metav1.LabelSelectorOpIn, Values: []string{"web", "api"}}}}}),
