@@ -115,8 +115,9 @@ func VerifyHint(entries []policy.PinEntry, i string) string {
 			needles = append(needles, strings.ToLower(e.Host))
 		}
 		// A Docker Hub reference may leave library/ out: look for what follows it.
-		if p := strings.ToLower(e.PathPrefix); p != "" && !strings.HasPrefix("library/", p) {
-			if t := strings.TrimPrefix(p, "library/"); t != "" {
+		const library = "library/"
+		if p := strings.ToLower(e.PathPrefix); p != "" && (len(p) > len(library) || library[:len(p)] != p) {
+			if t := strings.TrimPrefix(p, library); t != "" {
 				needles = append(needles, t)
 			}
 		}

@@ -46,7 +46,7 @@ func (r *Running) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectK
 // DeepCopyObject copies r; the strings it shares with other records are immutable.
 func (r *Running) DeepCopyObject() runtime.Object {
 	out := *r
-	r.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
+	r.DeepCopyInto(&out.ObjectMeta)
 	out.Images = slices.Clone(r.Images)
 	return &out
 }
