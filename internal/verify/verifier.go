@@ -263,26 +263,38 @@ func (v *Verifier) fetch(ctx context.Context, pv *policy.Verification) *Outcome 
 	trust := pv.Rule.Trust.(*Trust)
 	key := v.resultKey(ctx, pv)
 	o, err := lookupOnce(v, ctx, "outcome|"+key, pv.Repository, v.publicOnly(trust, pv.Repository), func(ctx context.Context) (*Outcome, bool) {
+		// The outcome is cached before the flight ends, and looked up when one starts: a
+		// caller that missed the cache just before a flight ended finds it then, and never
+		// runs the same lookup twice.
+		if o, hit := v.peek(ctx, pv); hit {
+			return o, false
+		}
 		o := v.check(ctx, trust, pv.Repository, pv.Digest)
+		v.store(key, o)
 		return o, o.transient
 	})
 	if err != nil {
 		return &Outcome{Reason: err.Error(), transient: true}
 	}
+	return o
+}
+
+// store caches an outcome: a pass until verifiedTTL or until what it found expires, a
+// definitive failure for failureTTL, a transient one not at all.
+func (v *Verifier) store(key string, o *Outcome) {
 	if o.transient {
-		return o
+		return
 	}
 	now := v.now()
 	if o.Reason != "" {
 		v.failures.Add(key, entry[*Outcome]{value: o, expires: now.Add(failureTTL)})
-		return o
+		return
 	}
 	expires := now.Add(verifiedTTL)
 	if !o.Expires.IsZero() && o.Expires.Before(expires) {
 		expires = o.Expires
 	}
 	v.results.Add(key, entry[*Outcome]{value: o, expires: expires})
-	return o
 }
 
 // publicOnly says whether a lookup of repo for trust's rule may reach only public addresses:
@@ -321,6 +333,10 @@ func (v *Verifier) Resolve(ctx context.Context, u *policy.Unpinned) (string, err
 		err    error
 	}
 	r, err := lookupOnce(v, ctx, "tag|"+key, u.Repository, publicOnly, func(ctx context.Context) (resolved, bool) {
+		// Cached before the flight ends, looked up when one starts (as fetch does).
+		if d, ok := cached[string](v, v.tags, key); ok {
+			return resolved{digest: d}, false
+		}
 		tag, err := name.NewTag(u.Repository+":"+u.Tag, name.StrictValidation)
 		if err != nil {
 			return resolved{err: fmt.Errorf("%q is not a reference the registry client takes: %w", u.Repository+":"+u.Tag, err)}, false
@@ -331,6 +347,7 @@ func (v *Verifier) Resolve(ctx context.Context, u *policy.Unpinned) (string, err
 		if err != nil {
 			return resolved{err: registryError(tag.RegistryStr(), "resolving the tag "+u.Tag, err)}, isTransient(err)
 		}
+		v.tags.Add(key, entry[string]{value: desc.Digest.String(), expires: v.now().Add(tagTTL)})
 		return resolved{digest: desc.Digest.String()}, false
 	})
 	if err == nil {
@@ -339,7 +356,6 @@ func (v *Verifier) Resolve(ctx context.Context, u *policy.Unpinned) (string, err
 	if err != nil {
 		return "", err
 	}
-	v.tags.Add(key, entry[string]{value: r.digest, expires: v.now().Add(tagTTL)})
 	return r.digest, nil
 }
 
