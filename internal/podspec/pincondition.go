@@ -22,12 +22,8 @@ const ImagesCEL = `(object.spec.containers.map(c, has(c.image) ? c.image : '') +
 	`(has(object.spec.ephemeralContainers) ? object.spec.ephemeralContainers.map(c, has(c.image) ? c.image : '') : []) + ` +
 	`(has(object.spec.volumes) ? object.spec.volumes.filter(v, has(v.image)).map(v, has(v.image.reference) ? v.image.reference : '') : []))`
 
-// unpinned keeps the images not pinned by digest; named drops the digest of every image,
-// keeping its name and tag.
-const (
-	unpinned = `.map(i, string(i)).filter(i, !i.contains('@'))`
-	named    = `.map(i, string(i).split('@')[0])`
-)
+// unpinned keeps the images not pinned by digest.
+const unpinned = `.map(i, string(i)).filter(i, !i.contains('@'))`
 
 // scopeNormalize turns each image name i into {h: host name without port, lowercased, with
 // Docker Hub's names as docker.io and '[' for any IPv6 literal; p: repository path, under
@@ -48,18 +44,6 @@ const scopeNormalize = `.map(i, {'i': i, 's': i.split('/')[0]})` +
 // that a verify rule covers is refused by the validating webhook ("not pinned"), never
 // admitted unverified.
 func PinCondition(entries []policy.PinEntry) string {
-	return scopeCondition(entries, unpinned+scopeNormalize)
-}
-
-// VerifyCondition is the CEL that is true for a Pod with an image, pinned or not, that a verify
-// rule may cover (entries, from policy.Snapshot.PinScope): "false" with no verify rule at all.
-// It is the same superset as PinCondition, without leaving out pinned images, which the
-// validating webhook still verifies.
-func VerifyCondition(entries []policy.PinEntry) string {
-	return scopeCondition(entries, named+scopeNormalize)
-}
-
-func scopeCondition(entries []policy.PinEntry, normalize string) string {
 	switch {
 	case len(entries) == 0:
 		return "false"
@@ -78,7 +62,7 @@ func scopeCondition(entries []policy.PinEntry, normalize string) string {
 	if list.Len() > maxPinCondition {
 		return "true"
 	}
-	return ImagesCEL + normalize + `.exists(m, ` + list.String() +
+	return ImagesCEL + unpinned + scopeNormalize + `.exists(m, ` + list.String() +
 		`.exists(e, (e[0] == '' || e[0] == request.namespace) && (e[1] == '' || m.h == '[' || m.h == e[1]) && m.p.startsWith(e[2])))`
 }
 
@@ -93,7 +77,7 @@ func celString(s string) string {
 // for more: some entry's host and repository path prefix both appear in the reference as
 // written, lowercased (Docker Hub's host and library/ are not looked for, since a reference
 // may leave them out). It reads no part of the reference's structure, so it costs a few
-// substring searches per image where VerifyCondition normalizes each one: a coarser superset,
+// substring searches per image where PinCondition normalizes each one: a coarser superset,
 // for a condition that also sends every image it cannot be sure of (--admission-policies). It
 // is "false" with no entries and "true" when an entry covers every image.
 func VerifyHint(entries []policy.PinEntry, i string) string {

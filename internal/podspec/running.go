@@ -17,9 +17,10 @@ import (
 
 // Running is what imagegate keeps of a Pod in the cluster: what the audit, the policy change
 // preflight and the Reports read, and nothing else. It is purpose-built so that a cache of
-// every Pod of a cluster at Kubernetes' scalability limit (150,000) stays small: about a
-// tenth of a corev1.Pod trimmed to the same fields, whose Go structs alone (a PodSpec, a
-// PodStatus, one Container per image) cost kilobytes. The strings many Pods share (label
+// every Pod of a cluster at Kubernetes' scalability limit (150,000) stays small: a few
+// hundred bytes, where a corev1.Pod trimmed to the same fields costs kilobytes in Go's
+// structs alone (a PodSpec, a PodStatus, one Container per image). make sizing measures the
+// manager's resident memory per 10,000 Pods. The strings many Pods share (label
 // keys and values, image references, container names, digests, owners, field paths) are
 // interned, and Pods with the same labels share one map of them, so a Deployment's thousand
 // replicas hold one copy of each.
