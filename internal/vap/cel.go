@@ -111,7 +111,10 @@ var hostOf = `(` + hostRule("m.n", "m.x") + ` ? (m.x.endsWith(':443') ? m.x.subs
 const opening = `r.f + ': image "' + r.i + '"' + (r.k == 'p' && ` + normalized + ` != r.i ? ' (' + ` + normalized + ` + ')' : '')`
 
 // normalized is the normalized form of the plain reference r (imageref.Reference.Normalized).
-const normalized = `(r.h + '/' + r.p + (r.t != '' ? ':' + r.t : '') + (r.d != '' ? '@' + r.d : ''))`
+// Its host is written as the canonical host unless that would read as a Docker Hub path
+// (imageref's displayHost): a plain host without a dot, a port or the name localhost is one
+// only by its port, and the port it lost was the default one, so it is written with :443.
+const normalized = `((r.h.contains('.') || r.h.contains(':') || r.h == 'localhost' ? r.h : r.h + ':443') + '/' + r.p + (r.t != '' ? ':' + r.t : '') + (r.d != '' ? '@' + r.d : ''))`
 
 // patternMatch is the CEL that says whether the pattern matches the plain reference r
 // (imageref.Pattern.Match): the same canonical host, a path the globs match, and the

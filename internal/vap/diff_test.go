@@ -234,7 +234,7 @@ func images(t testing.TB) []string {
 		"sha256:" + strings.Repeat("b", 64), "sha256:abc", "SHA256:abc", "sha512:x", "blake3:1", strings.Repeat("c", 64),
 		"nginx ", "", "nginx@sha256:abc", "alpine:3.19@" + digest, "a/b/c/d/e/f:tag", "x:y:z", "@", ":", "/", "a//b", "a/./b",
 		"a__b", "a___b", "a---b", "UPPER", "ghcr.io/acme/app@sha512:" + strings.Repeat("d", 128), "nginx\n", "ghcr.io/acme/\"q\"",
-		"0_0.0/x", "foo.bar:443/x", "docker.io/nginx:" + strings.Repeat("t", 128), "docker.io/" + strings.Repeat("n", 240),
+		"0_0.0/x", "foo.bar:443/x", "ghcr1io:443/acme/evil:1", "registry:443/app", "localhost:443/app", "docker.io/nginx:" + strings.Repeat("t", 128), "docker.io/" + strings.Repeat("n", 240),
 	}
 	dir := filepath.Join("..", "imageref", "testdata", "fuzz", "FuzzParse")
 	entries, err := os.ReadDir(dir)
