@@ -75,6 +75,10 @@ verify: manifests generate ## Regenerate, then fail when generated files differ 
 setup-envtest: ## Build or find kube-apiserver, etcd, kubectl and kube-controller-manager; print KUBEBUILDER_ASSETS.
 	@hack/setup-envtest.sh
 
+.PHONY: setup-node
+setup-node: ## Build or find containerd (the e2e suite's container runtime); print its folder.
+	@hack/setup-node.sh
+
 .PHONY: test
 test: fmt vet verify ## Unit tests, fuzz seeds and envtest suites with -race, a coverage summary, the integration tests (the Helm chart's lint and render, config/), and promtool on the alerts and the dashboard.
 	@hack/require-libxml2.sh
@@ -93,11 +97,12 @@ demo: build ## Run imagegate on a local control plane and show it at work; KEEP=
 	bin/demo --bin-dir "$$assets" --manager bin/manager $(if $(KEEP),--keep)
 
 .PHONY: test-e2e
-test-e2e: build ## End-to-end suite: the real manager binary, control plane, kubectl and cert-manager's CA injector (test/e2e); V=1 for every kubectl line.
+test-e2e: build ## End-to-end suite: the real manager binary, control plane, kubectl, cert-manager's CA injector and containerd, as root (test/e2e); V=1 for every kubectl line.
 	@assets=$$(hack/setup-envtest.sh --with-controller-manager | tail -n 1); \
+	node=$$(hack/setup-node.sh | tail -n 1); \
 	(cd hack/cainjector && go build -o ../../bin/cainjector .); \
 	certmanager=$$(cd hack/cainjector && go list -m -f '{{.Dir}}' github.com/cert-manager/cert-manager); \
-	cd test/e2e && E2E_BIN_DIR=$$assets E2E_CAINJECTOR=$(CURDIR)/bin/cainjector E2E_CERT_MANAGER_DIR=$$certmanager \
+	cd test/e2e && E2E_BIN_DIR=$$assets E2E_CONTAINERD=$$node/containerd E2E_CAINJECTOR=$(CURDIR)/bin/cainjector E2E_CERT_MANAGER_DIR=$$certmanager \
 	go test -tags e2e -count=1 -timeout 20m . $(if $(V),-v -ginkgo.v)
 
 .PHONY: test-reliability

@@ -20,7 +20,8 @@ import (
 // The policy every spec below starts from: the acme organization's registry only.
 // trusted covers every namespace but those of the verify specs, whose images live in a
 // registry on loopback, of the exception specs, which use a vendor's image on Docker Hub, and
-// of the --admission-policies specs, which name the policy that refuses (the specs run in
+// of the --admission-policies specs, which name the policy that refuses, and of the
+// container runtime specs, whose images live in a registry on loopback (the specs run in
 // random order, so this one may be in force then).
 const trusted = `apiVersion: imagegate.io/v1alpha1
 kind: ClusterImagePolicy
@@ -29,7 +30,7 @@ metadata:
 spec:
   namespaceSelector:
     matchExpressions:
-    - {key: kubernetes.io/metadata.name, operator: NotIn, values: [e2e-verify, e2e-verify-tenant, e2e-exceptions, e2e-vap]}
+    - {key: kubernetes.io/metadata.name, operator: NotIn, values: [e2e-verify, e2e-verify-tenant, e2e-exceptions, e2e-vap, e2e-node]}
   images:
     allow: ["ghcr.io/acme/**"]
 `

@@ -3,8 +3,8 @@
 // the imagegate manager as its own process next to it, registered from config/local. The
 // demo (hack/demo) and the end-to-end suite (test/e2e) share it.
 //
-// There is no kubelet: Pods are admitted and stored, never run. Admission is all imagegate
-// does, so that is enough.
+// There is no kubelet: Pods are admitted and stored, never run. StartContainerd runs the
+// container runtime a kubelet would call, so that the e2e suite can pull what was stored.
 package localcluster
 
 import (

@@ -63,6 +63,7 @@ type Registry struct {
 	// basic, when set, is the user and password every request must carry (Basic auth).
 	basic    atomic.Pointer[[2]string]
 	fault    atomic.Pointer[http.HandlerFunc]
+	watch    atomic.Pointer[func(*http.Request)]
 	requests atomic.Int64
 }
 
@@ -89,6 +90,9 @@ func Listen(addr string, referrers bool) (*Registry, error) {
 		r.mu.Lock()
 		r.counts[Kind(req)]++
 		r.mu.Unlock()
+		if w := r.watch.Load(); w != nil {
+			(*w)(req)
+		}
 		if f := r.fault.Load(); f != nil {
 			(*f)(w, req)
 			return
@@ -146,6 +150,15 @@ func (r *Registry) Fault(f http.HandlerFunc) {
 		return
 	}
 	r.fault.Store(&f)
+}
+
+// Watch makes f see every request before it is served, until Watch(nil).
+func (r *Registry) Watch(f func(*http.Request)) {
+	if f == nil {
+		r.watch.Store(nil)
+		return
+	}
+	r.watch.Store(&f)
 }
 
 // Push writes a small random image as repo:tag and returns its digest reference.
