@@ -342,7 +342,7 @@ func (a *Auditor) Run(ctx context.Context, snap *policy.Snapshot) error {
 	for _, w := range res.waiting {
 		for k := range w.d.Violations {
 			if v := &w.d.Violations[k]; v.Rule == policy.RuleVerify && !w.unreached[unreachedKey(v.Field, v.Policy)] {
-				a.Events.Running(w.pod, snap, v)
+				a.Events.Running(w.pod, snap, v, runningDigest(w.pod, v.Field))
 			}
 		}
 	}
@@ -701,4 +701,15 @@ func (a *Auditor) writeException(ctx context.Context, ref policy.Ref, pods int32
 		return fmt.Errorf("%s: %w", ref, err)
 	}
 	return nil
+}
+
+// runningDigest is the digest the container of the image at field runs, "" when its status
+// does not say.
+func runningDigest(pod *podspec.Running, field string) string {
+	for i := range pod.Images {
+		if pod.Images[i].Field == field {
+			return pod.Images[i].Running
+		}
+	}
+	return ""
 }

@@ -124,15 +124,20 @@ func (e *Events) Decision(object Object, snap *policy.Snapshot, d *policy.Decisi
 }
 
 // Running emits, on the Pod, that the audit found an image it runs failing a policy's verify
-// rule; at most once per Pod, container and policy per interval.
-func (e *Events) Running(pod metav1.Object, snap *policy.Snapshot, v *policy.Violation) {
+// rule; at most once per Pod, container and policy per interval. running is the digest the
+// container runs (its imageID's), said in the note because the tag may name another by now.
+func (e *Events) Running(pod metav1.Object, snap *policy.Snapshot, v *policy.Violation, running string) {
 	if e == nil {
 		return
 	}
 	if _, ok := e.allow(eventKey{v.Policy, ReasonRunningImageRefused + "/" + string(pod.GetUID()) + "/" + v.Container}); !ok {
 		return
 	}
-	note := "container " + policy.Printable(v.Container) + ": " + v.Message()
+	note := "container " + policy.Printable(v.Container)
+	if running != "" {
+		note += " (running " + running + ")"
+	}
+	note += ": " + v.Message()
 	if len(note) > maxNote {
 		note = strings.ToValidUTF8(note[:maxNote-3], "") + "..."
 	}

@@ -229,4 +229,56 @@ spec:
 			Expect(endpoint+"/"+repo).To(Equal(model.Endpoint+"/"+model.Repository), "containerd read %s as %s", s, requests[0])
 		}
 	})
+	It("audits the digest the runtime reports it runs, not what the tag names now", func() {
+		// A Pod no verify rule covers is admitted with a tag; the node pulls what the tag names
+		// then (unsigned). The tag then moves to signed content, and a verify rule comes to
+		// cover the Pod: the audit must judge the digest the runtime reported.
+		unsigned, err := reg.Push("team/late", "1")
+		Expect(err).NotTo(HaveOccurred())
+		kubectl("run", "node-late", "-n", ns, "--image="+reg.Host+"/team/late:1")
+		Expect(stored("node-late")).To(Equal(reg.Host + "/team/late:1"))
+		_, err = containerd.Pull(ctx, reg.Host+"/team/late:1", nil)
+		Expect(err).NotTo(HaveOccurred())
+		_, digests := repoDigests(reg.Host + "/team/late:1")
+		Expect(digests).NotTo(BeEmpty())
+		// containerd reports a container's image as the first of its image's repo digests, and
+		// the kubelet writes that as the imageID.
+		imageID := digests[0]
+		Expect(imageID).To(Equal(unsigned.String()))
+		kubectl("patch", "pod", "node-late", "-n", ns, "--subresource=status", "--type=merge", fmt.Sprintf(
+			`-p={"status":{"phase":"Running","containerStatuses":[{"name":"node-late","image":"%s/team/late:1","imageID":%q,"ready":true,"restartCount":0,"state":{"running":{}}}]}}`,
+			reg.Host, imageID))
+
+		signed, err := reg.Push("team/late", "1")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(key.Sign(signed)).To(Succeed())
+		pem := strings.ReplaceAll(strings.TrimSpace(key.PublicKeyPEM()), "\n", "\n          ")
+		r := apply(fmt.Sprintf(`apiVersion: imagegate.io/v1alpha1
+kind: ClusterImagePolicy
+metadata:
+  name: e2e-node-late
+spec:
+  namespaceSelector:
+    matchLabels: {kubernetes.io/metadata.name: %s}
+  verify:
+    images: ["%s/team/**"]
+    transparencyLog: Skip
+    signers:
+    - name: release
+      key:
+        publicKey: |
+          %s
+`, ns, reg.Host, pem))
+		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
+		DeferCleanup(func() { run("delete", "clusterimagepolicy", "e2e-node-late") })
+		Eventually(func() string {
+			return kubectl("get", "clusterimagepolicy", "e2e-node-late", "-o=jsonpath={.status.audit.violations} {.status.audit.samples[*].pod} {.status.audit.samples[*].rule}")
+		}).WithTimeout(60 * time.Second).Should(Equal("1 node-late verify"))
+		Eventually(func() string {
+			return kubectl("get", "events", "-n", ns, "--field-selector=reason=RunningImageRefused", "-o=jsonpath={.items[*].message}")
+		}).WithTimeout(30 * time.Second).Should(ContainSubstring("container node-late (running " + unsigned.DigestStr() + `): spec.containers[0].image: image "` + reg.Host + `/team/late:1" is not allowed by ClusterImagePolicy "e2e-node-late": no signature by a trusted signer`))
+		// The tag alone names signed content now: a new Pod is admitted, pinned to it.
+		kubectl("run", "node-late-new", "-n", ns, "--image="+reg.Host+"/team/late:1")
+		Expect(stored("node-late-new")).To(Equal(reg.Host + "/team/late:1@" + signed.DigestStr()))
+	})
 })
