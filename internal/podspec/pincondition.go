@@ -25,24 +25,14 @@ const ImagesCEL = `(object.spec.containers.map(c, has(c.image) ? c.image : '') +
 // unpinned keeps the images not pinned by digest.
 const unpinned = `.map(i, string(i)).filter(i, !i.contains('@'))`
 
-// scopeNormalize turns each image name i into {h: host name without port, lowercased, with
-// Docker Hub's names as docker.io and '[' for any IPv6 literal; p: repository path, under
-// library/ for a one-segment Docker Hub name}, by the reference grammar's rule for the first
-// path component (a host when it has '.' or ':', is localhost, or has an uppercase letter).
-// Ports and IPv6 spellings are not told apart: a superset.
-const scopeNormalize = `.map(i, {'i': i, 's': i.split('/')[0]})` +
-	`.map(m, {'i': m.i, 's': m.s, 'x': (m.i.contains('/') && (m.s.contains('.') || m.s.contains(':') || m.s == 'localhost' || m.s != m.s.lowerAscii())) ? 'y' : ''})` +
-	`.map(m, {'h': m.x == 'y' ? m.s.lowerAscii() : 'docker.io', 'r': (m.x == 'y' ? m.i.substring(size(m.s) + 1) : m.i).split(':')[0]})` +
-	`.map(m, {'h': m.h.startsWith('[') ? '[' : m.h.split(':')[0], 'r': m.r})` +
-	`.map(m, {'h': m.h in ['docker.io', 'index.docker.io', 'registry-1.docker.io', 'registry.hub.docker.com'] ? 'docker.io' : m.h, 'r': m.r})` +
-	`.map(m, {'h': m.h, 'p': m.h == 'docker.io' && !m.r.contains('/') ? 'library/' + m.r : m.r})`
-
 // PinCondition is the CEL match condition that sends a Pod to the pinning webhook only when
 // one of its images is not pinned by digest and a verify rule may cover it (entries, from
 // policy.Snapshot.PinScope): "false" with no verify rule at all. It is a superset of the
 // images the engine pins (FuzzPinCondition holds it to that): a Pod it lets through unpinned
 // that a verify rule covers is refused by the validating webhook ("not pinned"), never
-// admitted unverified.
+// admitted unverified. Per image it looks for an entry of the Pod's namespace (or of every
+// namespace) whose needles (hintNeedles) all appear in the lowercased reference: substring
+// searches, not a parse of each image.
 func PinCondition(entries []policy.PinEntry) string {
 	switch {
 	case len(entries) == 0:
@@ -50,20 +40,32 @@ func PinCondition(entries []policy.PinEntry) string {
 	case len(entries) > maxPinEntries:
 		return "true"
 	}
+	seen := map[[3]string]bool{}
 	var list strings.Builder
 	list.WriteByte('[')
-	for i, e := range entries {
-		if i > 0 {
+	for _, e := range entries {
+		needles := hintNeedles(e)
+		if len(needles) == 0 && e.Namespace == "" {
+			// An entry of every namespace that covers every image: any unpinned image.
+			return ImagesCEL + unpinned + ".size() > 0"
+		}
+		k := [3]string{e.Namespace}
+		copy(k[1:], needles)
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		if len(seen) > 1 {
 			list.WriteString(", ")
 		}
-		fmt.Fprintf(&list, "[%s, %s, %s]", celString(e.Namespace), celString(e.Host), celString(e.PathPrefix))
+		fmt.Fprintf(&list, "[%s, %s, %s]", celString(k[0]), celString(k[1]), celString(k[2]))
 	}
 	list.WriteByte(']')
 	if list.Len() > maxPinCondition {
 		return "true"
 	}
-	return ImagesCEL + unpinned + scopeNormalize + `.exists(m, ` + list.String() +
-		`.exists(e, (e[0] == '' || e[0] == request.namespace) && (e[1] == '' || m.h == '[' || m.h == e[1]) && m.p.startsWith(e[2])))`
+	return ImagesCEL + unpinned + ".map(i, i.lowerAscii()).exists(i, " + list.String() +
+		".exists(e, (e[0] == '' || e[0] == request.namespace) && i.contains(e[1]) && i.contains(e[2])))"
 }
 
 // celString quotes s as a CEL string literal. Policy names, hosts and paths hold no quote or
@@ -90,21 +92,7 @@ func VerifyHint(entries []policy.PinEntry, i string) string {
 	seen := map[string]bool{}
 	var alternatives []string
 	for _, e := range entries {
-		var needles []string
-		switch {
-		case e.Host == "" || e.Host == "docker.io":
-		case strings.HasPrefix(e.Host, "["):
-			needles = append(needles, "[")
-		default:
-			needles = append(needles, strings.ToLower(e.Host))
-		}
-		// A Docker Hub reference may leave library/ out: look for what follows it.
-		const library = "library/"
-		if p := strings.ToLower(e.PathPrefix); p != "" && (len(p) > len(library) || library[:len(p)] != p) {
-			if t := strings.TrimPrefix(p, library); t != "" {
-				needles = append(needles, t)
-			}
-		}
+		needles := hintNeedles(e)
 		if len(needles) == 0 {
 			return "true"
 		}
@@ -123,4 +111,26 @@ func VerifyHint(entries []policy.PinEntry, i string) string {
 		return "true"
 	}
 	return out
+}
+
+// hintNeedles is what every reference an entry may cover holds, lowercased, as written: the
+// entry's host ('[' for any IPv6 literal; nothing for Docker Hub, whose host a reference may
+// leave out) and its path prefix (without library/, which a Docker Hub reference may leave
+// out too). None when the entry may cover any reference.
+func hintNeedles(e policy.PinEntry) []string {
+	var needles []string
+	switch {
+	case e.Host == "" || e.Host == "docker.io":
+	case strings.HasPrefix(e.Host, "["):
+		needles = append(needles, "[")
+	default:
+		needles = append(needles, strings.ToLower(e.Host))
+	}
+	const library = "library/"
+	if p := strings.ToLower(e.PathPrefix); p != "" && (len(p) > len(library) || library[:len(p)] != p) {
+		if t := strings.TrimPrefix(p, library); t != "" {
+			needles = append(needles, t)
+		}
+	}
+	return needles
 }

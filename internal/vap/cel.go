@@ -85,26 +85,33 @@ func volumesOf() string {
 
 // refsVar normalizes each of variables.images as the engine does (imageref.Parse,
 // CanonicalHost) into {f, i, c, k: kindOf, h: canonical host, p: path, t: tag, d: digest}.
-// Only plain references (k == 'p') have h, p, t and d that mean anything. Five steps: each
-// makes a map per image, which is most of what the normalization costs the apiserver.
+// Only plain references (k == 'p') have h, p, t and d that mean anything, and only for them
+// does each step below hold; for any other string every step is still defined (no CEL
+// error), since an error would fail the request closed. Two steps: each makes a map per
+// image, which is most of what the normalization costs the apiserver.
 var refsVar = `variables.images.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': ` + kindOf("m.i") + `, ` +
-	// s: the name and tag; d: the digest.
-	`'s': m.i.split('@')[0], 'd': m.i.contains('@') ? m.i.substring(m.i.indexOf('@') + 1) : ''})` +
-	// t: the tag, after the last ':' of the last path component.
-	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 's': m.s, 'd': m.d, 't': m.s.substring(m.s.lastIndexOf('/') + 1).contains(':') ? m.s.substring(m.s.lastIndexOf(':') + 1) : ''})` +
-	// n: the name; x: its first path component.
-	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 'd': m.d, 't': m.t, 'n': ` + nameOf + `, 'x': ` + nameOf + `.split('/')[0]})` +
-	// h: the host by the runtime's rule, without the default HTTPS port, Docker Hub's names as
-	// one; p: the path as that host reads it.
-	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 'd': m.d, 't': m.t, 'h': ` + hostOf + ` in ['docker.io', 'index.docker.io', 'registry-1.docker.io', 'registry.hub.docker.com'] ? 'docker.io' : ` + hostOf + `, ` +
-	`'p': ` + hostRule("m.n", "m.x") + ` ? m.n.substring(size(m.x) + 1) : m.n})` +
-	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 'd': m.d, 't': m.t, 'h': m.h, 'p': m.h == 'docker.io' && !m.p.contains('/') ? 'library/' + m.p : m.p})`
+	// n: the name (a plain name has ':' only before a port, and a port only before '/');
+	// x: the first path component; d: the digest.
+	`'n': m.i.find('` + celRegex(nameRE) + `'), 'x': m.i.split('/')[0], 'd': m.i.contains('@') ? m.i.substring(m.i.indexOf('@') + 1) : ''})` +
+	// t: the tag, after the name; h: the host by the runtime's rule, without the default
+	// HTTPS port, Docker Hub's names as one; p: the path as that host reads it, under
+	// library/ for a one-segment Docker Hub name.
+	`.map(m, {'f': m.f, 'i': m.i, 'c': m.c, 'k': m.k, 'd': m.d, ` +
+	`'t': m.i.substring(size(m.n)).startsWith(':') ? m.i.substring(size(m.n) + 1).split('@')[0] : '', ` +
+	`'h': ` + dockerHub + ` ? 'docker.io' : (m.x.endsWith(':443') ? m.x.substring(0, size(m.x) - 4) : m.x), ` +
+	`'p': ` + dockerHub + ` && !` + pathOf + `.contains('/') ? 'library/' + ` + pathOf + ` : ` + pathOf + `})`
 
-// nameOf is the name part of m.s (without the tag m.t); hostOf the host of m.n by the runtime's
-// rule, without the default HTTPS port.
-const nameOf = `(m.t == '' ? m.s : m.s.substring(0, size(m.s) - size(m.t) - 1))`
+// nameRE is the name part of a plain reference: what precedes its tag and digest.
+const nameRE = `^[^:@]*(?::[0-9]+/[^:@]*)?`
 
-var hostOf = `(` + hostRule("m.n", "m.x") + ` ? (m.x.endsWith(':443') ? m.x.substring(0, size(m.x) - 4) : m.x) : 'docker.io')`
+// dockerHub is whether the name m.n (first path component m.x) is on Docker Hub: no host by
+// the runtime's rule, or one of Docker Hub's names, with or without the default HTTPS port.
+// pathOf is the path of m.n as its host reads it.
+var (
+	dockerHub = `(!` + hostRule("m.n", "m.x") + ` || m.x in ['docker.io', 'index.docker.io', 'registry-1.docker.io', 'registry.hub.docker.com', ` +
+		`'docker.io:443', 'index.docker.io:443', 'registry-1.docker.io:443', 'registry.hub.docker.com:443'])`
+	pathOf = `(` + hostRule("m.n", "m.x") + ` ? m.n.substring(size(m.x) + 1) : m.n)`
+)
 
 // opening is the start of every message about the image r: "FIELD: image "I"", and
 // " (NORMALIZED)" unless the same (policy.Violation.Message).

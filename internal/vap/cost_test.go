@@ -15,6 +15,7 @@ import (
 	"k8s.io/apiserver/pkg/cel/environment"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
+	"github.com/imagegate/imagegate/internal/podspec"
 	"github.com/imagegate/imagegate/internal/policy"
 )
 
@@ -173,6 +174,7 @@ func BenchmarkRequestParts(b *testing.B) {
 		b.Fatal("the webhook is called for a Pod no verify rule covers")
 	}
 	matcher := newConditionMatcher(b, condition)
+	pinMatcher := newConditionMatcher(b, podspec.PinCondition(snap.PinScope()))
 	b.Run("generated", func(b *testing.B) {
 		for b.Loop() {
 			generated.cost(b, pod)
@@ -182,6 +184,12 @@ func BenchmarkRequestParts(b *testing.B) {
 		va := attributes(pod, nil)
 		for b.Loop() {
 			matcher.Match(context.Background(), va, nil, nil)
+		}
+	})
+	b.Run("pin-condition", func(b *testing.B) {
+		va := attributes(pod, nil)
+		for b.Loop() {
+			pinMatcher.Match(context.Background(), va, nil, nil)
 		}
 	})
 	b.Run("hand-written", func(b *testing.B) {
