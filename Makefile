@@ -28,6 +28,8 @@ CYCLONEDX_GOMOD ?= $(LOCALBIN)/cyclonedx-gomod-$(CYCLONEDX_GOMOD_VERSION)
 FUZZTIME ?= 20s
 
 comma := ,
+# The unit tests validate the CLI's JUnit output against its schema with libxml2 (cgo).
+REQUIRE_LIBXML2 := hack/require-devel.sh libxml-2.0 libxml2-dev libxml2-devel "the JUnit schema test needs libxml2"
 SHELL := /usr/bin/env bash -o pipefail
 .SHELLFLAGS := -ec
 
@@ -58,7 +60,7 @@ fmt: ## Run gofmt; fails when a file was not formatted.
 
 .PHONY: vet
 vet: ## Run go vet (the product and the modules of the e2e suite, the integration tests and the make bench harness).
-	@hack/require-libxml2.sh
+	@$(REQUIRE_LIBXML2)
 	go vet ./...
 	cd test/e2e && go vet -tags e2e ./...
 	cd test/integration && go vet ./...
@@ -76,12 +78,12 @@ setup-envtest: ## Build or find kube-apiserver, etcd, kubectl and kube-controlle
 	@hack/setup-envtest.sh
 
 .PHONY: setup-node
-setup-node: ## Build or find containerd (the e2e suite's container runtime); print its folder.
+setup-node: ## Build or find the node of the demo and the e2e suite (containerd, runc, kubelet, kube-scheduler, CNI plugins); print its folder.
 	@hack/setup-node.sh
 
 .PHONY: test
 test: fmt vet verify ## Unit tests, fuzz seeds and envtest suites with -race, a coverage summary, the integration tests (the Helm chart's lint and render, config/), and promtool on the alerts and the dashboard.
-	@hack/require-libxml2.sh
+	@$(REQUIRE_LIBXML2)
 	@assets=$$(hack/setup-envtest.sh | tail -n 1); \
 	echo "KUBEBUILDER_ASSETS=$$assets"; \
 	KUBEBUILDER_ASSETS=$$assets go test -race -count=1 -coverpkg=./internal/... -coverprofile=cover.out ./... && \
@@ -91,10 +93,11 @@ test: fmt vet verify ## Unit tests, fuzz seeds and envtest suites with -race, a 
 	hack/check-monitoring.sh
 
 .PHONY: demo
-demo: build ## Run imagegate on a local control plane and show it at work; KEEP=1 leaves it running.
+demo: build ## Run imagegate on a local control plane with a node (as root on Linux) and show it at work; KEEP=1 leaves it running.
 	@assets=$$(hack/setup-envtest.sh --with-controller-manager | tail -n 1); \
+	node=$$(if [ "$$(id -u)" = 0 ] && [ "$$(uname -s)" = Linux ]; then hack/setup-node.sh | tail -n 1; fi); \
 	go build -o bin/demo ./hack/demo; \
-	bin/demo --bin-dir "$$assets" --manager bin/manager $(if $(KEEP),--keep)
+	bin/demo --bin-dir "$$assets" --manager bin/manager --node-dir "$$node" $(if $(KEEP),--keep)
 
 .PHONY: test-e2e
 test-e2e: build ## End-to-end suite: the real manager binary, control plane, kubectl, cert-manager's CA injector and containerd, as root (test/e2e); V=1 for every kubectl line.
@@ -144,7 +147,7 @@ bench-engine: ## Run imagegate's own Go benchmarks (engine, parser, handler) and
 
 .PHONY: lint
 lint: golangci-lint kube-api-linter ## Run golangci-lint (the product, the e2e suite, the integration tests), and kube-api-linter on api/ (.golangci-kal.yml).
-	@hack/require-libxml2.sh
+	@$(REQUIRE_LIBXML2)
 	$(GOLANGCI_LINT) run ./...
 	cd test/e2e && $(GOLANGCI_LINT) run --config ../../.golangci.yml ./...
 	cd test/integration && $(GOLANGCI_LINT) run --config ../../.golangci.yml ./...

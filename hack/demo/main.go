@@ -24,11 +24,12 @@ import (
 )
 
 func main() {
-	var root, binDir, manager string
+	var root, binDir, manager, nodeDir string
 	var keep bool
 	flag.StringVar(&root, "root", ".", "The repository's root folder (config/ is read from there).")
 	flag.StringVar(&binDir, "bin-dir", "", "Folder with etcd, kube-apiserver, kube-controller-manager and kubectl (make setup-envtest prints it).")
 	flag.StringVar(&manager, "manager", "bin/manager", "The manager binary.")
+	flag.StringVar(&nodeDir, "node-dir", "", "Folder with containerd, runc, the kubelet, kube-scheduler and the CNI plugins (make setup-node prints it); empty: no node, and Pods stay Pending.")
 	flag.BoolVar(&keep, "keep", false, "Leave the cluster and the manager running until Ctrl-C.")
 	flag.Parse()
 	if binDir == "" {
@@ -36,7 +37,7 @@ func main() {
 		os.Exit(2)
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	err := run(ctx, root, binDir, manager, keep)
+	err := run(ctx, root, binDir, manager, nodeDir, keep)
 	cancel()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "\ndemo failed: %v\n", err)
@@ -44,7 +45,7 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, root, binDir, manager string, keep bool) (err error) {
+func run(ctx context.Context, root, binDir, manager, nodeDir string, keep bool) (err error) {
 	step("Starting a local control plane (etcd, kube-apiserver, kube-controller-manager)")
 	// The apiserver presents a client certificate to the webhooks, and the manager admits no
 	// other caller (docs/install.md, "Authenticating the apiserver").
@@ -76,6 +77,22 @@ func run(ctx context.Context, root, binDir, manager string, keep bool) (err erro
 		}
 	}()
 	d := &demo{cluster: cluster, ctx: ctx}
+
+	// Every image the demo runs comes from a registry on this machine (in process, no
+	// Docker); with a node, containerd pulls every registry host's images from it.
+	reg := registrytest.New(true)
+	defer reg.Close()
+	if err := d.startNode(reg, nodeDir); err != nil {
+		return err
+	}
+	if d.node != nil {
+		defer func() {
+			step("Stopping the node")
+			if stopErr := d.node.Stop(); stopErr != nil && err == nil {
+				err = stopErr
+			}
+		}()
+	}
 
 	step("Installing the CRDs")
 	if err := d.kubectl("apply", "-f", filepath.Join(root, "config/crd/bases")); err != nil {
@@ -152,8 +169,7 @@ func run(ctx context.Context, root, binDir, manager string, keep bool) (err erro
 	if err := d.kubectlFails("run", "api", "-n", "shop", "--image=ghcr.io/acme/api:2.0"); err != nil {
 		return err
 	}
-	if err := d.kubectl("run", "api", "-n", "shop",
-		"--image=ghcr.io/acme/api@sha256:0b4f5d6c7a8e9f00112233445566778899aabbccddeeff00112233445566778f"); err != nil {
+	if err := d.kubectl("run", "api", "-n", "shop", "--image=ghcr.io/acme/api@"+d.shopDigest); err != nil {
 		return err
 	}
 
@@ -180,8 +196,6 @@ func run(ctx context.Context, root, binDir, manager string, keep bool) (err erro
 		return err
 	}
 
-	reg := registrytest.New(true)
-	defer reg.Close()
 	key, err := registrytest.NewKey()
 	if err != nil {
 		return err
@@ -199,9 +213,22 @@ func run(ctx context.Context, root, binDir, manager string, keep bool) (err erro
 		return err
 	}
 
-	step("What was admitted")
-	if err := d.kubectl("get", "pods", "-A", "-o=custom-columns=NAMESPACE:.metadata.namespace,NAME:.metadata.name,IMAGE:.spec.containers[0].image"); err != nil {
-		return err
+	if d.node == nil {
+		step("What was admitted (no node here, so the Pods stay Pending)")
+		if err := d.kubectl("get", "pods", "-A", "-o=custom-columns=NAMESPACE:.metadata.namespace,NAME:.metadata.name,IMAGE:.spec.containers[0].image"); err != nil {
+			return err
+		}
+	} else {
+		step("What was admitted runs: containerd pulled each image as the Pod names it, and the kubelet reports the digest it runs")
+		if err := d.kubectl("wait", "--for=condition=Ready", "--timeout=120s", "pod", "web", "cache", "appliance", "payments", "ledger", "api", "storefront"); err != nil {
+			return err
+		}
+		if err := d.kubectl("wait", "--for=condition=Ready", "--timeout=120s", "pod", "api", "-n", "shop"); err != nil {
+			return err
+		}
+		if err := d.kubectl("get", "pods", "-A", "-o=custom-columns=NAMESPACE:.metadata.namespace,NAME:.metadata.name,STATUS:.status.phase,NODE:.spec.nodeName,IMAGE:.spec.containers[0].image,IMAGE ID:.status.containerStatuses[0].imageID"); err != nil {
+			return err
+		}
 	}
 
 	if !keep {
@@ -561,17 +588,27 @@ spec:
 		return err
 	}
 
-	step("The admitted Pod runs (no kubelet here: the demo writes the status a kubelet would, with the digest the runtime pulled)")
-	out, err := d.cluster.Kubectl("get", "pod", "storefront", "-o=jsonpath={.spec.containers[0].image}").Output()
-	if err != nil {
-		return err
-	}
-	image := string(out)
-	_, digest, _ := strings.Cut(image, "@")
-	status := fmt.Sprintf(`{"status":{"phase":"Running","containerStatuses":[{"name":"storefront","image":%q,"imageID":%q,"ready":true,"restartCount":0,"state":{"running":{}}}]}}`,
-		image, reg.Host+"/acme/web@"+digest)
-	if err := d.kubectl("patch", "pod", "storefront", "--subresource=status", "--type=merge", "-p="+status); err != nil {
-		return err
+	if d.node != nil {
+		step("The admitted Pod runs: the kubelet reports the digest containerd pulled, which the audit re-verifies")
+		if err := d.kubectl("wait", "--for=condition=Ready", "pod/storefront", "--timeout=120s"); err != nil {
+			return err
+		}
+		if err := d.kubectl("get", "pod", "storefront", "-o=jsonpath={.status.phase} {.status.containerStatuses[0].imageID}{\"\\n\"}"); err != nil {
+			return err
+		}
+	} else {
+		step("The admitted Pod runs (no node here: the demo writes the status a kubelet would, with the digest the runtime pulled)")
+		out, err := d.cluster.Kubectl("get", "pod", "storefront", "-o=jsonpath={.spec.containers[0].image}").Output()
+		if err != nil {
+			return err
+		}
+		image := string(out)
+		_, digest, _ := strings.Cut(image, "@")
+		status := fmt.Sprintf(`{"status":{"phase":"Running","containerStatuses":[{"name":"storefront","image":%q,"imageID":%q,"ready":true,"restartCount":0,"state":{"running":{}}}]}}`,
+			image, reg.Host+"/acme/web@"+digest)
+		if err := d.kubectl("patch", "pod", "storefront", "--subresource=status", "--type=merge", "-p="+status); err != nil {
+			return err
+		}
 	}
 	if err := d.waitQuiet("the first audit of no-criticals", "get", "clusterimagepolicy", "no-criticals", "-o=jsonpath={.status.audit.lastScanTime}"); err != nil {
 		return err
@@ -659,6 +696,55 @@ spec:
 type demo struct {
 	cluster *localcluster.Cluster
 	ctx     context.Context
+	// node runs the admitted Pods; nil without one (they stay Pending).
+	node *localcluster.Node
+	// shopDigest is the digest of ghcr.io/acme/api that the shop namespace runs.
+	shopDigest string
+}
+
+// fakeShopDigest names ghcr.io/acme/api in the shop namespace when no node runs it.
+const fakeShopDigest = "sha256:0b4f5d6c7a8e9f00112233445566778899aabbccddeeff00112233445566778f"
+
+// startNode starts a node (kube-scheduler, containerd, runc, a kubelet) when nodeDir holds
+// one, with images of the pause program in reg under every name the demo runs. Where a node
+// cannot run (not root, not Linux, binaries missing), it says why and the demo goes on with
+// Pods that stay Pending.
+func (d *demo) startNode(reg *registrytest.Registry, nodeDir string) error {
+	d.shopDigest = fakeShopDigest
+	if nodeDir == "" {
+		fmt.Println("    no node (it runs containers, so make demo starts one only as root on Linux): the admitted Pods will stay Pending")
+		return nil
+	}
+	step("Starting a node: kube-scheduler, containerd and runc, and a kubelet, in their own PID and mount namespaces")
+	reg.Program = filepath.Join(nodeDir, "pause")
+	sandbox, err := reg.Push("imagegate/pause", "1")
+	if err != nil {
+		return err
+	}
+	// The images that the demo's Pods name on public registries: containerd asks this
+	// registry for them (hosts.toml), as a pull-through mirror would serve them.
+	for _, im := range []string{"acme/web:1.4.2", "library/redis:latest", "vendor/appliance:5.2", "acme/api:2.0"} {
+		repo, tag, _ := strings.Cut(im, ":")
+		dg, err := reg.Push(repo, tag)
+		if err != nil {
+			return err
+		}
+		if repo == "acme/api" {
+			d.shopDigest = dg.DigestStr()
+		}
+	}
+	node, err := localcluster.StartNode(d.ctx, localcluster.NodeOptions{
+		BinDir: nodeDir, Kubeconfig: d.cluster.Kubeconfig, Registry: reg.Host, SandboxImage: sandbox.String(),
+		Progress: func(f string, a ...any) { fmt.Printf("    "+f+"\n", a...) },
+	})
+	if err != nil {
+		reg.Program = ""
+		d.shopDigest = fakeShopDigest
+		fmt.Printf("    the node did not start, so the admitted Pods will stay Pending:\n    %v\n", err)
+		return nil
+	}
+	d.node = node
+	return d.kubectl("get", "nodes", "-o=wide")
 }
 
 func step(s string) { fmt.Printf("\n==> %s\n", s) }

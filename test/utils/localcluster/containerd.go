@@ -47,6 +47,7 @@ type Containerd struct {
 // containerdConfig keeps containerd to its folder: root, state, sockets, registry hosts,
 // CNI and NRI paths there, never /etc, /var/lib/containerd, /opt or /run/containerd. The
 // native snapshotter unpacks layers with plain file copies, so a pull leaves no mount behind.
+// Arguments 10 and 11 add lines to the CRI image and runtime sections (a node's, below).
 const containerdConfig = `version = 3
 root = %[1]q
 state = %[2]q
@@ -63,11 +64,11 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.bt
     path = %[5]q
   [plugins.'io.containerd.cri.v1.images']
     snapshotter = 'native'
-    [plugins.'io.containerd.cri.v1.images'.registry]
+%[10]s    [plugins.'io.containerd.cri.v1.images'.registry]
       config_path = %[6]q
   [plugins.'io.containerd.cri.v1.runtime']
     cdi_spec_dirs = []
-    [plugins.'io.containerd.cri.v1.runtime'.cni]
+%[11]s    [plugins.'io.containerd.cri.v1.runtime'.cni]
       bin_dirs = [%[7]q]
       conf_dir = %[8]q
   [plugins.'io.containerd.grpc.v1.cri']
@@ -117,7 +118,7 @@ func StartContainerd(ctx context.Context, opts ContainerdOptions) (_ *Containerd
 	}
 	c.Socket = dir("containerd.sock")
 	config := fmt.Sprintf(containerdConfig, dir("root"), dir("state"), c.Socket, dir("containerd.sock.ttrpc"),
-		dir("opt"), dir("certs.d"), dir("cni", "bin"), dir("cni", "conf"), "linux/"+runtime.GOARCH)
+		dir("opt"), dir("certs.d"), dir("cni", "bin"), dir("cni", "conf"), "linux/"+runtime.GOARCH, "", "")
 	if err := os.WriteFile(dir("config.toml"), []byte(config), 0o600); err != nil {
 		return nil, err
 	}
@@ -129,12 +130,7 @@ func StartContainerd(ctx context.Context, opts ContainerdOptions) (_ *Containerd
 	if c.proc, err = startProcess(c.Dir, "containerd", opts.Binary, []string{"--config", dir("config.toml"), "--log-level", "info"}, nil); err != nil {
 		return nil, err
 	}
-	c.conn, err = grpc.NewClient("unix://"+c.Socket,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", c.Socket)
-		}))
-	if err != nil {
+	if c.conn, err = criClient(c.Socket); err != nil {
 		return nil, err
 	}
 	c.Images = runtimeapi.NewImageServiceClient(c.conn)
@@ -154,6 +150,15 @@ func StartContainerd(ctx context.Context, opts ContainerdOptions) (_ *Containerd
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// criClient is a gRPC connection to the CRI services on a unix socket.
+func criClient(socket string) (*grpc.ClientConn, error) {
+	return grpc.NewClient("unix://"+socket,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+		}))
 }
 
 // Pull pulls image exactly as a kubelet passes a container's image string to the runtime,

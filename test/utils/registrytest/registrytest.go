@@ -6,6 +6,8 @@
 package registrytest
 
 import (
+	"archive/tar"
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -21,6 +23,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,6 +39,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	ggcrstatic "github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 	"github.com/sigstore/cosign/v3/pkg/oci/mutate"
@@ -57,6 +62,9 @@ type Registry struct {
 	*httptest.Server
 	// Host is host:port, what image references name.
 	Host string
+	// Program, when set, is a static Linux program that every image Push writes runs (see
+	// PushProgram): images a node can run, each push different content.
+	Program string
 
 	mu     sync.Mutex
 	counts map[string]int
@@ -65,6 +73,7 @@ type Registry struct {
 	fault    atomic.Pointer[http.HandlerFunc]
 	watch    atomic.Pointer[func(*http.Request)]
 	requests atomic.Int64
+	pushes   atomic.Int64
 }
 
 // New starts a registry on a loopback port; referrers says whether it serves the OCI 1.1
@@ -161,8 +170,12 @@ func (r *Registry) Watch(f func(*http.Request)) {
 	r.watch.Store(&f)
 }
 
-// Push writes a small random image as repo:tag and returns its digest reference.
+// Push writes a small random image as repo:tag (an image of Program when it is set) and
+// returns its digest reference.
 func (r *Registry) Push(repo, tag string) (name.Digest, error) {
+	if r.Program != "" {
+		return PushProgram(r.Host, repo, tag, r.Program, fmt.Sprintf("%s:%s #%d", repo, tag, r.pushes.Add(1)), Anonymous)
+	}
 	return PushTo(r.Host, repo, tag, Anonymous)
 }
 
@@ -185,6 +198,57 @@ func (c Credentials) oci() ociremote.Option {
 func PushTo(host, repo, tag string, c Credentials) (name.Digest, error) {
 	img, err := random.Image(512, 1)
 	if err != nil {
+		return name.Digest{}, err
+	}
+	ref, err := name.NewTag(host + "/" + repo + ":" + tag)
+	if err != nil {
+		return name.Digest{}, err
+	}
+	if err := remote.Write(ref, img, remote.WithAuth(c.Authenticator)); err != nil {
+		return name.Digest{}, err
+	}
+	d, err := img.Digest()
+	if err != nil {
+		return name.Digest{}, err
+	}
+	return ref.Context().Digest(d.String()), nil
+}
+
+// PushProgram writes an image that runs a program as host/repo:tag and returns its digest
+// reference: one layer holding the file program as /program, its entrypoint, for the
+// platform linux/GOARCH. label makes images of the same program differ.
+func PushProgram(host, repo, tag, program, label string, c Credentials) (name.Digest, error) {
+	b, err := os.ReadFile(program)
+	if err != nil {
+		return name.Digest{}, err
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	if err := tw.WriteHeader(&tar.Header{Name: "program", Mode: 0o755, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
+		return name.Digest{}, err
+	}
+	if _, err := tw.Write(b); err != nil {
+		return name.Digest{}, err
+	}
+	if err := tw.Close(); err != nil {
+		return name.Digest{}, err
+	}
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf.Bytes())), nil })
+	if err != nil {
+		return name.Digest{}, err
+	}
+	img, err := ggcrmutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		return name.Digest{}, err
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return name.Digest{}, err
+	}
+	cfg = cfg.DeepCopy()
+	cfg.OS, cfg.Architecture = "linux", runtime.GOARCH
+	cfg.Config = v1.Config{Entrypoint: []string{"/program"}, Labels: map[string]string{"imagegate.test/label": label}}
+	if img, err = ggcrmutate.ConfigFile(img, cfg); err != nil {
 		return name.Digest{}, err
 	}
 	ref, err := name.NewTag(host + "/" + repo + ":" + tag)
