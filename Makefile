@@ -100,12 +100,12 @@ demo: build ## Run imagegate on a local control plane with a node (as root on Li
 	bin/demo --bin-dir "$$assets" --manager bin/manager --node-dir "$$node" $(if $(KEEP),--keep)
 
 .PHONY: test-e2e
-test-e2e: build ## End-to-end suite: the real manager binary, control plane, kubectl, cert-manager's CA injector and containerd, as root (test/e2e); V=1 for every kubectl line.
+test-e2e: build ## End-to-end suite: the real manager binary, control plane, kubectl, cert-manager's CA injector and a node (kubelet, containerd, runc), as root (test/e2e); V=1 for every kubectl line.
 	@assets=$$(hack/setup-envtest.sh --with-controller-manager | tail -n 1); \
 	node=$$(hack/setup-node.sh | tail -n 1); \
 	(cd hack/cainjector && go build -o ../../bin/cainjector .); \
 	certmanager=$$(cd hack/cainjector && go list -m -f '{{.Dir}}' github.com/cert-manager/cert-manager); \
-	cd test/e2e && E2E_BIN_DIR=$$assets E2E_CONTAINERD=$$node/containerd E2E_CAINJECTOR=$(CURDIR)/bin/cainjector E2E_CERT_MANAGER_DIR=$$certmanager \
+	cd test/e2e && E2E_BIN_DIR=$$assets E2E_NODE_DIR=$$node E2E_CAINJECTOR=$(CURDIR)/bin/cainjector E2E_CERT_MANAGER_DIR=$$certmanager \
 	go test -tags e2e -count=1 -timeout 20m . $(if $(V),-v -ginkgo.v)
 
 .PHONY: test-reliability

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -19,16 +20,20 @@ import (
 	"github.com/imagegate/imagegate/test/utils/runtimeref"
 )
 
-// The node: a real containerd (its CRI plugin, as a kubelet calls it) pulls the image strings
-// imagegate stored, and is asked what it would do with the strings imagegate refuses. Every
-// registry host containerd is asked for reaches one registry on loopback, which sees the host
-// the image named (containerd's mirror protocol, ?ns=).
+// The node: a kubelet with containerd and runc. Its CRI image service (what the kubelet
+// calls) pulls the image strings imagegate stored and is asked what it would do with the
+// strings imagegate refuses; Pods that tolerate its taint run on it. Every registry host
+// containerd is asked for reaches one registry on loopback, which sees the host the image
+// named (containerd's mirror protocol, ?ns=).
 var _ = Describe("A container runtime pulls what imagegate admitted", Ordered, func() {
-	const ns = "e2e-node"
+	const (
+		ns    = "e2e-node"
+		taint = "imagegate.io/e2e-node"
+	)
 	var (
-		reg        *registrytest.Registry
-		containerd *localcluster.Containerd
-		key        *registrytest.Key
+		reg  *registrytest.Registry
+		node *localcluster.Node
+		key  *registrytest.Key
 		// seen is the manifest requests containerd made: the host the image named and the path
 		// asked for.
 		mu   sync.Mutex
@@ -47,7 +52,7 @@ var _ = Describe("A container runtime pulls what imagegate admitted", Ordered, f
 	// repoDigests is what containerd has under image: its ID and repo digests.
 	repoDigests := func(image string) (string, []string) {
 		GinkgoHelper()
-		st, err := containerd.Status(ctx, image)
+		st, err := node.Images.Status(ctx, image)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(st).NotTo(BeNil(), "containerd has no image %s", image)
 		return st.GetId(), st.GetRepoDigests()
@@ -56,14 +61,33 @@ var _ = Describe("A container runtime pulls what imagegate admitted", Ordered, f
 		GinkgoHelper()
 		return kubectl("get", "pod", pod, "-n", ns, "-o=jsonpath={.spec.containers[0].image}")
 	}
+	// runOnNode creates a Pod that tolerates the node's taint (the other Pods of the suite
+	// stay off it) and returns what the apiserver answered.
+	runOnNode := func(pod, image string) result {
+		return run("run", pod, "-n", ns, "--image="+image,
+			`--overrides={"apiVersion":"v1","spec":{"tolerations":[{"key":"`+taint+`","operator":"Exists"}]}}`)
+	}
+	// running waits for a Pod to be Ready and returns the image ID the kubelet reports for its
+	// container: what the runtime says it runs.
+	running := func(pod string) string {
+		GinkgoHelper()
+		r := run("wait", "--for=condition=Ready", "pod/"+pod, "-n", ns, "--timeout=90s")
+		Expect(r.err).NotTo(HaveOccurred(), "%s\n%s\n%s", r.stderr,
+			run("get", "pod", pod, "-n", ns, "-o=jsonpath={.status}").stdout, node.Log())
+		return kubectl("get", "pod", pod, "-n", ns, "-o=jsonpath={.status.containerStatuses[0].imageID}")
+	}
 
 	BeforeAll(func() {
-		binary := os.Getenv("E2E_CONTAINERD")
-		Expect(binary).NotTo(BeEmpty(), "E2E_CONTAINERD must name the containerd binary: run `make test-e2e`")
+		nodeDir := os.Getenv("E2E_NODE_DIR")
+		Expect(nodeDir).NotTo(BeEmpty(), "E2E_NODE_DIR must name the folder hack/setup-node.sh prints: run `make test-e2e`")
 		var err error
 		reg, err = registrytest.Listen("127.0.0.1:0", true)
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(reg.Close)
+		// Every image pushed here runs: the pause program, also the Pods' sandbox.
+		reg.Program = filepath.Join(nodeDir, "pause")
+		sandbox, err := reg.Push("imagegate/pause", "1")
+		Expect(err).NotTo(HaveOccurred())
 		reg.Watch(func(r *http.Request) {
 			if !strings.Contains(r.URL.Path, "/manifests/") || !strings.Contains(r.UserAgent(), "containerd") {
 				return
@@ -76,13 +100,21 @@ var _ = Describe("A container runtime pulls what imagegate admitted", Ordered, f
 			seen = append(seen, host+" "+r.URL.Path)
 			mu.Unlock()
 		})
-		containerd, err = localcluster.StartContainerd(ctx, localcluster.ContainerdOptions{Binary: binary, Registry: reg.Host})
+		node, err = localcluster.StartNode(ctx, localcluster.NodeOptions{
+			BinDir: nodeDir, Kubeconfig: cluster.Kubeconfig, Registry: reg.Host, SandboxImage: sandbox.String(),
+			Name: "e2e-node", Taint: taint,
+			Progress: func(f string, a ...any) { GinkgoWriter.Printf(f+"\n", a...) },
+		})
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(func() {
 			if CurrentSpecReport().Failed() {
-				GinkgoWriter.Printf("containerd's log:\n%s\n", containerd.Log())
+				GinkgoWriter.Printf("the node's logs:\n%s\n", node.Log())
 			}
-			Expect(containerd.Stop()).To(Succeed())
+			// The kubelet ends the Pods' containers and confirms their deletion; then the node
+			// stops, and its Node object (NotReady from then on) is deleted.
+			run("delete", "pods", "--all", "-n", ns, "--timeout=60s")
+			Expect(node.Stop()).To(Succeed())
+			run("delete", "node", "e2e-node", "--wait=false")
 		})
 
 		key, err = registrytest.NewKey()
@@ -123,8 +155,8 @@ spec:
 		Expect(image).To(Equal(reg.Host + "/acme/app:1.0@" + signed.DigestStr()))
 
 		// The kubelet passes the stored string to the runtime as it is.
-		id, err := containerd.Pull(ctx, image, nil)
-		Expect(err).NotTo(HaveOccurred(), containerd.Log())
+		id, err := node.Images.Pull(ctx, image, nil)
+		Expect(err).NotTo(HaveOccurred(), node.Log())
 		gotID, digests := repoDigests(image)
 		Expect(gotID).To(Equal(id))
 		Expect(digests).To(ContainElement(reg.Host + "/acme/app@" + signed.DigestStr()))
@@ -137,19 +169,41 @@ spec:
 		moved, err := reg.Push("acme/app", "1.0")
 		Expect(err).NotTo(HaveOccurred())
 		Expect(key.Sign(moved)).To(Succeed())
-		Expect(containerd.Remove(ctx, image)).To(Succeed())
-		again, err := containerd.Pull(ctx, image, nil)
+		Expect(node.Images.Remove(ctx, image)).To(Succeed())
+		again, err := node.Images.Pull(ctx, image, nil)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(again).To(Equal(id))
 		_, digests = repoDigests(image)
 		Expect(digests).To(ContainElement(reg.Host + "/acme/app@" + signed.DigestStr()))
 		Expect(digests).NotTo(ContainElement(HaveSuffix(moved.DigestStr())))
 
-		byTag, err := containerd.Pull(ctx, reg.Host+"/acme/app:1.0", nil)
+		byTag, err := node.Images.Pull(ctx, reg.Host+"/acme/app:1.0", nil)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(byTag).NotTo(Equal(id), "the tag should name the new content now")
 		_, digests = repoDigests(reg.Host + "/acme/app:1.0")
 		Expect(digests).To(ContainElement(reg.Host + "/acme/app@" + moved.DigestStr()))
+	})
+
+	It("runs an admitted Pod at the digest imagegate verified", func() {
+		signed, err := reg.Push("acme/run", "1.0")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(key.Sign(signed)).To(Succeed())
+		r := runOnNode("node-run", reg.Host+"/acme/run:1.0")
+		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
+		Expect(stored("node-run")).To(Equal(reg.Host + "/acme/run:1.0@" + signed.DigestStr()))
+		// The tag moves to unsigned content: whenever the kubelet pulls, it pulls the digest.
+		_, err = reg.Push("acme/run", "1.0")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(running("node-run")).To(Equal(reg.Host + "/acme/run@" + signed.DigestStr()))
+
+		// An unsigned image is refused before any node sees it.
+		unsigned, err := reg.Push("acme/run", "nightly")
+		Expect(err).NotTo(HaveOccurred())
+		manifestRequests()
+		r = runOnNode("node-run-unsigned", reg.Host+"/acme/run:nightly")
+		Expect(r.err).To(HaveOccurred())
+		Expect(r.stderr).To(ContainSubstring(`is not allowed by ClusterImagePolicy "e2e-node": no signature by a trusted signer`))
+		Expect(manifestRequests()).To(BeEmpty(), "the node pulled %s", unsigned)
 	})
 
 	It("runs what a tag@digest string's digest names, not its tag: imagegate verifies the digest", func() {
@@ -165,7 +219,7 @@ spec:
 
 		// What the runtime would have run: the unsigned digest, with the signed tag ignored.
 		manifestRequests()
-		_, err = containerd.Pull(ctx, lookalike, nil)
+		_, err = node.Images.Pull(ctx, lookalike, nil)
 		Expect(err).NotTo(HaveOccurred())
 		_, digests := repoDigests(lookalike)
 		Expect(digests).To(ConsistOf(reg.Host + "/acme/pair@" + unsigned.DigestStr()))
@@ -176,7 +230,7 @@ spec:
 		// An unsigned image some other Pod (another namespace, another policy) had pulled.
 		other, err := reg.Push("vendor/miner", "1")
 		Expect(err).NotTo(HaveOccurred())
-		id, err := containerd.Pull(ctx, other.String(), nil)
+		id, err := node.Images.Pull(ctx, other.String(), nil)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(id).To(MatchRegexp(`^sha256:[0-9a-f]{64}$`))
 
@@ -217,7 +271,7 @@ spec:
 			manifestRequests()
 			// Whether the pull succeeds does not matter (most repositories are not there): the
 			// first manifest request is where the runtime went.
-			_, _ = containerd.Pull(ctx, s, nil)
+			_, _ = node.Images.Pull(ctx, s, nil)
 			requests := manifestRequests()
 			Expect(requests).NotTo(BeEmpty(), "containerd asked the registry nothing for %s", s)
 			host, path, _ := strings.Cut(requests[0], " ")
@@ -235,25 +289,18 @@ spec:
 		// cover the Pod: the audit must judge the digest the runtime reported.
 		unsigned, err := reg.Push("team/late", "1")
 		Expect(err).NotTo(HaveOccurred())
-		kubectl("run", "node-late", "-n", ns, "--image="+reg.Host+"/team/late:1")
+		r := runOnNode("node-late", reg.Host+"/team/late:1")
+		Expect(r.err).NotTo(HaveOccurred(), r.stderr)
 		Expect(stored("node-late")).To(Equal(reg.Host + "/team/late:1"))
-		_, err = containerd.Pull(ctx, reg.Host+"/team/late:1", nil)
-		Expect(err).NotTo(HaveOccurred())
-		_, digests := repoDigests(reg.Host + "/team/late:1")
-		Expect(digests).NotTo(BeEmpty())
-		// containerd reports a container's image as the first of its image's repo digests, and
-		// the kubelet writes that as the imageID.
-		imageID := digests[0]
-		Expect(imageID).To(Equal(unsigned.String()))
-		kubectl("patch", "pod", "node-late", "-n", ns, "--subresource=status", "--type=merge", fmt.Sprintf(
-			`-p={"status":{"phase":"Running","containerStatuses":[{"name":"node-late","image":"%s/team/late:1","imageID":%q,"ready":true,"restartCount":0,"state":{"running":{}}}]}}`,
-			reg.Host, imageID))
+		// The kubelet pulled the tag and reports the first of the image's repo digests, as
+		// containerd gives it, as the container's imageID.
+		Expect(running("node-late")).To(Equal(unsigned.String()))
 
 		signed, err := reg.Push("team/late", "1")
 		Expect(err).NotTo(HaveOccurred())
 		Expect(key.Sign(signed)).To(Succeed())
 		pem := strings.ReplaceAll(strings.TrimSpace(key.PublicKeyPEM()), "\n", "\n          ")
-		r := apply(fmt.Sprintf(`apiVersion: imagegate.io/v1alpha1
+		r = apply(fmt.Sprintf(`apiVersion: imagegate.io/v1alpha1
 kind: ClusterImagePolicy
 metadata:
   name: e2e-node-late

@@ -3,8 +3,9 @@
 // the imagegate manager as its own process next to it, registered from config/local. The
 // demo (hack/demo) and the end-to-end suite (test/e2e) share it.
 //
-// There is no kubelet: Pods are admitted and stored, never run. StartContainerd runs the
-// container runtime a kubelet would call, so that the e2e suite can pull what was stored.
+// Pods are admitted and stored, and run nowhere until StartNode adds a node: kube-scheduler,
+// and a kubelet with containerd and runc, so that Pods run (the demo) and a test can pull what
+// was stored through the runtime's CRI image service (the e2e suite).
 package localcluster
 
 import (

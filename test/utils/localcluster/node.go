@@ -11,7 +11,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -33,6 +35,9 @@ type NodeOptions struct {
 	SandboxImage string
 	// Name is the node's name; empty: "imagegate-node".
 	Name string
+	// Taint, when set, is the key of a NoSchedule taint the node registers with: only Pods
+	// that tolerate it are placed on it (a test's own), not every Pending Pod of the cluster.
+	Taint string
 	// Progress, when set, is told what is happening.
 	Progress func(format string, args ...any)
 }
@@ -42,19 +47,21 @@ type NodeOptions struct {
 // namespace of their own (unshare): when the node stops, or this program dies, the kernel
 // ends every process of it (shims and containers included) and drops every mount it made (the kubelet's volumes, the Pods' network namespaces, a tmpfs
 // over /var/log, where the kubelet writes at fixed paths). Nothing is written outside its
-// temporary folder but the cgroups the containers ran in, which Stop removes.
+// temporary folder but the cgroups the containers ran in, all under a cgroup named after that
+// folder, which Stop removes. A node whose program was killed leaves its folder and that
+// cgroup (empty: the kernel ended its processes); the next StartNode removes both.
 type Node struct {
 	// Name is the node's name.
 	Name string
 	// Dir is the node's folder: configurations, state, sockets, logs.
 	Dir string
-	// Images is containerd's CRI image service.
-	Images runtimeapi.ImageServiceClient
+	// Images is containerd's CRI image service, which the kubelet pulls with: a test can pull
+	// image strings through it as the kubelet would, and ask what the node holds.
+	Images ImageService
 
 	proc      *process
 	scheduler *process
 	conn      *grpc.ClientConn
-	cgroups   []string // the cgroup folders that existed before the node started
 	progress  func(string, ...any)
 }
 
@@ -89,15 +96,18 @@ const cniConfig = `{
 `
 
 // kubeletConfig runs the kubelet on this machine as it is: cgroup v1 allowed (Kubernetes
-// 1.35 and later refuse it unless failCgroupV1 is false), cgroupfs without a cgroup per QoS
-// class and no node allocatable enforcement (nothing to set up on the host), swap allowed, no
-// seccomp default, its server on loopback only, its folders in the node's.
+// 1.35 and later refuse it unless failCgroupV1 is false), cgroupfs with every cgroup of the
+// node (kubepods and the QoS classes, each Pod's, each container's, which containerd puts
+// under the Pod's) under a cgroup named after the node's folder (cgroupRoot), no node
+// allocatable enforcement, swap allowed, no seccomp default, its server on loopback only, its
+// folders in the node's.
 const kubeletConfig = `apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 failCgroupV1: false
 failSwapOn: false
 cgroupDriver: cgroupfs
-cgroupsPerQOS: false
+cgroupsPerQOS: true
+cgroupRoot: %[5]q
 enforceNodeAllocatable: []
 containerRuntimeEndpoint: unix://%[1]s
 authentication: {anonymous: {enabled: false}, webhook: {enabled: false}}
@@ -159,6 +169,9 @@ func StartNode(ctx context.Context, opts NodeOptions) (_ *Node, err error) {
 	if n.progress == nil {
 		n.progress = func(string, ...any) {}
 	}
+	if err := removeStale(); err != nil {
+		n.progress("what an earlier node left could not all be removed: %v", err)
+	}
 	// A short path: unix socket paths are limited to 107 bytes.
 	if n.Dir, err = os.MkdirTemp("", "imagegate-node-"); err != nil {
 		return nil, err
@@ -189,13 +202,16 @@ func StartNode(ctx context.Context, opts NodeOptions) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	files["kubelet.yaml"] = fmt.Sprintf(kubeletConfig, socket, dir("pod-logs"), dir("volume-plugins"), port)
+	kubelet := fmt.Sprintf(kubeletConfig, socket, dir("pod-logs"), dir("volume-plugins"), port, "/"+filepath.Base(n.Dir))
+	if opts.Taint != "" {
+		kubelet += fmt.Sprintf("registerWithTaints: [{key: %q, effect: NoSchedule}]\n", opts.Taint)
+	}
+	files["kubelet.yaml"] = kubelet
 	for name, content := range files {
 		if err := os.WriteFile(dir(name), []byte(content), 0o600); err != nil {
 			return nil, err
 		}
 	}
-	n.cgroups = newCgroups(nil)
 	args := []string{"--pid", "--fork", "--kill-child", "--mount", "--propagation", "private", "--mount-proc",
 		"/bin/sh", "-c", nodeScript, "imagegate-node",
 		"--config", dir("kubelet.yaml"), "--kubeconfig", opts.Kubeconfig,
@@ -211,14 +227,20 @@ func StartNode(ctx context.Context, opts NodeOptions) (_ *Node, err error) {
 	}, nil); err != nil {
 		return nil, err
 	}
+	if err := makeCgroups(filepath.Base(n.Dir)); err != nil {
+		return nil, err
+	}
 	n.progress("starting containerd and a kubelet (node %s, %s) in their own PID and mount namespaces", n.Name, ip)
 	if n.proc, err = startProcess(n.Dir, "node", unshare, args, env); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(dir("node.pid"), []byte(strconv.Itoa(n.proc.cmd.Process.Pid)), 0o600); err != nil {
 		return nil, err
 	}
 	if n.conn, err = criClient(socket); err != nil {
 		return nil, err
 	}
-	n.Images = runtimeapi.NewImageServiceClient(n.conn)
+	n.Images = ImageService{runtimeapi.NewImageServiceClient(n.conn)}
 	deadline := time.Now().Add(120 * time.Second)
 	for {
 		if ended, werr := n.proc.exited(); ended {
@@ -293,9 +315,8 @@ func (n *Node) Stop() error {
 		errs = append(errs, n.scheduler.stop(10*time.Second))
 		n.scheduler = nil
 	}
-	if n.cgroups != nil {
-		errs = append(errs, removeCgroups(newCgroups(n.cgroups)))
-		n.cgroups = nil
+	if n.Dir != "" {
+		errs = append(errs, removeCgroups(filepath.Base(n.Dir)))
 	}
 	if n.Dir != "" && strings.Contains(n.Dir, "imagegate-node-") {
 		errs = append(errs, os.RemoveAll(n.Dir))
@@ -304,33 +325,22 @@ func (n *Node) Stop() error {
 	return errors.Join(errs...)
 }
 
-// cgroupNames are the cgroup folders containerd and the kubelet create under each hierarchy
-// for the Pods of a kubelet without per-QoS cgroups.
-var cgroupNames = []string{"k8s.io", "kubepods", "kubepods.slice"}
-
-// newCgroups lists the cgroup folders under cgroupNames of each hierarchy of /sys/fs/cgroup
-// (those folders included) that exist now and are not in before, deepest first.
-func newCgroups(before []string) []string {
-	out := []string{}
-	hierarchies, _ := filepath.Glob("/sys/fs/cgroup/*")
-	hierarchies = append(hierarchies, "/sys/fs/cgroup")
-	for _, h := range hierarchies {
-		for _, name := range cgroupNames {
-			_ = filepath.WalkDir(filepath.Join(h, name), func(p string, d fs.DirEntry, err error) error {
-				if err == nil && d.IsDir() && !slices.Contains(before, p) {
-					out = append(out, p)
-				}
-				return nil
-			})
-		}
+// removeCgroups removes the cgroup named name from every hierarchy of /sys/fs/cgroup (v1 and
+// v2), with the cgroups under it, deepest first. A cgroup can be removed once no process is in
+// it, which may take a moment after the kill.
+func removeCgroups(name string) error {
+	roots, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", name))
+	roots = append(roots, filepath.Join("/sys/fs/cgroup", name))
+	var dirs []string
+	for _, root := range roots {
+		_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
 	}
-	slices.SortFunc(out, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
-	return out
-}
-
-// removeCgroups removes cgroup folders in order. A cgroup can be removed once no process is
-// in it, which may take a moment after the kill.
-func removeCgroups(dirs []string) error {
+	slices.SortFunc(dirs, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
 	var errs []error
 	for _, d := range dirs {
 		var err error
@@ -344,6 +354,43 @@ func removeCgroups(dirs []string) error {
 		if err != nil {
 			errs = append(errs, fmt.Errorf("removing the cgroup the node left: %w", err))
 		}
+	}
+	return errors.Join(errs...)
+}
+
+// makeCgroups creates the cgroup named name in every hierarchy of /sys/fs/cgroup: the
+// kubelet's cgroupRoot, which must exist.
+func makeCgroups(name string) error {
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil { // v2
+		return os.Mkdir(filepath.Join("/sys/fs/cgroup", name), 0o750)
+	}
+	hierarchies, _ := filepath.Glob("/sys/fs/cgroup/*")
+	for _, h := range hierarchies {
+		if fi, err := os.Lstat(h); err != nil || !fi.IsDir() {
+			continue // cpu and cpuacct can be links to cpu,cpuacct
+		}
+		if err := os.Mkdir(filepath.Join(h, name), 0o750); err != nil {
+			return fmt.Errorf("creating the node's cgroup: %w", err)
+		}
+	}
+	return nil
+}
+
+// removeStale removes what nodes killed with their program left: each imagegate-node-*
+// folder whose node.pid names no running process, and its cgroups.
+func removeStale() error {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "imagegate-node-*"))
+	var errs []error
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, "node.pid"))
+		if err != nil {
+			continue // starting, or not a node's
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 0 || syscall.Kill(pid, 0) == nil {
+			continue
+		}
+		errs = append(errs, removeCgroups(filepath.Base(d)), os.RemoveAll(d))
 	}
 	return errors.Join(errs...)
 }
