@@ -112,7 +112,20 @@ func (e *benchEnv) interleavedLayer(ctx context.Context) error {
 	// Name rules in ValidatingAdmissionPolicies (--admission-policies): what the manager
 	// writes in that mode (internal/vap), with the webhooks' conditions it keeps.
 	configs = append(configs, ilvConfig{key: "imagegate-vap", name: ilvVAPConfig, enforces: true,
-		setup: func(ctx context.Context, e *benchEnv) (func() error, error) { return setupImagegateVAP(ctx, e, s) }})
+		setup: func(ctx context.Context, e *benchEnv) (func() error, error) {
+			return setupImagegateVAP(ctx, e, s, vapBoth)
+		}})
+	// The same mode in its two parts, to say which costs what: the generated policies without
+	// imagegate's webhooks, and the webhooks with the conditions the mode keeps (called for none
+	// of these Pods) without the policies.
+	configs = append(configs, ilvConfig{key: "imagegate-vap-policies", name: ilvVAPPoliciesConfig, enforces: true,
+		setup: func(ctx context.Context, e *benchEnv) (func() error, error) {
+			return setupImagegateVAP(ctx, e, s, vapPoliciesOnly)
+		}})
+	configs = append(configs, ilvConfig{key: "imagegate-vap-webhooks", name: ilvVAPWebhooksConfig,
+		setup: func(ctx context.Context, e *benchEnv) (func() error, error) {
+			return setupImagegateVAP(ctx, e, s, vapWebhooksOnly)
+		}})
 	configs = append(configs, ilvConfig{key: "imagegate-verify", name: ilvVerifyConfig, images: signedImages,
 		labels: map[string]string{signedLabel: "interleaved"},
 		setup: func(ctx context.Context, e *benchEnv) (func() error, error) {
@@ -220,6 +233,11 @@ func (e *benchEnv) interleavedLayer(ctx context.Context) error {
 				progress("interleaved: %-24s %s minus the validating webhook alone: median %+.3f ms (IQR %+.3f to %+.3f)", m.Name, ig, ms(d.median), ms(d.q1), ms(d.q3))
 			}
 		}
+		for _, ig := range []string{ilvVAPConfig, ilvVAPPoliciesConfig, ilvVAPWebhooksConfig} {
+			if d, ok := rep.added(m.Name, ig, "no admission webhook"); ok {
+				progress("interleaved: %-24s %s minus no webhook: median %+.3f ms (IQR %+.3f to %+.3f)", m.Name, ig, ms(d.median), ms(d.q1), ms(d.q3))
+			}
+		}
 	}
 	return nil
 }
@@ -258,6 +276,18 @@ const (
 	ilvValidatingConfig = "imagegate, validating webhook only"
 	ilvVerifyConfig     = "imagegate, verify rule, warm cache"
 	ilvVAPConfig        = "imagegate --admission-policies, a verify rule for other images"
+	// ilvVAPPoliciesConfig and ilvVAPWebhooksConfig are ilvVAPConfig's two parts.
+	ilvVAPPoliciesConfig = "imagegate --admission-policies, its policies alone"
+	ilvVAPWebhooksConfig = "imagegate --admission-policies, its webhooks' conditions alone"
+)
+
+// vapParts says which parts of what --admission-policies writes setupImagegateVAP registers.
+type vapParts int
+
+const (
+	vapBoth vapParts = iota
+	vapPoliciesOnly
+	vapWebhooksOnly
 )
 
 // ilvImagegateConfigs are the interleaved configurations that are imagegate.
@@ -297,7 +327,7 @@ type imagegateScope struct {
 // bench policy: its ValidatingAdmissionPolicies (bound to e.selector's namespaces), and the
 // webhooks with the conditions the manager keeps for the policies in force (the bench policy,
 // and the verify rule of ilvVerifyConfig, which covers other images).
-func setupImagegateVAP(ctx context.Context, e *benchEnv, s *signing) (func() error, error) {
+func setupImagegateVAP(ctx context.Context, e *benchEnv, s *signing, parts vapParts) (func() error, error) {
 	var verifying v1alpha1.ClusterImagePolicy
 	if err := yaml.Unmarshal([]byte(s.imagegatePolicy()), &verifying); err != nil {
 		return nil, err
@@ -309,7 +339,7 @@ func setupImagegateVAP(ctx context.Context, e *benchEnv, s *signing) (func() err
 	for i := range plan.Policies {
 		p := plan.Policies[i]
 		p.TypeMeta = metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicy"}
-		p.Name += "-bench"
+		p.Name += "-bench-" + e.selector[ilvLabel]
 		p.Labels = nil // not the manager's: it removes its own when it starts without the mode
 		b, err := yaml.Marshal(p)
 		if err != nil {
@@ -321,8 +351,8 @@ func setupImagegateVAP(ctx context.Context, e *benchEnv, s *signing) (func() err
 	for i := range plan.Bindings {
 		b := plan.Bindings[i]
 		b.TypeMeta = metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicyBinding"}
-		b.Name += "-bench"
-		b.Spec.PolicyName += "-bench"
+		b.Name += "-bench-" + e.selector[ilvLabel]
+		b.Spec.PolicyName += "-bench-" + e.selector[ilvLabel]
 		b.Labels = nil
 		b.Spec.MatchResources.NamespaceSelector = &metav1.LabelSelector{MatchLabels: e.selector}
 		y, err := yaml.Marshal(b)
@@ -331,16 +361,22 @@ func setupImagegateVAP(ctx context.Context, e *benchEnv, s *signing) (func() err
 		}
 		out = append(append(out, y...), "---\n"...)
 	}
-	teardown, err := setupImagegateScoped(ctx, e, imagegateScope{suffix: "-vap",
-		pinCondition: podspec.PinCondition(inForce.PinScope()), validatingCondition: vap.WebhookCondition(&plan, inForce.PinScope())})
+	teardown, err := func() error { return nil }, error(nil)
+	if parts != vapPoliciesOnly {
+		teardown, err = setupImagegateScoped(ctx, e, imagegateScope{suffix: "-" + e.selector[ilvLabel],
+			pinCondition: podspec.PinCondition(inForce.PinScope()), validatingCondition: vap.WebhookCondition(&plan, inForce.PinScope())})
+	}
 	remove := func() error {
 		err := teardown()
+		if parts == vapWebhooksOnly {
+			return err
+		}
 		for _, n := range names {
 			err = errors.Join(err, e.kubectl(nil, "delete", "validatingadmissionpolicy,validatingadmissionpolicybinding", n, "--ignore-not-found"))
 		}
 		return err
 	}
-	if err != nil {
+	if err != nil || parts == vapWebhooksOnly {
 		return remove, err
 	}
 	return remove, e.kubectl(out, "apply", "-f", "-")
