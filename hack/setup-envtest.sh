@@ -127,30 +127,17 @@ if download && has_all "$DEST" "${BINARIES[@]}"; then
   echo "$DEST"
   exit 0
 fi
-# Build into a temporary name and rename, so that an interrupted build never leaves a
-# truncated binary that the cache check above would take for a good one.
+# shellcheck source=hack/lib/build.sh
+. "$ROOT/hack/lib/build.sh"
 build() {
-  local module=$1 pkg=$2 out=$3 ldflags=$4 start=$SECONDS
-  if [ -x "$DEST/$out" ]; then return 0; fi
-  if [ "${ENVTEST_BUILD:-}" = never ]; then
-    log "$out is missing and ENVTEST_BUILD=never: not building it from $pkg"
+  if [ ! -x "$DEST/$3" ] && [ "${ENVTEST_BUILD:-}" = never ]; then
+    log "$3 is missing and ENVTEST_BUILD=never: not building it from $2"
     exit 3
   fi
-  log "building $out from $pkg (first time only; kube-apiserver takes about 10 minutes)"
-  # A progress line every 30 seconds, so a first run does not look hung.
-  (while sleep 30; do log "still building $out: $((SECONDS - start))s"; done) &
-  local ticker=$!
-  (cd "$ROOT/hack/envtest/$module" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$DEST/.$out.tmp" "$pkg")
-  kill "$ticker" 2>/dev/null || true
-  mv "$DEST/.$out.tmp" "$DEST/$out"
-  log "built $out in $((SECONDS - start))s"
+  cached_build "$ROOT/hack/envtest/$1" "$2" "$3" "$4"
 }
-
-minor=$(echo "$K8S_VERSION" | cut -d. -f2)
-vpkg=k8s.io/component-base/version
-k8s_ldflags="-s -w -X $vpkg.gitVersion=v$K8S_VERSION -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$minor \
-  -X $vpkg.gitTreeState=clean -X $vpkg.buildDate=1970-01-01T00:00:00Z \
-  -X k8s.io/client-go/pkg/version.gitVersion=v$K8S_VERSION"
+[ -x "$DEST/kube-apiserver" ] || log "kube-apiserver takes about 10 minutes to build"
+k8s_ldflags=$(k8s_ldflags "$K8S_VERSION")
 
 build etcd go.etcd.io/etcd/server/v3 etcd "-s -w"
 build kubernetes k8s.io/kubernetes/cmd/kube-apiserver kube-apiserver "$k8s_ldflags"

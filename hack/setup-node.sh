@@ -25,41 +25,21 @@ DEST="$BIN/node/k8s-$K8S_VERSION-containerd-$CTD_VERSION-runc-$RUNC_VERSION-cni-
 
 log() { echo "setup-node: $*" >&2; }
 
-# build MODULE PACKAGE OUT [ENV...] builds into a temporary name and renames, so that an
-# interrupted build never leaves a truncated binary that the cache check takes for a good one.
-build() {
-  local module=$1 pkg=$2 out=$3 start=$SECONDS
-  shift 3
-  if [ -x "$DEST/$out" ]; then return 0; fi
-  mkdir -p "$(dirname "$DEST/$out")"
-  log "building $out from $pkg (first time only)"
-  (while sleep 30; do log "still building $out: $((SECONDS - start))s"; done) &
-  local ticker=$!
-  (cd "$ROOT/$module" && env CGO_ENABLED=0 "$@" go build -trimpath -ldflags "${LDFLAGS:--s -w}" ${TAGS:+-tags "$TAGS"} \
-    -o "$DEST/$out.tmp" "$pkg") || { kill "$ticker" 2>/dev/null; exit 1; }
-  kill "$ticker" 2>/dev/null || true
-  mv "$DEST/$out.tmp" "$DEST/$out"
-  log "built $out in $((SECONDS - start))s"
-}
+# shellcheck source=hack/lib/build.sh
+. "$ROOT/hack/lib/build.sh"
 
-LDFLAGS="-s -w -X github.com/containerd/containerd/v2/version.Version=v$CTD_VERSION" \
-  build hack/node/containerd github.com/containerd/containerd/v2/cmd/containerd containerd
-build hack/node/containerd github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 containerd-shim-runc-v2
+cached_build "$ROOT/hack/node/containerd" github.com/containerd/containerd/v2/cmd/containerd containerd \
+  "-s -w -X github.com/containerd/containerd/v2/version.Version=v$CTD_VERSION"
+cached_build "$ROOT/hack/node/containerd" github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 containerd-shim-runc-v2 "-s -w"
 if [ ! -x "$DEST/runc" ]; then
   "$ROOT/hack/require-devel.sh" libseccomp libseccomp-dev libseccomp-devel "runc, the node's container runtime, needs libseccomp"
-  LDFLAGS="-s -w -X main.version=$RUNC_VERSION" TAGS=seccomp build hack/node/runc github.com/opencontainers/runc runc CGO_ENABLED=1
+  CGO_ENABLED=1 cached_build "$ROOT/hack/node/runc" github.com/opencontainers/runc runc "-s -w -X main.version=$RUNC_VERSION" -tags seccomp
 fi
-minor=$(echo "$K8S_VERSION" | cut -d. -f2)
-vpkg=k8s.io/component-base/version
-LDFLAGS="-s -w -X $vpkg.gitVersion=v$K8S_VERSION -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$minor \
-  -X $vpkg.gitTreeState=clean -X $vpkg.buildDate=1970-01-01T00:00:00Z" \
-  build hack/envtest/kubernetes k8s.io/kubernetes/cmd/kubelet kubelet
-LDFLAGS="-s -w -X $vpkg.gitVersion=v$K8S_VERSION -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$minor \
-  -X $vpkg.gitTreeState=clean -X $vpkg.buildDate=1970-01-01T00:00:00Z" \
-  build hack/envtest/kubernetes k8s.io/kubernetes/cmd/kube-scheduler kube-scheduler
+cached_build "$ROOT/hack/envtest/kubernetes" k8s.io/kubernetes/cmd/kubelet kubelet "$(k8s_ldflags "$K8S_VERSION")"
+cached_build "$ROOT/hack/envtest/kubernetes" k8s.io/kubernetes/cmd/kube-scheduler kube-scheduler "$(k8s_ldflags "$K8S_VERSION")"
 for p in main/tap main/loopback ipam/host-local; do
-  build hack/node/cni "github.com/containernetworking/plugins/plugins/$p" "cni/${p#*/}"
+  cached_build "$ROOT/hack/node/cni" "github.com/containernetworking/plugins/plugins/$p" "cni/${p#*/}" "-s -w"
 done
-build . ./hack/node/pause pause
+cached_build "$ROOT" ./hack/node/pause pause "-s -w"
 log "the node (Kubernetes v$K8S_VERSION, containerd v$CTD_VERSION, runc v$RUNC_VERSION, CNI plugins v$CNI_VERSION) is in $DEST"
 echo "$DEST"

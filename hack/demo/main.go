@@ -733,8 +733,8 @@ func (d *demo) startNode(reg *registrytest.Registry, nodeDir string) error {
 			d.shopDigest = dg.DigestStr()
 		}
 	}
-	node, err := localcluster.StartNode(d.ctx, localcluster.NodeOptions{
-		BinDir: nodeDir, Kubeconfig: d.cluster.Kubeconfig, Registry: reg.Host, SandboxImage: sandbox.String(),
+	node, err := d.cluster.StartNode(d.ctx, localcluster.NodeOptions{
+		BinDir: nodeDir, Registry: reg.Host, SandboxImage: sandbox.String(),
 		Progress: func(f string, a ...any) { fmt.Printf("    "+f+"\n", a...) },
 	})
 	if err != nil {

@@ -66,7 +66,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	Expect(err).NotTo(HaveOccurred(), "rendering config/default")
 	rendered, err = localcluster.SplitYAML(out)
 	Expect(err).NotTo(HaveOccurred())
-	hostIP = nonLoopbackIPv4()
+	hostIP = localcluster.HostIPv4()
 
 	cluster, err = localcluster.Start(ctx, localcluster.Options{
 		BinDir: binDir,
@@ -253,19 +253,6 @@ endpoints:
   conditions: {ready: true}
 `, service, namespace, port, hostIP))
 	Expect(r.err).NotTo(HaveOccurred(), r.stderr)
-}
-
-func nonLoopbackIPv4() net.IP {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return nil
-	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() && n.IP.To4() != nil {
-			return n.IP.To4()
-		}
-	}
-	return nil
 }
 
 // stream calls body(w, i) for i = 0, 1, 2, ... on each of workers goroutines (w is the

@@ -100,8 +100,8 @@ var _ = Describe("A container runtime pulls what imagegate admitted", Ordered, f
 			seen = append(seen, host+" "+r.URL.Path)
 			mu.Unlock()
 		})
-		node, err = localcluster.StartNode(ctx, localcluster.NodeOptions{
-			BinDir: nodeDir, Kubeconfig: cluster.Kubeconfig, Registry: reg.Host, SandboxImage: sandbox.String(),
+		node, err = cluster.StartNode(ctx, localcluster.NodeOptions{
+			BinDir: nodeDir, Registry: reg.Host, SandboxImage: sandbox.String(),
 			Name: "e2e-node", Taint: taint,
 			Progress: func(f string, a ...any) { GinkgoWriter.Printf(f+"\n", a...) },
 		})

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,8 +24,6 @@ type NodeOptions struct {
 	// BinDir holds containerd, containerd-shim-runc-v2, runc, kubelet, pause and cni/
 	// (hack/setup-node.sh builds them and prints the folder).
 	BinDir string
-	// Kubeconfig is the kubelet's: the cluster's admin kubeconfig.
-	Kubeconfig string
 	// Registry is the host:port of the plain-HTTP registry that answers for every registry
 	// host (ContainerdOptions.Registry). It must hold the sandbox image, SandboxImage.
 	Registry string
@@ -143,9 +140,10 @@ done
 wait
 `
 
-// StartNode starts kube-scheduler, containerd and a kubelet registered as opts.Name, and returns once the
-// node is Ready. It must run as root, on Linux, with unshare (util-linux).
-func StartNode(ctx context.Context, opts NodeOptions) (_ *Node, err error) {
+// StartNode starts kube-scheduler, containerd and a kubelet registered as opts.Name against
+// the cluster (with its admin kubeconfig), and returns once the node is Ready. It must run as
+// root, on Linux, with unshare (util-linux).
+func (c *Cluster) StartNode(ctx context.Context, opts NodeOptions) (_ *Node, err error) {
 	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
 		return nil, errors.New("a node runs containers: it needs Linux and root")
 	}
@@ -158,9 +156,9 @@ func StartNode(ctx context.Context, opts NodeOptions) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("a node needs unshare (util-linux): %w", err)
 	}
-	ip, err := nodeIP()
-	if err != nil {
-		return nil, err
+	ip := HostIPv4()
+	if ip == nil {
+		return nil, errors.New("the kubelet needs a non-loopback IPv4 address on this machine, and there is none")
 	}
 	n := &Node{Name: opts.Name, progress: opts.Progress}
 	if n.Name == "" {
@@ -214,15 +212,15 @@ func StartNode(ctx context.Context, opts NodeOptions) (_ *Node, err error) {
 	}
 	args := []string{"--pid", "--fork", "--kill-child", "--mount", "--propagation", "private", "--mount-proc",
 		"/bin/sh", "-c", nodeScript, "imagegate-node",
-		"--config", dir("kubelet.yaml"), "--kubeconfig", opts.Kubeconfig,
+		"--config", dir("kubelet.yaml"), "--kubeconfig", c.Kubeconfig,
 		"--root-dir", dir("kubelet"), "--cert-dir", dir("kubelet", "pki"),
-		"--hostname-override", n.Name, "--node-ip", ip, "--v", "1"}
+		"--hostname-override", n.Name, "--node-ip", ip.String(), "--v", "1"}
 	env := []string{"NODE_BIN=" + opts.BinDir, "NODE_DIR=" + n.Dir,
 		// containerd finds containerd-shim-runc-v2 on its PATH.
 		"PATH=" + opts.BinDir + string(os.PathListSeparator) + os.Getenv("PATH")}
 	n.progress("starting kube-scheduler")
 	if n.scheduler, err = startProcess(n.Dir, "kube-scheduler", filepath.Join(opts.BinDir, "kube-scheduler"), []string{
-		"--kubeconfig=" + opts.Kubeconfig, "--authentication-kubeconfig=" + opts.Kubeconfig, "--authorization-kubeconfig=" + opts.Kubeconfig,
+		"--kubeconfig=" + c.Kubeconfig, "--authentication-kubeconfig=" + c.Kubeconfig, "--authorization-kubeconfig=" + c.Kubeconfig,
 		"--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false", "--v=1",
 	}, nil); err != nil {
 		return nil, err
@@ -246,7 +244,7 @@ func StartNode(ctx context.Context, opts NodeOptions) (_ *Node, err error) {
 		if ended, werr := n.proc.exited(); ended {
 			return nil, fmt.Errorf("the node exited at start (%w): %s\n%s", werr, n.proc.tail(), n.Log())
 		}
-		if n.ready(ctx, opts.Kubeconfig) {
+		if ready, _ := c.Kubectl("get", "node", n.Name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`).Output(); string(ready) == "True" {
 			n.progress("node %s is Ready", n.Name)
 			return n, nil
 		}
@@ -257,41 +255,11 @@ func StartNode(ctx context.Context, opts NodeOptions) (_ *Node, err error) {
 	}
 }
 
-// ready reports whether the node's Ready condition is True.
-func (n *Node) ready(ctx context.Context, kubeconfig string) bool {
-	out, err := exec.CommandContext(ctx, "kubectl", "--kubeconfig", kubeconfig, "get", "node", n.Name,
-		"-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`).Output()
-	return err == nil && strings.TrimSpace(string(out)) == "True"
-}
-
-// nodeIP is the address the kubelet reports: the first non-loopback IPv4 address of this
-// machine (the kubelet refuses a loopback one).
-func nodeIP() (string, error) {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return "", err
-	}
-	for _, a := range addrs {
-		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && !ipn.IP.IsLoopback() {
-			return ipn.IP.String(), nil
-		}
-	}
-	return "", errors.New("the kubelet needs a non-loopback IPv4 address on this machine, and there is none")
-}
-
 // Log is the end of the kubelet's and containerd's logs, for failure messages.
 func (n *Node) Log() string {
 	var b strings.Builder
 	for _, name := range []string{"kubelet.log", "containerd.log"} {
-		data, err := os.ReadFile(filepath.Join(n.Dir, name))
-		if err != nil {
-			continue
-		}
-		const max = 3000
-		if len(data) > max {
-			data = data[len(data)-max:]
-		}
-		fmt.Fprintf(&b, "--- %s ---\n%s\n", name, data)
+		fmt.Fprintf(&b, "--- %s ---\n%s\n", name, tailFile(filepath.Join(n.Dir, name), 3000))
 	}
 	return b.String()
 }

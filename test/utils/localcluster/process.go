@@ -81,16 +81,34 @@ func (p *process) kill() {
 }
 
 // tail returns the last lines of the process log, for error messages.
-func (p *process) tail() string {
-	b, err := os.ReadFile(p.log)
+func (p *process) tail() string { return tailFile(p.log, 4000) }
+
+// tailFile returns the last max bytes of a log file; empty when it cannot be read.
+func tailFile(path string, max int) string {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return ""
 	}
-	const max = 4000
 	if len(b) > max {
 		b = b[len(b)-max:]
 	}
 	return string(b)
+}
+
+// HostIPv4 is this machine's first IPv4 address that is neither loopback nor link-local: an
+// address other machines' processes (a kubelet, a webhook's clients) can be given; nil when
+// there is none.
+func HostIPv4() net.IP {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() && n.IP.To4() != nil {
+			return n.IP.To4()
+		}
+	}
+	return nil
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that nothing listens on at the time of the call.

@@ -200,6 +200,11 @@ func PushTo(host, repo, tag string, c Credentials) (name.Digest, error) {
 	if err != nil {
 		return name.Digest{}, err
 	}
+	return write(host, repo, tag, img, c)
+}
+
+// write writes img as host/repo:tag and returns its digest reference.
+func write(host, repo, tag string, img v1.Image, c Credentials) (name.Digest, error) {
 	ref, err := name.NewTag(host + "/" + repo + ":" + tag)
 	if err != nil {
 		return name.Digest{}, err
@@ -251,18 +256,7 @@ func PushProgram(host, repo, tag, program, label string, c Credentials) (name.Di
 	if img, err = ggcrmutate.ConfigFile(img, cfg); err != nil {
 		return name.Digest{}, err
 	}
-	ref, err := name.NewTag(host + "/" + repo + ":" + tag)
-	if err != nil {
-		return name.Digest{}, err
-	}
-	if err := remote.Write(ref, img, remote.WithAuth(c.Authenticator)); err != nil {
-		return name.Digest{}, err
-	}
-	d, err := img.Digest()
-	if err != nil {
-		return name.Digest{}, err
-	}
-	return ref.Context().Digest(d.String()), nil
+	return write(host, repo, tag, img, c)
 }
 
 // Key is a signing key pair, as `cosign generate-key-pair` makes (ECDSA P-256).
