@@ -22,6 +22,24 @@ const ImagesCEL = `(object.spec.containers.map(c, has(c.image) ? c.image : '') +
 	`(has(object.spec.ephemeralContainers) ? object.spec.ephemeralContainers.map(c, has(c.image) ? c.image : '') : []) + ` +
 	`(has(object.spec.volumes) ? object.spec.volumes.filter(v, has(v.image)).map(v, has(v.image.reference) ? v.image.reference : '') : []))`
 
+// AnyImageCEL is whether pred, a CEL predicate on the image its argument names, holds for
+// some image of the Pod (ImagesCEL's), over the Pod's lists in place rather than one list
+// built from them (which costs the apiserver more than the predicates). A container or image
+// volume with no image counts as one for which pred holds: such a Pod is sent.
+func AnyImageCEL(pred func(i string) string) string {
+	list := func(l string) string {
+		return "object.spec." + l + ".exists(c, !has(c.image) || " + pred("c.image") + ")"
+	}
+	return "(" + list("containers") +
+		" || (has(object.spec.initContainers) && " + list("initContainers") + ")" +
+		" || (has(object.spec.ephemeralContainers) && " + list("ephemeralContainers") + ")" +
+		" || (has(object.spec.volumes) && object.spec.volumes.exists(v, has(v.image) && (!has(v.image.reference) || " + pred("v.image.reference") + "))))"
+}
+
+// MaxDirect bounds a predicate that AnyImageCEL writes once per list of the Pod; a longer one
+// is written once, over ImagesCEL.
+const MaxDirect = 4096
+
 // unpinned keeps the images not pinned by digest.
 const unpinned = `.map(i, string(i)).filter(i, !i.contains('@'))`
 
@@ -47,7 +65,7 @@ func PinCondition(entries []policy.PinEntry) string {
 		needles := hintNeedles(e)
 		if len(needles) == 0 && e.Namespace == "" {
 			// An entry of every namespace that covers every image: any unpinned image.
-			return ImagesCEL + unpinned + ".size() > 0"
+			return AnyImageCEL(func(i string) string { return "!" + i + ".contains('@')" })
 		}
 		k := [3]string{e.Namespace}
 		copy(k[1:], needles)
@@ -63,6 +81,12 @@ func PinCondition(entries []policy.PinEntry) string {
 	list.WriteByte(']')
 	if list.Len() > maxPinCondition {
 		return "true"
+	}
+	if list.Len() <= MaxDirect {
+		return AnyImageCEL(func(i string) string {
+			return "!" + i + ".contains('@') && " + list.String() +
+				".exists(e, (e[0] == '' || e[0] == request.namespace) && " + i + ".lowerAscii().contains(e[1]) && " + i + ".lowerAscii().contains(e[2]))"
+		})
 	}
 	return ImagesCEL + unpinned + ".map(i, i.lowerAscii()).exists(i, " + list.String() +
 		".exists(e, (e[0] == '' || e[0] == request.namespace) && i.contains(e[1]) && i.contains(e[2])))"

@@ -65,8 +65,10 @@ type Plan struct {
 // A group is the policies that share generated objects: the same validation action, and the
 // same part in break-glass. Within a group, policies are chunked so that one object stays
 // far below etcd's 1.5 MiB and one evaluation far below the apiserver's cost budget per
-// binding (10,000,000): each policy is one validation, and all share the one normalization
-// of the Pod's images (variables.images and variables.refs), which is most of the cost.
+// binding (10,000,000): each policy is one validation, which first tries its own shortcut
+// over the images as written (fastPath; its regular expressions are most of what an admitted
+// Pod costs), and all share the one normalization of the Pod's images (variables.images and
+// variables.refs) when a shortcut fails.
 type group struct {
 	name   string
 	action admissionregistrationv1.ValidationAction
@@ -77,7 +79,7 @@ type group struct {
 }
 
 const (
-	maxChunkPolicies = 100
+	maxChunkPolicies = 50
 	maxChunkBytes    = 512 << 10
 )
 
@@ -130,7 +132,10 @@ func Build(rules []policy.NameRules, opts Options) Plan {
 			if groups[g].glass == "warn" {
 				suffix = "; admitted by break-glass"
 			}
-			m := member{rules: r, expression: violationsOf(r, suffix)}
+			m := member{rules: r, expression: violationsOf(r, suffix), fast: fastPath(r)}
+			if len(m.fast) > maxExpression {
+				m.fast = "" // a long proof is no shortcut: every Pod takes the full path
+			}
 			if len(m.expression) > maxExpression {
 				tooLong = fmt.Sprintf("its rules make a CEL expression of %d characters, more than %d", len(m.expression), maxExpression)
 			}
@@ -163,11 +168,11 @@ func Build(rules []policy.NameRules, opts Options) Plan {
 			chunk, size = nil, 0
 		}
 		for _, m := range members[gi] {
-			if len(chunk) == maxChunkPolicies || size+len(m.expression) > maxChunkBytes {
+			if len(chunk) == maxChunkPolicies || size+len(m.expression)+len(m.fast) > maxChunkBytes {
 				flush()
 			}
 			chunk = append(chunk, m)
-			size += len(m.expression)
+			size += len(m.expression) + len(m.fast)
 		}
 		flush()
 	}
@@ -179,6 +184,9 @@ type member struct {
 	rules *policy.NameRules
 	// expression is its variable: per image, the list of its messages.
 	expression string
+	// fast proves, when it holds, that the policy has no message for the Pod (fastPath; ""
+	// when the policy has no such proof).
+	fast string
 }
 
 // violationsOf is the CEL of a policy's variable: for each image the engine checks, the list
@@ -249,19 +257,35 @@ func chunkPolicy(name string, g group, chunk []member) admissionregistrationv1.V
 	for i, m := range chunk {
 		r := m.rules
 		v := fmt.Sprintf("p%d", i)
-		vars = append(vars, admissionregistrationv1.Variable{Name: v, Expression: m.expression})
-		ok := "variables." + v + ".all(l, size(l) == 0)"
+		// quiet: when the policy has nothing to say, found without building its messages. The
+		// apiserver evaluates a validation's messageExpression for every request, passed or
+		// not, so the message checks it too: a Pod that passes costs the proof twice (once per
+		// expression), never the normalization of its images.
+		var quiet []string
 		switch g.glass {
 		case "deny":
-			ok = "variables.breakGlass || " + ok
+			quiet = append(quiet, "variables.breakGlass")
 		case "warn":
-			ok = "!variables.breakGlass || " + ok
+			quiet = append(quiet, "!variables.breakGlass")
+		}
+		if m.fast != "" {
+			f := fmt.Sprintf("f%d", i)
+			vars = append(vars, admissionregistrationv1.Variable{Name: f, Expression: m.fast})
+			quiet = append(quiet, "variables."+f)
+		}
+		vars = append(vars, admissionregistrationv1.Variable{Name: v, Expression: m.expression})
+		ok := "variables." + v + ".all(l, size(l) == 0)"
+		if len(quiet) > 0 {
+			ok = strings.Join(quiet, " || ") + " || " + ok
 		}
 		// All of the policy's violations, as the webhook words them, on one line (the
 		// apiserver refuses a message with a newline, or longer than 5 KiB).
 		all := "variables." + v + ".filter(l, size(l) > 0).map(l, l.join('; ')).join('; ')"
 		message := fmt.Sprintf(`%[1]s.size() <= %[2]d ? %[1]s : variables.%[3]s.filter(l, size(l) > 0)[0][0].substring(0, %[4]d) + '; and ' + string(variables.%[3]s.map(l, size(l)).sum() - 1) + ' more violations of this policy'`,
 			all, maxMessage, v, maxMessage/2)
+		if len(quiet) > 0 {
+			message = "(" + strings.Join(quiet, " || ") + ") ? '' : " + message
+		}
 		validations = append(validations, admissionregistrationv1.Validation{
 			Expression: ok, MessageExpression: message,
 			Message: fmt.Sprintf("an image is not allowed by %s %q", r.Ref.Kind, r.Ref.Name),

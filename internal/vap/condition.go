@@ -1,6 +1,7 @@
 package vap
 
 import (
+	"strconv"
 	"strings"
 
 	"github.com/imagegate/imagegate/internal/podspec"
@@ -26,17 +27,41 @@ func WebhookCondition(plan *Plan, verify []policy.PinEntry) string {
 	// One pass over the images: not plain, an image ID, or maybe covered by a verify rule.
 	// Image IDs go to the webhook too: every policy that covers a Pod refuses them, those
 	// with no name rule (verify rules only) included, which have no generated object.
-	image := kindOf("i") + " != 'p'"
-	switch hint := podspec.VerifyHint(verify, "i"); hint {
-	case "true":
+	hint := podspec.VerifyHint(verify, "i")
+	if hint == "true" {
 		return "true"
-	case "false":
-	default:
-		image = hint + " || " + image
 	}
-	parts = append(parts, podspec.ImagesCEL+".exists(i, "+image+")")
+	image := func(i string) string {
+		c := notPlain(i)
+		if hint != "false" {
+			c = podspec.VerifyHint(verify, i) + " || " + c
+		}
+		return c
+	}
+	if len(hint) <= podspec.MaxDirect {
+		parts = append(parts, podspec.AnyImageCEL(image))
+	} else {
+		parts = append(parts, podspec.ImagesCEL+".exists(i, "+image("i")+")")
+	}
 	if len(plan.KeptNamespaces) > 0 {
 		parts = append(parts, "request.namespace in "+quoteList(plan.KeptNamespaces))
 	}
 	return strings.Join(parts, " || ")
 }
+
+// notPlain is whether the image i is not plain (kindOf(i) != 'p'), in one regular expression
+// of the plain grammar where kindOf takes several steps: a host by the runtime's rule (a dot,
+// a port, or localhost) before a '/'; or a first component without a dot before a '/'; or a
+// single component. Then the tag and the digest, within maxPlain, and neither an image ID
+// nor 64 hex digits.
+func notPlain(i string) string {
+	return "!(size(" + i + ") <= " + strconv.Itoa(maxPlain) + " && " + i + ".matches(" + quote(plainRE) + ") && !" + i + ".matches(" + quote(`^(?:sha256|sha384|sha512|blake3):|`+bareHexRE) + "))"
+}
+
+const (
+	labelRE     = `[a-z0-9](?:[a-z0-9-]*[a-z0-9])?`
+	portRE      = `[1-9][0-9]{0,4}`
+	hostLikeRE  = `(?:` + labelRE + `(?:\.` + labelRE + `)+(?::` + portRE + `)?|` + labelRE + `:` + portRE + `|localhost)`
+	compNoDotRE = `[a-z0-9]+(?:(?:_|__|-+)[a-z0-9]+)*`
+	plainRE     = `^(?:` + hostLikeRE + `/` + componentRE + `(?:/` + componentRE + `)*|` + compNoDotRE + `(?:/` + componentRE + `)+|` + componentRE + `)` + tagDigestRE + `$`
+)

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apiserver/pkg/admission/plugin/policy/validating"
 	celconfig "k8s.io/apiserver/pkg/apis/cel"
 	"k8s.io/apiserver/pkg/cel/environment"
+	"k8s.io/utils/ptr"
 
 	"github.com/imagegate/imagegate/api/v1alpha1"
 	"github.com/imagegate/imagegate/internal/podspec"
@@ -47,49 +48,62 @@ func costPod(n int) *corev1.Pod {
 	return p
 }
 
-// costMeter evaluates one generated policy as the apiserver does (cost says how much of the
-// per-binding budget, celconfig.RuntimeCELCostBudget, it used).
+// costMeter evaluates one generated policy as the apiserver's validator does, validations
+// and then message expressions (which it evaluates for every request, passed or not), from
+// one budget (cost says how much of the per-binding budget, celconfig.RuntimeCELCostBudget,
+// both used).
 type costMeter struct {
-	filter plugincel.ConditionEvaluator
+	filter, messages plugincel.ConditionEvaluator
 }
 
 func newCostMeter(t testing.TB, p *admissionregistrationv1.ValidatingAdmissionPolicy) *costMeter {
 	t.Helper()
 	c, opts := variablesCompiler(t, p)
-	var exprs []plugincel.ExpressionAccessor
+	var exprs, messages []plugincel.ExpressionAccessor
 	for _, v := range p.Spec.Validations {
 		exprs = append(exprs, &validating.ValidationCondition{Expression: v.Expression})
+		messages = append(messages, &validating.MessageExpressionCondition{MessageExpression: v.MessageExpression})
 	}
-	return &costMeter{filter: c.CompileCondition(exprs, opts, environment.StoredExpressions)}
+	return &costMeter{filter: c.CompileCondition(exprs, opts, environment.StoredExpressions),
+		messages: c.CompileCondition(messages, plugincel.OptionalVariableDeclarations{}, environment.StoredExpressions)}
 }
 
 func (m *costMeter) cost(t testing.TB, pod *corev1.Pod) int64 {
 	va := attributes(pod, nil)
 	req := plugincel.CreateAdmissionRequest(va.Attributes, metav1.GroupVersionResource(podsGVR), metav1.GroupVersionKind(schema.GroupVersionKind{Version: "v1", Kind: "Pod"}))
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: pod.Namespace}}
-	res, remaining, err := m.filter.ForInput(context.Background(), va, req, plugincel.OptionalVariableBindings{}, plugincel.CreateNamespaceObject(ns), celconfig.RuntimeCELCostBudget)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range res {
-		if r.Error != nil {
-			t.Fatal(r.Error)
+	ns := plugincel.CreateNamespaceObject(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: pod.Namespace}})
+	remaining := int64(celconfig.RuntimeCELCostBudget)
+	for _, f := range []plugincel.ConditionEvaluator{m.filter, m.messages} {
+		res, left, err := f.ForInput(context.Background(), va, req, plugincel.OptionalVariableBindings{}, ns, remaining)
+		if err != nil {
+			t.Fatal(err)
 		}
+		for _, r := range res {
+			if r.Error != nil {
+				t.Fatal(r.Error)
+			}
+		}
+		remaining = left
 	}
 	return celconfig.RuntimeCELCostBudget - remaining
 }
 
 func metersFor(t testing.TB, n int) []*costMeter {
-	snap := policy.Compile(costPolicies(n), nil)
-	plan := Build(snap.NameRules(fixedNow), Options{})
-	if len(plan.Webhook) > 0 {
-		t.Fatalf("policies left to the webhook: %v", plan.Webhook)
-	}
+	plan := costPlan(t, n)
 	meters := make([]*costMeter, len(plan.Policies))
 	for i := range plan.Policies {
 		meters[i] = newCostMeter(t, &plan.Policies[i])
 	}
 	return meters
+}
+
+func costPlan(t testing.TB, n int) *Plan {
+	snap := policy.Compile(costPolicies(n), nil)
+	plan := Build(snap.NameRules(fixedNow), Options{})
+	if len(plan.Webhook) > 0 {
+		t.Fatalf("policies left to the webhook: %v", plan.Webhook)
+	}
+	return &plan
 }
 
 // TestCostWithinLimits holds the generated policies to the apiserver's limits at a Pod of 50
@@ -115,14 +129,17 @@ func TestCostWithinLimits(t *testing.T) {
 func BenchmarkAdmissionPolicies(b *testing.B) {
 	for _, c := range []struct{ policies, containers int }{{1, 3}, {10, 5}, {100, 50}, {1000, 50}} {
 		b.Run(fmt.Sprintf("policies=%d/containers=%d", c.policies, c.containers), func(b *testing.B) {
-			meters := metersFor(b, c.policies)
+			plan := costPlan(b, c.policies)
+			cs := compilePlan(b, plan)
 			pod := costPod(c.containers)
-			var total int64
 			for b.Loop() {
-				total = 0
-				for _, m := range meters {
-					total += m.cost(b, pod)
+				if out := evaluate(b, cs, pod, nil, nil); len(out.denied)+len(out.warnings)+len(out.audits) > 0 {
+					b.Fatalf("the Pod is refused: %s", out)
 				}
+			}
+			var total int64
+			for i := range plan.Policies {
+				total += newCostMeter(b, &plan.Policies[i]).cost(b, pod)
 			}
 			b.ReportMetric(float64(total), "cost/request")
 			b.ReportMetric(float64(total)/float64(c.policies), "cost/policy")
@@ -135,9 +152,10 @@ func BenchmarkAdmissionPolicies(b *testing.B) {
 // the tag latest, one verify rule for other images) into its parts, next to the hand-written
 // ValidatingAdmissionPolicy that make bench compares with (startsWith and endsWith on the
 // image strings as written, with no normalization):
-//   - generated: the generated ValidatingAdmissionPolicy (normalization and matching);
+//   - generated: the generated ValidatingAdmissionPolicy, through the apiserver's validator
+//     (its validations, then its message expressions, which it evaluates for every request);
 //   - condition: the Pod webhook's match condition that the mode writes;
-//   - hand-written: the hand-written policy.
+//   - hand-written: the hand-written policy, through the same validator.
 func BenchmarkRequestParts(b *testing.B) {
 	allow := cluster("bench", v1alpha1.ImagePolicySpec{
 		Images: v1alpha1.ImageRules{Allow: patterns("ghcr.io/acme/**", "registry.corp:5000/**")},
@@ -157,10 +175,11 @@ func BenchmarkRequestParts(b *testing.B) {
 	for i, img := range []string{"ghcr.io/acme/web:1.4.2", "ghcr.io/acme/envoy:1.31", "registry.corp:5000/tools/agent:2"} {
 		pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: fmt.Sprint("c", i), Image: img})
 	}
-	generated := newCostMeter(b, &plan.Policies[0])
-	handWritten := newCostMeter(b, &admissionregistrationv1.ValidatingAdmissionPolicy{
+	generated := compilePlan(b, &plan)
+	handPlan := Plan{Policies: []admissionregistrationv1.ValidatingAdmissionPolicy{{
 		ObjectMeta: metav1.ObjectMeta{Name: "bench-images"},
 		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
 			Variables: []admissionregistrationv1.Variable{
 				{Name: "repos", Expression: "['ghcr.io/acme/', 'registry.corp:5000/']"},
 				{Name: "tags", Expression: "['latest']"},
@@ -168,7 +187,8 @@ func BenchmarkRequestParts(b *testing.B) {
 			Validations: []admissionregistrationv1.Validation{{Expression: `object.spec.containers.all(c, variables.repos.exists(r, c.image.startsWith(r)) && !variables.tags.exists(t, c.image.endsWith(':' + t))) &&
 (!has(object.spec.initContainers) || object.spec.initContainers.all(c, variables.repos.exists(r, c.image.startsWith(r)) && !variables.tags.exists(t, c.image.endsWith(':' + t))))`}},
 		},
-	})
+	}}, Bindings: []admissionregistrationv1.ValidatingAdmissionPolicyBinding{bindingObject("bench-images", admissionregistrationv1.Deny, Options{})}}
+	handWritten := compilePlan(b, &handPlan)
 	condition := WebhookCondition(&plan, snap.PinScope())
 	if webhookCalled(b, condition, pod, nil) {
 		b.Fatal("the webhook is called for a Pod no verify rule covers")
@@ -177,7 +197,7 @@ func BenchmarkRequestParts(b *testing.B) {
 	pinMatcher := newConditionMatcher(b, podspec.PinCondition(snap.PinScope()))
 	b.Run("generated", func(b *testing.B) {
 		for b.Loop() {
-			generated.cost(b, pod)
+			evaluate(b, generated, pod, nil, nil)
 		}
 	})
 	b.Run("condition", func(b *testing.B) {
@@ -194,7 +214,7 @@ func BenchmarkRequestParts(b *testing.B) {
 	})
 	b.Run("hand-written", func(b *testing.B) {
 		for b.Loop() {
-			handWritten.cost(b, pod)
+			evaluate(b, handWritten, pod, nil, nil)
 		}
 	})
 }

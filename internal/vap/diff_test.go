@@ -142,8 +142,15 @@ func (h *harness) differ(t *testing.T, pod, old *corev1.Pod, nsLabels map[string
 			needsWebhook = true
 		}
 	}
-	if needsWebhook && !webhookCalled(t, h.condition, pod, old) {
+	called := webhookCalled(t, h.condition, pod, old)
+	if needsWebhook && !called {
 		t.Fatalf("images %q: the engine decides part of this Pod that the generated policies leave to the webhook, but the webhook's match condition does not send it", imagesOf(pod))
+	}
+	// With no verify rule and no policy kept in the webhook, the condition sends exactly the
+	// created Pods that need it: a plain image sent anyway would cost every such Pod a call.
+	// (On UPDATE it looks at every image, where the engine checks the changed ones.)
+	if old == nil && !needsWebhook && called && len(snap.PinScope()) == 0 && !plan.KeptClusterWide && !slices.Contains(plan.KeptNamespaces, pod.Namespace) {
+		t.Fatalf("images %q: the webhook's match condition sends a Pod whose images the generated policies decide", imagesOf(pod))
 	}
 }
 
@@ -281,6 +288,20 @@ func TestDifferential(t *testing.T) {
 	glass := pod("prod", map[string]string{"tier": "web"}, "ghcr.io/acme/app:1.0", "nginx")
 	glass.Annotations = map[string]string{"alpha.image-policy.k8s.io/break-glass": "true"}
 	h.differ(t, glass, nil, prod)
+}
+
+// TestConditionExact: with name rules only, the webhook's match condition sends exactly the
+// Pods with an image the generated policies leave to it.
+func TestConditionExact(t *testing.T) {
+	w := tableWorld()
+	w.cluster = slices.DeleteFunc(w.cluster, func(c v1alpha1.ClusterImagePolicy) bool { return len(c.Spec.Verify.Images) > 0 })
+	h := newHarness(t, w)
+	if len(h.snap.PinScope()) != 0 {
+		t.Fatal("a verify rule is left")
+	}
+	for _, img := range images(t) {
+		h.differ(t, pod("dev", nil, img), nil, map[string]string{"kubernetes.io/metadata.name": "dev"})
+	}
 }
 
 var fixedNow = time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
