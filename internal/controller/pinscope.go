@@ -6,9 +6,11 @@ import (
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	admissionregistrationv1ac "k8s.io/client-go/applyconfigurations/admissionregistration/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	ctrl "sigs.k8s.io/controller-runtime"
 
@@ -90,16 +92,58 @@ func (s *PinScopeSyncer) Sync(ctx context.Context, expression string) error {
 	if hook == nil {
 		return fmt.Errorf("MutatingWebhookConfiguration %s has no webhook %s", s.Configuration, PinWebhookName)
 	}
+	// With no verify rule the condition is "false", and the objectSelector that matches no
+	// object says the same earlier: the apiserver checks it before it converts the Pod for the
+	// conditions, so the webhook costs a Pod almost nothing. It is set only over the default
+	// (empty) selector, and taken out only when it is this one, so an installer's own
+	// selector is never replaced.
+	never := expression == "false"
+	ours := isNeverSelector(hook.ObjectSelector)
+	useSelector := never && (ours || emptySelector(hook.ObjectSelector))
+	inPlace := useSelector == ours
 	for _, c := range hook.MatchConditions {
-		if c.Name == PinConditionName && c.Expression == expression {
+		if c.Name == PinConditionName && c.Expression == expression && inPlace {
 			return nil
 		}
 	}
-	apply := admissionregistrationv1ac.MutatingWebhookConfiguration(s.Configuration).WithWebhooks(
-		admissionregistrationv1ac.MutatingWebhook().WithName(PinWebhookName).WithMatchConditions(
-			admissionregistrationv1ac.MatchCondition().WithName(PinConditionName).WithExpression(expression)))
+	wh := admissionregistrationv1ac.MutatingWebhook().WithName(PinWebhookName).WithMatchConditions(
+		admissionregistrationv1ac.MatchCondition().WithName(PinConditionName).WithExpression(expression))
+	if useSelector {
+		sel := metav1ac.LabelSelector()
+		for _, r := range PinObjectSelector(expression).MatchExpressions {
+			sel = sel.WithMatchExpressions(metav1ac.LabelSelectorRequirement().WithKey(r.Key).WithOperator(r.Operator))
+		}
+		wh = wh.WithObjectSelector(sel)
+	}
+	// Applied without the selector, the field this manager owned goes, and the apiserver
+	// defaults it back to the empty one.
+	apply := admissionregistrationv1ac.MutatingWebhookConfiguration(s.Configuration).WithWebhooks(wh)
 	_, err = api.Apply(ctx, apply, metav1.ApplyOptions{FieldManager: pinScopeFieldManager, Force: true})
 	return err
+}
+
+// neverLabel is the key of the selector that matches no object: it must exist and not exist.
+const neverLabel = "imagegate.io/no-verify-rule"
+
+// PinObjectSelector is the objectSelector the manager gives the pinning webhook (over the
+// default, empty one) with the condition expression: one that matches no object when the
+// condition is "false", nil otherwise.
+func PinObjectSelector(expression string) *metav1.LabelSelector {
+	if expression != "false" {
+		return nil
+	}
+	return &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+		{Key: neverLabel, Operator: metav1.LabelSelectorOpExists},
+		{Key: neverLabel, Operator: metav1.LabelSelectorOpDoesNotExist},
+	}}
+}
+
+func isNeverSelector(s *metav1.LabelSelector) bool {
+	return s != nil && equality.Semantic.DeepEqual(s, PinObjectSelector("false"))
+}
+
+func emptySelector(s *metav1.LabelSelector) bool {
+	return s == nil || (len(s.MatchLabels) == 0 && len(s.MatchExpressions) == 0)
 }
 
 func findWebhook(hooks []admissionregistrationv1.MutatingWebhook, name string) *admissionregistrationv1.MutatingWebhook {

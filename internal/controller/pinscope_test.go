@@ -9,6 +9,7 @@ import (
 	. "github.com/onsi/gomega"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
@@ -119,5 +120,45 @@ var _ = Describe("the pinning webhook's scope", Ordered, func() {
 		syncer := &controller.PinScopeSyncer{Client: clientset, Store: snapshots, Configuration: name}
 		Expect(syncer.Sync(ctx, largest)).To(Succeed())
 		Expect(condition()).To(Equal(largest))
+	})
+
+	It("with no verify rule also selects no object, and never replaces an installer's selector", func() {
+		stopSync()
+		hooks := clientset.AdmissionregistrationV1().MutatingWebhookConfigurations()
+		selector := func() *metav1.LabelSelector {
+			cfg, err := hooks.Get(ctx, name, metav1.GetOptions{})
+			Expect(err).NotTo(HaveOccurred())
+			return cfg.Webhooks[0].ObjectSelector
+		}
+		matchesNothing := func(s *metav1.LabelSelector) {
+			GinkgoHelper()
+			sel, err := metav1.LabelSelectorAsSelector(s)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(s.MatchExpressions).NotTo(BeEmpty())
+			for _, l := range []labels.Set{nil, {"imagegate.io/no-verify-rule": ""}, {"app": "web"}} {
+				Expect(sel.Matches(l)).To(BeFalse(), "labels %v", l)
+			}
+		}
+		syncer := &controller.PinScopeSyncer{Client: clientset, Store: snapshots, Configuration: name}
+
+		Expect(syncer.Sync(ctx, "false")).To(Succeed())
+		Expect(condition()).To(Equal("false"))
+		matchesNothing(selector())
+
+		// A verify rule again: the selector goes, back to the apiserver's default.
+		Expect(syncer.Sync(ctx, "object.spec.containers.size() > 0")).To(Succeed())
+		Expect(condition()).To(Equal("object.spec.containers.size() > 0"))
+		Expect(selector()).To(Equal(&metav1.LabelSelector{}))
+
+		// An installer's own selector stays, whatever the condition.
+		cfg, err := hooks.Get(ctx, name, metav1.GetOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		own := &metav1.LabelSelector{MatchLabels: map[string]string{"imagegate.io/pin": "yes"}}
+		cfg.Webhooks[0].ObjectSelector = own
+		_, err = hooks.Update(ctx, cfg, metav1.UpdateOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(syncer.Sync(ctx, "false")).To(Succeed())
+		Expect(condition()).To(Equal("false"))
+		Expect(selector()).To(Equal(own))
 	})
 })

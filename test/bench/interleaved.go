@@ -126,6 +126,13 @@ func (e *benchEnv) interleavedLayer(ctx context.Context) error {
 		setup: func(ctx context.Context, e *benchEnv) (func() error, error) {
 			return setupImagegateVAP(ctx, e, s, vapWebhooksOnly)
 		}})
+	// The mode in a cluster with name rules only: the webhooks keep the conditions the manager
+	// writes when no verify rule is in force (the Pod webhook's for images CEL leaves to it,
+	// the pinning webhook's "false").
+	configs = append(configs, ilvConfig{key: "imagegate-vap-names", name: ilvVAPNamesConfig, enforces: true,
+		setup: func(ctx context.Context, e *benchEnv) (func() error, error) {
+			return setupImagegateVAP(ctx, e, s, vapNameRulesOnly)
+		}})
 	configs = append(configs, ilvConfig{key: "imagegate-verify", name: ilvVerifyConfig, images: signedImages,
 		labels: map[string]string{signedLabel: "interleaved"},
 		setup: func(ctx context.Context, e *benchEnv) (func() error, error) {
@@ -233,7 +240,7 @@ func (e *benchEnv) interleavedLayer(ctx context.Context) error {
 				progress("interleaved: %-24s %s minus the validating webhook alone: median %+.3f ms (IQR %+.3f to %+.3f)", m.Name, ig, ms(d.median), ms(d.q1), ms(d.q3))
 			}
 		}
-		for _, ig := range []string{ilvVAPConfig, ilvVAPPoliciesConfig, ilvVAPWebhooksConfig} {
+		for _, ig := range []string{ilvVAPConfig, ilvVAPPoliciesConfig, ilvVAPWebhooksConfig, ilvVAPNamesConfig} {
 			if d, ok := rep.added(m.Name, ig, "no admission webhook"); ok {
 				progress("interleaved: %-24s %s minus no webhook: median %+.3f ms (IQR %+.3f to %+.3f)", m.Name, ig, ms(d.median), ms(d.q1), ms(d.q3))
 			}
@@ -279,6 +286,8 @@ const (
 	// ilvVAPPoliciesConfig and ilvVAPWebhooksConfig are ilvVAPConfig's two parts.
 	ilvVAPPoliciesConfig = "imagegate --admission-policies, its policies alone"
 	ilvVAPWebhooksConfig = "imagegate --admission-policies, its webhooks' conditions alone"
+	// ilvVAPNamesConfig is the mode with no verify rule in force.
+	ilvVAPNamesConfig = "imagegate --admission-policies, no verify rule"
 )
 
 // vapParts says which parts of what --admission-policies writes setupImagegateVAP registers.
@@ -288,6 +297,8 @@ const (
 	vapBoth vapParts = iota
 	vapPoliciesOnly
 	vapWebhooksOnly
+	// vapNameRulesOnly is vapBoth with the conditions of a cluster without verify rules.
+	vapNameRulesOnly
 )
 
 // ilvImagegateConfigs are the interleaved configurations that are imagegate.
@@ -333,6 +344,9 @@ func setupImagegateVAP(ctx context.Context, e *benchEnv, s *signing, parts vapPa
 		return nil, err
 	}
 	inForce := policy.Compile(append(imagegatePolicies(1), verifying), nil)
+	if parts == vapNameRulesOnly {
+		inForce = policy.Compile(imagegatePolicies(1), nil)
+	}
 	plan := vap.Build(policy.Compile(imagegatePolicies(1), nil).NameRules(time.Now()), vap.Options{})
 	var out []byte
 	var names []string
@@ -437,6 +451,9 @@ func setupImagegateScoped(ctx context.Context, e *benchEnv, scope imagegateScope
 			if scope.pinCondition != "" && cfg["kind"] == "MutatingWebhookConfiguration" {
 				conds, _ := wh["matchConditions"].([]any)
 				wh["matchConditions"] = append(conds, map[string]any{"name": controller.PinConditionName, "expression": scope.pinCondition})
+				if sel := controller.PinObjectSelector(scope.pinCondition); sel != nil {
+					wh["objectSelector"] = sel // as the manager's PinScopeSyncer writes it
+				}
 			}
 		}
 		b, err := yaml.Marshal(cfg)
