@@ -275,16 +275,17 @@ func chunkPolicy(name string, g group, chunk []member) admissionregistrationv1.V
 		}
 		vars = append(vars, admissionregistrationv1.Variable{Name: v, Expression: m.expression})
 		ok := "variables." + v + ".all(l, size(l) == 0)"
-		if len(quiet) > 0 {
-			ok = strings.Join(quiet, " || ") + " || " + ok
+		q := strings.Join(quiet, " || ")
+		if q != "" {
+			ok = q + " || " + ok
 		}
 		// All of the policy's violations, as the webhook words them, on one line (the
 		// apiserver refuses a message with a newline, or longer than 5 KiB).
 		all := "variables." + v + ".filter(l, size(l) > 0).map(l, l.join('; ')).join('; ')"
 		message := fmt.Sprintf(`%[1]s.size() <= %[2]d ? %[1]s : variables.%[3]s.filter(l, size(l) > 0)[0][0].substring(0, %[4]d) + '; and ' + string(variables.%[3]s.map(l, size(l)).sum() - 1) + ' more violations of this policy'`,
 			all, maxMessage, v, maxMessage/2)
-		if len(quiet) > 0 {
-			message = "(" + strings.Join(quiet, " || ") + ") ? '' : " + message
+		if q != "" {
+			message = "(" + q + ") ? '' : " + message
 		}
 		validations = append(validations, admissionregistrationv1.Validation{
 			Expression: ok, MessageExpression: message,

@@ -19,13 +19,21 @@ import (
 // webhook, which the webhook's match condition then calls (WebhookCondition): CEL decides only
 // what it normalizes exactly as the engine does.
 const (
-	hostRE      = `[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*(?::[1-9][0-9]{0,4})?`
+	labelRE     = `[a-z0-9](?:[a-z0-9-]*[a-z0-9])?`
+	portRE      = `[1-9][0-9]{0,4}`
+	hostRE      = labelRE + `(?:\.` + labelRE + `)*(?::` + portRE + `)?`
 	componentRE = `[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*`
 	tagDigestRE = `(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?`
-	// plainWithHost and plainWithoutHost are the two shapes, told apart by the runtime's rule
-	// for the first path component (see hostRule).
-	plainWithHost    = `^` + hostRE + `/` + componentRE + `(?:/` + componentRE + `)*` + tagDigestRE + `$`
-	plainWithoutHost = `^` + componentRE + `(?:/` + componentRE + `)*` + tagDigestRE + `$`
+	// plainRE is a plain reference's grammar with the runtime's rule for its first path
+	// component (hostRule) folded in: a host before a '/' when it has a dot or a port or is
+	// localhost; otherwise a first component without a dot before a '/', or a single
+	// component.
+	plainRE = `^(?:` + hostLikeRE + `/` + componentRE + `(?:/` + componentRE + `)*|` +
+		compNoDotRE + `(?:/` + componentRE + `)+|` + componentRE + `)` + tagDigestRE + `$`
+	// hostLikeRE is hostRE where the runtime's rule takes it for a host; compNoDotRE is
+	// componentRE without a dot.
+	hostLikeRE  = `(?:` + labelRE + `(?:\.` + labelRE + `)+(?::` + portRE + `)?|` + labelRE + `:` + portRE + `|localhost)`
+	compNoDotRE = `[a-z0-9]+(?:(?:_|__|-+)[a-z0-9]+)*`
 	// maxPlain bounds a plain reference, so that its name with Docker Hub's prefixes added
 	// (docker.io/library/) stays within the grammar's 255 characters.
 	maxPlain = 237
@@ -48,10 +56,14 @@ func hostRule(name, first string) string {
 // as an image ID (refused by every policy, and quotable so that the message is exact), 'p'
 // when it is plain, 'x' otherwise (the webhook decides).
 func kindOf(i string) string {
-	first := i + `.split('/')[0]`
-	return fmt.Sprintf(`(%[1]s.matches('%[2]s') ? (%[1]s.matches('%[3]s') ? 'id' : 'x') : `+
-		`(size(%[1]s) <= %[4]d && !%[1]s.matches('%[5]s') && (%[6]s ? %[1]s.matches('%[7]s') : %[1]s.matches('%[8]s')) ? 'p' : 'x'))`,
-		i, celRegex(imageIDRE), celRegex(quotableRE), maxPlain, bareHexRE, hostRule(i, first), celRegex(plainWithHost), celRegex(plainWithoutHost))
+	return fmt.Sprintf(`(%[1]s.matches('%[2]s') ? (%[1]s.matches('%[3]s') ? 'id' : 'x') : (%[4]s ? 'p' : 'x'))`,
+		i, celRegex(imageIDRE), celRegex(quotableRE), plain(i))
+}
+
+// plain is whether the image i, not an image ID, is plain: within maxPlain, not 64 hex
+// digits, and in plainRE.
+func plain(i string) string {
+	return fmt.Sprintf(`(size(%[1]s) <= %[2]d && !%[1]s.matches('%[3]s') && %[1]s.matches('%[4]s'))`, i, maxPlain, bareHexRE, celRegex(plainRE))
 }
 
 // celRegex writes a regular expression for a single-quoted CEL string.
@@ -152,24 +164,30 @@ func patternMatch(p *imageref.Pattern, r string) string {
 
 // segmentsRegex is imageref.MatchSegments as an RE2 expression over "/" + path: "**" is any
 // number of whole segments, "*" any run of characters but "/".
-func segmentsRegex(segs []string) string {
+func segmentsRegex(segs []string) string { return "^" + segmentsBody(segs, `[^/]`) + "$" }
+
+// segmentsBody is segments' expression over "/" + path, unanchored, with chars the class of a
+// segment's characters.
+func segmentsBody(segs []string, chars string) string {
 	var b strings.Builder
-	b.WriteByte('^')
 	for _, s := range segs {
 		if s == "**" {
-			b.WriteString(`(?:/[^/]+)*`)
+			b.WriteString(`(?:/` + chars + `+)*`)
 			continue
 		}
-		b.WriteByte('/')
-		for i, lit := range strings.Split(s, "*") {
-			if i > 0 {
-				b.WriteString(`[^/]*`)
-			}
-			b.WriteString(regexp.QuoteMeta(lit))
-		}
+		b.WriteString("/" + segmentRegex(s, chars))
 	}
-	b.WriteByte('$')
 	return b.String()
+}
+
+// segmentRegex matches one segment that the pattern segment s matches ("*": any run of
+// chars).
+func segmentRegex(s, chars string) string {
+	parts := strings.Split(s, "*")
+	for i := range parts {
+		parts[i] = regexp.QuoteMeta(parts[i])
+	}
+	return strings.Join(parts, chars+`*`)
 }
 
 // selectorCEL is a label selector over the labels expression l, in CEL (labels.Selector's

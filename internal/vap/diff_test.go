@@ -24,6 +24,13 @@ import (
 // they decide; and for every image they leave to the webhook (not plain), the webhook's match
 // condition must send the Pod.
 
+// The two shapes of a plain reference, told apart by the runtime's rule for the first path
+// component (hostRule): the oracle's own spelling of what plainRE folds into one expression.
+const (
+	plainWithHost    = `^` + hostRE + `/` + componentRE + `(?:/` + componentRE + `)*` + tagDigestRE + `$`
+	plainWithoutHost = `^` + componentRE + `(?:/` + componentRE + `)*` + tagDigestRE + `$`
+)
+
 var (
 	reImageID  = regexp.MustCompile(imageIDRE)
 	reQuotable = regexp.MustCompile(quotableRE)

@@ -44,8 +44,7 @@ const (
 	anyTD = `(?::[^/@]*)?(?:@.*)?`
 	// dockerHubHost is Docker Hub's canonical host (imageref.CanonicalHost).
 	dockerHubHost = "docker.io"
-	// idPrefixRE is kindOf's image-ID test (imageIDRE).
-	// (a superset of it).
+	// idPrefixRE holds every string kindOf's image-ID test (imageIDRE) holds, and a few more.
 	idPrefixRE = `^(?:sha|blake)[0-9]+:`
 	// hostlessLocalhostRE: "localhost/..." is a host by the runtime's rule, though its first
 	// component has no dot.
@@ -56,8 +55,12 @@ const (
 // leading zeros): others (IPv6, uppercase) are only in references the webhook decides.
 var plainHost = regexp.MustCompile(`^` + hostRE + `$`)
 
-// tagName is a tag's grammar.
-var tagName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+var (
+	// tagName is a tag's grammar; sha256Digest, the only digest a plain reference holds.
+	tagName      = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+	sha256Digest = regexp.MustCompile(`^sha256:[a-f0-9]{64}$`)
+	idPrefix     = regexp.MustCompile(idPrefixRE)
+)
 
 // fastPath is the CEL proof that the policy finds nothing wrong with any image of the Pod,
 // or "" when the policy's rules have no such proof (then every Pod takes the full path).
@@ -163,7 +166,7 @@ func fastRegexes(r *policy.NameRules) (ok, bad string) {
 func patternTD(p *imageref.Pattern, r *policy.NameRules, td string) (string, bool) {
 	switch {
 	case p.Digest != "":
-		if !regexp.MustCompile(`^sha256:[a-f0-9]{64}$`).MatchString(p.Digest) {
+		if !sha256Digest.MatchString(p.Digest) {
 			return "", false // a plain reference's digest is sha256
 		}
 		return `(?::[^/@]*)?@` + regexp.QuoteMeta(p.Digest), true
@@ -228,7 +231,7 @@ func patternNames(p *imageref.Pattern) names {
 			host += `:443`
 		}
 		alt := host + pathRegex(p.Segments)
-		return names{alts: []string{alt}, exact: true, id: regexp.MustCompile(idPrefixRE).MatchString(p.Host + "/")}
+		return names{alts: []string{alt}, exact: true, id: idPrefix.MatchString(p.Host + "/")}
 	}
 	segs := p.Segments
 	if len(segs) == 1 && segs[0] == "**" {
@@ -259,37 +262,13 @@ func patternNames(p *imageref.Pattern) names {
 	return n
 }
 
-// pathRegex matches "/" + a plain path that the pattern's segments match (segmentsRegex, on
-// components): at least one component.
+// pathRegex matches "/" + a plain path that the pattern's segments match: at least one
+// component.
 func pathRegex(segs []string) string {
-	var b strings.Builder
-	onlyStars := true
-	for _, s := range segs {
-		if s != "**" {
-			onlyStars = false
-		}
-	}
-	if onlyStars {
+	if !slices.ContainsFunc(segs, func(s string) bool { return s != "**" }) {
 		return anySegments
 	}
-	for _, s := range segs {
-		if s == "**" {
-			b.WriteString(`(?:/` + segChars + `+)*`)
-			continue
-		}
-		b.WriteString("/" + segmentRegex(s))
-	}
-	return b.String()
-}
-
-// segmentRegex matches one component that the pattern segment s ("*" any run of characters)
-// matches.
-func segmentRegex(s string) string {
-	parts := strings.Split(s, "*")
-	for i := range parts {
-		parts[i] = regexp.QuoteMeta(parts[i])
-	}
-	return strings.Join(parts, segChars+`*`)
+	return segmentsBody(segs, segChars)
 }
 
 // oneSegment matches the component s when segs match the path s alone (with "**" matching
@@ -305,7 +284,7 @@ func oneSegment(segs []string) (string, bool) {
 	case 0:
 		return segChars + `+`, true
 	case 1:
-		return segmentRegex(literal[0]), true
+		return segmentRegex(literal[0], segChars), true
 	}
 	return "", false
 }
